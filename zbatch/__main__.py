@@ -1,0 +1,5 @@
+"""`python -m zbatch` works like `zbatch`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,72 @@
+"""Pure checks on an answer: normalising labels, parsing JSON objects."""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Sequence
+from typing import Any
+
+_PREFIX = re.compile(r"^\s*(?:the\s+)?(?:label|answer|category|class|sentiment|topic)\s*(?:is)?\s*[:=\-]?\s*",
+                     re.IGNORECASE)
+_EDGES = string.punctuation + string.whitespace + "“”‘’«»。，！？：；、"
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.strip(_EDGES).casefold().split())
+
+
+def normalize_label(answer: str, choices: Sequence[str]) -> str | None:
+    """The choice an answer names, ignoring case, whitespace, edge punctuation and "Label:".
+
+    Returns None when the answer is not exactly one of the choices.
+    """
+    folded = {_fold(choice): choice for choice in choices}
+    text = answer.strip()
+    for candidate in (text, _PREFIX.sub("", text, count=1), text.splitlines()[0] if text else ""):
+        found = folded.get(_fold(candidate))
+        if found is not None:
+            return found
+    return None
+
+
+class NotJson(ValueError):
+    """The answer is not a JSON object."""
+
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL | re.IGNORECASE)
+
+
+def parse_json_object(answer: str) -> dict[str, Any]:
+    """The JSON object in an answer (a ```json fence around it is accepted)."""
+    fenced = _FENCE.match(answer)
+    text = fenced.group(1) if fenced else answer
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise NotJson(f"the answer is not JSON: {str(exc)[:120]}") from None
+    if not isinstance(value, dict):
+        raise NotJson(f"the answer is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def json_field_value(value: Any, kind: str) -> Any:
+    """A field of a JSON answer as the column type ``kind``; None when it does not fit."""
+    if value is None:
+        return None
+    if kind == "string":
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if kind == "json":
+        return json.dumps(value, ensure_ascii=False)
+    if kind == "bool":
+        return value if isinstance(value, bool) else None
+    if kind == "int":
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value
+        return int(value) if isinstance(value, float) and value.is_integer() else None
+    if kind == "float":
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    raise ValueError(f"unknown json field type {kind!r}")

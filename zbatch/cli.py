@@ -1,0 +1,192 @@
+"""The command line: parse flags, build a Job, hand over, map errors to exit codes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import export as export_mod
+from . import plan as plan_mod
+from . import store
+from .errors import ZbatchError
+from .job import Job, load_job
+from .progress import choose
+from .runner import run_job
+from .stats import format_summary
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("zbatch")
+
+
+def _reports_errors(func: F) -> F:
+    """Turn a ZbatchError into one clear line on stderr and its exit code (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ZbatchError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _job_options(func: F) -> F:
+    """The flags that override job-file settings (shared by run and validate)."""
+    options = [
+        click.option("--input", "-i", "input_path", help="Input file, folder or glob (.jsonl, .jsonl.gz, .parquet)."),
+        click.option("--output", "-o", "output_dir", help="Output directory (OUTDIR)."),
+        click.option("--id-column", help="Column holding each row's id [default: id, or custom_id for batch lines]."),
+        click.option("--keep-columns", help="Comma-separated input columns to copy into results."),
+        click.option("--model", help="Model name [default: glm-4.6]; overrides batch-line bodies too."),
+        click.option("--system", help="System message prepended to every request."),
+        click.option("--template", help='Prompt template over the row\'s columns, e.g. "Review: {text}".'),
+        click.option("--prompt-column", help="Column holding the prompt [default: prompt]."),
+        click.option("--messages-column", help="Column holding a list of {role, content} messages."),
+        click.option("--temperature", type=float, help="Sampling temperature (0-1 on Z.AI)."),
+        click.option("--top-p", type=float, help="Nucleus sampling top_p."),
+        click.option("--max-tokens", type=int, help="Maximum tokens in each answer."),
+        click.option("--thinking/--no-thinking", default=None, help="Enable or disable the model's thinking."),
+        click.option("--response-format", type=click.Choice(["json_object", "text"]), help="Ask for a JSON object answer."),
+        click.option("--base-url", help="API base URL [default: $ZAI_BASE_URL or https://api.z.ai/api/paas/v4]."),
+        click.option("--api-key-env", help="Environment variable holding the API key [default: ZAI_API_KEY]."),
+        click.option("--timeout", type=float, help="Seconds allowed per attempt [default: 120]."),
+        click.option("--concurrency", "-c", type=int, help="Most requests in flight (a ceiling; adapts down on 429) [default: 16]."),
+        click.option("--rpm", type=float, help="Cap on request starts per minute (retries included)."),
+        click.option("--tpm", type=float, help="Cap on estimated tokens per minute."),
+        click.option("--max-retries", type=int, help="Retries per row on transient errors [default: 8]."),
+        click.option("--max-attempt-seconds", type=float, help="Give up retrying a row after this many seconds [default: 900]."),
+        click.option("--choices", help="Comma-separated allowed labels; answers are normalised to one of them."),
+        click.option("--part-rows", type=int, help="Commit a part file every N rows [default: 50000]."),
+        click.option("--part-seconds", type=float, help="Commit a part file at least every N seconds [default: 30]."),
+        click.option("--log-every", type=float, help="Seconds between progress lines off a terminal [default: 30]."),
+        click.option("--grace", "grace_seconds", type=float, help="Seconds in-flight requests get after SIGINT/SIGTERM [default: 10]."),
+        click.option("--wait-for-quota/--no-wait-for-quota", default=None, help="On a quota stop, sleep until the reset (at most 1 h) and continue."),
+        click.option("--simulate", is_flag=True, default=None, help="Use the built-in simulated endpoint: no key, no network, real outputs."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _build_job(job_file: str | None, flags: dict[str, Any]) -> Job:
+    return load_job(job_file, flags)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="zbatch")
+def cli() -> None:
+    """Run tables of prompts through the Z.AI (or any OpenAI-compatible) chat API."""
+
+
+@cli.command()
+@click.argument("job_file", required=False, type=click.Path(dir_okay=False))
+@_job_options
+@click.option("--dry-run", is_flag=True, help="Check the job and input and estimate cost; send nothing.")
+@click.option("--force", is_flag=True, help="Start a new generation of results when request settings changed.")
+@click.option("--retry-failed", is_flag=True, help="Re-send rows whose latest outcome is a non-retryable error.")
+@click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
+@_reports_errors
+def run(
+    job_file: str | None,
+    dry_run: bool,
+    force: bool,
+    retry_failed: bool,
+    quiet: bool,
+    **flags: Any,
+) -> None:
+    """Run or resume JOB_FILE (a TOML job); flags override its settings."""
+    job = _build_job(job_file, flags)
+    if dry_run:
+        _print_plan(job, retry_failed=retry_failed)
+        return
+    _console_logging(quiet)
+    result = run_job(
+        job,
+        progress=choose(quiet=quiet, log_every=job.log_every),
+        retry_failed=retry_failed,
+        force=force,
+    )
+    if not quiet:
+        click.echo(f"zbatch run {job.output_dir}")
+        click.echo(format_summary(result.stats.to_json()))
+    if result.stopped is not None:
+        click.echo(f"Error: {result.stopped}", err=True)
+    sys.exit(result.exit_code)
+
+
+@cli.command()
+@click.argument("job_file", required=False, type=click.Path(dir_okay=False))
+@_job_options
+@_reports_errors
+def validate(job_file: str | None, **flags: Any) -> None:
+    """Check JOB_FILE and its input, count rows, estimate tokens and cost; send nothing."""
+    _print_plan(_build_job(job_file, flags), retry_failed=False)
+
+
+def _print_plan(job: Job, *, retry_failed: bool) -> None:
+    plan = plan_mod.plan_job(job, retry_failed=retry_failed)
+    click.echo(plan_mod.format_plan(plan))
+
+
+@cli.command()
+@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@_reports_errors
+def status(outdir: str, as_json: bool) -> None:
+    """Show done / failed / pending counts, tokens, cost and the last run's outcome."""
+    report = export_mod.status(Path(outdir))
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        click.echo(export_mod.format_status(report))
+
+
+@cli.command()
+@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@click.option("--output", "-o", "output", required=True, type=click.Path(dir_okay=False), help="File to write: .parquet, .jsonl or .csv.")
+@click.option("--with-input", is_flag=True, help="Join the input columns back in, by id.")
+@_reports_errors
+def export(outdir: str, output: str, with_input: bool) -> None:
+    """Write one table with the final outcome of every id (latest success, else latest error)."""
+    rows = export_mod.export(Path(outdir), Path(output), with_input=with_input)
+    click.echo(f"wrote {rows} rows to {output}")
+
+
+@cli.command()
+@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@_reports_errors
+def compact(outdir: str) -> None:
+    """Merge small part files into larger ones (the merged part is committed first)."""
+    path = Path(outdir)
+    with store.locked(path):
+        merged = store.compact(path)
+    for folder, before, after in merged:
+        click.echo(f"{folder}: {before} parts -> {after}")
+
+
+def _console_logging(quiet: bool) -> None:
+    """Events to stderr: all of them off a terminal (cron), warnings on one (the bar shows the rest)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if quiet:
+        handler.setLevel(logging.ERROR)
+    elif sys.stderr.isatty():
+        handler.setLevel(logging.WARNING)
+    else:
+        handler.setLevel(logging.INFO)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def main() -> None:
+    """The console script's entry point."""
+    cli(prog_name="zbatch")

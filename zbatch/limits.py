@@ -1,0 +1,159 @@
+"""Staying inside the provider's limits: adaptive concurrency, RPM/TPM pacing, backoff.
+
+    limit = AdaptiveLimit(ceiling=48)      # in-flight cap, cut on 429/1302, regrown on success
+    pacer = Pacer(per_minute=600)          # evenly spaced starts, never a burst
+    delay = Backoff(base=1, cap=60).delay(attempt=3)
+
+Time is read through an injectable ``clock`` so the arithmetic is tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+
+Clock = Callable[[], float]
+
+
+class AdaptiveLimit:
+    """An in-flight cap that adapts: multiplicative decrease on rejection, additive increase.
+
+    A rejection cuts the limit only if the rejected request started after the last
+    cut, so a burst of rejections from one overload cuts once, not once per request.
+    The limit regrows by one after ``growth_factor * limit`` successes in a row.
+    """
+
+    def __init__(
+        self, ceiling: int, *, decrease: float = 0.7, growth_factor: float = 2.0
+    ) -> None:
+        self.ceiling = ceiling
+        self.limit = float(ceiling)
+        self.minimum = ceiling
+        self.in_flight = 0
+        self.rejections = 0
+        self._decrease = decrease
+        self._growth_factor = growth_factor
+        self._credit = 0.0
+        self._epoch = 0
+        self._waiters: deque[anyio.Event] = deque()
+
+    @property
+    def current(self) -> int:
+        return max(1, int(self.limit))
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[int]:
+        """Hold one in-flight slot; yields the epoch to pass back to on_reject."""
+        await self._acquire()
+        try:
+            yield self._epoch
+        finally:
+            self.in_flight -= 1
+            self._wake(1)
+
+    async def _acquire(self) -> None:
+        if self.in_flight < self.current and not self._waiters:
+            self.in_flight += 1
+            return
+        event = anyio.Event()
+        self._waiters.append(event)
+        try:
+            while True:
+                await event.wait()
+                if self.in_flight < self.current:
+                    break
+                # Another task took the slot between the wake-up and now: wait at the front.
+                event = anyio.Event()
+                self._waiters.appendleft(event)
+        except BaseException:
+            if event in self._waiters:
+                self._waiters.remove(event)
+            elif event.is_set():
+                self._wake(1)  # pass on the wake-up this task can no longer use
+            raise
+        self.in_flight += 1
+
+    def _wake(self, count: int) -> None:
+        free = self.current - self.in_flight
+        for _ in range(max(0, min(count, free, len(self._waiters)))):
+            self._waiters.popleft().set()
+
+    def on_success(self) -> None:
+        """Count a success; grow the limit by one after enough of them."""
+        if self.limit >= self.ceiling:
+            return
+        self._credit += 1
+        if self._credit >= self._growth_factor * self.current:
+            self._credit = 0
+            self.limit = min(float(self.ceiling), self.limit + 1)
+            self._wake(len(self._waiters))
+
+    def on_reject(self, epoch: int) -> bool:
+        """A concurrency rejection of a request started in ``epoch``; True if the limit was cut."""
+        self.rejections += 1
+        if epoch != self._epoch:
+            return False
+        self._epoch += 1
+        self._credit = 0
+        self.limit = max(1.0, math.floor(self.current * self._decrease))
+        self.minimum = min(self.minimum, self.current)
+        return True
+
+
+class Pacer:
+    """Spaces starts evenly so that no 60-second window holds more than ``per_minute`` units.
+
+    A generic cell-rate algorithm with no burst allowance: each reservation of
+    ``cost`` units moves the theoretical arrival time on by ``cost * interval``.
+    Requests use cost 1 (RPM); estimated tokens use their count (TPM), corrected
+    later by :meth:`adjust` with the real usage.
+    """
+
+    # Aim a little under the cap, so clock jitter never puts cap+1 starts in a window.
+    HEADROOM = 0.98
+
+    def __init__(self, per_minute: float, *, clock: Clock = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._interval = 60.0 / (per_minute * self.HEADROOM)
+        self._clock = clock
+        self._tat: float | None = None
+
+    def reserve(self, cost: float = 1.0) -> float:
+        """Book the next start for ``cost`` units; returns seconds to wait before starting."""
+        now = self._clock()
+        start = now if self._tat is None else max(self._tat, now)
+        self._tat = start + cost * self._interval
+        return start - now
+
+    def adjust(self, delta: float) -> None:
+        """Correct an earlier reservation by ``delta`` units (real usage minus estimate)."""
+        if self._tat is not None:
+            self._tat = max(self._clock(), self._tat + delta * self._interval)
+
+    async def wait(self, cost: float = 1.0) -> None:
+        delay = self.reserve(cost)
+        if delay > 0:
+            await anyio.sleep(delay)
+
+
+class Backoff:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt))."""
+
+    def __init__(self, *, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None):
+        self.base = base
+        self.cap = cap
+        self._rng = rng or random.Random()
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        ceiling = min(self.cap, self.base * (2 ** min(attempt, 30)))
+        jittered = self._rng.uniform(0, ceiling)
+        if retry_after is not None:
+            return max(retry_after, jittered)
+        return jittered

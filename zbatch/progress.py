@@ -1,0 +1,95 @@
+"""Showing progress: a tqdm bar on a terminal, a plain line every N seconds off one.
+
+The runner never calls these per row: a ticker calls ``refresh(stats)`` a few
+times a second, so progress costs nothing on the request hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Protocol
+
+from tqdm import tqdm
+
+from .stats import Stats
+
+log = logging.getLogger("zbatch")
+
+
+class Progress(Protocol):
+    """What the runner needs from a progress display."""
+
+    interval: float
+
+    def refresh(self, stats: Stats) -> None: ...
+
+    def close(self, stats: Stats) -> None: ...
+
+
+class NullProgress:
+    """Shows nothing (--quiet, tests)."""
+
+    interval = 1.0
+
+    def refresh(self, stats: Stats) -> None:
+        pass
+
+    def close(self, stats: Stats) -> None:
+        pass
+
+
+class BarProgress:
+    """A tqdm bar on stderr: rows done/total, rate, ok/failed, tokens, concurrency."""
+
+    interval = 0.25
+
+    def __init__(self) -> None:
+        self._bar = tqdm(total=None, unit="row", dynamic_ncols=True, file=sys.stderr)
+
+    def refresh(self, stats: Stats) -> None:
+        bar = self._bar
+        if stats.total is not None and bar.total != stats.total:
+            bar.total = stats.total
+        bar.n = stats.settled
+        bar.set_postfix(
+            ok=stats.ok,
+            failed=stats.failed,
+            tok=stats.prompt_tokens + stats.completion_tokens,
+            conc=stats.concurrency,
+            refresh=False,
+        )
+        bar.refresh()
+
+    def close(self, stats: Stats) -> None:
+        self.refresh(stats)
+        self._bar.close()
+
+
+class LogProgress:
+    """A plain log line every ``every`` seconds: no redraws, made for cron and CI logs."""
+
+    interval = 1.0
+
+    def __init__(self, every: float) -> None:
+        self._every = every
+        self._last = time.monotonic()
+
+    def refresh(self, stats: Stats) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            log.info(stats.line())
+
+    def close(self, stats: Stats) -> None:
+        log.info(stats.line())
+
+
+def choose(*, quiet: bool, log_every: float) -> Progress:
+    """A bar on a terminal, log lines off one, nothing when quiet."""
+    if quiet:
+        return NullProgress()
+    if sys.stderr.isatty():
+        return BarProgress()
+    return LogProgress(log_every)

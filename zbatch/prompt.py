@@ -1,0 +1,141 @@
+"""Pure functions: an input row becomes a request body.
+
+The first rule that applies wins:
+1. a batch-format line ``{"custom_id", "body": {...}}``: the body is the request;
+2. ``messages_column``: a list of ``{role, content}``;
+3. ``template``: a Python format string over the row's columns;
+4. ``prompt_column``: one user message.
+``system`` is prepended in cases 2-4; job settings fill what a batch body lacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+from collections.abc import Iterable
+from typing import Any
+
+from .job import Job
+from .source import is_batch_line
+
+
+class RenderError(ValueError):
+    """This row cannot become a request; it goes to the error log."""
+
+
+def row_id(data: dict[str, Any], id_column: str | None) -> str | None:
+    """The row's id as a string, or None when it has no usable one."""
+    column = id_column or ("custom_id" if is_batch_line(data) else "id")
+    value = data.get(column)
+    if value is None or isinstance(value, dict | list | bool):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+@functools.cache
+def template_fields(template: str) -> frozenset[str]:
+    """The top-level column names a template refers to ("{a.b}" and "{a[0]}" refer to "a")."""
+    fields = set()
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name:
+            fields.add(name.split(".", 1)[0].split("[", 1)[0])
+    return frozenset(fields)
+
+
+def missing_columns(job: Job, columns: Iterable[str], *, batch_lines: bool) -> list[str]:
+    """Columns the job needs that the input lacks (checked before anything is sent)."""
+    if batch_lines:
+        return []
+    have = set(columns)
+    if job.template is not None:
+        need = set(template_fields(job.template))
+    elif job.messages_column is not None:
+        need = {job.messages_column}
+    else:
+        need = {job.prompt_column}
+    need.update(job.keep_columns)
+    return sorted(need - have)
+
+
+def render(data: dict[str, Any], job: Job) -> dict[str, Any]:
+    """The request body for one row; raises RenderError when the row cannot be used."""
+    if is_batch_line(data):
+        return _from_batch_line(data["body"], job)
+    if job.messages_column is not None:
+        messages = _messages(data.get(job.messages_column), job.messages_column)
+    elif job.template is not None:
+        messages = [{"role": "user", "content": _format(job.template, data)}]
+    else:
+        prompt = data.get(job.prompt_column)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise RenderError(f"column '{job.prompt_column}' is missing or empty")
+        messages = [{"role": "user", "content": prompt}]
+    if job.system:
+        messages.insert(0, {"role": "system", "content": job.system})
+    body: dict[str, Any] = {"model": job.effective_model, "messages": messages}
+    body.update(request_params(job))
+    return body
+
+
+def request_params(job: Job) -> dict[str, Any]:
+    """The optional body fields the job sets (everything but model and messages)."""
+    params: dict[str, Any] = {}
+    if job.temperature is not None:
+        params["temperature"] = job.temperature
+    if job.top_p is not None:
+        params["top_p"] = job.top_p
+    if job.max_tokens is not None:
+        params["max_tokens"] = job.max_tokens
+    if job.thinking is not None:
+        params["thinking"] = {"type": "enabled" if job.thinking else "disabled"}
+    if job.response_format is not None:
+        params["response_format"] = {"type": job.response_format}
+    params.update(job.extra)
+    return params
+
+
+def _from_batch_line(body: dict[str, Any], job: Job) -> dict[str, Any]:
+    request = dict(body)
+    if job.force_model or "model" not in request:
+        request["model"] = job.effective_model
+    request["messages"] = _messages(request.get("messages"), "body.messages")
+    for key, value in request_params(job).items():
+        request.setdefault(key, value)
+    request.pop("stream", None)
+    return request
+
+
+def _messages(value: Any, column: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value:
+        raise RenderError(f"'{column}' must be a non-empty list of {{role, content}} objects")
+    for message in value:
+        if not isinstance(message, dict) or "role" not in message:
+            raise RenderError(f"'{column}' holds an item that is not a {{role, content}} object")
+    if all(m["role"] in ("system", "assistant") for m in value):
+        raise RenderError(f"'{column}' has no user message")
+    return list(value)
+
+
+def _format(template: str, data: dict[str, Any]) -> str:
+    for name in template_fields(template):
+        if data.get(name) is None:
+            raise RenderError(f"template field '{name}' is missing or null in this row")
+    try:
+        return template.format_map(data)
+    except KeyError as exc:
+        raise RenderError(f"template field {exc} is missing from this row") from None
+    except (IndexError, AttributeError, ValueError, TypeError) as exc:
+        raise RenderError(f"template cannot be rendered for this row: {exc}") from None
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """A cheap prompt-token estimate: characters / 4 over every message's content."""
+    chars = 0
+    for message in body.get("messages", ()):
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif content is not None:
+            chars += len(str(content))
+    return max(1, chars // 4)

@@ -1,0 +1,558 @@
+"""The run: rows flow from the input through the limits to the API and into part files.
+
+    producer ──(bounded stream)──> workers ×ceiling ──> PartWriters ──> flusher
+                                     │  AdaptiveLimit (in-flight cap)
+                                     │  Pacer (rpm / tpm), Backoff
+                                     └─ Client.send → Success | Failure
+
+Stopping (fatal answer, quota, signal, disk error) sets ``stop_reason``: the
+producer stops, workers finish the request they have in flight and take no new
+one, and everything completed is committed in a shielded flush.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from . import prompt, store
+from .answers import NotJson, json_field_value, normalize_label, parse_json_object
+from .client import Client, Success
+from .errors import (
+    Failure,
+    FatalApiError,
+    Interrupted,
+    JobError,
+    QuotaReached,
+    Scope,
+    StoreError,
+    ZbatchError,
+    fatal_hint,
+    redact,
+)
+from .job import DEFAULT_BASE_URL, Job
+from .limits import AdaptiveLimit, Backoff, Pacer
+from .pricing import price_for
+from .progress import NullProgress, Progress
+from .simulate import SimulatedEndpoint
+from .source import InputFiles, RawRow, count_rows, open_input
+from .stats import Stats
+
+log = logging.getLogger("zbatch")
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One row ready to send."""
+
+    id: str
+    body: bytes
+    tokens: int  # estimated prompt + completion tokens, for TPM pacing
+    keep: tuple[Any, ...]
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run leaves: its figures and why it stopped, if it did."""
+
+    stats: Stats
+    stopped: ZbatchError | None
+    notice: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.stopped is not None:
+            return self.stopped.exit_code
+        return 1 if self.stats.failed else 0
+
+
+def run_job(
+    job: Job,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    progress: Progress | None = None,
+    retry_failed: bool = False,
+    force: bool = False,
+) -> RunResult:
+    """Run (or resume) a job to the end; raises JobError / LockedError before sending anything."""
+    inputs = open_input(job.input_path)
+    check_columns(job, inputs)
+    api_key = os.environ.get(job.api_key_env) or None
+    if job.simulate:
+        transport = SimulatedEndpoint(job)
+    elif api_key is None and transport is None and job.base_url == DEFAULT_BASE_URL:
+        raise JobError(
+            f"no API key: set the environment variable {job.api_key_env} "
+            "(or rehearse offline with --simulate)"
+        )
+    outdir = Path(job.output_dir)
+    with store.locked(outdir):
+        notice = store.prepare(outdir, job, force=force)
+        state = store.load_state(outdir)
+        keep_types = _keep_types(job, inputs, outdir)
+        store.save_job(outdir, job, keep_types)
+        runner = Runner(
+            job,
+            inputs=inputs,
+            state=state,
+            schema=store.result_schema(job, keep_types),
+            client=Client(
+                base_url=job.base_url,
+                api_key=api_key,
+                timeout=job.timeout,
+                max_connections=job.concurrency,
+                transport=transport,
+            ),
+            progress=progress or NullProgress(),
+            retry_failed=retry_failed,
+        )
+        handler = logging.FileHandler(outdir / "run.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        try:
+            if notice:
+                log.warning(notice)
+            stopped = anyio.run(runner.run)
+            stats = runner.stats
+            stats.exit_code = RunResult(stats, stopped).exit_code
+            store.write_json(outdir / "summary.json", stats.to_json())
+            log.info(
+                "end: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
+                stats.outcome,
+                stats.ok,
+                stats.failed,
+                stats.skipped,
+                stats.requests,
+                stats.exit_code,
+            )
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+    return RunResult(stats, stopped, notice)
+
+
+def check_columns(job: Job, inputs: InputFiles) -> None:
+    """Stop before sending when the input lacks a column the job needs."""
+    if inputs.columns is None:
+        return
+    missing = prompt.missing_columns(job, inputs.columns, batch_lines=inputs.first_is_batch_line)
+    if missing:
+        names = ", ".join(f"'{m}'" for m in missing)
+        have = ", ".join(sorted(inputs.columns)) or "none"
+        raise JobError(
+            f"{inputs.paths[0]}: the job needs column(s) {names} that the input lacks "
+            f"(it has: {have}). Fix the template/columns or the input; nothing was sent"
+        )
+    id_column = job.id_column or ("custom_id" if inputs.first_is_batch_line else "id")
+    if id_column not in inputs.columns:
+        raise JobError(
+            f"{inputs.paths[0]}: no id column '{id_column}' (columns: "
+            f"{', '.join(sorted(inputs.columns))}). Set [input] id_column; nothing was sent"
+        )
+
+
+def _keep_types(job: Job, inputs: InputFiles, outdir: Path) -> dict[str, pa.DataType]:
+    """Keep-column types: fixed by the first committed part, else the input's schema."""
+    committed = store.part_files(outdir / "results")
+    if committed:
+        schema = pq.read_schema(committed[0])
+        return {n: schema.field(n).type for n in job.keep_columns if n in schema.names}
+    types = inputs.arrow_types()
+    if types:
+        return {name: types[name] for name in job.keep_columns if name in types}
+    first = next((row.data for row in inputs.rows() if row.data is not None), {})
+    return {name: store.infer_type(first.get(name)) for name in job.keep_columns}
+
+
+class Runner:
+    """Holds the run's parts together; one instance per run."""
+
+    def __init__(
+        self,
+        job: Job,
+        *,
+        inputs: InputFiles,
+        state: store.ResumeState,
+        schema: pa.Schema,
+        client: Client,
+        progress: Progress,
+        retry_failed: bool,
+    ) -> None:
+        self.job = job
+        self.inputs = inputs
+        self.state = state
+        self.client = client
+        self.progress = progress
+        self.retry_failed = retry_failed
+        outdir = Path(job.output_dir)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
+        (outdir / "results").mkdir(exist_ok=True)
+        (outdir / "errors").mkdir(exist_ok=True)
+        self.results = store.PartWriter(outdir / "results", schema, stamp=stamp)
+        self.errors = store.PartWriter(outdir / "errors", store.ERROR_SCHEMA, stamp=stamp)
+        self.limit = AdaptiveLimit(job.concurrency)
+        self.rpm = Pacer(job.rpm) if job.rpm else None
+        self.tpm = Pacer(job.tpm) if job.tpm else None
+        self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
+        self.stats = Stats(price=price_for(job.effective_model, job.prices))
+        self.stats.concurrency = self.stats.concurrency_min = job.concurrency
+        self.stop_reason: ZbatchError | None = None
+        self._keep_casts = [
+            store.keep_caster(schema.field(name).type) for name in job.keep_columns
+        ]
+        self._secret = os.environ.get(job.api_key_env) or ""
+
+    # --- the run --------------------------------------------------------------------------
+
+    async def run(self) -> ZbatchError | None:
+        job = self.job
+        # anyio primitives belong to the event loop, so they are made here, not in __init__.
+        self._stop = anyio.Event()
+        self._flush_now = anyio.Event()
+        self._flush_lock = anyio.Lock()
+        self._work_scope = anyio.CancelScope()
+        self._producer_scope = anyio.CancelScope()
+        self.stats.total = count_rows(self.inputs.paths)
+        log.info(
+            "start: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
+            job.input_path,
+            self.stats.total,
+            len(self.state.succeeded) + len(self.state.latest_error),
+            job.effective_model,
+            job.concurrency,
+        )
+        send, receive = anyio.create_memory_object_stream[Work](job.concurrency * 2)
+        try:
+            async with anyio.create_task_group() as helpers:
+                helpers.start_soon(self._watch_signals)
+                helpers.start_soon(self._tick)
+                helpers.start_soon(self._flush_timer)
+                with self._work_scope:
+                    async with anyio.create_task_group() as work:
+                        work.start_soon(self._produce, send)
+                        for _ in range(job.concurrency):
+                            work.start_soon(self._worker, receive.clone())
+                        receive.close()
+                helpers.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.client.aclose()
+                try:
+                    await self._flush()
+                except StoreError as exc:
+                    self.stop_reason = exc
+                self.stats.concurrency = self.limit.current
+                self.stats.concurrency_min = self.limit.minimum
+                self.progress.close(self.stats)
+        if self.stop_reason is None:
+            self.stats.outcome = "finished" if not self.stats.failed else "finished with errors"
+        return self.stop_reason
+
+    def stop(self, reason: ZbatchError) -> None:
+        """Stop dispatching; the first reason wins."""
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = reason
+        self.stats.outcome = f"stopped: {reason}"
+        log.warning("stopping: %s", reason)
+        self._stop.set()
+        self._producer_scope.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_reason is not None
+
+    # --- producer -------------------------------------------------------------------------
+
+    async def _produce(self, send: ObjectSendStream[Work]) -> None:
+        state, stats = self.state, self.stats
+        seen: set[str] = set()
+        with send, self._producer_scope:
+            for raw in self.inputs.rows():
+                if self.stopping:
+                    return
+                stats.input_rows += 1
+                work = self._prepare(raw, seen)
+                if work is None:
+                    continue
+                if state.is_done(work.id, retry_failed=self.retry_failed):
+                    stats.skipped += 1
+                    continue
+                await send.send(work)
+                if stats.input_rows % 512 == 0:
+                    await anyio.lowlevel.checkpoint()
+        log.info("input read: %d rows, %d already done", stats.input_rows, stats.skipped)
+
+    def _prepare(self, raw: RawRow, seen: set[str]) -> Work | None:
+        """Turn an input row into Work, or log why it cannot be sent (returns None)."""
+        if raw.data is None:
+            self._row_error(f"?{raw.where}", "invalid_input", raw.problem or "unreadable row")
+            return None
+        data = raw.data
+        row_id = prompt.row_id(data, self.job.id_column)
+        if row_id is None:
+            column = self.job.id_column or "id"
+            self._row_error(
+                f"?{raw.where}", "missing_id", f"{raw.where} has no usable '{column}' value"
+            )
+            return None
+        if row_id in seen:
+            if row_id not in self.state.duplicates_logged:
+                self._log_error(
+                    row_id,
+                    Failure("duplicate_id", Scope.ROW, f"{raw.where} repeats id {row_id!r}"),
+                    attempts=0,
+                )
+                self.stats.failed += 1
+                self.stats.errors["duplicate_id"] += 1
+            return None
+        seen.add(row_id)
+        try:
+            body = prompt.render(data, self.job)
+        except prompt.RenderError as exc:
+            self._row_error(row_id, "template_error", f"{raw.where}: {exc}")
+            return None
+        tokens = prompt.estimate_tokens(body) + int(body.get("max_tokens") or 0)
+        keep = tuple(
+            cast(data.get(name)) for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True)
+        )
+        return Work(row_id, json.dumps(body, ensure_ascii=False).encode(), tokens, keep)
+
+    def _row_error(self, row_id: str, error_type: str, message: str) -> None:
+        if self.state.is_done(row_id, retry_failed=False):
+            self.stats.skipped += 1
+            return
+        self._log_error(row_id, Failure(error_type, Scope.ROW, message), attempts=0)
+        self.stats.failed += 1
+        self.stats.errors[error_type] += 1
+
+    # --- workers --------------------------------------------------------------------------
+
+    async def _worker(self, receive: ObjectReceiveStream[Work]) -> None:
+        with receive:
+            async for work in receive:
+                if self.stopping:
+                    return
+                await self._process(work)
+
+    async def _process(self, work: Work) -> None:
+        """Send one row until it succeeds, fails for good, or the run stops."""
+        job, stats = self.job, self.stats
+        started = time.monotonic()
+        attempts = 0
+        answer_retries = 0
+        while True:
+            async with self.limit.slot() as epoch:
+                if not await self._paced(work):
+                    return
+                stats.requests += 1
+                outcome = await self.client.send(work.body)
+            attempts += 1
+            if isinstance(outcome, Success):
+                self.limit.on_success()
+                self._count_usage(work, outcome)
+                failure = self._accept(work, outcome, attempts)
+                if failure is None:
+                    return
+                if answer_retries < job.label_retries and failure.error_type == "invalid_label":
+                    answer_retries += 1
+                    stats.retries[failure.error_type] += 1
+                    continue
+                self._fail(work, failure, attempts)
+                return
+            failure = outcome
+            if failure.scope is Scope.SLOW_DOWN and self.limit.on_reject(epoch):
+                log.info(
+                    "concurrency %d after a rejection (%s %s)",
+                    self.limit.current,
+                    failure.status_code,
+                    failure.error_code or "",
+                )
+            if failure.scope is Scope.FATAL:
+                self._fail(work, failure, attempts, retryable=True)
+                self.stop(FatalApiError(f"{failure.message} ({failure.error_code or failure.status_code}); {fatal_hint(failure)}"))
+                return
+            if failure.scope is Scope.QUOTA:
+                self._fail(work, failure, attempts, retryable=True)
+                self.stop(QuotaReached(f"quota reached: {failure.message}; run the same command after the reset to resume"))
+                return
+            if failure.scope is Scope.ROW:
+                self._fail(work, failure, attempts)
+                return
+            out_of_time = time.monotonic() - started >= job.max_attempt_seconds
+            if attempts > job.max_retries or out_of_time:
+                self._fail(work, failure, attempts)
+                return
+            stats.retries[failure.error_type] += 1
+            if not await self._sleep(self.backoff.delay(attempts - 1, failure.retry_after)):
+                return
+
+    async def _paced(self, work: Work) -> bool:
+        """Wait for the RPM / TPM pacers; False if the run stopped meanwhile."""
+        if self.stopping:
+            return False
+        if self.rpm is not None and not await self._sleep(self.rpm.reserve(1)):
+            return False
+        return self.tpm is None or await self._sleep(self.tpm.reserve(work.tokens))
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless the run stops first; True if it is still running."""
+        if seconds > 0:
+            with anyio.move_on_after(seconds):
+                await self._stop.wait()
+        return not self.stopping
+
+    def _count_usage(self, work: Work, answer: Success) -> None:
+        stats = self.stats
+        stats.prompt_tokens += answer.prompt_tokens or 0
+        stats.completion_tokens += answer.completion_tokens or 0
+        stats.cached_tokens += answer.cached_tokens or 0
+        if self.tpm is not None and answer.total_tokens is not None:
+            self.tpm.adjust(answer.total_tokens - work.tokens)
+
+    def _accept(self, work: Work, answer: Success, attempts: int) -> Failure | None:
+        """Check the answer against labels / JSON and commit it; a Failure if it does not fit."""
+        job = self.job
+        extra: list[Any] = []
+        if job.choices:
+            label = normalize_label(answer.content, job.choices)
+            if label is None:
+                shown = redact(answer.content[:80])
+                return Failure("invalid_label", Scope.ROW, f"answer {shown!r} is not one of the choices")
+            extra.append(label)
+        if job.response_format == "json_object":
+            try:
+                obj = parse_json_object(answer.content)
+            except NotJson as exc:
+                return Failure("invalid_json", Scope.ROW, str(exc))
+            extra.append(json.dumps(obj, ensure_ascii=False))
+            for spec in job.json_fields:
+                name, kind = store.json_field_spec(spec)
+                extra.append(json_field_value(obj.get(name), kind))
+        if answer.finish_reason in ("length", "model_context_window_exceeded"):
+            self.stats.truncated += 1
+        self.results.add(
+            (
+                work.id,
+                answer.content,
+                answer.reasoning_content,
+                answer.finish_reason,
+                answer.model,
+                answer.prompt_tokens,
+                answer.completion_tokens,
+                answer.total_tokens,
+                answer.cached_tokens,
+                answer.request_id,
+                attempts,
+                answer.latency_ms,
+                store.now_ms(),
+                *extra,
+                *work.keep,
+            )
+        )
+        self.stats.ok += 1
+        if job.choices:
+            self.stats.labels[extra[0]] += 1
+        self._maybe_flush(self.results)
+        return None
+
+    def _fail(
+        self, work: Work, failure: Failure, attempts: int, *, retryable: bool | None = None
+    ) -> None:
+        self._log_error(work.id, failure, attempts, retryable=retryable)
+        if retryable and failure.scope in (Scope.FATAL, Scope.QUOTA):
+            return  # not the row's fault: it stays pending
+        self.stats.failed += 1
+        self.stats.errors[failure.error_type] += 1
+
+    def _log_error(
+        self, row_id: str, failure: Failure, attempts: int, *, retryable: bool | None = None
+    ) -> None:
+        self.errors.add(
+            (
+                row_id,
+                failure.error_type,
+                failure.status_code,
+                failure.error_code,
+                redact(failure.message, self._secret),
+                attempts,
+                failure.retryable if retryable is None else retryable,
+                store.now_ms(),
+            )
+        )
+        self._maybe_flush(self.errors)
+
+    # --- committing -----------------------------------------------------------------------
+
+    def _maybe_flush(self, writer: store.PartWriter) -> None:
+        if len(writer.rows) >= self.job.part_rows:
+            self._flush_now.set()
+
+    async def _flush_timer(self) -> None:
+        while True:
+            with anyio.move_on_after(self.job.part_seconds):
+                await self._flush_now.wait()
+            self._flush_now = anyio.Event()
+            try:
+                await self._flush()
+            except StoreError as exc:
+                self.stop(exc)
+                self._work_scope.cancel()
+                return
+
+    async def _flush(self) -> None:
+        """Commit both buffers as part files, shielded from cancellation."""
+        with anyio.CancelScope(shield=True):
+            async with self._flush_lock:
+                for writer in (self.results, self.errors):
+                    rows = writer.take()
+                    try:
+                        await anyio.to_thread.run_sync(writer.commit, rows)
+                    except StoreError:
+                        writer.rows[:0] = rows  # keep them for the final attempt
+                        raise
+
+    # --- signals and progress -------------------------------------------------------------
+
+    async def _watch_signals(self) -> None:
+        try:
+            receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+        except (NotImplementedError, ValueError):  # not the main thread
+            return
+        with receiver as signals:
+            async for signum in signals:
+                code = 130 if signum == signal.SIGINT else 143
+                if self.stopping and isinstance(self.stop_reason, Interrupted):
+                    log.warning("second signal: exiting at once")
+                    os._exit(code)
+                name = signal.Signals(signum).name
+                self.stop(
+                    Interrupted(
+                        f"interrupted by {name}; run the same command to resume", exit_code=code
+                    )
+                )
+                self._grace_deadline(self.job.grace_seconds)
+
+    def _grace_deadline(self, seconds: float) -> None:
+        """Give in-flight requests ``seconds`` to finish, then cancel them."""
+        self._work_scope.deadline = min(self._work_scope.deadline, anyio.current_time() + seconds)
+
+    async def _tick(self) -> None:
+        while True:
+            self.stats.concurrency = self.limit.current
+            self.stats.concurrency_min = self.limit.minimum
+            self.progress.refresh(self.stats)
+            await anyio.sleep(self.progress.interval)
+

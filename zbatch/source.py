@@ -1,0 +1,214 @@
+"""Streaming readers for the input: JSONL (plain or gzip), Parquet, or a folder/glob of them.
+
+Rows are yielded one at a time; the whole input is never held in memory.
+A row that cannot be read (bad JSON, bad UTF-8, a huge line) is yielded with a
+``problem`` so it ends in the error log; a file that cannot be read at all
+raises :class:`JobError` from :func:`open_input` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import JobError
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet")
+MAX_LINE_BYTES = 16 * 1024 * 1024
+PARQUET_BATCH_ROWS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class RawRow:
+    """One input row, or the reason it could not be read."""
+
+    where: str  # "reviews.jsonl line 17" / "news.parquet row 4"
+    data: dict[str, Any] | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputFiles:
+    """The input files of a job and what their first row / schema says."""
+
+    paths: tuple[Path, ...]
+    columns: frozenset[str] | None  # known for Parquet; the first row's keys for JSONL
+    first_is_batch_line: bool
+
+    def rows(self) -> Iterator[RawRow]:
+        """Every row of every file, in order."""
+        for path in self.paths:
+            yield from read_file(path)
+
+    def arrow_types(self) -> dict[str, pa.DataType]:
+        """Column types from the first Parquet file's schema (empty for JSONL)."""
+        for path in self.paths:
+            if _is_parquet(path):
+                schema = pq.read_schema(path)
+                return {name: schema.field(name).type for name in schema.names}
+        return {}
+
+
+def open_input(spec: str) -> InputFiles:
+    """Resolve the input path, check each file can be opened, and peek at the columns."""
+    paths = _expand(spec)
+    columns: set[str] | None = None
+    first_is_batch = False
+    for index, path in enumerate(paths):
+        if _is_parquet(path):
+            try:
+                names = set(pq.read_schema(path).names)
+            except (pa.ArrowException, OSError) as exc:
+                raise JobError(
+                    f"{path} is not a readable Parquet file ({exc}); "
+                    "check the file or convert it to JSONL"
+                ) from None
+        else:
+            first = _first_record(path)
+            names = set(first) if first else set()
+            if index == 0 and first is not None:
+                first_is_batch = is_batch_line(first)
+        if index == 0:
+            columns = names
+    return InputFiles(tuple(paths), frozenset(columns or ()), first_is_batch)
+
+
+def count_rows(paths: tuple[Path, ...]) -> int:
+    """Rows in the input, cheaply: Parquet metadata, or newlines in JSONL."""
+    total = 0
+    for path in paths:
+        if _is_parquet(path):
+            total += pq.ParquetFile(path).metadata.num_rows
+            continue
+        with _open_text(path) as handle:
+            last = b"\n"
+            while chunk := handle.read(1 << 20):
+                total += chunk.count(b"\n")
+                last = chunk[-1:]
+            total += last != b"\n"
+    return total
+
+
+def is_batch_line(data: dict[str, Any]) -> bool:
+    """True for an OpenAI / Z.AI batch-format line: {"custom_id", "body": {...}}."""
+    return "custom_id" in data and isinstance(data.get("body"), dict)
+
+
+def read_file(path: Path) -> Iterator[RawRow]:
+    """Rows of one file, by its suffix."""
+    if _is_parquet(path):
+        yield from _read_parquet(path)
+    else:
+        yield from _read_jsonl(path)
+
+
+def _expand(spec: str) -> list[Path]:
+    path = Path(spec)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and _supported(p))
+        if not found:
+            raise JobError(f"input folder {path} holds no {', '.join(SUFFIXES)} files")
+        return found
+    if any(ch in spec for ch in "*?["):
+        found = sorted(Path(p) for p in glob.glob(spec, recursive=True) if _supported(Path(p)))
+        if not found:
+            raise JobError(f"input pattern {spec} matches no {', '.join(SUFFIXES)} files")
+        return found
+    if not path.exists():
+        raise JobError(f"input file {path} does not exist")
+    if not _supported(path):
+        raise JobError(f"input file {path}: unsupported type; use {', '.join(SUFFIXES)}")
+    return [path]
+
+
+def _supported(path: Path) -> bool:
+    return path.name.endswith(SUFFIXES)
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.name.endswith(".parquet")
+
+
+def _open_text(path: Path) -> IO[bytes]:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+def _first_record(path: Path) -> dict[str, Any] | None:
+    """The first readable JSON object of a JSONL file; raises JobError if the file is unusable."""
+    saw_line = False
+    try:
+        for row in itertools.islice(_read_jsonl(path), 5):
+            saw_line = True
+            if row.data is not None:
+                return row.data
+    except (OSError, EOFError) as exc:
+        raise JobError(f"cannot read {path}: {exc}") from None
+    if not saw_line:
+        raise JobError(f"input file {path} is empty: it has no rows")
+    raise JobError(
+        f"{path}: the first lines are not JSON objects; is this a JSONL file "
+        "(one JSON object per line)?"
+    )
+
+
+def _read_jsonl(path: Path) -> Iterator[RawRow]:
+    name = path.name
+    with _open_text(path) as handle:
+        number = 0
+        while True:
+            line = handle.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                return
+            number += 1
+            where = f"{name} line {number}"
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                _skip_rest_of_line(handle)
+                limit = MAX_LINE_BYTES // (1024 * 1024)
+                yield RawRow(where, None, f"{where} is longer than {limit} MB; skipped")
+                continue
+            if not line.strip():
+                continue
+            yield _parse_line(line, where)
+
+
+def _skip_rest_of_line(handle: IO[bytes]) -> None:
+    while True:
+        chunk = handle.readline(MAX_LINE_BYTES)
+        if not chunk or chunk.endswith(b"\n"):
+            return
+
+
+def _parse_line(line: bytes, where: str) -> RawRow:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return RawRow(where, None, f"{where} is not valid UTF-8 (byte {exc.start})")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return RawRow(where, None, f"{where} is not valid JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return RawRow(where, None, f"{where} is nested too deeply to read")
+    if not isinstance(data, dict):
+        return RawRow(where, None, f"{where} is a JSON {type(data).__name__}, not an object")
+    return RawRow(where, data)
+
+
+def _read_parquet(path: Path) -> Iterator[RawRow]:
+    name = path.name
+    number = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        for data in batch.to_pylist():
+            yield RawRow(f"{name} row {number}", data)
+            number += 1
