@@ -8,9 +8,16 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
-_PREFIX = re.compile(r"^\s*(?:the\s+)?(?:label|answer|category|class|sentiment|topic)\s*(?:is)?\s*[:=\-]?\s*",
-                     re.IGNORECASE)
-_EDGES = string.punctuation + string.whitespace + "“”‘’«»。，！？：；、"
+_PREFIX = re.compile(
+    r"^\s*(?:the\s+)?(?:label|answer|category|class|sentiment|topic)\s*(?:is)?\s*[:=\-]?\s*",
+    re.IGNORECASE,
+)
+# ASCII punctuation plus the quotes and CJK punctuation models put around a label.
+_EDGES = (
+    string.punctuation
+    + string.whitespace
+    + "\u201c\u201d\u2018\u2019\u00ab\u00bb\u3002\uff0c\uff01\uff1f\uff1a\uff1b\u3001"
+)
 
 
 def _fold(text: str) -> str:
@@ -68,5 +75,7 @@ def json_field_value(value: Any, kind: str) -> Any:
             return value
         return int(value) if isinstance(value, float) and value.is_integer() else None
     if kind == "float":
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        return (
+            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        )
     raise ValueError(f"unknown json field type {kind!r}")

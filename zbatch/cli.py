@@ -42,35 +42,100 @@ def _reports_errors(func: F) -> F:
 def _job_options(func: F) -> F:
     """The flags that override job-file settings (shared by run and validate)."""
     options = [
-        click.option("--input", "-i", "input_path", help="Input file, folder or glob (.jsonl, .jsonl.gz, .parquet)."),
+        click.option(
+            "--input",
+            "-i",
+            "input_path",
+            help="Input file, folder or glob (.jsonl, .jsonl.gz, .parquet).",
+        ),
         click.option("--output", "-o", "output_dir", help="Output directory (OUTDIR)."),
-        click.option("--id-column", help="Column holding each row's id [default: id, or custom_id for batch lines]."),
+        click.option(
+            "--id-column",
+            help="Column holding each row's id [default: id, or custom_id for batch lines].",
+        ),
         click.option("--keep-columns", help="Comma-separated input columns to copy into results."),
-        click.option("--model", help="Model name [default: glm-4.6]; overrides batch-line bodies too."),
+        click.option(
+            "--model", help="Model name [default: glm-4.6]; overrides batch-line bodies too."
+        ),
         click.option("--system", help="System message prepended to every request."),
-        click.option("--template", help='Prompt template over the row\'s columns, e.g. "Review: {text}".'),
+        click.option(
+            "--template", help='Prompt template over the row\'s columns, e.g. "Review: {text}".'
+        ),
         click.option("--prompt-column", help="Column holding the prompt [default: prompt]."),
-        click.option("--messages-column", help="Column holding a list of {role, content} messages."),
+        click.option(
+            "--messages-column", help="Column holding a list of {role, content} messages."
+        ),
         click.option("--temperature", type=float, help="Sampling temperature (0-1 on Z.AI)."),
         click.option("--top-p", type=float, help="Nucleus sampling top_p."),
         click.option("--max-tokens", type=int, help="Maximum tokens in each answer."),
-        click.option("--thinking/--no-thinking", default=None, help="Enable or disable the model's thinking."),
-        click.option("--response-format", type=click.Choice(["json_object", "text"]), help="Ask for a JSON object answer."),
-        click.option("--base-url", help="API base URL [default: $ZAI_BASE_URL or https://api.z.ai/api/paas/v4]."),
-        click.option("--api-key-env", help="Environment variable holding the API key [default: ZAI_API_KEY]."),
+        click.option(
+            "--thinking/--no-thinking", default=None, help="Enable or disable the model's thinking."
+        ),
+        click.option(
+            "--response-format",
+            type=click.Choice(["json_object", "text"]),
+            help="Ask for a JSON object answer.",
+        ),
+        click.option(
+            "--base-url",
+            help="API base URL [default: $ZAI_BASE_URL or https://api.z.ai/api/paas/v4].",
+        ),
+        click.option(
+            "--api-key-env", help="Environment variable holding the API key [default: ZAI_API_KEY]."
+        ),
         click.option("--timeout", type=float, help="Seconds allowed per attempt [default: 120]."),
-        click.option("--concurrency", "-c", type=int, help="Most requests in flight (a ceiling; adapts down on 429) [default: 16]."),
-        click.option("--rpm", type=float, help="Cap on request starts per minute (retries included)."),
+        click.option(
+            "--concurrency",
+            "-c",
+            type=int,
+            help="Most requests in flight (a ceiling; adapts down on 429) [default: 16].",
+        ),
+        click.option(
+            "--rpm", type=float, help="Cap on request starts per minute (retries included)."
+        ),
         click.option("--tpm", type=float, help="Cap on estimated tokens per minute."),
-        click.option("--max-retries", type=int, help="Retries per row on transient errors [default: 8]."),
-        click.option("--max-attempt-seconds", type=float, help="Give up retrying a row after this many seconds [default: 900]."),
-        click.option("--choices", help="Comma-separated allowed labels; answers are normalised to one of them."),
-        click.option("--part-rows", type=int, help="Commit a part file every N rows [default: 50000]."),
-        click.option("--part-seconds", type=float, help="Commit a part file at least every N seconds [default: 30]."),
-        click.option("--log-every", type=float, help="Seconds between progress lines off a terminal [default: 30]."),
-        click.option("--grace", "grace_seconds", type=float, help="Seconds in-flight requests get after SIGINT/SIGTERM [default: 10]."),
-        click.option("--wait-for-quota/--no-wait-for-quota", default=None, help="On a quota stop, sleep until the reset (at most 1 h) and continue."),
-        click.option("--simulate", is_flag=True, default=None, help="Use the built-in simulated endpoint: no key, no network, real outputs."),
+        click.option(
+            "--max-retries", type=int, help="Retries per row on transient errors [default: 8]."
+        ),
+        click.option(
+            "--max-attempt-seconds",
+            type=float,
+            help="Give up retrying a row after this many seconds [default: 900].",
+        ),
+        click.option(
+            "--choices",
+            help="Comma-separated allowed labels; answers are normalised to one of them.",
+        ),
+        click.option(
+            "--part-rows", type=int, help="Commit a part file every N rows [default: 50000]."
+        ),
+        click.option(
+            "--part-seconds",
+            type=float,
+            help="Commit a part file at least every N seconds [default: 30].",
+        ),
+        click.option(
+            "--log-every",
+            type=float,
+            help="Seconds between progress lines off a terminal [default: 30].",
+        ),
+        click.option(
+            "--grace",
+            "grace_seconds",
+            type=float,
+            help="Seconds in-flight requests get after SIGINT/SIGTERM [default: 10].",
+        ),
+        click.option(
+            "--wait-for-quota/--no-wait-for-quota",
+            default=None,
+            help="On a quota stop, sleep until the reset (at most 1 h) and continue.",
+        ),
+        click.option(
+            "--simulate",
+            is_flag=True,
+            default=None,
+            help="Use the built-in simulated endpoint: no key, no network, real outputs.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -90,9 +155,17 @@ def cli() -> None:
 @cli.command()
 @click.argument("job_file", required=False, type=click.Path(dir_okay=False))
 @_job_options
-@click.option("--dry-run", is_flag=True, help="Check the job and input and estimate cost; send nothing.")
-@click.option("--force", is_flag=True, help="Start a new generation of results when request settings changed.")
-@click.option("--retry-failed", is_flag=True, help="Re-send rows whose latest outcome is a non-retryable error.")
+@click.option(
+    "--dry-run", is_flag=True, help="Check the job and input and estimate cost; send nothing."
+)
+@click.option(
+    "--force", is_flag=True, help="Start a new generation of results when request settings changed."
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Re-send rows whose latest outcome is a non-retryable error.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
 @_reports_errors
 def run(
@@ -152,7 +225,14 @@ def status(outdir: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("outdir", type=click.Path(file_okay=False, exists=True))
-@click.option("--output", "-o", "output", required=True, type=click.Path(dir_okay=False), help="File to write: .parquet, .jsonl or .csv.")
+@click.option(
+    "--output",
+    "-o",
+    "output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="File to write: .parquet, .jsonl or .csv.",
+)
 @click.option("--with-input", is_flag=True, help="Join the input columns back in, by id.")
 @_reports_errors
 def export(outdir: str, output: str, with_input: bool) -> None:
@@ -174,7 +254,7 @@ def compact(outdir: str) -> None:
 
 
 def _console_logging(quiet: bool) -> None:
-    """Events to stderr: all of them off a terminal (cron), warnings on one (the bar shows the rest)."""
+    """Events to stderr: all of them off a terminal (cron), only warnings beside a bar."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     if quiet:

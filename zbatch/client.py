@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from email.utils import parsedate_to_datetime
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx

@@ -16,6 +16,7 @@ whose ``scope`` tells the runner whether to retry, log the row, or stop.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import re
 from dataclasses import dataclass
@@ -155,6 +156,23 @@ def fatal_hint(failure: Failure) -> str:
     if code in _ACCOUNT:
         return FATAL_HINTS["account"]
     return FATAL_HINTS["permission"]
+
+
+_RESET_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}(?::\d{2})?)")
+# Z.AI states reset times on its own clock (Beijing time) without a zone.
+PROVIDER_TZ = dt.timezone(dt.timedelta(hours=8))
+
+
+def quota_reset(message: str) -> dt.datetime | None:
+    """The reset time a quota message names (read as UTC+8 when it has no zone), or None."""
+    match = _RESET_TIME.search(message)
+    if match is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(f"{match.group(1)}T{match.group(2)}")
+    except ValueError:
+        return None
+    return when.replace(tzinfo=PROVIDER_TZ)
 
 
 _SECRETISH = re.compile(

@@ -55,9 +55,7 @@ def status(outdir: Path) -> dict[str, Any]:
     state = store.load_state(outdir)
     done = len(state.succeeded)
     failed = state.failed
-    retryable = sum(
-        1 for i, (_, r) in state.latest_error.items() if r and i not in state.succeeded
-    )
+    retryable = sum(1 for i, (_, r) in state.latest_error.items() if r and i not in state.succeeded)
     tokens = {"prompt": 0, "completion": 0, "cached": 0}
     labels: Counter[str] = Counter()
     if results is not None:
@@ -158,7 +156,9 @@ def _join_input(outcomes: pa.Table, settings: dict[str, Any]) -> pa.Table:
     inputs = pa.Table.from_pylist(rows)
     inputs = inputs.append_column("_order", pa.array(range(inputs.num_rows), pa.int64()))
     clashing = [c for c in inputs.column_names if c in outcomes.column_names and c != "id"]
-    inputs = inputs.rename_columns([f"input_{c}" if c in clashing else c for c in inputs.column_names])
+    inputs = inputs.rename_columns(
+        [f"input_{c}" if c in clashing else c for c in inputs.column_names]
+    )
     joined = inputs.join(outcomes, keys="id", join_type="left outer", use_threads=False)
     joined = joined.sort_by("_order").drop_columns(["_order"])
     status = pc.if_else(pc.is_null(joined.column("status")), "pending", joined.column("status"))
@@ -172,7 +172,10 @@ def _flatten(table: pa.Table) -> pa.Table:
     """CSV cannot hold nested values: write lists and structs as JSON text."""
     for index, column_field in enumerate(table.schema):
         if pa.types.is_nested(column_field.type):
-            values = [None if v is None else json.dumps(v, default=str) for v in table.column(index).to_pylist()]
+            values = [
+                None if v is None else json.dumps(v, default=str)
+                for v in table.column(index).to_pylist()
+            ]
             table = table.set_column(index, column_field.name, pa.array(values, pa.string()))
     return table
 

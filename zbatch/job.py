@@ -259,11 +259,11 @@ def _check(job: Job, source: str) -> None:
             raise JobError(f"{source}: {_key_for(name)} must be greater than 0")
     if job.response_format not in (None, "json_object", "text"):
         raise JobError(
-            f"{source}: request.response_format must be \"json_object\" or \"text\", "
+            f'{source}: request.response_format must be "json_object" or "text", '
             f"not {job.response_format!r}"
         )
     if job.json_fields and job.response_format != "json_object":
-        raise JobError(f"{source}: request.json_fields needs response_format = \"json_object\"")
+        raise JobError(f'{source}: request.json_fields needs response_format = "json_object"')
     if job.template is not None and job.messages_column is not None:
         raise JobError(f"{source}: set request.template or request.messages_column, not both")
 

@@ -29,9 +29,7 @@ class AdaptiveLimit:
     The limit regrows by one after ``growth_factor * limit`` successes in a row.
     """
 
-    def __init__(
-        self, ceiling: int, *, decrease: float = 0.7, growth_factor: float = 2.0
-    ) -> None:
+    def __init__(self, ceiling: int, *, decrease: float = 0.7, growth_factor: float = 2.0) -> None:
         self.ceiling = ceiling
         self.limit = float(ceiling)
         self.minimum = ceiling

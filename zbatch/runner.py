@@ -1,6 +1,6 @@
 """The run: rows flow from the input through the limits to the API and into part files.
 
-    producer ──(bounded stream)──> workers ×ceiling ──> PartWriters ──> flusher
+    producer ──(bounded stream)──> workers (ceiling) ──> PartWriters ──> flusher
                                      │  AdaptiveLimit (in-flight cap)
                                      │  Pacer (rpm / tpm), Backoff
                                      └─ Client.send → Success | Failure
@@ -12,6 +12,7 @@ one, and everything completed is committed in a shielded flush.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import anyio
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import prompt, store
 from .answers import NotJson, json_field_value, normalize_label, parse_json_object
@@ -40,6 +41,7 @@ from .errors import (
     StoreError,
     ZbatchError,
     fatal_hint,
+    quota_reset,
     redact,
 )
 from .job import DEFAULT_BASE_URL, Job
@@ -51,6 +53,7 @@ from .source import InputFiles, RawRow, count_rows, open_input
 from .stats import Stats
 
 log = logging.getLogger("zbatch")
+QUOTA_WAIT_MAX = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +212,8 @@ class Runner:
         self.stats = Stats(price=price_for(job.effective_model, job.prices))
         self.stats.concurrency = self.stats.concurrency_min = job.concurrency
         self.stop_reason: ZbatchError | None = None
-        self._keep_casts = [
-            store.keep_caster(schema.field(name).type) for name in job.keep_columns
-        ]
+        self._resume_at = 0.0  # monotonic time before which nothing is sent (quota pause)
+        self._keep_casts = [store.keep_caster(schema.field(name).type) for name in job.keep_columns]
         self._secret = os.environ.get(job.api_key_env) or ""
 
     # --- the run --------------------------------------------------------------------------
@@ -276,7 +278,7 @@ class Runner:
 
     # --- producer -------------------------------------------------------------------------
 
-    async def _produce(self, send: ObjectSendStream[Work]) -> None:
+    async def _produce(self, send: MemoryObjectSendStream[Work]) -> None:
         state, stats = self.state, self.stats
         seen: set[str] = set()
         with send, self._producer_scope:
@@ -326,7 +328,8 @@ class Runner:
             return None
         tokens = prompt.estimate_tokens(body) + int(body.get("max_tokens") or 0)
         keep = tuple(
-            cast(data.get(name)) for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True)
+            cast(data.get(name))
+            for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True)
         )
         return Work(row_id, json.dumps(body, ensure_ascii=False).encode(), tokens, keep)
 
@@ -340,7 +343,7 @@ class Runner:
 
     # --- workers --------------------------------------------------------------------------
 
-    async def _worker(self, receive: ObjectReceiveStream[Work]) -> None:
+    async def _worker(self, receive: MemoryObjectReceiveStream[Work]) -> None:
         with receive:
             async for work in receive:
                 if self.stopping:
@@ -382,11 +385,22 @@ class Runner:
                 )
             if failure.scope is Scope.FATAL:
                 self._fail(work, failure, attempts, retryable=True)
-                self.stop(FatalApiError(f"{failure.message} ({failure.error_code or failure.status_code}); {fatal_hint(failure)}"))
+                code = failure.error_code or failure.status_code
+                self.stop(FatalApiError(f"{failure.message} ({code}); {fatal_hint(failure)}"))
                 return
             if failure.scope is Scope.QUOTA:
+                reset = quota_reset(failure.message)
+                if job.wait_for_quota:
+                    self._pause_for_quota(reset)
+                    continue
                 self._fail(work, failure, attempts, retryable=True)
-                self.stop(QuotaReached(f"quota reached: {failure.message}; run the same command after the reset to resume"))
+                when = f"it resets at {reset.isoformat()}" if reset else "wait for the reset"
+                self.stop(
+                    QuotaReached(
+                        f"quota reached: {failure.message}; {when}, then run the same command "
+                        "to resume (or use --wait-for-quota)"
+                    )
+                )
                 return
             if failure.scope is Scope.ROW:
                 self._fail(work, failure, attempts)
@@ -403,9 +417,22 @@ class Runner:
         """Wait for the RPM / TPM pacers; False if the run stopped meanwhile."""
         if self.stopping:
             return False
+        paused = self._resume_at - time.monotonic()
+        if paused > 0 and not await self._sleep(paused):
+            return False
         if self.rpm is not None and not await self._sleep(self.rpm.reserve(1)):
             return False
         return self.tpm is None or await self._sleep(self.tpm.reserve(work.tokens))
+
+    def _pause_for_quota(self, reset: dt.datetime | None) -> None:
+        """--wait-for-quota: hold every dispatch until the reset, or an hour, whichever first."""
+        if self._resume_at > time.monotonic():
+            return
+        wait = QUOTA_WAIT_MAX
+        if reset is not None:
+            wait = min(wait, max(1.0, (reset - dt.datetime.now(dt.UTC)).total_seconds()))
+        self._resume_at = time.monotonic() + wait
+        log.warning("quota reached: pausing all requests for %.0f s (--wait-for-quota)", wait)
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless the run stops first; True if it is still running."""
@@ -430,7 +457,9 @@ class Runner:
             label = normalize_label(answer.content, job.choices)
             if label is None:
                 shown = redact(answer.content[:80])
-                return Failure("invalid_label", Scope.ROW, f"answer {shown!r} is not one of the choices")
+                return Failure(
+                    "invalid_label", Scope.ROW, f"answer {shown!r} is not one of the choices"
+                )
             extra.append(label)
         if job.response_format == "json_object":
             try:
@@ -555,4 +584,3 @@ class Runner:
             self.stats.concurrency_min = self.limit.minimum
             self.progress.refresh(self.stats)
             await anyio.sleep(self.progress.interval)
-

@@ -81,9 +81,11 @@ class SimulatedEndpoint(httpx.AsyncBaseTransport):
             obj: dict[str, Any] = {}
             for spec in job.json_fields:
                 name, kind = json_field_spec(spec)
-                obj[name] = {"int": digest[1], "float": digest[2] / 255, "bool": digest[3] > 127}.get(
-                    kind, f"simulated {name}"
-                )
+                obj[name] = {
+                    "int": digest[1],
+                    "float": digest[2] / 255,
+                    "bool": digest[3] > 127,
+                }.get(kind, f"simulated {name}")
             return json.dumps(obj or {"answer": "simulated"})
         return f"Simulated answer ({len(prompt)} characters of prompt)."
 

@@ -140,7 +140,7 @@ def _is_parquet(path: Path) -> bool:
 
 def _open_text(path: Path) -> IO[bytes]:
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     return path.open("rb")
 
 

@@ -116,7 +116,9 @@ def keep_caster(kind: pa.DataType) -> Any:
     if pa.types.is_integer(kind):
         return lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None
     if pa.types.is_floating(kind):
-        return lambda v: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+        return lambda v: (
+            float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+        )
     return lambda v: v  # Parquet input: the value already has the column's type
 
 
@@ -311,9 +313,7 @@ def prepare(outdir: Path, job: Job, *, force: bool) -> str | None:
         return None
     settings = job.to_json()
     changed = [
-        name
-        for name in REQUEST_SHAPING
-        if previous.get("settings", {}).get(name) != settings[name]
+        name for name in REQUEST_SHAPING if previous.get("settings", {}).get(name) != settings[name]
     ]
     if not force:
         what = ", ".join(changed) or "request settings"
@@ -350,7 +350,6 @@ def read_job_json(outdir: Path) -> dict[str, Any]:
     except ValueError as exc:
         raise JobError(f"{path} is unreadable: {exc}") from None
     return data
-
 
 
 # --- compaction -----------------------------------------------------------------------------

@@ -1,0 +1,22 @@
+# One command per check; `make check` runs them all (what CI runs).
+.PHONY: install test lint typecheck check bench
+
+install:
+	python3 -m venv .venv && .venv/bin/pip install -e ".[test]"
+
+test:
+	.venv/bin/pytest
+
+lint:
+	.venv/bin/ruff check zbatch tests bench
+	.venv/bin/ruff format --check zbatch tests bench
+
+typecheck:
+	.venv/bin/mypy
+
+check: lint typecheck test
+
+bench:
+	.venv/bin/python bench/throughput.py
+	.venv/bin/python bench/limits.py
+	.venv/bin/python bench/memory.py
