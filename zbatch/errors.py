@@ -3,7 +3,7 @@
 ZbatchError                      every error zbatch raises on purpose
  ├── JobError                    the job file, flags or input are unusable (exit 2, nothing sent)
  ├── LockedError                 another run holds OUTDIR's lock (exit 75)
- ├── StoreError                  a part file could not be written: disk full, I/O error (exit 1)
+ ├── StoreError                  a part file could not be written: disk full, I/O error (exit 74)
  └── RunStopped                  the run stopped early but is resumable
       ├── FatalApiError          auth, balance, permission (exit 3)
       ├── QuotaReached           daily / weekly / usage quota (exit 4)
@@ -43,7 +43,7 @@ class LockedError(ZbatchError):
 class StoreError(ZbatchError):
     """Writing to the output directory failed (disk full, I/O error)."""
 
-    exit_code = 1
+    exit_code = 74  # EX_IOERR
 
 
 class RunStopped(ZbatchError):
