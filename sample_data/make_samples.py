@@ -12,11 +12,13 @@ Only the standard library is used, plus pyarrow for ``news.parquet``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 DEFAULT_SEED = 20240917
 HERE = Path(__file__).resolve().parent
@@ -32,7 +34,10 @@ SUPPORT_SYSTEM = (
 )
 
 
-def pick[T](rng: random.Random, items: Sequence[T]) -> T:
+T = TypeVar("T")
+
+
+def pick(rng: random.Random, items: Sequence[T]) -> T:
     """One item of a non-empty sequence."""
     return items[rng.randrange(len(items))]
 
@@ -59,289 +64,392 @@ def unique(rng: random.Random, make: Callable[[random.Random], str], seen: set[s
 # Product reviews
 # --------------------------------------------------------------------------------------
 
-PRODUCTS: dict[str, list[str]] = {
-    "kitchen": [
-        "Brava 12-Cup Coffee Maker",
-        "Crème Brûlée Kitchen Torch",
-        "山水 Bamboo Cutting Board",
-        "Kettlewell Gooseneck Kettle",
-        "Ferrum 26 cm Cast-Iron Skillet",
-    ],
-    "audio": [
-        "Pulse Mini Bluetooth Speaker",
-        "Quietline ANC Headphones",
-        "Tōne Wireless Earbuds",
-    ],
-    "home": [
-        "Nordlys LED Desk Lamp",
-        "Sova Memory-Foam Pillow",
-        "Aurora Smart Bulb (4-pack)",
-        "Hjem Wool Throw Blanket",
-    ],
-    "outdoor": [
-        "Trailhead 28L Daypack",
-        "Sierra Ultralight 2-Person Tent",
-        "Glacier Insulated Bottle 750 ml",
-    ],
-    "office": [
-        "ErgoLift Standing Desk",
-        "Kōyō Fountain Pen",
-        "Margin Dot-Grid Notebook",
-    ],
-    "gadgets": [
-        "Volt 20000 mAh Power Bank",
-        "Lumo 7\" E-Reader",
-        "Pico 6-in-1 USB-C Hub",
-    ],
+@dataclass(frozen=True)
+class Aspect:
+    """Sentences about one aspect of a product, by polarity.
+
+    Each sentence starts with a common word (never a name), so that lower_first()
+    can join it after "That said," or "My only gripe:".
+    """
+
+    pos: Sequence[str]
+    neg: Sequence[str]
+    neu: Sequence[str]
+
+    def sentences(self, polarity: str) -> Sequence[str]:
+        return {"pos": self.pos, "neg": self.neg, "neu": self.neu}[polarity]
+
+
+# Aspects any product can have.
+GENERIC_ASPECTS: dict[str, Aspect] = {
+    "price": Aspect(
+        pos=["The price is fair for what you get.", "For the money, it's hard to beat.",
+             "It was on sale when I bought it, but I'd happily pay full price."],
+        neg=["It's far too expensive for the quality.", "At this price I expected a lot more.",
+             "You can find better for half the money."],
+        neu=["The price is about what you'd expect.", "It's neither cheap nor expensive."],
+    ),
+    "delivery": Aspect(
+        pos=["Delivery was quick, two days door to door.",
+             "It arrived a day earlier than promised."],
+        neg=["Delivery took almost three weeks.",
+             "The courier left it in the rain outside the building."],
+        neu=["Delivery took about a week, as stated."],
+    ),
+    "packaging": Aspect(
+        pos=["The packaging was minimal and fully recyclable, which I appreciate.",
+             "It came well packed, with no plastic."],
+        neg=["The box was crushed and one corner was scuffed.",
+             "There was an absurd amount of plastic in the box."],
+        neu=["The packaging is plain cardboard, nothing special."],
+    ),
+    "support": Aspect(
+        pos=["Customer service answered my question within an hour.",
+             "When I had a question, the support team was friendly and helpful."],
+        neg=["Customer service never replied to my two emails.",
+             "Support kept sending me the same copy-pasted answer."],
+        neu=["I contacted support once and got a standard reply after a few days."],
+    ),
 }
 
-# aspect -> sentiment -> sentences. Sentences start with a common word so that
-# lower_first() can join them after "but" or "that said,".
-Aspects = dict[str, dict[str, list[str]]]
-
-GENERIC_ASPECTS: Aspects = {
-    "price": {
-        "pos": [
-            "The price is fair for what you get.",
-            "It was on sale when I bought it, but I'd happily pay full price.",
-            "For the money, it's hard to beat.",
-        ],
-        "neg": [
-            "It's far too expensive for the quality.",
-            "At this price I expected a lot more.",
-            "You can find better for half the money.",
-        ],
-        "neu": [
-            "The price is about what you'd expect.",
-            "It's neither cheap nor expensive.",
-        ],
-    },
-    "delivery": {
-        "pos": [
-            "Delivery was quick, two days door to door.",
-            "It arrived a day earlier than promised.",
-        ],
-        "neg": [
-            "Delivery took almost three weeks.",
-            "The courier left it in the rain outside the building.",
-        ],
-        "neu": [
-            "Delivery took about a week, as stated.",
-        ],
-    },
-    "packaging": {
-        "pos": [
-            "The packaging was minimal and fully recyclable, which I appreciate.",
-            "It came well packed, with no plastic.",
-        ],
-        "neg": [
-            "The box was crushed and one corner of the item was scuffed.",
-            "There was an absurd amount of plastic in the box.",
-        ],
-        "neu": [
-            "The packaging is plain cardboard, nothing special.",
-        ],
-    },
-    "support": {
-        "pos": [
-            "Customer service answered my question within an hour.",
-            "When I had a question, the support team was friendly and helpful.",
-        ],
-        "neg": [
-            "Customer service never replied to my two emails.",
-            "Support kept sending me the same copy-pasted answer.",
-        ],
-        "neu": [
-            "I contacted support once and got a standard reply after a few days.",
-        ],
-    },
+# Aspects shared by several products.
+SHARED_ASPECTS: dict[str, Aspect] = {
+    "build": Aspect(
+        pos=["It feels solid and well made.", "The finish is lovely and nothing rattles."],
+        neg=["It feels flimsy, and a part cracked in the first week.",
+             "One of the screws came loose after a month."],
+        neu=["The build is okay, though some parts feel a bit plasticky."],
+    ),
+    "looks": Aspect(
+        pos=["It looks even better than in the photos."],
+        neg=["The colour is nothing like the photos."],
+        neu=["It looks fine, a little plainer than pictured."],
+    ),
+    "cleaning": Aspect(
+        pos=["Cleaning takes thirty seconds under the tap.", "It's very easy to clean."],
+        neg=["Cleaning it is a nightmare, there are too many small crevices.",
+             "It stains easily and never looks clean again."],
+        neu=["Cleaning is a bit fiddly but manageable."],
+    ),
+    "battery": Aspect(
+        pos=["Battery life is excellent, I charge it about once a week.",
+             "The battery easily lasts a full day."],
+        neg=["The battery barely lasts three hours.",
+             "Battery life dropped noticeably after two months."],
+        neu=["Battery life matches the spec sheet, more or less."],
+    ),
+    "pairing": Aspect(
+        pos=["Pairing with my phone took seconds and the connection never drops.",
+             "It switches between my laptop and phone without any fuss."],
+        neg=["The connection drops every few minutes.", "It refuses to pair with my laptop."],
+        neu=["Pairing works, though it sometimes needs a second try."],
+    ),
+    "sound": Aspect(
+        pos=["The sound is rich, with surprisingly deep bass.",
+             "Vocals are crisp and clear, even at low volume."],
+        neg=["The sound is tinny and distorts at higher volume.",
+             "Bass is basically non-existent."],
+        neu=["The sound is decent, nothing to write home about."],
+    ),
+    "weight": Aspect(
+        pos=["It's impressively light."],
+        neg=["It's much heavier than the listing suggests."],
+        neu=["The weight is about average for this kind of thing."],
+    ),
+    "rain": Aspect(
+        pos=["It kept everything dry through a full day of rain in Snowdonia."],
+        neg=["It leaked in the first proper downpour."],
+        neu=["It copes with light rain; I wouldn't trust it in a storm."],
+    ),
+    "app": Aspect(
+        pos=["Setup took five minutes, app included."],
+        neg=["The app kept crashing during setup and I gave up twice."],
+        neu=["Setup was a little confusing, but I got there in the end."],
+    ),
+    "heating": Aspect(
+        pos=["It heats up fast and evenly."],
+        neg=["It takes forever to heat up."],
+        neu=["It heats up at a normal speed, neither fast nor slow."],
+    ),
 }
 
-CATEGORY_ASPECTS: dict[str, Aspects] = {
-    "kitchen": {
-        "build": {
-            "pos": [
-                "It feels solid and well made.",
-                "The finish is lovely and it looks great on the counter.",
-            ],
-            "neg": [
-                "The handle started wobbling after a month.",
-                "It feels flimsy, and a part cracked the first week.",
-            ],
-            "neu": ["The build quality is okay, though some parts feel a bit plasticky."],
-        },
-        "cleaning": {
-            "pos": [
-                "Cleaning takes thirty seconds under the tap.",
-                "It's very easy to clean.",
-            ],
-            "neg": [
-                "Cleaning it is a nightmare, there are too many small crevices.",
-                "It stains easily and doesn't come clean.",
-            ],
-            "neu": ["Cleaning is a bit fiddly but manageable."],
-        },
-        "performance": {
-            "pos": [
-                "It heats up fast and evenly.",
-                "It does exactly what I need every single morning.",
-                "The results are consistently excellent ☕",
-            ],
-            "neg": [
-                "It takes forever to heat up.",
-                "The results are uneven no matter what I try.",
-            ],
-            "neu": ["It works, but it's not noticeably better than my old one."],
-        },
+# Product -> its own aspects (names of SHARED_ASPECTS, or Aspect objects).
+PRODUCTS: dict[str, dict[str, str | Aspect]] = {
+    "Brava 12-Cup Coffee Maker": {
+        "coffee": Aspect(
+            pos=["The coffee is consistently excellent. ☕",
+                 "It makes a full pot in about six minutes, and the coffee stays hot."],
+            neg=["The coffee tastes burnt after twenty minutes on the hot plate.",
+                 "It drips all over the counter every time I pour."],
+            neu=["The coffee is fine, comparable to any other filter machine."],
+        ),
+        "timer": Aspect(
+            pos=["Waking up to fresh coffee thanks to the timer is a small luxury."],
+            neg=["The timer resets every time there's a power cut."],
+            neu=["The timer works, but the buttons are fiddly."],
+        ),
+        "cleaning": "cleaning",
+        "build": "build",
     },
-    "audio": {
-        "sound": {
-            "pos": [
-                "The sound is rich, with surprisingly deep bass.",
-                "Vocals are crisp and clear, even at low volume.",
-            ],
-            "neg": [
-                "The sound is tinny and distorts at higher volume.",
-                "Bass is basically non-existent.",
-            ],
-            "neu": ["The sound is decent, nothing to write home about."],
-        },
-        "battery": {
-            "pos": [
-                "Battery life is excellent, I charge it once a week.",
-                "The battery easily lasts a full day of use.",
-            ],
-            "neg": [
-                "The battery barely lasts three hours.",
-                "Battery life has dropped noticeably after two months.",
-            ],
-            "neu": ["Battery life matches the spec sheet, more or less."],
-        },
-        "connection": {
-            "pos": [
-                "Pairing with my phone took seconds and it never drops.",
-                "It switches between my laptop and phone without fuss.",
-            ],
-            "neg": [
-                "The Bluetooth connection drops every few minutes.",
-                "It refuses to pair with my laptop at all.",
-            ],
-            "neu": ["Pairing works, though it sometimes needs a second try."],
-        },
-        "comfort": {
-            "pos": ["They are comfortable enough to wear for hours."],
-            "neg": ["They hurt my ears after about twenty minutes."],
-            "neu": ["Comfort is fine for an hour or so."],
-        },
+    "Crème Brûlée Kitchen Torch": {
+        "flame": Aspect(
+            pos=["The flame is steady and easy to adjust, perfect for caramelising sugar."],
+            neg=["The flame sputters and goes out halfway through."],
+            neu=["The flame is adequate for desserts, too weak for anything else."],
+        ),
+        "safety": Aspect(
+            pos=["The safety lock is reassuring with kids around."],
+            neg=["The ignition button is stiff and often needs several clicks."],
+            neu=["The safety lock takes some getting used to."],
+        ),
+        "build": "build",
     },
-    "home": {
-        "comfort": {
-            "pos": [
-                "It's incredibly cosy.",
-                "I've slept better since the day it arrived.",
-            ],
-            "neg": [
-                "It's uncomfortable and smells of chemicals.",
-                "It went flat within a couple of weeks.",
-            ],
-            "neu": ["It's comfortable enough, if a little firmer than I'd like."],
-        },
-        "light": {
-            "pos": [
-                "The light is warm and even, with no flicker at all.",
-                "The dimmer has a really nice range.",
-            ],
-            "neg": [
-                "The light flickers at low brightness.",
-                "The colour is a harsh blue-white that gives me headaches.",
-            ],
-            "neu": ["The light is bright enough, though the colour is a bit cold."],
-        },
-        "setup": {
-            "pos": ["Setup took five minutes, app included."],
-            "neg": ["The app kept crashing during setup and I gave up twice."],
-            "neu": ["Setup was a little confusing but I got there."],
-        },
-        "looks": {
-            "pos": ["It looks even better than in the photos."],
-            "neg": ["The colour is nothing like the photos."],
-            "neu": ["It looks fine, a bit plainer than pictured."],
-        },
+    "山水 Bamboo Cutting Board": {
+        "surface": Aspect(
+            pos=["It's gentle on my knives and doesn't slide around."],
+            neg=["It warped after a couple of weeks, even though I never soaked it."],
+            neu=["The surface shows knife marks quickly, as bamboo does."],
+        ),
+        "cleaning": "cleaning",
+        "looks": "looks",
     },
-    "outdoor": {
-        "durability": {
-            "pos": [
-                "It has survived a season of hiking without a scratch.",
-                "The fabric is tough and the zips are excellent.",
-            ],
-            "neg": [
-                "A seam split on the second trip.",
-                "The zip broke after a handful of uses.",
-            ],
-            "neu": ["It seems durable so far, but it's only been a few outings."],
-        },
-        "weight": {
-            "pos": ["It's impressively light."],
-            "neg": ["It's much heavier than the listing suggests."],
-            "neu": ["The weight is average for this kind of gear."],
-        },
-        "weather": {
-            "pos": [
-                "It kept everything dry through a full day of rain in Snowdonia.",
-                "My drinks stay cold all day, even in the sun.",
-            ],
-            "neg": [
-                "It leaked in the first proper rain.",
-                "It doesn't keep anything cold for more than a couple of hours.",
-            ],
-            "neu": ["It handles light rain, I wouldn't trust it in a storm."],
-        },
+    "Kettlewell Gooseneck Kettle": {
+        "pour": Aspect(
+            pos=["The spout gives a slow, precise pour, ideal for pour-over."],
+            neg=["The spout dribbles down the side unless I pour very slowly."],
+            neu=["Pouring is precise enough once you get the angle right."],
+        ),
+        "temperature": Aspect(
+            pos=["The temperature settings are accurate to within a degree."],
+            neg=["The display is several degrees off compared to my thermometer."],
+            neu=["The keep-warm function only lasts thirty minutes."],
+        ),
+        "heating": "heating",
+        "looks": "looks",
     },
-    "office": {
-        "build": {
-            "pos": ["It feels sturdy and well finished."],
-            "neg": ["It wobbles even at the lowest height."],
-            "neu": ["The build is acceptable, with a few rough edges."],
-        },
-        "writing": {
-            "pos": [
-                "It writes smoothly and the ink doesn't bleed through the page.",
-                "The paper takes fountain pen ink beautifully.",
-            ],
-            "neg": [
-                "It skips constantly and leaks in my pocket.",
-                "Ink feathers badly on every page.",
-            ],
-            "neu": ["Writing is fine with a gel pen, less so with a fountain pen."],
-        },
-        "ergonomics": {
-            "pos": ["My back pain has eased since I started using it."],
-            "neg": ["The motor is loud and it stops halfway up now and then."],
-            "neu": ["It takes some getting used to, but it's okay."],
-        },
+    "Ferrum 26 cm Cast-Iron Skillet": {
+        "seasoning": Aspect(
+            pos=["The pre-seasoning is good enough to fry eggs on from day one."],
+            neg=["The seasoning flaked off after the first wash."],
+            neu=["It needed a couple of rounds of seasoning before it was really non-stick."],
+        ),
+        "heating": "heating",
+        "weight": "weight",
     },
-    "gadgets": {
-        "battery": {
-            "pos": ["It charges my phone almost five times over."],
-            "neg": ["It loses charge even when I'm not using it."],
-            "neu": ["Capacity is a bit below what's advertised, as usual."],
-        },
-        "speed": {
-            "pos": [
-                "Charging is fast and it doesn't get hot.",
-                "The screen is sharp and page turns are instant.",
-            ],
-            "neg": [
-                "It gets worryingly hot while charging.",
-                "Page turns are sluggish and the screen ghosts.",
-            ],
-            "neu": ["Speed is fine for everyday use."],
-        },
-        "compatibility": {
-            "pos": ["Everything I plugged in worked straight away, including a 4K monitor."],
-            "neg": ["My external monitor isn't detected half the time."],
-            "neu": ["Most things work, though my older USB stick isn't recognised."],
-        },
+    "Pulse Mini Bluetooth Speaker": {
+        "sound": "sound",
+        "battery": "battery",
+        "pairing": "pairing",
+        "waterproof": Aspect(
+            pos=["It survived being dropped in the pool without any problem."],
+            neg=["A bit of splashing in the shower and it stopped working."],
+            neu=["It's splash-proof, but I wouldn't take it swimming."],
+        ),
+    },
+    "Quietline ANC Headphones": {
+        "sound": "sound",
+        "battery": "battery",
+        "pairing": "pairing",
+        "anc": Aspect(
+            pos=["The noise cancelling makes my commute blissfully quiet."],
+            neg=["The noise cancelling creates an odd pressure in my ears."],
+            neu=["The noise cancelling is decent, a step below the big brands."],
+        ),
+        "comfort": Aspect(
+            pos=["They are comfortable enough to wear all day."],
+            neg=["They pinch after about twenty minutes."],
+            neu=["They're comfortable for an hour or so."],
+        ),
+    },
+    "Tōne Wireless Earbuds": {
+        "sound": "sound",
+        "battery": "battery",
+        "pairing": "pairing",
+        "fit": Aspect(
+            pos=["They stay put even when I'm running."],
+            neg=["They keep falling out, whichever tips I use."],
+            neu=["The fit is okay with the largest tips."],
+        ),
+    },
+    "Nordlys LED Desk Lamp": {
+        "light": Aspect(
+            pos=["The light is warm and even, with no flicker at all."],
+            neg=["The light flickers at low brightness."],
+            neu=["The light is bright enough, though the colour is a bit cold."],
+        ),
+        "dimmer": Aspect(
+            pos=["The touch dimmer has a really nice range."],
+            neg=["The touch control reacts whenever I brush past it."],
+            neu=["The dimmer only has three steps, which is a bit limiting."],
+        ),
+        "build": "build",
+        "looks": "looks",
+    },
+    "Sova Memory-Foam Pillow": {
+        "support": Aspect(
+            pos=["I've slept better since the day it arrived.",
+                 "My neck pain in the morning has gone."],
+            neg=["It went flat within a couple of weeks."],
+            neu=["It's comfortable enough, if a little firmer than I'd like."],
+        ),
+        "smell": Aspect(
+            pos=["There was no chemical smell at all out of the box."],
+            neg=["It still smells of chemicals after a week of airing."],
+            neu=["There was a slight smell at first, gone after a few days."],
+        ),
+    },
+    "Aurora Smart Bulb (4-pack)": {
+        "colour": Aspect(
+            pos=["The colours are vivid and the warm white is genuinely warm."],
+            neg=["The white is a harsh blue that gives me headaches."],
+            neu=["The colours are fine, but the maximum brightness is modest."],
+        ),
+        "app": "app",
+        "pairing": "pairing",
+    },
+    "Hjem Wool Throw Blanket": {
+        "warmth": Aspect(
+            pos=["It's incredibly cosy on cold evenings."],
+            neg=["It's thinner than expected and not very warm."],
+            neu=["It's warm enough for the sofa, not for a cold bedroom."],
+        ),
+        "texture": Aspect(
+            pos=["The wool is soft and doesn't itch at all."],
+            neg=["It sheds everywhere and itches."],
+            neu=["It's a little scratchy at first but softens with use."],
+        ),
+        "looks": "looks",
+    },
+    "Trailhead 28L Daypack": {
+        "straps": Aspect(
+            pos=["The straps are well padded, even with a full load."],
+            neg=["The shoulder straps dig in after an hour."],
+            neu=["The hip belt is basic, but fine for day hikes."],
+        ),
+        "pockets": Aspect(
+            pos=["There's a pocket for everything, and the laptop sleeve is well protected."],
+            neg=["The side pockets are too tight for a normal water bottle."],
+            neu=["The pockets are fine, if a bit of a maze."],
+        ),
+        "durability": Aspect(
+            pos=["It has survived a season of hiking without a scratch."],
+            neg=["The zip broke after a handful of uses."],
+            neu=["It seems durable so far, but it's only been a few outings."],
+        ),
+        "rain": "rain",
+    },
+    "Sierra Ultralight 2-Person Tent": {
+        "pitching": Aspect(
+            pos=["It pitches in under ten minutes, even on my own."],
+            neg=["The instructions are useless and pitching it took an hour."],
+            neu=["Pitching is straightforward after the first attempt."],
+        ),
+        "space": Aspect(
+            pos=["There's more room inside than I expected for two people."],
+            neg=["Two adults is a very tight squeeze."],
+            neu=["It's snug for two, roomy for one."],
+        ),
+        "rain": "rain",
+        "weight": "weight",
+    },
+    "Glacier Insulated Bottle 750 ml": {
+        "insulation": Aspect(
+            pos=["Drinks stay cold all day, even in the sun."],
+            neg=["It doesn't keep anything cold for more than a couple of hours."],
+            neu=["It keeps tea warm for the morning, not much longer."],
+        ),
+        "lid": Aspect(
+            pos=["The lid seals perfectly; it rides in my bag upside down."],
+            neg=["The lid leaks as soon as the bottle tips over."],
+            neu=["The lid is secure but hard to clean."],
+        ),
+        "weight": "weight",
+    },
+    "ErgoLift Standing Desk": {
+        "stability": Aspect(
+            pos=["It's rock solid, even at full standing height."],
+            neg=["It wobbles noticeably when I type."],
+            neu=["There's a slight wobble at the highest setting."],
+        ),
+        "motor": Aspect(
+            pos=["The motor is quiet and the memory presets are handy."],
+            neg=["The motor is loud and sometimes stops halfway up."],
+            neu=["The motor is a bit slow but does the job."],
+        ),
+        "assembly": Aspect(
+            pos=["Assembly took about forty minutes and everything lined up."],
+            neg=["Two screw holes didn't line up, so assembly took all afternoon."],
+            neu=["Assembly is doable alone, easier with two people."],
+        ),
+        "ergonomics": Aspect(
+            pos=["My back pain has eased since I started using it."],
+            neg=["The lowest height is still too high for me."],
+            neu=["It took a few weeks to get used to standing for part of the day."],
+        ),
+    },
+    "Kōyō Fountain Pen": {
+        "nib": Aspect(
+            pos=["The nib is smooth, with just the right amount of feedback."],
+            neg=["The nib is scratchy and skips constantly."],
+            neu=["The nib is fine, a bit drier than I'd like."],
+        ),
+        "ink": Aspect(
+            pos=["The converter is easy to fill and it has never leaked."],
+            neg=["It leaked ink in my shirt pocket twice."],
+            neu=["It takes standard cartridges, which is convenient."],
+        ),
+        "looks": "looks",
+    },
+    "Margin Dot-Grid Notebook": {
+        "paper": Aspect(
+            pos=["The paper takes fountain pen ink beautifully, with no bleed-through."],
+            neg=["Ink feathers badly and shows through on the other side."],
+            neu=["The paper is fine with a gel pen, less so with a fountain pen."],
+        ),
+        "binding": Aspect(
+            pos=["It lies completely flat when open."],
+            neg=["Pages started falling out within a month."],
+            neu=["The binding is a bit stiff at first."],
+        ),
+    },
+    "Volt 20000 mAh Power Bank": {
+        "capacity": Aspect(
+            pos=["It charges my phone almost five times over."],
+            neg=["It loses charge even when I'm not using it."],
+            neu=["Capacity is a bit below what's advertised, as usual."],
+        ),
+        "charging": Aspect(
+            pos=["It charges my laptop too, and it stays cool."],
+            neg=["It gets worryingly hot while charging."],
+            neu=["Recharging the power bank itself takes a whole night."],
+        ),
+        "weight": "weight",
+    },
+    "Lumo 7-inch E-Reader": {
+        "screen": Aspect(
+            pos=["The screen is sharp and the front light is perfectly even."],
+            neg=["The screen ghosts and page turns are sluggish."],
+            neu=["The screen is fine, though the front light is a little blue."],
+        ),
+        "battery": "battery",
+        "software": Aspect(
+            pos=["Sideloading my own EPUB files is easy."],
+            neg=["The software crashes whenever I open a large PDF."],
+            neu=["The menus are a bit clunky but usable."],
+        ),
+    },
+    "Pico 6-in-1 USB-C Hub": {
+        "compatibility": Aspect(
+            pos=["Everything I plugged in worked straight away, including a 4K monitor."],
+            neg=["My external monitor isn't detected half the time."],
+            neu=["Most things work, though my old USB stick isn't recognised."],
+        ),
+        "heat": Aspect(
+            pos=["It barely gets warm, even with everything plugged in."],
+            neg=["It gets too hot to touch after an hour."],
+            neu=["It gets warm, but not alarmingly so."],
+        ),
+        "build": "build",
     },
 }
 
@@ -360,7 +468,7 @@ OPENERS: dict[str, list[str]] = {
         "Disappointed, honestly.",
         "I really wanted to like this.",
         "Save your money.",
-        "Returned it after two weeks.",
+        "It's going back.",
         "Not worth it.",
         "What a letdown.",
         "Avoid.",
@@ -376,16 +484,30 @@ OPENERS: dict[str, list[str]] = {
 }
 
 CONTEXTS = [
-    "I've been using it every day for about three months now.",
-    "We bought it for our cabin near Tromsø and it has seen heavy use.",
     "My partner picked this after reading a dozen reviews, so expectations were high.",
-    "I replaced a ten-year-old model with this one.",
-    "I use it at work and at home, so it gets carried around a lot.",
-    "I ordered it for a long trip and tested it properly before leaving.",
+    "It replaced a much older one that had finally given up.",
     "This was a birthday present from my sister, who knows I'm picky.",
+    "I did a fair amount of research before choosing this one.",
+    "Long review, sorry, but I think the details matter here.",
+    "I've had it for a few weeks now, so here are my thoughts.",
 ]
 
-HEDGES = ["To be fair, ", "Honestly, ", "So far, ", "For what it's worth, ", "In fairness, "]
+TIPS = [
+    "Tip: register it on the maker's website, the warranty goes up to three years.",
+    "If you're in the EU, check the local retailer first; it was cheaper for me there.",
+    "Read the little leaflet in the box, it answers most of the questions people ask here.",
+]
+
+OVERALLS: dict[str, list[str]] = {
+    "pos": ["Overall, it does everything I wanted and a little more.",
+            "All in all, one of the better purchases I've made this year."],
+    "neg": ["Overall, it feels like a product that was rushed to market.",
+            "All in all, it's not something I can recommend to anyone."],
+    "neu": ["Overall, it's a middling product that covers the basics.",
+            "All in all, it's fine, just not special."],
+}
+
+HEDGES = ["To be fair,", "In fairness,", "Credit where it's due:", "On the plus side,"]
 
 CLOSERS: dict[str, list[str]] = {
     "pos": [
@@ -407,7 +529,7 @@ CLOSERS: dict[str, list[str]] = {
         "Okay for the price.",
         "Not bad, not great.",
         "I'll keep it, but I wouldn't buy it again.",
-        "Three stars feels right.",
+        "Middle of the road.",
     ],
 }
 
@@ -427,78 +549,69 @@ def _stars_for(rng: random.Random, sentiment: str) -> int:
     return 3 if draw < 0.7 else (2 if draw < 0.85 else 4)
 
 
-def _aspect_sentences(
-    rng: random.Random, aspects: Aspects, polarity: str, count: int, used: set[str]
-) -> list[str]:
-    """``count`` sentences about distinct aspects (not in ``used``), in ``polarity``."""
-    free = [name for name in aspects if name not in used]
-    rng.shuffle(free)
-    sentences = []
-    for name in free[:count]:
-        used.add(name)
-        sentences.append(pick(rng, aspects[name][polarity]))
-    return sentences
+def _aspect_queue(rng: random.Random, product: str) -> list[Aspect]:
+    """The product's aspects in the order a review mentions them: its own first, mostly."""
+    own = [SHARED_ASPECTS[a] if isinstance(a, str) else a for a in PRODUCTS[product].values()]
+    generic = list(GENERIC_ASPECTS.values())
+    rng.shuffle(own)
+    rng.shuffle(generic)
+    if rng.random() < 0.25:
+        own.insert(0, generic.pop())
+    return own + generic
 
 
-def _review_text(rng: random.Random, category: str, sentiment: str, length: str) -> str:
+def _review_text(rng: random.Random, product: str, sentiment: str, length: str) -> str:
     if length == "short":
         return pick(rng, SHORT_REVIEWS[sentiment])
-    aspects = {**CATEGORY_ASPECTS[category], **GENERIC_ASPECTS}
-    used: set[str] = set()
+    queue = _aspect_queue(rng, product)
+
+    def say(polarity: str) -> str:
+        return pick(rng, queue.pop(0).sentences(polarity))
+
     parts = [pick(rng, OPENERS[sentiment])]
     if length == "long":
         parts.append(pick(rng, CONTEXTS))
-    main = {"short": 0, "normal": rng.randint(1, 2), "long": 4}[length]
     if sentiment == "neu":
-        good = _aspect_sentences(rng, aspects, "pos", 1, used)
-        bad = _aspect_sentences(rng, aspects, "neg", 1, used)
-        joiner = pick(rng, [" But ", " On the other hand, ", " That said, "])
-        parts.append(good[0] + joiner + lower_first(bad[0]) if joiner != " But " else
-                     good[0] + joiner + bad[0])
-        parts.extend(_aspect_sentences(rng, aspects, "neu", main - 1, used))
+        joiner = pick(rng, ["But", "That said,", "On the other hand,"])
+        parts.append(f"{say('pos')} {joiner} {lower_first(say('neg'))}")
+        if rng.random() < 0.5:
+            parts.append(say("neu"))
     else:
-        parts.extend(_aspect_sentences(rng, aspects, sentiment, main, used))
+        parts.extend(say(sentiment) for _ in range(rng.randint(1, 2)))
         # A minor point the other way keeps 4- and 2-star reviews realistic.
         if length == "long" or rng.random() < 0.3:
-            other = "neg" if sentiment == "pos" else "pos"
-            minor = _aspect_sentences(rng, aspects, other, 1, used)
-            if minor:
-                lead = "My only gripe: " if sentiment == "pos" else pick(rng, HEDGES)
-                parts.append(lead + lower_first(minor[0]))
+            other = say("neg" if sentiment == "pos" else "pos")
+            lead = "My only gripe:" if sentiment == "pos" else pick(rng, HEDGES)
+            parts.append(f"{lead} {lower_first(other)}")
     if length == "long":
-        parts.extend(_aspect_sentences(rng, aspects, "neu", 1, used))
+        # Further remarks until the review is around 600 characters.
+        while len(" ".join(parts)) < 540 and queue:
+            parts.append(say(sentiment if rng.random() < 0.6 else "neu"))
+        if len(" ".join(parts)) < 540:
+            parts.append(pick(rng, TIPS))
+        parts.append(pick(rng, OVERALLS[sentiment]))
     if length == "long" or rng.random() < 0.6:
         parts.append(pick(rng, CLOSERS[sentiment]))
-    text = " ".join(parts)
-    if length == "long":
-        # Pad with further aspect sentences until the review is around 600 characters.
-        while len(text) < 560:
-            extra = _aspect_sentences(rng, aspects, sentiment if sentiment != "neu" else "neu",
-                                      1, used)
-            if not extra:
-                break
-            parts.insert(-1, extra[0])
-            text = " ".join(parts)
-    return text
+    return " ".join(parts)
 
 
 def make_reviews(rng: random.Random, count: int) -> list[dict[str, Any]]:
     """Product reviews; sentiment is positive, negative or neutral and matches the stars."""
-    products = [(category, name) for category, names in PRODUCTS.items() for name in names]
+    products = list(PRODUCTS)
     seen: set[str] = set()
     rows = []
     for index in range(1, count + 1):
-        category, product = pick(rng, products)
+        product = pick(rng, products)
         draw = rng.random()
         sentiment = "pos" if draw < 0.45 else ("neg" if draw < 0.75 else "neu")
         draw = rng.random()
         length = "short" if draw < 0.04 else ("long" if draw < 0.09 else "normal")
-        text = unique(rng, lambda r: _review_text(r, category, sentiment, length), seen)
+        make = functools.partial(_review_text, product=product, sentiment=sentiment, length=length)
         rows.append(
             {
                 "id": f"r{index:04d}",
                 "product": product,
-                "text": text,
+                "text": unique(rng, make, seen),
                 "stars": _stars_for(rng, sentiment),
             }
         )
@@ -509,231 +622,335 @@ def make_reviews(rng: random.Random, count: int) -> list[dict[str, Any]]:
 # News items
 # --------------------------------------------------------------------------------------
 
-# Per topic: who the story is about; (headline phrase, summary phrase) pairs with
-# {n}, {pct}, {city}, {day}, {rival} slots; and follow-up sentences for the summary.
-NewsTopic = dict[str, list[Any]]
+@dataclass(frozen=True)
+class Action:
+    """What a story's subject did: a headline phrase, a summary phrase, fitting follow-ups."""
 
-NEWS: dict[str, NewsTopic] = {
-    "business": {
-        "subjects": [
-            "Skyvale Airlines", "Lindqvist & Søn", "FreshWay Markets", "Orbis Logistics",
-            "Banco Meridional", "Kestrel Motors", "Halden Paper Mills", "Café Lumière",
-        ],
-        "actions": [
-            ("posts record quarterly profit",
-             "reported its strongest quarter on record on {day}, with revenue up {pct}%"),
-            ("cuts {n} jobs in restructuring",
-             "said on {day} it would cut {n} jobs as part of a two-year restructuring plan"),
-            ("agrees to buy rival {rival}",
-             "agreed on {day} to acquire {rival} in a deal that still needs regulatory approval"),
-            ("warns of weaker sales",
-             "warned on {day} that sales would fall short of forecasts for the rest of the year"),
-            ("opens new headquarters in {city}",
-             "moved into a new headquarters in {city} this week, consolidating three offices"),
-            ("raises prices for second time this year",
-             "told customers on {day} that prices would rise by about {pct}% from next month"),
-            ("names new chief executive",
-             "appointed a new chief executive on {day} after a months-long search"),
-            ("settles dispute with suppliers",
-             "reached a settlement with its main suppliers on {day}, ending a long pricing row"),
-        ],
-        "rivals": ["Nordway", "Bellmont Group", "Pacifica Trading", "Zenit SA"],
-        "followups": [
-            "Shares rose {pct}% in early trading.",
-            "Analysts had expected a weaker result.",
-            "The company declined to comment beyond its statement.",
-            "Unions said they would seek talks with management.",
-            "Investors reacted cautiously, and the shares closed flat.",
-            "The firm employs about {n} people across Europe.",
-        ],
-    },
-    "sports": {
-        "subjects": [
-            "Porto Vale FC", "The Riverside Hawks", "Malmö Lions", "Kraków Eagles",
-            "The national rugby side", "Atlético Sereno", "The Harbour City Comets",
-        ],
-        "actions": [
-            ("beat {rival} in last-minute thriller",
-             "beat {rival} with a goal in stoppage time on {day}"),
-            ("clinch league title with two games to spare",
-             "secured the league title on {day} with two matches still to play"),
-            ("sack head coach after losing run",
-             "dismissed their head coach on {day} after {n} defeats in a row"),
-            ("sign teenage striker from {rival}",
-             "completed the signing of a 17-year-old striker from {rival} on {day}"),
-            ("knocked out of cup by second-tier {rival}",
-             "were eliminated from the cup by second-division {rival} on {day}"),
-            ("unveil plans for new {n}-seat stadium",
-             "presented plans on {day} for a new stadium with room for {n} fans"),
-            ("hold {rival} to goalless draw",
-             "held {rival} to a 0-0 draw in front of a sell-out crowd on {day}"),
-        ],
-        "rivals": ["Northgate United", "Sporting Alvor", "the Bay City Bears", "FK Dunaj"],
-        "followups": [
-            "The captain called it the best performance of the season.",
-            "Fans celebrated late into the night in {city}.",
-            "The result leaves them {n} points clear at the top.",
-            "The coach praised the squad's fitness in the closing stages.",
-            "Ticket sales for the next home game have already doubled.",
-            "It is their first trophy in {n} years.",
-        ],
-    },
-    "science": {
-        "subjects": [
-            "Researchers at the University of Tartu", "Astronomers at the Atacama observatory",
-            "Marine biologists in Bergen", "Chemists at the Kessler Institute",
-            "Geologists in Iceland", "Engineers at the Polytechnic of Turin",
-            "Climate scientists in Potsdam",
-        ],
-        "actions": [
-            ("find new species of deep-sea coral",
-             "described a previously unknown species of coral living {n} metres down"),
-            ("detect water vapour around distant exoplanet",
-             "reported signs of water vapour in the atmosphere of a planet {n} light-years away"),
-            ("develop battery that survives extreme cold",
-             "built a battery cell that kept {pct}% of its capacity at minus 40 degrees"),
-            ("map ancient river system under the ice",
-             "published the most detailed map yet of a river network buried beneath the ice"),
-            ("link gut bacteria to sleep quality",
-             "found that certain gut bacteria were linked to deeper sleep in a study of {n} adults"),
-            ("measure fastest glacier retreat on record",
-             "measured a glacier retreating {n} metres in a single year, the fastest on record"),
-            ("grow crystals that bend without breaking",
-             "reported organic crystals that can bend repeatedly without cracking"),
-        ],
-        "rivals": [],
-        "followups": [
-            "The findings were published in a peer-reviewed journal on {day}.",
-            "The team plans a larger follow-up study next year.",
-            "Other researchers called the results promising but preliminary.",
-            "The work was funded by a European research grant.",
-            "The data will be made freely available to other scientists.",
-        ],
-    },
-    "politics": {
-        "subjects": [
-            "Parliament", "The governing coalition", "Prime Minister Helena Voss",
-            "The opposition Green Alliance", "Mayor Tomás Ferreira",
-            "The Senate finance committee", "Interior Minister Jonas Eklund",
-        ],
-        "actions": [
-            ("backs plan to lower voting age to 16",
-             "voted on {day} in favour of lowering the voting age to 16"),
-            ("rejects budget amid row over defence spending",
-             "rejected the draft budget on {day} after a heated debate over defence spending"),
-            ("proposes cap on short-term rentals in {city}",
-             "proposed limiting short-term holiday rentals in {city} to {n} nights a year"),
-            ("faces criticism over delayed housing reform",
-             "came under pressure on {day} as a promised housing reform slipped again"),
-            ("calls for inquiry into election funding",
-             "called on {day} for an independent inquiry into how election campaigns are funded"),
-            ("unveils {n}-point plan to cut waiting lists",
-             "presented a {n}-point plan on {day} to shorten hospital waiting lists"),
-            ("signs border agreement with neighbours",
-             "signed an agreement on {day} to simplify border checks with neighbouring states"),
-        ],
-        "rivals": [],
-        "followups": [
-            "A final vote is expected before the summer recess.",
-            "Critics said the measure does not go far enough.",
-            "Opinion polls suggest voters are split on the issue.",
-            "The opposition promised to challenge the decision in court.",
-            "Protesters gathered outside the parliament building in {city}.",
-            "Officials said details would follow in the coming weeks.",
-        ],
-    },
-    "entertainment": {
-        "subjects": [
-            "Director Inés Calderón", "Pop duo Neon Harbor", "Actor Kenji Mori",
-            "Singer Aïcha Benali", "Comedian Priya Nair", "Rapper Lil Mistral",
-            "Composer Jónas Þórsson",
-        ],
-        "actions": [
-            ("announces {n}-date world tour",
-             "announced on {day} a world tour of {n} dates, starting in {city}"),
-            ("wins best newcomer award at {city} gala",
-             "took home the best newcomer award at a ceremony in {city} on {day}"),
-            ("releases surprise album at midnight",
-             "released a surprise album at midnight on {day} with no advance promotion"),
-            ("signs on for sequel to hit drama",
-             "confirmed on {day} they will return for the sequel to last year's hit drama"),
-            ("cancels concerts after vocal injury",
-             "cancelled the next {n} concerts on doctors' advice after a vocal injury"),
-            ("tops streaming charts for third week",
-             "held the top spot on the streaming charts for a third straight week"),
-            ("to star in adaptation of cult novel",
-             "will star in a film adaptation of a cult 1970s novel, producers said on {day}"),
-        ],
-        "rivals": [],
-        "followups": [
-            "Tickets sold out within {n} minutes.",
-            "Fans flooded social media with reactions. 🎉",
-            "Critics have been largely positive.",
-            "Filming is due to begin in {city} next spring.",
-            "A documentary about the making of the project is also planned.",
-        ],
-    },
-    "technology": {
-        "subjects": [
-            "Chipmaker Veridian", "Cloud provider Nimbus", "Startup Lattice Labs",
-            "Phone maker Orin", "Messaging app Chirp", "Robotics firm Kōdō Systems",
-            "Search engine Findr",
-        ],
-        "actions": [
-            ("unveils faster, cooler laptop chip",
-             "unveiled a laptop processor it says is {pct}% faster while using less power"),
-            ("patches critical security flaw",
-             "released an urgent update on {day} fixing a flaw that let attackers read messages"),
-            ("restores service after six-hour outage",
-             "restored service on {day} after an outage that affected users across Europe"),
-            ("delays launch of foldable phone",
-             "pushed back the launch of its foldable phone, citing problems with the hinge"),
-            ("open-sources its speech recognition model",
-             "published the code and weights of its speech recognition model on {day}"),
-            ("adds end-to-end encryption to group calls",
-             "began rolling out end-to-end encryption for group calls of up to {n} people"),
-            ("launches delivery robots in {city}",
-             "started a pilot of sidewalk delivery robots in {city} on {day}"),
-        ],
-        "rivals": [],
-        "followups": [
-            "The update will reach all users within {n} days.",
-            "Security researchers welcomed the quick response.",
-            "Reviewers said the battery gains were noticeable in early tests.",
-            "The company said no customer data was lost.",
-            "Competitors are expected to respond with their own announcements.",
-            "The feature is turned on by default.",
-        ],
-    },
+    headline: str
+    summary: str
+    followups: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class NewsGroup:
+    """Subjects that can all do each of the actions; generic follow-up sentences."""
+
+    subjects: Sequence[str]
+    actions: Sequence[Action]
+    followups: Sequence[str]
+
+
+# Slots in the phrases ({day}, {city}, {pct}, ...) are filled by _news_slots().
+NEWS: dict[str, list[NewsGroup]] = {
+    "business": [
+        NewsGroup(
+            subjects=[
+                "Skyvale Airlines", "Lindqvist & Søn", "FreshWay Markets", "Orbis Logistics",
+                "Kestrel Motors", "Halden Paper Mills", "Café Lumière",
+            ],
+            actions=[
+                Action("posts record quarterly profit",
+                       "reported its strongest quarter on record on {day}, with revenue up {pct}%",
+                       ["Analysts had expected a weaker result.",
+                        "Shares rose {pct}% in early trading."]),
+                Action("cuts {jobs} jobs in restructuring",
+                       "said on {day} it would cut {jobs} jobs as part of a two-year "
+                       "restructuring plan",
+                       ["Unions said they would seek urgent talks with management.",
+                        "The firm employs about {staff} people across Europe."]),
+                Action("agrees to buy rival {company}",
+                       "agreed on {day} to acquire {company} in a deal that still needs "
+                       "regulatory approval",
+                       ["Competition authorities are expected to look closely at the deal."]),
+                Action("warns of weaker sales",
+                       "warned on {day} that sales would fall short of forecasts for the rest "
+                       "of the year",
+                       ["Shares fell {pct}% after the announcement."]),
+                Action("opens new headquarters in {city}",
+                       "moved into a new headquarters in {city} this week, bringing three "
+                       "offices under one roof"),
+                Action("raises prices for second time this year",
+                       "told customers on {day} that prices would rise by about {pct}% from "
+                       "next month",
+                       ["Consumer groups criticised the timing of the increase."]),
+                Action("names new chief executive",
+                       "appointed a new chief executive on {day} after a months-long search"),
+                Action("settles pricing dispute with suppliers",
+                       "reached a settlement with its main suppliers on {day}, ending a "
+                       "long-running row over prices"),
+            ],
+            followups=[
+                "The company declined to comment beyond its statement.",
+                "Investors reacted cautiously, and the shares closed flat.",
+            ],
+        ),
+    ],
+    "sports": [
+        NewsGroup(
+            subjects=[
+                "Porto Vale FC", "The Riverside Hawks", "Malmö Lions", "Kraków Eagles",
+                "Atlético Sereno", "The Harbour City Comets",
+            ],
+            actions=[
+                Action("beat {team} in last-minute thriller",
+                       "beat {team} 2-1 with a goal in stoppage time on {day}",
+                       ["Fans celebrated late into the night in {city}.",
+                        "The result leaves them {small} points clear at the top."]),
+                Action("clinch league title with two games to spare",
+                       "secured the league title on {day} with two matches still to play",
+                       ["It is their first title in {years} years.",
+                        "An open-top bus parade is planned for the weekend."]),
+                Action("sack head coach after losing run",
+                       "dismissed their head coach on {day} after {small} defeats in a row",
+                       ["An assistant will take charge until the end of the season."]),
+                Action("sign teenage striker from {team}",
+                       "completed the signing of a 17-year-old striker from {team} on {day}",
+                       ["The fee was not disclosed."]),
+                Action("knocked out of cup by second-tier {team}",
+                       "were eliminated from the cup by second-division {team} on {day}",
+                       ["The coach apologised to the travelling fans."]),
+                Action("unveil plans for new {seats}-seat stadium",
+                       "presented plans on {day} for a new stadium with room for {seats} fans",
+                       ["Construction could start as early as next year."]),
+                Action("hold {team} to goalless draw",
+                       "held {team} to a 0-0 draw in front of a sell-out crowd on {day}"),
+            ],
+            followups=[
+                "The captain called it a turning point in the season.",
+                "Their next match is away in {city}.",
+            ],
+        ),
+    ],
+    "science": [
+        NewsGroup(
+            subjects=[
+                "Researchers at the University of Tartu", "Astronomers in Chile",
+                "Marine biologists in Bergen", "Chemists at the Kessler Institute",
+                "Geologists in Iceland", "Engineers at the Polytechnic of Turin",
+                "Climate scientists in Potsdam",
+            ],
+            actions=[
+                Action("find new species of deep-sea coral",
+                       "described a previously unknown species of coral living {depth} metres "
+                       "below the surface"),
+                Action("detect water vapour around distant exoplanet",
+                       "reported signs of water vapour in the atmosphere of a planet "
+                       "{lightyears} light-years away"),
+                Action("develop battery that survives extreme cold",
+                       "built a battery cell that kept {pct}% more of its capacity at minus 40 "
+                       "degrees than standard cells",
+                       ["The design could be used in electric vehicles within five years."]),
+                Action("map ancient river system under the ice",
+                       "published the most detailed map yet of a river network buried beneath "
+                       "the ice"),
+                Action("link gut bacteria to sleep quality",
+                       "found that certain gut bacteria were linked to deeper sleep in a study "
+                       "of {people} adults",
+                       ["The authors stressed that the study shows a link, not a cause."]),
+                Action("measure fastest glacier retreat on record",
+                       "measured a glacier retreating {depth} metres in a single year, the "
+                       "fastest ever recorded"),
+                Action("grow crystals that bend without breaking",
+                       "reported organic crystals that can bend thousands of times without "
+                       "cracking"),
+            ],
+            followups=[
+                "The findings were published in a peer-reviewed journal on {day}.",
+                "The team plans a larger follow-up study next year.",
+                "Other researchers called the results promising but preliminary.",
+                "The data will be made freely available to other scientists.",
+            ],
+        ),
+    ],
+    "politics": [
+        NewsGroup(
+            subjects=[
+                "Parliament", "The governing coalition", "Prime Minister Helena Voss",
+                "The opposition Green Alliance", "The Senate finance committee",
+                "Interior Minister Jonas Eklund",
+            ],
+            actions=[
+                Action("backs plan to lower voting age to 16",
+                       "came out on {day} in favour of lowering the voting age to 16",
+                       ["Youth organisations welcomed the move."]),
+                Action("rejects budget amid row over defence spending",
+                       "rejected the draft budget on {day} after a heated debate over defence "
+                       "spending"),
+                Action("proposes cap on short-term rentals in {city}",
+                       "proposed limiting short-term holiday rentals in {city} to {rental} "
+                       "nights a year",
+                       ["Tourism businesses warned the cap would cost jobs."]),
+                Action("faces criticism over delayed housing reform",
+                       "came under pressure on {day} as a promised housing reform slipped "
+                       "again"),
+                Action("calls for inquiry into election funding",
+                       "called on {day} for an independent inquiry into how election "
+                       "campaigns are funded"),
+                Action("unveils {small}-point plan to cut hospital waiting lists",
+                       "presented a {small}-point plan on {day} to shorten hospital waiting "
+                       "lists"),
+            ],
+            followups=[
+                "A final vote is expected before the summer recess.",
+                "Critics said the measure does not go far enough.",
+                "Opinion polls suggest voters are split on the issue.",
+                "Protesters gathered outside the parliament building.",
+                "Officials said details would follow in the coming weeks.",
+            ],
+        ),
+        NewsGroup(
+            subjects=["Mayor Tomás Ferreira", "The {city} city council"],
+            actions=[
+                Action("approves car-free zone in old town",
+                       "approved a car-free zone covering the old town on {day}",
+                       ["Shop owners are divided over the plan."]),
+                Action("scraps plan for new ring road",
+                       "dropped plans for a new ring road on {day}, citing rising costs"),
+                Action("promises {jobs} new social housing units",
+                       "promised on {day} to build {jobs} social housing units by 2030"),
+            ],
+            followups=[
+                "Opposition councillors called the decision rushed.",
+                "Residents will be consulted over the summer.",
+            ],
+        ),
+    ],
+    "entertainment": [
+        NewsGroup(
+            subjects=[
+                "Pop duo Neon Harbor", "Singer Aïcha Benali", "Rapper Lil Mistral",
+                "Indie band The Paper Foxes",
+            ],
+            actions=[
+                Action("announce {small}-date world tour",
+                       "announced a world tour of {small} dates on {day}, starting in {city}",
+                       ["Tickets sold out within {minutes} minutes."]),
+                Action("release surprise album at midnight",
+                       "released a surprise album at midnight on {day} with no advance "
+                       "promotion",
+                       ["Fans flooded social media with reactions. 🎉"]),
+                Action("cancel concerts after vocal injury",
+                       "cancelled the next {small} concerts on doctors' advice after a vocal "
+                       "injury",
+                       ["Ticket holders will be refunded automatically."]),
+                Action("top streaming charts for third week",
+                       "held the top spot on the streaming charts for a third straight week"),
+                Action("win best newcomer award at {city} gala",
+                       "took home the best newcomer award at a ceremony in {city} on {day}"),
+            ],
+            followups=["Critics have been largely positive."],
+        ),
+        NewsGroup(
+            subjects=[
+                "Director Inés Calderón", "Actor Kenji Mori", "Comedian Priya Nair",
+                "Actress Sofía Lindgren",
+            ],
+            actions=[
+                Action("signs on for sequel to hit drama",
+                       "confirmed on {day} a return for the sequel to last year's hit drama",
+                       ["Filming is due to begin in {city} next spring."]),
+                Action("joins adaptation of cult novel",
+                       "has joined a film adaptation of a cult 1970s novel, producers said on "
+                       "{day}",
+                       ["Filming is due to begin in {city} next spring."]),
+                Action("wins top prize at {city} film festival",
+                       "won the top prize at the {city} film festival on {day}",
+                       ["The jury praised the film's restraint and humour."]),
+                Action("opens up about burnout in new documentary",
+                       "speaks candidly about burnout in a documentary released on {day}"),
+            ],
+            followups=[
+                "A streaming release is planned for later in the year.",
+                "Critics have been largely positive.",
+            ],
+        ),
+    ],
+    "technology": [
+        NewsGroup(
+            subjects=["Chipmaker Veridian", "Phone maker Orin", "Robotics firm Kōdō Systems"],
+            actions=[
+                Action("unveils faster, cooler laptop chip",
+                       "unveiled a laptop processor it says is {pct}% faster while using less "
+                       "power",
+                       ["Reviewers will get test units next month."]),
+                Action("delays launch of flagship device",
+                       "pushed back the launch of its flagship device, citing supply problems",
+                       ["Competitors are expected to take advantage of the delay."]),
+                Action("launches delivery robots in {city}",
+                       "started a pilot of sidewalk delivery robots in {city} on {day}",
+                       ["Local officials will review the pilot after six months."]),
+                Action("recalls {jobs} chargers over overheating risk",
+                       "recalled {jobs} chargers on {day} after reports of overheating"),
+            ],
+            followups=["The company's shares rose {pct}% on the news."],
+        ),
+        NewsGroup(
+            subjects=[
+                "Cloud provider Nimbus", "Messaging app Chirp", "Search engine Findr",
+                "Startup Lattice Labs",
+            ],
+            actions=[
+                Action("patches critical security flaw",
+                       "released an urgent update on {day} fixing a flaw that let attackers "
+                       "read private data",
+                       ["Security researchers welcomed the quick response."]),
+                Action("restores service after six-hour outage",
+                       "restored service on {day} after an outage that affected users across "
+                       "Europe",
+                       ["The company said no customer data was lost."]),
+                Action("open-sources its speech recognition model",
+                       "published the code and weights of its speech recognition model on "
+                       "{day}"),
+                Action("adds end-to-end encryption to group calls",
+                       "began rolling out end-to-end encryption for group calls of up to "
+                       "{small} people",
+                       ["The feature is turned on by default."]),
+            ],
+            followups=["The change will reach all users within {small} days."],
+        ),
+    ],
 }
 
 CITIES = ["Lisbon", "Montréal", "Malmö", "Kraków", "Osaka", "Cape Town", "Valparaíso", "Leeds"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+COMPANIES = ["Nordway", "Bellmont Group", "Pacifica Trading", "Zenit SA"]
+TEAMS = ["Northgate United", "Sporting Alvor", "the Bay City Bears", "FK Dunaj"]
 SOURCES = [
     "Harbor Gazette", "The Meridian Post", "Northwind Wire", "Le Quotidien Libre",
     "Daily Ledger", "Nordic Signal", "Pacific Dispatch", "Rheinland Kurier",
 ]
 
 
-def _slots(rng: random.Random, topic: NewsTopic) -> dict[str, str]:
-    rivals = topic["rivals"] or ["a rival"]
+def _news_slots(rng: random.Random) -> dict[str, str]:
     return {
-        "n": str(pick(rng, [3, 5, 7, 12, 40, 120, 350, 800, 1200, 45000])),
-        "pct": str(rng.randint(2, 18)),
-        "city": pick(rng, CITIES),
         "day": pick(rng, DAYS),
-        "rival": pick(rng, rivals),
+        "city": pick(rng, CITIES),
+        "company": pick(rng, COMPANIES),
+        "team": pick(rng, TEAMS),
+        "pct": str(rng.randint(2, 18)),
+        "small": str(rng.randint(3, 12)),
+        "jobs": f"{pick(rng, [120, 240, 350, 800, 1200, 2500]):,}",
+        "staff": f"{rng.randrange(1800, 45000, 100):,}",
+        "seats": f"{rng.randrange(28000, 62000, 500):,}",
+        "years": str(rng.randint(5, 40)),
+        "depth": f"{rng.randrange(300, 2500, 50):,}",
+        "lightyears": str(rng.randrange(40, 900, 10)),
+        "people": f"{rng.randrange(200, 5000, 10):,}",
+        "rental": str(pick(rng, [30, 60, 90, 120])),
+        "minutes": str(rng.randint(4, 30)),
     }
 
 
-def _news_item(rng: random.Random, topic: NewsTopic) -> tuple[str, str]:
-    subject = pick(rng, topic["subjects"])
-    head, summary_phrase = pick(rng, topic["actions"])
-    slots = _slots(rng, topic)
-    headline = f"{subject} {head.format(**slots)}"
-    summary = f"{subject} {summary_phrase.format(**slots)}."
+def _news_item(rng: random.Random, topic: str) -> tuple[str, str]:
+    group = pick(rng, NEWS[topic])
+    action = pick(rng, group.actions)
+    slots = _news_slots(rng)
+    subject = pick(rng, group.subjects).format(**slots)
+    headline = f"{subject} {action.headline.format(**slots)}"
+    summary = f"{subject} {action.summary.format(**slots)}."
     if rng.random() < 0.7:
-        summary += " " + pick(rng, topic["followups"]).format(**_slots(rng, topic))
+        followup = pick(rng, [*action.followups, *action.followups, *group.followups])
+        summary += " " + followup.format(**slots)
     return headline, summary
 
 
@@ -743,12 +960,12 @@ def make_news(rng: random.Random, count: int) -> list[dict[str, str]]:
     rng.shuffle(topics)
     seen: set[str] = set()
     rows = []
-    for index, name in enumerate(topics, start=1):
-        headline, summary = _news_item(rng, NEWS[name])
+    for index, topic in enumerate(topics, start=1):
+        headline, summary = _news_item(rng, topic)
         for _ in range(20):
             if headline not in seen:
                 break
-            headline, summary = _news_item(rng, NEWS[name])
+            headline, summary = _news_item(rng, topic)
         seen.add(headline)
         rows.append(
             {
@@ -1153,14 +1370,14 @@ LANGUAGE_SAMPLES: list[str] = [
     "We fietsen elke zondag langs de rivier naar het dorp.",
     "Jag har bott i Göteborg i nästan tio år nu.",
     "Czy możesz mi pomóc z tym zadaniem domowym?",
-    "Bu akşam arkadaşlarımla sinemaya gideceğim.",
+    "Bu akşam arkadaşlarımla sinemaya gideceğim.",  # noqa: RUF001 (Turkish dotless i)
     "明日は雨が降るそうなので、傘を持って行きます。",
     "这家餐厅的面条非常好吃，我们下周再来吧。",  # noqa: RUF001 (a Chinese comma)
     "주말에 가족과 함께 산에 갈 거예요.",
     "Sauna on lämmin, tule heti kun ehdit.",
     "Zítra ráno musím jít k zubaři.",
     "Το καλοκαίρι πηγαίνουμε πάντα στο νησί της γιαγιάς μου.",  # noqa: RUF001 (Greek)
-    "Я забыл ключи дома, поэтому жду соседа.",  # noqa: RUF001 (Cyrillic)
+    "Я забыл ключи дома, поэтому жду соседа.",
     "Saya sedang belajar memasak rendang dari ibu saya.",
     "Tôi thích uống cà phê sữa đá vào buổi sáng.",
     "मुझे आज शाम को बाज़ार जाना है।",
@@ -1216,7 +1433,8 @@ def _summary_chat_other(rng: random.Random) -> list[dict[str, str]]:
 def _language_chat(rng: random.Random) -> list[dict[str, str]]:
     sample = pick(rng, LANGUAGE_SAMPLES)
     if rng.random() < 0.3:
-        return _messages([pick(rng, LANGUAGE_LEADS)], pick(rng, LANGUAGE_FOLLOWUPS).format(s=sample))
+        followup = pick(rng, LANGUAGE_FOLLOWUPS).format(s=sample)
+        return _messages([pick(rng, LANGUAGE_LEADS)], followup)
     return _messages([], pick(rng, LANGUAGE_ASKS).format(s=sample))
 
 

@@ -1,0 +1,114 @@
+"""Shared fixtures: the loopback Z.AI server and running the installed zbatch script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+from zai_server import ZaiServer
+
+ZBATCH = shutil.which("zbatch", path=str(Path(sys.executable).parent)) or "zbatch"
+TEST_KEY = "zk-test-0123456789abcdef"
+
+
+@pytest.fixture
+def server() -> Iterator[ZaiServer]:
+    """A fresh fake Z.AI server on 127.0.0.1 (settings can be changed with .configure)."""
+    with ZaiServer() as srv:
+        yield srv
+
+
+def zbatch_env(**extra: str) -> dict[str, str]:
+    """The environment for a zbatch subprocess: a test key, no proxy, no inherited base URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZAI_", "HTTP", "ALL_PROXY"))}
+    env["ZAI_API_KEY"] = TEST_KEY
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
+def run_zbatch(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script to the end and capture its output."""
+    return subprocess.run(
+        [ZBATCH, *args],
+        env=env or zbatch_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_zbatch(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start the console script in the background (for signals and kill -9)."""
+    return subprocess.Popen(
+        [ZBATCH, *args],
+        env=env or zbatch_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(predicate: Any, *, timeout: float = 30, interval: float = 0.02) -> None:
+    """Poll until predicate() is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+        time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[str, str]:
+    """Send a signal and collect the output (kills it if it does not exit in 60 s)."""
+    proc.send_signal(sig)
+    try:
+        return proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"zbatch did not exit after {sig}: {err}") from None
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def prompt_rows(count: int, *, prefix: str = "row", start: int = 0) -> list[dict[str, Any]]:
+    """Rows with unique ids and prompts whose fake answer is derived from the prompt."""
+    return [
+        {"id": f"{prefix}{i:05d}", "prompt": f"Question number {i} about {prefix}"}
+        for i in range(start, start + count)
+    ]
+
+
+def read_table(folder: Path) -> pa.Table:
+    """Every committed part of results/ or errors/, read the way a user would."""
+    if not folder.is_dir() or not any(folder.glob("*.parquet")):
+        return pa.table({"id": pa.array([], pa.string())})
+    return ds.dataset(folder, format="parquet").to_table()
+
+
+def outcome_ids(outdir: Path) -> tuple[list[str], list[str]]:
+    """(ids in results, ids in errors), with repeats kept so tests can check 'exactly once'."""
+    results = read_table(outdir / "results").column("id").to_pylist()
+    errors = read_table(outdir / "errors").column("id").to_pylist()
+    return results, errors
