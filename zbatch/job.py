@@ -264,8 +264,24 @@ def _check(job: Job, source: str) -> None:
         )
     if job.json_fields and job.response_format != "json_object":
         raise JobError(f'{source}: request.json_fields needs response_format = "json_object"')
+    for spec in job.json_fields:
+        name, kind = json_field_spec(spec)
+        if not name or kind not in JSON_FIELD_KINDS:
+            raise JobError(
+                f"{source}: request.json_fields entry {spec!r} must be \"name\" or "
+                f"\"name:type\" with type one of {', '.join(JSON_FIELD_KINDS)}"
+            )
     if job.template is not None and job.messages_column is not None:
         raise JobError(f"{source}: set request.template or request.messages_column, not both")
+
+
+JSON_FIELD_KINDS = ("string", "int", "float", "bool", "json")
+
+
+def json_field_spec(spec: str) -> tuple[str, str]:
+    """Split a json_fields entry "name" or "name:type" into (name, type)."""
+    name, _, kind = spec.partition(":")
+    return name.strip(), (kind.strip() or "string")
 
 
 def _key_for(name: str) -> str:

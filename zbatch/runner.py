@@ -44,7 +44,7 @@ from .errors import (
     quota_reset,
     redact,
 )
-from .job import DEFAULT_BASE_URL, Job
+from .job import DEFAULT_BASE_URL, Job, json_field_spec
 from .limits import AdaptiveLimit, Backoff, Pacer
 from .pricing import price_for
 from .progress import NullProgress, Progress
@@ -468,7 +468,7 @@ class Runner:
                 return Failure("invalid_json", Scope.ROW, str(exc))
             extra.append(json.dumps(obj, ensure_ascii=False))
             for spec in job.json_fields:
-                name, kind = store.json_field_spec(spec)
+                name, kind = json_field_spec(spec)
                 extra.append(json_field_value(obj.get(name), kind))
         if answer.finish_reason in ("length", "model_context_window_exceeded"):
             self.stats.truncated += 1

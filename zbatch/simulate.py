@@ -18,8 +18,7 @@ from typing import Any
 import anyio
 import httpx
 
-from .job import Job
-from .store import json_field_spec
+from .job import Job, json_field_spec
 
 
 class SimulatedEndpoint(httpx.AsyncBaseTransport):

@@ -33,7 +33,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import JobError, LockedError, StoreError
-from .job import REQUEST_SHAPING, Job
+from .job import REQUEST_SHAPING, Job, json_field_spec
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 
@@ -73,12 +73,6 @@ JSON_FIELD_TYPES: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
     "json": pa.string(),
 }
-
-
-def json_field_spec(spec: str) -> tuple[str, str]:
-    """Split a json_fields entry "name" or "name:type" into (name, type)."""
-    name, _, kind = spec.partition(":")
-    return name.strip(), (kind.strip() or "string")
 
 
 def result_schema(job: Job, keep_types: dict[str, pa.DataType]) -> pa.Schema:
