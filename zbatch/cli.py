@@ -35,6 +35,9 @@ def _reports_errors(func: F) -> F:
         except ZbatchError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # before the run's own signal handling is in place
+            click.echo("Interrupted; nothing was lost: run the same command to resume", err=True)
+            sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -81,12 +81,21 @@ class Client:
         except httpx.TransportError as exc:
             return Failure("connection", Scope.RETRY, self._describe(exc))
         latency_ms = int((time.monotonic() - started) * 1000)
+        # A body may echo the key; cut it out before any part of the body is quoted.
+        raw = self._scrub(response.content)
         if response.status_code != 200:
-            return self._error(response)
-        return parse_answer(response.content, latency_ms)
+            return self._error(response, raw)
+        outcome = parse_answer(raw, latency_ms)
+        if isinstance(outcome, Failure):  # its message may quote the body
+            return replace(outcome, message=redact(outcome.message, self._api_key))
+        return outcome
 
-    def _error(self, response: httpx.Response) -> Failure:
-        code, message = error_details(response.content)
+    def _scrub(self, raw: bytes) -> bytes:
+        """The body with the whole key replaced, so no truncation can leave a prefix of it."""
+        return raw.replace(self._api_key.encode(), b"[redacted]") if self._api_key else raw
+
+    def _error(self, response: httpx.Response, raw: bytes) -> Failure:
+        code, message = error_details(raw)
         message = redact(message or response.reason_phrase or "", self._api_key)
         failure = classify(response.status_code, code, message)
         retry_after = parse_retry_after(response.headers.get("retry-after"))

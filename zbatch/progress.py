@@ -75,6 +75,7 @@ class LogProgress:
     def __init__(self, every: float) -> None:
         self._every = every
         self._last = time.monotonic()
+        self.interval = min(1.0, every / 2)  # a 1 s tick would stretch a shorter --log-every
 
     def refresh(self, stats: Stats) -> None:
         now = time.monotonic()

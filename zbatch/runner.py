@@ -254,7 +254,8 @@ class Runner:
                 try:
                     await self._flush()
                 except StoreError as exc:
-                    self.stop_reason = exc
+                    self.stop_reason = exc  # outranks an earlier reason: rows were not saved
+                    self.stats.outcome = f"stopped: {exc}"
                 self.stats.concurrency = self.limit.current
                 self.stats.concurrency_min = self.limit.minimum
                 self.progress.close(self.stats)
@@ -282,19 +283,23 @@ class Runner:
         state, stats = self.state, self.stats
         seen: set[str] = set()
         with send, self._producer_scope:
-            for raw in self.inputs.rows():
-                if self.stopping:
-                    return
-                stats.input_rows += 1
-                work = self._prepare(raw, seen)
-                if work is None:
-                    continue
-                if state.is_done(work.id, retry_failed=self.retry_failed):
-                    stats.skipped += 1
-                    continue
-                await send.send(work)
-                if stats.input_rows % 512 == 0:
-                    await anyio.lowlevel.checkpoint()
+            try:
+                for raw in self.inputs.rows():
+                    if self.stopping:
+                        return
+                    stats.input_rows += 1
+                    work = self._prepare(raw, seen)
+                    if work is None:
+                        continue
+                    if state.is_done(work.id, retry_failed=self.retry_failed):
+                        stats.skipped += 1
+                        continue
+                    await send.send(work)
+                    if stats.input_rows % 512 == 0:
+                        await anyio.lowlevel.checkpoint()
+            except JobError as exc:  # a file broke off part-way: keep what completed, stop
+                self.stop(exc)
+                return
         log.info("input read: %d rows, %d already done", stats.input_rows, stats.skipped)
 
     def _prepare(self, raw: RawRow, seen: set[str]) -> Work | None:

@@ -12,6 +12,7 @@ import glob
 import gzip
 import itertools
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from .errors import JobError
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet")
 MAX_LINE_BYTES = 16 * 1024 * 1024
 PARQUET_BATCH_ROWS = 4096
+# What reading a damaged file raises: a truncated or corrupt gzip, a bad Parquet page, EIO.
+READ_ERRORS = (OSError, EOFError, zlib.error, pa.ArrowException)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +48,18 @@ class InputFiles:
     first_is_batch_line: bool
 
     def rows(self) -> Iterator[RawRow]:
-        """Every row of every file, in order."""
+        """Every row of every file, in order; a file that breaks off part-way raises JobError."""
         for path in self.paths:
-            yield from read_file(path)
+            read = 0
+            try:
+                for row in read_file(path):
+                    read += 1
+                    yield row
+            except READ_ERRORS as exc:
+                raise JobError(
+                    f"{path} cannot be read past its first {read} rows ({exc}); fix or replace "
+                    "the file, then run the same command to resume"
+                ) from None
 
     def arrow_types(self) -> dict[str, pa.DataType]:
         """Column types from the first Parquet file's schema (empty for JSONL)."""
@@ -86,15 +98,18 @@ def count_rows(paths: tuple[Path, ...]) -> int:
     """Rows in the input, cheaply: Parquet metadata, or newlines in JSONL."""
     total = 0
     for path in paths:
-        if _is_parquet(path):
-            total += pq.ParquetFile(path).metadata.num_rows
-            continue
-        with _open_text(path) as handle:
-            last = b"\n"
-            while chunk := handle.read(1 << 20):
-                total += chunk.count(b"\n")
-                last = chunk[-1:]
-            total += last != b"\n"
+        try:
+            if _is_parquet(path):
+                total += pq.ParquetFile(path).metadata.num_rows
+                continue
+            with _open_text(path) as handle:
+                last = b"\n"
+                while chunk := handle.read(1 << 20):
+                    total += chunk.count(b"\n")
+                    last = chunk[-1:]
+                total += last != b"\n"
+        except READ_ERRORS as exc:
+            raise JobError(f"cannot read {path} to the end ({exc}); nothing was sent") from None
     return total
 
 
@@ -152,7 +167,7 @@ def _first_record(path: Path) -> dict[str, Any] | None:
             saw_line = True
             if row.data is not None:
                 return row.data
-    except (OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise JobError(f"cannot read {path}: {exc}") from None
     if not saw_line:
         raise JobError(f"input file {path} is empty: it has no rows")

@@ -1,0 +1,404 @@
+"""Client.send: one attempt through an httpx.MockTransport becomes a Success or a Failure."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from email.utils import format_datetime
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from zbatch.client import Client, Success, error_details, parse_answer, parse_retry_after
+from zbatch.errors import Failure, Scope
+
+KEY = "zk-unit-test-KEY.0123456789abcdef"
+BASE = "https://api.example.test/api/paas/v4/"
+
+
+def answer(
+    content: Any = "Positive.",
+    *,
+    finish_reason: str = "stop",
+    reasoning: str | None = None,
+    usage: dict[str, Any] | None = None,
+    **top: Any,
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    body: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "created": 1700000000,
+        "model": "glm-4.6",
+        "choices": [{"index": 0, "finish_reason": finish_reason, "message": message}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    body.update(top)
+    return body
+
+
+def send(handler: Any, body: dict[str, Any] | None = None, *, key: str | None = KEY) -> Any:
+    """Send one request through a Client whose transport is ``handler``; return the outcome."""
+
+    async def main() -> Any:
+        client = Client(
+            base_url=BASE,
+            api_key=key,
+            timeout=5.0,
+            max_connections=4,
+            transport=httpx.MockTransport(handler),
+        )
+        try:
+            payload = body or {"model": "glm-4.6", "messages": [{"role": "user", "content": "hi"}]}
+            return await client.send(json.dumps(payload).encode())
+        finally:
+            await client.aclose()
+
+    return anyio.run(main)
+
+
+def reply(status: int, payload: Any = None, *, headers: dict[str, str] | None = None, raw=None):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if raw is not None:
+            return httpx.Response(status, content=raw, headers=headers)
+        return httpx.Response(status, json=payload, headers=headers)
+
+    return handler
+
+
+# --- success --------------------------------------------------------------------------------
+
+
+def test_a_200_answer_is_parsed_into_every_success_field():
+    usage = {
+        "prompt_tokens": 120,
+        "completion_tokens": 30,
+        "total_tokens": 150,
+        "prompt_tokens_details": {"cached_tokens": 64},
+    }
+    payload = answer(
+        "The sentiment is positive.",
+        reasoning="The user is happy.",
+        usage=usage,
+        request_id="req-42",
+    )
+    outcome = send(reply(200, payload))
+    assert isinstance(outcome, Success)
+    assert outcome.content == "The sentiment is positive."
+    assert outcome.reasoning_content == "The user is happy."
+    assert outcome.finish_reason == "stop"
+    assert outcome.model == "glm-4.6"
+    assert (outcome.prompt_tokens, outcome.completion_tokens, outcome.total_tokens) == (
+        120,
+        30,
+        150,
+    )
+    assert outcome.cached_tokens == 64
+    assert outcome.request_id == "req-42"
+    assert outcome.latency_ms >= 0
+
+
+def test_missing_usage_and_reasoning_become_none_not_zero():
+    outcome = send(reply(200, answer("ok")))
+    assert isinstance(outcome, Success)
+    assert outcome.reasoning_content is None
+    assert outcome.prompt_tokens is None
+    assert outcome.completion_tokens is None
+    assert outcome.total_tokens is None
+    assert outcome.cached_tokens is None
+
+
+def test_usage_without_prompt_tokens_details_has_no_cached_tokens():
+    usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+    outcome = send(reply(200, answer("ok", usage=usage)))
+    assert isinstance(outcome, Success)
+    assert outcome.prompt_tokens == 5
+    assert outcome.cached_tokens is None
+
+
+def test_request_id_falls_back_to_the_openai_style_id():
+    outcome = send(reply(200, answer("ok")))  # no request_id field, only "id"
+    assert isinstance(outcome, Success)
+    assert outcome.request_id == "chatcmpl-1"
+
+
+def test_finish_reason_length_is_still_a_success_with_the_partial_answer():
+    outcome = send(reply(200, answer("The answer is cut of", finish_reason="length")))
+    assert isinstance(outcome, Success)
+    assert outcome.finish_reason == "length"
+    assert outcome.content == "The answer is cut of"
+
+
+def test_null_content_becomes_an_empty_string():
+    outcome = send(reply(200, answer(None)))
+    assert isinstance(outcome, Success)
+    assert outcome.content == ""
+
+
+def test_the_request_is_posted_to_chat_completions_with_the_key_and_the_body():
+    seen: dict[str, Any] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["method"] = request.method
+        seen["url"] = str(request.url)
+        seen["auth"] = request.headers.get("authorization")
+        seen["type"] = request.headers.get("content-type")
+        seen["body"] = json.loads(request.content)
+        return httpx.Response(200, json=answer("ok"))
+
+    body = {"model": "glm-4.6", "messages": [{"role": "user", "content": "Say ok"}]}
+    outcome = send(handler, body)
+    assert isinstance(outcome, Success)
+    assert seen["method"] == "POST"
+    # The trailing slash of the base URL does not double up.
+    assert seen["url"] == "https://api.example.test/api/paas/v4/chat/completions"
+    assert seen["auth"] == f"Bearer {KEY}"
+    assert seen["type"] == "application/json"
+    assert seen["body"] == body
+
+
+def test_without_a_key_no_authorization_header_is_sent():
+    """Local OpenAI-compatible servers need no key; an empty "Bearer " would be wrong."""
+    seen: dict[str, Any] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["auth"] = request.headers.get("authorization")
+        return httpx.Response(200, json=answer("ok"))
+
+    assert isinstance(send(handler, key=None), Success)
+    assert seen["auth"] is None
+
+
+# --- error answers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "kind", "scope"),
+    [
+        (429, "1302", "rate_limited", Scope.SLOW_DOWN),
+        (429, "1113", "fatal", Scope.FATAL),
+        (429, "1304", "rate_limited", Scope.QUOTA),
+        (401, "1001", "fatal", Scope.FATAL),
+        (400, "1214", "bad_request", Scope.ROW),
+        (400, "1301", "content_filter", Scope.ROW),
+        (500, "500", "server_error", Scope.RETRY),
+    ],
+)
+def test_an_error_body_becomes_a_failure_with_its_code_and_status(status, code, kind, scope):
+    payload = {"error": {"code": code, "message": f"provider message for {code}"}}
+    outcome = send(reply(status, payload))
+    assert isinstance(outcome, Failure)
+    assert outcome.error_type == kind
+    assert outcome.scope is scope
+    assert outcome.status_code == status
+    assert outcome.error_code == code
+    assert outcome.message == f"provider message for {code}"
+
+
+def test_a_numeric_error_code_is_read_as_a_string():
+    outcome = send(reply(429, {"error": {"code": 1302, "message": "busy"}}))
+    assert isinstance(outcome, Failure)
+    assert outcome.error_code == "1302"
+    assert outcome.scope is Scope.SLOW_DOWN
+
+
+def test_a_top_level_code_and_msg_body_is_understood():
+    outcome = send(reply(429, {"code": 1305, "msg": "rate limit triggered"}))
+    assert isinstance(outcome, Failure)
+    assert outcome.error_code == "1305"
+    assert outcome.message == "rate limit triggered"
+    assert outcome.scope is Scope.RETRY
+
+
+def test_a_non_json_error_body_keeps_its_text_and_is_classified_by_status():
+    outcome = send(reply(502, raw=b"<html>Bad Gateway</html>"))
+    assert isinstance(outcome, Failure)
+    assert outcome.error_code is None
+    assert outcome.scope is Scope.RETRY
+    assert outcome.message == "<html>Bad Gateway</html>"
+
+
+def test_an_empty_error_body_uses_the_reason_phrase():
+    outcome = send(reply(503, raw=b""))
+    assert isinstance(outcome, Failure)
+    assert outcome.message == "Service Unavailable"
+    assert outcome.retryable
+
+
+def test_retry_after_in_seconds_is_carried_on_the_failure():
+    payload = {"error": {"code": "1302", "message": "busy"}}
+    outcome = send(reply(429, payload, headers={"Retry-After": "7"}))
+    assert isinstance(outcome, Failure)
+    assert outcome.retry_after == 7.0
+    # The classification is kept when the retry_after is added.
+    assert (outcome.scope, outcome.error_code, outcome.status_code) == (
+        Scope.SLOW_DOWN,
+        "1302",
+        429,
+    )
+
+
+def test_retry_after_as_an_http_date_becomes_seconds_from_now():
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+    header = format_datetime(when, usegmt=True)
+    outcome = send(reply(503, raw=b"busy", headers={"Retry-After": header}))
+    assert isinstance(outcome, Failure)
+    assert outcome.retry_after is not None
+    # HTTP dates have one-second resolution.
+    assert 28.0 <= outcome.retry_after <= 30.5
+
+
+def test_no_retry_after_header_means_none():
+    outcome = send(reply(429, {"error": {"code": "1302", "message": "busy"}}))
+    assert isinstance(outcome, Failure)
+    assert outcome.retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("12", 12.0),
+        ("0.5", 0.5),
+        ("-3", 0.0),  # never a negative wait
+        ("", None),
+        (None, None),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date in the past: no wait
+    ],
+)
+def test_parse_retry_after_accepts_seconds_and_dates_and_ignores_garbage(value, expected):
+    assert parse_retry_after(value) == expected
+
+
+def test_error_details_of_a_plain_text_body():
+    assert error_details(b"  upstream timed out \n") == (None, "upstream timed out")
+
+
+# --- unusable 200 answers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"not json at all", b'{"choices": []}', b'{"id": "x"}', b"[1, 2]", b'{"choices": [5]}'],
+)
+def test_an_unusable_200_is_a_retryable_invalid_response(raw):
+    outcome = send(reply(200, raw=raw))
+    assert isinstance(outcome, Failure)
+    assert outcome.error_type == "invalid_response"
+    assert outcome.scope is Scope.RETRY
+    assert outcome.retryable
+    assert outcome.status_code == 200
+    assert "unusable 200 answer" in outcome.message
+
+
+def test_finish_reason_sensitive_is_a_content_filter_row_failure():
+    outcome = send(reply(200, answer("", finish_reason="sensitive")))
+    assert isinstance(outcome, Failure)
+    assert (outcome.error_type, outcome.scope) == ("content_filter", Scope.ROW)
+    assert not outcome.retryable
+
+
+def test_finish_reason_network_error_is_a_retryable_server_error():
+    outcome = send(reply(200, answer("", finish_reason="network_error")))
+    assert isinstance(outcome, Failure)
+    assert outcome.error_type == "server_error"
+    assert outcome.scope is Scope.RETRY
+
+
+def test_parse_answer_is_usable_without_a_client():
+    outcome = parse_answer(json.dumps(answer("direct")).encode(), 12)
+    assert isinstance(outcome, Success)
+    assert (outcome.content, outcome.latency_ms) == ("direct", 12)
+
+
+# --- transport failures ---------------------------------------------------------------------
+
+
+def test_a_connection_error_is_a_retryable_connection_failure():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    outcome = send(handler)
+    assert isinstance(outcome, Failure)
+    assert outcome.error_type == "connection"
+    assert outcome.scope is Scope.RETRY
+    assert outcome.status_code is None
+    assert "ConnectError" in outcome.message
+    assert "connection refused" in outcome.message
+
+
+def test_a_read_timeout_is_a_retryable_timeout():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out reading", request=request)
+
+    outcome = send(handler)
+    assert isinstance(outcome, Failure)
+    assert outcome.error_type == "timeout"
+    assert outcome.scope is Scope.RETRY
+    assert "ReadTimeout" in outcome.message
+
+
+def test_a_dropped_connection_is_a_retryable_connection_failure():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("peer closed connection", request=request)
+
+    outcome = send(handler)
+    assert isinstance(outcome, Failure)
+    assert (outcome.error_type, outcome.scope) == ("connection", Scope.RETRY)
+
+
+# --- the key never leaks --------------------------------------------------------------------
+
+
+def echo_key(status: int, *, as_json: bool):
+    """A server that echoes the Authorization header back in its error text."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        auth = request.headers["authorization"]
+        text = f"invalid key {auth[len('Bearer ') :]} (header: {auth})"
+        if as_json:
+            return httpx.Response(status, json={"error": {"code": "1002", "message": text}})
+        return httpx.Response(status, content=text.encode())
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("status", "as_json"), [(401, True), (401, False), (500, False), (200, False)]
+)
+def test_the_key_never_appears_in_a_failure_message_even_if_the_server_echoes_it(status, as_json):
+    outcome = send(echo_key(status, as_json=as_json))
+    assert isinstance(outcome, Failure)
+    assert KEY not in outcome.message
+    assert KEY not in repr(outcome)
+    assert "[redacted]" in outcome.message
+
+
+def test_the_key_is_redacted_from_transport_error_messages():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"proxy refused {request.headers['authorization']}")
+
+    outcome = send(handler)
+    assert isinstance(outcome, Failure)
+    assert KEY not in outcome.message
+    assert "[redacted]" in outcome.message
+
+
+@pytest.mark.parametrize(("status", "cut"), [(502, 300), (200, 200)])
+def test_no_prefix_of_the_key_survives_where_the_quoted_body_is_cut(status, cut):
+    """The body is cut before it is quoted; a key straddling the cut must not leave a prefix."""
+    raw = ("x" * (cut - 10) + KEY + " trailing").encode()
+    outcome = send(reply(status, raw=raw))
+    assert isinstance(outcome, Failure)
+    assert KEY[:8] not in outcome.message
+    assert "[redacted]" in outcome.message
+
+
+def test_a_successful_answer_is_unchanged_by_the_key_scrubbing():
+    outcome = send(reply(200, answer("Paris, with zk-unrelated text")))
+    assert isinstance(outcome, Success)
+    assert outcome.content == "Paris, with zk-unrelated text"

@@ -1,0 +1,416 @@
+"""AdaptiveLimit (AIMD concurrency), Pacer (RPM/TPM spacing) and Backoff (full jitter).
+
+The pacer is driven by a fake clock, so no test sleeps for more than a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import random
+import time
+
+import anyio
+import pytest
+
+from zbatch.limits import AdaptiveLimit, Backoff, Pacer
+
+
+class FakeClock:
+    """A clock backed by a list: tests move ``now[0]`` by hand."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = [start]
+
+    def __call__(self) -> float:
+        return self.now[0]
+
+
+def max_in_window(times: list[float], weights: list[float] | None = None, span=60.0) -> float:
+    """The largest total weight of events in any closed window [t, t + span]."""
+    order = sorted(range(len(times)), key=times.__getitem__)
+    starts = [times[i] for i in order]
+    values = [1.0 if weights is None else weights[i] for i in order]
+    prefix = [0.0]
+    for value in values:
+        prefix.append(prefix[-1] + value)
+    best = 0.0
+    for i, start in enumerate(starts):
+        j = bisect.bisect_right(starts, start + span)
+        best = max(best, prefix[j] - prefix[i])
+    return best
+
+
+# --- AdaptiveLimit --------------------------------------------------------------------------
+
+
+def test_many_tasks_never_exceed_the_current_limit_even_while_it_is_cut():
+    limit = AdaptiveLimit(ceiling=8)
+    rng = random.Random(7)
+    inside = 0
+    peak = 0
+    entries: list[tuple[int, int]] = []  # (tasks inside after entering, limit.current then)
+    done = 0
+
+    async def worker(number: int) -> None:
+        nonlocal inside, peak, done
+        async with limit.slot() as epoch:
+            inside += 1
+            peak = max(peak, inside)
+            entries.append((inside, limit.current))
+            await anyio.sleep(rng.uniform(0, 0.002))
+            if number % 25 == 24:
+                limit.on_reject(epoch)
+            else:
+                limit.on_success()
+            inside -= 1
+        done += 1
+
+    async def main() -> None:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for number in range(300):
+                    tg.start_soon(worker, number)
+
+    anyio.run(main)
+    assert done == 300
+    assert all(count <= current for count, current in entries), entries
+    assert peak == 8  # the full ceiling was used before the first cut
+    assert limit.in_flight == 0
+    assert limit.rejections == 12
+    assert limit.minimum < 8
+
+
+def test_a_burst_of_rejections_from_one_epoch_cuts_the_limit_once():
+    limit = AdaptiveLimit(ceiling=10)
+    epochs: list[int] = []
+    cuts: list[bool] = []
+
+    async def main() -> None:
+        async def rejected() -> None:
+            async with limit.slot() as epoch:
+                epochs.append(epoch)
+                await anyio.sleep(0.001)  # all five are in flight together
+                cuts.append(limit.on_reject(epoch))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(rejected)
+
+    anyio.run(main)
+    assert epochs == [0] * 5
+    assert cuts.count(True) == 1
+    assert limit.current == 7  # 10 * 0.7, once
+    assert limit.rejections == 5
+
+
+def test_a_rejection_of_a_request_started_after_the_cut_cuts_again():
+    limit = AdaptiveLimit(ceiling=10)
+    assert limit.on_reject(0) is True
+    assert limit.current == 7
+    assert limit.on_reject(0) is False  # a late answer from before the cut
+    assert limit.current == 7
+
+    async def main() -> int:
+        async with limit.slot() as epoch:
+            return epoch
+
+    fresh = anyio.run(main)
+    assert fresh == 1
+    assert limit.on_reject(fresh) is True
+    assert limit.current == 4  # floor(7 * 0.7)
+
+
+def test_the_limit_regrows_by_one_after_enough_successes_up_to_the_ceiling():
+    limit = AdaptiveLimit(ceiling=10)
+    limit.on_reject(0)
+    assert limit.current == 7
+    for _ in range(13):
+        limit.on_success()
+    assert limit.current == 7  # 2 * 7 = 14 successes are needed
+    limit.on_success()
+    assert limit.current == 8
+    for _ in range(16):
+        limit.on_success()
+    assert limit.current == 9
+    for _ in range(18):
+        limit.on_success()
+    assert limit.current == 10
+    for _ in range(1000):
+        limit.on_success()
+    assert limit.current == 10  # never above the ceiling
+
+
+def test_a_cut_forgets_the_successes_counted_towards_growth():
+    limit = AdaptiveLimit(ceiling=10)
+    limit.on_reject(0)  # 7
+    for _ in range(13):
+        limit.on_success()
+    limit.on_reject(1)  # 4: the 13 successes no longer count
+    for _ in range(7):
+        limit.on_success()
+    assert limit.current == 4
+    limit.on_success()  # the 8th = 2 * 4
+    assert limit.current == 5
+
+
+def test_the_limit_never_drops_below_one():
+    limit = AdaptiveLimit(ceiling=3)
+    for epoch in range(20):
+        assert limit.on_reject(epoch) is True
+    assert limit.current == 1
+    assert limit.limit >= 1.0
+    assert limit.minimum == 1
+
+    async def main() -> int:
+        async with limit.slot():
+            return limit.in_flight
+
+    assert anyio.run(main) == 1  # one request can still run
+
+
+def test_minimum_records_the_lowest_limit_reached():
+    limit = AdaptiveLimit(ceiling=10)
+    assert limit.minimum == 10
+    limit.on_reject(0)
+    limit.on_reject(1)
+    assert (limit.current, limit.minimum) == (4, 4)
+    for _ in range(500):
+        limit.on_success()
+    assert (limit.current, limit.minimum) == (10, 4)
+
+
+def test_growth_lets_a_waiting_task_in_at_once():
+    limit = AdaptiveLimit(ceiling=2)
+    limit.on_reject(0)  # floor(2 * 0.7) = 1
+    assert limit.current == 1
+    order: list[str] = []
+
+    async def main() -> None:
+        b_inside = anyio.Event()
+
+        async def a() -> None:
+            async with limit.slot():
+                order.append("a in")
+                await anyio.sleep(0.001)  # let b queue up
+                limit.on_success()
+                limit.on_success()  # 2 * 1 successes: the limit grows to 2
+                with anyio.fail_after(2):
+                    await b_inside.wait()  # b gets in while a still holds its slot
+                order.append("a out")
+
+        async def b() -> None:
+            await anyio.sleep(0)
+            async with limit.slot():
+                order.append("b in")
+                b_inside.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a)
+            tg.start_soon(b)
+
+    anyio.run(main)
+    assert order == ["a in", "b in", "a out"]
+    assert limit.current == 2
+
+
+def test_a_cancelled_waiter_does_not_lose_a_slot():
+    """A waiter cancelled just as its slot frees up does not strand the slot: the next one runs."""
+    limit = AdaptiveLimit(ceiling=1)
+    got: list[str] = []
+
+    async def main() -> None:
+        with anyio.fail_after(2):
+            async with anyio.create_task_group() as tg:
+                b_scope = anyio.CancelScope()
+
+                async def b() -> None:
+                    with b_scope:
+                        async with limit.slot():
+                            got.append("b")
+                            await anyio.sleep(1)  # cancelled long before this ends
+
+                async def c() -> None:
+                    async with limit.slot():
+                        got.append("c")
+
+                async with limit.slot():
+                    tg.start_soon(b)
+                    await anyio.sleep(0.001)
+                    tg.start_soon(c)
+                    await anyio.sleep(0.001)  # b and c are queued, in that order
+                # The slot was released and b woken; cancel b before it runs.
+                b_scope.cancel()
+
+    anyio.run(main)
+    assert "c" in got
+    assert limit.in_flight == 0
+
+
+# --- Pacer ----------------------------------------------------------------------------------
+
+
+def interval_for(per_minute: float) -> float:
+    return 60.0 / (per_minute * Pacer.HEADROOM)
+
+
+def test_the_first_start_is_immediate_and_a_backlog_is_spaced_evenly_with_no_burst():
+    clock = FakeClock(1000.0)
+    pacer = Pacer(per_minute=120, clock=clock)
+    delays = [pacer.reserve() for _ in range(10)]  # ten requests waiting at once
+    step = interval_for(120)
+    assert delays[0] == 0.0
+    assert delays == pytest.approx([i * step for i in range(10)])
+    assert delays[1] > 0.5 - 1e-9  # never two starts together
+
+
+def test_an_idle_period_earns_no_burst_afterwards():
+    clock = FakeClock()
+    pacer = Pacer(per_minute=60, clock=clock)
+    assert pacer.reserve() == 0.0
+    clock.now[0] = 600.0  # ten idle minutes
+    delays = [pacer.reserve() for _ in range(4)]
+    assert delays == pytest.approx(
+        [0.0, 1 * interval_for(60), 2 * interval_for(60), 3 * interval_for(60)]
+    )
+
+
+@pytest.mark.parametrize("per_minute", [1, 7, 50, 60, 600, 3000])
+def test_a_saturated_pacer_never_exceeds_the_cap_in_any_window_and_uses_at_least_95_percent(
+    per_minute,
+):
+    clock = FakeClock()
+    pacer = Pacer(per_minute=per_minute, clock=clock)
+    starts: list[float] = []
+    minutes = 10
+    while clock.now[0] < minutes * 60:
+        start = clock.now[0] + pacer.reserve()
+        clock.now[0] = start  # the caller sleeps until its start
+        starts.append(start)
+    starts = [s for s in starts if s < minutes * 60]
+    assert max_in_window(starts) <= per_minute
+    assert len(starts) >= 0.95 * per_minute * minutes
+
+
+def test_many_workers_with_varied_latency_stay_under_the_rpm_cap_and_near_it():
+    """16 workers, each reserving when its last request ends: the cap holds, ≥ 95% is used."""
+    per_minute = 300
+    rng = random.Random(3)
+    clock = FakeClock()
+    pacer = Pacer(per_minute=per_minute, clock=clock)
+    horizon = 20 * 60.0
+    ready = [(rng.uniform(0, 0.5), worker) for worker in range(16)]
+    heapq.heapify(ready)
+    starts: list[float] = []
+    while ready:
+        when, worker = heapq.heappop(ready)
+        clock.now[0] = when
+        start = when + pacer.reserve()
+        if start >= horizon:
+            continue
+        starts.append(start)
+        heapq.heappush(ready, (start + rng.uniform(0.05, 3.0), worker))
+    assert max_in_window(starts) <= per_minute
+    assert len(starts) >= 0.95 * per_minute * horizon / 60
+
+
+def test_token_reservations_keep_every_window_under_the_tpm_cap():
+    per_minute = 100_000
+    rng = random.Random(11)
+    clock = FakeClock()
+    pacer = Pacer(per_minute=per_minute, clock=clock)
+    starts: list[float] = []
+    costs: list[float] = []
+    while clock.now[0] < 600:
+        cost = rng.randint(50, 2000)  # each request is at most 2% of the cap
+        start = clock.now[0] + pacer.reserve(cost)
+        clock.now[0] = start
+        starts.append(start)
+        costs.append(cost)
+    assert max_in_window(starts, costs) <= per_minute
+    assert sum(costs) >= 0.95 * per_minute * 10
+
+
+def test_adjust_moves_the_next_start_by_the_difference_between_real_and_estimated_tokens():
+    clock = FakeClock()
+    step = interval_for(6000)
+    pacer = Pacer(per_minute=6000, clock=clock)
+    assert pacer.reserve(100) == 0.0
+    pacer.adjust(-40)  # the request used 60 tokens, not the 100 estimated
+    assert pacer.reserve(10) == pytest.approx(60 * step)
+    pacer.adjust(+90)  # this one used 100, not 10
+    assert pacer.reserve(1) == pytest.approx(160 * step)
+
+
+def test_adjust_never_lets_credit_pile_up_into_a_burst():
+    clock = FakeClock(50.0)
+    pacer = Pacer(per_minute=600, clock=clock)
+    pacer.reserve(5)
+    pacer.adjust(-100_000)  # a wildly high estimate
+    assert pacer.reserve() == 0.0
+    assert pacer.reserve() == pytest.approx(interval_for(600))
+
+
+def test_adjust_before_any_reservation_does_nothing():
+    pacer = Pacer(per_minute=60, clock=FakeClock())
+    pacer.adjust(500)
+    assert pacer.reserve() == 0.0
+
+
+def test_wait_sleeps_for_the_reserved_delay():
+    pacer = Pacer(per_minute=3000)  # about 20 ms apart, with the real clock
+
+    async def main() -> float:
+        started = time.monotonic()
+        for _ in range(4):
+            await pacer.wait()
+        return time.monotonic() - started
+
+    elapsed = anyio.run(main)
+    assert elapsed >= 3 * interval_for(3000) * 0.9
+    assert elapsed < 1.0
+
+
+# --- Backoff --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempt", [0, 1, 2, 3, 5, 8])
+def test_backoff_is_full_jitter_between_zero_and_the_exponential_ceiling(attempt):
+    backoff = Backoff(base=1.0, cap=60.0, rng=random.Random(attempt))
+    ceiling = min(60.0, 2.0**attempt)
+    delays = [backoff.delay(attempt) for _ in range(2000)]
+    assert all(0.0 <= d <= ceiling for d in delays)
+    # Full jitter spreads over the whole range (not "half fixed, half random").
+    assert min(delays) < 0.05 * ceiling
+    assert max(delays) > 0.95 * ceiling
+    assert sum(delays) / len(delays) == pytest.approx(ceiling / 2, rel=0.08)
+
+
+@pytest.mark.parametrize("attempt", [6, 7, 10, 31, 1000])
+def test_backoff_never_exceeds_the_cap(attempt):
+    backoff = Backoff(base=1.0, cap=60.0, rng=random.Random(1))
+    delays = [backoff.delay(attempt) for _ in range(500)]
+    assert max(delays) <= 60.0
+    assert max(delays) > 50.0
+
+
+def test_backoff_scales_with_the_base():
+    backoff = Backoff(base=0.25, cap=60.0, rng=random.Random(2))
+    assert max(backoff.delay(2) for _ in range(500)) <= 1.0
+
+
+def test_backoff_is_reproducible_with_a_seeded_random():
+    first = Backoff(rng=random.Random(42))
+    second = Backoff(rng=random.Random(42))
+    assert [first.delay(a) for a in range(10)] == [second.delay(a) for a in range(10)]
+
+
+def test_backoff_honours_retry_after_as_a_minimum():
+    backoff = Backoff(base=1.0, cap=60.0, rng=random.Random(5))
+    assert all(backoff.delay(0, retry_after=30.0) == 30.0 for _ in range(100))
+    # A server asking for more than the cap is still obeyed.
+    assert backoff.delay(3, retry_after=120.0) == 120.0
+    # A short Retry-After does not shorten the jittered wait below itself.
+    delays = [backoff.delay(5, retry_after=0.5) for _ in range(500)]
+    assert all(0.5 <= d <= 32.0 for d in delays)
+    assert max(delays) > 16.0
