@@ -268,6 +268,8 @@ def test_no_retry_after_header_means_none():
         (None, None),
         ("soon", None),
         ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date in the past: no wait
+        ("inf", None),  # never an endless wait
+        ("nan", None),
     ],
 )
 def test_parse_retry_after_accepts_seconds_and_dates_and_ignores_garbage(value, expected):

@@ -124,7 +124,7 @@ def test_request_timeout_conflict_and_too_early_are_retried(status):
     assert failure.error_type == "server_error"
 
 
-@pytest.mark.parametrize("status", [400, 404, 413, 422])
+@pytest.mark.parametrize("status", [400, 413, 422])
 def test_other_4xx_without_a_code_fail_the_row_only(status):
     failure = classify(status, None, "m")
     assert (failure.error_type, failure.scope) == ("bad_request", Scope.ROW)
@@ -229,3 +229,11 @@ def test_redact_removes_a_secret_before_truncating_so_no_prefix_of_it_survives()
     assert "zk-" not in cleaned
     assert "ssss" not in cleaned
     assert len(cleaned) <= MAX_MESSAGE_CHARS
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_a_missing_endpoint_stops_the_run_with_a_base_url_hint(status):
+    """A 404/405 without a business code means a wrong base_url: fatal, not a row error each."""
+    failure = classify(status, None, "Not Found")
+    assert failure.scope is Scope.FATAL
+    assert "check base_url" in fatal_hint(failure)

@@ -481,6 +481,9 @@ def test_the_fingerprint_is_stable_for_the_same_settings():
         {"thinking": False},
         {"response_format": "json_object"},
         {"extra": {"do_sample": False}},
+        # these change the result schema, so they are fingerprinted too
+        {"choices": ("yes", "no")},
+        {"keep_columns": ("text",)},
     ],
 )
 def test_the_fingerprint_changes_with_a_setting_that_shapes_the_request(change):

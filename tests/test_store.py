@@ -625,3 +625,18 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     proc.communicate(timeout=30)
     with locked(tmp_path):
         assert f"pid {os.getpid()} " in (tmp_path / ".lock").read_text()
+
+
+def test_tidy_removes_temp_files_a_crash_left_behind(tmp_path):
+    """A run starts by deleting hidden .tmp parts a crash left; committed parts stay."""
+    from zbatch.store import tidy
+
+    results = tmp_path / "results"
+    results.mkdir()
+    leftover = results / ".part-x-00001.parquet.tmp"
+    leftover.write_bytes(b"half a file")
+    kept = results / "part-x-00000.parquet"
+    pq.write_table(pa.table({"id": ["a"]}), kept)
+    tidy(tmp_path)
+    assert not leftover.exists()
+    assert kept.exists()

@@ -111,6 +111,8 @@ FATAL_HINTS = {
     "auth": "check the API key in the environment variable, then run the same command to resume",
     "account": "the account is not usable: check it in the console, then run the same command "
     "to resume",
+    "endpoint": "the endpoint was not found: check base_url (the part before "
+    "/chat/completions), then run the same command to resume",
     "permission": "the key has no access to this API or model: check the plan and model, then "
     "run the same command to resume",
 }
@@ -141,6 +143,9 @@ def classify(status: int, code: str | None, message: str) -> Failure:
         return Failure("rate_limited", Scope.SLOW_DOWN, message, status, code)
     if status in (401, 403):
         return Failure("fatal", Scope.FATAL, message, status, code)
+    if status in (404, 405):
+        # No such endpoint: every row would fail the same way, so stop instead.
+        return Failure("fatal", Scope.FATAL, message, status, code)
     if status in (408, 409, 425):
         return Failure("server_error", Scope.RETRY, message, status, code)
     return Failure("bad_request", Scope.ROW, message, status, code)
@@ -153,6 +158,8 @@ def fatal_hint(failure: Failure) -> str:
         return FATAL_HINTS[code]
     if code in _AUTH or failure.status_code == 401:
         return FATAL_HINTS["auth"]
+    if failure.status_code in (404, 405) and not code:
+        return FATAL_HINTS["endpoint"]
     if code in _ACCOUNT:
         return FATAL_HINTS["account"]
     return FATAL_HINTS["permission"]

@@ -21,11 +21,11 @@ from .source import count_rows, open_input
 ERROR_COLUMNS = ["error_type", "status_code", "error_code", "message", "retryable", "failed_at"]
 
 
-def latest_errors(errors: pa.Table) -> pa.Table:
-    """The last logged error of each id (the log is in commit order)."""
-    indexed = errors.append_column("_row", pa.array(range(errors.num_rows), pa.int64()))
+def last_per_id(table: pa.Table) -> pa.Table:
+    """The last row of each id, in commit order (the error log's latest entry per id)."""
+    indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
     last = indexed.group_by("id", use_threads=False).aggregate([("_row", "max")])
-    return errors.take(last.sort_by("_row_max").column("_row_max"))
+    return table.take(last.sort_by("_row_max").column("_row_max"))
 
 
 def final_outcomes(outdir: Path) -> pa.Table:
@@ -34,10 +34,12 @@ def final_outcomes(outdir: Path) -> pa.Table:
     errors = store.read_parts(outdir / "errors")
     tables = []
     if results is not None:
+        # Each id is in results/ once; a compaction cut off by a crash may briefly show two.
+        results = last_per_id(results)
         tables.append(results.append_column("status", pa.repeat("ok", results.num_rows)))
     if errors is not None:
         errors = errors.filter(pc.field("error_type") != "duplicate_id")
-        latest = latest_errors(errors)
+        latest = last_per_id(errors)
         if results is not None:
             latest = latest.filter(pc.invert(pc.is_in(latest.column("id"), results.column("id"))))
         status = pc.if_else(latest.column("retryable"), "failed_retryable", "failed")

@@ -85,7 +85,7 @@ class Job:
 
     def fingerprint(self) -> str:
         """A digest of the settings that shape a request; resume refuses a change."""
-        shaping = {name: _jsonable(getattr(self, name)) for name in REQUEST_SHAPING}
+        shaping = {name: _jsonable(getattr(self, name)) for name in FINGERPRINTED}
         shaping["model"] = self.effective_model
         blob = json.dumps(shaping, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -95,8 +95,9 @@ class Job:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-# Settings that change what is sent: changing one against an existing OUTDIR is refused.
-REQUEST_SHAPING = (
+# Settings that change what is sent or the result schema: changing one against an existing
+# OUTDIR is refused (without --force), so results/ never mixes two requests or two schemas.
+FINGERPRINTED = (
     "model",
     "system",
     "template",
@@ -108,6 +109,9 @@ REQUEST_SHAPING = (
     "thinking",
     "response_format",
     "extra",
+    "choices",
+    "json_fields",
+    "keep_columns",
 )
 
 # TOML table -> {key in the file: Job field}
@@ -268,8 +272,8 @@ def _check(job: Job, source: str) -> None:
         name, kind = json_field_spec(spec)
         if not name or kind not in JSON_FIELD_KINDS:
             raise JobError(
-                f"{source}: request.json_fields entry {spec!r} must be \"name\" or "
-                f"\"name:type\" with type one of {', '.join(JSON_FIELD_KINDS)}"
+                f'{source}: request.json_fields entry {spec!r} must be "name" or '
+                f'"name:type" with type one of {", ".join(JSON_FIELD_KINDS)}'
             )
     if job.template is not None and job.messages_column is not None:
         raise JobError(f"{source}: set request.template or request.messages_column, not both")

@@ -102,6 +102,7 @@ def run_job(
         )
     outdir = Path(job.output_dir)
     with store.locked(outdir):
+        store.tidy(outdir)
         notice = store.prepare(outdir, job, force=force)
         state = store.load_state(outdir)
         keep_types = _keep_types(job, inputs, outdir)

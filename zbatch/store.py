@@ -33,7 +33,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import JobError, LockedError, StoreError
-from .job import REQUEST_SHAPING, Job, json_field_spec
+from .job import FINGERPRINTED, Job, json_field_spec
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 
@@ -307,7 +307,7 @@ def prepare(outdir: Path, job: Job, *, force: bool) -> str | None:
         return None
     settings = job.to_json()
     changed = [
-        name for name in REQUEST_SHAPING if previous.get("settings", {}).get(name) != settings[name]
+        name for name in FINGERPRINTED if previous.get("settings", {}).get(name) != settings[name]
     ]
     if not force:
         what = ", ".join(changed) or "request settings"
@@ -344,6 +344,17 @@ def read_job_json(outdir: Path) -> dict[str, Any]:
     except ValueError as exc:
         raise JobError(f"{path} is unreadable: {exc}") from None
     return data
+
+
+def tidy(outdir: Path) -> None:
+    """Under the lock: finish an interrupted compaction and drop temp files a crash left."""
+    for name in ("results", "errors"):
+        folder = outdir / name
+        if not folder.is_dir():
+            continue
+        recover(folder)
+        for leftover in folder.glob(".*.tmp"):
+            leftover.unlink()
 
 
 # --- compaction -----------------------------------------------------------------------------
