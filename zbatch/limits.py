@@ -99,7 +99,8 @@ class AdaptiveLimit:
             return False
         self._epoch += 1
         self._credit = 0
-        self.limit = max(1.0, math.floor(self.current * self._decrease))
+        # Round, not floor: floor(7 * 0.7) = 4 would undershoot a cap of 6 by a third.
+        self.limit = float(max(1, min(self.current - 1, round(self.current * self._decrease))))
         self.minimum = min(self.minimum, self.current)
         return True
 

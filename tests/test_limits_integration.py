@@ -1,0 +1,279 @@
+"""Limits that hold under real provider behaviour: the installed zbatch against the loopback server.
+
+The fake Z.AI server enforces what the real one does (an in-flight cap answering 429/1302, an
+RPM window answering 1303, Retry-After, quotas, a wrong key) and records every request's
+arrival time, so these tests judge zbatch's pacing and adaptation from the server's side.
+Timing bounds are generous (CI has two noisy cores) and each test lasts a few seconds: where a
+real job runs for hours, the tests scale the backoff base down with a job file so that one
+unlucky row's backoff does not stand for the whole run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import outcome_ids, prompt_rows, read_table, run_zbatch, write_jsonl, zbatch_env
+from zai_server import ZaiServer, answer_for, max_in_window
+
+
+def zbatch(
+    srv: ZaiServer,
+    *args: str,
+    expect: int | None = 0,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """``zbatch run ARGS --base-url <server>``; checks the exit code unless ``expect`` is None."""
+    proc = run_zbatch("run", *args, "--base-url", srv.base_url, env=env, timeout=timeout)
+    if expect is not None:
+        assert proc.returncode == expect, (
+            f"exit {proc.returncode}, expected {expect}\nstdout:\n{proc.stdout}\n"
+            f"stderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def fast_job(tmp_path: Path, **limits: Any) -> str:
+    """A job file with a quick backoff (there is no --backoff-base flag) plus extra [limits]."""
+    settings = {"backoff_base": 0.05, "backoff_cap": 1.0, **limits}
+    lines = ["[limits]", *(f"{key} = {json.dumps(value)}" for key, value in settings.items())]
+    path = tmp_path / "fast.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def assert_answers(outdir: Path, prompts: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Every id of ``prompts`` exactly once in results, holding the answer to its own prompt."""
+    results, _ = outcome_ids(outdir)
+    assert sorted(results) == sorted(prompts), "results/ does not hold each id exactly once"
+    by_id = {row["id"]: row for row in read_table(outdir / "results").to_pylist()}
+    for row_id, text in prompts.items():
+        assert by_id[row_id]["content"] == answer_for(user(text)), row_id
+    return by_id
+
+
+def summary(outdir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((outdir / "summary.json").read_text(encoding="utf-8"))
+    return data
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_adaptive_concurrency_finds_an_unknown_in_flight_cap(tmp_path: Path) -> None:
+    """Against a server that allows 6 in flight, --concurrency 48 adapts down (summary minimum
+    < 48), completes every row correctly, keeps 1302 rejections under 15% of requests, and gets
+    at least 70% of the throughput of a run told the right number (--concurrency 6).
+
+    Wall times are noisy on a shared CI machine, so the pair of runs is measured again when the
+    ratio falls short, and the best ratio counts (at most three pairs); a systematic regression
+    fails them all.
+    """
+    rows = 400
+    job = fast_job(tmp_path)
+    ratios = []
+    with ZaiServer(max_inflight=6, latency=0.02) as srv:
+        for attempt in range(3):
+            walls = {}
+            for concurrency in (6, 48):
+                data = prompt_rows(rows, prefix=f"c{concurrency}a{attempt}")
+                inp = write_jsonl(tmp_path / f"in-{concurrency}-{attempt}.jsonl", data)
+                out = tmp_path / f"out-{concurrency}-{attempt}"
+                srv.reset_stats()
+                started = time.monotonic()
+                zbatch(srv, job, "-i", str(inp), "-o", str(out), "--concurrency", str(concurrency))
+                walls[concurrency] = time.monotonic() - started
+                stats = srv.stats()
+                assert_answers(out, {r["id"]: r["prompt"] for r in data})
+                rejected = stats["errors_by_code"].get("1302", 0)
+                if concurrency == 6:
+                    assert rejected == 0
+                    continue
+                assert rejected < 0.15 * stats["requests"], (rejected, stats["requests"])
+                assert summary(out)["concurrency"]["minimum"] < 48
+                assert summary(out)["requests"] == stats["requests"]
+            ratios.append(walls[6] / walls[48])
+            if ratios[-1] >= 0.7:
+                break
+    assert max(ratios) >= 0.7, f"throughput of --concurrency 48 vs 6: {ratios}"
+
+
+# --------------------------------------------------------------------------- RPM
+
+
+def test_rpm_spaces_starts_evenly_and_uses_the_cap(tmp_path: Path) -> None:
+    """--rpm 600 (10/s): no 1-second window holds more than 11 request starts (no burst at
+    start-up, retries included), the achieved rate is at least 90% of the cap, and a server
+    enforcing the same cap never answers 1303."""
+    rpm = 600
+    data = prompt_rows(39)
+    data.append({"id": "retried", "prompt": "Paced retry FAIL=500"})
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    with ZaiServer(rpm=rpm) as srv:
+        zbatch(srv, fast_job(tmp_path), "-i", str(inp), "-o", str(out), "--rpm", str(rpm))
+        stats = srv.stats()
+
+    by_id = assert_answers(out, {r["id"]: r["prompt"] for r in data})
+    assert by_id["retried"]["attempts"] == 2
+    starts = sorted(stats["request_starts"])
+    assert len(starts) == 41  # 40 rows and one retry: the retry is paced like any start
+    assert stats["errors_by_code"].get("1303", 0) == 0
+    assert max_in_window(starts, 1.0) <= rpm / 60 + 1, starts[:15]
+    assert max_in_window(starts, 60.0) <= rpm
+    span = starts[-1] - starts[0]
+    achieved = (len(starts) - 1) / span * 60
+    assert achieved >= 0.9 * rpm, f"{achieved:.0f} starts/min"
+    assert achieved <= rpm * 1.02, f"{achieved:.0f} starts/min"
+
+
+# --------------------------------------------------------------------------- Retry-After
+
+
+def test_retry_after_header_is_honoured(tmp_path: Path) -> None:
+    """A 429 carrying Retry-After: 1 is retried no sooner than about a second later, although
+    the backoff alone would retry within a few hundredths of a second."""
+    data = prompt_rows(4)
+    data.append({"id": "wait", "prompt": "Please wait FAIL=retryafter"})
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    with ZaiServer() as srv:
+        job = fast_job(tmp_path, backoff_base=0.01, backoff_cap=0.05)
+        zbatch(srv, job, "-i", str(inp), "-o", str(out))
+        stats = srv.stats()
+
+    by_id = assert_answers(out, {r["id"]: r["prompt"] for r in data})
+    assert by_id["wait"]["attempts"] == 2
+    # bodies_sample and request_starts are both in arrival order, one entry per request.
+    times = [
+        start
+        for start, body in zip(stats["request_starts"], stats["bodies_sample"], strict=True)
+        if body["messages"][-1]["content"] == "Please wait FAIL=retryafter"
+    ]
+    assert len(times) == 2
+    gap = times[1] - times[0]
+    assert 0.95 <= gap < 5, f"retried {gap:.3f} s after a Retry-After: 1 answer"
+
+
+# --------------------------------------------------------------------------- quota
+
+
+def test_quota_stop_names_the_reset_and_resumes_afterwards(tmp_path: Path) -> None:
+    """A daily quota answer (1304) stops the run with exit 4 and a message naming the reset time
+    and how to resume; the same command afterwards completes the job with every row answered
+    exactly once (nothing paid for twice)."""
+    data = prompt_rows(40)
+    data[10] = {"id": data[10]["id"], "prompt": "Over the quota FAIL=1304"}
+    prompts = {r["id"]: r["prompt"] for r in data}
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    args = ("-i", str(inp), "-o", str(out), "--concurrency", "4")
+    with ZaiServer(latency=0.01) as srv:
+        first = zbatch(srv, *args, expect=4)
+        tomorrow = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+        assert "quota" in first.stderr
+        assert f"resets at {tomorrow}" in first.stderr, first.stderr
+        assert "run the same command" in first.stderr
+        assert summary(out)["exit_code"] == 4
+        done_first, _ = outcome_ids(out)
+        assert len(done_first) < 40
+        assert len(done_first) == srv.stats()["successes"]
+
+        zbatch(srv, *args)
+        stats = srv.stats()
+
+    assert_answers(out, prompts)
+    answered = stats["answered_prompts"]
+    assert sorted(answered) == sorted(prompts.values())  # each prompt answered exactly once
+    assert stats["errors_by_code"] == {"1304": 1}
+
+
+# --------------------------------------------------------------------------- transient storm
+
+
+def test_transient_fault_storm_ends_with_every_row_answered_once(tmp_path: Path) -> None:
+    """Random 1302 / 500 / 503 / resets / broken JSON / answers slower than --timeout: with
+    --max-retries 10 every row still ends in results exactly once with its own answer."""
+    rates = {"1302": 0.05, "500": 0.02, "503": 0.02, "reset": 0.01, "slow": 0.01, "badjson": 0.01}
+    data = prompt_rows(300)
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    with ZaiServer(rates=rates, slow_seconds=3.0, seed=7, latency=0.005) as srv:
+        zbatch(
+            srv,
+            fast_job(tmp_path),
+            "-i",
+            str(inp),
+            "-o",
+            str(out),
+            "--timeout",
+            "1",
+            "--max-retries",
+            "10",
+            timeout=90,
+        )
+        stats = srv.stats()
+
+    assert_answers(out, {r["id"]: r["prompt"] for r in data})
+    _, errors = outcome_ids(out)
+    assert errors == []
+    faults = stats["errors_by_code"]
+    assert sum(faults.values()) > 0.05 * 300, faults  # the storm did happen
+    assert stats["successes"] == 300  # each row answered once: slow answers were abandoned
+    figures = summary(out)
+    assert figures["rows"]["ok"] == 300
+    assert sum(figures["retries"].values()) == figures["requests"] - 300
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def test_wrong_key_stops_at_once_and_never_leaks(tmp_path: Path) -> None:
+    """A key the server refuses (401/1001) stops the run with exit 3 within seconds and a message
+    to check the key, after no more requests than were in flight; the key appears in no output
+    file and not on stdout/stderr."""
+    secret = "zk-wrong-7f3a9c1d2e5b4a60"
+    data = prompt_rows(100)
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    with ZaiServer(require_key="zk-the-right-one-00000000", latency=0.01) as srv:
+        started = time.monotonic()
+        proc = zbatch(
+            srv,
+            "-i",
+            str(inp),
+            "-o",
+            str(out),
+            "--concurrency",
+            "16",
+            env=zbatch_env(ZAI_API_KEY=secret),
+            expect=3,
+        )
+        elapsed = time.monotonic() - started
+        stats = srv.stats()
+
+    assert elapsed < 10, f"took {elapsed:.1f} s to stop"
+    assert "check the API key" in proc.stderr
+    assert stats["auth_headers_seen"] >= 1  # the key was really sent, and refused
+    assert stats["successes"] == 0
+    assert stats["requests"] <= 16 + 2
+    errors = read_table(out / "errors").to_pylist()
+    assert errors and all(e["error_type"] == "fatal" and e["retryable"] for e in errors)
+    assert {e["error_code"] for e in errors} == {"1001"}
+
+    assert secret not in proc.stdout + proc.stderr
+    for error in errors:
+        assert secret not in json.dumps(error, default=str)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
