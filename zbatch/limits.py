@@ -9,7 +9,6 @@ Time is read through an injectable ``clock`` so the arithmetic is tested without
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections import deque

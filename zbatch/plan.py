@@ -11,7 +11,6 @@ from . import prompt, store
 from .errors import JobError
 from .job import Job
 from .pricing import cost, price_for
-from .runner import check_columns
 from .source import open_input
 
 
@@ -38,7 +37,7 @@ class Plan:
 def plan_job(job: Job, *, retry_failed: bool) -> Plan:
     """Read the whole input as a run would, render every row, and count; sends nothing."""
     inputs = open_input(job.input_path)
-    check_columns(job, inputs)
+    prompt.check_input(job, inputs)
     outdir = Path(job.output_dir)
     state = store.load_state(outdir) if outdir.exists() else store.ResumeState()
     if outdir.exists() and (outdir / "job.json").exists():

@@ -15,8 +15,9 @@ import string
 from collections.abc import Iterable
 from typing import Any
 
+from .errors import JobError
 from .job import Job
-from .source import is_batch_line
+from .source import InputFiles, is_batch_line
 
 
 class RenderError(ValueError):
@@ -41,6 +42,26 @@ def template_fields(template: str) -> frozenset[str]:
         if name:
             fields.add(name.split(".", 1)[0].split("[", 1)[0])
     return frozenset(fields)
+
+
+def check_input(job: Job, inputs: InputFiles) -> None:
+    """Stop before sending when the input lacks a column the job needs."""
+    if inputs.columns is None:
+        return
+    missing = missing_columns(job, inputs.columns, batch_lines=inputs.first_is_batch_line)
+    if missing:
+        names = ", ".join(f"'{m}'" for m in missing)
+        have = ", ".join(sorted(inputs.columns)) or "none"
+        raise JobError(
+            f"{inputs.paths[0]}: the job needs column(s) {names} that the input lacks "
+            f"(it has: {have}). Fix the template/columns or the input; nothing was sent"
+        )
+    id_column = job.id_column or ("custom_id" if inputs.first_is_batch_line else "id")
+    if id_column not in inputs.columns:
+        raise JobError(
+            f"{inputs.paths[0]}: no id column '{id_column}' (columns: "
+            f"{', '.join(sorted(inputs.columns))}). Set [input] id_column; nothing was sent"
+        )
 
 
 def missing_columns(job: Job, columns: Iterable[str], *, batch_lines: bool) -> list[str]:

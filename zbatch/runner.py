@@ -25,7 +25,6 @@ from typing import Any
 import anyio
 import httpx
 import pyarrow as pa
-import pyarrow.parquet as pq
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import prompt, store
@@ -91,7 +90,7 @@ def run_job(
 ) -> RunResult:
     """Run (or resume) a job to the end; raises JobError / LockedError before sending anything."""
     inputs = open_input(job.input_path)
-    check_columns(job, inputs)
+    prompt.check_input(job, inputs)
     api_key = os.environ.get(job.api_key_env) or None
     if job.simulate:
         transport = SimulatedEndpoint(job)
@@ -105,7 +104,7 @@ def run_job(
         store.tidy(outdir)
         notice = store.prepare(outdir, job, force=force)
         state = store.load_state(outdir)
-        keep_types = _keep_types(job, inputs, outdir)
+        keep_types = store.keep_column_types(job, inputs)
         store.save_job(outdir, job, keep_types)
         runner = Runner(
             job,
@@ -145,39 +144,6 @@ def run_job(
             log.removeHandler(handler)
             handler.close()
     return RunResult(stats, stopped, notice)
-
-
-def check_columns(job: Job, inputs: InputFiles) -> None:
-    """Stop before sending when the input lacks a column the job needs."""
-    if inputs.columns is None:
-        return
-    missing = prompt.missing_columns(job, inputs.columns, batch_lines=inputs.first_is_batch_line)
-    if missing:
-        names = ", ".join(f"'{m}'" for m in missing)
-        have = ", ".join(sorted(inputs.columns)) or "none"
-        raise JobError(
-            f"{inputs.paths[0]}: the job needs column(s) {names} that the input lacks "
-            f"(it has: {have}). Fix the template/columns or the input; nothing was sent"
-        )
-    id_column = job.id_column or ("custom_id" if inputs.first_is_batch_line else "id")
-    if id_column not in inputs.columns:
-        raise JobError(
-            f"{inputs.paths[0]}: no id column '{id_column}' (columns: "
-            f"{', '.join(sorted(inputs.columns))}). Set [input] id_column; nothing was sent"
-        )
-
-
-def _keep_types(job: Job, inputs: InputFiles, outdir: Path) -> dict[str, pa.DataType]:
-    """Keep-column types: fixed by the first committed part, else the input's schema."""
-    committed = store.part_files(outdir / "results")
-    if committed:
-        schema = pq.read_schema(committed[0])
-        return {n: schema.field(n).type for n in job.keep_columns if n in schema.names}
-    types = inputs.arrow_types()
-    if types:
-        return {name: types[name] for name in job.keep_columns if name in types}
-    first = next((row.data for row in inputs.rows() if row.data is not None), {})
-    return {name: store.infer_type(first.get(name)) for name in job.keep_columns}
 
 
 class Runner:
@@ -478,25 +444,7 @@ class Runner:
                 extra.append(json_field_value(obj.get(name), kind))
         if answer.finish_reason in ("length", "model_context_window_exceeded"):
             self.stats.truncated += 1
-        self.results.add(
-            (
-                work.id,
-                answer.content,
-                answer.reasoning_content,
-                answer.finish_reason,
-                answer.model,
-                answer.prompt_tokens,
-                answer.completion_tokens,
-                answer.total_tokens,
-                answer.cached_tokens,
-                answer.request_id,
-                attempts,
-                answer.latency_ms,
-                store.now_ms(),
-                *extra,
-                *work.keep,
-            )
-        )
+        self.results.add(store.result_row(work.id, answer, attempts, [*extra, *work.keep]))
         self.stats.ok += 1
         if job.choices:
             self.stats.labels[extra[0]] += 1
@@ -515,18 +463,9 @@ class Runner:
     def _log_error(
         self, row_id: str, failure: Failure, attempts: int, *, retryable: bool | None = None
     ) -> None:
-        self.errors.add(
-            (
-                row_id,
-                failure.error_type,
-                failure.status_code,
-                failure.error_code,
-                redact(failure.message, self._secret),
-                attempts,
-                failure.retryable if retryable is None else retryable,
-                store.now_ms(),
-            )
-        )
+        retryable = failure.retryable if retryable is None else retryable
+        message = redact(failure.message, self._secret)
+        self.errors.add(store.error_row(row_id, failure, attempts, retryable, message))
         self._maybe_flush(self.errors)
 
     # --- committing -----------------------------------------------------------------------

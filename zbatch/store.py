@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .errors import JobError, LockedError, StoreError
+from .client import Success
+from .errors import Failure, JobError, LockedError, StoreError
 from .job import FINGERPRINTED, Job, json_field_spec
+from .source import InputFiles
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 
@@ -116,8 +119,57 @@ def keep_caster(kind: pa.DataType) -> Any:
     return lambda v: v  # Parquet input: the value already has the column's type
 
 
+def keep_column_types(job: Job, inputs: InputFiles) -> dict[str, pa.DataType]:
+    """Keep-column types: fixed by the first committed part, else the input's schema."""
+    committed = part_files(Path(job.output_dir) / "results")
+    if committed:
+        schema = pq.read_schema(committed[0])
+        return {n: schema.field(n).type for n in job.keep_columns if n in schema.names}
+    types = inputs.arrow_types()
+    if types:
+        return {name: types[name] for name in job.keep_columns if name in types}
+    first = next((row.data for row in inputs.rows() if row.data is not None), {})
+    return {name: infer_type(first.get(name)) for name in job.keep_columns}
+
+
+def result_row(row_id: str, answer: Success, attempts: int, tail: list[Any]) -> tuple[Any, ...]:
+    """A result row in RESULT_FIELDS order; ``tail`` holds label/json/keep values in order."""
+    return (
+        row_id,
+        answer.content,
+        answer.reasoning_content,
+        answer.finish_reason,
+        answer.model,
+        answer.prompt_tokens,
+        answer.completion_tokens,
+        answer.total_tokens,
+        answer.cached_tokens,
+        answer.request_id,
+        attempts,
+        answer.latency_ms,
+        now_ms(),
+        *tail,
+    )
+
+
+def error_row(
+    row_id: str, failure: Failure, attempts: int, retryable: bool, message: str
+) -> tuple[Any, ...]:
+    """An error row in ERROR_SCHEMA order (``message`` already redacted)."""
+    return (
+        row_id,
+        failure.error_type,
+        failure.status_code,
+        failure.error_code,
+        message,
+        attempts,
+        retryable,
+        now_ms(),
+    )
+
+
 def now_ms() -> int:
-    return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    return time.time_ns() // 1_000_000
 
 
 # --- the lock -------------------------------------------------------------------------------
