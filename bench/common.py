@@ -1,0 +1,415 @@
+"""Shared helpers for the benchmarks: the fake server, input files, child RSS, tables.
+
+The fake Z.AI server (tests/zai_server.py) always runs as its own subprocess, so on the
+2-core machine the server and the client under test each get a core and the client's
+figures are not diluted by the server's work in the same process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER_SCRIPT = REPO / "tests" / "zai_server.py"
+BASE_PATH = "/api/paas/v4"
+MODEL = "glm-4.6"
+MAX_TOKENS = 16
+ZBATCH = shutil.which("zbatch", path=str(Path(sys.executable).parent)) or "zbatch"
+
+
+# --- the fake server ------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A running fake server subprocess."""
+
+    port: int
+    process: subprocess.Popen[str]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{BASE_PATH}"
+
+    @property
+    def url(self) -> str:
+        return self.base_url + "/chat/completions"
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=data, method=method
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, Any]:
+        """The server's counters (GET /stats), request_starts included."""
+        return self._call("GET", "/stats")
+
+    def reset_stats(self) -> None:
+        self._call("POST", "/reset-stats", {})
+
+    def configure(self, **settings: Any) -> dict[str, Any]:
+        return self._call("POST", "/control", settings)
+
+
+@contextlib.contextmanager
+def fake_server(**settings: Any) -> Iterator[Server]:
+    """Start ``tests/zai_server.py`` as a subprocess; SIGTERM it on exit.
+
+    ``settings`` become flags: ``fake_server(latency=0.5, max_inflight=6)``.
+    """
+    cmd = [sys.executable, str(SERVER_SCRIPT), "--port", "0"]
+    for key, value in settings.items():
+        if value is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert process.stdout is not None
+        line = _readline_with_timeout(process, 15.0)
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"fake server did not start: {line!r}")
+        yield Server(int(line.split()[1]), process)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _readline_with_timeout(process: subprocess.Popen[str], timeout: float) -> str:
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    if not lines:
+        process.kill()
+        raise RuntimeError("fake server printed no PORT line in time")
+    return lines[0].strip()
+
+
+# --- rows and input files -------------------------------------------------------------------
+
+
+def prompt_for(i: int) -> str:
+    """A short, unique prompt (about 60 characters, like a one-line classification task)."""
+    return f"Review #{i}: the product arrived on time and works. Sentiment?"
+
+
+def row_id(i: int) -> str:
+    return f"r{i:07d}"
+
+
+def request_body(prompt: str) -> dict[str, Any]:
+    """The body zbatch sends for a prompt-column row with max_tokens (the bare loops send it)."""
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": MAX_TOKENS,
+    }
+
+
+def make_jsonl(path: Path, rows: int) -> Path:
+    """``rows`` lines of {"id", "prompt"}, written in chunks (flat memory)."""
+    with path.open("w", encoding="utf-8") as handle:
+        chunk: list[str] = []
+        for i in range(rows):
+            chunk.append(json.dumps({"id": row_id(i), "prompt": prompt_for(i)}))
+            if len(chunk) >= 10_000:
+                handle.write("\n".join(chunk) + "\n")
+                chunk = []
+        if chunk:
+            handle.write("\n".join(chunk) + "\n")
+    return path
+
+
+def make_parquet(path: Path, rows: int, *, row_group: int = 50_000) -> Path:
+    """The same rows as :func:`make_jsonl`, as Parquet (columns id, prompt)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("id", pa.string()), ("prompt", pa.string())])
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, rows, row_group):
+            stop = min(rows, start + row_group)
+            ids = [row_id(i) for i in range(start, stop)]
+            prompts = [prompt_for(i) for i in range(start, stop)]
+            writer.write_table(pa.table({"id": ids, "prompt": prompts}, schema=schema))
+    return path
+
+
+# --- running a child and measuring it -------------------------------------------------------
+
+
+@dataclass
+class ChildRun:
+    """What a measured child process did."""
+
+    returncode: int
+    seconds: float
+    peak_rss_mb: float
+    cpu_seconds: float  # user + system
+    stdout: str
+    stderr: str
+
+
+def bench_env(**extra: str) -> dict[str, str]:
+    """Environment for a zbatch child: no inherited key, base URL or proxy."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZAI_", "HTTP", "ALL_PROXY"))}
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
+def run_child(
+    cmd: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 7200.0,
+    on_tick: Callable[[float, int], None] | None = None,
+    tick_seconds: float = 15.0,
+    workdir: Path | None = None,
+) -> ChildRun:
+    """Run ``cmd`` to the end; wall seconds and peak RSS of that one child.
+
+    The peak comes from ``os.wait4`` on the child's pid (its own ``ru_maxrss``, not the
+    sum over every child this process ever waited for). ``on_tick(elapsed, pid)`` is called
+    every ``tick_seconds`` from a helper thread, for progress prints.
+    """
+    out_dir = Path(workdir or tempfile.gettempdir())
+    stdout_path = out_dir / f".bench-child-{os.getpid()}.out"
+    stderr_path = out_dir / f".bench-child-{os.getpid()}.err"
+    with stdout_path.open("w") as out, stderr_path.open("w") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(cmd, stdout=out, stderr=err, env=env or bench_env())
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(tick_seconds):
+                elapsed = time.perf_counter() - started
+                if on_tick is not None:
+                    on_tick(elapsed, process.pid)
+                if elapsed > timeout:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, signal.SIGKILL)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        done.set()
+        watcher.join()
+        process.returncode = os.waitstatus_to_exitcode(status)
+    result = ChildRun(
+        returncode=process.returncode,
+        seconds=seconds,
+        peak_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        stdout=stdout_path.read_text(errors="replace"),
+        stderr=stderr_path.read_text(errors="replace"),
+    )
+    stdout_path.unlink()
+    stderr_path.unlink()
+    return result
+
+
+def self_cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load_average() -> float:
+    """The 1-minute load average: above the core count, someone else is using the CPU."""
+    return os.getloadavg()[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def vm_hwm_mb(pid: int) -> float | None:
+    """A live process's peak RSS so far (VmHWM), or None if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def zbatch_command(transport: str = "default") -> list[str]:
+    """The installed console script, or the same CLI with the aiohttp transport patched in."""
+    if transport == "aiohttp":
+        return [sys.executable, str(REPO / "bench" / "zbatch_aiohttp.py")]
+    return [ZBATCH]
+
+
+def zbatch_cli(
+    input_path: Path,
+    outdir: Path,
+    base_url: str,
+    concurrency: int,
+    *extra: str,
+    transport: str = "default",
+) -> list[str]:
+    """The ``zbatch run`` command line the benchmarks use (progress on: log lines)."""
+    return [
+        *zbatch_command(transport),
+        "run",
+        "-i",
+        str(input_path),
+        "-o",
+        str(outdir),
+        "--base-url",
+        base_url,
+        "--concurrency",
+        str(concurrency),
+        "--max-tokens",
+        str(MAX_TOKENS),
+        "--log-every",
+        "5",
+        *extra,
+    ]
+
+
+def zbatch_overrides(
+    input_path: Path, outdir: Path, base_url: str, concurrency: int, **extra: Any
+) -> dict[str, Any]:
+    """The same settings as :func:`zbatch_cli`, as ``load_job`` overrides (in-process runs)."""
+    return {
+        "input_path": str(input_path),
+        "output_dir": str(outdir),
+        "base_url": base_url,
+        "concurrency": concurrency,
+        "max_tokens": MAX_TOKENS,
+        "log_every": 5.0,
+        **extra,
+    }
+
+
+# --- numbers and tables ---------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values: Sequence[float]) -> str:
+    """ "min-max" of a few repetitions, for the table."""
+    if not values:
+        return "-"
+    return f"{min(values):,.0f}-{max(values):,.0f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table (pastes straight into docs/performance.md)."""
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    sep = "| " + " | ".join("-" * w for w in widths) + " |"
+    return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def say(*parts: Any) -> None:
+    """Progress print to stderr, flushed (stdout keeps the tables)."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def machine_line() -> str:
+    import platform
+
+    import httpx
+    import pyarrow
+
+    versions = [f"python {platform.python_version()}", f"httpx {httpx.__version__}"]
+    try:
+        import httpcore
+
+        versions.append(f"httpcore {httpcore.__version__}")
+    except ImportError:
+        pass
+    try:
+        import aiohttp
+
+        versions.append(f"aiohttp {aiohttp.__version__}")
+    except ImportError:
+        pass
+    versions.append(f"pyarrow {pyarrow.__version__}")
+    try:
+        import sniffio  # noqa: F401
+
+        versions.append("sniffio importable")
+    except ImportError:
+        versions.append("sniffio NOT importable")
+    try:
+        import uvloop  # type: ignore[import-not-found]  # noqa: F401
+
+        server_loop = "uvloop"
+    except ImportError:
+        server_loop = "asyncio"
+    return (
+        f"{os.cpu_count()} cores, {platform.system()} {platform.release()}; {tree_state()}; "
+        + ", ".join(versions)
+        + f"; fake server loop: {server_loop}"
+    )
+
+
+def tree_state() -> str:
+    """The commit measured, and which zbatch/ files differed from it (others edit them)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "zbatch"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+    except OSError:
+        return "git state unknown"
+    changed = sorted({Path(p).name for p in dirty if p.endswith(".py")})
+    return f"zbatch at {head}" + (f" + uncommitted {', '.join(changed)}" if changed else "")

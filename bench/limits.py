@@ -1,0 +1,188 @@
+"""Limits: RPM pacing and an unknown concurrency cap, against the fake server.
+
+    python bench/limits.py                          # both cases (about 2.5 minutes)
+    python bench/limits.py --rpm 1200 --rpm-rows 1300
+    python bench/limits.py --skip-rpm --cap-reps 3
+
+(a) ``--rpm R``: the zbatch CLI with --rpm R on the zero-latency server. From the server's
+    record of request arrival times (GET /stats ``request_starts``): the achieved rate, and
+    the most starts in any 60 s window (what an RPM limit promises), 10 s and 1 s window (no
+    bursts). The default run (1,300 rows at R = 1,200) lasts just over 60 s, so a full 60 s
+    window is inside it.
+(b) Unknown concurrency cap: server ``--max-inflight 6 --latency 0.05`` answers 429/1302 to
+    any request above 6 in flight. zbatch with ``--concurrency 48`` (it must find the cap)
+    against the oracle ``--concurrency 6`` (it knows it): throughput ratio and the share of
+    requests rejected with 1302. Runs alternate; each uses a fresh server subprocess.
+
+Every zbatch run is the installed console script as a subprocess, with a new OUTDIR, and must
+finish with every row in the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common import (
+    bench_env,
+    fake_server,
+    machine_line,
+    make_jsonl,
+    median,
+    run_child,
+    say,
+    spread,
+    table,
+    zbatch_cli,
+)
+
+
+def max_in_window(stamps: list[float], window: float) -> int:
+    """Most timestamps inside any half-open interval [t, t + window)."""
+    ordered = sorted(stamps)
+    best = first = 0
+    for last, stamp in enumerate(ordered):
+        while stamp - ordered[first] >= window:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+def run_zbatch(
+    work: Path, server_settings: dict[str, Any], rows: int, concurrency: int, *extra: str
+) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """One CLI run against a fresh server: (summary.json, server stats, wall seconds)."""
+    outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    with fake_server(**server_settings) as server:
+        cmd = zbatch_cli(work / "input.jsonl", outdir, server.base_url, concurrency, *extra)
+        child = run_child(cmd, env=bench_env(), workdir=work)
+        stats = server.stats()
+    if child.returncode != 0:
+        raise SystemExit(f"zbatch exited {child.returncode}\n{child.stderr[-3000:]}")
+    summary = json.loads((outdir / "summary.json").read_text())
+    if summary["rows"]["ok"] != rows:
+        raise SystemExit(f"expected {rows} rows ok, summary says {summary['rows']}")
+    return summary, stats, child.seconds
+
+
+def rpm_case(work: Path, rpm: float, rows: int, concurrency: int) -> None:
+    say(f"(a) --rpm {rpm:g}: {rows:,} rows, expect about {rows / (rpm * 0.98) * 60:.0f} s ...")
+    summary, stats, seconds = run_zbatch(work, {}, rows, concurrency, "--rpm", f"{rpm:g}")
+    starts = stats["request_starts"]
+    span = starts[-1] - starts[0]
+    achieved = (len(starts) - 1) / span * 60 if span > 0 else float("nan")
+    print(
+        f"\n(a) RPM pacing: zbatch --rpm {rpm:g} --concurrency {concurrency}, {rows:,} rows, "
+        f"zero-latency server; {len(starts):,} requests over {span:.1f} s (run {seconds:.1f} s)\n"
+    )
+    table_rows = [
+        ["achieved rate (starts/min, first to last)", f"{achieved:,.1f}", f"<= {rpm:g}"],
+    ]
+    most = max_in_window(starts, 60.0)
+    covered = "" if span >= 60.0 else " (run shorter than 60 s!)"
+    verdict = "ok" if most <= rpm else "OVER"
+    table_rows.append([f"most starts in any 60 s window{covered}", most, f"<= {rpm:g} ({verdict})"])
+    # Shorter windows are no promise; they show whether starts come in bursts. Evenly spaced
+    # starts at the paced rate (zbatch aims at 98% of the cap) give about this many:
+    for window in (10.0, 1.0):
+        even = rpm * 0.98 * window / 60
+        table_rows.append(
+            [
+                f"most starts in any {window:g} s window (no promise; bursts?)",
+                max_in_window(starts, window),
+                f"even spacing: {even:.1f}",
+            ]
+        )
+    first_second = sum(1 for s in starts if s - starts[0] < 1.0)
+    table_rows.append(["starts in the first second (burst at start-up)", first_second, "-"])
+    table_rows.append(["requests / rows", f"{summary['requests']} / {rows}", "-"])
+    print(table(["measure", "value", "limit"], table_rows))
+
+
+def cap_case(work: Path, rows: int, reps: int, cap: int, latency: float, ceiling: int) -> None:
+    settings = {"max_inflight": cap, "latency": latency}
+    runs: dict[str, list[dict[str, Any]]] = {"oracle": [], "adaptive": []}
+    for rep in range(1, reps + 1):
+        for name, concurrency in (("oracle", cap), ("adaptive", ceiling)):
+            summary, stats, seconds = run_zbatch(work, settings, rows, concurrency)
+            rejected = stats["errors_by_code"].get("1302", 0)
+            run = {
+                "rate": rows / seconds,
+                "seconds": seconds,
+                "requests": stats["requests"],
+                "rejected": rejected,
+                "share": rejected / stats["requests"],
+                "final": summary["concurrency"]["final"],
+                "minimum": summary["concurrency"]["minimum"],
+                "max_inflight": stats["max_inflight_seen"],
+            }
+            runs[name].append(run)
+            say(
+                f"  (b) rep {rep}/{reps} {name:<8} c={concurrency:<3} {run['rate']:6.1f} rows/s, "
+                f"{rejected} rejected of {stats['requests']}, concurrency min {run['minimum']}"
+                f" final {run['final']}"
+            )
+    print(
+        f"\n(b) Unknown concurrency cap: server --max-inflight {cap} --latency {latency:g}, "
+        f"{rows:,} rows, {reps} rep(s), medians; ideal {cap / latency:.0f} rows/s\n"
+    )
+    table_rows = []
+    oracle_rate = median([r["rate"] for r in runs["oracle"]])
+    for name, concurrency in (("oracle", cap), ("adaptive", ceiling)):
+        values = runs[name]
+        rate = median([r["rate"] for r in values])
+        table_rows.append(
+            [
+                f"zbatch --concurrency {concurrency} ({name})",
+                f"{rate:,.1f}",
+                spread([r["rate"] for r in values]),
+                f"{rate / oracle_rate:.2f}",
+                round(median([r["requests"] for r in values])),
+                f"{median([r['share'] for r in values]):.1%}",
+                f"{median([r['minimum'] for r in values]):g} / "
+                f"{median([r['final'] for r in values]):g}",
+                round(median([r["max_inflight"] for r in values])),
+            ]
+        )
+    headers = [
+        "run",
+        "rows/s",
+        "range",
+        "vs oracle",
+        "requests",
+        "1302 share",
+        "concurrency min / final",
+        "server max in flight",
+    ]
+    print(table(headers, table_rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rpm", type=float, default=1200)
+    parser.add_argument("--rpm-rows", type=int, default=1300, help="rows in the RPM case")
+    parser.add_argument("--rpm-concurrency", type=int, default=16)
+    parser.add_argument("--cap", type=int, default=6, help="server --max-inflight")
+    parser.add_argument("--cap-latency", type=float, default=0.05, help="server --latency")
+    parser.add_argument("--ceiling", type=int, default=48, help="zbatch --concurrency")
+    parser.add_argument("--cap-rows", type=int, default=1500)
+    parser.add_argument("--cap-reps", type=int, default=2)
+    parser.add_argument("--skip-rpm", action="store_true")
+    parser.add_argument("--skip-cap", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {machine_line()}")
+    with tempfile.TemporaryDirectory(prefix="zbatch-limits-") as tmp:
+        work = Path(tmp)
+        if not args.skip_rpm:
+            make_jsonl(work / "input.jsonl", args.rpm_rows)
+            rpm_case(work, args.rpm, args.rpm_rows, args.rpm_concurrency)
+        if not args.skip_cap:
+            make_jsonl(work / "input.jsonl", args.cap_rows)
+            cap_case(work, args.cap_rows, args.cap_reps, args.cap, args.cap_latency, args.ceiling)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Memory: peak RSS of the ``zbatch`` CLI at 100k and 1M input rows, and the cost of a resume.
+
+    python bench/memory.py                                  # 100k and 1M rows, Parquet and JSONL
+    python bench/memory.py --sizes 20000,100000 --formats parquet
+
+For each size and format: a fresh zero-latency fake server subprocess, then the installed
+``zbatch run`` console script as a subprocess (concurrency 64, --part-rows 50000, progress log
+lines on) on a new OUTDIR. Reported: wall seconds, rows/s, and the child's peak RSS from
+``os.wait4`` (its own ru_maxrss). Every run must exit 0 with every row in the results.
+
+Then the resume cost: the same command again on the finished OUTDIR of the largest size
+(every row already committed), against a fresh server: seconds until exit, peak RSS, and the
+requests the server received (must be 0). ``zbatch --version`` gives the interpreter +
+import baseline of both figures.
+
+At 1M rows a run takes as long as 1M requests do on this machine (tens of minutes on 2 cores
+with the default httpx transport); progress is printed every 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from common import (
+    ChildRun,
+    bench_env,
+    fake_server,
+    machine_line,
+    make_jsonl,
+    make_parquet,
+    run_child,
+    say,
+    table,
+    vm_hwm_mb,
+    zbatch_cli,
+    zbatch_command,
+)
+
+TARGET_PEAK_MB = 300
+TARGET_GROWTH_MB = 100
+TARGET_RESUME_S = 5.0
+
+
+def _progress(label: str, outdir: Path) -> Any:
+    def tick(elapsed: float, pid: int) -> None:
+        parts = len(list((outdir / "results").glob("part-*.parquet")))
+        peak = vm_hwm_mb(pid)
+        shown = f"{peak:,.0f} MB" if peak is not None else "-"
+        say(f"    {label}: {elapsed:6.0f} s, {parts} parts committed, peak RSS so far {shown}")
+
+    return tick
+
+
+def run_case(
+    label: str,
+    input_path: Path,
+    outdir: Path,
+    args: argparse.Namespace,
+    rows: int,
+    *,
+    ask_server: bool = False,
+) -> tuple[ChildRun, int]:
+    """One ``zbatch run`` against a fresh server; returns the child's figures and requests.
+
+    Requests come from summary.json, or from the server with ``ask_server`` (its /stats
+    reply lists every answered prompt, so it is only asked after runs that sent few).
+    """
+    with fake_server() as server:
+        cmd = zbatch_cli(
+            input_path,
+            outdir,
+            server.base_url,
+            args.concurrency,
+            "--part-rows",
+            str(args.part_rows),
+            "--log-every",
+            "30",
+            transport=args.transport,
+        )
+        env = bench_env()
+        if args.arrow_pool:
+            env["ARROW_DEFAULT_MEMORY_POOL"] = args.arrow_pool
+        child = run_child(
+            cmd,
+            env=env,
+            on_tick=_progress(label, outdir),
+            tick_seconds=30.0,
+            workdir=outdir.parent,
+        )
+        requests = int(server.stats()["requests"]) if ask_server else -1
+    if child.returncode != 0:
+        raise SystemExit(f"{label}: zbatch exited {child.returncode}\n{child.stderr[-3000:]}")
+    summary = json.loads((outdir / "summary.json").read_text())
+    settled = summary["rows"]["ok"] + summary["rows"]["skipped_already_done"]
+    if settled != rows or summary["rows"]["failed"]:
+        raise SystemExit(f"{label}: expected {rows} rows done, summary says {summary['rows']}")
+    return child, requests if ask_server else int(summary["requests"])
+
+
+def resume_breakdown(input_path: Path, outdir: Path) -> list[list[Any]]:
+    """Where a resume's time goes, step by step, in this process (zbatch's own functions).
+
+    The producer reads every input row and, for each, currently renders the request body
+    (prompt.render + json.dumps) before asking whether the id is already done; the last two
+    steps time that order against checking the id first.
+    """
+    import resource
+    import time
+
+    from zbatch import load_job, prompt, source, store
+    from zbatch.runner import Runner
+
+    def rss_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    steps: list[list[Any]] = []
+
+    def step(name: str, fn: Any) -> Any:
+        started = time.perf_counter()
+        value = fn()
+        steps.append([name, f"{time.perf_counter() - started:.2f}", round(rss_mb())])
+        return value
+
+    job = load_job(None, {"input_path": str(input_path), "output_dir": str(outdir)})
+    inputs = source.open_input(job.input_path)
+    state = step("store.load_state (ids of committed parts)", lambda: store.load_state(outdir))
+    step("source.count_rows", lambda: source.count_rows(inputs.paths))
+    step("read every input row (InputFiles.rows)", lambda: sum(1 for _ in inputs.rows()))
+
+    def id_first() -> int:
+        done = 0
+        for raw in inputs.rows():
+            row_id = prompt.row_id(raw.data or {}, job.id_column)
+            done += row_id is not None and state.is_done(row_id)
+        return done
+
+    step("read + row_id + is_done (proposed order)", id_first)
+    runner = Runner.__new__(Runner)  # only what _prepare needs
+    runner.job, runner.state = job, state
+    runner._keep_casts = []
+    runner.stats = None  # _prepare touches stats only for bad rows
+
+    def render_first() -> int:
+        seen: set[str] = set()
+        done = 0
+        for raw in inputs.rows():
+            work = runner._prepare(raw, seen)
+            done += work is not None and state.is_done(work.id)
+        return done
+
+    step("read + Runner._prepare (render) + is_done (current order)", render_first)
+    return steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
+    parser.add_argument("--formats", default="parquet,jsonl", help="parquet, jsonl or both")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--transport",
+        choices=["default", "aiohttp"],
+        default="default",
+        help="default: the installed zbatch script; aiohttp: bench/zbatch_aiohttp.py (same CLI)",
+    )
+    parser.add_argument("--part-rows", type=int, default=50_000)
+    parser.add_argument(
+        "--arrow-pool",
+        choices=["system", "mimalloc", "jemalloc"],
+        help="what-if: ARROW_DEFAULT_MEMORY_POOL for the zbatch child (default: pyarrow's)",
+    )
+    parser.add_argument("--workdir", help="where inputs and OUTDIRs go (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the inputs and OUTDIRs")
+    args = parser.parse_args()
+    sizes = sorted(int(v) for v in args.sizes.split(",") if v.strip())
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="zbatch-mem-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine_line()}")
+    print(
+        f"zbatch CLI subprocess ({args.transport} transport), concurrency {args.concurrency}, "
+        f"--part-rows {args.part_rows}, Arrow memory pool {args.arrow_pool or 'default'}, "
+        "zero-latency fake server (fresh subprocess per run); peak RSS from wait4\n"
+    )
+    say(f"work dir: {work}")
+    try:
+        baseline = run_child(
+            [*zbatch_command(args.transport), "--version"], env=bench_env(), workdir=work
+        )
+        runs: dict[tuple[str, int], tuple[ChildRun, int]] = {}
+        outdirs: dict[tuple[str, int], Path] = {}
+        for rows in sizes:
+            for fmt in formats:
+                input_path = work / f"in-{rows}.{fmt}"
+                say(f"making {input_path.name} ...")
+                if fmt == "parquet":
+                    make_parquet(input_path, rows)
+                else:
+                    make_jsonl(input_path, rows)
+                outdir = work / f"out-{fmt}-{rows}"
+                shutil.rmtree(outdir, ignore_errors=True)
+                label = f"{fmt} {rows:,}"
+                say(f"  running zbatch on {label} rows ...")
+                runs[(fmt, rows)] = run_case(label, input_path, outdir, args, rows)
+                outdirs[(fmt, rows)] = outdir
+                child, _ = runs[(fmt, rows)]
+                say(
+                    f"  {label}: {child.seconds:,.1f} s, {rows / child.seconds:,.0f} rows/s, "
+                    f"peak RSS {child.peak_rss_mb:,.0f} MB"
+                )
+        table_rows = []
+        for (fmt, rows), (child, _) in runs.items():
+            verdict = "meets" if child.peak_rss_mb <= TARGET_PEAK_MB else "misses"
+            table_rows.append(
+                [
+                    fmt,
+                    rows,
+                    round(child.seconds, 1),
+                    round(rows / child.seconds),
+                    round(child.cpu_seconds / rows * 1e6),
+                    round(child.peak_rss_mb),
+                    f"{verdict} (<= {TARGET_PEAK_MB} MB)",
+                ]
+            )
+        print(
+            table(
+                ["input", "rows", "wall s", "rows/s", "CPU us/row", "peak RSS MB", "target"],
+                table_rows,
+            )
+        )
+        if len(sizes) >= 2:
+            small, large = sizes[0], sizes[-1]
+            print(f"\nPeak RSS growth from {small:,} to {large:,} rows:\n")
+            growth_rows = []
+            for fmt in formats:
+                growth = runs[(fmt, large)][0].peak_rss_mb - runs[(fmt, small)][0].peak_rss_mb
+                verdict = "meets" if growth <= TARGET_GROWTH_MB else "misses"
+                growth_rows.append([fmt, round(growth), f"{verdict} (<= {TARGET_GROWTH_MB} MB)"])
+            print(table(["input", "growth MB", "target"], growth_rows))
+
+        largest = sizes[-1]
+        print(f"\nResume on a finished OUTDIR ({largest:,} committed results), same command:\n")
+        resume_rows = [
+            [
+                f"{Path(zbatch_command(args.transport)[-1]).name} --version (baseline)",
+                round(baseline.seconds, 2),
+                round(baseline.peak_rss_mb),
+                "-",
+                "-",
+                "-",
+            ]
+        ]
+        for fmt in formats:
+            input_path = work / f"in-{largest}.{fmt}"
+            outdir = outdirs[(fmt, largest)]
+            say(f"  resuming {fmt} {largest:,} ...")
+            child, requests = run_case(
+                f"resume {fmt}", input_path, outdir, args, largest, ask_server=True
+            )
+            verdict = "meets" if child.seconds <= TARGET_RESUME_S else "misses"
+            resume_rows.append(
+                [
+                    f"resume, {fmt} input",
+                    round(child.seconds, 2),
+                    round(child.peak_rss_mb),
+                    round(child.cpu_seconds, 2),
+                    requests,
+                    f"{verdict} (<= {TARGET_RESUME_S:g} s)",
+                ]
+            )
+        print(
+            table(
+                ["run", "seconds to exit", "peak RSS MB", "CPU s", "requests sent", "target"],
+                resume_rows,
+            )
+        )
+        fmt = formats[0]
+        say(f"  resume breakdown ({fmt}) ...")
+        print(
+            f"\nWhere the resume time goes ({fmt}, {largest:,} rows; in-process, cumulative RSS):\n"
+        )
+        breakdown = resume_breakdown(work / f"in-{largest}.{fmt}", outdirs[(fmt, largest)])
+        print(table(["step", "seconds", "peak RSS MB so far"], breakdown))
+    finally:
+        if not args.keep and not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Profile zbatch's hot path with pyinstrument: concurrency 64 on the zero-latency fake server.
+
+    python bench/profile_hotpath.py                       # zbatch, default and aiohttp transports
+    python bench/profile_hotpath.py --transport default --rows 5000 --top 30
+    python bench/profile_hotpath.py --bare                # also the bare httpx-default loop
+
+Samples the event-loop thread (pyinstrument, async_mode "disabled": the raw stacks, so time
+the loop spends waiting in epoll shows as ``select``) and prints: self time by function
+(flat, top N), and inclusive time of the zbatch / httpx / httpcore / anyio / aiohttp frames
+that matter. Needs ``pip install pyinstrument`` (and httpx-aiohttp for that transport).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import anyio
+import whatif
+from common import fake_server, machine_line, make_jsonl, say, table, zbatch_overrides
+from throughput import _aiohttp_transport, _httpx_loop
+
+import zbatch
+from zbatch.progress import LogProgress
+
+try:
+    from pyinstrument import Profiler
+except ImportError:  # pragma: no cover - optional benchmark dependency
+    Profiler = None
+
+try:
+    import httpx_aiohttp
+except ImportError:  # pragma: no cover - optional benchmark dependency
+    httpx_aiohttp = None
+
+
+def _walk(frame: Any, stack: tuple[str, ...], out: dict[str, Any]) -> None:
+    """Self and inclusive time per function (inclusive counted once per stack)."""
+    name = f"{frame.function} ({frame.file_path_short}:{frame.line_no})"
+    out["self"][name] += frame.total_self_time
+    if name not in stack:
+        out["total"][name] += frame.time
+    for child in frame.children:
+        _walk(child, (*stack, name), out)
+
+
+def profile(label: str, run: Any, top: int) -> None:
+    assert Profiler is not None
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    started = time.perf_counter()
+    profiler.start()
+    rows = run()
+    session = profiler.stop()
+    seconds = time.perf_counter() - started
+    root = session.root_frame()
+    out: dict[str, Any] = {"self": defaultdict(float), "total": defaultdict(float)}
+    if root is not None:
+        _walk(root, (), out)
+    total = root.time if root is not None else seconds
+    print(f"\n### {label}: {rows:,} rows in {seconds:.2f} s = {rows / seconds:,.0f} rows/s")
+    print(f"(profiled wall time {total:.2f} s; sampling slows the run somewhat)\n")
+    print(f"Self time, top {top}:\n")
+    ranked = sorted(out["self"].items(), key=lambda kv: kv[1], reverse=True)[:top]
+    print(table(["function", "self s", "share"], _rows(ranked, total)))
+    keys = ("zbatch/", "httpx/", "httpcore/", "anyio/", "aiohttp/", "httpx_aiohttp/", "pyarrow/")
+    inclusive = [
+        (name, value)
+        for name, value in out["total"].items()
+        if any(k in name for k in keys) and value / total >= 0.03
+    ]
+    inclusive.sort(key=lambda kv: kv[1], reverse=True)
+    print(f"\nInclusive time of library / zbatch frames (>= 3%), top {top}:\n")
+    print(table(["function", "incl s", "share"], _rows(inclusive[:top], total)))
+    own = [
+        (name, value)
+        for name, value in out["total"].items()
+        if "zbatch/" in name and "bench" not in name and value / total >= 0.005
+    ]
+    own.sort(key=lambda kv: kv[1], reverse=True)
+    print("\nzbatch's own frames, inclusive (>= 0.5%):\n")
+    print(table(["function", "incl s", "share"], _rows(own, total)))
+
+
+def _rows(items: list[tuple[str, float]], total: float) -> list[list[Any]]:
+    return [[name, f"{value:.2f}", f"{value / total:.1%}"] for name, value in items]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--transport", choices=["default", "aiohttp", "both"], default="both")
+    parser.add_argument("--bare", action="store_true", help="also profile the bare httpx loop")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--what-if", choices=sorted(whatif.PATCHES), help="profile zbatch with this patch"
+    )
+    args = parser.parse_args()
+    if Profiler is None:
+        print("note: pyinstrument is not importable (pip install pyinstrument); nothing to do")
+        return
+    logging.getLogger("zbatch").setLevel(logging.INFO)
+    transports = ["default", "aiohttp"] if args.transport == "both" else [args.transport]
+    if "aiohttp" in transports and httpx_aiohttp is None:
+        print("note: httpx_aiohttp is not importable: skipping the aiohttp transport")
+        transports.remove("aiohttp")
+    print(f"machine: {machine_line()}")
+    with tempfile.TemporaryDirectory(prefix="zbatch-prof-") as tmp, fake_server() as server:
+        work = Path(tmp)
+        make_jsonl(work / "input.jsonl", args.rows)
+        for name in transports:
+            say(f"profiling zbatch, {name} transport ...")
+            outdir = work / f"out-{name}"
+
+            def run(name: str = name, outdir: Path = outdir) -> int:
+                overrides = zbatch_overrides(
+                    work / "input.jsonl", outdir, server.base_url, args.concurrency
+                )
+                job = zbatch.load_job(None, overrides)
+                transport = _aiohttp_transport(args.concurrency) if name == "aiohttp" else None
+                patch = whatif.PATCHES[args.what_if] if args.what_if else contextlib.nullcontext
+                with patch():
+                    result = zbatch.run_job(
+                        job, transport=transport, progress=LogProgress(job.log_every)
+                    )
+                return result.stats.ok
+
+            server.reset_stats()
+            label = f"zbatch, {name} transport, c={args.concurrency}"
+            if args.what_if:
+                label += f", what-if {args.what_if}"
+            profile(label, run, args.top)
+        if args.bare:
+            say("profiling the bare httpx-default loop ...")
+            server.reset_stats()
+            profile(
+                f"bare anyio+httpx loop, default transport, c={args.concurrency}",
+                lambda: anyio.run(_httpx_loop, server.url, args.rows, args.concurrency, False),
+                args.top,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,454 @@
+"""Throughput: zbatch against bare client loops, on the zero-latency fake server.
+
+    python bench/throughput.py                       # 5,000 rows, concurrency 8 and 64, 3 reps
+    python bench/throughput.py --rows 2000 --reps 1 --concurrency 64
+    python bench/throughput.py --latency-case        # also: 500 ms server, concurrency 256
+
+Clients (each sends the same rows, the body zbatch sends, and parses the JSON answer):
+
+  httpx-default    bare anyio + httpx.AsyncClient, httpx's own transport (httpcore)
+  httpx-aiohttp    bare anyio + httpx.AsyncClient(transport=httpx_aiohttp.AiohttpTransport)
+  aiohttp          bare asyncio + aiohttp.ClientSession
+  zbatch-default   zbatch.run_job in this process, default transport
+  zbatch-aiohttp   zbatch.run_job in this process, transport=AiohttpTransport
+  zbatch-cli       the installed ``zbatch run`` console script as a subprocess (default
+                   transport; the figure includes interpreter start-up and imports)
+
+A bare loop is N workers pulling row numbers from one shared iterator. zbatch runs with
+everything on: results and error-log part files, checkpoints (part_rows / part_seconds),
+progress (log lines, as off a terminal) and run.log.
+
+One fake server subprocess serves the whole zero-latency run (its stats are reset before
+each measurement, and every measurement checks that the server answered exactly --rows
+requests); the latency case gets its own server started with --latency. Clients are
+interleaved: each repetition runs every client once, so drift hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import gc
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import whatif
+from common import (
+    Server,
+    bench_env,
+    cpu_seconds,
+    fake_server,
+    load_average,
+    machine_line,
+    make_jsonl,
+    median,
+    prompt_for,
+    ratio,
+    request_body,
+    run_child,
+    say,
+    self_cpu_seconds,
+    spread,
+    table,
+    zbatch_cli,
+    zbatch_overrides,
+)
+
+import zbatch
+from zbatch.progress import LogProgress
+
+try:
+    import aiohttp
+except ImportError:  # pragma: no cover - optional benchmark dependency
+    aiohttp = None
+
+try:
+    from httpx_aiohttp import AiohttpTransport
+except ImportError:  # pragma: no cover - optional benchmark dependency
+    AiohttpTransport = None
+
+HEADERS = {"Content-Type": "application/json"}
+
+
+# --- bare loops -----------------------------------------------------------------------------
+
+
+def _limits(concurrency: int) -> httpx.Limits:
+    return httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+
+def _aiohttp_transport(concurrency: int) -> httpx.AsyncBaseTransport:
+    assert AiohttpTransport is not None
+    return AiohttpTransport(limits=_limits(concurrency))
+
+
+def _answer(raw: bytes) -> str:
+    data = json.loads(raw)
+    return data["choices"][0]["message"]["content"]
+
+
+async def _httpx_loop(url: str, rows: int, concurrency: int, use_aiohttp: bool) -> int:
+    transport = _aiohttp_transport(concurrency) if use_aiohttp else None
+    ok = 0
+    numbers = iter(range(rows))
+    async with httpx.AsyncClient(
+        limits=_limits(concurrency), transport=transport, timeout=60.0
+    ) as client:
+
+        async def worker() -> None:
+            nonlocal ok
+            for i in numbers:
+                body = json.dumps(request_body(prompt_for(i))).encode()
+                response = await client.post(url, content=body, headers=HEADERS)
+                if response.status_code == 200 and _answer(response.content):
+                    ok += 1
+
+        async with anyio.create_task_group() as group:
+            for _ in range(concurrency):
+                group.start_soon(worker)
+    return ok
+
+
+async def _aiohttp_loop(url: str, rows: int, concurrency: int) -> int:
+    assert aiohttp is not None
+    ok = 0
+    numbers = iter(range(rows))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def worker() -> None:
+            nonlocal ok
+            for i in numbers:
+                body = json.dumps(request_body(prompt_for(i))).encode()
+                async with session.post(url, data=body, headers=HEADERS) as response:
+                    raw = await response.read()
+                    if response.status == 200 and _answer(raw):
+                        ok += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ok
+
+
+# A client runs the rows and returns (rows answered, CPU seconds of a child process or None
+# when it ran in this process, whose own CPU time is then measured).
+Done = tuple[int, float | None]
+
+
+def bare_httpx_default(server: Server, rows: int, concurrency: int, _: Path) -> Done:
+    return anyio.run(_httpx_loop, server.url, rows, concurrency, False), None
+
+
+def bare_httpx_aiohttp(server: Server, rows: int, concurrency: int, _: Path) -> Done:
+    return anyio.run(_httpx_loop, server.url, rows, concurrency, True), None
+
+
+def bare_aiohttp(server: Server, rows: int, concurrency: int, _: Path) -> Done:
+    return asyncio.run(_aiohttp_loop(server.url, rows, concurrency)), None
+
+
+# --- zbatch ---------------------------------------------------------------------------------
+
+
+def _zbatch_in_process(
+    server: Server, rows: int, concurrency: int, work: Path, aio: bool, patch: str | None = None
+) -> Done:
+    outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    job = zbatch.load_job(
+        None, zbatch_overrides(work / "input.jsonl", outdir, server.base_url, concurrency)
+    )
+    transport = _aiohttp_transport(concurrency) if aio else None
+    with whatif.PATCHES[patch]() if patch else contextlib.nullcontext():
+        result = zbatch.run_job(job, transport=transport, progress=LogProgress(job.log_every))
+    if result.exit_code != 0:
+        raise RuntimeError(f"zbatch exited {result.exit_code}: {result.stopped}")
+    return result.stats.ok, None
+
+
+def zbatch_default(server: Server, rows: int, concurrency: int, work: Path) -> Done:
+    return _zbatch_in_process(server, rows, concurrency, work, aio=False)
+
+
+def zbatch_aiohttp(server: Server, rows: int, concurrency: int, work: Path) -> Done:
+    return _zbatch_in_process(server, rows, concurrency, work, aio=True)
+
+
+def zbatch_subprocess(
+    server: Server, rows: int, concurrency: int, work: Path, transport: str = "default"
+) -> Done:
+    outdir = Path(tempfile.mkdtemp(prefix="cli-", dir=work))
+    cmd = zbatch_cli(
+        work / "input.jsonl", outdir, server.base_url, concurrency, transport=transport
+    )
+    child = run_child(cmd, env=bench_env(), workdir=work)
+    if child.returncode != 0:
+        raise RuntimeError(f"zbatch CLI exited {child.returncode}: {child.stderr[-2000:]}")
+    summary = json.loads((outdir / "summary.json").read_text())
+    return int(summary["rows"]["ok"]), child.cpu_seconds
+
+
+def what_if_clients() -> list[tuple[str, Client]]:
+    """zbatch with the proposed hot-path fixes patched in (see bench/whatif.py)."""
+    found: list[tuple[str, Client]] = [
+        ("zbatch-default+direct", functools.partial(_zbatch_in_process, aio=False, patch="direct"))
+    ]
+    if AiohttpTransport is not None:
+        found.append(
+            (
+                "zbatch-aiohttp+direct",
+                functools.partial(_zbatch_in_process, aio=True, patch="direct"),
+            )
+        )
+    if aiohttp is not None:
+        found.append(
+            (
+                "zbatch-native-aiohttp",
+                functools.partial(_zbatch_in_process, aio=False, patch="native"),
+            )
+        )
+    return found
+
+
+Client = Callable[[Server, int, int, Path], Done]
+
+
+def clients(selected: set[str] | None, what_if: bool = False) -> list[tuple[str, Client]]:
+    found: list[tuple[str, Client]] = [("httpx-default", bare_httpx_default)]
+    if AiohttpTransport is not None:
+        found.append(("httpx-aiohttp", bare_httpx_aiohttp))
+    else:
+        print("note: httpx_aiohttp is not importable: skipping httpx-aiohttp and zbatch-aiohttp")
+        print("      (pip install httpx-aiohttp aiohttp into the venv to measure them)")
+    if aiohttp is not None:
+        found.append(("aiohttp", bare_aiohttp))
+    else:
+        print("note: aiohttp is not importable: skipping the bare aiohttp loop")
+    found.append(("zbatch-default", zbatch_default))
+    if AiohttpTransport is not None:
+        found.append(("zbatch-aiohttp", zbatch_aiohttp))
+    found.append(("zbatch-cli", zbatch_subprocess))
+    if AiohttpTransport is not None:
+        cli_aiohttp = functools.partial(zbatch_subprocess, transport="aiohttp")
+        found.append(("zbatch-cli-aiohttp", cli_aiohttp))
+    if what_if:
+        found += what_if_clients()
+    if selected:
+        found = [(name, fn) for name, fn in found if name in selected]
+    return found
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One measurement: the client's rate and cost, and what the server saw meanwhile."""
+
+    rate: float
+    cpu_us: float  # client CPU microseconds per row (this process, or the zbatch child)
+    connections: int  # TCP connections the server accepted
+    max_inflight: int  # most requests in flight at once, as the server saw them
+    server_cpu: float  # server CPU seconds per wall second (1.0 = one core busy)
+    load: float  # 1-minute load average when the measurement ended
+
+
+def measure(server: Server, client: Client, rows: int, concurrency: int, work: Path) -> Sample:
+    """One client run; checks that the server answered every row exactly once."""
+    server.reset_stats()
+    gc.collect()
+    server_before = cpu_seconds(server.process.pid)
+    self_before = self_cpu_seconds()
+    started = time.perf_counter()
+    ok, child_cpu = client(server, rows, concurrency, work)
+    seconds = time.perf_counter() - started
+    client_cpu = child_cpu if child_cpu is not None else self_cpu_seconds() - self_before
+    server_cpu = cpu_seconds(server.process.pid) - server_before
+    stats = server.stats()
+    if ok != rows or stats["successes"] != rows or stats["requests"] != rows:
+        raise RuntimeError(
+            f"expected {rows} answered rows; client ok {ok}, server requests "
+            f"{stats['requests']}, successes {stats['successes']}"
+        )
+    return Sample(
+        rate=rows / seconds,
+        cpu_us=client_cpu / rows * 1e6,
+        connections=stats["connections"],
+        max_inflight=stats["max_inflight_seen"],
+        server_cpu=server_cpu / seconds,
+        load=load_average(),
+    )
+
+
+Samples = dict[tuple[str, int], list[Sample]]
+
+
+def run_matrix(
+    server: Server, rows: int, levels: list[int], reps: int, chosen: list[tuple[str, Client]]
+) -> Samples:
+    samples: Samples = {}
+    with tempfile.TemporaryDirectory(prefix="zbatch-bench-") as tmp:
+        work = Path(tmp)
+        make_jsonl(work / "input.jsonl", rows)
+        for rep in range(1, reps + 1):
+            for concurrency in levels:
+                for name, client in chosen:
+                    s = measure(server, client, rows, concurrency, work)
+                    samples.setdefault((name, concurrency), []).append(s)
+                    say(
+                        f"  rep {rep}/{reps} c={concurrency:<3} {name:<22} {s.rate:7,.0f} rows/s"
+                        f" {s.cpu_us:6,.0f} us CPU/row | server: {s.connections} conns, max in"
+                        f" flight {s.max_inflight}, cpu {s.server_cpu:.0%} | load {s.load:.1f}"
+                    )
+    return samples
+
+
+def print_matrix(samples: Samples, levels: list[int], names: list[str]) -> None:
+    rows = []
+    for name in names:
+        row: list[Any] = [name]
+        for level in levels:
+            values = samples.get((name, level), [])
+            rates = [s.rate for s in values]
+            row += [round(median(rates)), spread(rates), round(median([s.cpu_us for s in values]))]
+        rows.append(row)
+    headers = ["client"]
+    for level in levels:
+        headers += [f"c={level} rows/s", f"c={level} range", f"c={level} CPU us/row"]
+    print(table(headers, rows))
+    print("\nWhat the server saw (medians): TCP connections opened, server CPU share\n")
+    rows = []
+    for name in names:
+        row = [name]
+        for level in levels:
+            values = samples.get((name, level), [])
+            row += [
+                round(median([s.connections for s in values])),
+                f"{median([s.server_cpu for s in values]):.0%}",
+            ]
+        rows.append(row)
+    headers = ["client"]
+    for level in levels:
+        headers += [f"c={level} conns", f"c={level} server cpu"]
+    print(table(headers, rows))
+    loads = [s.load for values in samples.values() for s in values]
+    print(f"\n1-min load average at the end of each measurement: {spread(loads)} ", end="")
+    print("(2 cores; the benchmark itself accounts for about 1.3)")
+
+
+def print_targets(samples: Samples, level: int) -> None:
+    rates = {key: [s.rate for s in values] for key, values in samples.items()}
+
+    def med(name: str) -> float | None:
+        values = rates.get((name, level))
+        return median(values) if values else None
+
+    checks = [
+        ("zbatch-default / bare httpx-default", "zbatch-default", "httpx-default", 0.8),
+        ("zbatch-aiohttp / bare httpx-aiohttp", "zbatch-aiohttp", "httpx-aiohttp", 0.8),
+        ("zbatch-default / bare httpx-default", "zbatch-default", "httpx-default", 4.0),
+        ("zbatch-aiohttp / bare httpx-default", "zbatch-aiohttp", "httpx-default", 4.0),
+        ("zbatch-default / bare aiohttp", "zbatch-default", "aiohttp", 0.35),
+        ("zbatch-aiohttp / bare aiohttp", "zbatch-aiohttp", "aiohttp", 0.35),
+        ("zbatch-cli / bare httpx-default", "zbatch-cli", "httpx-default", 4.0),
+        ("zbatch-cli / bare aiohttp", "zbatch-cli", "aiohttp", 0.35),
+        ("zbatch-cli-aiohttp / bare httpx-aiohttp", "zbatch-cli-aiohttp", "httpx-aiohttp", 0.8),
+        ("zbatch-cli-aiohttp / bare httpx-default", "zbatch-cli-aiohttp", "httpx-default", 4.0),
+        ("zbatch-cli-aiohttp / bare aiohttp", "zbatch-cli-aiohttp", "aiohttp", 0.35),
+    ]
+    rows = []
+    for label, top, bottom, target in checks:
+        a, b = med(top), med(bottom)
+        if a is None or b is None:
+            continue
+        verdict = "meets" if a / b >= target else "misses"
+        rows.append([label, ratio(a, b), f">= {target:g}x", verdict])
+    print(f"\nTarget ratios at concurrency {level} (medians):\n")
+    print(table(["ratio", "measured", "target", "verdict"], rows))
+
+
+def latency_case(rows: int, reps: int, chosen: list[tuple[str, Client]]) -> None:
+    concurrency, latency = 256, 0.5
+    bound = concurrency / latency
+    say(f"latency case: server --latency {latency}, concurrency {concurrency}, {rows} rows")
+    with fake_server(latency=latency) as server:
+        samples = run_matrix(server, rows, [concurrency], reps, chosen)
+    table_rows = []
+    for name, _ in chosen:
+        values = [s.rate for s in samples[(name, concurrency)]]
+        inflight = median([s.max_inflight for s in samples[(name, concurrency)]])
+        value = median(values)
+        verdict = "meets" if value >= 0.9 * bound else "misses"
+        table_rows.append(
+            [name, round(value), spread(values), round(inflight), f"{value / bound:.0%}", verdict]
+        )
+    print(
+        f"\nLatency-bound case: server latency {latency * 1000:.0f} ms, concurrency {concurrency},"
+        f" {rows:,} rows, {reps} rep(s); bound {bound:.0f} rows/s, target >= 90%"
+    )
+    rounds = -(-rows // concurrency)
+    ideal = rows / (rounds * latency)
+    print(
+        f"(with {rows:,} rows a perfect client needs {rounds} rounds of {latency:g} s:"
+        f" {ideal:.0f} rows/s = {ideal / bound:.0%} of the bound)\n"
+    )
+    headers = ["client", "median rows/s", "range", "max in flight", "of bound", "verdict"]
+    print(table(headers, table_rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5000, help="requests per measurement")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (medians are shown)")
+    parser.add_argument("--concurrency", default="8,64", help="comma-separated levels")
+    parser.add_argument("--clients", help="comma-separated subset of the client names")
+    parser.add_argument(
+        "--what-if",
+        action="store_true",
+        help="also measure zbatch with the proposed hot-path fixes patched in (bench/whatif.py)",
+    )
+    parser.add_argument(
+        "--latency-case", action="store_true", help="also run the 500 ms / c=256 case"
+    )
+    parser.add_argument("--latency-rows", type=int, default=3000, help="rows in the latency case")
+    parser.add_argument(
+        "--latency-reps", type=int, default=1, help="repetitions of the latency case"
+    )
+    parser.add_argument(
+        "--latency-only", action="store_true", help="run only the latency-bound case"
+    )
+    args = parser.parse_args()
+    levels = [int(v) for v in args.concurrency.split(",") if v.strip()]
+    selected = set(args.clients.split(",")) if args.clients else None
+    chosen = clients(selected, args.what_if)
+    names = [name for name, _ in chosen]
+    logging.getLogger("zbatch").setLevel(logging.INFO)  # as the CLI does: run.log gets events
+
+    print(f"machine: {machine_line()}")
+    if not args.latency_only:
+        print(
+            f"zero-latency fake server (one subprocess for all clients), {args.rows:,} rows per "
+            f"measurement, {args.reps} rep(s), clients interleaved\n"
+        )
+        say("zero-latency runs:")
+        with fake_server() as server:
+            samples = run_matrix(server, args.rows, levels, args.reps, chosen)
+        print_matrix(samples, levels, names)
+        print_targets(samples, max(levels))
+    if args.latency_case or args.latency_only:
+        latency_case(args.latency_rows, args.latency_reps, chosen)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
