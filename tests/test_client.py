@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 from email.utils import format_datetime
 from typing import Any
@@ -404,3 +405,30 @@ def test_a_successful_answer_is_unchanged_by_the_key_scrubbing():
     outcome = send(reply(200, answer("Paris, with zk-unrelated text")))
     assert isinstance(outcome, Success)
     assert outcome.content == "Paris, with zk-unrelated text"
+
+
+def test_a_gzip_encoded_answer_is_decoded() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert "gzip" in request.headers["accept-encoding"]
+        packed = gzip.compress(json.dumps(answer("Negative.")).encode())
+        return httpx.Response(200, content=packed, headers={"Content-Encoding": "gzip"})
+
+    outcome = send(handler)
+    assert isinstance(outcome, Success)
+    assert outcome.content == "Negative."
+
+
+def test_requests_carry_the_key_and_json_headers() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=answer())
+
+    send(handler)
+    [request] = seen
+    assert request.method == "POST"
+    assert str(request.url) == "https://api.example.test/api/paas/v4/chat/completions"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"].startswith("zbatch/")

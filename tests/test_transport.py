@@ -1,0 +1,138 @@
+"""Client.send through the transport zbatch ships (aiohttp) against the loopback server.
+
+test_client.py covers classification with httpx.MockTransport; these check what only a real
+socket shows: answers, resets, timeouts, refused connections, the pool size and cancellation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+from typing import Any
+
+import anyio
+import pytest
+from conftest import TEST_KEY
+from zai_server import ZaiServer, answer_for
+
+from zbatch.client import Client, Success
+from zbatch.errors import Failure
+
+
+def body(text: str) -> bytes:
+    return json.dumps(
+        {"model": "glm-4.6", "messages": [{"role": "user", "content": text}]}
+    ).encode()
+
+
+def make_client(base_url: str, *, timeout: float = 5.0, connections: int = 4) -> Client:
+    return Client(base_url=base_url, api_key=TEST_KEY, timeout=timeout, max_connections=connections)
+
+
+def send_all(base_url: str, texts: list[str], **options: Any) -> list[Any]:
+    """Send every text at once through one shipped Client; the outcomes in order."""
+
+    async def main() -> list[Any]:
+        client = make_client(base_url, **options)
+        outcomes: list[Any] = [None] * len(texts)
+
+        async def one(index: int) -> None:
+            outcomes[index] = await client.send(body(texts[index]))
+
+        try:
+            async with anyio.create_task_group() as group:
+                for index in range(len(texts)):
+                    group.start_soon(one, index)
+        finally:
+            await client.aclose()
+        return outcomes
+
+    return anyio.run(main)
+
+
+def test_each_answer_is_the_answer_to_its_own_prompt_and_carries_the_key() -> None:
+    texts = [f"Question {n}" for n in range(40)]
+    with ZaiServer(require_key=TEST_KEY, latency=0.01) as server:
+        outcomes = send_all(server.base_url, texts, connections=8)
+        stats = server.stats()
+    for text, outcome in zip(texts, outcomes, strict=True):
+        assert isinstance(outcome, Success), outcome
+        assert outcome.content == answer_for([{"role": "user", "content": text}])
+    assert stats["auth_headers_seen"] == 40
+    assert stats["max_inflight_seen"] <= 8  # the pool is the concurrency ceiling
+    assert stats["connections"] <= 8
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_type", "status"),
+    [
+        ("reset", "connection", None),
+        ("badjson", "invalid_response", 200),
+        ("503", "server_error", 503),
+        ("1302", "rate_limited", 429),
+        ("1113", "fatal", 429),
+    ],
+)
+def test_faults_on_the_wire_are_classified(fault: str, error_type: str, status: Any) -> None:
+    with ZaiServer() as server:
+        [outcome] = send_all(server.base_url, [f"Question FAIL={fault}"])
+    assert isinstance(outcome, Failure), outcome
+    assert (outcome.error_type, outcome.status_code) == (error_type, status)
+
+
+def test_an_answer_slower_than_the_timeout_is_a_timeout() -> None:
+    with ZaiServer(slow_seconds=3.0) as server:  # bounded even if the timeout were ignored
+        [outcome] = send_all(server.base_url, ["Question FAIL=slow"], timeout=0.3)
+    assert isinstance(outcome, Failure)
+    assert outcome.error_type == "timeout"
+
+
+def test_a_refused_connection_is_a_connection_failure() -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago and has no listener
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    [outcome] = send_all(f"http://127.0.0.1:{port}/api/paas/v4", ["Question"])
+    assert isinstance(outcome, Failure)
+    assert outcome.error_type == "connection"
+    assert outcome.retryable
+
+
+def test_cancelled_requests_leave_the_pool_usable() -> None:
+    """Requests cancelled while they wait for, open or use a connection give the slot back.
+
+    httpx's own pool (httpcore 1.0.9, encode/httpcore#1093) loses a slot for each request
+    cancelled between being given a new connection and connecting; after `connections` of
+    them every request fails with PoolTimeout. zbatch cancels requests on SIGINT/SIGTERM.
+    """
+    rng = random.Random(7)
+
+    async def main(base_url: str) -> list[Any]:
+        client = make_client(base_url, timeout=2.0, connections=4)
+
+        async def churn(worker: int) -> None:  # 32 workers on 4 connections, cut off at 0-50 ms
+            for n in range(20):
+                with anyio.move_on_after(rng.uniform(0, 0.05)):
+                    await client.send(body(f"churn {worker} {n}"))
+
+        probes: list[Any] = []
+
+        async def probe(n: int) -> None:
+            probes.append(await client.send(body(f"probe {n}")))
+
+        try:
+            async with anyio.create_task_group() as group:
+                for worker in range(32):
+                    group.start_soon(churn, worker)
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as group:
+                    for n in range(8):
+                        group.start_soon(probe, n)
+        finally:
+            await client.aclose()
+        return probes
+
+    with ZaiServer(latency=0.02) as server:
+        probes = anyio.run(main, server.base_url)
+    assert len(probes) == 8
+    assert all(isinstance(outcome, Success) for outcome in probes), probes
