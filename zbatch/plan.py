@@ -9,6 +9,7 @@ from typing import Any
 
 from . import prompt, store
 from .errors import JobError
+from .idset import IdSet
 from .job import Job
 from .pricing import cost, price_for
 from .source import open_input
@@ -48,7 +49,7 @@ def plan_job(job: Job, *, retry_failed: bool) -> Plan:
                 "(use a new output directory, or --force)"
             )
     plan = Plan(job)
-    seen: set[str] = set()
+    seen = IdSet()
     for raw in inputs.rows():
         plan.rows += 1
         if raw.data is None:
@@ -56,11 +57,10 @@ def plan_job(job: Job, *, retry_failed: bool) -> Plan:
             _note(plan, raw.problem or raw.where)
             continue
         row_id = prompt.row_id(raw.data, job.id_column)
-        if row_id is None or row_id in seen:
+        if row_id is None or not seen.add(row_id):
             plan.unusable += 1
             _note(plan, f"{raw.where}: {'missing' if row_id is None else 'duplicate'} id")
             continue
-        seen.add(row_id)
         if state.is_done(row_id, retry_failed=retry_failed):
             plan.done += 1
             continue

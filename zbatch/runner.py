@@ -43,6 +43,7 @@ from .errors import (
     quota_reset,
     redact,
 )
+from .idset import IdSet
 from .job import DEFAULT_BASE_URL, Job, json_field_spec
 from .limits import AdaptiveLimit, Backoff, Pacer
 from .pricing import price_for
@@ -247,8 +248,8 @@ class Runner:
     # --- producer -------------------------------------------------------------------------
 
     async def _produce(self, send: MemoryObjectSendStream[Work]) -> None:
-        state, stats = self.state, self.stats
-        seen: set[str] = set()
+        stats = self.stats
+        seen = IdSet()
         with send, self._producer_scope:
             try:
                 for raw in self.inputs.rows():
@@ -256,12 +257,8 @@ class Runner:
                         return
                     stats.input_rows += 1
                     work = self._prepare(raw, seen)
-                    if work is None:
-                        continue
-                    if state.is_done(work.id, retry_failed=self.retry_failed):
-                        stats.skipped += 1
-                        continue
-                    await send.send(work)
+                    if work is not None:
+                        await send.send(work)
                     if stats.input_rows % 512 == 0:
                         await anyio.lowlevel.checkpoint()
             except JobError as exc:  # a file broke off part-way: keep what completed, stop
@@ -269,8 +266,12 @@ class Runner:
                 return
         log.info("input read: %d rows, %d already done", stats.input_rows, stats.skipped)
 
-    def _prepare(self, raw: RawRow, seen: set[str]) -> Work | None:
-        """Turn an input row into Work, or log why it cannot be sent (returns None)."""
+    def _prepare(self, raw: RawRow, seen: IdSet) -> Work | None:
+        """Turn an input row into Work; None when it is done already or cannot be sent.
+
+        Done-ness is checked before rendering: a resume over a million finished rows then
+        costs a read of their ids, not a million renders.
+        """
         if raw.data is None:
             self._row_error(f"?{raw.where}", "invalid_input", raw.problem or "unreadable row")
             return None
@@ -282,7 +283,7 @@ class Runner:
                 f"?{raw.where}", "missing_id", f"{raw.where} has no usable '{column}' value"
             )
             return None
-        if row_id in seen:
+        if not seen.add(row_id):
             if row_id not in self.state.duplicates_logged:
                 self._log_error(
                     row_id,
@@ -292,7 +293,9 @@ class Runner:
                 self.stats.failed += 1
                 self.stats.errors["duplicate_id"] += 1
             return None
-        seen.add(row_id)
+        if self.state.is_done(row_id, retry_failed=self.retry_failed):
+            self.stats.skipped += 1
+            return None
         try:
             body = prompt.render(data, self.job)
         except prompt.RenderError as exc:
