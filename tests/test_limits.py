@@ -414,3 +414,32 @@ def test_backoff_honours_retry_after_as_a_minimum():
     delays = [backoff.delay(5, retry_after=0.5) for _ in range(500)]
     assert all(0.5 <= d <= 32.0 for d in delays)
     assert max(delays) > 16.0
+
+
+@pytest.mark.parametrize("largest", [0.05, 0.3, 0.6])
+def test_requests_that_are_a_large_share_of_the_tpm_cap_still_fit_every_window(largest):
+    """Spacing alone would let a window hold the cap plus one request; the window log stops it."""
+    per_minute = 10_000
+    rng = random.Random(5)
+    clock = FakeClock()
+    pacer = Pacer(per_minute=per_minute, clock=clock)
+    starts: list[float] = []
+    costs: list[float] = []
+    while clock.now[0] < 1200:
+        cost = rng.randint(1, int(largest * per_minute))
+        start = clock.now[0] + pacer.reserve(cost)
+        clock.now[0] = start
+        starts.append(start)
+        costs.append(cost)
+        if rng.random() < 0.3:
+            pacer.adjust(-cost * rng.random())  # real usage below the estimate
+    assert max_in_window(starts, costs) <= per_minute
+    assert sum(costs) >= 0.5 * per_minute * 20  # and the cap is still put to use
+
+
+def test_a_single_request_dearer_than_the_cap_goes_alone():
+    clock = FakeClock()
+    pacer = Pacer(per_minute=1000, clock=clock)
+    assert pacer.reserve(100) == 0.0
+    clock.now[0] = 1.0
+    assert pacer.reserve(5000) == pytest.approx(59.0, abs=0.01)  # waits for the window to empty

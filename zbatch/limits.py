@@ -111,23 +111,48 @@ class Pacer:
     ``cost`` units moves the theoretical arrival time on by ``cost * interval``.
     Requests use cost 1 (RPM); estimated tokens use their count (TPM), corrected
     later by :meth:`adjust` with the real usage.
+
+    Spacing alone lets a window hold the cap plus the last start's cost, which matters
+    when one request is a sizeable share of a TPM cap; so the starts of the last minute
+    are also kept, and a start waits until its cost fits beside them.
     """
 
     # Aim a little under the cap, so clock jitter never puts cap+1 starts in a window.
     HEADROOM = 0.98
+    # Starts this far apart are never in the same minute, however the window's ends are drawn.
+    WINDOW = 60.001
 
     def __init__(self, per_minute: float, *, clock: Clock = time.monotonic) -> None:
         self.per_minute = per_minute
         self._interval = 60.0 / (per_minute * self.HEADROOM)
         self._clock = clock
         self._tat: float | None = None
+        self._recent: deque[tuple[float, float]] = deque()  # (start, cost) within a minute
+        self._recent_cost = 0.0
 
     def reserve(self, cost: float = 1.0) -> float:
         """Book the next start for ``cost`` units; returns seconds to wait before starting."""
         now = self._clock()
         start = now if self._tat is None else max(self._tat, now)
+        start = self._fit_in_window(start, cost)
         self._tat = start + cost * self._interval
         return start - now
+
+    def _fit_in_window(self, start: float, cost: float) -> float:
+        """The earliest time from ``start`` when ``cost`` more units keep the last minute
+        within the cap (a single start dearer than the cap goes alone)."""
+        recent = self._recent
+        if recent:
+            start = max(start, recent[-1][0])  # starts stay in order after an adjust
+        while recent and (
+            recent[0][0] <= start - self.WINDOW or self._recent_cost + cost > self.per_minute
+        ):
+            oldest, oldest_cost = recent.popleft()
+            self._recent_cost -= oldest_cost
+            start = max(start, oldest + self.WINDOW)
+        recent.append((start, cost))
+        self._recent_cost += cost
+        return start
 
     def adjust(self, delta: float) -> None:
         """Correct an earlier reservation by ``delta`` units (real usage minus estimate)."""
