@@ -6,9 +6,11 @@
 httpcore issue 1093: a request cancelled after the pool assigned it a brand-new connection,
 but before that connection connected, leaves the connection in the pool for good (neither
 idle, closed nor expired); once max_connections of them pile up, every request fails with
-PoolTimeout. This check reproduces that pattern through httpx.AsyncClient, the way zbatch
-holds it: a small pool (--pool), more tasks than slots (--tasks), each request run under a
-random deadline (anyio.move_on_after) against a fake server with some latency, for --seconds.
+PoolTimeout. This check reproduces that pattern through httpx.AsyncClient on two transports:
+"default" (httpx's own, httpcore) and "aiohttp" (the one zbatch ships,
+zbatch.client.aiohttp_transport): a small pool (--pool), more tasks than slots (--tasks), each
+request run under a random deadline (anyio.move_on_after) against a fake server with some
+latency, for --seconds.
 Then, with no more cancellations, --probe plain requests with a short pool timeout show
 whether the pool still works, and the pool's own state is printed where it is visible.
 """
@@ -25,16 +27,13 @@ import anyio
 import httpx
 from common import fake_server, machine_line, prompt_for, request_body, say, table
 
-try:
-    from httpx_aiohttp import AiohttpTransport
-except ImportError:  # pragma: no cover - optional benchmark dependency
-    AiohttpTransport = None
+from zbatch.client import aiohttp_transport
 
 
 def _client(kind: str, pool: int) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     timeout = httpx.Timeout(5.0, pool=2.0)
-    transport = AiohttpTransport(limits=limits) if kind == "aiohttp" else None
+    transport = aiohttp_transport(pool) if kind == "aiohttp" else None
     return httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport)
 
 
@@ -106,9 +105,7 @@ def main() -> None:
     parser.add_argument("--max-deadline", type=float, default=0.05, help="random deadline cap")
     parser.add_argument("--probe", type=int, default=8, help="requests after the churn")
     args = parser.parse_args()
-    kinds = ["default"] + (["aiohttp"] if AiohttpTransport is not None else [])
-    if AiohttpTransport is None:
-        print("note: httpx_aiohttp is not importable: checking the default transport only")
+    kinds = ["default", "aiohttp"]
     print(f"machine: {machine_line()}")
     rows = []
     with fake_server(latency=args.latency) as server:

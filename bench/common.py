@@ -263,24 +263,16 @@ def vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
-def zbatch_command(transport: str = "default") -> list[str]:
-    """The installed console script, or the same CLI with the aiohttp transport patched in."""
-    if transport == "aiohttp":
-        return [sys.executable, str(REPO / "bench" / "zbatch_aiohttp.py")]
-    return [ZBATCH]
-
-
 def zbatch_cli(
     input_path: Path,
     outdir: Path,
     base_url: str,
     concurrency: int,
     *extra: str,
-    transport: str = "default",
 ) -> list[str]:
-    """The ``zbatch run`` command line the benchmarks use (progress on: log lines)."""
+    """The installed ``zbatch run`` command line the benchmarks use (progress on: log lines)."""
     return [
-        *zbatch_command(transport),
+        ZBATCH,
         "run",
         "-i",
         str(input_path),
@@ -360,24 +352,11 @@ def say(*parts: Any) -> None:
 
 def machine_line() -> str:
     import platform
+    from importlib.metadata import version
 
-    import httpx
-    import pyarrow
-
-    versions = [f"python {platform.python_version()}", f"httpx {httpx.__version__}"]
-    try:
-        import httpcore
-
-        versions.append(f"httpcore {httpcore.__version__}")
-    except ImportError:
-        pass
-    try:
-        import aiohttp
-
-        versions.append(f"aiohttp {aiohttp.__version__}")
-    except ImportError:
-        pass
-    versions.append(f"pyarrow {pyarrow.__version__}")
+    versions = [f"python {platform.python_version()}"]
+    for package in ("httpx", "httpcore", "aiohttp", "httpx-aiohttp", "pyarrow"):
+        versions.append(f"{package} {version(package)}")
     try:
         import sniffio  # noqa: F401
 

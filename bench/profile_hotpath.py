@@ -1,19 +1,18 @@
 """Profile zbatch's hot path with pyinstrument: concurrency 64 on the zero-latency fake server.
 
-    python bench/profile_hotpath.py                       # zbatch, default and aiohttp transports
-    python bench/profile_hotpath.py --transport default --rows 5000 --top 30
-    python bench/profile_hotpath.py --bare                # also the bare httpx-default loop
+    python bench/profile_hotpath.py                       # zbatch as shipped (aiohttp transport)
+    python bench/profile_hotpath.py --transport httpcore  # with httpx's own transport injected
+    python bench/profile_hotpath.py --rows 5000 --top 30 --bare  # also the bare httpx loop
 
 Samples the event-loop thread (pyinstrument, async_mode "disabled": the raw stacks, so time
 the loop spends waiting in epoll shows as ``select``) and prints: self time by function
 (flat, top N), and inclusive time of the zbatch / httpx / httpcore / anyio / aiohttp frames
-that matter. Needs ``pip install pyinstrument`` (and httpx-aiohttp for that transport).
+that matter. Needs ``pip install pyinstrument`` (zbatch's ``bench`` extra).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import tempfile
 import time
@@ -22,22 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import whatif
-from common import fake_server, machine_line, make_jsonl, say, table, zbatch_overrides
-from throughput import _aiohttp_transport, _httpx_loop
-
-import zbatch
-from zbatch.progress import LogProgress
+import httpx
+from common import fake_server, machine_line, make_jsonl, say, table
+from throughput import httpx_loop, limits, run_zbatch
 
 try:
     from pyinstrument import Profiler
 except ImportError:  # pragma: no cover - optional benchmark dependency
     Profiler = None
-
-try:
-    import httpx_aiohttp
-except ImportError:  # pragma: no cover - optional benchmark dependency
-    httpx_aiohttp = None
 
 
 def _walk(frame: Any, stack: tuple[str, ...], out: dict[str, Any]) -> None:
@@ -95,53 +86,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--transport", choices=["default", "aiohttp", "both"], default="both")
+    parser.add_argument(
+        "--transport",
+        choices=["shipped", "httpcore", "both"],
+        default="shipped",
+        help="shipped: zbatch's own (aiohttp); httpcore: httpx.AsyncHTTPTransport injected",
+    )
     parser.add_argument("--bare", action="store_true", help="also profile the bare httpx loop")
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument(
-        "--what-if", choices=sorted(whatif.PATCHES), help="profile zbatch with this patch"
-    )
     args = parser.parse_args()
     if Profiler is None:
         print("note: pyinstrument is not importable (pip install pyinstrument); nothing to do")
         return
-    logging.getLogger("zbatch").setLevel(logging.INFO)
-    transports = ["default", "aiohttp"] if args.transport == "both" else [args.transport]
-    if "aiohttp" in transports and httpx_aiohttp is None:
-        print("note: httpx_aiohttp is not importable: skipping the aiohttp transport")
-        transports.remove("aiohttp")
+    logging.getLogger("zbatch").setLevel(logging.INFO)  # as the CLI does: run.log gets events
+    transports = ["shipped", "httpcore"] if args.transport == "both" else [args.transport]
     print(f"machine: {machine_line()}")
     with tempfile.TemporaryDirectory(prefix="zbatch-prof-") as tmp, fake_server() as server:
         work = Path(tmp)
         make_jsonl(work / "input.jsonl", args.rows)
         for name in transports:
             say(f"profiling zbatch, {name} transport ...")
-            outdir = work / f"out-{name}"
 
-            def run(name: str = name, outdir: Path = outdir) -> int:
-                overrides = zbatch_overrides(
-                    work / "input.jsonl", outdir, server.base_url, args.concurrency
+            def run(name: str = name) -> int:
+                transport = None
+                if name == "httpcore":
+                    transport = httpx.AsyncHTTPTransport(limits=limits(args.concurrency))
+                outdir = work / f"out-{name}"
+                return run_zbatch(
+                    server.base_url, work / "input.jsonl", outdir, args.concurrency, transport
                 )
-                job = zbatch.load_job(None, overrides)
-                transport = _aiohttp_transport(args.concurrency) if name == "aiohttp" else None
-                patch = whatif.PATCHES[args.what_if] if args.what_if else contextlib.nullcontext
-                with patch():
-                    result = zbatch.run_job(
-                        job, transport=transport, progress=LogProgress(job.log_every)
-                    )
-                return result.stats.ok
 
             server.reset_stats()
-            label = f"zbatch, {name} transport, c={args.concurrency}"
-            if args.what_if:
-                label += f", what-if {args.what_if}"
-            profile(label, run, args.top)
+            profile(f"zbatch, {name} transport, c={args.concurrency}", run, args.top)
         if args.bare:
-            say("profiling the bare httpx-default loop ...")
+            say("profiling the bare httpx-aiohttp loop ...")
             server.reset_stats()
             profile(
-                f"bare anyio+httpx loop, default transport, c={args.concurrency}",
-                lambda: anyio.run(_httpx_loop, server.url, args.rows, args.concurrency, False),
+                f"bare anyio+httpx loop, httpx-aiohttp transport, c={args.concurrency}",
+                lambda: anyio.run(httpx_loop, server.url, args.rows, args.concurrency, True),
                 args.top,
             )
 

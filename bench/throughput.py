@@ -9,10 +9,11 @@ Clients (each sends the same rows, the body zbatch sends, and parses the JSON an
   httpx-default    bare anyio + httpx.AsyncClient, httpx's own transport (httpcore)
   httpx-aiohttp    bare anyio + httpx.AsyncClient(transport=httpx_aiohttp.AiohttpTransport)
   aiohttp          bare asyncio + aiohttp.ClientSession
-  zbatch-default   zbatch.run_job in this process, default transport
-  zbatch-aiohttp   zbatch.run_job in this process, transport=AiohttpTransport
-  zbatch-cli       the installed ``zbatch run`` console script as a subprocess (default
-                   transport; the figure includes interpreter start-up and imports)
+  zbatch           zbatch.run_job in this process, the transport zbatch ships (aiohttp)
+  zbatch-cli       the installed ``zbatch run`` console script as a subprocess (the figure
+                   includes interpreter start-up and imports)
+  zbatch-httpcore  zbatch.run_job in this process with httpx's own transport injected
+                   (transport=httpx.AsyncHTTPTransport): the transport's effect on zbatch
 
 A bare loop is N workers pulling row numbers from one shared iterator. zbatch runs with
 everything on: results and error-log part files, checkpoints (part_rows / part_seconds),
@@ -28,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import functools
 import gc
 import json
 import logging
@@ -41,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import httpx
-import whatif
 from common import (
     Server,
     bench_env,
@@ -64,19 +63,10 @@ from common import (
     zbatch_cli,
     zbatch_overrides,
 )
+from httpx_aiohttp import AiohttpTransport
 
 import zbatch
 from zbatch.progress import LogProgress
-
-try:
-    import aiohttp
-except ImportError:  # pragma: no cover - optional benchmark dependency
-    aiohttp = None
-
-try:
-    from httpx_aiohttp import AiohttpTransport
-except ImportError:  # pragma: no cover - optional benchmark dependency
-    AiohttpTransport = None
 
 HEADERS = {"Content-Type": "application/json"}
 
@@ -84,13 +74,8 @@ HEADERS = {"Content-Type": "application/json"}
 # --- bare loops -----------------------------------------------------------------------------
 
 
-def _limits(concurrency: int) -> httpx.Limits:
+def limits(concurrency: int) -> httpx.Limits:
     return httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-
-
-def _aiohttp_transport(concurrency: int) -> httpx.AsyncBaseTransport:
-    assert AiohttpTransport is not None
-    return AiohttpTransport(limits=_limits(concurrency))
 
 
 def _answer(raw: bytes) -> str:
@@ -98,12 +83,12 @@ def _answer(raw: bytes) -> str:
     return data["choices"][0]["message"]["content"]
 
 
-async def _httpx_loop(url: str, rows: int, concurrency: int, use_aiohttp: bool) -> int:
-    transport = _aiohttp_transport(concurrency) if use_aiohttp else None
+async def httpx_loop(url: str, rows: int, concurrency: int, use_aiohttp: bool) -> int:
+    transport = AiohttpTransport(limits=limits(concurrency)) if use_aiohttp else None
     ok = 0
     numbers = iter(range(rows))
     async with httpx.AsyncClient(
-        limits=_limits(concurrency), transport=transport, timeout=60.0
+        limits=limits(concurrency), transport=transport, timeout=60.0
     ) as client:
 
         async def worker() -> None:
@@ -121,7 +106,6 @@ async def _httpx_loop(url: str, rows: int, concurrency: int, use_aiohttp: bool) 
 
 
 async def _aiohttp_loop(url: str, rows: int, concurrency: int) -> int:
-    assert aiohttp is not None
     ok = 0
     numbers = iter(range(rows))
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -147,11 +131,11 @@ Done = tuple[int, float | None]
 
 
 def bare_httpx_default(server: Server, rows: int, concurrency: int, _: Path) -> Done:
-    return anyio.run(_httpx_loop, server.url, rows, concurrency, False), None
+    return anyio.run(httpx_loop, server.url, rows, concurrency, False), None
 
 
 def bare_httpx_aiohttp(server: Server, rows: int, concurrency: int, _: Path) -> Done:
-    return anyio.run(_httpx_loop, server.url, rows, concurrency, True), None
+    return anyio.run(httpx_loop, server.url, rows, concurrency, True), None
 
 
 def bare_aiohttp(server: Server, rows: int, concurrency: int, _: Path) -> Done:
@@ -161,36 +145,35 @@ def bare_aiohttp(server: Server, rows: int, concurrency: int, _: Path) -> Done:
 # --- zbatch ---------------------------------------------------------------------------------
 
 
-def _zbatch_in_process(
-    server: Server, rows: int, concurrency: int, work: Path, aio: bool, patch: str | None = None
-) -> Done:
-    outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
-    job = zbatch.load_job(
-        None, zbatch_overrides(work / "input.jsonl", outdir, server.base_url, concurrency)
-    )
-    transport = _aiohttp_transport(concurrency) if aio else None
-    with whatif.PATCHES[patch]() if patch else contextlib.nullcontext():
-        result = zbatch.run_job(job, transport=transport, progress=LogProgress(job.log_every))
+def run_zbatch(
+    base_url: str,
+    input_path: Path,
+    outdir: Path,
+    concurrency: int,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> int:
+    """zbatch.run_job in this process (rows answered); transport None = the shipped one."""
+    job = zbatch.load_job(None, zbatch_overrides(input_path, outdir, base_url, concurrency))
+    result = zbatch.run_job(job, transport=transport, progress=LogProgress(job.log_every))
     if result.exit_code != 0:
         raise RuntimeError(f"zbatch exited {result.exit_code}: {result.stopped}")
-    return result.stats.ok, None
+    return result.stats.ok
 
 
-def zbatch_default(server: Server, rows: int, concurrency: int, work: Path) -> Done:
-    return _zbatch_in_process(server, rows, concurrency, work, aio=False)
+def zbatch_shipped(server: Server, rows: int, concurrency: int, work: Path) -> Done:
+    outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    return run_zbatch(server.base_url, work / "input.jsonl", outdir, concurrency), None
 
 
-def zbatch_aiohttp(server: Server, rows: int, concurrency: int, work: Path) -> Done:
-    return _zbatch_in_process(server, rows, concurrency, work, aio=True)
+def zbatch_httpcore(server: Server, rows: int, concurrency: int, work: Path) -> Done:
+    outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    transport = httpx.AsyncHTTPTransport(limits=limits(concurrency))
+    return run_zbatch(server.base_url, work / "input.jsonl", outdir, concurrency, transport), None
 
 
-def zbatch_subprocess(
-    server: Server, rows: int, concurrency: int, work: Path, transport: str = "default"
-) -> Done:
+def zbatch_subprocess(server: Server, rows: int, concurrency: int, work: Path) -> Done:
     outdir = Path(tempfile.mkdtemp(prefix="cli-", dir=work))
-    cmd = zbatch_cli(
-        work / "input.jsonl", outdir, server.base_url, concurrency, transport=transport
-    )
+    cmd = zbatch_cli(work / "input.jsonl", outdir, server.base_url, concurrency)
     child = run_child(cmd, env=bench_env(), workdir=work)
     if child.returncode != 0:
         raise RuntimeError(f"zbatch CLI exited {child.returncode}: {child.stderr[-2000:]}")
@@ -198,54 +181,16 @@ def zbatch_subprocess(
     return int(summary["rows"]["ok"]), child.cpu_seconds
 
 
-def what_if_clients() -> list[tuple[str, Client]]:
-    """zbatch with the proposed hot-path fixes patched in (see bench/whatif.py)."""
-    found: list[tuple[str, Client]] = [
-        ("zbatch-default+direct", functools.partial(_zbatch_in_process, aio=False, patch="direct"))
-    ]
-    if AiohttpTransport is not None:
-        found.append(
-            (
-                "zbatch-aiohttp+direct",
-                functools.partial(_zbatch_in_process, aio=True, patch="direct"),
-            )
-        )
-    if aiohttp is not None:
-        found.append(
-            (
-                "zbatch-native-aiohttp",
-                functools.partial(_zbatch_in_process, aio=False, patch="native"),
-            )
-        )
-    return found
-
-
 Client = Callable[[Server, int, int, Path], Done]
 
-
-def clients(selected: set[str] | None, what_if: bool = False) -> list[tuple[str, Client]]:
-    found: list[tuple[str, Client]] = [("httpx-default", bare_httpx_default)]
-    if AiohttpTransport is not None:
-        found.append(("httpx-aiohttp", bare_httpx_aiohttp))
-    else:
-        print("note: httpx_aiohttp is not importable: skipping httpx-aiohttp and zbatch-aiohttp")
-        print("      (pip install httpx-aiohttp aiohttp into the venv to measure them)")
-    if aiohttp is not None:
-        found.append(("aiohttp", bare_aiohttp))
-    else:
-        print("note: aiohttp is not importable: skipping the bare aiohttp loop")
-    found.append(("zbatch-default", zbatch_default))
-    if AiohttpTransport is not None:
-        found.append(("zbatch-aiohttp", zbatch_aiohttp))
-    found.append(("zbatch-cli", zbatch_subprocess))
-    if AiohttpTransport is not None:
-        cli_aiohttp = functools.partial(zbatch_subprocess, transport="aiohttp")
-        found.append(("zbatch-cli-aiohttp", cli_aiohttp))
-    if what_if:
-        found += what_if_clients()
-    if selected:
-        found = [(name, fn) for name, fn in found if name in selected]
-    return found
+CLIENTS: list[tuple[str, Client]] = [
+    ("httpx-default", bare_httpx_default),
+    ("httpx-aiohttp", bare_httpx_aiohttp),
+    ("aiohttp", bare_aiohttp),
+    ("zbatch", zbatch_shipped),
+    ("zbatch-cli", zbatch_subprocess),
+    ("zbatch-httpcore", zbatch_httpcore),
+]
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -354,17 +299,20 @@ def print_targets(samples: Samples, level: int) -> None:
         return median(values) if values else None
 
     checks = [
-        ("zbatch-default / bare httpx-default", "zbatch-default", "httpx-default", 0.8),
-        ("zbatch-aiohttp / bare httpx-aiohttp", "zbatch-aiohttp", "httpx-aiohttp", 0.8),
-        ("zbatch-default / bare httpx-default", "zbatch-default", "httpx-default", 4.0),
-        ("zbatch-aiohttp / bare httpx-default", "zbatch-aiohttp", "httpx-default", 4.0),
-        ("zbatch-default / bare aiohttp", "zbatch-default", "aiohttp", 0.35),
-        ("zbatch-aiohttp / bare aiohttp", "zbatch-aiohttp", "aiohttp", 0.35),
+        # (3): the same HTTP stack zbatch ships with, the bare default-httpx loop, bare aiohttp
+        ("zbatch / bare httpx-aiohttp (same stack)", "zbatch", "httpx-aiohttp", 0.8),
+        ("zbatch / bare httpx-default", "zbatch", "httpx-default", 4.0),
+        ("zbatch / bare aiohttp", "zbatch", "aiohttp", 0.35),
+        ("zbatch-cli / bare httpx-aiohttp (same stack)", "zbatch-cli", "httpx-aiohttp", 0.8),
         ("zbatch-cli / bare httpx-default", "zbatch-cli", "httpx-default", 4.0),
         ("zbatch-cli / bare aiohttp", "zbatch-cli", "aiohttp", 0.35),
-        ("zbatch-cli-aiohttp / bare httpx-aiohttp", "zbatch-cli-aiohttp", "httpx-aiohttp", 0.8),
-        ("zbatch-cli-aiohttp / bare httpx-default", "zbatch-cli-aiohttp", "httpx-default", 4.0),
-        ("zbatch-cli-aiohttp / bare aiohttp", "zbatch-cli-aiohttp", "aiohttp", 0.35),
+        # not shipped: zbatch on httpx's own transport, against its own bare loop
+        (
+            "zbatch-httpcore / bare httpx-default (same stack)",
+            "zbatch-httpcore",
+            "httpx-default",
+            0.8,
+        ),
     ]
     rows = []
     for label, top, bottom, target in checks:
@@ -413,11 +361,6 @@ def main() -> None:
     parser.add_argument("--concurrency", default="8,64", help="comma-separated levels")
     parser.add_argument("--clients", help="comma-separated subset of the client names")
     parser.add_argument(
-        "--what-if",
-        action="store_true",
-        help="also measure zbatch with the proposed hot-path fixes patched in (bench/whatif.py)",
-    )
-    parser.add_argument(
         "--latency-case", action="store_true", help="also run the 500 ms / c=256 case"
     )
     parser.add_argument("--latency-rows", type=int, default=3000, help="rows in the latency case")
@@ -430,7 +373,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(v) for v in args.concurrency.split(",") if v.strip()]
     selected = set(args.clients.split(",")) if args.clients else None
-    chosen = clients(selected, args.what_if)
+    chosen = [(name, fn) for name, fn in CLIENTS if not selected or name in selected]
     names = [name for name, _ in chosen]
     logging.getLogger("zbatch").setLevel(logging.INFO)  # as the CLI does: run.log gets events
 

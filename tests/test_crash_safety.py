@@ -486,6 +486,12 @@ def test_file_size_limit_efbig_is_a_clear_store_error(tmp_path: Path) -> None:
         stopped = summary(out)
         assert stopped["exit_code"] == 74
         assert stopped["outcome"].startswith("stopped: could not write"), stopped["outcome"]
+        # The counts are of saved rows: the 470 answers that could not be written are not "ok".
+        assert stopped["rows"]["ok"] == 0
+        assert (
+            "470 finished rows were not saved; the next run sends them again"
+            in (stopped["outcome"])
+        )
 
         again = run_zbatch(*args)
         assert again.returncode == 0, again.stderr

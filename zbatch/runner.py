@@ -223,13 +223,23 @@ class Runner:
                     await self._flush()
                 except StoreError as exc:
                     self.stop_reason = exc  # outranks an earlier reason: rows were not saved
-                    self.stats.outcome = f"stopped: {exc}"
+                    self.stats.outcome = f"stopped: {exc}{self._forget_unsaved()}"
                 self.stats.concurrency = self.limit.current
                 self.stats.concurrency_min = self.limit.minimum
                 self.progress.close(self.stats)
         if self.stop_reason is None:
             self.stats.outcome = "finished" if not self.stats.failed else "finished with errors"
         return self.stop_reason
+
+    def _forget_unsaved(self) -> str:
+        """Take rows that could not be committed out of the counts; say what happens to them."""
+        unsaved_ok, unsaved_failed = len(self.results.rows), len(self.errors.rows)
+        self.stats.ok -= unsaved_ok
+        self.stats.failed -= unsaved_failed
+        unsaved = unsaved_ok + unsaved_failed
+        if not unsaved:
+            return ""
+        return f" ({unsaved} finished rows were not saved; the next run sends them again)"
 
     def stop(self, reason: ZbatchError) -> None:
         """Stop dispatching; the first reason wins."""
