@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from conftest import prompt_rows, write_jsonl
 
 from zbatch.cli import cli
+from zbatch.job import Job, load_job
 
 
 def _commands() -> list[click.Command]:
@@ -25,6 +27,17 @@ def test_every_command_and_option_has_help(command: click.Command) -> None:
     for param in command.params:
         if isinstance(param, click.Option):
             assert param.help, f"{command.name} {param.opts} has no help text"
+
+
+def test_every_run_flag_sets_the_job_field_of_its_name() -> None:
+    """A flag that landed on no Job field would be silently ignored."""
+    run = cli.commands["run"]
+    actions = {"job_file", "dry_run", "force", "retry_failed", "quiet"}
+    fields = {field.name for field in dataclasses.fields(Job)}
+    flags = {param.name for param in run.params} - actions
+    assert flags <= fields, flags - fields
+    job = load_job(None, {"input_path": "in.jsonl", "backoff_base": 0.25, "backoff_cap": 5.0})
+    assert (job.backoff_base, job.backoff_cap) == (0.25, 5.0)
 
 
 def test_help_lists_every_command() -> None:

@@ -107,6 +107,12 @@ def _job_options(func: F) -> F:
             help="Give up retrying a row after this many seconds [default: 900].",
         ),
         click.option(
+            "--backoff-base",
+            type=float,
+            help="Backoff before retry n is uniform(0, min(cap, base * 2**n)) s [default: 1].",
+        ),
+        click.option("--backoff-cap", type=float, help="Longest backoff in seconds [default: 60]."),
+        click.option(
             "--choices",
             help="Comma-separated allowed labels; answers are normalised to one of them.",
         ),
