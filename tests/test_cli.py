@@ -36,7 +36,13 @@ def test_every_run_flag_sets_the_job_field_of_its_name() -> None:
     fields = {field.name for field in dataclasses.fields(Job)}
     flags = {param.name for param in run.params} - actions
     assert flags <= fields, flags - fields
-    job = load_job(None, {"input_path": "in.jsonl", "backoff_base": 0.25, "backoff_cap": 5.0})
+    flags = {
+        "input_path": "in.jsonl",
+        "output_dir": "out",
+        "backoff_base": 0.25,
+        "backoff_cap": 5.0,
+    }
+    job = load_job(None, flags)
     assert (job.backoff_base, job.backoff_cap) == (0.25, 5.0)
 
 
