@@ -77,6 +77,12 @@ def test_normalize_label_returns_the_choice_as_written_in_the_job():
 def test_normalize_label_handles_cjk_labels_and_punctuation():
     assert normalize_label("积极。", ["积极", "消极"]) == "积极"
     assert normalize_label("\u201c消极\u201d\uff01", ["积极", "消极"]) == "消极"
+    assert normalize_label("【积极】", ["积极", "消极"]) == "积极"
+    assert normalize_label("「消极」。", ["积极", "消极"]) == "消极"
+    assert normalize_label("《positive》", ["positive", "negative"]) == "positive"
+    assert normalize_label("标签\uff1a消极", ["积极", "消极"]) == "消极"
+    assert normalize_label("情感是积极", ["积极", "消极"]) == "积极"
+    assert normalize_label("非常积极", ["积极", "消极"]) is None
 
 
 def test_normalize_label_with_no_choices_is_always_none():

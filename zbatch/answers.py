@@ -9,14 +9,16 @@ from collections.abc import Sequence
 from typing import Any
 
 _PREFIX = re.compile(
-    r"^\s*(?:the\s+)?(?:label|answer|category|class|sentiment|topic)\s*(?:is)?\s*[:=\-]?\s*",
+    r"^\s*(?:the\s+)?(?:label|answer|category|class|sentiment|topic|标签|答案|类别|分类|情感)"
+    r"\s*(?:is|是)?\s*[:=\-\uff1a]?\s*",
     re.IGNORECASE,
 )
-# ASCII punctuation plus the quotes and CJK punctuation models put around a label.
+# ASCII punctuation plus the quotes, brackets and CJK punctuation models put around a label.
 _EDGES = (
     string.punctuation
     + string.whitespace
     + "\u201c\u201d\u2018\u2019\u00ab\u00bb\u3002\uff0c\uff01\uff1f\uff1a\uff1b\u3001"
+    + "\u300c\u300d\u300e\u300f\u300a\u300b\u3008\u3009\u3010\u3011\uff08\uff09\u3000"
 )
 
 
