@@ -18,6 +18,34 @@ import pyarrow.dataset as ds
 import pytest
 from zai_server import ZaiServer
 
+# SPEC.md "Result columns" and "Error columns", in order: the oracle, written out rather than
+# imported from zbatch.
+SPEC_RESULT_COLUMNS = [
+    ("id", pa.string()),
+    ("content", pa.string()),
+    ("reasoning_content", pa.string()),
+    ("finish_reason", pa.string()),
+    ("model", pa.string()),
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
+    ("total_tokens", pa.int64()),
+    ("cached_tokens", pa.int64()),
+    ("request_id", pa.string()),
+    ("attempts", pa.int32()),
+    ("latency_ms", pa.int32()),
+    ("completed_at", pa.timestamp("ms", tz="UTC")),
+]
+SPEC_ERROR_COLUMNS = [
+    ("id", pa.string()),
+    ("error_type", pa.string()),
+    ("status_code", pa.int32()),
+    ("error_code", pa.string()),
+    ("message", pa.string()),
+    ("attempts", pa.int32()),
+    ("retryable", pa.bool_()),
+    ("failed_at", pa.timestamp("ms", tz="UTC")),
+]
+
 ZBATCH = shutil.which("zbatch", path=str(Path(sys.executable).parent)) or "zbatch"
 TEST_KEY = "zk-test-0123456789abcdef"
 
@@ -51,6 +79,32 @@ def run_zbatch(
         timeout=timeout,
         check=False,
     )
+
+
+def run_against(
+    srv: ZaiServer,
+    *args: str,
+    expect: int | None = 0,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """``zbatch run ARGS --base-url <server>``; checks the exit code unless ``expect`` is None."""
+    proc = run_zbatch("run", *args, "--base-url", srv.base_url, env=env, timeout=timeout)
+    if expect is not None:
+        assert proc.returncode == expect, (
+            f"exit {proc.returncode}, expected {expect}\nstdout:\n{proc.stdout}\n"
+            f"stderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def fast_job(tmp_path: Path, **limits: Any) -> str:
+    """A job file with a quick backoff, plus any other [limits] settings."""
+    settings = {"backoff_base": 0.02, "backoff_cap": 0.2, **limits}
+    lines = ["[limits]", *(f"{key} = {json.dumps(value)}" for key, value in settings.items())]
+    path = tmp_path / "fast.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
 
 
 def start_zbatch(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

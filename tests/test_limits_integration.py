@@ -12,39 +12,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from conftest import outcome_ids, prompt_rows, read_table, run_zbatch, write_jsonl, zbatch_env
+from conftest import (
+    fast_job,
+    outcome_ids,
+    prompt_rows,
+    read_table,
+    run_against,
+    write_jsonl,
+    zbatch_env,
+)
 from zai_server import ZaiServer, answer_for, max_in_window
 
 
-def zbatch(
-    srv: ZaiServer,
-    *args: str,
-    expect: int | None = 0,
-    env: dict[str, str] | None = None,
-    timeout: float = 60,
-) -> subprocess.CompletedProcess[str]:
-    """``zbatch run ARGS --base-url <server>``; checks the exit code unless ``expect`` is None."""
-    proc = run_zbatch("run", *args, "--base-url", srv.base_url, env=env, timeout=timeout)
-    if expect is not None:
-        assert proc.returncode == expect, (
-            f"exit {proc.returncode}, expected {expect}\nstdout:\n{proc.stdout}\n"
-            f"stderr:\n{proc.stderr}"
-        )
-    return proc
-
-
-def fast_job(tmp_path: Path, **limits: Any) -> str:
-    """A job file with a quick backoff (there is no --backoff-base flag) plus extra [limits]."""
-    settings = {"backoff_base": 0.05, "backoff_cap": 1.0, **limits}
-    lines = ["[limits]", *(f"{key} = {json.dumps(value)}" for key, value in settings.items())]
-    path = tmp_path / "fast.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
+def limits_job(tmp_path: Path, **limits: Any) -> str:
+    """fast_job with a backoff slow enough for a concurrency cap to be felt."""
+    return fast_job(tmp_path, **{"backoff_base": 0.05, "backoff_cap": 1.0, **limits})
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -79,7 +65,7 @@ def test_adaptive_concurrency_finds_an_unknown_in_flight_cap(tmp_path: Path) -> 
     fails them all.
     """
     rows = 400
-    job = fast_job(tmp_path)
+    job = limits_job(tmp_path)
     ratios = []
     with ZaiServer(max_inflight=6, latency=0.02) as srv:
         for attempt in range(3):
@@ -90,7 +76,9 @@ def test_adaptive_concurrency_finds_an_unknown_in_flight_cap(tmp_path: Path) -> 
                 out = tmp_path / f"out-{concurrency}-{attempt}"
                 srv.reset_stats()
                 started = time.monotonic()
-                zbatch(srv, job, "-i", str(inp), "-o", str(out), "--concurrency", str(concurrency))
+                run_against(
+                    srv, job, "-i", str(inp), "-o", str(out), "--concurrency", str(concurrency)
+                )
                 walls[concurrency] = time.monotonic() - started
                 stats = srv.stats()
                 assert_answers(out, {r["id"]: r["prompt"] for r in data})
@@ -120,7 +108,7 @@ def test_rpm_spaces_starts_evenly_and_uses_the_cap(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", data)
     out = tmp_path / "out"
     with ZaiServer(rpm=rpm) as srv:
-        zbatch(srv, fast_job(tmp_path), "-i", str(inp), "-o", str(out), "--rpm", str(rpm))
+        run_against(srv, limits_job(tmp_path), "-i", str(inp), "-o", str(out), "--rpm", str(rpm))
         stats = srv.stats()
 
     by_id = assert_answers(out, {r["id"]: r["prompt"] for r in data})
@@ -147,8 +135,8 @@ def test_retry_after_header_is_honoured(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", data)
     out = tmp_path / "out"
     with ZaiServer() as srv:
-        job = fast_job(tmp_path, backoff_base=0.01, backoff_cap=0.05)
-        zbatch(srv, job, "-i", str(inp), "-o", str(out))
+        job = limits_job(tmp_path, backoff_base=0.01, backoff_cap=0.05)
+        run_against(srv, job, "-i", str(inp), "-o", str(out))
         stats = srv.stats()
 
     by_id = assert_answers(out, {r["id"]: r["prompt"] for r in data})
@@ -178,7 +166,7 @@ def test_quota_stop_names_the_reset_and_resumes_afterwards(tmp_path: Path) -> No
     out = tmp_path / "out"
     args = ("-i", str(inp), "-o", str(out), "--concurrency", "4")
     with ZaiServer(latency=0.01) as srv:
-        first = zbatch(srv, *args, expect=4)
+        first = run_against(srv, *args, expect=4)
         tomorrow = (dt.date.today() + dt.timedelta(days=1)).isoformat()
         assert "quota" in first.stderr
         assert f"resets at {tomorrow}" in first.stderr, first.stderr
@@ -188,7 +176,7 @@ def test_quota_stop_names_the_reset_and_resumes_afterwards(tmp_path: Path) -> No
         assert len(done_first) < 40
         assert len(done_first) == srv.stats()["successes"]
 
-        zbatch(srv, *args)
+        run_against(srv, *args)
         stats = srv.stats()
 
     assert_answers(out, prompts)
@@ -208,9 +196,9 @@ def test_transient_fault_storm_ends_with_every_row_answered_once(tmp_path: Path)
     inp = write_jsonl(tmp_path / "in.jsonl", data)
     out = tmp_path / "out"
     with ZaiServer(rates=rates, slow_seconds=3.0, seed=7, latency=0.005) as srv:
-        zbatch(
+        run_against(
             srv,
-            fast_job(tmp_path),
+            limits_job(tmp_path),
             "-i",
             str(inp),
             "-o",
@@ -247,7 +235,7 @@ def test_wrong_key_stops_at_once_and_never_leaks(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with ZaiServer(require_key="zk-the-right-one-00000000", latency=0.01) as srv:
         started = time.monotonic()
-        proc = zbatch(
+        proc = run_against(
             srv,
             "-i",
             str(inp),

@@ -22,10 +22,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import (
+    SPEC_ERROR_COLUMNS,
+    SPEC_RESULT_COLUMNS,
     TEST_KEY,
+    fast_job,
     outcome_ids,
     prompt_rows,
     read_table,
+    run_against,
     run_zbatch,
     write_jsonl,
     zbatch_env,
@@ -38,57 +42,8 @@ OPENAPI_COPIES = (
     Path("/work/shared/reference/zai-openapi.json"),
 )
 
-# SPEC.md "Result columns", in order: the oracle, written out rather than imported from zbatch.
-RESULT_COLUMNS = [
-    ("id", pa.string()),
-    ("content", pa.string()),
-    ("reasoning_content", pa.string()),
-    ("finish_reason", pa.string()),
-    ("model", pa.string()),
-    ("prompt_tokens", pa.int64()),
-    ("completion_tokens", pa.int64()),
-    ("total_tokens", pa.int64()),
-    ("cached_tokens", pa.int64()),
-    ("request_id", pa.string()),
-    ("attempts", pa.int32()),
-    ("latency_ms", pa.int32()),
-    ("completed_at", pa.timestamp("ms", tz="UTC")),
-]
-ERROR_COLUMNS = [
-    ("id", pa.string()),
-    ("error_type", pa.string()),
-    ("status_code", pa.int32()),
-    ("error_code", pa.string()),
-    ("message", pa.string()),
-    ("attempts", pa.int32()),
-    ("retryable", pa.bool_()),
-    ("failed_at", pa.timestamp("ms", tz="UTC")),
-]
-
 
 # --------------------------------------------------------------------------- helpers
-
-
-def zbatch(
-    srv: ZaiServer, *args: str, expect: int | None = 0, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """``zbatch run ARGS --base-url <server>``; checks the exit code unless ``expect`` is None."""
-    proc = run_zbatch("run", *args, "--base-url", srv.base_url, timeout=timeout)
-    if expect is not None:
-        assert proc.returncode == expect, (
-            f"exit {proc.returncode}, expected {expect}\nstdout:\n{proc.stdout}\n"
-            f"stderr:\n{proc.stderr}"
-        )
-    return proc
-
-
-def fast_job(tmp_path: Path, **limits: Any) -> str:
-    """A job file with quick backoff (there is no --backoff-base flag) plus extra [limits]."""
-    settings = {"backoff_base": 0.02, "backoff_cap": 0.2, **limits}
-    lines = ["[limits]", *(f"{key} = {json.dumps(value)}" for key, value in settings.items())]
-    path = tmp_path / "fast.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
 
 
 def table_rows(folder: Path) -> list[dict[str, Any]]:
@@ -147,7 +102,7 @@ def test_full_run_answers_every_row_once_with_the_spec_schema(
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
 
-    zbatch(server, "-i", str(inp), "-o", str(out))
+    run_against(server, "-i", str(inp), "-o", str(out))
 
     for name in ("job.json", "summary.json", "run.log"):
         assert (out / name).is_file(), name
@@ -158,7 +113,7 @@ def test_full_run_answers_every_row_once_with_the_spec_schema(
 
     by_id = assert_answers(out, {r["id"]: r["prompt"] for r in rows})
     table = read_table(out / "results")
-    assert column_types(table) == RESULT_COLUMNS
+    assert column_types(table) == SPEC_RESULT_COLUMNS
     for row in by_id.values():
         assert row["finish_reason"] == "stop"
         assert row["model"] == "glm-4.6"
@@ -224,7 +179,7 @@ def test_batch_format_lines_send_each_body_under_its_custom_id(
     inp = write_jsonl(tmp_path / "batch.jsonl", lines)
     out = tmp_path / "out"
 
-    zbatch(server, "-i", str(inp), "-o", str(out), "--temperature", "0.5")
+    run_against(server, "-i", str(inp), "-o", str(out), "--temperature", "0.5")
 
     assert_answers(out, {f"req-{i}": f"Batch question {i}" for i in range(20)})
     bodies = server.stats()["bodies_sample"]
@@ -253,7 +208,7 @@ def test_messages_column_sends_each_rows_conversation(server: ZaiServer, tmp_pat
     inp = write_jsonl(tmp_path / "chats.jsonl", rows)
     out = tmp_path / "out"
 
-    zbatch(
+    run_against(
         server,
         "-i",
         str(inp),
@@ -284,7 +239,7 @@ def test_template_renders_row_columns_after_the_system_message(
     out = tmp_path / "out"
     template = "Product: {product}\nReview: {text}"
 
-    zbatch(
+    run_against(
         server,
         "-i",
         str(inp),
@@ -305,7 +260,7 @@ def test_template_renders_row_columns_after_the_system_message(
         assert sent["messages"][1]["role"] == "user"
         assert sent["messages"][1]["content"] in rendered.values()
     table = read_table(out / "results")
-    assert table.column_names == [name for name, _ in RESULT_COLUMNS] + ["product", "stars"]
+    assert table.column_names == [name for name, _ in SPEC_RESULT_COLUMNS] + ["product", "stars"]
     assert table.schema.field("stars").type == pa.int64()
     for row in rows:
         assert by_id[row["id"]]["product"] == row["product"]
@@ -318,7 +273,7 @@ def test_prompt_column_sends_one_user_message(server: ZaiServer, tmp_path: Path)
     inp = write_jsonl(tmp_path / "q.jsonl", rows)
     out = tmp_path / "out"
 
-    zbatch(server, "-i", str(inp), "-o", str(out), "--prompt-column", "question")
+    run_against(server, "-i", str(inp), "-o", str(out), "--prompt-column", "question")
 
     assert_answers(out, {r["id"]: r["question"] for r in rows})
     for sent in server.stats()["bodies_sample"]:
@@ -332,13 +287,13 @@ def test_gzip_parquet_and_folder_inputs(server: ZaiServer, tmp_path: Path) -> No
     gz = tmp_path / "in.jsonl.gz"
     with gzip.open(gz, "wt", encoding="utf-8") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in gz_rows)
-    zbatch(server, "-i", str(gz), "-o", str(tmp_path / "out_gz"))
+    run_against(server, "-i", str(gz), "-o", str(tmp_path / "out_gz"))
     assert_answers(tmp_path / "out_gz", {r["id"]: r["prompt"] for r in gz_rows})
 
     pq_rows = prompt_rows(30, prefix="pq")
     pq_path = tmp_path / "in.parquet"
     pq.write_table(pa.Table.from_pylist(pq_rows), pq_path)
-    zbatch(server, "-i", str(pq_path), "-o", str(tmp_path / "out_pq"))
+    run_against(server, "-i", str(pq_path), "-o", str(tmp_path / "out_pq"))
     assert_answers(tmp_path / "out_pq", {r["id"]: r["prompt"] for r in pq_rows})
 
     folder = tmp_path / "folder"
@@ -348,7 +303,7 @@ def test_gzip_parquet_and_folder_inputs(server: ZaiServer, tmp_path: Path) -> No
         handle.writelines(json.dumps(r) + "\n" for r in parts[1])
     pq.write_table(pa.Table.from_pylist(parts[2]), folder / "c.parquet")
     (folder / "notes.txt").write_text("not an input file\n", encoding="utf-8")
-    zbatch(server, "-i", str(folder), "-o", str(tmp_path / "out_dir"))
+    run_against(server, "-i", str(folder), "-o", str(tmp_path / "out_dir"))
     every = [r for part in parts for r in part]
     assert_answers(tmp_path / "out_dir", {r["id"]: r["prompt"] for r in every})
     assert server.stats()["requests"] == 30 + 30 + 30
@@ -388,7 +343,7 @@ def test_request_bodies_validate_against_the_openapi_schema(
     rows = [{"id": f"j{i}", "text": f'JSON={{"n": {i}, "tag": "t{i}"}}'} for i in range(20)]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
-    zbatch(
+    run_against(
         server,
         "-i",
         str(inp),
@@ -443,7 +398,7 @@ def test_request_bodies_validate_against_the_openapi_schema(
         for i in range(10)
     ]
     batch = write_jsonl(tmp_path / "batch.jsonl", lines)
-    zbatch(
+    run_against(
         server,
         "-i",
         str(batch),
@@ -476,7 +431,7 @@ def test_resume_after_a_stop_sends_only_the_remaining_rows(
     args = ("-i", str(inp), "-o", str(out), "--concurrency", "8")
     server.configure(fatal_after=60, latency=0.005)
 
-    first = zbatch(server, *args, expect=3)
+    first = run_against(server, *args, expect=3)
     assert "top up" in first.stderr
     assert "run the same command" in first.stderr
     done_first, _ = outcome_ids(out)
@@ -490,7 +445,7 @@ def test_resume_after_a_stop_sends_only_the_remaining_rows(
 
     server.configure(fatal_code=None, fatal_after=None)
     server.reset_stats()
-    zbatch(server, *args)
+    run_against(server, *args)
     stats = server.stats()
     remaining = sorted(prompts[i] for i in prompts if i not in set(done_first))
     assert stats["requests"] == 200 - 60
@@ -499,7 +454,7 @@ def test_resume_after_a_stop_sends_only_the_remaining_rows(
     assert summary(out)["rows"]["skipped_already_done"] == 60
 
     server.reset_stats()
-    again = zbatch(server, *args)
+    again = run_against(server, *args)
     assert server.stats()["requests"] == 0
     assert summary(out)["rows"]["skipped_already_done"] == 200
     assert "Error" not in again.stderr
@@ -520,7 +475,7 @@ def test_no_balance_1113_stops_at_once_even_with_many_in_flight(
     server.configure(fatal_after=100, latency=0.05)
 
     started = time.monotonic()
-    first = zbatch(server, *args, expect=3)
+    first = run_against(server, *args, expect=3)
     elapsed = time.monotonic() - started
     assert elapsed < 10, f"took {elapsed:.1f} s to stop"
     assert "1113" in first.stderr and "top up" in first.stderr
@@ -538,7 +493,7 @@ def test_no_balance_1113_stops_at_once_even_with_many_in_flight(
 
     server.configure(fatal_code=None, fatal_after=None, latency=0.0)
     server.reset_stats()
-    zbatch(server, *args)
+    run_against(server, *args)
     assert server.stats()["requests"] == 300
     assert_answers(out, prompts)
 
@@ -558,14 +513,14 @@ def test_content_filter_rows_are_logged_once_and_never_retried(
     out = tmp_path / "out"
     job = fast_job(tmp_path)
 
-    zbatch(server, job, "-i", str(inp), "-o", str(out), expect=1)
+    run_against(server, job, "-i", str(inp), "-o", str(out), expect=1)
 
     sent = sent_user_texts(server)
     assert sent.count("Something risky FAIL=1301*") == 1
     assert sent.count("Something else FAIL=sensitive*") == 1
     assert server.stats()["errors_by_code"] == {"1301": 1, "sensitive": 1}
     errors = read_table(out / "errors")
-    assert column_types(errors) == ERROR_COLUMNS
+    assert column_types(errors) == SPEC_ERROR_COLUMNS
     by_id = {e["id"]: e for e in errors.to_pylist()}
     assert sorted(errors.column("id").to_pylist()) == ["cf-1301", "cf-sens"]
     for error in by_id.values():
@@ -578,7 +533,7 @@ def test_content_filter_rows_are_logged_once_and_never_retried(
     assert summary(out)["errors"] == {"content_filter": 2}
 
     server.reset_stats()
-    zbatch(server, job, "-i", str(inp), "-o", str(out))
+    run_against(server, job, "-i", str(inp), "-o", str(out))
     assert server.stats()["requests"] == 0
     assert read_table(out / "errors").num_rows == 2
 
@@ -605,7 +560,7 @@ def test_retryable_faults_are_retried_and_exhausted_rows_resent_next_run(
     out = tmp_path / "out"
     args = (fast_job(tmp_path), "-i", str(inp), "-o", str(out), "--max-retries", "5")
 
-    zbatch(server, *args, expect=1)
+    run_against(server, *args, expect=1)
 
     by_id = results_by_id(out)
     assert sorted(by_id) == sorted(i for i in prompts if i != "f-exhaust")
@@ -622,7 +577,7 @@ def test_retryable_faults_are_retried_and_exhausted_rows_resent_next_run(
 
     # The next run sends that row again, and only it; the server's seventh answer succeeds.
     before = server.stats()["requests"]
-    zbatch(server, *args)
+    run_against(server, *args)
     assert server.stats()["requests"] - before == 1
     assert sent_user_texts(server).count(prompts["f-exhaust"]) == 7
     after = assert_answers(out, prompts)
@@ -655,7 +610,7 @@ def test_unusable_rows_become_error_rows_and_are_never_sent(
     out = tmp_path / "out"
     args = ("-i", str(inp), "-o", str(out), "--template", "Say: {text}")
 
-    zbatch(server, *args, expect=1)
+    run_against(server, *args, expect=1)
 
     assert sorted(sent_user_texts(server)) == ["Say: alpha", "Say: beta", "Say: gamma"]
     assert_answers(out, {"ok1": "Say: alpha", "ok2": "Say: beta", "ok3": "Say: gamma"})
@@ -672,7 +627,7 @@ def test_unusable_rows_become_error_rows_and_are_never_sent(
     assert summary(out)["rows"]["failed"] == 4
 
     server.reset_stats()
-    zbatch(server, *args)
+    run_against(server, *args)
     assert server.stats()["requests"] == 0
     assert read_table(out / "errors").num_rows == 4
 
@@ -682,7 +637,7 @@ def test_template_field_no_row_has_stops_before_sending(server: ZaiServer, tmp_p
     inp = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": "x"} for i in range(5)])
     out = tmp_path / "out"
 
-    proc = zbatch(
+    proc = run_against(
         server,
         "-i",
         str(inp),
@@ -712,11 +667,11 @@ def test_changed_template_is_refused_unless_forced_into_a_new_generation(
     rows = [{"id": f"r{i}", "text": f"item {i}"} for i in range(10)]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
-    zbatch(server, "-i", str(inp), "-o", str(out), "--template", "Say: {text}")
+    run_against(server, "-i", str(inp), "-o", str(out), "--template", "Say: {text}")
     old_parts = sorted(p.name for p in (out / "results").glob("*.parquet"))
 
     server.reset_stats()
-    refused = zbatch(
+    refused = run_against(
         server, "-i", str(inp), "-o", str(out), "--template", "Shout: {text}", expect=2
     )
     assert "--force" in refused.stderr
@@ -724,7 +679,7 @@ def test_changed_template_is_refused_unless_forced_into_a_new_generation(
     assert server.stats()["requests"] == 0
     assert_answers(out, {r["id"]: f"Say: {r['text']}" for r in rows})
 
-    forced = zbatch(
+    forced = run_against(
         server, "-i", str(inp), "-o", str(out), "--template", "Shout: {text}", "--force"
     )
     assert "generations" in forced.stdout + forced.stderr
@@ -756,7 +711,7 @@ def test_status_and_export_report_the_final_outcome_of_every_input_id(
     rows.append({"id": "tr", "prompt": "Flaky FAIL=500*", "topic": "t9"})
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
-    zbatch(server, "-i", str(inp), "-o", str(out), "--max-retries", "0", expect=1)
+    run_against(server, "-i", str(inp), "-o", str(out), "--max-retries", "0", expect=1)
     new_rows = [{"id": f"n{i}", "prompt": f"New question {i}", "topic": "new"} for i in range(3)]
     write_jsonl(inp, rows + new_rows)  # the input grew since the run: 3 pending rows
     all_rows = rows + new_rows

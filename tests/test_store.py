@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from conftest import SPEC_ERROR_COLUMNS, SPEC_RESULT_COLUMNS
 
 from zbatch.errors import LockedError, StoreError
 from zbatch.job import Job
@@ -37,34 +38,6 @@ from zbatch.store import (
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 T0 = 1_760_000_000_000  # a completed_at / failed_at in ms
-
-# SPEC.md "Result columns", in order.
-SPEC_RESULT_COLUMNS = [
-    ("id", pa.string()),
-    ("content", pa.string()),
-    ("reasoning_content", pa.string()),
-    ("finish_reason", pa.string()),
-    ("model", pa.string()),
-    ("prompt_tokens", pa.int64()),
-    ("completion_tokens", pa.int64()),
-    ("total_tokens", pa.int64()),
-    ("cached_tokens", pa.int64()),
-    ("request_id", pa.string()),
-    ("attempts", pa.int32()),
-    ("latency_ms", pa.int32()),
-    ("completed_at", UTC_MS),
-]
-
-SPEC_ERROR_COLUMNS = [
-    ("id", pa.string()),
-    ("error_type", pa.string()),
-    ("status_code", pa.int32()),
-    ("error_code", pa.string()),
-    ("message", pa.string()),
-    ("attempts", pa.int32()),
-    ("retryable", pa.bool_()),
-    ("failed_at", UTC_MS),
-]
 
 
 def job(**settings: Any) -> Job:

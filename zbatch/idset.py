@@ -29,33 +29,27 @@ class IdSet:
 
     def add(self, item: str) -> bool:
         """Add ``item``; False if it was already there."""
-        key = (hash(item) & _MASK64) or 1  # 0 marks an empty slot
-        if not self._insert(key):
+        key = _key(item)
+        index = self._slot(key)
+        if self._slots[index] == key:
             return False
+        self._slots[index] = key
         self._count += 1
         if self._count * 2 > len(self._slots):
             self._grow()
         return True
 
     def __contains__(self, item: str) -> bool:
-        key = (hash(item) & _MASK64) or 1
-        slots, mask = self._slots, self._mask
-        index = key & mask
-        while (current := slots[index]) != _EMPTY:
-            if current == key:
-                return True
-            index = (index + 1) & mask
-        return False
+        key = _key(item)
+        return self._slots[self._slot(key)] == key
 
-    def _insert(self, key: int) -> bool:
+    def _slot(self, key: int) -> int:
+        """Where ``key`` is, or the empty slot where it would go."""
         slots, mask = self._slots, self._mask
         index = key & mask
-        while (current := slots[index]) != _EMPTY:
-            if current == key:
-                return False
+        while (current := slots[index]) != _EMPTY and current != key:
             index = (index + 1) & mask
-        slots[index] = key
-        return True
+        return index
 
     def _grow(self) -> None:
         old = self._slots
@@ -63,4 +57,8 @@ class IdSet:
         self._mask = len(self._slots) - 1
         for key in old:
             if key != _EMPTY:
-                self._insert(key)
+                self._slots[self._slot(key)] = key
+
+
+def _key(item: str) -> int:
+    return (hash(item) & _MASK64) or 1  # 0 marks an empty slot
