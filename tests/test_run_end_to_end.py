@@ -461,6 +461,37 @@ def test_resume_after_a_stop_sends_only_the_remaining_rows(
     assert_answers(out, prompts)
 
 
+def test_resume_over_parquet_reads_done_batches_by_id_and_still_logs_a_new_repeat(
+    server: ZaiServer, tmp_path: Path
+) -> None:
+    """A resume skips Parquet batches whose ids are all done without reading their rows, yet a
+    repeated id inside such a batch (added since the first run) still goes to the error log,
+    once: every input row ends exactly once in results or errors."""
+    rows = prompt_rows(4200)  # more than one 4,096-row Parquet batch
+    prompts = {r["id"]: r["prompt"] for r in rows}
+    inp = tmp_path / "in.parquet"
+    out = tmp_path / "out"
+    args = ("-i", str(inp), "-o", str(out), "--concurrency", "32")
+    pq.write_table(pa.Table.from_pylist(rows), inp)
+    run_against(server, *args)
+    assert_answers(out, prompts)
+
+    repeat = {"id": "row00010", "prompt": "the same id again"}
+    pq.write_table(pa.Table.from_pylist([*rows[:4096], repeat, *rows[4096:]]), inp)
+    server.reset_stats()
+    run_against(server, *args, expect=1)
+    assert server.stats()["requests"] == 0
+    [error] = table_rows(out / "errors")
+    assert (error["id"], error["error_type"]) == ("row00010", "duplicate_id")
+    assert "in.parquet row 4096 repeats id 'row00010'" in error["message"]
+    assert summary(out)["rows"]["skipped_already_done"] == 4200
+
+    run_against(server, *args)  # logged once: the next run has nothing to add
+    assert server.stats()["requests"] == 0
+    assert len(table_rows(out / "errors")) == 1
+    assert_answers(out, prompts)
+
+
 def test_no_balance_1113_stops_at_once_even_with_many_in_flight(
     server: ZaiServer, tmp_path: Path
 ) -> None:

@@ -15,7 +15,7 @@ import pytest
 import zbatch.source
 from zbatch.errors import JobError
 from zbatch.job import DEFAULT_BASE_URL, DEFAULT_MODEL, Job, load_job
-from zbatch.source import RawRow, count_rows, open_input, read_file
+from zbatch.source import DoneRows, RawRow, count_rows, open_input, read_file
 
 
 def jsonl(path: Path, rows: list[Any]) -> Path:
@@ -70,6 +70,49 @@ def test_parquet_rows_are_read_in_order_with_their_row_numbers(tmp_path, monkeyp
         "news.parquet row 1",
         "news.parquet row 2",
     ]
+
+
+def describe(items: list[Any]) -> list[tuple[str, Any]]:
+    """("done", [ids]) for a DoneRows, ("row", where) for a RawRow."""
+    return [
+        ("done", (item.where(0), item.ids)) if isinstance(item, DoneRows) else ("row", item.where)
+        for item in items
+    ]
+
+
+def test_parquet_batches_whose_ids_are_all_done_come_as_ids_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(zbatch.source, "PARQUET_BATCH_ROWS", 3)
+    path = tmp_path / "in.parquet"
+    ids = ["a", "b", "c", "d", " e", "f", "g", None, "h", "i"]
+    pq.write_table(pa.table({"id": ids, "text": [f"t{n}" for n in range(10)]}), path)
+    done = {"a", "b", "c", "d", "e", "f", "g", "h", "i"}  # " e" is done as "e", once stripped
+    items = list(open_input(str(path)).rows_or_done(None, done.__contains__))
+    assert describe(items) == [
+        ("done", ("in.parquet row 0", ["a", "b", "c"])),
+        ("row", "in.parquet row 3"),  # " e" needs normalising: row by row
+        ("row", "in.parquet row 4"),
+        ("row", "in.parquet row 5"),
+        ("row", "in.parquet row 6"),  # a missing id: row by row, to be logged
+        ("row", "in.parquet row 7"),
+        ("row", "in.parquet row 8"),
+        ("done", ("in.parquet row 9", ["i"])),
+    ]
+    assert items[1].data == {"id": "d", "text": "t3"}  # RawRows carry the whole row
+
+
+def test_integer_ids_are_checked_as_text_and_batch_lines_are_read_row_by_row(tmp_path):
+    numbers = tmp_path / "numbers.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3]}), numbers)
+    items = list(open_input(str(numbers)).rows_or_done(None, {"1", "2", "3"}.__contains__))
+    assert describe(items) == [("done", ("numbers.parquet row 0", ["1", "2", "3"]))]
+
+    batch = tmp_path / "batch.parquet"
+    pq.write_table(pa.table({"custom_id": ["x"], "id": ["x"], "body": ["{}"]}), batch)
+    items = list(open_input(str(batch)).rows_or_done(None, {"x"}.__contains__))
+    assert describe(items) == [("row", "batch.parquet row 0")]
+
+    named = list(open_input(str(batch)).rows_or_done("custom_id", {"x"}.__contains__))
+    assert describe(named) == [("done", ("batch.parquet row 0", ["x"]))]
 
 
 def test_a_folder_of_mixed_files_is_read_file_by_file_in_name_order(tmp_path):

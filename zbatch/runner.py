@@ -13,6 +13,7 @@ one, and everything completed is committed in a shielded flush.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ from .limits import AdaptiveLimit, Backoff, Pacer
 from .pricing import price_for
 from .progress import NullProgress, Progress
 from .simulate import SimulatedEndpoint
-from .source import InputFiles, RawRow, count_rows, open_input
+from .source import DoneRows, InputFiles, RawRow, count_rows, open_input
 from .stats import Stats
 
 log = logging.getLogger("zbatch")
@@ -260,13 +261,18 @@ class Runner:
     async def _produce(self, send: MemoryObjectSendStream[Work]) -> None:
         stats = self.stats
         seen = IdSet()
+        is_done = functools.partial(self.state.is_done, retry_failed=self.retry_failed)
         with send, self._producer_scope:
             try:
-                for raw in self.inputs.rows():
+                for item in self.inputs.rows_or_done(self.job.id_column, is_done):
                     if self.stopping:
                         return
+                    if isinstance(item, DoneRows):
+                        self._skip_done(item, seen)
+                        await anyio.lowlevel.checkpoint()
+                        continue
                     stats.input_rows += 1
-                    work = self._prepare(raw, seen)
+                    work = self._prepare(item, seen)
                     if work is not None:
                         await send.send(work)
                     if stats.input_rows % 512 == 0:
@@ -294,14 +300,7 @@ class Runner:
             )
             return None
         if not seen.add(row_id):
-            if row_id not in self.state.duplicates_logged:
-                self._log_error(
-                    row_id,
-                    Failure("duplicate_id", Scope.ROW, f"{raw.where} repeats id {row_id!r}"),
-                    attempts=0,
-                )
-                self.stats.failed += 1
-                self.stats.errors["duplicate_id"] += 1
+            self._repeated(row_id, raw.where)
             return None
         if self.state.is_done(row_id, retry_failed=self.retry_failed):
             self.stats.skipped += 1
@@ -317,6 +316,24 @@ class Runner:
             for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True)
         )
         return Work(row_id, json.dumps(body, ensure_ascii=False).encode(), tokens, keep)
+
+    def _skip_done(self, done: DoneRows, seen: IdSet) -> None:
+        """Count rows done before as skipped, still noticing ids that repeat."""
+        self.stats.input_rows += len(done.ids)
+        for offset, row_id in enumerate(done.ids):
+            if seen.add(row_id):
+                self.stats.skipped += 1
+            else:
+                self._repeated(row_id, done.where(offset))
+
+    def _repeated(self, row_id: str, where: str) -> None:
+        """A row whose id an earlier row had; logged unless an earlier run logged it."""
+        if row_id in self.state.duplicates_logged:
+            return
+        failure = Failure("duplicate_id", Scope.ROW, f"{where} repeats id {row_id!r}")
+        self._log_error(row_id, failure, attempts=0)
+        self.stats.failed += 1
+        self.stats.errors["duplicate_id"] += 1
 
     def _row_error(self, row_id: str, error_type: str, message: str) -> None:
         if self.state.is_done(row_id, retry_failed=False):

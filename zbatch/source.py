@@ -13,10 +13,10 @@ import gzip
 import itertools
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,6 +40,21 @@ class RawRow:
 
 
 @dataclass(frozen=True, slots=True)
+class DoneRows:
+    """Consecutive Parquet rows whose ids were all done before: only their ids were read."""
+
+    file: str
+    first: int  # the row number of ids[0]
+    ids: list[str]
+
+    def where(self, offset: int) -> str:
+        return f"{self.file} row {self.first + offset}"
+
+
+_Item = TypeVar("_Item", RawRow, RawRow | DoneRows)
+
+
+@dataclass(frozen=True, slots=True)
 class InputFiles:
     """The input files of a job and what their first row / schema says."""
 
@@ -50,16 +65,22 @@ class InputFiles:
     def rows(self) -> Iterator[RawRow]:
         """Every row of every file, in order; a file that breaks off part-way raises JobError."""
         for path in self.paths:
-            read = 0
-            try:
-                for row in read_file(path):
-                    read += 1
-                    yield row
-            except READ_ERRORS as exc:
-                raise JobError(
-                    f"{path} cannot be read past its first {read} rows ({exc}); fix or replace "
-                    "the file, then run the same command to resume"
-                ) from None
+            yield from _guarded(path, read_file(path))
+
+    def rows_or_done(
+        self, id_column: str | None, is_done: Callable[[str], bool]
+    ) -> Iterator[RawRow | DoneRows]:
+        """Like :meth:`rows`, but a Parquet batch whose ids are all done comes as one DoneRows.
+
+        Its other columns never become Python objects, so resuming over a million finished
+        rows costs a read of their ids, not of the whole table.
+        """
+        for path in self.paths:
+            column = _plain_id_column(path, id_column) if _is_parquet(path) else None
+            if column is None:
+                yield from _guarded(path, read_file(path))
+            else:
+                yield from _guarded(path, _read_parquet_skipping_done(path, column, is_done))
 
     def arrow_types(self) -> dict[str, pa.DataType]:
         """Column types from the first Parquet file's schema (empty for JSONL)."""
@@ -124,6 +145,20 @@ def read_file(path: Path) -> Iterator[RawRow]:
         yield from _read_parquet(path)
     else:
         yield from _read_jsonl(path)
+
+
+def _guarded(path: Path, items: Iterator[_Item]) -> Iterator[_Item]:
+    """The items of one file; a read error part-way becomes a JobError naming where."""
+    read = 0
+    try:
+        for item in items:
+            read += len(item.ids) if isinstance(item, DoneRows) else 1
+            yield item
+    except READ_ERRORS as exc:
+        raise JobError(
+            f"{path} cannot be read past its first {read} rows ({exc}); fix or replace "
+            "the file, then run the same command to resume"
+        ) from None
 
 
 def _expand(spec: str) -> list[Path]:
@@ -221,9 +256,42 @@ def _parse_line(line: bytes, where: str) -> RawRow:
 
 
 def _read_parquet(path: Path) -> Iterator[RawRow]:
-    name = path.name
     number = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
-        for data in batch.to_pylist():
-            yield RawRow(f"{name} row {number}", data)
-            number += 1
+        yield from _batch_rows(path.name, number, batch)
+        number += batch.num_rows
+
+
+def _read_parquet_skipping_done(
+    path: Path, column: str, is_done: Callable[[str], bool]
+) -> Iterator[RawRow | DoneRows]:
+    number = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        # A done id is stored as prompt.row_id made it; a raw value equal to one needs no
+        # normalising, and any other value takes the row-by-row path.
+        values = batch.column(column).to_pylist()
+        ids = [str(value) for value in values] if None not in values else []
+        if ids and all(map(is_done, ids)):
+            yield DoneRows(path.name, number, ids)
+        else:
+            yield from _batch_rows(path.name, number, batch)
+        number += batch.num_rows
+
+
+def _batch_rows(name: str, first: int, batch: pa.RecordBatch) -> Iterator[RawRow]:
+    for number, data in enumerate(batch.to_pylist(), start=first):
+        yield RawRow(f"{name} row {number}", data)
+
+
+def _plain_id_column(path: Path, id_column: str | None) -> str | None:
+    """The id column of a Parquet file when its values are ids as they are (strings or
+    integers); None when ids need a row's other columns (batch lines) or are of other types."""
+    schema = pq.read_schema(path)
+    column = id_column or "id"
+    if column not in schema.names:
+        return None
+    if id_column is None and {"custom_id", "body"} <= set(schema.names):
+        return None
+    kind = schema.field(column).type
+    plain = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    return column if plain or pa.types.is_integer(kind) else None
