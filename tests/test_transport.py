@@ -12,12 +12,23 @@ import socket
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from conftest import TEST_KEY
 from zai_server import ZaiServer, answer_for
 
-from zbatch.client import Client, Success
+from zbatch.client import Client, Success, env_proxy
 from zbatch.errors import Failure
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's proxy settings must not route these loopback requests anywhere else."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
 
 
 def body(text: str) -> bytes:
@@ -136,3 +147,28 @@ def test_cancelled_requests_leave_the_pool_usable() -> None:
         probes = anyio.run(main, server.base_url)
     assert len(probes) == 8
     assert all(isinstance(outcome, Success) for outcome in probes), probes
+
+
+def test_requests_go_through_the_proxy_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The host below does not exist: the answer can only come through the proxy (the loopback
+    server, which answers absolute-form requests as a forward proxy would pass them on)."""
+    with ZaiServer() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        [outcome] = send_all("http://zbatch-proxy-test.invalid/api/paas/v4", ["Question"])
+        assert proxy.stats()["requests"] == 1
+    assert isinstance(outcome, Success), outcome
+    assert outcome.content == answer_for([{"role": "user", "content": "Question"}])
+
+
+def test_the_proxy_is_chosen_by_scheme_and_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = httpx.URL("https://api.z.ai/api/paas/v4/chat/completions")
+    assert env_proxy(api) is None
+    monkeypatch.setenv("HTTP_PROXY", "http://plain.example:3128")
+    assert env_proxy(api) is None  # an https URL takes HTTPS_PROXY
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.example:8080")
+    proxy = env_proxy(api)
+    assert proxy is not None and str(proxy.url) == "http://proxy.example:8080"
+    monkeypatch.setenv("NO_PROXY", "localhost,.z.ai")
+    assert env_proxy(api) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import urllib.request
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from importlib.metadata import version
@@ -79,7 +80,7 @@ class Client:
         self._headers = headers.raw
         timeouts = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         self._extensions = {"timeout": timeouts.as_dict()}
-        self._transport = transport or aiohttp_transport(max_connections)
+        self._transport = transport or aiohttp_transport(self._url, max_connections)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -128,19 +129,30 @@ class Client:
         return Failure("connection", Scope.RETRY, message)
 
 
-def aiohttp_transport(max_connections: int) -> httpx.AsyncBaseTransport:
+def aiohttp_transport(url: httpx.URL, max_connections: int) -> httpx.AsyncBaseTransport:
     """zbatch's default transport: aiohttp, one connection per request in flight.
 
-    ``trust_env`` lets aiohttp take HTTP(S)_PROXY / NO_PROXY from the environment, as
-    httpx would; the TLS context is httpx's (certifi, SSL_CERT_FILE).
+    The proxy the environment names for ``url`` is looked up once, here: aiohttp's own
+    ``trust_env`` looks it up again for every request, which cost more CPU than the rest of
+    the request (docs/performance.md). The TLS context is httpx's (certifi, SSL_CERT_FILE).
     """
     ssl_context = httpx.create_ssl_context()
 
     def session() -> aiohttp.ClientSession:  # called on the first request, inside the loop
         connector = aiohttp.TCPConnector(limit=max_connections, ssl=ssl_context)
-        return aiohttp.ClientSession(connector=connector, trust_env=True)
+        return aiohttp.ClientSession(connector=connector)
 
-    return AiohttpTransport(client=session)
+    return AiohttpTransport(client=session, proxy=env_proxy(url))
+
+
+def env_proxy(url: httpx.URL) -> httpx.Proxy | None:
+    """The proxy that HTTPS_PROXY / HTTP_PROXY / ALL_PROXY name for ``url``, unless NO_PROXY
+    exempts its host."""
+    proxies = urllib.request.getproxies_environment()
+    address = proxies.get(url.scheme) or proxies.get("all")
+    if not address or urllib.request.proxy_bypass(url.host):
+        return None
+    return httpx.Proxy(address if "://" in address else f"http://{address}")
 
 
 def _dropped_connection(exc: httpx.TimeoutException) -> bool:
