@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -172,3 +173,18 @@ def test_the_proxy_is_chosen_by_scheme_and_no_proxy(monkeypatch: pytest.MonkeyPa
     assert proxy is not None and str(proxy.url) == "http://proxy.example:8080"
     monkeypatch.setenv("NO_PROXY", "localhost,.z.ai")
     assert env_proxy(api) is None
+
+
+def test_a_netrc_entry_for_the_host_does_not_clash_with_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp's trust_env would add ~/.netrc credentials beside the Authorization header and
+    refuse the request; zbatch's key is the only credential sent."""
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n", encoding="utf-8")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with ZaiServer(require_key=TEST_KEY) as server:
+        [outcome] = send_all(server.base_url, ["Question"])
+    assert isinstance(outcome, Success), outcome

@@ -326,7 +326,10 @@ def load_state(outdir: Path) -> ResumeState:
     state = ResumeState()
     results = read_parts(outdir / "results", ["id"])
     if results is not None:
-        state.succeeded = set(results.column("id").to_pylist())
+        # Slice by slice: a million ids as one Python list would add ~50 MB to the peak.
+        for batch in results.to_batches(max_chunksize=32_768):
+            state.succeeded.update(batch.column(0).to_pylist())
+        del results
     errors = read_parts(outdir / "errors", ["id", "error_type", "retryable"])
     if errors is not None:
         ids = errors.column("id").to_pylist()
