@@ -30,10 +30,10 @@ from common import fake_server, machine_line, prompt_for, request_body, say, tab
 from zbatch.client import aiohttp_transport
 
 
-def _client(kind: str, pool: int) -> httpx.AsyncClient:
+def _client(kind: str, url: str, pool: int) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     timeout = httpx.Timeout(5.0, pool=2.0)
-    transport = aiohttp_transport(pool) if kind == "aiohttp" else None
+    transport = aiohttp_transport(httpx.URL(url), pool) if kind == "aiohttp" else None
     return httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport)
 
 
@@ -54,7 +54,7 @@ async def churn(kind: str, url: str, args: argparse.Namespace, seed: int) -> dic
     body = json.dumps(request_body(prompt_for(0))).encode()
     headers = {"Content-Type": "application/json"}
     deadline = time.monotonic() + args.seconds
-    async with _client(kind, args.pool) as client:
+    async with _client(kind, url, args.pool) as client:
 
         async def task() -> None:
             while time.monotonic() < deadline:

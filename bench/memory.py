@@ -106,8 +106,9 @@ def run_case(
 def resume_breakdown(input_path: Path, outdir: Path) -> list[list[Any]]:
     """Where a resume's time goes, step by step, in this process (zbatch's own functions).
 
-    The last step is what the producer does per row of a finished OUTDIR: read the row, take
-    its id, add it to the repeated-id set, find it done (nothing is rendered).
+    The producer reads the input with ``InputFiles.rows_or_done``: a Parquet batch whose
+    ids are all done comes as ids only (``DoneRows``), any other row as a dict. Every id then
+    goes through the repeated-id set (``IdSet``) and, for a dict row, ``is_done``.
     """
     import resource
     import time
@@ -130,16 +131,24 @@ def resume_breakdown(input_path: Path, outdir: Path) -> list[list[Any]]:
     inputs = source.open_input(job.input_path)
     state = step("store.load_state (ids of committed parts)", lambda: store.load_state(outdir))
     step("source.count_rows", lambda: source.count_rows(inputs.paths))
-    step("read every input row (InputFiles.rows)", lambda: sum(1 for _ in inputs.rows()))
+    step("read every row as a dict (InputFiles.rows)", lambda: sum(1 for _ in inputs.rows()))
+
+    def items() -> Any:
+        return inputs.rows_or_done(job.id_column, state.is_done)
+
+    step("read as the producer does (InputFiles.rows_or_done)", lambda: sum(1 for _ in items()))
 
     def producer() -> int:
         seen, done = IdSet(), 0
-        for raw in inputs.rows():
-            row_id = prompt.row_id(raw.data or {}, job.id_column)
+        for item in items():
+            if isinstance(item, source.DoneRows):
+                done += sum(seen.add(row_id) for row_id in item.ids)
+                continue
+            row_id = prompt.row_id(item.data or {}, job.id_column)
             done += row_id is not None and seen.add(row_id) and state.is_done(row_id)
         return done
 
-    step("read + row_id + IdSet.add + is_done (the producer's path)", producer)
+    step("... + IdSet.add + is_done (the producer's path)", producer)
     return steps
 
 
