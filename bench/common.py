@@ -27,6 +27,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_SCRIPT = REPO / "tests" / "zai_server.py"
+sys.path.insert(0, str(SERVER_SCRIPT.parent))  # the scripts share the server's helpers
 BASE_PATH = "/api/paas/v4"
 MODEL = "glm-4.6"
 MAX_TOKENS = 16

@@ -38,17 +38,7 @@ from common import (
     table,
     zbatch_cli,
 )
-
-
-def max_in_window(stamps: list[float], window: float) -> int:
-    """Most timestamps inside any half-open interval [t, t + window)."""
-    ordered = sorted(stamps)
-    best = first = 0
-    for last, stamp in enumerate(ordered):
-        while stamp - ordered[first] >= window:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
+from zai_server import max_in_window
 
 
 def run_zbatch(
