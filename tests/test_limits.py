@@ -9,6 +9,7 @@ import bisect
 import heapq
 import random
 import time
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -250,6 +251,28 @@ def test_a_cancelled_waiter_does_not_lose_a_slot():
 # --- Pacer ----------------------------------------------------------------------------------
 
 
+def saturate(
+    pacer: Pacer,
+    clock: FakeClock,
+    until: float,
+    draw_cost: Callable[[], float],
+    after: Callable[[float], None] | None = None,
+) -> tuple[list[float], list[float]]:
+    """One caller starting each request the moment the pacer allows, until ``until``:
+    the start times and the costs drawn. ``after`` sees each cost once it started."""
+    starts: list[float] = []
+    costs: list[float] = []
+    while clock.now[0] < until:
+        cost = draw_cost()
+        start = clock.now[0] + pacer.reserve(cost)
+        clock.now[0] = start
+        starts.append(start)
+        costs.append(cost)
+        if after is not None:
+            after(cost)
+    return starts, costs
+
+
 def interval_for(per_minute: float) -> float:
     return 60.0 / (per_minute * Pacer.HEADROOM)
 
@@ -319,14 +342,8 @@ def test_token_reservations_keep_every_window_under_the_tpm_cap():
     rng = random.Random(11)
     clock = FakeClock()
     pacer = Pacer(per_minute=per_minute, clock=clock)
-    starts: list[float] = []
-    costs: list[float] = []
-    while clock.now[0] < 600:
-        cost = rng.randint(50, 2000)  # each request is at most 2% of the cap
-        start = clock.now[0] + pacer.reserve(cost)
-        clock.now[0] = start
-        starts.append(start)
-        costs.append(cost)
+    # each request is at most 2% of the cap
+    starts, costs = saturate(pacer, clock, 600, lambda: rng.randint(50, 2000))
     assert max_in_window(starts, costs) <= per_minute
     assert sum(costs) >= 0.95 * per_minute * 10
 
@@ -423,16 +440,15 @@ def test_requests_that_are_a_large_share_of_the_tpm_cap_still_fit_every_window(l
     rng = random.Random(5)
     clock = FakeClock()
     pacer = Pacer(per_minute=per_minute, clock=clock)
-    starts: list[float] = []
-    costs: list[float] = []
-    while clock.now[0] < 1200:
-        cost = rng.randint(1, int(largest * per_minute))
-        start = clock.now[0] + pacer.reserve(cost)
-        clock.now[0] = start
-        starts.append(start)
-        costs.append(cost)
+
+    def after(cost: float) -> None:
         if rng.random() < 0.3:
             pacer.adjust(-cost * rng.random())  # real usage below the estimate
+
+    def draw() -> float:
+        return rng.randint(1, int(largest * per_minute))
+
+    starts, costs = saturate(pacer, clock, 1200, draw, after)
     assert max_in_window(starts, costs) <= per_minute
     assert sum(costs) >= 0.5 * per_minute * 20  # and the cap is still put to use
 

@@ -168,6 +168,7 @@ class Runner:
         self.client = client
         self.progress = progress
         self.retry_failed = retry_failed
+        self._is_done = functools.partial(state.is_done, retry_failed=retry_failed)
         outdir = Path(job.output_dir)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
         (outdir / "results").mkdir(exist_ok=True)
@@ -261,10 +262,9 @@ class Runner:
     async def _produce(self, send: MemoryObjectSendStream[Work]) -> None:
         stats = self.stats
         seen = IdSet()
-        is_done = functools.partial(self.state.is_done, retry_failed=self.retry_failed)
         with send, self._producer_scope:
             try:
-                for item in self.inputs.rows_or_done(self.job.id_column, is_done):
+                for item in self.inputs.rows_or_done(self.job.id_column, self._is_done):
                     if self.stopping:
                         return
                     if isinstance(item, DoneRows):
@@ -302,7 +302,7 @@ class Runner:
         if not seen.add(row_id):
             self._repeated(row_id, raw.where)
             return None
-        if self.state.is_done(row_id, retry_failed=self.retry_failed):
+        if self._is_done(row_id):
             self.stats.skipped += 1
             return None
         try:

@@ -256,26 +256,30 @@ def _parse_line(line: bytes, where: str) -> RawRow:
 
 
 def _read_parquet(path: Path) -> Iterator[RawRow]:
-    number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
-        yield from _batch_rows(path.name, number, batch)
-        number += batch.num_rows
+    for first, batch in _parquet_batches(path):
+        yield from _batch_rows(path.name, first, batch)
 
 
 def _read_parquet_skipping_done(
     path: Path, column: str, is_done: Callable[[str], bool]
 ) -> Iterator[RawRow | DoneRows]:
-    number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+    for first, batch in _parquet_batches(path):
         # A done id is stored as prompt.row_id made it; a raw value equal to one needs no
         # normalising, and any other value takes the row-by-row path.
         values = batch.column(column).to_pylist()
         ids = [str(value) for value in values] if None not in values else []
         if ids and all(map(is_done, ids)):
-            yield DoneRows(path.name, number, ids)
+            yield DoneRows(path.name, first, ids)
         else:
-            yield from _batch_rows(path.name, number, batch)
-        number += batch.num_rows
+            yield from _batch_rows(path.name, first, batch)
+
+
+def _parquet_batches(path: Path) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """Each batch of a Parquet file, with the row number of its first row."""
+    first = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        yield first, batch
+        first += batch.num_rows
 
 
 def _batch_rows(name: str, first: int, batch: pa.RecordBatch) -> Iterator[RawRow]:
