@@ -106,8 +106,9 @@ def run_case(
 def resume_breakdown(input_path: Path, outdir: Path) -> list[list[Any]]:
     """Where a resume's time goes, step by step, in this process (zbatch's own functions).
 
-    The producer reads the input with ``InputFiles.rows_or_done``: a Parquet batch whose
-    ids are all done comes as ids only (``DoneRows``), any other row as a dict. Every id then
+    The producer reads the input with ``InputFiles.rows_or_done``: a block of rows (a Parquet
+    batch, or JSONL lines parsed by Arrow) whose ids are all done comes as ids only
+    (``DoneRows``), any other row as a dict. Every id then
     goes through the repeated-id set (``IdSet``) and, for a dict row, ``is_done``.
     """
     import resource

@@ -115,6 +115,88 @@ def test_integer_ids_are_checked_as_text_and_batch_lines_are_read_row_by_row(tmp
     assert describe(named) == [("done", ("batch.parquet row 0", ["x"]))]
 
 
+def test_jsonl_blocks_whose_ids_are_all_done_come_as_ids_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(zbatch.source, "JSONL_BLOCK_LINES", 3)
+    ids = ["a", "b", "c", "d", " e", "f", "g", None, "h", "i"]
+    path = jsonl(tmp_path / "in.jsonl", [{"id": i, "text": f"t{n}"} for n, i in enumerate(ids)])
+    done = {"a", "b", "c", "d", "e", "f", "g", "h", "i"}
+    items = list(open_input(str(path)).rows_or_done(None, done.__contains__))
+    assert describe(items) == [
+        ("done", ("in.jsonl line 1", ["a", "b", "c"])),
+        ("row", "in.jsonl line 4"),  # " e" needs normalising: row by row
+        ("row", "in.jsonl line 5"),
+        ("row", "in.jsonl line 6"),
+        ("row", "in.jsonl line 7"),  # a missing id: row by row, to be logged
+        ("row", "in.jsonl line 8"),
+        ("row", "in.jsonl line 9"),
+        ("done", ("in.jsonl line 10", ["i"])),
+    ]
+    assert items[1].data == {"id": "d", "text": "t3"}  # RawRows carry the whole row
+
+
+def test_jsonl_ids_follow_the_same_rules_as_reading_row_by_row(tmp_path, monkeypatch):
+    """Every id a DoneRows gives is the one prompt.row_id reads from that very line."""
+    from zbatch.prompt import row_id
+
+    monkeypatch.setattr(zbatch.source, "JSONL_BLOCK_LINES", 2)
+    blocks = [
+        b'{"id": "a1", "x": [1, {"y": null}]}\n{"id": "a2", "x": NaN}\n',  # ids as they are
+        b'{"id": 17, "x": 1}\n{"id": -3}\n',  # integers, checked as text
+        b'{"custom_id": "c1", "id": "no", "body": {"model": "m"}}\n{"custom_id": "c2", "body": {}}\n',
+        b'{"custom_id": "u1", "id": "i1", "body": null}\n{"id": "i2", "custom_id": "u2"}\n',
+        b'{"custom_id": "u3", "id": "i3", "body": "text"}\n{"id": "i4"}\n',  # body not an object
+        b'{"id": "b1"}\n{"id": 2}\n',  # mixed id types
+        b'{"id": 1.5}\n{"id": "b4"}\n',  # a number that is not an integer
+        b'{"id": true}\n{"id": "b6"}\n',  # a boolean is no id
+        b'{"id": "b7", "id": "b8"}\n{"id": "b9"}\n',  # a repeated key: Python keeps the last
+        b'{"id": "c3", "body": {}}\n{"id": "c4"}\n',  # a batch body without custom_id
+        b'{"id": "d1"}{"id": "d2"}\n{"id": "d3"}\n',  # two objects on one line
+        b'\xef\xbb\xbf{"id": "e1"}\n{"id": "e2"}\n',  # a byte-order mark
+        b'{"id": "f1", "x": "\xff"}\n{"id": "f2"}\n',  # bad UTF-8 in another column
+        b'{"id": "g1"}\n\n{"id": "g0"}\n',  # a blank line
+        b'{"id": "g2"}\n["g3"]\n',  # not an object
+        b'{"id": "h1", "x": "\xc3\xa9"}\n{"id": "h2"}',  # UTF-8, and no newline at the end
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"".join(blocks))
+    items = list(open_input(str(path)).rows_or_done(None, lambda _: True))
+    expected = {}
+    for row in read_file(path):
+        expected[row.where] = row_id(row.data, None) if row.data is not None else None
+    done = [item for item in items if isinstance(item, DoneRows)]
+    for item in done:
+        for offset, got in enumerate(item.ids):
+            assert got == expected[item.where(offset)], item.where(offset)
+    assert [item.ids for item in done] == [
+        ["a1", "a2"],
+        ["17", "-3"],
+        ["c1", "c2"],
+        ["i1", "i2"],
+        ["h1", "h2"],
+    ]
+    seen = [w for item in done for w in map(item.where, range(len(item.ids)))]
+    seen += [item.where for item in items if isinstance(item, RawRow)]
+    assert sorted(seen) == sorted(expected)  # every line once, blank ones aside
+
+
+def test_jsonl_named_id_columns_and_gzip_are_read_as_ids(tmp_path, monkeypatch):
+    monkeypatch.setattr(zbatch.source, "MAX_LINE_BYTES", 64)
+    path = tmp_path / "named.jsonl.gz"
+    with gzip.open(path, "wb") as handle:
+        handle.write(b'{"key": "k1", "id": 5}\n{"key": "k2"}\n')
+        handle.write(b'{"key": "k3", "text": "' + b"x" * 80 + b'"}\n')  # over the limit
+    items = list(open_input(str(path)).rows_or_done("key", lambda _: True))
+    assert describe(items) == [
+        ("row", "named.jsonl.gz line 1"),
+        ("row", "named.jsonl.gz line 2"),
+        ("row", "named.jsonl.gz line 3"),
+    ]
+    assert items[2].problem == "named.jsonl.gz line 3 is longer than 0 MB; skipped"
+    monkeypatch.setattr(zbatch.source, "JSONL_BLOCK_LINES", 2)
+    items = list(open_input(str(path)).rows_or_done("key", lambda _: True))
+    assert describe(items)[0] == ("done", ("named.jsonl.gz line 1", ["k1", "k2"]))
+
+
 def test_a_folder_of_mixed_files_is_read_file_by_file_in_name_order(tmp_path):
     folder = tmp_path / "input"
     folder.mkdir()

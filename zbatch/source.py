@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import io
 import itertools
 import json
 import zlib
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from .errors import JobError
@@ -26,6 +29,7 @@ from .errors import JobError
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet")
 MAX_LINE_BYTES = 16 * 1024 * 1024
 PARQUET_BATCH_ROWS = 4096
+JSONL_BLOCK_LINES = 4096
 # What reading a damaged file raises: a truncated or corrupt gzip, a bad Parquet page, EIO.
 READ_ERRORS = (OSError, EOFError, zlib.error, pa.ArrowException)
 
@@ -41,14 +45,15 @@ class RawRow:
 
 @dataclass(frozen=True, slots=True)
 class DoneRows:
-    """Consecutive Parquet rows whose ids were all done before: only their ids were read."""
+    """Consecutive rows whose ids were all done before: only their ids were read."""
 
     file: str
-    first: int  # the row number of ids[0]
+    unit: str  # "row" (Parquet) or "line" (JSONL)
+    first: int  # the row or line number of ids[0]
     ids: list[str]
 
     def where(self, offset: int) -> str:
-        return f"{self.file} row {self.first + offset}"
+        return f"{self.file} {self.unit} {self.first + offset}"
 
 
 _Item = TypeVar("_Item", RawRow, RawRow | DoneRows)
@@ -70,17 +75,19 @@ class InputFiles:
     def rows_or_done(
         self, id_column: str | None, is_done: Callable[[str], bool]
     ) -> Iterator[RawRow | DoneRows]:
-        """Like :meth:`rows`, but a Parquet batch whose ids are all done comes as one DoneRows.
+        """Like :meth:`rows`, but a block of rows whose ids are all done comes as one DoneRows.
 
-        Its other columns never become Python objects, so resuming over a million finished
-        rows costs a read of their ids, not of the whole table.
+        Their other columns never become Python objects, so resuming over a million finished
+        rows costs a read of their ids, not of every row.
         """
         for path in self.paths:
-            column = _plain_id_column(path, id_column) if _is_parquet(path) else None
-            if column is None:
-                yield from _guarded(path, read_file(path))
+            if not _is_parquet(path):
+                items = _read_jsonl_skipping_done(path, id_column, is_done)
+            elif (column := _plain_id_column(path, id_column)) is not None:
+                items = _read_parquet_skipping_done(path, column, is_done)
             else:
-                yield from _guarded(path, _read_parquet_skipping_done(path, column, is_done))
+                items = _read_parquet(path)
+            yield from _guarded(path, items)
 
     def arrow_types(self) -> dict[str, pa.DataType]:
         """Column types from the first Parquet file's schema (empty for JSONL)."""
@@ -213,23 +220,32 @@ def _first_record(path: Path) -> dict[str, Any] | None:
 
 
 def _read_jsonl(path: Path) -> Iterator[RawRow]:
-    name = path.name
     with _open_text(path) as handle:
-        number = 0
-        while True:
-            line = handle.readline(MAX_LINE_BYTES + 1)
-            if not line:
-                return
-            number += 1
-            where = f"{name} line {number}"
-            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-                _skip_rest_of_line(handle)
-                limit = MAX_LINE_BYTES // (1024 * 1024)
-                yield RawRow(where, None, f"{where} is longer than {limit} MB; skipped")
-                continue
-            if not line.strip():
-                continue
-            yield _parse_line(line, where)
+        for number, line in _jsonl_lines(handle):
+            yield _jsonl_row(path.name, number, line)
+
+
+def _jsonl_lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, line) for each line that is not blank; None for one over the limit."""
+    number = 0
+    while True:
+        line = handle.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            _skip_rest_of_line(handle)
+            yield number, None
+        elif line.strip():
+            yield number, line
+
+
+def _jsonl_row(name: str, number: int, line: bytes | None) -> RawRow:
+    where = f"{name} line {number}"
+    if line is None:
+        limit = MAX_LINE_BYTES // (1024 * 1024)
+        return RawRow(where, None, f"{where} is longer than {limit} MB; skipped")
+    return _parse_line(line, where)
 
 
 def _skip_rest_of_line(handle: IO[bytes]) -> None:
@@ -255,6 +271,85 @@ def _parse_line(line: bytes, where: str) -> RawRow:
     return RawRow(where, data)
 
 
+def _read_jsonl_skipping_done(
+    path: Path, id_column: str | None, is_done: Callable[[str], bool]
+) -> Iterator[RawRow | DoneRows]:
+    block_ids = _JsonlIds(id_column)
+    with _open_text(path) as handle:
+        lines = _jsonl_lines(handle)
+        while block := list(itertools.islice(lines, JSONL_BLOCK_LINES)):
+            ids = block_ids.read(block)
+            if ids is not None and all(map(is_done, ids)):
+                yield DoneRows(path.name, "line", block[0][0], ids)
+            else:
+                for number, line in block:
+                    yield _jsonl_row(path.name, number, line)
+
+
+class _JsonlIds:
+    """The ids of a block of JSONL lines, parsed by Arrow without building the rows.
+
+    Only for a block that the row-by-row path would read the same way: consecutive lines,
+    each one JSON object whose id is a string or an integer, no line over the limit.
+    Anything else (a number that is not an integer, a repeated key, bad UTF-8, a byte-order
+    mark, a line holding two objects) gives None and the block is read row by row.
+    Arrow does take some lines Python's json refuses, such as ones nested over a thousand
+    deep; such a line with a done id counts as done.
+    """
+
+    def __init__(self, id_column: str | None) -> None:
+        self._column = id_column
+        self._id_types = [pa.string(), pa.int64()]  # the one that last worked comes first
+
+    def read(self, block: list[tuple[int, bytes | None]]) -> list[str] | None:
+        if block[-1][0] - block[0][0] != len(block) - 1:
+            return None  # blank lines in between: the line numbers would not follow on
+        lines = [line for _, line in block if line is not None]
+        if len(lines) != len(block):
+            return None  # a line over the limit
+        data = b"".join(lines)
+        if b"\xef\xbb\xbf" in data or not (data.isascii() or _is_utf8(data)):
+            return None
+        for id_type in self._id_types:
+            try:
+                table = pa_json.read_json(
+                    io.BytesIO(data),
+                    read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data)),
+                    parse_options=pa_json.ParseOptions(
+                        explicit_schema=self._schema(id_type), unexpected_field_behavior="ignore"
+                    ),
+                )
+            except pa.ArrowInvalid:
+                continue
+            if id_type is not self._id_types[0]:
+                self._id_types.reverse()
+            return self._ids(table) if table.num_rows == len(block) else None
+        return None
+
+    def _schema(self, id_type: pa.DataType) -> pa.Schema:
+        if self._column is not None:
+            return pa.schema([(self._column, id_type)])
+        return pa.schema([("id", id_type), ("custom_id", id_type), ("body", pa.struct([]))])
+
+    def _ids(self, table: pa.Table) -> list[str] | None:
+        if self._column is not None:
+            ids = table.column(self._column)
+        else:  # prompt.row_id: a batch line ({"custom_id", "body": {...}}) is known by custom_id
+            is_batch_line = pc.is_valid(table.column("body"))
+            ids = pc.if_else(is_batch_line, table.column("custom_id"), table.column("id"))
+        if ids.null_count:
+            return None  # a batch line without custom_id, or no id: row by row, to be logged
+        return ids.cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _read_parquet(path: Path) -> Iterator[RawRow]:
     for first, batch in _parquet_batches(path):
         yield from _batch_rows(path.name, first, batch)
@@ -269,7 +364,7 @@ def _read_parquet_skipping_done(
         values = batch.column(column).to_pylist()
         ids = [str(value) for value in values] if None not in values else []
         if ids and all(map(is_done, ids)):
-            yield DoneRows(path.name, first, ids)
+            yield DoneRows(path.name, "row", first, ids)
         else:
             yield from _batch_rows(path.name, first, batch)
 
