@@ -8,7 +8,7 @@ but before that connection connected, leaves the connection in the pool for good
 idle, closed nor expired); once max_connections of them pile up, every request fails with
 PoolTimeout. This check reproduces that pattern through httpx.AsyncClient on two transports:
 "default" (httpx's own, httpcore) and "aiohttp" (the one zbatch ships,
-zbatch.client.aiohttp_transport): a small pool (--pool), more tasks than slots (--tasks), each
+zbatch.transport.AiohttpTransport): a small pool (--pool), more tasks than slots (--tasks), each
 request run under a random deadline (anyio.move_on_after) against a fake server with some
 latency, for --seconds.
 Then, with no more cancellations, --probe plain requests with a short pool timeout show
@@ -27,13 +27,13 @@ import anyio
 import httpx
 from common import fake_server, machine_line, prompt_for, request_body, say, table
 
-from zbatch.client import aiohttp_transport
+from zbatch.transport import AiohttpTransport
 
 
 def _client(kind: str, url: str, pool: int) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
     timeout = httpx.Timeout(5.0, pool=2.0)
-    transport = aiohttp_transport(httpx.URL(url), pool) if kind == "aiohttp" else None
+    transport = AiohttpTransport(max_connections=pool) if kind == "aiohttp" else None
     return httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport)
 
 

@@ -25,6 +25,8 @@ import httpx
 from common import fake_server, machine_line, make_jsonl, say, table
 from throughput import httpx_loop, limits, run_zbatch
 
+from zbatch.transport import AiohttpTransport
+
 try:
     from pyinstrument import Profiler
 except ImportError:  # pragma: no cover - optional benchmark dependency
@@ -59,7 +61,7 @@ def profile(label: str, run: Any, top: int) -> None:
     print(f"Self time, top {top}:\n")
     ranked = sorted(out["self"].items(), key=lambda kv: kv[1], reverse=True)[:top]
     print(table(["function", "self s", "share"], _rows(ranked, total)))
-    keys = ("zbatch/", "httpx/", "httpcore/", "anyio/", "aiohttp/", "httpx_aiohttp/", "pyarrow/")
+    keys = ("zbatch/", "httpx/", "httpcore/", "anyio/", "aiohttp/", "pyarrow/")
     inclusive = [
         (name, value)
         for name, value in out["total"].items()
@@ -119,11 +121,12 @@ def main() -> None:
             server.reset_stats()
             profile(f"zbatch, {name} transport, c={args.concurrency}", run, args.top)
         if args.bare:
-            say("profiling the bare httpx-aiohttp loop ...")
+            say("profiling the bare loop over zbatch's transport ...")
             server.reset_stats()
+            transport = AiohttpTransport(max_connections=args.concurrency)
             profile(
-                f"bare anyio+httpx loop, httpx-aiohttp transport, c={args.concurrency}",
-                lambda: anyio.run(httpx_loop, server.url, args.rows, args.concurrency, True),
+                f"bare anyio+httpx loop, zbatch's aiohttp transport, c={args.concurrency}",
+                lambda: anyio.run(httpx_loop, server.url, args.rows, args.concurrency, transport),
                 args.top,
             )
 

@@ -6,6 +6,7 @@ socket shows: answers, resets, timeouts, refused connections, the pool size and 
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import socket
@@ -18,8 +19,9 @@ import pytest
 from conftest import TEST_KEY
 from zai_server import ZaiServer, answer_for
 
-from zbatch.client import Client, Success, env_proxy
+from zbatch.client import Client, Success
 from zbatch.errors import Failure
+from zbatch.transport import env_proxy
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
@@ -93,6 +95,13 @@ def test_faults_on_the_wire_are_classified(fault: str, error_type: str, status: 
     assert (outcome.error_type, outcome.status_code) == (error_type, status)
 
 
+def test_a_gzip_encoded_answer_is_decoded() -> None:
+    with ZaiServer() as server:
+        [outcome] = send_all(server.base_url, ["Question FAIL=gzip"])
+    assert isinstance(outcome, Success), outcome
+    assert outcome.content == answer_for([{"role": "user", "content": "Question FAIL=gzip"}])
+
+
 def test_an_answer_slower_than_the_timeout_is_a_timeout() -> None:
     with ZaiServer(slow_seconds=3.0) as server:  # bounded even if the timeout were ignored
         [outcome] = send_all(server.base_url, ["Question FAIL=slow"], timeout=0.3)
@@ -156,9 +165,12 @@ def test_requests_go_through_the_proxy_the_environment_names(
     """The host below does not exist: the answer can only come through the proxy (the loopback
     server, which answers absolute-form requests as a forward proxy would pass them on)."""
     with ZaiServer() as proxy:
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.setenv("HTTP_PROXY", f"http://proxy-user:pa%20ss@127.0.0.1:{proxy.port}")
         [outcome] = send_all("http://zbatch-proxy-test.invalid/api/paas/v4", ["Question"])
-        assert proxy.stats()["requests"] == 1
+        stats = proxy.stats()
+    assert stats["requests"] == 1
+    credentials = base64.b64encode(b"proxy-user:pa ss").decode()
+    assert stats["proxy_authorization"] == f"Basic {credentials}"
     assert isinstance(outcome, Success), outcome
     assert outcome.content == answer_for([{"role": "user", "content": "Question"}])
 
@@ -170,7 +182,7 @@ def test_the_proxy_is_chosen_by_scheme_and_no_proxy(monkeypatch: pytest.MonkeyPa
     assert env_proxy(api) is None  # an https URL takes HTTPS_PROXY
     monkeypatch.setenv("HTTPS_PROXY", "proxy.example:8080")
     proxy = env_proxy(api)
-    assert proxy is not None and str(proxy.url) == "http://proxy.example:8080"
+    assert proxy == "http://proxy.example:8080"
     monkeypatch.setenv("NO_PROXY", "localhost,.z.ai")
     assert env_proxy(api) is None
 

@@ -8,7 +8,8 @@ benchmarks measure the client and not the fake.
 
 Answers are a pure function of the prompt (:func:`answer_for`), so a test can check that every
 output row holds the answer to its own prompt. Faults come from directives inside a prompt
-(``FAIL=1302,500,reset``) or from global settings (``latency``, ``max_inflight``, ``rpm``,
+(``FAIL=1302,500,reset``; ``FAIL=gzip`` is no fault but a gzip-encoded answer) or from
+global settings (``latency``, ``max_inflight``, ``rpm``,
 ``fatal_code``, ``fatal_after``, ``rates``, ``seed``, ``slow_seconds``, ``require_key``) that can
 be changed at run time through :meth:`ZaiServer.configure` or ``POST /control``.
 
@@ -32,6 +33,7 @@ import contextlib
 import copy
 import dataclasses
 import datetime as dt
+import gzip
 import hashlib
 import json
 import random
@@ -45,7 +47,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 HOST = "127.0.0.1"
 BASE_PATH = "/api/paas/v4"
@@ -65,7 +67,17 @@ _REASONS = {status.value: status.phrase for status in HTTPStatus}
 # Faults that are not Z.AI business codes; numeric names 1000-1999 (business codes) and
 # 500-599 (bare HTTP 5xx) are accepted as well, see is_fault().
 _NAMED_FAULTS = frozenset(
-    {"429", "reset", "badjson", "slow", "sensitive", "network_error", "length", "retryafter"}
+    {
+        "429",
+        "reset",
+        "badjson",
+        "slow",
+        "sensitive",
+        "network_error",
+        "length",
+        "retryafter",
+        "gzip",
+    }
 )
 _FINISH_REASON_FAULTS = frozenset({"sensitive", "network_error", "length"})
 _QUOTA_CODES = frozenset({"1304", "1308", "1310"})
@@ -325,6 +337,7 @@ class _Stats:
     abandoned: int = 0
     connections: int = 0
     auth_headers_seen: int = 0
+    proxy_authorization: str | None = None  # the last one seen (a forward proxy's credentials)
     answered_prompts: list[str] = dataclasses.field(default_factory=list)
     request_starts: list[float] = dataclasses.field(default_factory=list)
     bodies_sample: list[Any] = dataclasses.field(default_factory=list)
@@ -340,6 +353,7 @@ class _Stats:
             "abandoned": self.abandoned,
             "connections": self.connections,
             "auth_headers_seen": self.auth_headers_seen,
+            "proxy_authorization": self.proxy_authorization,
             "answered_prompts": list(self.answered_prompts),
             "request_starts": list(self.request_starts),
             "bodies_sample": copy.deepcopy(self.bodies_sample),
@@ -463,6 +477,7 @@ class _Engine:
         auth = request.headers.get("authorization")
         if auth is not None:
             stats.auth_headers_seen += 1
+        stats.proxy_authorization = request.headers.get("proxy-authorization")
         reply = self._decide(request.body, auth, now)
         reply.chat = True
         return reply
@@ -542,6 +557,11 @@ class _Engine:
             return self._answer(body, prompt, delay + self.settings.slow_seconds)
         if name == "reset":
             return _Reply(stat="reset", abort=True, delay=delay)
+        if name == "gzip":  # the normal answer, sent gzip-encoded
+            reply = self._answer(body, prompt, delay)
+            reply.body = gzip.compress(reply.body)
+            reply.extra_headers = "Content-Encoding: gzip\r\n"
+            return reply
         if name == "badjson":
             return _Reply(body=b'{"choices": [', stat="badjson", delay=delay)
         if name in _FINISH_REASON_FAULTS:
@@ -692,8 +712,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._engine.connections.add(self)
         self._engine.stats.connections += 1
 

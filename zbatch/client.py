@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import math
 import time
-import urllib.request
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from importlib.metadata import version
 from typing import Any
 
-import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from .errors import Failure, Scope, classify, redact
+from .transport import AiohttpTransport, env_proxy
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +43,9 @@ Outcome = Success | Failure
 class Client:
     """Sends chat completion requests straight to one shared httpx transport.
 
-    The default transport is ``httpx_aiohttp.AiohttpTransport``: on the benchmarks in
-    docs/performance.md it costs a fifth of httpx's own pool per request and does not leak
-    pool slots when requests are cancelled. ``transport`` is injectable: tests pass an
-    ``httpx.MockTransport``, ``--simulate`` passes the simulated endpoint.
+    The default transport is zbatch's :class:`~zbatch.transport.AiohttpTransport`, through
+    the proxy the environment names (looked up once). ``transport`` is injectable: tests
+    pass an ``httpx.MockTransport``, ``--simulate`` passes the simulated endpoint.
 
     Requests skip ``httpx.AsyncClient``: zbatch uses none of its per-request layers (URL
     merging, cookies, auth flows, redirects, event hooks), and they were a third of the CPU
@@ -77,10 +74,12 @@ class Client:
         )
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._headers = headers.raw
+        self._headers = headers
         timeouts = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         self._extensions = {"timeout": timeouts.as_dict()}
-        self._transport = transport or aiohttp_transport(self._url, max_connections)
+        self._transport = transport or AiohttpTransport(
+            max_connections=max_connections, proxy=env_proxy(self._url)
+        )
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -94,7 +93,7 @@ class Client:
         try:
             response = await self._transport.handle_async_request(request)
             try:
-                content = await response.aread()  # decodes gzip/deflate
+                content = await response.aread()
             finally:
                 await response.aclose()
         except httpx.TransportError as exc:
@@ -124,45 +123,9 @@ class Client:
 
     def _transport_failure(self, exc: httpx.TransportError) -> Failure:
         message = redact(f"{type(exc).__name__}: {exc}", self._api_key)
-        if isinstance(exc, httpx.TimeoutException) and not _dropped_connection(exc):
+        if isinstance(exc, httpx.TimeoutException):
             return Failure("timeout", Scope.RETRY, message or "request timed out")
         return Failure("connection", Scope.RETRY, message)
-
-
-def aiohttp_transport(url: httpx.URL, max_connections: int) -> httpx.AsyncBaseTransport:
-    """zbatch's default transport: aiohttp, one connection per request in flight.
-
-    The proxy the environment names for ``url`` is looked up once, here: aiohttp's own
-    ``trust_env`` looks it up again for every request, which cost more CPU than the rest of
-    the request (docs/performance.md). The TLS context is httpx's (certifi, SSL_CERT_FILE).
-    """
-    ssl_context = httpx.create_ssl_context()
-
-    def session() -> aiohttp.ClientSession:  # called on the first request, inside the loop
-        connector = aiohttp.TCPConnector(limit=max_connections, ssl=ssl_context)
-        return aiohttp.ClientSession(connector=connector)
-
-    return AiohttpTransport(client=session, proxy=env_proxy(url))
-
-
-def env_proxy(url: httpx.URL) -> httpx.Proxy | None:
-    """The proxy that HTTPS_PROXY / HTTP_PROXY / ALL_PROXY name for ``url``, unless NO_PROXY
-    exempts its host."""
-    proxies = urllib.request.getproxies_environment()
-    address = proxies.get(url.scheme) or proxies.get("all")
-    if not address or urllib.request.proxy_bypass(url.host):
-        return None
-    return httpx.Proxy(address if "://" in address else f"http://{address}")
-
-
-def _dropped_connection(exc: httpx.TimeoutException) -> bool:
-    """Whether a 'timeout' from the aiohttp transport is really a reset or closed connection.
-
-    httpx_aiohttp maps every aiohttp.ClientConnectionError it has no closer match for to
-    httpx.ConnectTimeout, so a reset by the server would be logged as a timeout.
-    """
-    cause = exc.__cause__
-    return isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, TimeoutError)
 
 
 def parse_answer(raw: bytes, latency_ms: int) -> Outcome:

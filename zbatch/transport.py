@@ -1,0 +1,116 @@
+"""zbatch's HTTP transport: httpx's request and response types, sent by aiohttp.
+
+The runner only ever sees httpx: :class:`AiohttpTransport` is an ``httpx.AsyncBaseTransport``,
+so tests can swap in ``httpx.MockTransport``. Underneath, aiohttp does the work: on the
+benchmarks in docs/performance.md it costs a fraction of httpx's own pool per request, and
+cancelling a request under pool contention does not leak a connection slot (httpcore#1093).
+
+Each response is read whole before it is returned (zbatch's answers are small JSON
+documents) and decoded by aiohttp, which keeps the per-request Python work small.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from typing import Any
+
+import aiohttp
+import httpx
+
+# aiohttp's errors as httpx's, the most specific first (the classes nest).
+_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
+    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
+    (aiohttp.ClientHttpProxyError, httpx.ProxyError),
+    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+    (aiohttp.ClientConnectorError, httpx.ConnectError),
+    (TimeoutError, httpx.ReadTimeout),  # aiohttp's SocketTimeoutError is one too
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+    (aiohttp.ClientConnectionError, httpx.ReadError),  # resets, a server that hung up
+    (aiohttp.ClientPayloadError, httpx.ReadError),  # a body cut short
+    (aiohttp.ClientError, httpx.RemoteProtocolError),  # e.g. a malformed status line
+)
+_DECODED_AWAY = frozenset({b"content-encoding", b"content-length"})
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """One aiohttp session, opened on the first request (inside the event loop).
+
+    ``max_connections`` caps the connections open at once; a request beyond it waits for one
+    (within the request's ``pool`` timeout). ``proxy`` is an ``http://[user:pass@]host:port``
+    URL, or None. The environment is not consulted here (no proxy variables, no .netrc):
+    :func:`env_proxy` reads the proxy settings once, when the transport is made.
+    """
+
+    def __init__(self, *, max_connections: int, proxy: str | None = None) -> None:
+        self._max_connections = max_connections
+        # Credentials stay in the URL: aiohttp sends them as Proxy-Authorization (its
+        # proxy_headers would reach only an HTTPS proxy's CONNECT, and proxy_auth is deprecated).
+        self._proxy = proxy
+        self._ssl = httpx.create_ssl_context()  # certifi, or SSL_CERT_FILE
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._session or self._open()
+        try:
+            async with session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=request.content,
+                timeout=self._timeout(request.extensions.get("timeout", {})),
+                allow_redirects=False,
+                proxy=self._proxy,
+            ) as response:
+                content = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            kind = next(kind for cause, kind in _ERRORS if isinstance(exc, cause))
+            raise kind(f"{type(exc).__name__}: {exc}", request=request) from exc
+        headers = response.raw_headers
+        if response.headers.get("Content-Encoding"):  # aiohttp decoded the body
+            headers = tuple((k, v) for k, v in headers if k.lower() not in _DECODED_AWAY)
+        return httpx.Response(
+            response.status,
+            headers=headers,
+            content=content,
+            request=request,
+            extensions={"reason_phrase": (response.reason or "").encode()},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl)
+        self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        """httpx's timeouts (connect, read, write, pool) as aiohttp's; made once per set."""
+        key = tuple(sorted(timeouts.items()))
+        made = self._timeouts.get(key)
+        if made is None:
+            made = aiohttp.ClientTimeout(
+                connect=timeouts.get("pool"),  # waiting for a free connection, then connecting
+                sock_connect=timeouts.get("connect"),
+                sock_read=timeouts.get("read"),
+            )
+            self._timeouts[key] = made
+        return made
+
+
+def env_proxy(url: httpx.URL) -> str | None:
+    """The proxy that HTTPS_PROXY / HTTP_PROXY / ALL_PROXY name for ``url``, unless NO_PROXY
+    exempts its host.
+
+    Looked up once per run: aiohttp's own ``trust_env`` looks it up again for every request,
+    which cost more CPU than the rest of the request (docs/performance.md).
+    """
+    proxies = urllib.request.getproxies_environment()
+    address = proxies.get(url.scheme) or proxies.get("all")
+    if not address or urllib.request.proxy_bypass(url.host):
+        return None
+    return address if "://" in address else f"http://{address}"
