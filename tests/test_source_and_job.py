@@ -142,7 +142,8 @@ def test_jsonl_ids_follow_the_same_rules_as_reading_row_by_row(tmp_path, monkeyp
     blocks = [
         b'{"id": "a1", "x": [1, {"y": null}]}\n{"id": "a2", "x": NaN}\n',  # ids as they are
         b'{"id": 17, "x": 1}\n{"id": -3}\n',  # integers, checked as text
-        b'{"custom_id": "c1", "id": "no", "body": {"model": "m"}}\n{"custom_id": "c2", "body": {}}\n',
+        b'{"custom_id": "c1", "id": "no", "body": {"model": "m"}}\n'
+        b'{"custom_id": "c2", "body": {}}\n',  # batch lines: custom_id
         b'{"custom_id": "u1", "id": "i1", "body": null}\n{"id": "i2", "custom_id": "u2"}\n',
         b'{"custom_id": "u3", "id": "i3", "body": "text"}\n{"id": "i4"}\n',  # body not an object
         b'{"id": "b1"}\n{"id": 2}\n',  # mixed id types

@@ -12,8 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import anyio
 
@@ -39,20 +38,16 @@ class AdaptiveLimit:
         self._credit = 0.0
         self._epoch = 0
         self._waiters: deque[anyio.Event] = deque()
+        self._slot = _Slot(self)
 
     @property
     def current(self) -> int:
         return max(1, int(self.limit))
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[int]:
-        """Hold one in-flight slot; yields the epoch to pass back to on_reject."""
-        await self._acquire()
-        try:
-            yield self._epoch
-        finally:
-            self.in_flight -= 1
-            self._wake(1)
+    def slot(self) -> _Slot:
+        """``async with limit.slot() as epoch``: hold one in-flight slot; the epoch is for
+        on_reject."""
+        return self._slot
 
     async def _acquire(self) -> None:
         if self.in_flight < self.current and not self._waiters:
@@ -75,6 +70,10 @@ class AdaptiveLimit:
                 self._wake(1)  # pass on the wake-up this task can no longer use
             raise
         self.in_flight += 1
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        self._wake(1)
 
     def _wake(self, count: int) -> None:
         free = self.current - self.in_flight
@@ -102,6 +101,23 @@ class AdaptiveLimit:
         self.limit = float(max(1, min(self.current - 1, round(self.current * self._decrease))))
         self.minimum = min(self.minimum, self.current)
         return True
+
+
+class _Slot:
+    """The async context manager of :meth:`AdaptiveLimit.slot`; a class, not a generator-based
+    one, because it is entered once per request."""
+
+    __slots__ = ("_limit",)
+
+    def __init__(self, limit: AdaptiveLimit) -> None:
+        self._limit = limit
+
+    async def __aenter__(self) -> int:
+        await self._limit._acquire()
+        return self._limit._epoch
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limit._release()
 
 
 class Pacer:

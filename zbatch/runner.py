@@ -1,13 +1,14 @@
 """The run: rows flow from the input through the limits to the API and into part files.
 
-    producer ──(bounded stream)──> workers (ceiling) ──> PartWriters ──> flusher
-                                     │  AdaptiveLimit (in-flight cap)
-                                     │  Pacer (rpm / tpm), Backoff
-                                     └─ Client.send → Success | Failure
+    input rows ──(next row, shared)──> workers (ceiling) ──> PartWriters ──> flusher
+                                         │  AdaptiveLimit (in-flight cap)
+                                         │  Pacer (rpm / tpm), Backoff
+                                         └─ Client.send → Success | Failure
 
-Stopping (fatal answer, quota, signal, disk error) sets ``stop_reason``: the
-producer stops, workers finish the request they have in flight and take no new
-one, and everything completed is committed in a shielded flush.
+Each worker takes the next row from the one input reader they share (reading is synchronous,
+so two workers are never inside it at once). Stopping (fatal answer, quota, signal, disk
+error) sets ``stop_reason``: workers finish the request they have in flight and take no new
+row, and everything completed is committed in a shielded flush.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from typing import Any
 import anyio
 import httpx
 import pyarrow as pa
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import prompt, store
 from .answers import NotJson, json_field_value, normalize_label, parse_json_object
@@ -195,7 +195,6 @@ class Runner:
         self._flush_now = anyio.Event()
         self._flush_lock = anyio.Lock()
         self._work_scope = anyio.CancelScope()
-        self._producer_scope = anyio.CancelScope()
         self.stats.total = count_rows(self.inputs.paths)
         log.info(
             "start: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
@@ -205,7 +204,8 @@ class Runner:
             job.effective_model,
             job.concurrency,
         )
-        send, receive = anyio.create_memory_object_stream[Work](job.concurrency * 2)
+        self._items = self.inputs.rows_or_done(job.id_column, self._is_done)
+        self._seen = IdSet()
         try:
             async with anyio.create_task_group() as helpers:
                 helpers.start_soon(self._watch_signals)
@@ -213,12 +213,16 @@ class Runner:
                 helpers.start_soon(self._flush_timer)
                 with self._work_scope:
                     async with anyio.create_task_group() as work:
-                        work.start_soon(self._produce, send)
                         for _ in range(job.concurrency):
-                            work.start_soon(self._worker, receive.clone())
-                        receive.close()
+                            work.start_soon(self._worker)
+                if not self.stopping:
+                    stats = self.stats
+                    log.info(
+                        "input read: %d rows, %d already done", stats.input_rows, stats.skipped
+                    )
                 helpers.cancel_scope.cancel()
         finally:
+            self._items.close()
             with anyio.CancelScope(shield=True):
                 await self.client.aclose()
                 try:
@@ -251,38 +255,41 @@ class Runner:
         self.stats.outcome = f"stopped: {reason}"
         log.warning("stopping: %s", reason)
         self._stop.set()
-        self._producer_scope.cancel()
 
     @property
     def stopping(self) -> bool:
         return self.stop_reason is not None
 
-    # --- producer -------------------------------------------------------------------------
+    # --- reading the input --------------------------------------------------------------
 
-    async def _produce(self, send: MemoryObjectSendStream[Work]) -> None:
+    async def _next_work(self) -> Work | None:
+        """The next row to send; None when the input is used up or the run is stopping.
+
+        Rows that need no request (done before, repeated, unreadable) are dealt with on the
+        way; every few hundred of them the event loop gets a turn.
+        """
         stats = self.stats
-        seen = IdSet()
-        with send, self._producer_scope:
+        while not self.stopping:
             try:
-                for item in self.inputs.rows_or_done(self.job.id_column, self._is_done):
-                    if self.stopping:
-                        return
-                    if isinstance(item, DoneRows):
-                        self._skip_done(item, seen)
-                        await anyio.lowlevel.checkpoint()
-                        continue
-                    stats.input_rows += 1
-                    work = self._prepare(item, seen)
-                    if work is not None:
-                        await send.send(work)
-                    if stats.input_rows % 512 == 0:
-                        await anyio.lowlevel.checkpoint()
+                item = next(self._items)
+            except StopIteration:
+                return None
             except JobError as exc:  # a file broke off part-way: keep what completed, stop
                 self.stop(exc)
-                return
-        log.info("input read: %d rows, %d already done", stats.input_rows, stats.skipped)
+                return None
+            if isinstance(item, DoneRows):
+                self._skip_done(item)
+                await anyio.lowlevel.checkpoint()
+                continue
+            stats.input_rows += 1
+            work = self._prepare(item)
+            if work is not None:
+                return work
+            if stats.input_rows % 512 == 0:
+                await anyio.lowlevel.checkpoint()
+        return None
 
-    def _prepare(self, raw: RawRow, seen: IdSet) -> Work | None:
+    def _prepare(self, raw: RawRow) -> Work | None:
         """Turn an input row into Work; None when it is done already or cannot be sent.
 
         Done-ness is checked before rendering: a resume over a million finished rows then
@@ -299,7 +306,7 @@ class Runner:
                 f"?{raw.where}", "missing_id", f"{raw.where} has no usable '{column}' value"
             )
             return None
-        if not seen.add(row_id):
+        if not self._seen.add(row_id):
             self._repeated(row_id, raw.where)
             return None
         if self._is_done(row_id):
@@ -317,11 +324,11 @@ class Runner:
         )
         return Work(row_id, json.dumps(body, ensure_ascii=False).encode(), tokens, keep)
 
-    def _skip_done(self, done: DoneRows, seen: IdSet) -> None:
+    def _skip_done(self, done: DoneRows) -> None:
         """Count rows done before as skipped, still noticing ids that repeat."""
         self.stats.input_rows += len(done.ids)
         for offset, row_id in enumerate(done.ids):
-            if seen.add(row_id):
+            if self._seen.add(row_id):
                 self.stats.skipped += 1
             else:
                 self._repeated(row_id, done.where(offset))
@@ -345,12 +352,9 @@ class Runner:
 
     # --- workers --------------------------------------------------------------------------
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[Work]) -> None:
-        with receive:
-            async for work in receive:
-                if self.stopping:
-                    return
-                await self._process(work)
+    async def _worker(self) -> None:
+        while (work := await self._next_work()) is not None:
+            await self._process(work)
 
     async def _process(self, work: Work) -> None:
         """Send one row until it succeeds, fails for good, or the run stops."""

@@ -14,7 +14,7 @@ import io
 import itertools
 import json
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -74,7 +74,7 @@ class InputFiles:
 
     def rows_or_done(
         self, id_column: str | None, is_done: Callable[[str], bool]
-    ) -> Iterator[RawRow | DoneRows]:
+    ) -> Generator[RawRow | DoneRows, None, None]:
         """Like :meth:`rows`, but a block of rows whose ids are all done comes as one DoneRows.
 
         Their other columns never become Python objects, so resuming over a million finished
