@@ -106,7 +106,7 @@ def run_case(
 def resume_breakdown(input_path: Path, outdir: Path) -> list[list[Any]]:
     """Where a resume's time goes, step by step, in this process (zbatch's own functions).
 
-    The producer reads the input with ``InputFiles.rows_or_done``: a block of rows (a Parquet
+    The workers read the input with ``InputFiles.rows_or_done``: a block of rows (a Parquet
     batch, or JSONL lines parsed by Arrow) whose ids are all done comes as ids only
     (``DoneRows``), any other row as a dict. Every id then
     goes through the repeated-id set (``IdSet``) and, for a dict row, ``is_done``.
@@ -137,9 +137,9 @@ def resume_breakdown(input_path: Path, outdir: Path) -> list[list[Any]]:
     def items() -> Any:
         return inputs.rows_or_done(job.id_column, state.is_done)
 
-    step("read as the producer does (InputFiles.rows_or_done)", lambda: sum(1 for _ in items()))
+    step("read as the run does (InputFiles.rows_or_done)", lambda: sum(1 for _ in items()))
 
-    def producer() -> int:
+    def settle() -> int:
         seen, done = IdSet(), 0
         for item in items():
             if isinstance(item, source.DoneRows):
@@ -149,7 +149,7 @@ def resume_breakdown(input_path: Path, outdir: Path) -> list[list[Any]]:
             done += row_id is not None and seen.add(row_id) and state.is_done(row_id)
         return done
 
-    step("... + IdSet.add + is_done (the producer's path)", producer)
+    step("... + IdSet.add + is_done (the run's path)", settle)
     return steps
 
 

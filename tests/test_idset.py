@@ -1,4 +1,4 @@
-"""IdSet: the compact set of ids the producer uses to spot repeated ids."""
+"""IdSet: the compact set of ids the run uses to spot repeated ids."""
 
 from __future__ import annotations
 
