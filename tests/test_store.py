@@ -529,6 +529,24 @@ def test_compact_after_a_crashed_compaction_ends_with_every_id_once(tmp_path):
     assert read_parts(outdir / "results").to_pylist() == expected
 
 
+def test_compact_stops_on_a_part_it_cannot_read_and_keeps_every_part(tmp_path):
+    outdir = make_outdir(tmp_path)
+    folder = outdir / "results"
+    parts = part_files(folder)
+    before = [p.read_bytes() for p in parts]
+    damaged = bytearray(before[1])
+    damaged[4:40] = b"\xff" * 36  # the first data page; the footer still reads
+    parts[1].write_bytes(bytes(damaged))
+
+    with pytest.raises(StoreError, match=r"cannot read the parts in .*results"):
+        compact(outdir)
+
+    recover(folder)  # what the next run does first
+    assert part_files(folder) == parts
+    assert parts[0].read_bytes() == before[0] and parts[2].read_bytes() == before[2]
+    assert sorted(p.name for p in folder.iterdir()) == [p.name for p in parts]  # no leftovers
+
+
 # --- the lock -------------------------------------------------------------------------------
 
 

@@ -205,7 +205,7 @@ class Runner:
             job.concurrency,
         )
         self._items = self.inputs.rows_or_done(job.id_column, self._is_done)
-        self._seen = IdSet()
+        self._seen = IdSet(capacity=self.stats.total)  # sized once: no growth transients
         try:
             async with anyio.create_task_group() as helpers:
                 helpers.start_soon(self._watch_signals)
