@@ -30,7 +30,6 @@ from zbatch.store import (
     load_state,
     locked,
     part_files,
-    read_parts,
     recover,
     result_schema,
     write_atomic,
@@ -83,6 +82,11 @@ def write_parts(
 
 
 RESULTS = pa.schema([pa.field(n, t) for n, t in SPEC_RESULT_COLUMNS])
+
+
+def read_parts(folder: Path) -> pa.Table:
+    """Every committed part of a folder as one table, in commit order."""
+    return ds.dataset([str(p) for p in part_files(folder)], format="parquet").to_table()
 
 
 # --- result_schema --------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,54 +23,106 @@ from .source import count_rows, open_input
 ERROR_COLUMNS = ["error_type", "status_code", "error_code", "message", "retryable", "failed_at"]
 
 
-def last_per_id(table: pa.Table) -> pa.Table:
-    """The last row of each id, in commit order (the error log's latest entry per id)."""
-    indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
-    last = indexed.group_by("id", use_threads=False).aggregate([("_row", "max")])
-    return table.take(last.sort_by("_row_max").column("_row_max"))
+@dataclass(frozen=True)
+class Outcomes:
+    """One row per id, its result if it has one, else its latest error, read part by part.
+
+    Which rows those are is worked out from the id columns alone; the rows themselves are
+    then read a batch at a time, so exporting a million results holds one batch of them.
+    """
+
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
 
 
-def final_outcomes(outdir: Path) -> pa.Table:
-    """One row per id: its result if it has one, else its latest error."""
-    results = store.read_parts(outdir / "results")
-    errors = store.read_parts(outdir / "errors")
-    tables = []
-    if results is not None:
-        # Each id is in results/ once; a compaction cut off by a crash may briefly show two.
-        results = last_per_id(results)
-        tables.append(results.append_column("status", pa.repeat("ok", results.num_rows)))
-    if errors is not None:
-        errors = errors.filter(pc.field("error_type") != "duplicate_id")
-        latest = last_per_id(errors)
-        if results is not None:
-            latest = latest.filter(pc.invert(pc.is_in(latest.column("id"), results.column("id"))))
-        status = pc.if_else(latest.column("retryable"), "failed_retryable", "failed")
-        tables.append(latest.append_column("status", status))
-    if not tables:
+def final_outcomes(outdir: Path) -> Outcomes:
+    results = store.Parts(outdir / "results")
+    errors = store.Parts(outdir / "errors")
+    if not results.files and not errors.files:
         raise JobError(f"{outdir} holds no results or errors yet")
-    return pa.concat_tables(tables, promote_options="default")
+    result_ids = results.column("id", pa.string())
+    # Each id is in results/ once; a compaction cut off by a crash may briefly show two.
+    keep_results = _last_of_each_id(result_ids)
+    error_ids = errors.column("id", pa.string())
+    error_types = errors.column("error_type", pa.string())
+    open_errors = pc.and_(
+        pc.not_equal(error_types, "duplicate_id"),
+        pc.invert(pc.is_in(error_ids, value_set=result_ids)),
+    )
+    keep_errors = _last_of_each_id(error_ids, open_errors)
+    del result_ids, error_ids, error_types, open_errors
+    schema = pa.unify_schemas(
+        [results.schema.append(STATUS), errors.schema.append(STATUS)], promote_options="default"
+    )
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in _kept(results, keep_results):
+            status = pa.repeat(pa.scalar("ok"), batch.num_rows)
+            yield _conform(batch.append_column(STATUS, status), schema)
+        for batch in _kept(errors, keep_errors):
+            status = pc.if_else(batch.column("retryable"), "failed_retryable", "failed")
+            yield _conform(batch.append_column(STATUS, status), schema)
+
+    return Outcomes(schema, batches())
+
+
+STATUS = pa.field("status", pa.string())
+
+
+def _kept(parts: store.Parts, keep: pa.Array) -> Iterator[pa.RecordBatch]:
+    """The rows of ``parts`` where ``keep`` (one flag per row) is true, a batch at a time."""
+    start = 0
+    for batch in parts.batches():
+        kept = batch.filter(keep.slice(start, batch.num_rows))
+        start += batch.num_rows
+        if kept.num_rows:
+            yield kept
+
+
+def _last_of_each_id(ids: pa.ChunkedArray, where: pa.ChunkedArray | None = None) -> pa.Array:
+    """A flag per row: true for the last row of its id (among the rows ``where`` is true)."""
+    if where is None and pc.count_distinct(ids).as_py() == len(ids):
+        return pa.repeat(pa.scalar(True), len(ids))  # the usual case: skip the group-by
+    rows = pa.table({"id": ids, "row": pa.array(range(len(ids)), pa.int64())})
+    if where is not None:
+        rows = rows.filter(where)
+    last = rows.group_by("id", use_threads=False).aggregate([("row", "max")])
+    return pc.is_in(pa.array(range(len(ids)), pa.int64()), value_set=last.column("row_max"))
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with ``schema``'s columns in its order; the ones it lacks are null."""
+    columns = [
+        batch.column(field.name).cast(field.type)
+        if field.name in batch.schema.names
+        else pa.nulls(batch.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def status(outdir: Path) -> dict[str, Any]:
     """Counts, tokens, cost and the last run's outcome of an output directory."""
     job = store.read_job_json(outdir)
     settings = job["settings"]
-    results = store.read_parts(outdir / "results")
+    results = store.Parts(outdir / "results")
     state = store.load_state(outdir)
     done = len(state.succeeded)
     failed = state.failed
     retryable = sum(1 for i, (_, r) in state.latest_error.items() if r and i not in state.succeeded)
     tokens = {"prompt": 0, "completion": 0, "cached": 0}
     labels: Counter[str] = Counter()
-    if results is not None:
+    if results.files:  # only the columns counted here are read
         for key, column in (
             ("prompt", "prompt_tokens"),
             ("completion", "completion_tokens"),
             ("cached", "cached_tokens"),
         ):
-            tokens[key] = int(pc.sum(results.column(column)).as_py() or 0)
-        if "label" in results.column_names:
-            labels.update(v for v in results.column("label").to_pylist() if v is not None)
+            tokens[key] = int(pc.sum(results.column(column, pa.int64())).as_py() or 0)
+        if "label" in results.schema.names:
+            for count in pc.value_counts(results.column("label", pa.string())).to_pylist():
+                if count["values"] is not None:
+                    labels[count["values"]] += count["counts"]
     try:
         input_rows: int | None = count_rows(open_input(settings["input_path"]).paths)
     except JobError:
@@ -125,22 +179,64 @@ def format_status(report: dict[str, Any]) -> str:
 
 
 def export(outdir: Path, target: Path, *, with_input: bool) -> int:
-    """Write the final outcome per id to .parquet, .jsonl or .csv; returns the row count."""
+    """Write the final outcome per id to .parquet, .jsonl or .csv; returns the row count.
+
+    Written a batch at a time; ``with_input`` joins the whole input in memory first.
+    """
     suffix = target.suffix.lower()
     if suffix not in (".parquet", ".jsonl", ".csv"):
         raise JobError(f"cannot export to {target}: use a .parquet, .jsonl or .csv file name")
-    table = final_outcomes(outdir)
+    outcomes = final_outcomes(outdir)
     if with_input:
+        table = pa.Table.from_batches(outcomes.batches, outcomes.schema)
         table = _join_input(table, store.read_job_json(outdir)["settings"])
+        outcomes = Outcomes(table.schema, iter(table.to_batches()))
     target.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".parquet":
-        store.write_atomic(target, lambda handle: pq.write_table(table, handle))
-    elif suffix == ".csv":
-        flat = _flatten(table)
-        store.write_atomic(target, lambda handle: pacsv.write_csv(flat, handle))
-    else:
-        store.write_atomic(target, lambda handle: _write_jsonl(table, handle))
-    return int(table.num_rows)
+    written = 0
+
+    def counted(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        nonlocal written
+        for batch in batches:
+            written += batch.num_rows
+            yield batch
+
+    write = {".parquet": _write_parquet, ".csv": _write_csv, ".jsonl": _write_jsonl}[suffix]
+    store.write_atomic(
+        target, lambda handle: write(outcomes.schema, counted(outcomes.batches), handle)
+    )
+    return written
+
+
+def _write_parquet(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:
+    with pq.ParquetWriter(handle, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+
+
+def _write_csv(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:
+    """CSV cannot hold nested values: lists and structs are written as JSON text."""
+    flat = pa.schema(
+        [pa.field(f.name, pa.string()) if pa.types.is_nested(f.type) else f for f in schema]
+    )
+    with pacsv.CSVWriter(handle, flat) as writer:
+        for batch in batches:
+            columns = [
+                pa.array(
+                    [None if v is None else json.dumps(v, default=str) for v in column.to_pylist()],
+                    pa.string(),
+                )
+                if pa.types.is_nested(column.type)
+                else column
+                for column in batch.columns
+            ]
+            writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=flat))
+
+
+def _write_jsonl(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:
+    for batch in batches:
+        lines = [json.dumps(row, default=str, ensure_ascii=False) for row in batch.to_pylist()]
+        if lines:
+            handle.write(("\n".join(lines) + "\n").encode())
 
 
 def _join_input(outcomes: pa.Table, settings: dict[str, Any]) -> pa.Table:
@@ -168,22 +264,3 @@ def _join_input(outcomes: pa.Table, settings: dict[str, Any]) -> pa.Table:
     front = [c for c in outcomes.column_names if c in joined.column_names]
     rest = [c for c in joined.column_names if c not in front]
     return joined.select(front + rest)
-
-
-def _flatten(table: pa.Table) -> pa.Table:
-    """CSV cannot hold nested values: write lists and structs as JSON text."""
-    for index, column_field in enumerate(table.schema):
-        if pa.types.is_nested(column_field.type):
-            values = [
-                None if v is None else json.dumps(v, default=str)
-                for v in table.column(index).to_pylist()
-            ]
-            table = table.set_column(index, column_field.name, pa.array(values, pa.string()))
-    return table
-
-
-def _write_jsonl(table: pa.Table, handle: Any) -> None:
-    for batch in table.to_batches(max_chunksize=10_000):
-        lines = [json.dumps(row, default=str, ensure_ascii=False) for row in batch.to_pylist()]
-        if lines:
-            handle.write(("\n".join(lines) + "\n").encode())

@@ -285,16 +285,48 @@ def part_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("part-*.parquet"))
 
 
-def read_parts(folder: Path, columns: list[str] | None = None) -> pa.Table | None:
-    """All committed parts of a folder as one table (in commit order), or None if none."""
-    files = part_files(folder)
-    if not files:
-        return None
-    try:
-        dataset = ds.dataset([str(f) for f in files], format="parquet")
-        return dataset.to_table(columns=columns)
-    except (pa.ArrowException, OSError) as exc:
-        raise StoreError(f"cannot read the parts in {folder}: {exc}") from None
+class Parts:
+    """The committed parts of one folder, read in commit order, a batch at a time.
+
+    A part that cannot be read is a StoreError naming the folder, wherever the reading
+    happens (even inside a write, where it must not pass for a write error).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.files = part_files(folder)
+        with self._reading():
+            # A dataset made from a list of files reads them in that order.
+            self._dataset = ds.dataset([str(f) for f in self.files], format="parquet")
+        self.schema: pa.Schema = self._dataset.schema
+
+    def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Up to 32k rows at a time, with no read-ahead (by default the scan buffers several
+        parts' batches: +110 MB when merging a million rows)."""
+        if not self.files:
+            return
+        with self._reading():
+            yield from self._dataset.to_batches(
+                columns=columns,
+                batch_size=32_768,
+                fragment_readahead=1,
+                batch_readahead=1,
+                use_threads=False,
+            )
+
+    def column(self, name: str, kind: pa.DataType) -> pa.ChunkedArray:
+        return pa.chunked_array([batch.column(0) for batch in self.batches([name])], kind)
+
+    def count_rows(self) -> int:
+        with self._reading():
+            return int(self._dataset.count_rows())
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except (pa.ArrowException, OSError) as exc:
+            raise StoreError(f"cannot read the parts in {self.folder}: {exc}") from None
 
 
 # --- resume state ---------------------------------------------------------------------------
@@ -327,12 +359,12 @@ def load_state(outdir: Path) -> ResumeState:
     """Read only the id-level columns of the committed parts, a slice at a time.
 
     A million ids become a million Python strings in ``succeeded`` (~95 MB with the set);
-    reading them part by part keeps Arrow's copy to one slice, not all of them (-40 MB).
+    reading them slice by slice keeps Arrow's copy to one slice, not all of them (-40 MB).
     """
     state = ResumeState()
-    for batch in _part_slices(outdir / "results", ["id"]):
+    for batch in Parts(outdir / "results").batches(["id"]):
         state.succeeded.update(batch.column(0).to_pylist())
-    for batch in _part_slices(outdir / "errors", ["id", "error_type", "retryable"]):
+    for batch in Parts(outdir / "errors").batches(["id", "error_type", "retryable"]):
         ids, types, flags = (batch.column(i).to_pylist() for i in range(3))
         for row_id, kind, retryable in zip(ids, types, flags, strict=True):
             if kind == "duplicate_id":
@@ -340,15 +372,6 @@ def load_state(outdir: Path) -> ResumeState:
             else:
                 state.latest_error[row_id] = (kind, bool(retryable))
     return state
-
-
-def _part_slices(folder: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """The columns of every committed part of a folder, in commit order, 32k rows at a time."""
-    for path in part_files(folder):
-        try:
-            yield from pq.ParquetFile(path).iter_batches(batch_size=32_768, columns=columns)
-        except (pa.ArrowException, OSError) as exc:
-            raise StoreError(f"cannot read the parts in {folder}: {exc}") from None
 
 
 # --- job.json -------------------------------------------------------------------------------
@@ -436,44 +459,29 @@ def compact(outdir: Path) -> list[tuple[str, int, int]]:
     for name in ("results", "errors"):
         folder = outdir / name
         recover(folder)
-        parts = part_files(folder)
-        if len(parts) < 2:
-            report.append((name, len(parts), len(parts)))
+        parts = Parts(folder)
+        if len(parts.files) < 2:
+            report.append((name, len(parts.files), len(parts.files)))
             continue
-        try:
-            dataset = ds.dataset([str(p) for p in parts], format="parquet")
-            rows = dataset.count_rows()
-        except (pa.ArrowException, OSError) as exc:
-            raise StoreError(f"cannot read the parts in {folder}: {exc}") from None
-        target = parts[-1]
+        target = parts.files[-1]
         journal = {
             "replaced_by": target.name,
-            "rows": rows,
-            "remove": [p.name for p in parts[:-1]],
+            "rows": parts.count_rows(),
+            "remove": [p.name for p in parts.files[:-1]],
         }
         write_json(folder / JOURNAL, journal)
-        write_atomic(target, lambda handle, d=dataset: _write_merged(d, handle))
+        write_atomic(target, lambda handle, p=parts: _write_merged(p, handle))
         recover(folder)
-        report.append((name, len(parts), 1))
+        report.append((name, len(parts.files), 1))
     return report
 
 
-def _write_merged(parts: ds.Dataset, handle: Any) -> None:
-    """The parts' rows in commit order (a dataset made from a list of files reads in that
-    order), a batch at a time: merging a million rows holds one batch, not the table."""
+def _write_merged(parts: Parts, handle: Any) -> None:
+    """The parts' rows in commit order, a batch at a time: merging a million rows holds one
+    batch, not the table."""
     with pq.ParquetWriter(handle, parts.schema) as writer:
-        for batch in _read_through(parts):
+        for batch in parts.batches():
             writer.write_batch(batch)
-
-
-def _read_through(parts: ds.Dataset) -> Iterator[pa.RecordBatch]:
-    """The batches of ``parts``; a part that breaks off is a StoreError, not a write error."""
-    try:
-        # No read-ahead: by default the scan buffers several parts' batches (+110 MB at 1M rows).
-        yield from parts.to_batches(fragment_readahead=1, batch_readahead=1, use_threads=False)
-    except (pa.ArrowException, OSError) as exc:
-        folder = Path(parts.files[0]).parent
-        raise StoreError(f"cannot read the parts in {folder}: {exc}") from None
 
 
 def recover(folder: Path) -> None:
