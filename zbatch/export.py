@@ -20,7 +20,7 @@ from .pricing import cost, price_for
 from .prompt import row_id
 from .source import count_rows, open_input
 
-ERROR_COLUMNS = ["error_type", "status_code", "error_code", "message", "retryable", "failed_at"]
+STATUS = pa.field("status", pa.string())  # ok, failed, failed_retryable (pending: --with-input)
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Outcomes:
 
 
 def final_outcomes(outdir: Path) -> Outcomes:
+    """The outcome of every id that has one; JobError when nothing was committed yet."""
     results = store.Parts(outdir / "results")
     errors = store.Parts(outdir / "errors")
     if not results.files and not errors.files:
@@ -64,9 +65,6 @@ def final_outcomes(outdir: Path) -> Outcomes:
             yield _conform(batch.append_column(STATUS, status), schema)
 
     return Outcomes(schema, batches())
-
-
-STATUS = pa.field("status", pa.string())
 
 
 def _kept(parts: store.Parts, keep: pa.Array) -> Iterator[pa.RecordBatch]:
