@@ -184,6 +184,25 @@ def bench_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# Runs argv[2:] as its own child and writes "<wait status> <ru_maxrss KiB> <CPU s>" to argv[1]
+# (and the child's pid to argv[1] + ".pid" first). Why a launcher: a child this process
+# spawned directly reports in ru_maxrss the peak of *this* process as well (Linux carries the
+# pre-exec address space's high-water mark over exec, and subprocess starts children with
+# vfork), so a 200 MB zbatch run spawned by a 350 MB benchmark would read as 350 MB.
+_LAUNCHER = """
+import os, sys
+report = sys.argv[1]
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+with open(report + ".pid", "w") as handle:
+    handle.write(str(pid))
+_, status, usage = os.wait4(pid, 0)
+with open(report, "w") as handle:
+    handle.write(f"{status} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
+"""
+
+
 def run_child(
     cmd: Sequence[str],
     *,
@@ -193,46 +212,54 @@ def run_child(
     tick_seconds: float = 15.0,
     workdir: Path | None = None,
 ) -> ChildRun:
-    """Run ``cmd`` to the end; wall seconds and peak RSS of that one child.
+    """Run ``cmd`` to the end; wall seconds, peak RSS and CPU of that one child.
 
-    The peak comes from ``os.wait4`` on the child's pid (its own ``ru_maxrss``, not the
-    sum over every child this process ever waited for). ``on_tick(elapsed, pid)`` is called
-    every ``tick_seconds`` from a helper thread, for progress prints.
+    The child is started by a small launcher process (``_LAUNCHER``), which takes its
+    ``os.wait4`` figures. ``on_tick(elapsed, pid)`` is called every ``tick_seconds`` from a
+    helper thread with the child's pid, for progress prints.
     """
     out_dir = Path(workdir or tempfile.gettempdir())
-    stdout_path = out_dir / f".bench-child-{os.getpid()}.out"
-    stderr_path = out_dir / f".bench-child-{os.getpid()}.err"
+    base = out_dir / f".bench-child-{os.getpid()}"
+    stdout_path, stderr_path, report = (base.with_suffix(s) for s in (".out", ".err", ".rusage"))
+    child_pid = report.with_name(report.name + ".pid")
     with stdout_path.open("w") as out, stderr_path.open("w") as err:
         started = time.perf_counter()
-        process = subprocess.Popen(cmd, stdout=out, stderr=err, env=env or bench_env())
+        launcher = [sys.executable, "-c", _LAUNCHER, str(report), *cmd]
+        process = subprocess.Popen(launcher, stdout=out, stderr=err, env=env or bench_env())
         done = threading.Event()
+
+        def pid() -> int | None:
+            with contextlib.suppress(OSError, ValueError):
+                return int(child_pid.read_text())
+            return None
 
         def watch() -> None:
             while not done.wait(tick_seconds):
                 elapsed = time.perf_counter() - started
-                if on_tick is not None:
-                    on_tick(elapsed, process.pid)
+                if on_tick is not None and (child := pid()) is not None:
+                    on_tick(elapsed, child)
                 if elapsed > timeout:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(process.pid, signal.SIGKILL)
+                    for victim in (pid(), process.pid):
+                        with contextlib.suppress(ProcessLookupError, TypeError):
+                            os.kill(victim, signal.SIGKILL)  # type: ignore[arg-type]
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        _, status, usage = os.wait4(process.pid, 0)
+        process.wait()
         seconds = time.perf_counter() - started
         done.set()
         watcher.join()
-        process.returncode = os.waitstatus_to_exitcode(status)
+    status, max_rss_kib, cpu = report.read_text().split()
     result = ChildRun(
-        returncode=process.returncode,
+        returncode=os.waitstatus_to_exitcode(int(status)),
         seconds=seconds,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=int(max_rss_kib) / 1024,  # KiB on Linux
+        cpu_seconds=float(cpu),
         stdout=stdout_path.read_text(errors="replace"),
         stderr=stderr_path.read_text(errors="replace"),
     )
-    stdout_path.unlink()
-    stderr_path.unlink()
+    for path in (stdout_path, stderr_path, report, child_pid):
+        path.unlink(missing_ok=True)
     return result
 
 
