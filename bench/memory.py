@@ -6,7 +6,8 @@
 For each size and format: a fresh zero-latency fake server subprocess, then the installed
 ``zbatch run`` console script as a subprocess (concurrency 64, --part-rows 50000, progress log
 lines on) on a new OUTDIR. Reported: wall seconds, rows/s, and the child's peak RSS from
-``os.wait4`` (its own ru_maxrss). Every run must exit 0 with every row in the results.
+``os.wait4`` (its own ru_maxrss, taken by a small launcher: see ``common.run_child``). Every
+run must exit 0 with every row in the results.
 
 Then the resume cost: the same command again on the finished OUTDIR of the largest size
 (every row already committed), against a fresh server: seconds until exit, peak RSS, and the
