@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from zai_server import ZaiServer
 
@@ -159,6 +161,18 @@ def read_table(folder: Path) -> pa.Table:
     if not folder.is_dir() or not any(folder.glob("*.parquet")):
         return pa.table({"id": pa.array([], pa.string())})
     return ds.dataset(folder, format="parquet").to_table()
+
+
+def read_export(path: Path) -> list[dict[str, Any]]:
+    """The rows `zbatch export` wrote to a .parquet, .jsonl or .csv file (CSV blanks as None)."""
+    if path.suffix == ".parquet":
+        return pq.read_table(path).to_pylist()
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [
+            {k: v if v != "" else None for k, v in row.items()} for row in csv.DictReader(handle)
+        ]
 
 
 def outcome_ids(outdir: Path) -> tuple[list[str], list[str]]:

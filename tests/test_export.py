@@ -5,28 +5,16 @@ The end-to-end test in test_run_end_to_end.py covers --with-input and `zbatch st
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from conftest import read_export
 from test_store import RESULTS, error_row, result_row, write_parts
 
 from zbatch.errors import JobError
 from zbatch.export import export
 from zbatch.store import ERROR_SCHEMA
-
-
-def read_back(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [{k: v or None for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 @pytest.fixture
@@ -63,7 +51,7 @@ def test_each_id_gets_its_result_else_its_latest_error_in_commit_order(
 ) -> None:
     target = tmp_path / f"export{suffix}"
     assert export(outdir, target, with_input=False) == 5
-    rows = read_back(target)
+    rows = read_export(target)
     assert [(r["id"], r["status"], r["content"], r["message"]) for r in rows] == [
         ("b", "ok", "B", None),  # b's earlier error does not count: it has a result
         ("a", "ok", "A2", None),
@@ -86,4 +74,4 @@ def test_nested_columns_become_json_text_in_csv(tmp_path: Path) -> None:
     write_parts(tmp_path / "out" / "results", schema, [rows])
     target = tmp_path / "x.csv"
     export(tmp_path / "out", target, with_input=False)
-    assert [(r["id"], r["tags"]) for r in read_back(target)] == [("a", '["x", "y"]'), ("b", None)]
+    assert [(r["id"], r["tags"]) for r in read_export(target)] == [("a", '["x", "y"]'), ("b", None)]

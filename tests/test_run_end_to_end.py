@@ -8,7 +8,6 @@ log), and the server's own counters say what was really sent.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import subprocess
@@ -28,6 +27,7 @@ from conftest import (
     fast_job,
     outcome_ids,
     prompt_rows,
+    read_export,
     read_table,
     run_against,
     run_zbatch,
@@ -784,17 +784,6 @@ def test_status_and_export_report_the_final_outcome_of_every_input_id(
     assert run_zbatch("export", str(out), "-o", str(plain)).returncode == 0
     ids = pq.read_table(plain).column("id").to_pylist()
     assert sorted(ids) == sorted(r["id"] for r in rows)
-
-
-def read_export(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [
-            {k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(handle)
-        ]
 
 
 # --------------------------------------------------------------------------- entry points

@@ -80,22 +80,31 @@ def describe(items: list[Any]) -> list[tuple[str, Any]]:
     ]
 
 
-def test_parquet_batches_whose_ids_are_all_done_come_as_ids_only(tmp_path, monkeypatch):
-    monkeypatch.setattr(zbatch.source, "PARQUET_BATCH_ROWS", 3)
-    path = tmp_path / "in.parquet"
+@pytest.mark.parametrize("kind", ["parquet", "jsonl"])
+def test_blocks_whose_ids_are_all_done_come_as_ids_only(tmp_path, monkeypatch, kind):
+    """Parquet batches and blocks of JSONL lines alike (their size set to 3 here)."""
     ids = ["a", "b", "c", "d", " e", "f", "g", None, "h", "i"]
-    pq.write_table(pa.table({"id": ids, "text": [f"t{n}" for n in range(10)]}), path)
+    rows = [{"id": i, "text": f"t{n}"} for n, i in enumerate(ids)]
+    if kind == "parquet":
+        monkeypatch.setattr(zbatch.source, "PARQUET_BATCH_ROWS", 3)
+        path = tmp_path / "in.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        where = [f"in.parquet row {n}" for n in range(10)]
+    else:
+        monkeypatch.setattr(zbatch.source, "JSONL_BLOCK_LINES", 3)
+        path = jsonl(tmp_path / "in.jsonl", rows)
+        where = [f"in.jsonl line {n + 1}" for n in range(10)]
     done = {"a", "b", "c", "d", "e", "f", "g", "h", "i"}  # " e" is done as "e", once stripped
     items = list(open_input(str(path)).rows_or_done(None, done.__contains__))
     assert describe(items) == [
-        ("done", ("in.parquet row 0", ["a", "b", "c"])),
-        ("row", "in.parquet row 3"),  # " e" needs normalising: row by row
-        ("row", "in.parquet row 4"),
-        ("row", "in.parquet row 5"),
-        ("row", "in.parquet row 6"),  # a missing id: row by row, to be logged
-        ("row", "in.parquet row 7"),
-        ("row", "in.parquet row 8"),
-        ("done", ("in.parquet row 9", ["i"])),
+        ("done", (where[0], ["a", "b", "c"])),
+        ("row", where[3]),  # " e" needs normalising: row by row
+        ("row", where[4]),
+        ("row", where[5]),
+        ("row", where[6]),  # a missing id: row by row, to be logged
+        ("row", where[7]),
+        ("row", where[8]),
+        ("done", (where[9], ["i"])),
     ]
     assert items[1].data == {"id": "d", "text": "t3"}  # RawRows carry the whole row
 
@@ -113,25 +122,6 @@ def test_integer_ids_are_checked_as_text_and_batch_lines_are_read_row_by_row(tmp
 
     named = list(open_input(str(batch)).rows_or_done("custom_id", {"x"}.__contains__))
     assert describe(named) == [("done", ("batch.parquet row 0", ["x"]))]
-
-
-def test_jsonl_blocks_whose_ids_are_all_done_come_as_ids_only(tmp_path, monkeypatch):
-    monkeypatch.setattr(zbatch.source, "JSONL_BLOCK_LINES", 3)
-    ids = ["a", "b", "c", "d", " e", "f", "g", None, "h", "i"]
-    path = jsonl(tmp_path / "in.jsonl", [{"id": i, "text": f"t{n}"} for n, i in enumerate(ids)])
-    done = {"a", "b", "c", "d", "e", "f", "g", "h", "i"}
-    items = list(open_input(str(path)).rows_or_done(None, done.__contains__))
-    assert describe(items) == [
-        ("done", ("in.jsonl line 1", ["a", "b", "c"])),
-        ("row", "in.jsonl line 4"),  # " e" needs normalising: row by row
-        ("row", "in.jsonl line 5"),
-        ("row", "in.jsonl line 6"),
-        ("row", "in.jsonl line 7"),  # a missing id: row by row, to be logged
-        ("row", "in.jsonl line 8"),
-        ("row", "in.jsonl line 9"),
-        ("done", ("in.jsonl line 10", ["i"])),
-    ]
-    assert items[1].data == {"id": "d", "text": "t3"}  # RawRows carry the whole row
 
 
 def test_jsonl_ids_follow_the_same_rules_as_reading_row_by_row(tmp_path, monkeypatch):
