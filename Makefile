@@ -18,6 +18,7 @@ check: lint typecheck test
 
 bench:
 	.venv/bin/python bench/throughput.py --latency-case
+	.venv/bin/python bench/overhead.py
 	.venv/bin/python bench/cancel_check.py
 	.venv/bin/python bench/limits.py
 	.venv/bin/python bench/memory.py
