@@ -7,9 +7,11 @@ socket shows: answers, resets, timeouts, refused connections, the pool size and 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,43 @@ def test_a_refused_connection_is_a_connection_failure() -> None:
     assert isinstance(outcome, Failure)
     assert outcome.error_type == "connection"
     assert outcome.retryable
+
+
+@pytest.mark.parametrize(
+    ("reply", "names"),
+    [
+        # a body shorter than its Content-Length, then the connection closes
+        (b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"choices": [', "ReadError"),
+        (b"NOT HTTP AT ALL\r\n\r\n", "RemoteProtocolError"),  # no status line
+    ],
+)
+def test_a_broken_answer_on_the_wire_is_a_retryable_connection_failure(
+    reply: bytes, names: str
+) -> None:
+    """A one-shot raw server: it reads the request head, writes ``reply`` and hangs up."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(10)
+        port = listener.getsockname()[1]
+
+        def serve() -> None:
+            with contextlib.suppress(OSError):
+                connection, _ = listener.accept()
+                with connection:
+                    connection.settimeout(10)
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        head += connection.recv(65536) or b"\r\n\r\n"
+                    connection.sendall(reply)
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        [outcome] = send_all(f"http://127.0.0.1:{port}/api/paas/v4", ["Question"])
+        server.join(timeout=10)
+    assert isinstance(outcome, Failure), outcome
+    assert (outcome.error_type, outcome.retryable) == ("connection", True)
+    assert outcome.message.startswith(f"{names}: "), outcome.message
 
 
 def test_cancelled_requests_leave_the_pool_usable() -> None:

@@ -39,7 +39,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ``max_connections`` caps the connections open at once; a request beyond it waits for one
     (within the request's ``pool`` timeout). ``proxy`` is an ``http://[user:pass@]host:port``
     URL, or None. The environment is not consulted here (no proxy variables, no .netrc):
-    :func:`env_proxy` reads the proxy settings once, when the transport is made.
+    zbatch's Client passes what :func:`env_proxy` found, looked up once per run.
     """
 
     def __init__(self, *, max_connections: int, proxy: str | None = None) -> None:
