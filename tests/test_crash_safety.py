@@ -691,6 +691,32 @@ def test_api_key_appears_in_no_output_file_or_stream(tmp_path: Path) -> None:
     assert any(len(m) >= 400 for m in messages)  # the long duplicate-id message, truncated
 
 
+def test_proxy_credentials_appear_in_no_output_file_or_stream(tmp_path: Path) -> None:
+    """HTTPS_PROXY carries a user and password; the proxy (the loopback server) refuses the
+    CONNECT, so every row fails with an error that aiohttp words with the proxy's URL. The
+    rows are logged as retryable connection failures, and the password is in no file under
+    OUTDIR nor in stdout/stderr, as written or percent-decoded."""
+    inp = write_jsonl(tmp_path / "in.jsonl", prompt_rows(3))
+    out = tmp_path / "out"
+    with ZaiServer() as proxy:
+        env = zbatch_env(HTTPS_PROXY=f"http://proxy-user:pr0xy%2Fpw@127.0.0.1:{proxy.port}")
+        env["NO_PROXY"] = "localhost"
+        api = "https://zbatch-proxy-test.invalid/api/paas/v4"
+        proc = run_zbatch(
+            "run", "-i", str(inp), "-o", str(out), "--base-url", api, "--max-retries", "0",
+            env=env,
+        )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    errors = read_table(out / "errors").to_pylist()
+    assert sorted(e["error_type"] for e in errors) == ["connection"] * 3
+    assert all("ProxyError" in e["message"] and "[redacted]" in e["message"] for e in errors)
+    for secret in ("pr0xy%2Fpw", "pr0xy/pw"):
+        assert secret not in proc.stdout + proc.stderr
+        for path in out.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), f"the password is in {path}"
+
+
 # --- 8. bad input ------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ documents) and decoded by aiohttp, which keeps the per-request Python work small
 
 from __future__ import annotations
 
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -47,6 +48,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # Credentials stay in the URL: aiohttp sends them as Proxy-Authorization (its
         # proxy_headers would reach only an HTTPS proxy's CONNECT, and proxy_auth is deprecated).
         self._proxy = proxy
+        self._proxy_secrets = _credentials(proxy)  # aiohttp's proxy errors quote the URL
         self._ssl = httpx.create_ssl_context()  # certifi, or SSL_CERT_FILE
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
@@ -66,7 +68,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 content = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             kind = next(kind for cause, kind in _ERRORS if isinstance(exc, cause))
-            raise kind(f"{type(exc).__name__}: {exc}", request=request) from exc
+            message = f"{type(exc).__name__}: {exc}"
+            for secret in self._proxy_secrets:
+                message = message.replace(secret, "[redacted]")
+            raise kind(message, request=request) from None
         headers = response.raw_headers
         if response.headers.get("Content-Encoding"):  # aiohttp decoded the body
             headers = tuple((k, v) for k, v in headers if k.lower() not in _DECODED_AWAY)
@@ -100,6 +105,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
             self._timeouts[key] = made
         return made
+
+
+def _credentials(url: str | None) -> list[str]:
+    """The ``user:password`` part of a URL, as written and percent-decoded."""
+    userinfo = urllib.parse.urlsplit(url).netloc.rpartition("@")[0] if url else ""
+    return sorted({userinfo, urllib.parse.unquote(userinfo)} - {""}, key=len, reverse=True)
 
 
 def env_proxy(url: httpx.URL) -> str | None:
