@@ -393,6 +393,18 @@ def test_a_duplicate_id_error_does_not_hide_an_earlier_error_of_the_same_id(tmp_
     assert state.duplicates_logged == {"d"}
 
 
+def test_a_part_that_cannot_be_read_stops_the_resume_naming_the_file(tmp_path):
+    outdir = tmp_path / "out"
+    parts = write_parts(
+        outdir / "results", RESULTS, [[result_row("a")], [result_row("b")], [result_row("c")]]
+    )
+    damaged = bytearray(parts[1].read_bytes())
+    damaged[4:40] = b"\xff" * 36  # the first data page; the footer still reads
+    parts[1].write_bytes(bytes(damaged))
+    with pytest.raises(StoreError, match=rf"{parts[1]} cannot be read .*run again"):
+        load_state(outdir)
+
+
 # --- compaction -----------------------------------------------------------------------------
 
 
@@ -542,7 +554,7 @@ def test_compact_stops_on_a_part_it_cannot_read_and_keeps_every_part(tmp_path):
     damaged[4:40] = b"\xff" * 36  # the first data page; the footer still reads
     parts[1].write_bytes(bytes(damaged))
 
-    with pytest.raises(StoreError, match=r"cannot read the parts in .*results"):
+    with pytest.raises(StoreError, match=rf"{parts[1].name} cannot be read .*move it out of"):
         compact(outdir)
 
     recover(folder)  # what the next run does first
