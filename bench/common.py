@@ -383,7 +383,7 @@ def machine_line() -> str:
     from importlib.metadata import version
 
     versions = [f"python {platform.python_version()}"]
-    for package in ("httpx", "httpcore", "aiohttp", "httpx-aiohttp", "pyarrow"):
+    for package in ("httpx", "httpcore", "httpx2", "aiohttp", "httpx-aiohttp", "pyarrow"):
         versions.append(f"{package} {version(package)}")
     try:
         import sniffio  # noqa: F401

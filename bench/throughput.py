@@ -7,6 +7,8 @@
 Clients (each sends the same rows, the body zbatch sends, and parses the JSON answer):
 
   httpx-default    bare anyio + httpx.AsyncClient, httpx's own transport (httpcore)
+  httpx2           the same loop with httpx2 (the maintained fork) and its own transport;
+                   listed only when httpx2 is installed
   httpx-aiohttp    bare anyio + httpx.AsyncClient(transport=httpx_aiohttp.AiohttpTransport)
   httpx-zbatch     bare anyio + httpx.AsyncClient(transport=zbatch.transport.AiohttpTransport):
                    the HTTP stack zbatch ships, without zbatch
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.util
 import json
 import logging
 import sys
@@ -87,13 +90,16 @@ def _answer(raw: bytes) -> str:
 
 
 async def httpx_loop(
-    url: str, rows: int, concurrency: int, transport: httpx.AsyncBaseTransport | None
+    url: str,
+    rows: int,
+    concurrency: int,
+    transport: httpx.AsyncBaseTransport | None,
+    client_module: Any = httpx,  # or httpx2, which has the same API
 ) -> int:
     ok = 0
     numbers = iter(range(rows))
-    async with httpx.AsyncClient(
-        limits=limits(concurrency), transport=transport, timeout=60.0
-    ) as client:
+    pool = client_module.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with client_module.AsyncClient(limits=pool, transport=transport, timeout=60.0) as client:
 
         async def worker() -> None:
             nonlocal ok
@@ -141,6 +147,12 @@ def bare_httpx_default(server: Server, rows: int, concurrency: int, _: Path) -> 
 def bare_httpx_aiohttp(server: Server, rows: int, concurrency: int, _: Path) -> Done:
     transport = httpx_aiohttp.AiohttpTransport(limits=limits(concurrency))
     return anyio.run(httpx_loop, server.url, rows, concurrency, transport), None
+
+
+def bare_httpx2(server: Server, rows: int, concurrency: int, _: Path) -> Done:
+    import httpx2  # the maintained fork; optional (pip install -e ".[bench]")
+
+    return anyio.run(httpx_loop, server.url, rows, concurrency, None, httpx2), None
 
 
 def bare_httpx_zbatch(server: Server, rows: int, concurrency: int, _: Path) -> Done:
@@ -195,6 +207,7 @@ Client = Callable[[Server, int, int, Path], Done]
 
 CLIENTS: list[tuple[str, Client]] = [
     ("httpx-default", bare_httpx_default),
+    *([("httpx2", bare_httpx2)] if importlib.util.find_spec("httpx2") else []),
     ("httpx-aiohttp", bare_httpx_aiohttp),
     ("httpx-zbatch", bare_httpx_zbatch),
     ("aiohttp", bare_aiohttp),
