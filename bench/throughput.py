@@ -80,8 +80,9 @@ HEADERS = {"Content-Type": "application/json"}
 # --- bare loops -----------------------------------------------------------------------------
 
 
-def limits(concurrency: int) -> httpx.Limits:
-    return httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+def limits(concurrency: int, client_module: Any = httpx) -> Any:
+    """A pool of ``concurrency`` connections, all kept alive (httpx's or httpx2's Limits)."""
+    return client_module.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
 
 def _answer(raw: bytes) -> str:
@@ -98,7 +99,7 @@ async def httpx_loop(
 ) -> int:
     ok = 0
     numbers = iter(range(rows))
-    pool = client_module.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    pool = limits(concurrency, client_module)
     async with client_module.AsyncClient(limits=pool, transport=transport, timeout=60.0) as client:
 
         async def worker() -> None:

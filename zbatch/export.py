@@ -12,7 +12,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from . import store
 from .errors import JobError
@@ -81,11 +80,12 @@ def _last_of_each_id(ids: pa.ChunkedArray, where: pa.ChunkedArray | None = None)
     """A flag per row: true for the last row of its id (among the rows ``where`` is true)."""
     if where is None and pc.count_distinct(ids).as_py() == len(ids):
         return pa.repeat(pa.scalar(True), len(ids))  # the usual case: skip the group-by
-    rows = pa.table({"id": ids, "row": pa.array(range(len(ids)), pa.int64())})
+    numbers = pa.array(range(len(ids)), pa.int64())
+    rows = pa.table({"id": ids, "row": numbers})
     if where is not None:
         rows = rows.filter(where)
     last = rows.group_by("id", use_threads=False).aggregate([("row", "max")])
-    return pc.is_in(pa.array(range(len(ids)), pa.int64()), value_set=last.column("row_max"))
+    return pc.is_in(numbers, value_set=last.column("row_max"))
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -198,17 +198,11 @@ def export(outdir: Path, target: Path, *, with_input: bool) -> int:
             written += batch.num_rows
             yield batch
 
-    write = {".parquet": _write_parquet, ".csv": _write_csv, ".jsonl": _write_jsonl}[suffix]
+    write = {".parquet": store.write_batches, ".csv": _write_csv, ".jsonl": _write_jsonl}[suffix]
     store.write_atomic(
         target, lambda handle: write(outcomes.schema, counted(outcomes.batches), handle)
     )
     return written
-
-
-def _write_parquet(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:
-    with pq.ParquetWriter(handle, schema) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
 
 
 def _write_csv(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:
@@ -218,16 +212,15 @@ def _write_csv(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any
     )
     with pacsv.CSVWriter(handle, flat) as writer:
         for batch in batches:
-            columns = [
-                pa.array(
-                    [None if v is None else json.dumps(v, default=str) for v in column.to_pylist()],
-                    pa.string(),
-                )
-                if pa.types.is_nested(column.type)
-                else column
-                for column in batch.columns
-            ]
+            columns = [_json_text(c) if pa.types.is_nested(c.type) else c for c in batch.columns]
             writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=flat))
+
+
+def _json_text(column: pa.Array) -> pa.Array:
+    return pa.array(
+        [None if v is None else json.dumps(v, default=str) for v in column.to_pylist()],
+        pa.string(),
+    )
 
 
 def _write_jsonl(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:

@@ -293,8 +293,8 @@ _ONE_AT_A_TIME = ds.ParquetFragmentScanOptions(pre_buffer=False)
 class Parts:
     """The committed parts of one folder, read in commit order, a batch at a time.
 
-    A part that cannot be read is a StoreError naming the folder, wherever the reading
-    happens (even inside a write, where it must not pass for a write error).
+    A part that cannot be read is a StoreError naming the file, wherever the reading happens
+    (even inside a write, where it must not pass for a write error).
     """
 
     def __init__(self, folder: Path) -> None:
@@ -480,17 +480,17 @@ def compact(outdir: Path) -> list[tuple[str, int, int]]:
             "remove": [p.name for p in parts.files[:-1]],
         }
         write_json(folder / JOURNAL, journal)
-        write_atomic(target, lambda handle, p=parts: _write_merged(p, handle))
+        write_atomic(target, lambda handle, p=parts: write_batches(p.schema, p.batches(), handle))
         recover(folder)
         report.append((name, len(parts.files), 1))
     return report
 
 
-def _write_merged(parts: Parts, handle: Any) -> None:
-    """The parts' rows in commit order, a batch at a time: merging a million rows holds one
-    batch, not the table."""
-    with pq.ParquetWriter(handle, parts.schema) as writer:
-        for batch in parts.batches():
+def write_batches(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:
+    """One Parquet file from batches as they come: merging or exporting a million rows holds
+    one batch, not the table."""
+    with pq.ParquetWriter(handle, schema) as writer:
+        for batch in batches:
             writer.write_batch(batch)
 
 
