@@ -55,6 +55,10 @@ from .stats import Stats
 
 log = logging.getLogger("zbatch")
 QUOTA_WAIT_MAX = 3600.0
+# Workers start this far apart, so the first requests go out over a few milliseconds rather
+# than all at once: a server that caps concurrency answers the first ones with 1302 while the
+# rest are still unsent, and the limit is cut before it is hit by the whole ceiling.
+WORKER_START_SPACING = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +217,8 @@ class Runner:
                 helpers.start_soon(self._flush_timer)
                 with self._work_scope:
                     async with anyio.create_task_group() as work:
-                        for _ in range(job.concurrency):
-                            work.start_soon(self._worker)
+                        for index in range(job.concurrency):
+                            work.start_soon(self._worker, index * WORKER_START_SPACING)
                 if not self.stopping:
                     stats = self.stats
                     log.info(
@@ -352,7 +356,9 @@ class Runner:
 
     # --- workers --------------------------------------------------------------------------
 
-    async def _worker(self) -> None:
+    async def _worker(self, start_after: float) -> None:
+        if not await self._sleep(start_after):
+            return
         while (work := await self._next_work()) is not None:
             await self._process(work)
 
