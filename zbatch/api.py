@@ -24,6 +24,7 @@ import httpx
 import pyarrow as pa
 
 from . import prompt
+from .budget import Budget
 from .client import Client
 from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
@@ -40,6 +41,7 @@ from .simulate import SimulatedEndpoint
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir
+from .store.journal import JournaledSink
 
 
 @dataclass
@@ -124,6 +126,11 @@ async def arun(
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
         )
+    if job.max_cost is not None and price_for(job.effective_model, job.prices) is None:
+        raise JobError(
+            f"limits.max_cost needs a price for model {job.effective_model}: add it to [prices], "
+            f'e.g. "{job.effective_model}" = {{ input = 0.6, output = 2.2 }}'
+        )
     outdir = OutputDir(job.output_dir)
     with outdir.open_run(job.fingerprint(), job.shaping(), force=force) as session:
         keep_types = keep_column_types(job, inputs, outdir.committed_result_schema())
@@ -136,7 +143,10 @@ async def arun(
         schema = result_schema(job, keep_types)
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
-        stats = Stats(price=price_for(job.effective_model, job.prices))
+        journal = session.journal({RESULTS: results, ERRORS: errors}, enabled=job.journal)
+        price = price_for(job.effective_model, job.prices)
+        budget = Budget(limit=job.max_cost, price=price, spent=journal.ledger.usd)
+        stats = Stats(price=price, spent=budget.spent, max_cost=job.max_cost)
         stats.concurrency = stats.concurrency_min = job.concurrency
         stats.total = count_rows(inputs.paths)
         state = session.state
@@ -144,8 +154,8 @@ async def arun(
             job,
             state=state,
             stats=stats,
-            results=results,
-            errors=errors,
+            results=JournaledSink(results, journal, RESULTS),
+            errors=JournaledSink(errors, journal, ERRORS),
             schema=schema,
             retry_failed=retry_failed,
             secret=key or "",
@@ -154,6 +164,11 @@ async def arun(
         with run_log(outdir) as log:
             if session.notice:
                 log.warning(session.notice)
+            if session.replayed:
+                log.warning(
+                    "replayed %d answers from the journal of a run that was cut off",
+                    session.replayed,
+                )
             log.info(
                 "start: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
                 job.input_path,
@@ -175,6 +190,8 @@ async def arun(
                 works=pipeline.works(items),
                 results=results,
                 errors=errors,
+                journal=journal,
+                budget=budget,
                 client=client,
                 progress=progress or NullProgress(),
                 log=log,

@@ -159,6 +159,30 @@ def _job_options(func: F) -> F:
             help="On a quota stop, sleep until the reset (at most 1 h) and continue.",
         ),
         click.option(
+            "--down-after",
+            type=float,
+            help="Stop (exit 69) when nothing has succeeded for this many seconds and every "
+            f"attempt failed on connection, timeout or 5xx{_default('down_after')}.",
+        ),
+        click.option(
+            "--max-cost",
+            type=float,
+            help="Budget in USD for OUTDIR, all runs together: stop (exit 5) before a request "
+            "that could pass it.",
+        ),
+        click.option(
+            "--hedge/--no-hedge",
+            default=None,
+            help="Once the input is used up, re-send an attempt stuck far beyond the usual "
+            "latency on a second connection [default: on].",
+        ),
+        click.option(
+            "--journal/--no-journal",
+            default=None,
+            help="Make each answer durable in OUTDIR within ~50 ms, so a kill -9 never buys "
+            "it twice [default: on].",
+        ),
+        click.option(
             "--simulate",
             is_flag=True,
             default=None,

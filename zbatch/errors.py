@@ -7,6 +7,8 @@ ZbatchError                      every error zbatch raises on purpose
  └── RunStopped                  the run stopped early but is resumable
       ├── FatalApiError          auth, balance, permission (exit 3)
       ├── QuotaReached           daily / weekly / usage quota (exit 4)
+      ├── BudgetSpent            the job's cost budget is spent (exit 5)
+      ├── EndpointDown           no request has succeeded for too long (exit 69)
       └── Interrupted            SIGINT / SIGTERM (exit 130 / 143)
 
 Failures of a single request are not exceptions but values: :func:`classify`
@@ -60,6 +62,18 @@ class QuotaReached(RunStopped):
     """The account's daily, weekly or usage quota is used up."""
 
     exit_code = 4
+
+
+class BudgetSpent(RunStopped):
+    """The next request could take the spend past the job's budget (``max_cost``)."""
+
+    exit_code = 5
+
+
+class EndpointDown(RunStopped):
+    """No request has succeeded for ``down_after`` seconds: the endpoint is unreachable."""
+
+    exit_code = 69  # EX_UNAVAILABLE
 
 
 class Interrupted(RunStopped):

@@ -66,6 +66,9 @@ class Job:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     wait_for_quota: bool = False
+    down_after: float = 300.0  # seconds without an answer before the endpoint counts as down
+    max_cost: float | None = None  # USD for the OUTDIR, all runs together
+    hedge: bool = True  # re-send the slow tail's stuck attempts once the input is used up
     # [labels]
     choices: tuple[str, ...] = ()
     label_retries: int = 1
@@ -73,6 +76,7 @@ class Job:
     output_dir: str
     part_rows: int = 50_000
     part_seconds: float = 30.0
+    journal: bool = True  # every answer durable within ~50 ms, before parts commit it
     # [run]
     log_every: float = 30.0
     grace_seconds: float = 10.0
@@ -214,9 +218,24 @@ def _json_field(item: Any) -> tuple[str, str]:
     return pair
 
 
-_POSITIVE = ("concurrency", "timeout", "part_rows", "part_seconds", "log_every", "backoff_base")
+_POSITIVE = (
+    "concurrency",
+    "timeout",
+    "part_rows",
+    "part_seconds",
+    "log_every",
+    "backoff_base",
+    "down_after",
+)
 _NOT_NEGATIVE = ("max_retries", "label_retries", "grace_seconds", "backoff_cap", "simulate_latency")
-_FINITE = ("timeout", "max_attempt_seconds", "part_seconds", "log_every", "grace_seconds")
+_FINITE = (
+    "timeout",
+    "max_attempt_seconds",
+    "part_seconds",
+    "log_every",
+    "grace_seconds",
+    "down_after",
+)
 
 
 def _check(job: Job) -> None:
@@ -236,6 +255,8 @@ def _check(job: Job) -> None:
     for name in _FINITE:
         if not math.isfinite(getattr(job, name)):
             raise fail(name, "must be a finite number")
+    if job.max_cost is not None and not (0 <= job.max_cost < math.inf):
+        raise fail("max_cost", "must be a number of USD ≥ 0")
     for name in ("rpm", "tpm"):
         value = getattr(job, name)
         if value is not None and not (0 < value < math.inf):

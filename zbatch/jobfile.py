@@ -46,9 +46,17 @@ SECTIONS: dict[str, dict[str, str]] = {
         "backoff_base": "backoff_base",
         "backoff_cap": "backoff_cap",
         "wait_for_quota": "wait_for_quota",
+        "down_after": "down_after",
+        "max_cost": "max_cost",
+        "hedge": "hedge",
     },
     "labels": {"choices": "choices", "retries": "label_retries"},
-    "output": {"dir": "output_dir", "part_rows": "part_rows", "part_seconds": "part_seconds"},
+    "output": {
+        "dir": "output_dir",
+        "part_rows": "part_rows",
+        "part_seconds": "part_seconds",
+        "journal": "journal",
+    },
     "run": {"log_every": "log_every", "grace_seconds": "grace_seconds"},
     "prices": {},  # model -> { input, cached, output }: checked by Job
     "simulate": {

@@ -44,6 +44,7 @@ class Work:
     body: bytes
     tokens: int  # estimated prompt + completion tokens, for TPM pacing and budgets
     keep: tuple[Any, ...]
+    answer_tokens: int = 0  # the body's max_tokens (0: unbounded), part of ``tokens``
 
 
 class Sink(Protocol):
@@ -137,12 +138,13 @@ class RowPipeline:
             # e.g. a lone surrogate escape ("\ud800") is valid JSON but cannot be sent
             self.row_error(row_id, "invalid_input", f"{raw.where} cannot be sent: {exc}")
             return None
-        tokens = prompt.estimate_tokens(body) + int(body.get("max_tokens") or 0)
+        answer_tokens = int(body.get("max_tokens") or 0)
+        tokens = prompt.estimate_tokens(body) + answer_tokens
         keep = tuple(
             cast(data.get(name))
             for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True)
         )
-        return Work(row_id, encoded, tokens, keep)
+        return Work(row_id, encoded, tokens, keep, answer_tokens)
 
     def skip_done(self, done: DoneRows) -> None:
         """Count rows done before as skipped, still noticing ids that repeat."""

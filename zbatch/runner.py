@@ -6,9 +6,15 @@
                                                └─ Client.send → Success | Failure
 
 Each worker takes the next Work from the one pipeline they share (reading is synchronous,
-so two workers are never inside it at once). Stopping (fatal answer, quota, signal, disk
-error) sets ``stop_reason``: workers finish the request they have in flight and take no new
-row, and everything completed is committed in a shielded flush.
+so two workers are never inside it at once). Stopping (fatal answer, quota, budget, a dead
+endpoint, signal, disk error) sets ``stop_reason``: workers finish the request they have in
+flight and take no new row, and everything completed is committed in a shielded flush.
+
+Unattended runs (docs/performance.md, README "Unattended runs"): every billed answer is
+charged to the :class:`~zbatch.budget.Budget` and the journal; a request goes out only if its
+worst case fits the budget; :mod:`zbatch.health` says when the endpoint is down or the first
+rows show the job itself is wrong; once the input is used up, an attempt stuck far beyond the
+usual latency is hedged on a second connection.
 """
 
 from __future__ import annotations
@@ -19,11 +25,16 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 import anyio
+from anyio.abc import TaskGroup
 
-from .client import Client, Success
+from .budget import Budget, Spend
+from .client import Client, Outcome, Success
 from .errors import (
+    BudgetSpent,
+    EndpointDown,
     Failure,
     FatalApiError,
     Interrupted,
@@ -35,17 +46,34 @@ from .errors import (
     fatal_hint,
     quota_reset,
 )
+from .health import DownDetector, FirstRows, Held, Latencies
 from .job import Job
 from .limits import AdaptiveLimit, Backoff, Pacer
 from .pipeline import RowPipeline, Work, commit
 from .progress import Progress
 from .store import PartWriter
+from .store.journal import Journal
 
 QUOTA_WAIT_MAX = 3600.0
 # Workers start this far apart, so the first requests go out over a few milliseconds rather
 # than all at once: a server that caps concurrency answers the first ones with 1302 while the
 # rest are still unsent, and the limit is cut before it is hit by the whole ceiling.
 WORKER_START_SPACING = 0.0005
+# How often the hedger looks for stuck attempts once the input is used up.
+HEDGE_POLL = 0.05
+# The first rows of a run that decide whether every request fails the same way.
+FIRST_ROWS = 20
+
+
+@dataclass(eq=False)
+class Attempt:
+    """An attempt in flight, as the hedger sees it."""
+
+    work: Work
+    started: float
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    hedge: anyio.CancelScope | None = None  # the second attempt, once sent
+    hedge_answer: Success | None = None  # the second attempt's answer, when it came first
 
 
 class Runner:
@@ -59,6 +87,8 @@ class Runner:
         works: Iterator[Work | None],
         results: PartWriter,
         errors: PartWriter,
+        journal: Journal,
+        budget: Budget,
         client: Client,
         progress: Progress,
         log: logging.Logger,
@@ -72,6 +102,12 @@ class Runner:
         self.log = log
         self._works = works
         self._writers = (results, errors)
+        self.journal = journal
+        self.budget = budget
+        self.down = DownDetector(job.down_after)
+        self.first_rows = FirstRows(FIRST_ROWS)
+        self.latencies = Latencies()
+        self._attempts: set[Attempt] = set()
         pipeline.on_added = self.buffers_changed
         self._handle_signals = handle_signals
         self.limit = AdaptiveLimit(job.concurrency)
@@ -85,6 +121,7 @@ class Runner:
         self._flush_now = anyio.Event()
         self._flush_lock = anyio.Lock()
         self._work_scope = anyio.CancelScope()
+        self._input_done = anyio.Event()
 
     # --- the run --------------------------------------------------------------------------
 
@@ -95,6 +132,9 @@ class Runner:
                     helpers.start_soon(self._watch_signals)
                 helpers.start_soon(self._tick)
                 helpers.start_soon(self._flush_timer)
+                helpers.start_soon(self._group_commit)
+                if self.job.hedge:
+                    helpers.start_soon(self._hedger, helpers)
                 with self._work_scope:
                     async with anyio.create_task_group() as work:
                         for index in range(self.job.concurrency):
@@ -106,6 +146,7 @@ class Runner:
                     )
                 helpers.cancel_scope.cancel()
         finally:
+            self._release_first_rows()
             with anyio.CancelScope(shield=True):
                 await self.client.aclose()
                 try:
@@ -115,7 +156,11 @@ class Runner:
                     self.stats.outcome = f"stopped: {exc}{self._forget_unsaved()}"
                 self.stats.concurrency = self.limit.current
                 self.stats.concurrency_min = self.limit.minimum
+                self.stats.spent = self.budget.spent
                 self.progress.close(self.stats)
+        if isinstance(self.stop_reason, BudgetSpent):  # say what in-flight answers added
+            self.stop_reason = BudgetSpent(self.budget.message())
+            self.stats.outcome = f"stopped: {self.stop_reason}"
         if self.stop_reason is None:
             self.stats.outcome = "finished" if not self.stats.failed else "finished with errors"
         return self.stop_reason
@@ -151,6 +196,7 @@ class Runner:
             try:
                 work = next(self._works)
             except StopIteration:
+                self._input_done.set()
                 return None
             except JobError as exc:  # a file broke off part-way: keep what completed, stop
                 self.stop(exc)
@@ -176,24 +222,32 @@ class Runner:
             async with self.limit.slot() as epoch:
                 if not await self._paced(work):
                     return
+                reservation = self._admit(work)
+                if reservation is None:
+                    return
                 stats.requests += 1
-                outcome = await self.client.send(work.body)
+                try:
+                    outcome = await self._send(work)
+                finally:
+                    self.budget.release(reservation)
             attempts += 1
             if isinstance(outcome, Success):
                 self.limit.on_success()
-                pipeline.count_usage(outcome)
+                self.down.alive()
                 if self.tpm is not None and outcome.total_tokens is not None:
                     self.tpm.adjust(outcome.total_tokens - work.tokens)
                 failure = pipeline.accept(work, outcome, attempts)
                 if failure is None:
+                    self._release_first_rows()
                     return
                 if answer_retries < job.label_retries and failure.error_type == "invalid_label":
                     answer_retries += 1
                     stats.retries[failure.error_type] += 1
                     continue
-                pipeline.fail(work.id, failure, attempts, answer=outcome.content)
+                self._row_failed(Held(work.id, failure, attempts, outcome.content))
                 return
             failure = outcome
+            self._observe(failure)
             if failure.scope is Scope.SLOW_DOWN and self.limit.on_reject(epoch):
                 self.log.info(
                     "concurrency %d after a rejection (%s %s)",
@@ -211,17 +265,130 @@ class Runner:
                     return
                 continue
             if failure.scope is Scope.ROW:
-                pipeline.fail(work.id, failure, attempts)
+                self._row_failed(Held(work.id, failure, attempts, None))
                 return
             # Every wait, a huge Retry-After included, ends by the row's deadline.
             remaining = job.max_attempt_seconds - (time.monotonic() - started)
             if attempts > job.max_retries or remaining <= 0:
+                self._release_first_rows()
                 pipeline.fail(work.id, failure, attempts)
                 return
             stats.retries[failure.error_type] += 1
             delay = min(self.backoff.delay(attempts - 1, failure.retry_after), remaining)
             if not await self._sleep(delay):
                 return
+
+    # --- unattended: budget, billing, health, hedging -------------------------------------
+
+    def _admit(self, work: Work) -> float | None:
+        """Reserve the request's worst case in the budget, or stop the run (exit 5)."""
+        prompt_tokens = work.tokens - work.answer_tokens
+        reservation = self.budget.admit(prompt_tokens, work.answer_tokens)
+        if reservation is None:
+            self.stop(BudgetSpent(self.budget.message()))
+        return reservation
+
+    def _bill(self, answer: Success) -> None:
+        """Every answer is paid for, whatever becomes of it: stats, budget, journal."""
+        self.pipeline.count_usage(answer)
+        spend = Spend.of(self.budget.price, answer)
+        self.budget.charge(spend)
+        self.journal.charge(spend)
+
+    def _observe(self, failure: Failure) -> None:
+        """A failed attempt: is the endpoint down?"""
+        self.down.observe(failure)
+        self._check_down()
+
+    def _check_down(self) -> None:
+        down_for, last = self.down.down_for, self.down.last_failure
+        if down_for is None or last is None or self.stopping:
+            return
+        status = f" {last.status_code}" if last.status_code else ""
+        self.stop(
+            EndpointDown(
+                f"the endpoint {self.job.base_url} answered nothing but connection, timeout or "
+                f"5xx failures for {down_for:.0f} s (limits.down_after = "
+                f"{self.job.down_after:g}); last error: {last.error_type}{status}: "
+                f"{last.message}. Check that it is up (and base_url, network, proxy), then run "
+                "the same command to resume"
+            )
+        )
+        # A down endpoint will not answer what is in flight: give it the grace period only.
+        self._grace_deadline(self.job.grace_seconds)
+
+    def _row_failed(self, held: Held) -> None:
+        """Log a row's failure, unless the first rows are still deciding whether the job
+        itself is wrong (then it is held, and on that verdict logged as not its fault)."""
+        first = self.first_rows
+        if not first.take(held):
+            self._release_first_rows()
+            self.pipeline.fail(held.row_id, held.failure, held.attempts, answer=held.answer)
+            return
+        if first.verdict is None:
+            return
+        for row in first.release() or [held]:
+            failure = replace(row.failure, scope=Scope.FATAL)
+            self.pipeline.fail(row.row_id, failure, row.attempts, retryable=True, answer=row.answer)
+        self.stop(FatalApiError(first.verdict))
+
+    def _release_first_rows(self) -> None:
+        if self.first_rows.deciding:
+            for row in self.first_rows.release():
+                self.pipeline.fail(row.row_id, row.failure, row.attempts, answer=row.answer)
+
+    async def _send(self, work: Work) -> Outcome:
+        """One attempt; a hedge may answer it first (then the attempt itself is cancelled)."""
+        attempt = Attempt(work, time.monotonic())
+        outcome: Outcome | None = None
+        self._attempts.add(attempt)
+        try:
+            with attempt.scope:
+                outcome = await self.client.send(work.body)
+        finally:
+            self._attempts.discard(attempt)
+            if attempt.hedge is not None:
+                attempt.hedge.cancel()
+        if outcome is None:  # the hedge answered first and this attempt was cancelled
+            assert attempt.hedge_answer is not None
+            outcome = attempt.hedge_answer
+            self._bill(outcome)
+        elif isinstance(outcome, Success):
+            self.latencies.add(outcome.latency_ms / 1000)
+        if isinstance(outcome, Success):
+            self._bill(outcome)
+            # The twin of a hedged attempt is paid for too: its own answer if it came, else
+            # (cancelled, the provider may still bill it) as much as this one.
+            if attempt.hedge is not None and attempt.hedge_answer is not outcome:
+                self._bill(attempt.hedge_answer or outcome)
+        return outcome
+
+    async def _hedger(self, helpers: TaskGroup) -> None:
+        """Once the input is used up, send a second copy of each attempt stuck past
+        max(5 * p50, p99), while the concurrency cap has room for it."""
+        await self._input_done.wait()
+        while not self.stopping:
+            after = self.latencies.hedge_after()
+            stuck = [] if after is None else self._stuck(after)
+            for attempt in stuck[: self.limit.current - self.limit.in_flight]:
+                attempt.hedge = anyio.CancelScope()
+                helpers.start_soon(self._hedge, attempt)
+            await anyio.sleep(HEDGE_POLL)
+
+    def _stuck(self, after: float) -> list[Attempt]:
+        now = time.monotonic()
+        return [a for a in self._attempts if a.hedge is None and now - a.started > after]
+
+    async def _hedge(self, attempt: Attempt) -> None:
+        """The second attempt: if it answers first, the first one is cancelled."""
+        assert attempt.hedge is not None
+        with attempt.hedge:
+            async with self.limit.slot():
+                self.stats.hedged += 1  # not in ``requests``: those are one per attempt
+                outcome = await self.client.send(attempt.work.body)
+            if isinstance(outcome, Success):
+                attempt.hedge_answer = outcome
+                attempt.scope.cancel()
 
     def _on_quota(self, work: Work, failure: Failure, attempts: int) -> bool:
         """A quota answer: pause everything (--wait-for-quota; True: try again) or stop."""
@@ -287,8 +454,18 @@ class Runner:
                 return
 
     async def _flush(self) -> None:
+        """Commit the buffers as parts; the journal's sealed segments then go."""
         async with self._flush_lock:
+            await self.journal.seal()
             await commit(self.pipeline, *self._writers)
+            await self.journal.settle()
+
+    async def _group_commit(self) -> None:
+        try:
+            await self.journal.run()
+        except StoreError as exc:
+            self.stop(exc)
+            self._work_scope.cancel()
 
     # --- signals and progress -------------------------------------------------------------
 
@@ -307,7 +484,9 @@ class Runner:
                 name = signal.Signals(signum).name
                 self.stop(
                     Interrupted(
-                        f"interrupted by {name}; run the same command to resume", exit_code=code
+                        f"interrupted by {name}; finished rows are saved in "
+                        f"{self.job.output_dir}: run the same command to resume",
+                        exit_code=code,
                     )
                 )
                 self._grace_deadline(self.job.grace_seconds)
@@ -318,6 +497,7 @@ class Runner:
 
     async def _tick(self) -> None:
         while True:
+            self._check_down()  # also while every attempt hangs
             self.stats.concurrency = self.limit.current
             self.stats.concurrency_min = self.limit.minimum
             self.progress.refresh(self.stats)

@@ -30,6 +30,9 @@ class Stats:
     concurrency: int = 0
     concurrency_min: int = 0
     price: Price | None = None
+    hedged: int = 0  # second attempts sent for stuck ones at the end of the input
+    spent: float | None = None  # USD the OUTDIR has cost, all runs together (the ledger)
+    max_cost: float | None = None
     started: float = field(default_factory=time.monotonic)
     outcome: str = "running"
     exit_code: int | None = None
@@ -98,6 +101,9 @@ class Stats:
             "truncated_rows": self.truncated,
             "labels": dict(self.labels),
             "cost_usd": None if self.cost is None else round(self.cost, 6),
+            "spent_usd_all_runs": None if self.spent is None else round(self.spent, 6),
+            "max_cost_usd": self.max_cost,
+            "hedged_requests": self.hedged,
             "wall_seconds": round(self.elapsed, 3),
             "requests_per_second": self.requests_per_second,
             "concurrency": {"final": self.concurrency, "minimum": self.concurrency_min},

@@ -6,6 +6,8 @@
       errors/*.parquet  committed error parts (an append-only log)
       summary.json      the last run's figures
       run.log           one line per event
+      spend.json        what every run together has spent (tokens, USD), for max_cost
+      journal/          answers not yet in parts (see zbatch.store.journal)
       .lock             held while a run is active (".lock-KofN" for shard K of N)
 
 A run opens it with :meth:`OutputDir.open_run`, which holds the lock and does the setup in
@@ -26,11 +28,14 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from ..budget import Spend
 from ..errors import JobError
+from .journal import Journal, local_folder, replay
 from .parts import Parts, PartWriter
 from .state import ResumeState, load_state
 from .storage import LocalStorage, Storage
@@ -44,6 +49,8 @@ LOCK = ".lock"
 TABLES = (RESULTS, ERRORS)
 COMPACT_JOURNAL = ".compact-journal.json"
 GENERATIONS = "generations"
+SPEND = "spend.json"  # outlives --force generations: a budget covers them all
+JOURNAL = "journal"
 
 
 def open_storage(location: str) -> Storage:
@@ -73,9 +80,21 @@ class RunSession:
     state: ResumeState
     notice: str | None  # what --force did, to tell the user
     prefix: str  # makes this run's part names unique
+    replayed: int = 0  # rows the journals of a killed run held, committed at the start
 
     def writer(self, table: str, schema: pa.Schema) -> PartWriter:
         return PartWriter(self.outdir.storage, table, schema, prefix=self.prefix)
+
+    def journal(self, writers: dict[str, PartWriter], *, enabled: bool) -> Journal:
+        """This run's answer journal over its part writers (``enabled=False``: spend only)."""
+        outdir = self.outdir
+        return Journal(
+            outdir.journal_folder() if enabled else None,
+            self.prefix,
+            writers,
+            ledger=outdir.read_spend(),
+            save_ledger=outdir.write_spend,
+        )
 
     def save_job(self, fingerprint: str, settings: Mapping[str, Any], **extra: Any) -> None:
         record = {"fingerprint": fingerprint, "settings": dict(settings), **extra}
@@ -122,6 +141,24 @@ class OutputDir:
             raise JobError(f"{self.location}/{name} is not a JSON object; move it away")
         return data
 
+    def read_spend(self) -> Spend:
+        """What all runs together have spent (an empty ledger before the first answer)."""
+        data = self._read_json(SPEND)
+        return Spend() if data is None else Spend.from_json(data)
+
+    def has_spend(self) -> bool:
+        return self.storage.read_bytes(SPEND) is not None
+
+    def write_spend(self, spend: Spend) -> None:
+        self.storage.write_bytes(SPEND, dumps(spend.to_json()))
+
+    def journal_folder(self) -> Path:
+        """A local folder for the journal: inside OUTDIR on a local disk (object storage has
+        no append, so there it is a local cache folder named after the OUTDIR)."""
+        if isinstance(self.storage, LocalStorage):
+            return self.storage.root / JOURNAL
+        return local_folder(self.location)
+
     def run_log_handler(self) -> logging.Handler:
         return self.storage.log_handler(RUN_LOG)
 
@@ -158,12 +195,16 @@ class OutputDir:
         """Lock, tidy, check job.json (or archive with ``force``), read the resume state."""
         key = None if shard is None else (shard.index, shard.count)
         with self.locked(key):
-            self.tidy(shard_tag(key))
+            tag = shard_tag(key)
+            self.tidy(tag)
+            # Before the job check: a killed run's answers belong to its own generation.
+            replayed = replay(
+                self, self.journal_folder(), lambda name: not tag or f"-{tag}-" in name
+            )
             notice = self._check_job(fingerprint, settings, force=force)
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
-            tag = shard_tag(key)
             prefix = f"{stamp}-{secrets.token_hex(2)}" + (f"-{tag}" if tag else "")
-            yield RunSession(self, self.load_state(), notice, prefix)
+            yield RunSession(self, self.load_state(), notice, prefix, replayed)
 
     def _check_job(
         self, fingerprint: str, settings: Mapping[str, Any], *, force: bool

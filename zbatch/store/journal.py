@@ -1,0 +1,299 @@
+"""The answer journal: every answer durable within ~50 ms, long before a part commits it.
+
+    OUTDIR/journal/{run prefix}-{n:05d}.journal    segment n: rows added since part commit n-1
+
+A part commit is the committed truth, but it comes every ``part_seconds``; an answer received
+in between would be bought again after a kill -9. So each row is also appended to the open
+journal segment, and every ~50 ms one write and one fsync make the window's rows durable
+(group commit: one fsync per window, never one per row). A part commit seals the segment;
+once the parts and the spend ledger are written, sealed segments are deleted.
+
+The next run replays what a killed run left (:func:`replay`, before anything is sent): rows
+whose outcome is not in the committed parts yet are committed as a part of their own, the
+segment's spend is added to the ledger once (the ledger names the segments it holds), then the
+segment goes. Each step checks what is already there, so a replay killed half-way is finished
+by the next one, exactly once.
+
+A segment is a sequence of frames: ``b"ZJ"``, a kind byte, length and CRC-32 of the payload.
+Kinds: result rows and error rows (each an Arrow IPC stream, so every value keeps its exact
+type), and the segment's spend so far (JSON). A torn last frame was never synced: it is ignored.
+
+Object storage has no append: there the journal lives in a local folder named after the
+OUTDIR URL (:func:`local_folder`), so it protects a run from a kill -9 of the process on the
+same machine, not from the loss of the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import anyio
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..budget import Spend
+from ..errors import StoreError
+from .storage import store_error
+
+if TYPE_CHECKING:
+    from .outdir import OutputDir
+    from .parts import PartWriter
+
+SUFFIX = ".journal"
+WINDOW = 0.05  # seconds between group commits
+_FRAME = struct.Struct("<2sBII")
+_MAGIC = b"ZJ"
+_KIND_TABLES = {1: "results", 2: "errors"}
+_KIND_SPEND = 3
+_TABLE_KINDS = {table: kind for kind, table in _KIND_TABLES.items()}
+
+Row = tuple[Any, ...]
+
+
+def local_folder(location: str) -> Path:
+    """Where the journal of an OUTDIR that is not on a local disk is kept."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha1(location.encode()).hexdigest()[:16]
+    return cache / "zbatch" / "journal" / digest
+
+
+class Journal:
+    """A run's journal: rows and spend in, one durable segment per part commit.
+
+    With ``folder=None`` nothing is written (``--no-journal``), but the spend still reaches
+    the ledger at each part commit."""
+
+    def __init__(
+        self,
+        folder: Path | None,
+        prefix: str,
+        writers: dict[str, PartWriter],
+        *,
+        ledger: Spend,
+        save_ledger: Callable[[Spend], None],
+    ) -> None:
+        self.folder = folder
+        self.ledger = ledger
+        self._prefix = prefix
+        self._writers = writers
+        self._save_ledger = save_ledger
+        self._segment = 0
+        self._rows: dict[str, list[Row]] = {table: [] for table in writers}
+        self._spend = Spend()  # the open segment's
+        self._dirty = False
+        self._sealed: list[tuple[str, Spend]] = []
+        self._handle: BinaryIO | None = None
+        self._lock = anyio.Lock()
+        self.syncs = 0  # group commits done (for tests and benchmarks)
+
+    def name(self, segment: int) -> str:
+        return f"{self._prefix}-{segment:05d}{SUFFIX}"
+
+    def record(self, table: str, row: Row) -> None:
+        self._rows[table].append(row)
+        self._dirty = True
+
+    def charge(self, spend: Spend) -> None:
+        self._spend.add(spend)
+        self._dirty = True
+
+    async def run(self) -> None:
+        """Group commit every WINDOW seconds until cancelled."""
+        while True:
+            await anyio.sleep(WINDOW)
+            await self.sync()
+
+    async def sync(self) -> None:
+        """Make what was recorded so far durable (one write, one fsync)."""
+        async with self._lock:
+            if self._dirty:
+                await self._write(self._take(), close=False)
+
+    async def seal(self) -> None:
+        """End the segment: everything recorded so far is about to be committed in parts."""
+        async with self._lock:
+            segment, spend = self._segment, self._spend
+            taken = self._take()
+            self._segment += 1
+            self._spend = Spend()
+            await self._write(taken, close=True)
+            self._sealed.append((self.name(segment), spend))
+
+    async def settle(self) -> None:
+        """The sealed segments' rows are in committed parts: record their spend, drop them."""
+        if not self._sealed:
+            return
+        sealed, self._sealed = self._sealed, []
+        try:
+            ledger = replace(self.ledger, journals=[name for name, _ in sealed])
+            for _, spend in sealed:
+                ledger.add(spend)
+            await anyio.to_thread.run_sync(self._save_ledger, ledger)
+        except BaseException:
+            self._sealed[:0] = sealed
+            raise
+        self.ledger = ledger
+        if self.folder is not None:
+            for name, _ in sealed:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.folder / name).unlink()
+
+    def _take(self) -> tuple[int, dict[str, list[Row]], Spend]:
+        rows, self._rows = self._rows, {table: [] for table in self._rows}
+        self._dirty = False
+        return self._segment, rows, replace(self._spend)
+
+    async def _write(self, taken: tuple[int, dict[str, list[Row]], Spend], *, close: bool) -> None:
+        if self.folder is None:
+            return
+        await anyio.to_thread.run_sync(self._append, *taken, close)
+
+    def _append(self, segment: int, rows: dict[str, list[Row]], spend: Spend, close: bool) -> None:
+        assert self.folder is not None
+        path = self.folder / self.name(segment)
+        try:
+            frames = []
+            for table, table_rows in rows.items():
+                if table_rows:
+                    arrow, _unstorable = self._writers[table].to_table(table_rows)
+                    frames.append(_frame(_TABLE_KINDS[table], _ipc(arrow)))
+            frames.append(_frame(_KIND_SPEND, json.dumps(spend.to_json()).encode()))
+            if self._handle is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self._handle = open(path, "ab")  # noqa: SIM115 - kept open across windows
+                _fsync_dir(self.folder)
+            self._handle.write(b"".join(frames))
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self.syncs += 1
+        except OSError as exc:
+            raise store_error(f"the answer journal {path}", exc) from exc
+        finally:
+            if close and self._handle is not None:
+                self._handle.close()
+                self._handle = None
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def _frame(kind: int, payload: bytes) -> bytes:
+    return _FRAME.pack(_MAGIC, kind, len(payload), zlib.crc32(payload)) + payload
+
+
+def read_frames(path: Path) -> Iterator[tuple[int, bytes]]:
+    """The whole frames of a segment, in order; a torn or damaged tail ends it."""
+    data = path.read_bytes()
+    offset = 0
+    while offset + _FRAME.size <= len(data):
+        magic, kind, length, crc = _FRAME.unpack_from(data, offset)
+        payload = data[offset + _FRAME.size : offset + _FRAME.size + length]
+        if magic != _MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
+            return
+        yield kind, payload
+        offset += _FRAME.size + length
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replay(outdir: OutputDir, folder: Path, mine: Callable[[str], bool]) -> int:
+    """Commit what the journals of killed runs hold and the parts do not; the rows replayed.
+
+    Results are matched by id (each id is in results/ at most once), error rows by id and
+    time. Nothing is sent before this is done."""
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(SUFFIX) and mine(n))
+    except FileNotFoundError:
+        return 0
+    if not names:
+        return 0
+    state = outdir.load_state()
+    done_results: set[Any] = {(row_id,) for row_id in state.succeeded}
+    done_errors: set[Any] = {
+        (row["id"], row["failed_at"])
+        for batch in outdir.parts("errors").batches(_KEY_COLUMNS["errors"])
+        for row in batch.to_pylist()
+    }
+    replayed = 0
+    for name in names:
+        tables: dict[str, list[pa.Table]] = {table: [] for table in _TABLE_KINDS}
+        spend = Spend()
+        try:
+            for kind, payload in read_frames(folder / name):
+                if kind == _KIND_SPEND:
+                    spend = Spend.from_json(json.loads(payload))
+                elif kind in _KIND_TABLES:
+                    tables[_KIND_TABLES[kind]].append(pa.ipc.open_stream(payload).read_all())
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise StoreError(
+                f"the answer journal {folder / name} cannot be read ({exc}); move it away and "
+                "run again (its answers are then bought again)"
+            ) from None
+        ledger = outdir.read_spend()
+        if name not in ledger.journals:
+            ledger.add(spend)
+            ledger.journals = [*ledger.journals, name]
+            outdir.write_spend(ledger)
+        stem = name.removesuffix(SUFFIX)
+        prefix, segment = stem.rsplit("-", 1)
+        for table, seen in (("results", done_results), ("errors", done_errors)):
+            fresh = _not_seen(tables[table], _KEY_COLUMNS[table], seen)
+            if fresh is None:
+                continue
+            part = f"{table}/part-{prefix}-r{segment}.parquet"
+            outdir.storage.create(part, functools.partial(pq.write_table, fresh))
+            replayed += fresh.num_rows
+        (folder / name).unlink(missing_ok=True)
+    _fsync_dir(folder)
+    return replayed
+
+
+# What identifies a row of each table: an id is in results/ at most once; the error log may
+# hold an id many times, each at its own time.
+_KEY_COLUMNS = {"results": ["id"], "errors": ["id", "failed_at"]}
+
+
+def _not_seen(tables: list[pa.Table], columns: list[str], seen: set[Any]) -> pa.Table | None:
+    """The rows whose key is not in ``seen`` (which then holds them too); None if none."""
+    if not tables:
+        return None
+    table = pa.concat_tables(tables)
+    keep = []
+    for index, key in enumerate(zip(*(table.column(c).to_pylist() for c in columns), strict=True)):
+        if key not in seen:
+            seen.add(key)
+            keep.append(index)
+    return table.take(pa.array(keep, pa.int64())) if keep else None
+
+
+class JournaledSink:
+    """A part writer whose added rows also go to the journal (the pipeline's sink)."""
+
+    def __init__(self, writer: PartWriter, journal: Journal, table: str) -> None:
+        self._writer = writer
+        self._journal = journal
+        self._table = table
+
+    def add(self, row: Row) -> None:
+        self._writer.add(row)
+        self._journal.record(self._table, row)
