@@ -34,6 +34,7 @@ class Plan:
     prompt_tokens: int = 0
     completion_tokens: int = 0  # upper bound: max_tokens per row, when set
     first_request: dict[str, Any] | None = None
+    spent: float = 0.0  # what the OUTDIR has cost so far (its spend ledger)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -68,7 +69,7 @@ def plan_job(job: Job, *, retry_failed: bool) -> Plan:
                 "(use a new output directory, or --force)"
             )
         state = outdir.load_state()
-    plan = Plan(job)
+    plan = Plan(job, spent=outdir.read_spend().usd)
     stats = Stats(total=count_rows(inputs.paths))
     tally = _Tally(plan)
     pipeline = RowPipeline(

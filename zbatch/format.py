@@ -25,6 +25,11 @@ def _dollars(value: float | None, unknown: str) -> str:
     return unknown if value is None else f"${value:.4f}"
 
 
+def _spent(spent: float | None, budget: float | None) -> str:
+    text = _dollars(spent, "unknown")
+    return text if budget is None else f"{text} of ${budget:.4f} (max_cost)"
+
+
 def format_summary(stats: Stats) -> str:
     """The end-of-run table (summary.json's figures)."""
     rows: list[tuple[str, object]] = [
@@ -41,6 +46,10 @@ def format_summary(stats: Stats) -> str:
         ("requests/s", stats.requests_per_second),
         ("concurrency final / min", f"{stats.concurrency} / {stats.concurrency_min}"),
     ]
+    if stats.spent is not None and (stats.max_cost is not None or stats.skipped):
+        rows.append(("spent, all runs", _spent(stats.spent, stats.max_cost)))
+    if stats.hedged:
+        rows.append(("hedged (slow tail)", stats.hedged))
     if stats.truncated:
         rows.append(("cut off (length)", stats.truncated))
     if stats.labels:
@@ -59,7 +68,7 @@ def format_status(status: Status) -> str:
         ("retryable errors", status.failed_retryable),
         ("pending", "unknown (input not found)" if status.pending is None else status.pending),
         ("tokens in / out", f"{status.tokens.prompt} / {status.tokens.completion}"),
-        ("cost so far", _dollars(status.cost_usd, "unknown")),
+        ("spent so far", _spent(status.cost_usd, status.max_cost)),
         ("last run", "none" if last is None else f"{last.outcome} (exit {last.exit_code})"),
     ]
     if status.labels:
@@ -85,6 +94,13 @@ def format_plan(plan: Plan) -> str:
         f"<= {plan.completion_tokens} completion (max_tokens)",
         f"cost       {cost_text}",
     ]
+    if job.max_cost is not None and plan.cost is not None:
+        left = job.max_cost - plan.spent
+        if plan.cost > left:
+            lines.append(
+                f"warning    the estimate (${plan.cost:.4f}) exceeds what is left of the budget "
+                f"(${left:.4f} of max_cost ${job.max_cost:.4f}): the run would stop with exit 5"
+            )
     lines.extend(f"problem    {problem}" for problem in plan.problems)
     if plan.first_request is not None:
         lines.append("first request body:")

@@ -39,7 +39,8 @@ class Status:
     failed: int
     failed_retryable: int
     tokens: Tokens
-    cost_usd: float | None  # None when the model has no price
+    cost_usd: float | None  # every billed answer of every run; None when unpriced
+    max_cost: float | None = None  # the budget (limits.max_cost), when one is set
     labels: dict[str, int] = field(default_factory=dict)
     last_run: LastRun | None = None
 
@@ -75,7 +76,12 @@ def read_status(outdir: OutputDir) -> Status:
         input_rows = None
     model = settings.get("model") or DEFAULT_MODEL
     price = price_for(model, settings.get("prices") or {})
-    spent = cost(price, tokens.prompt, tokens.cached, tokens.completion)
+    # The ledger counts every billed answer (failed checks, re-asks, older generations);
+    # an OUTDIR from before the ledger has only its results' tokens to go by.
+    if outdir.has_spend():
+        spent: float | None = outdir.read_spend().usd
+    else:
+        spent = cost(price, tokens.prompt, tokens.cached, tokens.completion)
     summary = outdir.read_summary()
     return Status(
         outdir=outdir.location,
@@ -85,6 +91,7 @@ def read_status(outdir: OutputDir) -> Status:
         failed_retryable=state.failed_retryable,
         tokens=tokens,
         cost_usd=None if spent is None else round(spent, 6),
+        max_cost=settings.get("max_cost"),
         labels=dict(labels),
         last_run=None
         if summary is None

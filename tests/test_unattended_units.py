@@ -1,0 +1,158 @@
+"""Unit tests of the unattended-run rules: the down detector, the first-rows verdict, the
+hedging threshold, the budget's admission control, and the journal's frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zbatch.budget import Budget, Spend
+from zbatch.errors import Failure, Scope
+from zbatch.health import DownDetector, FirstRows, Held, Latencies
+from zbatch.pricing import Price
+from zbatch.store.journal import _frame, read_frames
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+REFUSED = Failure("connection", Scope.RETRY, "ConnectError: connection refused")
+UNAVAILABLE = Failure("server_error", Scope.RETRY, "Service Unavailable", 503)
+BUSY = Failure("rate_limited", Scope.SLOW_DOWN, "busy", 429, "1302")
+NO_MODEL = Failure("bad_request", Scope.ROW, "The model does not exist", 400, "1211")
+
+
+def test_down_detector_trips_only_after_down_after_of_nothing_but_down_failures() -> None:
+    clock = FakeClock()
+    down = DownDetector(300, clock=clock)
+    down.observe(REFUSED)
+    clock.now += 299
+    down.observe(UNAVAILABLE)
+    assert down.down_for is None
+    clock.now += 2
+    assert down.down_for == 301
+    assert down.last_failure is UNAVAILABLE
+
+
+def test_one_answer_of_any_other_kind_resets_the_down_clock() -> None:
+    clock = FakeClock()
+    down = DownDetector(10, clock=clock)
+    down.observe(REFUSED)
+    clock.now += 9
+    down.observe(BUSY)  # a 429 is an answer: the endpoint is alive
+    clock.now += 9
+    down.observe(REFUSED)
+    assert down.down_for is None
+    clock.now += 2
+    assert down.down_for == 11
+    down.alive()  # a success
+    assert down.down_for is None
+
+
+def test_a_slow_endpoint_with_no_failure_never_looks_down() -> None:
+    clock = FakeClock()
+    down = DownDetector(1, clock=clock)
+    clock.now += 3600  # attempts still running, none failed
+    assert down.down_for is None
+
+
+def held(failure: Failure, row: int) -> Held:
+    return Held(f"r{row}", failure, 1, None)
+
+
+def test_first_rows_failing_alike_give_a_verdict_naming_code_and_setting() -> None:
+    first = FirstRows(limit=3)
+    assert first.take(held(NO_MODEL, 0)) and first.take(held(NO_MODEL, 1))
+    assert first.verdict is None
+    assert first.take(held(NO_MODEL, 2))
+    assert first.verdict is not None
+    assert "1211" in first.verdict and "request.model" in first.verdict
+    assert [h.row_id for h in first.release()] == ["r0", "r1", "r2"]
+    assert first.take(held(NO_MODEL, 3))  # later rows like them: not their fault either
+
+
+def test_a_different_failure_or_a_success_ends_the_first_rows_watch() -> None:
+    first = FirstRows(limit=3)
+    assert first.take(held(NO_MODEL, 0))
+    other = Failure("bad_request", Scope.ROW, "bad parameter", 400, "1214")
+    assert not first.take(held(other, 1))
+    assert [h.row_id for h in first.release()] == ["r0"]  # the caller logs them now
+    assert not first.take(held(NO_MODEL, 2))  # no longer deciding
+    assert first.verdict is None
+
+
+def test_labels_never_valid_is_a_verdict_too() -> None:
+    first = FirstRows(limit=2)
+    invalid = Failure("invalid_label", Scope.ROW, "answer 'maybe' is not one of the choices")
+    first.take(held(invalid, 0))
+    first.take(held(invalid, 1))
+    assert first.verdict is not None and "labels.choices" in first.verdict
+
+
+def test_transient_failures_are_never_held() -> None:
+    first = FirstRows(limit=2)
+    assert not first.take(held(UNAVAILABLE, 0))
+
+
+def test_hedge_threshold_is_max_of_five_p50_and_p99() -> None:
+    latencies = Latencies(minimum=20)
+    for _ in range(19):
+        latencies.add(0.1)
+    assert latencies.hedge_after() is None  # too few answers to know the usual latency
+    latencies.add(0.1)
+    assert latencies.hedge_after() == 0.5
+    for _ in range(80):
+        latencies.add(0.1)
+    for _ in range(3):
+        latencies.add(2.0)  # a tail past five times the median
+    assert latencies.hedge_after() == 2.0
+
+
+PRICE = Price(input=1000.0, cached=1000.0, output=2000.0)  # USD per 1M tokens
+
+
+def test_budget_admits_while_spend_plus_in_flight_worst_cases_fit() -> None:
+    budget = Budget(limit=1.0, price=PRICE, spent=0.5)
+    worst = budget.worst_case(100, 50)  # 100 * 1000/1e6 + 50 * 2000/1e6
+    assert worst == 0.2
+    first = budget.admit(100, 50)
+    second = budget.admit(100, 50)
+    assert first == second == 0.2
+    assert budget.admit(100, 50) is None  # 0.5 + 0.4 + 0.2 > 1.0
+    budget.release(first or 0)
+    budget.charge(Spend(usd=0.05))
+    assert budget.admit(100, 50) == 0.2  # 0.55 + 0.2 + 0.2 <= 1.0
+    assert "spent $0.5500 of $1.0000" in budget.message()
+    assert "--max-cost" in budget.message()
+
+
+def test_without_max_tokens_the_budget_assumes_a_bounded_answer() -> None:
+    budget = Budget(limit=None, price=PRICE, spent=0)
+    assert budget.worst_case(0, 0) == 4096 * 2000 / 1e6
+    assert budget.admit(10**9, 10**9) is not None  # no limit: always admitted
+
+
+def test_spend_of_an_answer_counts_cached_tokens_at_their_price() -> None:
+    class Answer:
+        prompt_tokens = 1000
+        cached_tokens = 400
+        completion_tokens = 100
+
+    spend = Spend.of(Price(1.0, 0.5, 2.0), Answer())
+    assert spend.usd == (600 * 1.0 + 400 * 0.5 + 100 * 2.0) / 1e6
+    assert (spend.prompt_tokens, spend.cached_tokens, spend.answers) == (1000, 400, 1)
+
+
+def test_journal_frames_end_at_a_torn_or_damaged_tail(tmp_path: Path) -> None:
+    good = _frame(3, b'{"usd": 1}') + _frame(1, b"abc")
+    path = tmp_path / "x.journal"
+    path.write_bytes(good + _frame(1, b"torn frame")[:-3])
+    assert list(read_frames(path)) == [(3, b'{"usd": 1}'), (1, b"abc")]
+    damaged = bytearray(good)
+    damaged[-1] ^= 0xFF  # a flipped bit in the last payload
+    path.write_bytes(bytes(damaged))
+    assert list(read_frames(path)) == [(3, b'{"usd": 1}')]
