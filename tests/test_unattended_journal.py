@@ -1,0 +1,154 @@
+"""The answer journal: after a kill -9, the next run replays what the killed run received and
+buys again only the last window's answers; a kill -9 during that replay changes nothing.
+Real processes, real SIGKILL, the loopback server."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import read_table, run_against, start_zbatch, wait_for, write_jsonl, zbatch_env
+from zai_server import ZaiServer, answer_for
+
+CONCURRENCY = 8
+LATENCY = 0.05
+
+
+def journal_rows(count: int) -> list[dict[str, str]]:
+    """Every tenth row is refused by the content filter, so the journal holds error rows too."""
+    return [
+        {"id": f"r{i:05d}", "prompt": f"question {i}" + (" FAIL=1301*" if i % 10 == 3 else "")}
+        for i in range(count)
+    ]
+
+
+def killed_run(srv: ZaiServer, inp: Path, out: Path) -> tuple[Counter[str], float]:
+    """Run with parts every 600 s, kill -9 after ~3 s of answers; (answers so far, rows/s)."""
+    started = time.monotonic()
+    proc = start_zbatch(
+        "run",
+        "-i",
+        str(inp),
+        "-o",
+        str(out),
+        "--base-url",
+        srv.base_url,
+        "-c",
+        str(CONCURRENCY),
+        "--part-seconds",
+        "600",
+        "-q",
+    )
+    try:
+        wait_for(lambda: srv.stats()["successes"] >= 300, timeout=60)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    elapsed = time.monotonic() - started
+    answered = Counter(srv.stats()["answered_prompts"])
+    return answered, sum(answered.values()) / elapsed
+
+
+def assert_exactly_once(out: Path, rows: list[dict[str, str]]) -> None:
+    results = read_table(out / "results").to_pylist()
+    errors = read_table(out / "errors").to_pylist()
+    prompts = {r["id"]: r["prompt"] for r in rows}
+    assert Counter(r["id"] for r in results) == Counter(
+        r["id"] for r in rows if "FAIL" not in r["prompt"]
+    )
+    for result in results:
+        messages = [{"role": "user", "content": prompts[result["id"]]}]
+        assert result["content"] == answer_for(messages)
+    assert Counter(e["id"] for e in errors) == Counter(
+        r["id"] for r in rows if "FAIL" in r["prompt"]
+    )
+    assert all(e["error_type"] == "content_filter" for e in errors)
+
+
+def test_kill_9_rebuys_at_most_what_was_in_flight_and_the_last_window(tmp_path: Path) -> None:
+    rows = journal_rows(2000)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with ZaiServer(latency=LATENCY) as srv:
+        before, rate = killed_run(srv, inp, out)
+        assert not list((out / "results").glob("*.parquet")), "parts every 600 s: none yet"
+        assert list((out / "journal").glob("*.journal"))
+
+        proc = run_against(srv, "-i", str(inp), "-o", str(out), "-c", "8", expect=1)
+        after = Counter(srv.stats()["answered_prompts"])
+
+    again = sum(1 for prompt, count in after.items() if count > 1)
+    allowed = CONCURRENCY + math.ceil(rate * 0.1)
+    print(
+        f"answered before the kill {sum(before.values())}, bought again {again}, allowed {allowed}"
+    )
+    assert again <= allowed, (again, allowed, sum(before.values()))
+    assert "replayed" in proc.stderr
+    assert_exactly_once(out, rows)
+    assert not list((out / "journal").glob("*.journal")), "journals go once their rows are parts"
+
+
+# Kill the replay right after it records the journal's spend, commits the replayed results,
+# or commits the replayed error rows.
+KILL_DURING_REPLAY = """
+import os, signal, sys
+import zbatch
+from zbatch.store import outdir, storage
+
+point, inp, out, base_url = sys.argv[1:]
+real_create, real_write_spend = storage.LocalStorage.create, outdir.OutputDir.write_spend
+
+def create(self, name, write):
+    real_create(self, name, write)
+    if name.startswith(point + "/") and "-r0" in name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def write_spend(self, spend):
+    real_write_spend(self, spend)
+    if point == "ledger":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+storage.LocalStorage.create = create
+outdir.OutputDir.write_spend = write_spend
+job = zbatch.Job.from_toml(None, input_path=inp, output_dir=out, base_url=base_url)
+zbatch.run(job)
+sys.exit("the replay was not killed")
+"""
+
+
+@pytest.mark.parametrize("point", ["ledger", "results", "errors"])
+def test_kill_9_during_the_replay_still_records_every_answer_exactly_once(
+    tmp_path: Path, point: str
+) -> None:
+    rows = journal_rows(1000)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with ZaiServer(latency=LATENCY) as srv:
+        before, rate = killed_run(srv, inp, out)
+        replaying = subprocess.run(
+            [sys.executable, "-c", KILL_DURING_REPLAY, point, str(inp), str(out), srv.base_url],
+            env=zbatch_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert replaying.returncode == -signal.SIGKILL, replaying.stderr
+        assert Counter(srv.stats()["answered_prompts"]) == before, "a replay sends nothing"
+
+        run_against(srv, "-i", str(inp), "-o", str(out), "-c", "8", expect=1)
+        answered = Counter(srv.stats()["answered_prompts"])
+
+    assert_exactly_once(out, rows)
+    # Every answer is in the spend ledger once; only the last window before the kill may be
+    # missing from it (it was bought, but never made durable).
+    ledger = json.loads((out / "spend.json").read_text())
+    total = sum(answered.values())
+    assert total - CONCURRENCY - math.ceil(rate * 0.1) <= ledger["answers"] <= total
