@@ -13,10 +13,12 @@ Clients (each sends the same rows, the body zbatch sends, and parses the JSON an
   httpx-zbatch     bare anyio + httpx.AsyncClient(transport=zbatch.transport.AiohttpTransport):
                    the HTTP stack zbatch ships, without zbatch
   aiohttp          bare asyncio + aiohttp.ClientSession
-  zbatch           zbatch.run_job in this process, the transport zbatch ships (aiohttp)
+  zbatch           zbatch.run in this process, the transport zbatch ships (aiohttp), with
+                   the answer journal (the default)
+  zbatch-nojournal the same with journal = false: the journal's cost is the difference
   zbatch-cli       the installed ``zbatch run`` console script as a subprocess (the figure
                    includes interpreter start-up and imports)
-  zbatch-httpcore  zbatch.run_job in this process with httpx's own transport injected
+  zbatch-httpcore  zbatch.run in this process with httpx's own transport injected
                    (transport=httpx.AsyncHTTPTransport): the transport's effect on zbatch
 
 A bare loop is N workers pulling row numbers from one shared iterator. zbatch runs with
@@ -174,10 +176,12 @@ def run_zbatch(
     outdir: Path,
     concurrency: int,
     transport: httpx.AsyncBaseTransport | None = None,
+    **settings: Any,
 ) -> int:
-    """zbatch.run_job in this process (rows answered); transport None = the shipped one."""
-    job = zbatch.load_job(None, zbatch_overrides(input_path, outdir, base_url, concurrency))
-    result = zbatch.run_job(job, transport=transport, progress=LogProgress(job.log_every))
+    """zbatch.run in this process (rows answered); transport None = the shipped one."""
+    overrides = zbatch_overrides(input_path, outdir, base_url, concurrency, **settings)
+    job = zbatch.Job.from_toml(None, **overrides)
+    result = zbatch.run(job, transport=transport, progress=LogProgress(job.log_every))
     if result.exit_code != 0:
         raise RuntimeError(f"zbatch exited {result.exit_code}: {result.stopped}")
     return result.stats.ok
@@ -186,6 +190,13 @@ def run_zbatch(
 def zbatch_shipped(server: Server, rows: int, concurrency: int, work: Path) -> Done:
     outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
     return run_zbatch(server.base_url, work / "input.jsonl", outdir, concurrency), None
+
+
+def zbatch_no_journal(server: Server, rows: int, concurrency: int, work: Path) -> Done:
+    """zbatch with the answer journal off (--no-journal): what the journal costs."""
+    outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    ok = run_zbatch(server.base_url, work / "input.jsonl", outdir, concurrency, journal=False)
+    return ok, None
 
 
 def zbatch_httpcore(server: Server, rows: int, concurrency: int, work: Path) -> Done:
@@ -213,6 +224,7 @@ CLIENTS: list[tuple[str, Client]] = [
     ("httpx-zbatch", bare_httpx_zbatch),
     ("aiohttp", bare_aiohttp),
     ("zbatch", zbatch_shipped),
+    ("zbatch-nojournal", zbatch_no_journal),
     ("zbatch-cli", zbatch_subprocess),
     ("zbatch-httpcore", zbatch_httpcore),
 ]
