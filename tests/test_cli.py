@@ -102,13 +102,45 @@ def test_dry_run_counts_rows_and_shows_first_body(tmp_path: Path) -> None:
 
 
 def test_simulated_run_writes_real_outputs(tmp_path: Path) -> None:
-    """--simulate runs the whole pipeline with no key and leaves labelled Parquet results."""
+    """--simulate runs the whole pipeline with no key and leaves labelled Parquet results, in
+    OUTDIR.simulated: never in the OUTDIR a real run uses."""
     source = write_jsonl(tmp_path / "in.jsonl", prompt_rows(40))
     out = tmp_path / "out"
     args = ["run", "-i", str(source), "-o", str(out), "--simulate", "--choices", "yes,no", "-q"]
     result = CliRunner().invoke(cli, args, env={"ZAI_API_KEY": ""})
     assert result.exit_code == 0, result.output
-    summary = json.loads((out / "summary.json").read_text())
+    assert not out.exists()
+    summary = json.loads((tmp_path / "out.simulated" / "summary.json").read_text())
     assert summary["rows"]["ok"] == 40
     assert sum(summary["labels"].values()) == 40
     assert set(summary["labels"]) <= {"yes", "no"}
+
+
+def test_a_real_run_refuses_simulated_answers_and_a_rehearsal_never_writes_into_a_real_outdir(
+    tmp_path: Path,
+) -> None:
+    """Simulated answers never pass for real ones: mixing them is refused with one clear line,
+    exit 2, and nothing is sent or written."""
+    source = write_jsonl(tmp_path / "in.jsonl", prompt_rows(5))
+    simulated = tmp_path / "out.simulated"
+    runner = CliRunner()
+    base = ["run", "-i", str(source), "-q"]
+    assert runner.invoke(cli, [*base, "-o", str(simulated), "--simulate"]).exit_code == 0
+    parts = sorted((simulated / "results").iterdir())
+    real = runner.invoke(cli, [*base, "-o", str(simulated), "--base-url", "http://127.0.0.1:9/v4"])
+    assert real.exit_code == 2
+    assert f"Error: {simulated} holds simulated answers, and a real run never mixes with them." in (
+        real.output
+    )
+    assert sorted((simulated / "results").iterdir()) == parts
+    real_out = tmp_path / "real"
+    (real_out / "results").mkdir(parents=True)
+    (real_out / "job.json").write_text(json.dumps({"fingerprint": "x", "settings": {}}))
+    mixed = runner.invoke(cli, [*base, "-o", str(real_out) + ".simulated", "--simulate"])
+    assert mixed.exit_code == 0  # a rehearsal goes beside it, into real.simulated
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "in.jsonl",
+        "out.simulated",
+        "real",
+        "real.simulated",
+    ]
