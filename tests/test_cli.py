@@ -144,3 +144,116 @@ def test_a_real_run_refuses_simulated_answers_and_a_rehearsal_never_writes_into_
         "real",
         "real.simulated",
     ]
+
+
+ONE_ROW = '{"id": "a", "prompt": "hi"}\n'
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (
+            ["--temperature", "5"],
+            2,
+            "Error: the command line: request.temperature must be between 0 and 2, not 5.0",
+        ),
+        (
+            ["--max-tokens", "0"],
+            2,
+            "Error: the command line: request.max_tokens must be at least 1, not 0",
+        ),
+        (
+            ["--base-url", "api.z.ai/api/paas/v4"],
+            2,
+            "Error: the command line: endpoint.base_url must be an http:// or https:// URL, "
+            "not 'api.z.ai/api/paas/v4'",
+        ),
+        (  # an empty $VAR in `--base-url $VAR --retry-failed`
+            ["--base-url", "--retry-failed"],
+            2,
+            "endpoint.base_url must be an http:// or https:// URL, not '--retry-failed'",
+        ),
+        (
+            ["--base-url", "https://user:secret@example.test/v1"],
+            2,
+            "Error: the command line: endpoint.base_url must not hold credentials",
+        ),
+        (["--rpm", "nan"], 2, "Error: the command line: limits.rpm must be a number, not nan"),
+        (
+            ["--timeout", "inf"],
+            2,
+            "Error: the command line: endpoint.timeout must be a finite number, not inf",
+        ),
+        (
+            ["--template", "Say {text"],
+            2,
+            "Error: the command line: request.template cannot be read",
+        ),
+    ],
+)
+def test_a_bad_flag_is_one_line_naming_the_setting_and_exit_2(tmp_path, args, code, message):
+    (tmp_path / "in.jsonl").write_text(ONE_ROW)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, ["run", "-i", str(tmp_path / "in.jsonl"), "-o", str(out), *args]
+    )
+    assert result.exit_code == code
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "secret" not in result.output
+    assert not out.exists()
+
+
+def test_a_typo_inside_prices_is_refused_naming_the_key(tmp_path):
+    (tmp_path / "in.jsonl").write_text(ONE_ROW)
+    job = tmp_path / "j.toml"
+    job.write_text(
+        '[input]\npath = "in.jsonl"\n[output]\ndir = "o"\n[prices]\n"glm-4.6" = { inptu = 5.0 }\n'
+    )
+    result = CliRunner().invoke(cli, ["validate", str(job)])
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: {job}: prices.glm-4.6: unknown key 'inptu' (known: input, cached, output)\n"
+    )
+
+
+def test_an_outdir_that_is_a_file_is_one_line_and_exit_74(tmp_path):
+    (tmp_path / "in.jsonl").write_text(ONE_ROW)
+    (tmp_path / "taken").write_text("not a folder")
+    args = ["run", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "taken")]
+    result = CliRunner().invoke(cli, [*args, "--base-url", "http://127.0.0.1:9/v4"])
+    assert result.exit_code == 74
+    assert result.output == (
+        f"Error: the output directory {tmp_path / 'taken'} is a file: "
+        "choose another output directory\n"
+    )
+    assert (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_compact_and_export_on_a_folder_that_is_not_an_outdir_exit_2_and_leave_it_alone(tmp_path):
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    compact = CliRunner().invoke(cli, ["compact", str(folder)])
+    assert (compact.exit_code, compact.output) == (
+        2,
+        f"Error: {folder} is not a zbatch output directory (no job.json)\n",
+    )
+    export = CliRunner().invoke(cli, ["export", str(folder), "-o", str(tmp_path / "x.csv")])
+    assert export.exit_code == 2
+    assert list(folder.iterdir()) == []
+
+
+def test_an_outdir_that_cannot_be_written_is_one_line_and_exit_74(tmp_path):
+    """sysfs refuses new folders even to root: a real kernel refusal (EPERM), as a read-only
+    file system gives EROFS."""
+    (tmp_path / "in.jsonl").write_text(ONE_ROW)
+    outdir = Path("/sys/zbatch-cannot-write-here")
+    args = ["run", "-i", str(tmp_path / "in.jsonl"), "-o", str(outdir), "--simulate"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 74
+    assert result.output.startswith(f"Error: could not write {outdir}.simulated/.lock: ")
+    assert result.output.endswith(
+        "Parts committed earlier are intact; make it writable or choose another location, "
+        "then run the same command to resume\n"
+    )
+    assert len(result.output.splitlines()) == 1

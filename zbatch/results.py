@@ -130,7 +130,9 @@ def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> Exp
     if target.is_dir():
         raise JobError(f"cannot export to {target}: it is a folder; name a file")
     LocalStorage(target.parent).write_file(
-        target.name, lambda handle: write(outcomes.schema, counted(outcomes.batches), handle)
+        target.name,
+        lambda handle: write(outcomes.schema, counted(outcomes.batches), handle),
+        outdir=False,
     )
     return Exported(written, outcomes.simulated)
 
