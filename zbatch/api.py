@@ -31,7 +31,7 @@ from .job import DEFAULT_BASE_URL, Job
 from .pipeline import RowPipeline
 from .pricing import price_for
 from .progress import NullProgress, Progress
-from .report import Status, read_status
+from .report import FailureGroup, Status, failure_groups, read_status
 from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
 from .runner import Runner
@@ -40,6 +40,7 @@ from .simulate import SimulatedEndpoint
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir
+from .store.state import RetryFailed
 
 
 @dataclass
@@ -73,7 +74,7 @@ def run(
     progress: Progress | None = None,
     handle_signals: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
-    retry_failed: bool = False,
+    retry_failed: RetryFailed = False,
     force: bool = False,
 ) -> RunResult:
     """Run (or resume) a job to the end; see :func:`arun`.
@@ -106,7 +107,7 @@ async def arun(
     progress: Progress | None = None,
     handle_signals: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
-    retry_failed: bool = False,
+    retry_failed: RetryFailed = False,
     force: bool = False,
 ) -> RunResult:
     """Run (or resume) a job inside a running event loop.
@@ -212,7 +213,7 @@ def keep_column_types(
     return {name: infer_type(first.get(name)) for name in job.keep_columns}
 
 
-def plan(job: Job, *, retry_failed: bool = False) -> Plan:
+def plan(job: Job, *, retry_failed: RetryFailed = False) -> Plan:
     """What a run of the job would send now and what it would cost; sends nothing."""
     return plan_job(job, retry_failed=retry_failed)
 
@@ -220,6 +221,13 @@ def plan(job: Job, *, retry_failed: bool = False) -> Plan:
 def status(outdir: str | os.PathLike[str]) -> Status:
     """Done / failed / pending counts, tokens, cost and the last run's outcome of an OUTDIR."""
     return read_status(OutputDir(str(outdir)))
+
+
+def failures(
+    outdir: str | os.PathLike[str], *, error_type: str | None = None, limit: int = 5
+) -> list[FailureGroup]:
+    """The failed ids of an OUTDIR grouped by error type and code, largest group first."""
+    return failure_groups(OutputDir(str(outdir)), error_type=error_type, limit=limit)
 
 
 def export(

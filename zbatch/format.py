@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from .dryrun import Plan
-from .report import Status
+from .report import FailureGroup, Status
 from .stats import Stats
 
 
@@ -48,6 +48,11 @@ def format_summary(stats: Stats) -> str:
     return table(rows)
 
 
+def format_failures(stats: Stats, outdir: str) -> str:
+    """The one line --quiet still prints when rows failed."""
+    return f"{stats.failed} rows failed ({_counts(stats.errors)}); see: zbatch errors {outdir}"
+
+
 def format_status(status: Status) -> str:
     """`zbatch status` as a small table."""
     last = status.last_run
@@ -55,8 +60,7 @@ def format_status(status: Status) -> str:
         ("output", status.outdir),
         ("input rows", "unknown" if status.input_rows is None else status.input_rows),
         ("done", status.done),
-        ("failed", status.failed),
-        ("retryable errors", status.failed_retryable),
+        ("failed", _failed(status)),
         ("pending", "unknown (input not found)" if status.pending is None else status.pending),
         ("tokens in / out", f"{status.tokens.prompt} / {status.tokens.completion}"),
         ("cost so far", _dollars(status.cost_usd, "unknown")),
@@ -67,6 +71,33 @@ def format_status(status: Status) -> str:
     if status.simulated:
         rows.insert(1, ("simulated", "yes: these answers came from --simulate, not a model"))
     return table(rows)
+
+
+def _failed(status: Status) -> str:
+    if not status.failed:
+        return "0"
+    text = f"{status.failed} ({_counts(status.errors, by_size=True)})"
+    if status.failed_retryable:
+        text += f"; {status.failed_retryable} retryable: the next run sends them again"
+    return text
+
+
+def format_failure_groups(groups: Sequence[FailureGroup], outdir: str) -> str:
+    """`zbatch errors`: each group of failed ids with a few ids and messages."""
+    if not groups:
+        return f"no failed rows in {outdir}"
+    lines = []
+    for group in groups:
+        code = f" {group.error_code}" if group.error_code else ""
+        retry = f", {group.retryable} retryable" if group.retryable else ""
+        lines.append(f"{group.error_type}{code}: {group.count} rows{retry}")
+        lines.append(
+            f"  ids: {', '.join(group.ids)}" + (" ..." if group.count > len(group.ids) else "")
+        )
+        lines.extend(f"  message: {message}" for message in group.messages)
+    total = sum(group.count for group in groups)
+    lines.append(f"{total} failed rows; re-send them with: zbatch run ... --retry-failed TYPE")
+    return "\n".join(lines)
 
 
 def format_plan(plan: Plan) -> str:

@@ -29,6 +29,7 @@ from .schema import keep_caster
 from .source import DoneRows, RawRow
 from .stats import Stats
 from .store import ResumeState
+from .store.state import RetryFailed
 
 Row = tuple[Any, ...]
 # Rows that need no request are handled between sends; every so many of them the pipeline
@@ -64,7 +65,7 @@ class RowPipeline:
         results: Sink,
         errors: Sink,
         schema: pa.Schema,
-        retry_failed: bool = False,
+        retry_failed: RetryFailed = False,
         in_shard: Callable[[str], bool] | None = None,
         secret: str = "",
     ) -> None:

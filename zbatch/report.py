@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from .errors import JobError
 from .job import DEFAULT_MODEL
 from .pricing import cost, price_for
+from .results import final_outcomes
 from .source import count_rows, open_input
 from .store import RESULTS, OutputDir
 
@@ -36,11 +37,12 @@ class Status:
     outdir: str
     input_rows: int | None  # None when the input cannot be found any more
     done: int
-    failed: int
-    failed_retryable: int
+    failed: int  # ids whose latest outcome is an error, as a run's summary counts them
+    failed_retryable: int  # of those, the ones the next run sends again
     tokens: Tokens
     cost_usd: float | None  # None when the model has no price
     labels: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # failed ids by error_type
     last_run: LastRun | None = None
     simulated: bool = False  # the answers came from --simulate, not a model
 
@@ -87,8 +89,51 @@ def read_status(outdir: OutputDir) -> Status:
         tokens=tokens,
         cost_usd=None if spent is None else round(spent, 6),
         labels=dict(labels),
+        errors=dict(Counter(kind for kind, _ in state.open_errors().values())),
         simulated=bool(settings.get("simulate")),
         last_run=None
         if summary is None
         else LastRun(summary.get("outcome", "unknown"), summary.get("exit_code")),
     )
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed ids that share an error type and code: how many, a few ids, a few messages."""
+
+    error_type: str
+    error_code: str | None
+    count: int
+    retryable: int  # how many the next run sends again
+    ids: list[str]
+    messages: list[str]
+
+
+def failure_groups(
+    outdir: OutputDir, *, error_type: str | None = None, limit: int = 5
+) -> list[FailureGroup]:
+    """The failed ids (latest outcome an error, as export counts them) grouped by type and
+    code, largest first, each with up to ``limit`` ids and 3 distinct messages."""
+    try:
+        outcomes = final_outcomes(outdir)
+    except JobError:  # nothing committed yet
+        return []
+    groups: dict[tuple[str, str | None], dict[str, Any]] = {}
+    columns = ["id", "error_type", "error_code", "message", "status"]
+    for batch in outcomes.batches:
+        failed = batch.filter(pc.not_equal(batch.column("status"), "ok")).select(columns)
+        for row in failed.to_pylist():
+            if error_type is not None and row["error_type"] != error_type:
+                continue
+            group = groups.setdefault(
+                (row["error_type"], row["error_code"]),
+                {"count": 0, "retryable": 0, "ids": [], "messages": []},
+            )
+            group["count"] += 1
+            group["retryable"] += row["status"] == "failed_retryable"
+            if len(group["ids"]) < limit:
+                group["ids"].append(row["id"])
+            if len(group["messages"]) < 3 and row["message"] not in group["messages"]:
+                group["messages"].append(row["message"])
+    ordered = sorted(groups.items(), key=lambda item: -item[1]["count"])
+    return [FailureGroup(kind, code, **figures) for (kind, code), figures in ordered]

@@ -48,6 +48,24 @@ ERROR_SCHEMA = pa.schema(
     ]
 )
 
+# The error_type values of the error log (SPEC "Error columns").
+ERROR_TYPES = (
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connection",
+    "invalid_response",
+    "bad_request",
+    "content_filter",
+    "invalid_label",
+    "invalid_json",
+    "invalid_input",
+    "template_error",
+    "duplicate_id",
+    "missing_id",
+    "fatal",
+)
+
 JSON_FIELD_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
     "int": pa.int64(),
