@@ -4,8 +4,18 @@
 from __future__ import annotations
 
 import json
+import re
 
-from conftest import outcome_ids, read_table, run_against, run_zbatch, write_jsonl
+from conftest import (
+    outcome_ids,
+    read_table,
+    run_against,
+    run_zbatch,
+    start_zbatch,
+    stop_process,
+    wait_for,
+    write_jsonl,
+)
 from zai_server import ZaiServer
 
 ROWS = [
@@ -121,3 +131,52 @@ def test_quiet_still_prints_one_failure_line(tmp_path, server):
         "10 rows failed (content_filter 2, invalid_label 7, server_error 1); "
         f"see: zbatch errors {out}"
     )
+
+
+def test_invalid_json_is_asked_again_and_json_fields_that_do_not_fit_are_counted(tmp_path, server):
+    rows = [
+        {"id": "good", "prompt": 'Rate JSON={"score": 3, "tag": "a"}'},
+        {"id": "nofield", "prompt": 'Rate JSON={"tag": "b"}'},
+        {"id": "badtype", "prompt": 'Rate JSON={"score": "high", "tag": "c"}'},
+        {"id": "notjson", "prompt": "Rate this plainly"},
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    args = ["-i", str(source), "-o", str(out), "--response-format", "json_object"]
+    job = tmp_path / "j.toml"
+    job.write_text('[request]\njson_fields = ["score:int", "tag"]\n')
+    run_against(server, str(job), *args, expect=1)
+    summary = json.loads((out / "summary.json").read_text())
+    assert server.stats()["requests"] == 3 + 2  # the non-JSON answer was asked for twice
+    assert summary["errors"] == {"invalid_json": 1}
+    assert summary["retries"] == {"invalid_json": 1}
+    assert summary["json_fields"] == {"missing": {"score": 1}, "mistyped": {"score": 1}}
+    errors = read_table(out / "errors").to_pylist()
+    assert errors[0]["answer"].startswith("echo:")  # the paid answer is kept
+
+
+def test_log_lines_off_a_terminal_show_dollars_spent(tmp_path, server):
+    source = write_jsonl(tmp_path / "in.jsonl", ROWS[:6])
+    out = tmp_path / "out"
+    proc = run_against(server, "-i", str(source), "-o", str(out), "--log-every", "0.05")
+    lines = [line for line in proc.stderr.splitlines() if " progress " in line]
+    assert lines and all(re.search(r", \$\d+\.\d{4}, concurrency", line) for line in lines)
+
+
+def test_status_during_a_run_says_a_run_is_active_and_who_holds_it(tmp_path):
+    rows = [{"id": f"r{i}", "prompt": f"Slow question {i}"} for i in range(40)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with ZaiServer(latency=0.2) as slow:
+        proc = start_zbatch(
+            "run", "-i", str(source), "-o", str(out), "-c", "2", "--base-url", slow.base_url
+        )
+        try:
+            wait_for(lambda: (out / "job.json").exists() and slow.stats()["requests"] > 0)
+            status = run_zbatch("status", str(out))
+            assert status.returncode == 0
+            assert re.search(rf"^running now +pid {proc.pid} on ", status.stdout, re.MULTILINE)
+        finally:
+            stop_process(proc)
+    after = run_zbatch("status", str(out))
+    assert "running now" not in after.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -217,13 +218,11 @@ def run(
         _print_plan(job, retry_failed=retry)
         return
     _console_logging(quiet)
-    result = api.run(
-        job,
-        progress=choose(quiet=quiet, log_every=job.log_every),
-        handle_signals=True,
-        retry_failed=retry,
-        force=force,
-    )
+    progress = choose(quiet=quiet, log_every=job.log_every)
+    with _beside_bar(progress):
+        result = api.run(
+            job, progress=progress, handle_signals=True, retry_failed=retry, force=force
+        )
     if not quiet:
         click.echo(f"zbatch run {job.output_dir}")
         click.echo(format_summary(result.stats))
@@ -337,6 +336,18 @@ def compact(outdir: str) -> None:
 
     for done in api.compact(outdir):
         click.echo(f"{done.table}: {done.parts_before} parts -> {done.parts_after}")
+
+
+def _beside_bar(progress: object) -> contextlib.AbstractContextManager[object]:
+    """With a bar on the terminal, log lines are written above it, not over it."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .progress import BarProgress
+
+    if isinstance(progress, BarProgress):
+        redirect: contextlib.AbstractContextManager[object] = logging_redirect_tqdm(loggers=[log])
+        return redirect
+    return contextlib.nullcontext()
 
 
 def _console_logging(quiet: bool) -> None:

@@ -45,6 +45,10 @@ def format_summary(stats: Stats) -> str:
         rows.append(("cut off (length)", stats.truncated))
     if stats.labels:
         rows.append(("labels", _counts(stats.labels, by_size=True)))
+    if stats.json_missing:
+        rows.append(("JSON fields missing", _counts(stats.json_missing, by_size=True)))
+    if stats.json_mistyped:
+        rows.append(("JSON fields mistyped", _counts(stats.json_mistyped, by_size=True)))
     return table(rows)
 
 
@@ -68,6 +72,8 @@ def format_status(status: Status) -> str:
     ]
     if status.labels:
         rows.append(("labels", _counts(status.labels, by_size=True)))
+    for holder in status.active:
+        rows.insert(1, ("running now", f"{holder} (counts are of committed rows)"))
     if status.simulated:
         rows.insert(1, ("simulated", "yes: these answers came from --simulate, not a model"))
     return table(rows)

@@ -199,7 +199,11 @@ class RowPipeline:
                 return Failure("invalid_json", Scope.ROW, str(exc))
             extra.append(json.dumps(obj, ensure_ascii=False))
             for name, kind in job.json_fields:
-                extra.append(json_field_value(obj.get(name), kind))
+                value = json_field_value(obj.get(name), kind)
+                if value is None:  # counted, so a null is never silent
+                    missing = obj.get(name) is None
+                    (self.stats.json_missing if missing else self.stats.json_mistyped)[name] += 1
+                extra.append(value)
         if answer.finish_reason in ("length", "model_context_window_exceeded"):
             self.stats.truncated += 1
         self.results.add(result_row(work.id, answer, attempts, [*extra, *work.keep]))

@@ -45,6 +45,7 @@ class Status:
     errors: dict[str, int] = field(default_factory=dict)  # failed ids by error_type
     last_run: LastRun | None = None
     simulated: bool = False  # the answers came from --simulate, not a model
+    active: list[str] = field(default_factory=list)  # runs under way: "pid N on HOST since T"
 
     @property
     def pending(self) -> int | None:
@@ -91,6 +92,7 @@ def read_status(outdir: OutputDir) -> Status:
         labels=dict(labels),
         errors=dict(Counter(kind for kind, _ in state.open_errors().values())),
         simulated=bool(settings.get("simulate")),
+        active=outdir.active_runs(),
         last_run=None
         if summary is None
         else LastRun(summary.get("outcome", "unknown"), summary.get("exit_code")),

@@ -42,6 +42,9 @@ from .progress import Progress
 from .store import PartWriter
 
 QUOTA_WAIT_MAX = 3600.0
+# Answers that do not fit the job are asked again (labels.retries times): a model's next
+# answer to the same request often does.
+RE_ASKED = ("invalid_label", "invalid_json")
 # Workers start this far apart, so the first requests go out over a few milliseconds rather
 # than all at once: a server that caps concurrency answers the first ones with 1302 while the
 # rest are still unsent, and the limit is cut before it is hit by the whole ceiling.
@@ -187,7 +190,7 @@ class Runner:
                 failure = pipeline.accept(work, outcome, attempts)
                 if failure is None:
                     return
-                if answer_retries < job.label_retries and failure.error_type == "invalid_label":
+                if answer_retries < job.label_retries and failure.error_type in RE_ASKED:
                     answer_retries += 1
                     stats.retries[failure.error_type] += 1
                     continue

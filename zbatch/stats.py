@@ -27,6 +27,8 @@ class Stats:
     cached_tokens: int = 0
     truncated: int = 0  # finish_reason length / context window exceeded
     labels: Counter[str] = field(default_factory=Counter)
+    json_missing: Counter[str] = field(default_factory=Counter)  # JSON field -> answers without it
+    json_mistyped: Counter[str] = field(default_factory=Counter)  # ... with a value of another type
     concurrency: int = 0
     concurrency_min: int = 0
     price: Price | None = None
@@ -61,10 +63,11 @@ class Stats:
         """One plain progress line, for logs off a terminal."""
         total = "?" if self.total is None else str(self.total)
         rate = self.done / self.elapsed if self.elapsed > 0 else 0.0
+        spent = "" if self.cost is None else f", ${self.cost:.4f}"
         return (
             f"progress {self.settled}/{total} rows, {rate:.1f} rows/s, ok {self.ok}, "
-            f"failed {self.failed}, tokens {self.prompt_tokens}+{self.completion_tokens}, "
-            f"concurrency {self.concurrency}"
+            f"failed {self.failed}, tokens {self.prompt_tokens}+{self.completion_tokens}"
+            f"{spent}, concurrency {self.concurrency}"
         )
 
     @property
@@ -97,6 +100,10 @@ class Stats:
             },
             "truncated_rows": self.truncated,
             "labels": dict(self.labels),
+            "json_fields": {
+                "missing": dict(self.json_missing),
+                "mistyped": dict(self.json_mistyped),
+            },
             "cost_usd": None if self.cost is None else round(self.cost, 6),
             "wall_seconds": round(self.elapsed, 3),
             "requests_per_second": self.requests_per_second,
