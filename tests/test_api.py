@@ -251,3 +251,14 @@ print(zbatch.__version__, result.exit_code, result.stats.ok)
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["0+unknown", "0", "3"]
+
+
+def test_limit_sends_a_sample_and_the_next_run_goes_on_with_the_rest(tmp_path, server):
+    job = make_job(tmp_path, server, rows=20)
+    sample = zbatch.run(job, api_key=KEY, limit=5)
+    assert (sample.exit_code, sample.stats.ok, sample.stats.pending) == (0, 5, 15)
+    assert server.stats()["requests"] == 5
+    rest = zbatch.run(job, api_key=KEY)
+    assert (rest.stats.ok, rest.stats.skipped) == (15, 5)
+    assert server.stats()["requests"] == 20
+    assert_each_row_answers_its_prompt(job, 20)

@@ -76,6 +76,7 @@ def run(
     transport: httpx.AsyncBaseTransport | None = None,
     retry_failed: RetryFailed = False,
     force: bool = False,
+    limit: int | None = None,
 ) -> RunResult:
     """Run (or resume) a job to the end; see :func:`arun`.
 
@@ -90,6 +91,7 @@ def run(
         transport=transport,
         retry_failed=retry_failed,
         force=force,
+        limit=limit,
     )
     try:
         return anyio.run(call)
@@ -109,12 +111,15 @@ async def arun(
     transport: httpx.AsyncBaseTransport | None = None,
     retry_failed: RetryFailed = False,
     force: bool = False,
+    limit: int | None = None,
 ) -> RunResult:
     """Run (or resume) a job inside a running event loop.
 
     ``api_key`` defaults to the environment variable the job names. ``transport`` replaces
-    the HTTP transport (tests pass ``httpx.MockTransport``). Raises JobError / LockedError /
-    StoreError before anything is sent; a stop during the run is in ``RunResult.stopped``."""
+    the HTTP transport (tests pass ``httpx.MockTransport``). ``limit`` sends only the first
+    that many pending rows (a paid sample; the next run goes on with the rest). Raises
+    JobError / LockedError / StoreError before anything is sent; a stop during the run is in
+    ``RunResult.stopped``."""
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
@@ -173,7 +178,7 @@ async def arun(
             runner = Runner(
                 job,
                 pipeline=pipeline,
-                works=pipeline.works(items),
+                works=pipeline.works(items, limit=limit),
                 results=results,
                 errors=errors,
                 client=client,

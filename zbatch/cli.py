@@ -197,6 +197,11 @@ def cli() -> None:
     help="Re-send rows whose latest outcome is a non-retryable error (of these types only, "
     "e.g. --retry-failed invalid_label,bad_request).",
 )
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Send only the first N pending rows (a paid sample); the next run does the rest.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
 @_reports_errors
 def run(
@@ -204,6 +209,7 @@ def run(
     dry_run: bool,
     force: bool,
     retry_failed: str | None,
+    limit: int | None,
     quiet: bool,
     **flags: Any,
 ) -> None:
@@ -221,7 +227,12 @@ def run(
     progress = choose(quiet=quiet, log_every=job.log_every)
     with _beside_bar(progress):
         result = api.run(
-            job, progress=progress, handle_signals=True, retry_failed=retry, force=force
+            job,
+            progress=progress,
+            handle_signals=True,
+            retry_failed=retry,
+            force=force,
+            limit=limit,
         )
     if not quiet:
         click.echo(f"zbatch run {job.output_dir}")

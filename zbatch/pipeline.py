@@ -86,20 +86,25 @@ class RowPipeline:
 
     # --- input side -------------------------------------------------------------------------
 
-    def works(self, items: Iterator[RawRow | DoneRows]) -> Iterator[Work | None]:
+    def works(
+        self, items: Iterator[RawRow | DoneRows], *, limit: int | None = None
+    ) -> Iterator[Work | None]:
         """Work for each row to send; None now and then, as a turn for an event loop.
 
         Rows that need no request (done before, repeated, unreadable) are dealt with on the
-        way. A file that breaks off part-way raises JobError from here."""
-        quiet = 0
+        way. ``limit`` ends it after that many rows to send (a paid sample; the next run goes
+        on with the rest). A file that breaks off part-way raises JobError from here."""
+        quiet = sent = 0
         for item in items:
+            if sent == limit:
+                return
             if isinstance(item, DoneRows):
                 self.skip_done(item)
                 yield None
                 continue
             work = self.prepare(item)
             if work is not None:
-                quiet = 0
+                quiet, sent = 0, sent + 1
                 yield work
             elif (quiet := quiet + 1) % YIELD_EVERY == 0:
                 yield None
