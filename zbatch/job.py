@@ -46,6 +46,7 @@ class Job:
     force_model: bool = False  # the model was given on the command line
     system: str | None = None
     template: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # template column -> fallback
     prompt_column: str = "prompt"
     messages_column: str | None = None
     temperature: float | None = None
@@ -116,6 +117,8 @@ class Job:
         """The settings that shape a request, as job.json stores them."""
         shaping = {name: self._jsonable(name) for name in FINGERPRINTED}
         shaping["model"] = self.effective_model
+        if not self.defaults:  # a setting newer than most OUTDIRs: absent when unused, so
+            del shaping["defaults"]  # their fingerprints stay what they were
         if self.simulate:  # only then: real runs keep the fingerprints they always had
             shaping["simulated"] = True
         return shaping
@@ -136,6 +139,7 @@ FINGERPRINTED = (
     "model",
     "system",
     "template",
+    "defaults",
     "prompt_column",
     "messages_column",
     "temperature",

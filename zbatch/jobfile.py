@@ -26,6 +26,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "model": "model",
         "system": "system",
         "template": "template",
+        "defaults": "defaults",
         "prompt_column": "prompt_column",
         "messages_column": "messages_column",
         "temperature": "temperature",
