@@ -180,3 +180,28 @@ def test_status_during_a_run_says_a_run_is_active_and_who_holds_it(tmp_path):
             stop_process(proc)
     after = run_zbatch("status", str(out))
     assert "running now" not in after.stdout
+
+
+def test_gold_labels_give_agreement_and_a_confusion_table_in_summary_and_status(tmp_path, server):
+    rows = [
+        {"id": "a", "prompt": "Review LABEL=positive", "ref": "Positive"},
+        {"id": "b", "prompt": "Review LABEL=negative", "ref": "positive"},
+        {"id": "c", "prompt": "Review LABEL=negative", "ref": "negative"},
+        {"id": "d", "prompt": "Review LABEL=neutral"},  # no reference label: not counted
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    job = tmp_path / "j.toml"
+    job.write_text('[labels]\nchoices = ["positive", "negative", "neutral"]\ngold_column = "ref"\n')
+    proc = run_against(server, str(job), "-i", str(source), "-o", str(out))
+    gold = json.loads((out / "summary.json").read_text())["gold"]
+    expected = {
+        "rows": 3,
+        "agreed": 2,
+        "accuracy": 0.6667,
+        "confusion": {"negative": {"negative": 1}, "positive": {"negative": 1, "positive": 1}},
+    }
+    assert gold == expected
+    assert "gold agreement           66.7% (2 of 3 rows with a reference label)" in proc.stdout
+    status = json.loads(run_zbatch("status", str(out), "--json").stdout)
+    assert status["gold"] == expected

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from .dryrun import Plan
 from .report import FailureGroup, Status
-from .stats import Stats
+from .stats import Agreement, Stats
 
 
 def table(rows: Sequence[tuple[str, object]]) -> str:
@@ -45,6 +45,7 @@ def format_summary(stats: Stats) -> str:
         rows.append(("cut off (length)", stats.truncated))
     if stats.labels:
         rows.append(("labels", _counts(stats.labels, by_size=True)))
+    rows.extend(_agreement(stats.gold))
     if stats.json_missing:
         rows.append(("JSON fields missing", _counts(stats.json_missing, by_size=True)))
     if stats.json_mistyped:
@@ -72,11 +73,29 @@ def format_status(status: Status) -> str:
     ]
     if status.labels:
         rows.append(("labels", _counts(status.labels, by_size=True)))
+    if status.gold is not None:
+        rows.extend(_agreement(status.gold))
     for holder in status.active:
         rows.insert(1, ("running now", f"{holder} (counts are of committed rows)"))
     if status.simulated:
         rows.insert(1, ("simulated", "yes: these answers came from --simulate, not a model"))
     return table(rows)
+
+
+def _agreement(agreement: Agreement) -> list[tuple[str, object]]:
+    """Accuracy on the rows with a reference label, then one confusion line per gold label."""
+    if agreement.accuracy is None:
+        return []
+    rows: list[tuple[str, object]] = [
+        (
+            "gold agreement",
+            f"{agreement.accuracy:.1%} ({agreement.agreed} of {agreement.rows} "
+            "rows with a reference label)",
+        )
+    ]
+    for gold, predicted in agreement.confusion().items():
+        rows.append((f"  gold {gold}", _counts(predicted, by_size=True)))
+    return rows
 
 
 def _failed(status: Status) -> str:

@@ -72,6 +72,7 @@ class Job:
     # [labels]
     choices: tuple[str, ...] = ()
     label_retries: int = 1
+    gold_column: str | None = None  # reference labels for some rows: agreement is reported
     # [output]
     output_dir: str
     part_rows: int = 50_000
@@ -264,6 +265,8 @@ def _check(job: Job) -> None:
         raise fail("response_format", 'must be "json_object" or "text"')
     if job.json_fields and job.response_format != "json_object":
         raise JobError('request.json_fields needs request.response_format = "json_object"')
+    if job.gold_column is not None and not job.choices:
+        raise JobError("labels.gold_column needs labels.choices")
     if job.template is not None and job.messages_column is not None:
         raise JobError("set request.template or request.messages_column, not both")
     if job.template is not None:

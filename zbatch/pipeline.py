@@ -45,6 +45,7 @@ class Work:
     body: bytes
     tokens: int  # estimated prompt + completion tokens, for TPM pacing and budgets
     keep: tuple[Any, ...]
+    gold: str | None = None  # the row's reference label (labels.gold_column), normalised
 
 
 class Sink(Protocol):
@@ -148,7 +149,12 @@ class RowPipeline:
             cast(data.get(name))
             for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True)
         )
-        return Work(row_id, encoded, tokens, keep)
+        return Work(row_id, encoded, tokens, keep, self._gold(data))
+
+    def _gold(self, data: dict[str, Any]) -> str | None:
+        column = self.job.gold_column
+        value = None if column is None else data.get(column)
+        return None if value is None else gold_label(value, self.job.choices)
 
     def skip_done(self, done: DoneRows) -> None:
         """Count rows done before as skipped, still noticing ids that repeat."""
@@ -215,6 +221,8 @@ class RowPipeline:
         self.stats.ok += 1
         if job.choices:
             self.stats.labels[extra[0]] += 1
+            if work.gold is not None:
+                self.stats.gold.pairs[work.gold, extra[0]] += 1
         self.on_added()
         return None
 
@@ -254,6 +262,12 @@ class RowPipeline:
         message = redact(failure.message, self._secret)
         self.errors.add(error_row(row_id, failure, attempts, retryable, message, answer))
         self.on_added()
+
+
+def gold_label(value: Any, choices: tuple[str, ...]) -> str:
+    """A reference label as the choice it names, or as written when it names none."""
+    text = str(value)
+    return normalize_label(text, choices) or text
 
 
 def result_row(row_id: str, answer: Any, attempts: int, tail: list[Any]) -> Row:

@@ -9,12 +9,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import prompt
 from .errors import JobError
 from .job import DEFAULT_MODEL
+from .pipeline import gold_label
 from .pricing import cost, price_for
 from .results import final_outcomes
 from .source import count_rows, open_input
-from .store import RESULTS, OutputDir
+from .stats import Agreement
+from .store import RESULTS, OutputDir, Parts
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Status:
     last_run: LastRun | None = None
     simulated: bool = False  # the answers came from --simulate, not a model
     active: list[str] = field(default_factory=list)  # runs under way: "pid N on HOST since T"
+    gold: Agreement | None = None  # labels against labels.gold_column, over committed rows
 
     @property
     def pending(self) -> int | None:
@@ -54,7 +58,8 @@ class Status:
         return max(0, self.input_rows - self.done - self.failed)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "pending": self.pending}
+        gold = None if self.gold is None else self.gold.to_json()
+        return {**asdict(self), "pending": self.pending, "gold": gold}
 
 
 def read_status(outdir: OutputDir) -> Status:
@@ -93,10 +98,34 @@ def read_status(outdir: OutputDir) -> Status:
         errors=dict(Counter(kind for kind, _ in state.open_errors().values())),
         simulated=bool(settings.get("simulate")),
         active=outdir.active_runs(),
+        gold=_agreement(settings, results) if settings.get("gold_column") else None,
         last_run=None
         if summary is None
         else LastRun(summary.get("outcome", "unknown"), summary.get("exit_code")),
     )
+
+
+def _agreement(settings: dict[str, Any], results: Parts) -> Agreement | None:
+    """Committed labels against the input's reference labels, joined by id."""
+    column, choices = settings["gold_column"], tuple(settings.get("choices") or ())
+    try:
+        rows = open_input(settings["input_path"]).rows()
+        gold = {}
+        for raw in rows:
+            if raw.data is not None and raw.data.get(column) is not None:
+                row_id = prompt.row_id(raw.data, settings.get("id_column"))
+                if row_id is not None:
+                    gold[row_id] = gold_label(raw.data[column], choices)
+    except JobError:
+        return None
+    agreement = Agreement()
+    if not gold or not results.names:
+        return agreement
+    for batch in results.batches(["id", "label"]):
+        for row_id, label in zip(*(batch.column(i).to_pylist() for i in range(2)), strict=True):
+            if row_id in gold and label is not None:
+                agreement.pairs[gold[row_id], label] += 1
+    return agreement
 
 
 @dataclass(frozen=True)

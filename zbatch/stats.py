@@ -11,6 +11,41 @@ from .pricing import Price, cost
 
 
 @dataclass
+class Agreement:
+    """Labels against reference ("gold") labels: (gold, predicted) -> rows."""
+
+    pairs: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.pairs.values())
+
+    @property
+    def agreed(self) -> int:
+        return sum(count for (gold, label), count in self.pairs.items() if gold == label)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.agreed / self.rows if self.rows else None
+
+    def confusion(self) -> dict[str, dict[str, int]]:
+        """gold label -> predicted label -> rows."""
+        table: dict[str, dict[str, int]] = {}
+        for (gold, label), count in sorted(self.pairs.items()):
+            table.setdefault(gold, {})[label] = count
+        return table
+
+    def to_json(self) -> dict[str, Any]:
+        accuracy = None if self.accuracy is None else round(self.accuracy, 4)
+        return {
+            "rows": self.rows,
+            "agreed": self.agreed,
+            "accuracy": accuracy,
+            "confusion": self.confusion(),
+        }
+
+
+@dataclass
 class Stats:
     """Counters the runner updates and progress displays read."""
 
@@ -27,6 +62,7 @@ class Stats:
     cached_tokens: int = 0
     truncated: int = 0  # finish_reason length / context window exceeded
     labels: Counter[str] = field(default_factory=Counter)
+    gold: Agreement = field(default_factory=Agreement)  # with labels.gold_column
     json_missing: Counter[str] = field(default_factory=Counter)  # JSON field -> answers without it
     json_mistyped: Counter[str] = field(default_factory=Counter)  # ... with a value of another type
     concurrency: int = 0
@@ -100,6 +136,7 @@ class Stats:
             },
             "truncated_rows": self.truncated,
             "labels": dict(self.labels),
+            "gold": self.gold.to_json(),
             "json_fields": {
                 "missing": dict(self.json_missing),
                 "mistyped": dict(self.json_mistyped),
