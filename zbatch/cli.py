@@ -161,6 +161,11 @@ def _job_options(func: F) -> F:
             help="On a quota stop, sleep until the reset (at most 1 h) and continue.",
         ),
         click.option(
+            "--dedupe/--no-dedupe",
+            default=None,
+            help="Send identical deterministic requests (temperature 0) once [default: on].",
+        ),
+        click.option(
             "--simulate",
             is_flag=True,
             default=None,

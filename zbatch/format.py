@@ -41,6 +41,9 @@ def format_summary(stats: Stats) -> str:
         ("requests/s", stats.requests_per_second),
         ("concurrency final / min", f"{stats.concurrency} / {stats.concurrency_min}"),
     ]
+    if stats.deduplicated:
+        saved = _dollars(stats.saved_cost, "an unknown amount")
+        rows.append(("deduplicated", f"{stats.deduplicated} rows (saved {saved})"))
     if stats.truncated:
         rows.append(("cut off (length)", stats.truncated))
     if stats.labels:

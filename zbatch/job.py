@@ -78,6 +78,7 @@ class Job:
     part_rows: int = 50_000
     part_seconds: float = 30.0
     # [run]
+    dedupe: bool = True  # send identical deterministic requests once (zbatch.dedupe)
     log_every: float = 30.0
     grace_seconds: float = 10.0
     # [prices]: model -> {"input": .., "cached": .., "output": ..} in USD per 1M tokens

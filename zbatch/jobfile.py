@@ -50,7 +50,7 @@ SECTIONS: dict[str, dict[str, str]] = {
     },
     "labels": {"choices": "choices", "retries": "label_retries", "gold_column": "gold_column"},
     "output": {"dir": "output_dir", "part_rows": "part_rows", "part_seconds": "part_seconds"},
-    "run": {"log_every": "log_every", "grace_seconds": "grace_seconds"},
+    "run": {"log_every": "log_every", "grace_seconds": "grace_seconds", "dedupe": "dedupe"},
     "prices": {},  # model -> { input, cached, output }: checked by Job
     "simulate": {
         "latency": "simulate_latency",

@@ -70,9 +70,11 @@ def read_status(outdir: OutputDir) -> Status:
     counted = {"prompt": 0, "completion": 0, "cached": 0}
     labels: Counter[str] = Counter()
     if results.names:
+        # A row with attempts 0 took an identical request's answer: its tokens were not paid.
+        paid = pc.greater(results.column("attempts", pa.int32()), 0)
         for key in counted:
-            total = pc.sum(results.column(f"{key}_tokens", pa.int64())).as_py()
-            counted[key] = int(total or 0)
+            column = results.column(f"{key}_tokens", pa.int64())
+            counted[key] = int(pc.sum(pc.filter(column, paid)).as_py() or 0)
         if "label" in results.schema.names:
             for count in pc.value_counts(results.column("label", pa.string())).to_pylist():
                 if count["values"] is not None:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import anyio
 
 from .client import Client, Success
+from .dedupe import SharedAnswers, deterministic
 from .errors import (
     Failure,
     FatalApiError,
@@ -81,6 +82,7 @@ class Runner:
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
         self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
+        self.shared = SharedAnswers(pipeline) if job.dedupe and deterministic(job) else None
         self.stop_reason: ZbatchError | None = None
         self._resume_at = 0.0  # monotonic time before which nothing is sent (quota pause)
         # anyio primitives are made where they are used: they belong to the running loop.
@@ -167,7 +169,11 @@ class Runner:
         if not await self._sleep(start_after):
             return
         while (work := await self._next_work()) is not None:
+            if self.shared is not None and await self.shared.reuse(work):
+                continue
             await self._process(work)
+            if self.shared is not None:
+                self.shared.settle(work)
 
     async def _process(self, work: Work) -> None:
         """Send one row until it succeeds, fails for good, or the run stops."""
@@ -187,6 +193,8 @@ class Runner:
                 pipeline.count_usage(outcome)
                 if self.tpm is not None and outcome.total_tokens is not None:
                     self.tpm.adjust(outcome.total_tokens - work.tokens)
+                if self.shared is not None:
+                    self.shared.resolve(work, outcome)
                 failure = pipeline.accept(work, outcome, attempts)
                 if failure is None:
                     return

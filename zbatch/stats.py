@@ -61,6 +61,8 @@ class Stats:
     completion_tokens: int = 0
     cached_tokens: int = 0
     truncated: int = 0  # finish_reason length / context window exceeded
+    deduplicated: int = 0  # rows answered by an identical request of another row
+    saved: Counter[str] = field(default_factory=Counter)  # their tokens, not paid again
     labels: Counter[str] = field(default_factory=Counter)
     gold: Agreement = field(default_factory=Agreement)  # with labels.gold_column
     json_missing: Counter[str] = field(default_factory=Counter)  # JSON field -> answers without it
@@ -71,6 +73,18 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     outcome: str = "running"
     exit_code: int | None = None
+
+    def count_deduplicated(self, answer: Any) -> None:
+        """A row answered by another row's identical request: its tokens were not paid."""
+        self.deduplicated += 1
+        self.saved["prompt"] += answer.prompt_tokens or 0
+        self.saved["cached"] += answer.cached_tokens or 0
+        self.saved["completion"] += answer.completion_tokens or 0
+
+    @property
+    def saved_cost(self) -> float | None:
+        saved = self.saved
+        return cost(self.price, saved["prompt"], saved["cached"], saved["completion"])
 
     def count_failure(self, error_type: str) -> None:
         """A row ended in the error log this run."""
@@ -135,6 +149,10 @@ class Stats:
                 "cached": self.cached_tokens,
             },
             "truncated_rows": self.truncated,
+            "deduplicated": {
+                "rows": self.deduplicated,
+                "saved_usd": None if self.saved_cost is None else round(self.saved_cost, 6),
+            },
             "labels": dict(self.labels),
             "gold": self.gold.to_json(),
             "json_fields": {
