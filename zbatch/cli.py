@@ -330,7 +330,7 @@ def errors(outdir: str, error_type: str | None, limit: int, as_json: bool) -> No
     "output",
     required=True,
     type=click.Path(dir_okay=False),
-    help="File to write: .parquet, .jsonl or .csv.",
+    help="File to write: .parquet, .jsonl or .csv; - writes JSONL to stdout.",
 )
 @click.option("--with-input", is_flag=True, help="Join the input columns back in, by id.")
 @_reports_errors
@@ -340,7 +340,8 @@ def export(outdir: str, output: str, with_input: bool) -> None:
 
     done = api.export(outdir, output, with_input=with_input)
     note = " (simulated answers from --simulate, not a model's)" if done.simulated else ""
-    click.echo(f"wrote {done.rows} rows to {output}{note}")
+    where = "stdout" if output == "-" else output
+    click.echo(f"wrote {done.rows} rows to {where}{note}", err=output == "-")
 
 
 @cli.command()
