@@ -16,8 +16,10 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import anyio
 import httpx
@@ -41,6 +43,9 @@ from .source import InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir
 from .store.state import RetryFailed
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass
@@ -67,41 +72,6 @@ class Compacted:
     parts_after: int
 
 
-def run(
-    job: Job,
-    *,
-    api_key: str | None = None,
-    progress: Progress | None = None,
-    handle_signals: bool = False,
-    transport: httpx.AsyncBaseTransport | None = None,
-    retry_failed: RetryFailed = False,
-    force: bool = False,
-    limit: int | None = None,
-) -> RunResult:
-    """Run (or resume) a job to the end; see :func:`arun`.
-
-    Works from a plain script, and from a thread whose event loop is already running (the
-    run then gets an event loop of its own in a helper thread)."""
-    call = functools.partial(
-        arun,
-        job,
-        api_key=api_key,
-        progress=progress,
-        handle_signals=handle_signals,
-        transport=transport,
-        retry_failed=retry_failed,
-        force=force,
-        limit=limit,
-    )
-    try:
-        return anyio.run(call)
-    except RuntimeError as exc:
-        if "running" not in str(exc):  # anyio: "Already running asyncio in this thread"
-            raise
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zbatch") as pool:
-        return pool.submit(anyio.run, call).result()
-
-
 async def arun(
     job: Job,
     *,
@@ -119,7 +89,7 @@ async def arun(
     the HTTP transport (tests pass ``httpx.MockTransport``). ``limit`` sends only the first
     that many pending rows (a paid sample; the next run goes on with the rest). Raises
     JobError / LockedError / StoreError before anything is sent; a stop during the run is in
-    ``RunResult.stopped``."""
+    ``RunResult.stopped``. :func:`run` is the same, blocking."""
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
@@ -203,6 +173,32 @@ async def arun(
                 result.exit_code,
             )
     return result
+
+
+def blocking(function: Callable[P, Awaitable[T]]) -> Callable[P, T]:
+    """The blocking twin of an async API function.
+
+    It works from a plain script, and from a thread whose event loop is already running (a
+    notebook cell calling the sync API): the call then gets an event loop of its own in a
+    helper thread."""
+
+    @functools.wraps(function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        start = functools.partial(function, *args, **kwargs)
+        try:
+            return anyio.run(start)
+        except RuntimeError as exc:
+            if "running" not in str(exc):  # anyio: "Already running asyncio in this thread"
+                raise
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zbatch") as pool:
+            return pool.submit(anyio.run, start).result()
+
+    return call
+
+
+run = blocking(arun)
+run.__doc__ = """Run (or resume) a job to the end, blocking; the same keywords as :func:`arun`."""
+run.__name__ = run.__qualname__ = "run"
 
 
 def keep_column_types(
