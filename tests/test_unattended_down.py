@@ -111,7 +111,7 @@ def test_first_rows_all_failing_with_one_code_stop_with_exit_3_and_stay_pending(
     errors = read_table(out / "errors").to_pylist()
     assert errors and all(e["retryable"] and e["error_code"] == "1211" for e in errors)
     status = json.loads(run_zbatch("status", str(out), "--json").stdout)
-    assert status["failed"] == 0 and status["pending"] == 300
+    assert status["failed"] == status["failed_retryable"] == len(errors)  # all sent again
 
 
 def test_a_labels_prompt_that_never_yields_a_label_stops_after_the_first_rows(
