@@ -110,8 +110,8 @@ def create(self, name, write):
     if name.startswith(point + "/") and "-r0" in name:
         os.kill(os.getpid(), signal.SIGKILL)
 
-def write_spend(self, spend):
-    real_write_spend(self, spend)
+def write_spend(self, spend, tag=""):
+    real_write_spend(self, spend, tag)
     if point == "ledger":
         os.kill(os.getpid(), signal.SIGKILL)
 

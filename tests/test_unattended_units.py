@@ -9,6 +9,7 @@ from zbatch.budget import Budget, Spend
 from zbatch.errors import Failure, Scope
 from zbatch.health import DownDetector, FirstRows, Held, Latencies
 from zbatch.pricing import Price
+from zbatch.store import OutputDir
 from zbatch.store.journal import _frame, read_frames
 
 
@@ -156,3 +157,22 @@ def test_journal_frames_end_at_a_torn_or_damaged_tail(tmp_path: Path) -> None:
     damaged[-1] ^= 0xFF  # a flipped bit in the last payload
     path.write_bytes(bytes(damaged))
     assert list(read_frames(path)) == [(3, b'{"usd": 1}')]
+
+
+def test_shards_keep_their_own_ledgers_and_the_total_adds_them_up(tmp_path: Path) -> None:
+    """Shards of one job run at once: each writes its own ledger, never one shared file."""
+    outdir = OutputDir(str(tmp_path))
+    assert outdir.total_spend() is None
+    outdir.write_spend(Spend(usd=0.5, answers=1, journals=["a-00000.journal"]))
+    outdir.write_spend(Spend(usd=1.0, answers=2), "0of2")
+    outdir.write_spend(Spend(usd=2.0, answers=4, journals=["b-1of2-00003.journal"]), "1of2")
+    assert sorted(p.name for p in tmp_path.glob("spend*.json")) == [
+        "spend-0of2.json",
+        "spend-1of2.json",
+        "spend.json",
+    ]
+    total = outdir.total_spend()
+    assert total is not None
+    assert (total.usd, total.answers) == (3.5, 7)
+    assert sorted(total.journals) == ["a-00000.journal", "b-1of2-00003.journal"]
+    assert outdir.read_spend("0of2").usd == 1.0

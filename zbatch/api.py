@@ -121,7 +121,9 @@ async def arun(
         errors = session.writer(ERRORS, ERROR_SCHEMA)
         journal = session.journal({RESULTS: results, ERRORS: errors}, enabled=job.journal)
         price = price_for(job.effective_model, job.prices)
-        budget = Budget(limit=job.max_cost, price=price, spent=journal.ledger.usd)
+        # Other shards' spend counts as of now: a shard's budget check sees its own live.
+        spent = outdir.total_spend()
+        budget = Budget(limit=job.max_cost, price=price, spent=0.0 if spent is None else spent.usd)
         stats = Stats(price=price, spent=budget.spent, max_cost=job.max_cost)
         stats.concurrency = stats.concurrency_min = job.concurrency
         stats.total = count_rows(inputs.paths)

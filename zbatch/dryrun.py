@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import prompt
+from .budget import Spend
 from .errors import JobError
 from .job import Job
 from .pipeline import Row, RowPipeline
@@ -70,7 +71,7 @@ def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
                 "(use a new output directory, or --force)"
             )
         state = outdir.load_state()
-    plan = Plan(job, spent=outdir.read_spend().usd)
+    plan = Plan(job, spent=(outdir.total_spend() or Spend()).usd)
     stats = Stats(total=count_rows(inputs.paths))
     tally = _Tally(plan)
     pipeline = RowPipeline(

@@ -89,8 +89,9 @@ def read_status(outdir: OutputDir) -> Status:
     price = price_for(model, settings.get("prices") or {})
     # The ledger counts every billed answer (failed checks, re-asks, older generations);
     # an OUTDIR from before the ledger has only its results' tokens to go by.
-    if outdir.has_spend():
-        spent: float | None = outdir.read_spend().usd
+    ledger = outdir.total_spend()
+    if ledger is not None:
+        spent: float | None = ledger.usd
     else:
         spent = cost(price, tokens.prompt, tokens.cached, tokens.completion)
     summary = outdir.read_summary()

@@ -216,13 +216,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def replay(outdir: OutputDir, folder: Path, mine: Callable[[str], bool]) -> int:
+def replay(outdir: OutputDir, folder: Path, tag: str) -> int:
     """Commit what the journals of killed runs hold and the parts do not; the rows replayed.
 
-    Results are matched by id (each id is in results/ at most once), error rows by id and
-    time. Nothing is sent before this is done."""
+    A shard (``tag`` "3of8") replays its own journals, a whole-job run all of them. Results
+    are matched by id (each id is in results/ at most once), error rows by id and time; the
+    spend goes to the replaying run's ledger unless a ledger names the journal already.
+    Nothing is sent before this is done."""
     try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(SUFFIX) and mine(n))
+        names = sorted(
+            n for n in os.listdir(folder) if n.endswith(SUFFIX) and (not tag or f"-{tag}-" in n)
+        )
     except FileNotFoundError:
         return 0
     if not names:
@@ -249,11 +253,11 @@ def replay(outdir: OutputDir, folder: Path, mine: Callable[[str], bool]) -> int:
                 f"the answer journal {folder / name} cannot be read ({exc}); move it away and "
                 "run again (its answers are then bought again)"
             ) from None
-        ledger = outdir.read_spend()
-        if name not in ledger.journals:
+        if name not in (outdir.total_spend() or Spend()).journals:
+            ledger = outdir.read_spend(tag)
             ledger.add(spend)
             ledger.journals = [*ledger.journals, name]
-            outdir.write_spend(ledger)
+            outdir.write_spend(ledger, tag)
         stem = name.removesuffix(SUFFIX)
         prefix, segment = stem.rsplit("-", 1)
         for table, seen in (("results", done_results), ("errors", done_errors)):

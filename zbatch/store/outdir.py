@@ -6,7 +6,8 @@
       errors/*.parquet  committed error parts (an append-only log)
       summary.json      the last run's figures
       run.log           one line per event
-      spend.json        what every run together has spent (tokens, USD), for max_cost
+      spend.json        what the runs have spent (tokens, USD), for max_cost
+                        ("spend-KofN.json" for shard K of N: shards run at once)
       journal/          answers not yet in parts (see zbatch.store.journal)
       .lock             held while a run is active (".lock-KofN" for shard K of N)
 
@@ -49,7 +50,7 @@ LOCK = ".lock"
 TABLES = (RESULTS, ERRORS)
 COMPACT_JOURNAL = ".compact-journal.json"
 GENERATIONS = "generations"
-SPEND = "spend.json"  # outlives --force generations: a budget covers them all
+SPEND = "spend"  # spend.json / spend-3of8.json; outlive --force generations
 JOURNAL = "journal"
 
 
@@ -67,6 +68,11 @@ def dumps(data: Mapping[str, Any]) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
+def spend_name(tag: str) -> str:
+    """A run's spend ledger: one per shard, so shards running at once never race for one."""
+    return f"{SPEND}-{tag}.json" if tag else f"{SPEND}.json"
+
+
 def shard_tag(shard: tuple[int, int] | None) -> str:
     """How a shard is named in lock and part names: "3of8"; "" for a whole-job run."""
     return "" if shard is None else f"{shard[0]}of{shard[1]}"
@@ -80,6 +86,7 @@ class RunSession:
     state: ResumeState
     notice: str | None  # what --force did, to tell the user
     prefix: str  # makes this run's part names unique
+    tag: str = ""  # the shard's tag ("3of8"), "" for a whole-job run
     replayed: int = 0  # rows the journals of a killed run held, committed at the start
 
     def writer(self, table: str, schema: pa.Schema) -> PartWriter:
@@ -92,8 +99,8 @@ class RunSession:
             outdir.journal_folder() if enabled else None,
             self.prefix,
             writers,
-            ledger=outdir.read_spend(),
-            save_ledger=outdir.write_spend,
+            ledger=outdir.read_spend(self.tag),
+            save_ledger=functools.partial(outdir.write_spend, tag=self.tag),
         )
 
     def save_job(self, fingerprint: str, settings: Mapping[str, Any], **extra: Any) -> None:
@@ -141,16 +148,26 @@ class OutputDir:
             raise JobError(f"{self.location}/{name} is not a JSON object; move it away")
         return data
 
-    def read_spend(self) -> Spend:
-        """What all runs together have spent (an empty ledger before the first answer)."""
-        data = self._read_json(SPEND)
+    def read_spend(self, tag: str = "") -> Spend:
+        """One ledger: the whole-job runs' (tag "") or a shard's (an empty one at first)."""
+        data = self._read_json(spend_name(tag))
         return Spend() if data is None else Spend.from_json(data)
 
-    def has_spend(self) -> bool:
-        return self.storage.read_bytes(SPEND) is not None
+    def write_spend(self, spend: Spend, tag: str = "") -> None:
+        self.storage.write_bytes(spend_name(tag), dumps(spend.to_json()))
 
-    def write_spend(self, spend: Spend) -> None:
-        self.storage.write_bytes(SPEND, dumps(spend.to_json()))
+    def total_spend(self) -> Spend | None:
+        """What all runs and shards together have spent; None before the first ledger."""
+        names = [n for n in self.storage.list("") if n.startswith(SPEND) and n.endswith(".json")]
+        if not names:
+            return None
+        total = Spend()
+        for name in names:
+            data = self._read_json(name) or {}
+            ledger = Spend.from_json(data)
+            total.add(ledger)
+            total.journals = [*total.journals, *ledger.journals]
+        return total
 
     def journal_folder(self) -> Path:
         """A local folder for the journal: inside OUTDIR on a local disk (object storage has
@@ -203,13 +220,11 @@ class OutputDir:
             tag = shard_tag(key)
             self.tidy(tag)
             # Before the job check: a killed run's answers belong to its own generation.
-            replayed = replay(
-                self, self.journal_folder(), lambda name: not tag or f"-{tag}-" in name
-            )
+            replayed = replay(self, self.journal_folder(), tag)
             notice = self._check_job(fingerprint, settings, force=force)
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
             prefix = f"{stamp}-{secrets.token_hex(2)}" + (f"-{tag}" if tag else "")
-            yield RunSession(self, self.load_state(), notice, prefix, replayed)
+            yield RunSession(self, self.load_state(), notice, prefix, tag, replayed)
 
     def _check_job(
         self, fingerprint: str, settings: Mapping[str, Any], *, force: bool
