@@ -2,6 +2,7 @@
 
     python bench/overhead.py                 # 20,000 rows, concurrency 64, 3 reps
     python bench/overhead.py --rows 50000 --reps 5
+    python bench/overhead.py --no-journal    # the same without the answer journal
 
 zbatch.run in this process, everything on (results and error-log part files,
 checkpoints, progress log lines, run.log), with an ``httpx.AsyncBaseTransport`` that hands back
@@ -46,6 +47,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--no-journal", action="store_true", help="journal = false: what the journal costs"
+    )
     args = parser.parse_args()
     print(f"machine: {machine_line()}")
     work = Path(tempfile.mkdtemp(prefix="zbatch-overhead-"))
@@ -59,6 +63,7 @@ def main() -> None:
             work / f"out-{rep}",
             args.concurrency,
             InstantTransport(),
+            journal=not args.no_journal,
         )
         if ok != args.rows:
             raise SystemExit(f"rep {rep + 1}: {ok} rows answered, expected {args.rows}")
@@ -66,7 +71,8 @@ def main() -> None:
         say(f"  rep {rep + 1}/{args.reps}: {figures[-1]:.1f} us CPU/row")
     shown = ", ".join(f"{f:.1f}" for f in figures)
     print(
-        f"zbatch without the network, {args.rows:,} rows, concurrency {args.concurrency}: "
+        f"zbatch without the network, {args.rows:,} rows, concurrency {args.concurrency}, "
+        f"journal {'off' if args.no_journal else 'on'}: "
         f"median {median(figures):.1f} us of CPU per row (reps: {shown})"
     )
 
