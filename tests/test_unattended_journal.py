@@ -81,6 +81,7 @@ def test_kill_9_rebuys_at_most_what_was_in_flight_and_the_last_window(tmp_path: 
         assert not list((out / "results").glob("*.parquet")), "parts every 600 s: none yet"
         assert list((out / "journal").glob("*.journal"))
 
+        srv.configure(latency=0.005)  # the rest quickly
         proc = run_against(srv, "-i", str(inp), "-o", str(out), "-c", "8", expect=1)
         after = Counter(srv.stats()["answered_prompts"])
 
@@ -143,6 +144,7 @@ def test_kill_9_during_the_replay_still_records_every_answer_exactly_once(
         assert replaying.returncode == -signal.SIGKILL, replaying.stderr
         assert Counter(srv.stats()["answered_prompts"]) == before, "a replay sends nothing"
 
+        srv.configure(latency=0.005)
         run_against(srv, "-i", str(inp), "-o", str(out), "-c", "8", expect=1)
         answered = Counter(srv.stats()["answered_prompts"])
 

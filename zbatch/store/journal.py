@@ -123,10 +123,12 @@ class Journal:
         """End the segment: everything recorded so far is about to be committed in parts."""
         async with self._lock:
             segment, spend = self._segment, self._spend
+            written = self._dirty or self._handle is not None
             taken = self._take()
             self._segment += 1
             self._spend = Spend()
-            await self._write(taken, close=True)
+            if written:  # a segment that recorded nothing needs no file
+                await self._write(taken, close=True)
             self._sealed.append((self.name(segment), spend))
 
     async def settle(self) -> None:
