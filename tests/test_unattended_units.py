@@ -4,12 +4,15 @@ hedging threshold, the budget's admission control, and the journal's frames."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
+
+import pytest
 
 from zbatch.budget import Budget, Spend
 from zbatch.errors import Failure, Scope
 from zbatch.health import DownDetector, FirstRows, Held, Latencies
 from zbatch.pricing import Price
-from zbatch.store import OutputDir
+from zbatch.store import OutputDir, Storage
 from zbatch.store.journal import _frame, read_frames
 
 
@@ -176,3 +179,21 @@ def test_shards_keep_their_own_ledgers_and_the_total_adds_them_up(tmp_path: Path
     assert (total.usd, total.answers) == (3.5, 7)
     assert sorted(total.journals) == ["a-00000.journal", "b-1of2-00003.journal"]
     assert outdir.read_spend("0of2").usd == 1.0
+
+
+def test_an_outdir_not_on_a_local_disk_keeps_its_journal_in_a_local_cache_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Object storage has no append: the journal goes to a local folder named after the URL."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    class Remote:  # stands for an object-storage backend: only its type matters here
+        location = "s3://bucket/out"
+
+    local = OutputDir(str(tmp_path / "out"))
+    assert local.journal_folder() == tmp_path / "out" / "journal"
+    remote = OutputDir("s3://bucket/out", storage=cast(Storage, Remote()))
+    other = OutputDir("s3://bucket/other", storage=cast(Storage, Remote()))
+    folder = remote.journal_folder()
+    assert folder.parent == tmp_path / "cache" / "zbatch" / "journal"
+    assert folder != other.journal_folder()

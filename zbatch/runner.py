@@ -360,18 +360,18 @@ class Runner:
             self._attempts.discard(attempt)
             if attempt.hedge is not None:
                 attempt.hedge.cancel()
-        if outcome is None:  # the hedge answered first and this attempt was cancelled
+        if outcome is None:  # the hedge answered first; this attempt was cancelled
             assert attempt.hedge_answer is not None
             outcome = attempt.hedge_answer
-            self._bill(outcome)
         elif isinstance(outcome, Success):
             self.latencies.add(outcome.latency_ms / 1000)
         if isinstance(outcome, Success):
             self._bill(outcome)
-            # The twin of a hedged attempt is paid for too: its own answer if it came, else
-            # (cancelled, the provider may still bill it) as much as this one.
-            if attempt.hedge is not None and attempt.hedge_answer is not outcome:
-                self._bill(attempt.hedge_answer or outcome)
+            if attempt.hedge is not None:
+                # Both attempts are paid for: the other one's answer if it came, else (it was
+                # cancelled, and the provider may still bill it) as much as this one.
+                twin = attempt.hedge_answer if attempt.hedge_answer is not outcome else None
+                self._bill(twin or outcome)
         return outcome
 
     async def _hedger(self, helpers: TaskGroup) -> None:
