@@ -154,3 +154,15 @@ def test_kill_9_during_the_replay_still_records_every_answer_exactly_once(
     ledger = json.loads((out / "spend.json").read_text())
     recorded = len(read_table(out / "results"))
     assert recorded <= ledger["answers"] <= sum(answered.values())
+
+
+def test_no_journal_writes_no_journal_and_still_keeps_the_spend_ledger(tmp_path: Path) -> None:
+    rows = journal_rows(40)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with ZaiServer() as srv:
+        run_against(srv, "-i", str(inp), "-o", str(out), "--no-journal", expect=1)
+        answers = srv.stats()["successes"]
+    assert not (out / "journal").exists()
+    assert json.loads((out / "spend.json").read_text())["answers"] == answers == 36
+    assert_exactly_once(out, rows)
