@@ -94,7 +94,6 @@ class Journal:
         self._sealed: list[tuple[str, Spend]] = []
         self._handle: BinaryIO | None = None
         self._lock = anyio.Lock()
-        self.syncs = 0  # group commits done (for tests and benchmarks)
 
     def name(self, segment: int) -> str:
         return f"{self._prefix}-{segment:05d}{SUFFIX}"
@@ -177,7 +176,6 @@ class Journal:
             self._handle.write(b"".join(frames))
             self._handle.flush()
             os.fsync(self._handle.fileno())
-            self.syncs += 1
         except OSError as exc:
             raise store_error(f"the answer journal {path}", exc) from exc
         finally:
