@@ -160,3 +160,20 @@ def test_max_cost_without_a_price_is_a_job_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "limits.max_cost needs a price" in proc.stderr and "[prices]" in proc.stderr
+
+
+def test_spend_of_earlier_force_generations_stays_in_the_budget(tmp_path: Path) -> None:
+    """--force archives the results, not what they cost: the budget covers every generation."""
+    inp = write_jsonl(tmp_path / "in.jsonl", prompt_rows(10))
+    out = tmp_path / "out"
+    job = priced_job(tmp_path)
+    with ZaiServer() as srv:
+        run_against(srv, job, "-i", str(inp), "-o", str(out))
+        first = json.loads((out / "spend.json").read_text())
+        run_against(srv, job, "-i", str(inp), "-o", str(out), "--system", "Be brief.", "--force")
+        answers = srv.stats()["successes"]
+    assert list((out / "generations").iterdir()), "the first generation was archived"
+    ledger = json.loads((out / "spend.json").read_text())
+    assert first["answers"] == 10 and ledger["answers"] == answers == 20
+    assert ledger["usd"] > first["usd"]
+    assert status_of(out)["cost_usd"] == round(ledger["usd"], 6)
