@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import datetime as dt
 import heapq
 import itertools
 import math
@@ -17,7 +18,7 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from zbatch.limits import AdaptiveLimit, Backoff, Pacer
+from zbatch.limits import AdaptiveLimit, Backoff, Pacer, QuotaPause
 
 
 class FakeClock:
@@ -662,3 +663,119 @@ def test_a_single_request_dearer_than_the_cap_goes_alone():
     assert pacer.reserve(100) == 0.0
     clock.now[0] = 1.0
     assert pacer.reserve(5000) == pytest.approx(59.0, abs=0.01)  # waits for the window to empty
+
+
+# --- Backoff: every wait is bounded -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backoff", "attempt", "retry_after"),
+    [
+        (Backoff(), 0, 99999999.0),  # a Retry-After of three years
+        (Backoff(), 2, math.inf),
+        (Backoff(base=1.0, cap=math.inf), 10**9, None),  # an exponent past any float
+        (Backoff(base=1e308, cap=math.inf), 40, None),  # base * 2**30 overflows to inf
+        (Backoff(base=math.inf, cap=math.inf), 3, 5.0),
+        (Backoff(base=1.0, cap=math.nan), 12, None),
+    ],
+)
+def test_no_wait_is_longer_than_the_longest_whatever_asks_for_it(backoff, attempt, retry_after):
+    delays = [backoff.delay(attempt, retry_after) for _ in range(50)]
+    assert all(0.0 <= d <= backoff.longest for d in delays), delays
+    assert backoff.longest == 600.0
+
+
+@pytest.mark.parametrize(
+    ("backoff", "attempt", "retry_after"),
+    [
+        (Backoff(), 0, 99999999.0),
+        (Backoff(), 1, 30.0),
+        (Backoff(base=1.0, cap=60.0), 8, None),  # jitter up to 60 s
+        (Backoff(base=1.0, cap=math.inf), 10**6, math.inf),
+    ],
+)
+def test_no_wait_is_longer_than_the_time_the_caller_has_left(backoff, attempt, retry_after):
+    for remaining in (5.0, 0.25, 0.0, -3.0):
+        delays = [backoff.delay(attempt, retry_after, remaining=remaining) for _ in range(50)]
+        assert all(0.0 <= d <= max(0.0, remaining) for d in delays), (remaining, delays)
+
+
+def test_a_budget_larger_than_the_wait_changes_nothing():
+    first = Backoff(rng=random.Random(3))
+    second = Backoff(rng=random.Random(3))
+    plain = [first.delay(a, retry_after=2.0 if a % 3 == 0 else None) for a in range(12)]
+    budgeted = [second.delay(a, 2.0 if a % 3 == 0 else None, remaining=1e6) for a in range(12)]
+    assert plain == budgeted
+
+
+def test_a_retry_after_that_is_not_a_number_leaves_the_jittered_wait():
+    backoff = Backoff(base=1.0, cap=4.0, rng=random.Random(9))
+    delays = [backoff.delay(2, math.nan) for _ in range(200)]
+    assert all(0.0 <= d <= 4.0 for d in delays)
+    assert max(delays) > 3.0
+
+
+# --- QuotaPause: --wait-for-quota ------------------------------------------------------------
+
+NOON = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def quota_clock() -> FakeClock:
+    return FakeClock(NOON.timestamp())
+
+
+def test_a_reset_in_the_future_is_waited_for():
+    clock = quota_clock()
+    pause = QuotaPause(clock=clock)
+    assert pause.pause(NOON + dt.timedelta(minutes=20)) == pytest.approx(1200.0)
+
+
+def test_past_the_named_reset_the_pauses_double_up_to_the_cap():
+    clock = quota_clock()
+    pause = QuotaPause(first=1.0, cap=60.0, patience=3600.0, clock=clock)
+    passed = NOON - dt.timedelta(minutes=5)
+    waits = []
+    for _ in range(10):
+        wait = pause.pause(passed)
+        assert wait is not None
+        waits.append(wait)
+        clock.now[0] += wait
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0, 60.0]
+
+
+@pytest.mark.parametrize(
+    "reset",
+    [
+        None,  # the quota answer named no reset
+        NOON - dt.timedelta(hours=3),  # a named reset that has passed
+        NOON + dt.timedelta(minutes=10),  # one that comes, but the quota stays exhausted
+    ],
+)
+def test_a_quota_that_stays_exhausted_is_probed_a_bounded_number_of_times(reset):
+    """Each pause ends with a probe that finds the quota still exhausted; the stretch ends
+    (None: stop, exit 4) within the patience, after a handful of probes, not one a second."""
+    clock = quota_clock()
+    pause = QuotaPause(first=1.0, cap=300.0, patience=3600.0, clock=clock)
+    probes = 0
+    while (wait := pause.pause(reset)) is not None:
+        assert wait > 0
+        clock.now[0] += wait
+        probes += 1
+        assert probes < 100
+    assert clock() - NOON.timestamp() <= 3600.0
+    assert probes <= 22  # 1 + 2 + ... + 256 = 511 s, then 300 s pauses: 9 + 10 + one reset wait
+
+
+def test_a_reset_further_away_than_the_patience_stops_at_once():
+    pause = QuotaPause(patience=3600.0, clock=quota_clock())
+    assert pause.pause(NOON + dt.timedelta(hours=5)) is None
+
+
+def test_a_success_starts_a_new_stretch():
+    clock = quota_clock()
+    pause = QuotaPause(first=1.0, cap=60.0, patience=100.0, clock=clock)
+    for _ in range(6):  # 1 + 2 + 4 + 8 + 16 + 32 = 63 s
+        clock.now[0] += pause.pause(None) or 0.0
+    assert pause.pause(None) is None  # 60 more would end at 123 s > 100 s
+    pause.clear()
+    assert pause.pause(None) == 1.0
