@@ -56,43 +56,34 @@ def summary(outdir: Path) -> dict[str, Any]:
 
 
 def test_adaptive_concurrency_finds_an_unknown_in_flight_cap(tmp_path: Path) -> None:
-    """Against a server that allows 6 in flight, --concurrency 48 adapts down (summary minimum
-    < 48), completes every row correctly, keeps 1302 rejections under 15% of requests, and gets
-    at least 70% of the throughput of a run told the right number (--concurrency 6).
+    """Against a server that allows 6 in flight, --concurrency 48 finds the cap: every row is
+    answered correctly, 1302 rejections stay under 15 % of requests, and the lowest limit is
+    one cut below the cap (round(7 * 0.7) = 5) and no lower.
 
-    Wall times are noisy on a shared CI machine, so the pair of runs is measured again when the
-    ratio falls short, and the best ratio counts (at most three pairs); a systematic regression
-    fails them all.
+    Nothing here depends on the machine's speed. The server cannot reject a request while the
+    client holds 6 or fewer in flight (it counts a request until it has answered it, before the
+    client reads the answer), so the limit is only ever cut from 7 or more, to 5 or more. The
+    most rejections come from a client that sees answers late (a loaded machine): then every
+    request of each level of the descent 48, 34, 24, 17, 12, 8 goes out before a rejection is
+    seen, about 120 in all, and each probe above the cap afterwards costs one rejection per
+    22 successes; 1,500 rows keep the sum under 15 % (tests/test_limits.py simulates the
+    starved client). Throughput against a run told the cap is measured in bench/limits.py.
     """
-    rows = 400
-    job = limits_job(tmp_path)
-    ratios = []
+    data = prompt_rows(1500)
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
     with ZaiServer(max_inflight=6, latency=0.02) as srv:
-        for attempt in range(3):
-            walls = {}
-            for concurrency in (6, 48):
-                data = prompt_rows(rows, prefix=f"c{concurrency}a{attempt}")
-                inp = write_jsonl(tmp_path / f"in-{concurrency}-{attempt}.jsonl", data)
-                out = tmp_path / f"out-{concurrency}-{attempt}"
-                srv.reset_stats()
-                started = time.monotonic()
-                run_against(
-                    srv, job, "-i", str(inp), "-o", str(out), "--concurrency", str(concurrency)
-                )
-                walls[concurrency] = time.monotonic() - started
-                stats = srv.stats()
-                assert_answers(out, {r["id"]: r["prompt"] for r in data})
-                rejected = stats["errors_by_code"].get("1302", 0)
-                if concurrency == 6:
-                    assert rejected == 0
-                    continue
-                assert rejected < 0.15 * stats["requests"], (rejected, stats["requests"])
-                assert summary(out)["concurrency"]["minimum"] < 48
-                assert summary(out)["requests"] == stats["requests"]
-            ratios.append(walls[6] / walls[48])
-            if ratios[-1] >= 0.7:
-                break
-    assert max(ratios) >= 0.7, f"throughput of --concurrency 48 vs 6: {ratios}"
+        job = limits_job(tmp_path)
+        run_against(srv, job, "-i", str(inp), "-o", str(out), "--concurrency", "48")
+        stats = srv.stats()
+
+    assert_answers(out, {r["id"]: r["prompt"] for r in data})
+    rejected = stats["errors_by_code"].get("1302", 0)
+    assert stats["errors_by_code"] == {"1302": rejected}
+    assert 0 < rejected < 0.15 * stats["requests"], (rejected, stats["requests"])
+    figures = summary(out)
+    assert figures["requests"] == stats["requests"]
+    assert figures["concurrency"]["minimum"] == 5
 
 
 # --------------------------------------------------------------------------- RPM
