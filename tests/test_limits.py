@@ -18,6 +18,8 @@ from collections.abc import Callable
 import anyio
 import pytest
 
+from zbatch.errors import JobError
+from zbatch.job import Job
 from zbatch.limits import AdaptiveLimit, Backoff, Pacer, QuotaPause
 
 
@@ -779,3 +781,9 @@ def test_a_success_starts_a_new_stretch():
     assert pause.pause(None) is None  # 60 more would end at 123 s > 100 s
     pause.clear()
     assert pause.pause(None) == 1.0
+
+
+@pytest.mark.parametrize("value", [0.0, -5.0, math.inf, math.nan])
+def test_the_quota_wait_must_be_a_positive_finite_number(value):
+    with pytest.raises(JobError, match=r"limits\.quota_wait_seconds"):
+        Job(input_path="in.jsonl", output_dir="out", quota_wait_seconds=value)

@@ -22,6 +22,8 @@ from conftest import (
     prompt_rows,
     read_table,
     run_against,
+    start_zbatch,
+    wait_for,
     write_jsonl,
     zbatch_env,
 )
@@ -174,6 +176,109 @@ def test_quota_stop_names_the_reset_and_resumes_afterwards(tmp_path: Path) -> No
     answered = stats["answered_prompts"]
     assert sorted(answered) == sorted(prompts.values())  # each prompt answered exactly once
     assert stats["errors_by_code"] == {"1304": 1}
+
+
+def test_wait_for_quota_past_its_reset_backs_off_and_stops_after_the_bounded_wait(
+    tmp_path: Path,
+) -> None:
+    """Quota answers naming a reset that has passed (the quota stays exhausted): --wait-for-quota
+    pauses 1 s, then 2 s, rather than every second forever, and with quota_wait_seconds = 3.5
+    the next pause (4 s) would go past it, so the run stops with exit 4. Each of the 4 workers
+    sends at most one request between pauses: at most 3 rounds, 12 requests."""
+    data = prompt_rows(20)
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    job = limits_job(tmp_path, quota_wait_seconds=3.5)
+    with ZaiServer(fatal_code="1304", quota_reset="2020-01-01 00:00:00") as srv:
+        proc = run_against(
+            srv, job, "-i", str(inp), "-o", str(out), "-c", "4", "--wait-for-quota", expect=4
+        )
+        stats = srv.stats()
+
+    assert "not back within what --wait-for-quota waits (limits.quota_wait_seconds = 3.5)" in (
+        proc.stderr
+    )
+    assert stats["successes"] == 0
+    assert 4 < stats["requests"] <= 12, stats["requests"]
+    starts = stats["request_starts"]
+    assert starts[-1] - starts[0] >= 3.0  # the pauses of 1 and 2 s were taken
+    assert summary(out)["exit_code"] == 4
+    assert not (out / "results").exists() or read_table(out / "results").num_rows == 0
+
+
+def test_wait_for_quota_carries_on_when_the_quota_comes_back(tmp_path: Path) -> None:
+    """The quota is exhausted past its named reset, then comes back during a pause: the run
+    carries on and answers every row exactly once (exit 0)."""
+    data = prompt_rows(30)
+    prompts = {r["id"]: r["prompt"] for r in data}
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    job = limits_job(tmp_path, quota_wait_seconds=120)
+    with ZaiServer(fatal_code="1304", quota_reset="2020-01-01 00:00:00", latency=0.01) as srv:
+        args = ("run", job, "-i", str(inp), "-o", str(out), "-c", "4", "--wait-for-quota")
+        proc = start_zbatch(*args, "--base-url", srv.base_url)
+        try:
+            wait_for(lambda: srv.stats()["requests"] >= 1)
+            srv.configure(fatal_code=None)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        stats = srv.stats()
+
+    assert proc.returncode == 0, err
+    assert "pausing all requests" in err
+    assert_answers(out, prompts)
+    assert sorted(stats["answered_prompts"]) == sorted(prompts.values())
+    assert 1 <= stats["errors_by_code"]["1304"] <= 8  # at most two rounds of 4 hit the quota
+
+
+# --------------------------------------------------------------------------- every wait bounded
+
+
+def test_a_retry_after_past_the_rows_deadline_gives_the_row_up_at_once(tmp_path: Path) -> None:
+    """A 1302 asking for Retry-After: 1 s when --max-attempt-seconds leaves 0.3 s: the row is
+    given up (retryable, for the next run) after that one request instead of waiting, and the
+    other rows are answered."""
+    data = prompt_rows(5)
+    data.append({"id": "parked", "prompt": "Wait for me FAIL=retryafter*"})
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    with ZaiServer() as srv:
+        job = limits_job(tmp_path, max_attempt_seconds=0.3)
+        run_against(srv, job, "-i", str(inp), "-o", str(out), expect=1)
+        stats = srv.stats()
+
+    results, errors = outcome_ids(out)
+    assert sorted(results) == sorted(r["id"] for r in data[:5])
+    assert errors == ["parked"]
+    (error,) = read_table(out / "errors").to_pylist()
+    assert (error["attempts"], error["retryable"], error["error_code"]) == (1, True, "1302")
+    assert stats["requests"] == 6
+
+
+def test_an_unbounded_backoff_still_ends_by_the_rows_deadline(tmp_path: Path) -> None:
+    """backoff_base 1e300 with backoff_cap inf (base * 2**n is inf): each wait is drawn within
+    the row's remaining time, so a row that always fails ends by --max-attempt-seconds rather
+    than sleeping for ever."""
+    data = [{"id": "doomed", "prompt": "Never FAIL=500*"}, *prompt_rows(3)]
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    job = tmp_path / "unbounded.toml"
+    job.write_text(
+        "[limits]\nbackoff_base = 1e300\nbackoff_cap = inf\nmax_retries = 1000\n"
+        "max_attempt_seconds = 1.0\n",
+        encoding="utf-8",
+    )
+    with ZaiServer() as srv:
+        run_against(srv, str(job), "-i", str(inp), "-o", str(out), expect=1, timeout=60)
+
+    results, errors = outcome_ids(out)
+    assert sorted(results) == ["row00000", "row00001", "row00002"]
+    assert errors == ["doomed"]
+    (error,) = read_table(out / "errors").to_pylist()
+    assert error["retryable"] is True and error["error_code"] == "500"
 
 
 # --------------------------------------------------------------------------- transient storm

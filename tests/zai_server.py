@@ -9,9 +9,9 @@ benchmarks measure the client and not the fake.
 Answers are a pure function of the prompt (:func:`answer_for`), so a test can check that every
 output row holds the answer to its own prompt. Faults come from directives inside a prompt
 (``FAIL=1302,500,reset``; ``FAIL=gzip`` is no fault but a gzip-encoded answer) or from
-global settings (``latency``, ``max_inflight``, ``rpm``,
-``fatal_code``, ``fatal_after``, ``rates``, ``seed``, ``slow_seconds``, ``require_key``) that can
-be changed at run time through :meth:`ZaiServer.configure` or ``POST /control``.
+global settings (``latency``, ``max_inflight``, ``rpm``, ``fatal_code``, ``fatal_after``,
+``rates``, ``seed``, ``slow_seconds``, ``require_key``, ``quota_reset``) that can be changed
+at run time through :meth:`ZaiServer.configure` or ``POST /control``.
 
 In tests::
 
@@ -266,6 +266,7 @@ _CONVERTERS: dict[str, Callable[[object], Any]] = {
     "seed": _seed,
     "slow_seconds": _number,
     "require_key": _optional(str),
+    "quota_reset": _optional(str),
 }
 
 
@@ -282,6 +283,7 @@ class Settings:
     seed: int = 0
     slow_seconds: float = 30.0
     require_key: str | None = None
+    quota_reset: str | None = None  # the reset time quota answers name; None: next midnight
 
     def updated(self, changes: dict[str, Any]) -> Settings:
         """Validated copy with ``changes`` applied; ValueError lets /control answer 400."""
@@ -585,12 +587,11 @@ class _Engine:
             return _Reply(status, _error_body("500", "Internal error"), stat=name, delay=delay)
         return self._code_reply(name, delay=delay)
 
-    @staticmethod
-    def _code_reply(code: str, message: str | None = None, delay: float = 0.0) -> _Reply:
+    def _code_reply(self, code: str, message: str | None = None, delay: float = 0.0) -> _Reply:
         if message is None:
             message = _CODE_MESSAGES.get(code, f"Request failed with error code {code}")
             if code in _QUOTA_CODES:
-                message = message.format(reset=_next_midnight())
+                message = message.format(reset=self.settings.quota_reset or _next_midnight())
         return _Reply(http_status_for(code), _error_body(code, message), stat=code, delay=delay)
 
     def _answer(self, body: dict[str, Any], prompt: str, delay: float) -> _Reply:
@@ -948,6 +949,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="seed for --rates draws")
     parser.add_argument("--slow-seconds", type=float, help="delay of the 'slow' fault")
     parser.add_argument("--require-key", help="answer 401/1001 unless 'Bearer <key>'")
+    parser.add_argument("--quota-reset", help="reset time quota answers name (default: midnight)")
     return parser.parse_args(argv)
 
 

@@ -69,6 +69,7 @@ class Job:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     wait_for_quota: bool = False
+    quota_wait_seconds: float = 3600.0  # the most --wait-for-quota waits for the quota in all
     # [labels]
     choices: tuple[str, ...] = ()
     label_retries: int = 1
@@ -226,9 +227,24 @@ def _json_field(item: Any) -> tuple[str, str]:
     return pair
 
 
-_POSITIVE = ("concurrency", "timeout", "part_rows", "part_seconds", "log_every", "backoff_base")
+_POSITIVE = (
+    "concurrency",
+    "timeout",
+    "part_rows",
+    "part_seconds",
+    "log_every",
+    "backoff_base",
+    "quota_wait_seconds",
+)
 _NOT_NEGATIVE = ("max_retries", "label_retries", "grace_seconds", "backoff_cap", "simulate_latency")
-_FINITE = ("timeout", "max_attempt_seconds", "part_seconds", "log_every", "grace_seconds")
+_FINITE = (
+    "timeout",
+    "max_attempt_seconds",
+    "part_seconds",
+    "log_every",
+    "grace_seconds",
+    "quota_wait_seconds",
+)
 
 
 def _check(job: Job) -> None:

@@ -47,6 +47,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "backoff_base": "backoff_base",
         "backoff_cap": "backoff_cap",
         "wait_for_quota": "wait_for_quota",
+        "quota_wait_seconds": "quota_wait_seconds",
     },
     "labels": {"choices": "choices", "retries": "label_retries", "gold_column": "gold_column"},
     "output": {"dir": "output_dir", "part_rows": "part_rows", "part_seconds": "part_seconds"},
