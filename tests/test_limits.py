@@ -776,10 +776,13 @@ def test_a_reset_further_away_than_the_patience_stops_at_once():
 def test_a_success_starts_a_new_stretch():
     clock = quota_clock()
     pause = QuotaPause(first=1.0, cap=60.0, patience=100.0, clock=clock)
+    assert not pause.exhausted
     for _ in range(6):  # 1 + 2 + 4 + 8 + 16 + 32 = 63 s
         clock.now[0] += pause.pause(None) or 0.0
+    assert pause.exhausted
     assert pause.pause(None) is None  # 60 more would end at 123 s > 100 s
     pause.clear()
+    assert not pause.exhausted
     assert pause.pause(None) == 1.0
 
 

@@ -182,26 +182,30 @@ def test_wait_for_quota_past_its_reset_backs_off_and_stops_after_the_bounded_wai
     tmp_path: Path,
 ) -> None:
     """Quota answers naming a reset that has passed (the quota stays exhausted): --wait-for-quota
-    pauses 1 s, then 2 s, rather than every second forever, and with quota_wait_seconds = 3.5
-    the next pause (4 s) would go past it, so the run stops with exit 4. Each of the 4 workers
-    sends at most one request between pauses: at most 3 rounds, 12 requests."""
+    pauses 1, 2, then 4 s, rather than every second forever, and with quota_wait_seconds = 7.5
+    the next pause (8 s) would go past it, so the run stops with exit 4.
+
+    After a pause one request at a time finds out whether the quota is back: at most the 8
+    workers' first requests go out before the first pause, then one per pause (3), plus one for
+    each of those first answers that might end a probe early on a starved machine (7) - 18,
+    where all 8 workers sending after each pause would make at least 25."""
     data = prompt_rows(20)
     inp = write_jsonl(tmp_path / "in.jsonl", data)
     out = tmp_path / "out"
-    job = limits_job(tmp_path, quota_wait_seconds=3.5)
+    job = limits_job(tmp_path, quota_wait_seconds=7.5)
     with ZaiServer(fatal_code="1304", quota_reset="2020-01-01 00:00:00") as srv:
         proc = run_against(
-            srv, job, "-i", str(inp), "-o", str(out), "-c", "4", "--wait-for-quota", expect=4
+            srv, job, "-i", str(inp), "-o", str(out), "-c", "8", "--wait-for-quota", expect=4
         )
         stats = srv.stats()
 
-    assert "not back within what --wait-for-quota waits (limits.quota_wait_seconds = 3.5)" in (
+    assert "not back within what --wait-for-quota waits (limits.quota_wait_seconds = 7.5)" in (
         proc.stderr
     )
     assert stats["successes"] == 0
-    assert 4 < stats["requests"] <= 12, stats["requests"]
+    assert 4 <= stats["requests"] <= 8 + 3 + 7, stats["requests"]
     starts = stats["request_starts"]
-    assert starts[-1] - starts[0] >= 3.0  # the pauses of 1 and 2 s were taken
+    assert starts[-1] - starts[0] >= 7.0  # the pauses of 1, 2 and 4 s were taken
     assert summary(out)["exit_code"] == 4
     assert not (out / "results").exists() or read_table(out / "results").num_rows == 0
 

@@ -299,6 +299,11 @@ class QuotaPause:
             return None
         return wait
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether a stretch is open: a quota answer came, and no success since."""
+        return self._since is not None
+
     def clear(self) -> None:
         """A request got through: the next quota answer starts a new stretch."""
         self._since = None

@@ -85,6 +85,7 @@ class Runner:
         self.shared = SharedAnswers(pipeline) if job.dedupe and deterministic(job) else None
         self.stop_reason: ZbatchError | None = None
         self._resume_at = 0.0  # monotonic time before which nothing is sent (quota pause)
+        self._probe: anyio.Event | None = None  # set when the one request of a quota stretch ends
         # anyio primitives are made where they are used: they belong to the running loop.
         self._stop = anyio.Event()
         self._flush_now = anyio.Event()
@@ -143,6 +144,7 @@ class Runner:
         self.stats.outcome = f"stopped: {reason}"
         self.log.warning("stopping: %s", reason)
         self._stop.set()
+        self._end_probe()
 
     @property
     def stopping(self) -> bool:
@@ -187,6 +189,9 @@ class Runner:
                     return
                 stats.requests += 1
                 outcome = await self.client.send(work.body)
+            # The requests waiting for this answer run at the next checkpoint, by when a quota
+            # answer below has set the next pause.
+            self._end_probe()
             attempts += 1
             if isinstance(outcome, Success):
                 self.limit.on_success()
@@ -257,12 +262,19 @@ class Runner:
         return f"not back within what {most}; run the same command later to resume"
 
     async def _paced(self, work: Work) -> bool:
-        """Wait for the RPM / TPM pacers; False if the run stopped meanwhile."""
+        """Wait out a quota pause and the RPM / TPM pacers; False if the run stopped meanwhile."""
+        while not self.stopping:
+            paused = self._resume_at - time.monotonic()
+            if paused > 0:
+                await self._sleep(paused)
+            elif self._probe is not None:
+                await self._probe.wait()
+            else:
+                break
         if self.stopping:
             return False
-        paused = self._resume_at - time.monotonic()
-        if paused > 0 and not await self._sleep(paused):
-            return False
+        if self.quota.exhausted:  # one request at a time finds out whether the quota is back
+            self._probe = anyio.Event()
         if self.rpm is not None and not await self._sleep(self.rpm.reserve(1)):
             return False
         return self.tpm is None or await self._sleep(self.tpm.reserve(work.tokens))
@@ -277,6 +289,11 @@ class Runner:
         self._resume_at = time.monotonic() + wait
         self.log.warning("quota reached: pausing all requests for %.0f s (--wait-for-quota)", wait)
         return True
+
+    def _end_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.set()
+            self._probe = None
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless the run stops first; True if it is still running."""
