@@ -14,10 +14,12 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -80,8 +82,19 @@ def kill_hard(proc: subprocess.Popen[str]) -> None:
     proc.communicate(timeout=60)
 
 
+def visible_rows(folder: Path) -> list[dict[str, Any]]:
+    """The rows a pyarrow.dataset reader of the folder gets now (none when no part is in it:
+    a compaction between removing the old parts and moving the merged one in)."""
+    if not folder.is_dir():
+        return []
+    dataset = ds.dataset(folder, format="parquet")
+    assert not [f for f in dataset.files if Path(f).name.startswith(".")]
+    return dataset.to_table().to_pylist() if dataset.files else []
+
+
 def assert_whole_files(outdir: Path) -> None:
-    """Only whole Parquet parts under final names; temp files are hidden and unread."""
+    """Only whole Parquet parts under final names; temp and staged files are hidden and
+    unread; results hold each id at most once."""
     for name in ("results", "errors"):
         folder = outdir / name
         if not folder.is_dir():
@@ -92,11 +105,7 @@ def assert_whole_files(outdir: Path) -> None:
                 continue
             assert PART_NAME.match(path.name), f"unexpected visible file {path}"
             pq.read_table(path)  # every visible file is a complete, readable Parquet file
-        if any(folder.glob("*.parquet")):
-            dataset = ds.dataset(folder, format="parquet")
-            assert not [f for f in dataset.files if Path(f).name.startswith(".")]
-            dataset.to_table()
-    results, _ = outcome_ids(outdir)
+    results = [row["id"] for row in visible_rows(outdir / "results")]
     assert len(results) == len(set(results)), "an id is in results twice"
 
 
@@ -351,6 +360,133 @@ def test_crash_at_each_commit_step_leaves_whole_files_and_resumes(
         assert answered == Counter(r["prompt"] for r in unsent if "FAIL=" not in r["prompt"])
 
 
+# A crash at each step of `zbatch compact` on results/ (the first table it merges); "file" is
+# the name the step concerns (tests/faults.py). The staged part is hidden, ".compact-<name>".
+# Each with the parts a reader of results/ then finds: all the old ones, all but the first,
+# none, or the merged one alone.
+COMPACT_CRASHES = {
+    "journal-written": ({"crash": "after:write_bytes", "file": ".compact-journal.json"}, "old"),
+    "staging-half-written": ({"crash": "write", "file": "..compact-*.tmp"}, "old"),
+    "staged": ({"crash": "after:create", "file": ".compact-*"}, "old"),
+    "one-old-part-removed": ({"crash": "after:delete", "file": "part-*"}, "old but one"),
+    "old-parts-removed": ({"crash": "before:move", "file": ".compact-*"}, "none"),
+    "linked-not-unlinked": ({"crash": "after_link", "file": ".compact-*"}, "merged"),
+    "moved-journal-left": ({"crash": "after:move", "file": ".compact-*"}, "merged"),
+}
+
+
+class PollingReader(threading.Thread):
+    """Reads results/ with pyarrow.dataset over and over, as a user's job would while zbatch
+    works, and notes every read that holds an id twice."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(daemon=True)
+        self.folder = folder
+        self.done = threading.Event()
+        self.reads = self.vanished = 0
+        self.doubled: list[list[str]] = []
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                dataset = ds.dataset(self.folder, format="parquet")
+                # No part at all (the old ones gone, the merged one not yet in): no ids.
+                table = dataset.to_table(columns=["id"]) if dataset.files else None
+            except FileNotFoundError:
+                self.vanished += 1  # a part went between listing and reading: no result
+                continue
+            except Exception as exc:  # anything else a reader meets is a failure to report
+                self.failures.append(repr(exc))
+                continue
+            self.reads += 1
+            ids = [] if table is None else table.column("id").to_pylist()
+            twice = [i for i, n in Counter(ids).items() if n > 1]
+            if twice:
+                self.doubled.append(twice)
+            time.sleep(0.002)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=60)
+        assert not self.is_alive()
+
+
+def part_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("part-*.parquet"))
+
+
+@pytest.fixture(scope="module")
+def three_nights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    """An OUTDIR after three nightly runs on a growing input: three parts or more in each
+    table (built once; each test compacts a copy)."""
+    base = tmp_path_factory.mktemp("nights")
+    rows = filtered_rows(90, every=7)
+    inp, out = base / "in.jsonl", base / "out"
+    with ZaiServer() as srv:
+        for size in (30, 60, 90):
+            write_jsonl(inp, rows[:size])
+            night = run_zbatch(*run_args(inp, out, srv, "-c", "4"))
+            assert night.returncode == 1, night.stderr  # the content-filtered rows
+    assert len(part_names(out / "results")) >= 3 and len(part_names(out / "errors")) >= 3
+    return out, rows
+
+
+@pytest.mark.parametrize("step", list(COMPACT_CRASHES))
+def test_a_compaction_killed_at_each_step_never_shows_an_id_twice(
+    tmp_path: Path, step: str, three_nights: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    """`zbatch compact` killed at each step of merging results/ — journal written, merged part
+    half-staged, staged, old parts partly / wholly removed, merged part linked, moved — never
+    lets a pyarrow.dataset reader of results/ (polling throughout, and after the crash) see an
+    id twice (issue 11 item 10). The next run finishes or forgets the compaction without
+    sending anything; a compaction after that leaves one part per table with every row once."""
+    template, rows = three_nights
+    out = tmp_path / "out"
+    shutil.copytree(template, out)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    before = read_table(out / "results").to_pylist()
+    parts_before = part_names(out / "results")
+    with ZaiServer() as srv:
+        args = run_args(inp, out, srv, "-c", "4")
+        reader = PollingReader(out / "results")
+        reader.start()
+        try:
+            fault, visible = COMPACT_CRASHES[step]
+            crashed = run_wrapped(fault, "compact", str(out))
+            assert crashed.returncode == 9, crashed.stdout + crashed.stderr
+            found = part_names(out / "results")
+            if visible == "merged":
+                assert len(found) == 1 and found[0] not in parts_before[:-1]
+                assert visible_rows(out / "results") == before
+            else:
+                skip = {"old": 0, "old but one": 1, "none": len(parts_before)}[visible]
+                assert found == parts_before[skip:]
+            assert_whole_files(out)  # includes: each id at most once in results
+            assert all(row in before for row in visible_rows(out / "results"))
+            staged = step not in ("journal-written", "staging-half-written")
+
+            srv.reset_stats()
+            again = run_zbatch(*args)  # the next command finishes (or forgets) the compaction
+            assert again.returncode == 0, again.stderr
+            assert srv.stats()["requests"] == 0
+            if staged:  # finished: the merged part alone
+                assert len(part_names(out / "results")) == 1
+            else:  # forgotten: the old parts, untouched
+                assert part_names(out / "results") == parts_before
+            assert read_table(out / "results").to_pylist() == before
+
+            compacted = run_zbatch("compact", str(out))
+            assert compacted.returncode == 0, compacted.stderr
+        finally:
+            reader.stop()
+    assert len(part_names(out / "results")) == len(part_names(out / "errors")) == 1
+    assert read_table(out / "results").to_pylist() == before
+    assert_each_id_once(out, rows)
+    assert reader.reads > 0 and not reader.failures, reader.failures
+    assert not reader.doubled, f"a reader saw ids twice: {reader.doubled[:3]}"
+
+
 # --- 3. disk full / write errors -------------------------------------------------------------
 
 
@@ -453,6 +589,27 @@ def test_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path: Path) -> N
         assert time.monotonic() - started < 30
         assert (out / ".lock").exists()
         assert_each_id_once(out, rows)
+
+
+def test_a_symlink_at_the_lock_path_stops_the_run_with_exit_74(tmp_path: Path) -> None:
+    """A symbolic link planted at OUTDIR/.lock is not followed: the run exits 74 with one
+    'Error:' line naming it, before sending anything, and the file it points to is unchanged."""
+    inp = write_jsonl(tmp_path / "in.jsonl", prompt_rows(5))
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "victim.txt"
+    target.write_text("someone else's file\n")
+    (out / ".lock").symlink_to(target)
+    with ZaiServer() as srv:
+        proc = run_zbatch(*run_args(inp, out, srv))
+        assert srv.stats()["requests"] == 0
+    assert proc.returncode == 74, proc.stderr
+    assert_no_traceback(proc)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    assert str(out / ".lock") in lines[0] and "symbolic link" in lines[0]
+    assert target.read_text() == "someone else's file\n"
+    assert (out / ".lock").is_symlink()
 
 
 # --- 5. cron output ----------------------------------------------------------------------------
