@@ -46,10 +46,16 @@ if TYPE_CHECKING:
 CRASHED = 9  # the exit status of a crash, told apart from zbatch's own codes
 PART_TMP = ".part-*.parquet.tmp"
 STORAGE_OPS = ("write_bytes", "create", "move", "delete")
+CRASH_POINTS = {
+    "write",
+    *(f"{when}_{what}" for when in ("before", "after") for what in ("link", "dirsync")),
+    "before_fsync",
+    *(f"{when}:{op}" for when in ("before", "after") for op in STORAGE_OPS),
+}
 
 
 class Fault:
-    """One fault: where it strikes and how many matching occurrences it lets pass first."""
+    """One fault: where it strikes, and at which matching occurrence."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.point: str | None = spec.get("crash")
@@ -58,6 +64,8 @@ class Fault:
         self.errno: int | None = getattr(errno, spec["errno"]) if "errno" in spec else None
         self.fsize: int | None = spec.get("fsize")
         self._seen: Counter[str] = Counter()
+        if self.point is not None and self.point not in CRASH_POINTS:
+            raise SystemExit(f"faults.py: unknown crash point {self.point!r}")
 
     def matches(self, path: StrOrBytesPath) -> bool:
         return fnmatch.fnmatchcase(os.path.basename(os.fsdecode(path)), self.pattern)
@@ -74,29 +82,33 @@ class Fault:
             os._exit(CRASHED)
 
 
-class Writing:
-    """A file that dies (``crash``) or fails (``err``) part-way through being written."""
+class Torn:
+    """A file that takes ``room`` more bytes, then dies (``crash``) or fails with ``err``:
+    a crash or a full disk part-way through a write."""
 
-    def __init__(self, handle: Any, *, crash: bool, err: int | None) -> None:
+    def __init__(self, handle: Any, *, room: int, err: int | None, crash: bool = False) -> None:
+        assert crash or err is not None, "a torn file either crashes or fails"
         self.handle = handle
-        self.crash = crash
+        self.room = room
         self.err = err
-        self.written = 0
+        self.crash = crash
 
     def write(self, data: bytes) -> int:
-        if self.err is not None:
+        if len(data) > self.room:
+            self.handle.write(bytes(data)[: self.room])
+            self.room = 0
+            if self.crash:
+                self.handle.flush()
+                os._exit(CRASHED)
+            assert self.err is not None
             raise OSError(self.err, os.strerror(self.err), self.handle.name)
-        self.handle.write(data)
-        self.written += len(data)
-        if self.crash and self.written > 64:  # past Parquet's leading magic: a torn file
-            self.handle.flush()
-            os._exit(CRASHED)
-        return len(data)
+        self.room -= len(data)
+        return int(self.handle.write(data))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.handle, name)
 
-    def __enter__(self) -> Writing:
+    def __enter__(self) -> Torn:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -107,12 +119,14 @@ def inject_writes(fault: Fault) -> None:
     """Give zbatch.store.storage an ``open`` whose matching files crash or fail mid-write."""
 
     def opener(path: Path, mode: str) -> Any:
-        handle = open(path, mode)  # noqa: SIM115 - closed by the caller's with-block
-        opened = fault.count("open", path)
-        if opened == 0 or opened < fault.nth:
-            return handle
-        crash = fault.point == "write" and opened == fault.nth
-        return Writing(handle, crash=crash, err=fault.errno)
+        handle = open(path, mode)  # noqa: SIM115 - the caller's with-block closes it
+        opened = fault.count("open", path)  # 0 for a file the fault does not concern
+        if fault.errno is not None and opened >= fault.nth:
+            return Torn(handle, room=0, err=fault.errno)
+        if fault.point == "write" and opened == fault.nth:
+            # Past Parquet's leading magic, so the torn file looks like the start of a part.
+            return Torn(handle, room=64, err=None, crash=True)
+        return handle
 
     vars(storage)["open"] = opener  # a module global shadows the builtin in storage.py only
 

@@ -18,6 +18,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from conftest import SPEC_ERROR_COLUMNS, SPEC_RESULT_COLUMNS
+from faults import Torn
 
 from zbatch.errors import LockedError, StoreError
 from zbatch.job import Job
@@ -285,46 +286,15 @@ def test_a_commit_of_only_rows_that_do_not_fit_writes_no_part(tmp_path):
 
 
 class FullDisk:
-    """An opener whose file fails with ENOSPC after ``room`` bytes, like a full disk."""
+    """An opener whose files fail with ENOSPC after ``room`` bytes, like a full disk."""
 
     def __init__(self, room: int) -> None:
         self.room = room
         self.opened: list[Path] = []
 
-    def __call__(self, path: Path, mode: str) -> Any:
+    def __call__(self, path: Path, mode: str) -> Torn:
         self.opened.append(Path(path))
-        return _FullFile(open(path, mode), self.room)  # closed by _FullFile
-
-
-class _FullFile:
-    def __init__(self, handle: Any, room: int) -> None:
-        self._handle = handle
-        self._room = room
-        self.closed = False
-
-    def write(self, data: bytes) -> int:
-        if len(data) > self._room:
-            self._handle.write(bytes(data)[: self._room])
-            self._room = 0
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self._room -= len(data)
-        return self._handle.write(data)
-
-    def flush(self) -> None:
-        self._handle.flush()
-
-    def fileno(self) -> int:
-        return self._handle.fileno()
-
-    def close(self) -> None:
-        self.closed = True
-        self._handle.close()
-
-    def __enter__(self) -> _FullFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return Torn(open(path, mode), room=self.room, err=errno.ENOSPC)  # closed by Torn
 
 
 def full_disk(monkeypatch: pytest.MonkeyPatch, room: int) -> FullDisk:
