@@ -65,25 +65,26 @@ def error_row(row_id: str, error_type: str, retryable: bool, message: str = "m")
     return (row_id, error_type, status, None, message, 1, retryable, T0, None)
 
 
-def writer(root: Path, folder: str, schema: pa.Schema, prefix: str = PREFIX) -> PartWriter:
-    return PartWriter(LocalStorage(root), folder, schema, prefix=prefix)
+def writer(folder: Path, schema: pa.Schema, prefix: str = PREFIX) -> PartWriter:
+    """A run's writer of a table: ``folder`` is OUTDIR/results or OUTDIR/errors."""
+    return PartWriter(LocalStorage(folder.parent), folder.name, schema, prefix=prefix)
 
 
-def part_paths(root: Path, folder: str) -> list[Path]:
-    """The committed parts of root/folder, as zbatch lists them (in commit order)."""
-    return [root / folder / name for name in Parts(LocalStorage(root), folder).names]
+def part_paths(folder: Path) -> list[Path]:
+    """The committed parts of a table's folder, as zbatch lists them (in commit order)."""
+    return [folder / name for name in Parts(LocalStorage(folder.parent), folder.name).names]
 
 
 def write_parts(
-    root: Path, folder: str, schema: pa.Schema, batches: list[list[tuple]], prefix: str = PREFIX
+    folder: Path, schema: pa.Schema, batches: list[list[tuple]], prefix: str = PREFIX
 ) -> list[Path]:
     """Commit each batch as one part, the way a run does; returns the part each commit made."""
-    parts = writer(root, folder, schema, prefix)
+    parts = writer(folder, schema, prefix)
     made = []
     for batch in batches:
-        before = set(part_paths(root, folder))
+        before = set(part_paths(folder))
         assert parts.commit(batch) == []
-        [new] = set(part_paths(root, folder)) - before
+        [new] = set(part_paths(folder)) - before
         made.append(new)
     return made
 
@@ -91,9 +92,9 @@ def write_parts(
 RESULTS = pa.schema([pa.field(n, t) for n, t in SPEC_RESULT_COLUMNS])
 
 
-def read_parts(root: Path, folder: str) -> pa.Table:
+def read_parts(folder: Path) -> pa.Table:
     """Every committed part of a folder as one table, in commit order."""
-    return ds.dataset([str(p) for p in part_paths(root, folder)], format="parquet").to_table()
+    return ds.dataset([str(p) for p in part_paths(folder)], format="parquet").to_table()
 
 
 def load_state(outdir: Path) -> Any:
@@ -189,7 +190,7 @@ def test_an_all_null_batch_keeps_every_column_type(tmp_path):
     )
     schema = result_schema(settings, {"stars": pa.float64()})
     rows = [tuple(None for _ in schema)] * 3
-    [path] = write_parts(tmp_path, "results", schema, [rows])
+    [path] = write_parts(tmp_path / "results", schema, [rows])
     stored = pq.read_schema(path)
     assert stored.remove_metadata().equals(schema.remove_metadata())
     # ... and read as a dataset, the way a user reads results/
@@ -201,7 +202,7 @@ def test_an_all_null_batch_keeps_every_column_type(tmp_path):
 
 def test_a_committed_part_holds_the_rows_it_was_given(tmp_path):
     rows = [result_row("a", "Paris", cached_tokens=5), result_row("b", "Rome")]
-    [path] = write_parts(tmp_path, "results", RESULTS, [rows])
+    [path] = write_parts(tmp_path / "results", RESULTS, [rows])
     table = pq.read_table(path)
     assert table.column("id").to_pylist() == ["a", "b"]
     assert table.column("content").to_pylist() == ["Paris", "Rome"]
@@ -212,29 +213,29 @@ def test_a_committed_part_holds_the_rows_it_was_given(tmp_path):
 
 
 def test_commit_of_no_rows_writes_no_file(tmp_path):
-    assert writer(tmp_path, "results", RESULTS).commit([]) == []
+    assert writer(tmp_path / "results", RESULTS).commit([]) == []
     assert list(tmp_path.iterdir()) == []
 
 
 def test_parts_are_numbered_in_commit_order_and_counted(tmp_path):
-    paths = write_parts(tmp_path, "results", RESULTS, [[result_row(str(i))] for i in range(12)])
+    paths = write_parts(tmp_path / "results", RESULTS, [[result_row(str(i))] for i in range(12)])
     assert [p.name for p in paths] == [f"part-{PREFIX}-{i:05d}.parquet" for i in range(1, 13)]
-    assert part_paths(tmp_path, "results") == paths
+    assert part_paths(tmp_path / "results") == paths
 
 
 def test_hidden_temp_files_are_not_parts(tmp_path):
-    write_parts(tmp_path, "results", RESULTS, [[result_row("a")]])
+    write_parts(tmp_path / "results", RESULTS, [[result_row("a")]])
     (tmp_path / "results" / ".part-x-00002.parquet.tmp").write_bytes(b"half a file")
-    assert [p.name for p in part_paths(tmp_path, "results")] == [f"part-{PREFIX}-00001.parquet"]
-    assert read_parts(tmp_path, "results").column("id").to_pylist() == ["a"]
+    assert [p.name for p in part_paths(tmp_path / "results")] == [f"part-{PREFIX}-00001.parquet"]
+    assert read_parts(tmp_path / "results").column("id").to_pylist() == ["a"]
 
 
 def test_a_commit_never_overwrites_a_part_of_the_same_name(tmp_path):
     """Parts are created under their final names create-only: a second writer that picks a
     taken name fails, and the part already there keeps its rows; no temp file is left."""
-    [first] = write_parts(tmp_path, "results", RESULTS, [[result_row("a", "Paris")]])
+    [first] = write_parts(tmp_path / "results", RESULTS, [[result_row("a", "Paris")]])
     before = first.read_bytes()
-    clash = writer(tmp_path, "results", RESULTS)  # same prefix: same first part name
+    clash = writer(tmp_path / "results", RESULTS)  # same prefix: same first part name
     with pytest.raises(FileExistsError):
         clash.commit([result_row("b", "Rome")])
     assert first.read_bytes() == before
@@ -256,7 +257,7 @@ def test_rows_that_do_not_fit_the_schema_come_back_with_a_reason_and_the_rest_ar
     }
     rows = [odd["int-request-id"], good[0], odd["string-tokens"], good[1]]
     rows += [odd["huge-tokens"], good[2], odd["surrogate"]]
-    parts = writer(tmp_path, "results", RESULTS)
+    parts = writer(tmp_path / "results", RESULTS)
 
     unstorable = parts.commit(rows)
 
@@ -267,7 +268,7 @@ def test_rows_that_do_not_fit_the_schema_come_back_with_a_reason_and_the_rest_ar
     assert "too large" in reasons["huge-tokens"]
     assert "surrogate" in reasons["surrogate"]
     assert all("\n" not in reason for reason in reasons.values())  # one line for a log
-    table = read_parts(tmp_path, "results")
+    table = read_parts(tmp_path / "results")
     assert table.column("id").to_pylist() == ["a", "b", "c"]
     assert table.column("content").to_pylist() == ["Paris", "Rome", "Oslo"]
     assert parts.committed_rows == 3
@@ -275,13 +276,13 @@ def test_rows_that_do_not_fit_the_schema_come_back_with_a_reason_and_the_rest_ar
 
 def test_a_commit_of_only_rows_that_do_not_fit_writes_no_part(tmp_path):
     """The error log's writer too: an error row of the wrong kinds comes back, no empty part."""
-    parts = writer(tmp_path, "errors", ERROR_SCHEMA)
+    parts = writer(tmp_path / "errors", ERROR_SCHEMA)
     odd = [
         ("e1", "server_error", "500", None, "m", 1, True, T0, None),  # status as text
         ("e2", "timeout", None, None, "m", 2**40, True, T0, None),  # attempts past int32
     ]
     assert [row for row, _ in parts.commit(odd)] == odd
-    assert part_paths(tmp_path, "errors") == []
+    assert part_paths(tmp_path / "errors") == []
     assert parts.committed_rows == 0
 
 
@@ -330,7 +331,7 @@ def test_a_part_commit_on_a_full_disk_leaves_earlier_parts_intact_and_can_be_ret
     """A commit that fails mid-file leaves no trace; the caller still holds the rows and,
     once there is room, commits them with the same writer."""
     folder = tmp_path / "results"
-    parts = writer(tmp_path, "results", RESULTS, prefix="S")
+    parts = writer(tmp_path / "results", RESULTS, prefix="S")
     assert parts.commit([result_row("a")]) == []
     rows = [result_row(str(i), "x" * 200) for i in range(50)]
     opener = full_disk(monkeypatch, room=100)  # fails inside pyarrow's write, mid-file
@@ -338,16 +339,16 @@ def test_a_part_commit_on_a_full_disk_leaves_earlier_parts_intact_and_can_be_ret
         parts.commit(rows)
     assert opener.opened == [folder / ".part-S-00002.parquet.tmp"]
     assert [p.name for p in folder.iterdir()] == ["part-S-00001.parquet"]
-    assert read_parts(tmp_path, "results").column("id").to_pylist() == ["a"]
+    assert read_parts(tmp_path / "results").column("id").to_pylist() == ["a"]
     assert parts.committed_rows == 1
 
     monkeypatch.undo()  # space freed
     assert parts.commit(rows) == []
-    ids = read_parts(tmp_path, "results").column("id").to_pylist()
+    ids = read_parts(tmp_path / "results").column("id").to_pylist()
     assert ids == ["a", *(str(i) for i in range(50))]
     assert parts.committed_rows == 51
     assert sorted(p.name for p in folder.iterdir()) == [
-        p.name for p in part_paths(tmp_path, "results")
+        p.name for p in part_paths(tmp_path / "results")
     ]
 
 
@@ -371,7 +372,7 @@ def test_an_output_directory_without_parts_has_an_empty_state(tmp_path):
 
 def test_ids_in_results_are_done_even_with_retry_failed(tmp_path):
     write_parts(
-        tmp_path, "results", RESULTS, [[result_row("a"), result_row("b")], [result_row("c")]]
+        tmp_path / "results", RESULTS, [[result_row("a"), result_row("b")], [result_row("c")]]
     )
     state = load_state(tmp_path)
     assert state.succeeded == {"a", "b", "c"}
@@ -383,8 +384,7 @@ def test_ids_in_results_are_done_even_with_retry_failed(tmp_path):
 
 def test_the_latest_error_of_an_id_decides_whether_it_is_done(tmp_path):
     write_parts(
-        tmp_path,
-        "errors",
+        tmp_path / "errors",
         ERROR_SCHEMA,
         [
             [error_row("a", "rate_limited", True), error_row("b", "content_filter", False)],
@@ -402,17 +402,17 @@ def test_the_latest_error_of_an_id_decides_whether_it_is_done(tmp_path):
     # c: within one part, the later row wins
     assert state.latest_error["c"] == ("bad_request", False)
     assert state.is_done("c")
-    assert state.failed == 2
+    assert state.failed == 3  # every id whose latest outcome is an error
+    assert state.failed_retryable == 1  # b, which the next run sends again
 
 
 def test_retry_failed_resends_non_retryable_errors_only(tmp_path):
     write_parts(
-        tmp_path,
-        "errors",
+        tmp_path / "errors",
         ERROR_SCHEMA,
         [[error_row("filtered", "content_filter", False), error_row("flaky", "timeout", True)]],
     )
-    write_parts(tmp_path, "results", RESULTS, [[result_row("ok")]])
+    write_parts(tmp_path / "results", RESULTS, [[result_row("ok")]])
     state = load_state(tmp_path)
     assert state.is_done("filtered")
     assert not state.is_done("filtered", retry_failed=True)
@@ -422,18 +422,17 @@ def test_retry_failed_resends_non_retryable_errors_only(tmp_path):
 
 
 def test_a_success_after_an_error_makes_the_id_done_and_not_failed(tmp_path):
-    write_parts(tmp_path, "errors", ERROR_SCHEMA, [[error_row("a", "bad_request", False)]])
-    write_parts(tmp_path, "results", RESULTS, [[result_row("a")]])
+    write_parts(tmp_path / "errors", ERROR_SCHEMA, [[error_row("a", "bad_request", False)]])
+    write_parts(tmp_path / "results", RESULTS, [[result_row("a")]])
     state = load_state(tmp_path)
     assert state.is_done("a", retry_failed=True)
     assert state.failed == 0
 
 
 def test_duplicate_id_errors_are_remembered_apart_and_do_not_change_the_outcome(tmp_path):
-    write_parts(tmp_path, "results", RESULTS, [[result_row("dup")]])
+    write_parts(tmp_path / "results", RESULTS, [[result_row("dup")]])
     write_parts(
-        tmp_path,
-        "errors",
+        tmp_path / "errors",
         ERROR_SCHEMA,
         [[error_row("dup", "duplicate_id", False), error_row("x", "timeout", True)]],
     )
@@ -446,8 +445,7 @@ def test_duplicate_id_errors_are_remembered_apart_and_do_not_change_the_outcome(
 
 def test_a_duplicate_id_error_does_not_hide_an_earlier_error_of_the_same_id(tmp_path):
     write_parts(
-        tmp_path,
-        "errors",
+        tmp_path / "errors",
         ERROR_SCHEMA,
         [[error_row("d", "bad_request", False)], [error_row("d", "duplicate_id", False)]],
     )
@@ -466,7 +464,7 @@ def damage(part: Path) -> None:
 def test_a_part_that_cannot_be_read_stops_the_resume_naming_the_file(tmp_path):
     outdir = tmp_path / "out"
     parts = write_parts(
-        outdir, "results", RESULTS, [[result_row("a")], [result_row("b")], [result_row("c")]]
+        outdir / "results", RESULTS, [[result_row("a")], [result_row("b")], [result_row("c")]]
     )
     damage(parts[1])
     with pytest.raises(StoreError, match=rf"{parts[1]} cannot be read .*run again"):
@@ -481,14 +479,12 @@ TABLES = ("results", "errors")
 def make_outdir(tmp_path: Path) -> Path:
     outdir = tmp_path / "out"
     write_parts(
-        outdir,
-        "results",
+        outdir / "results",
         RESULTS,
         [[result_row(f"r{i}", f"answer {i}") for i in range(k, k + 3)] for k in (0, 3, 6)],
     )
     write_parts(
-        outdir,
-        "errors",
+        outdir / "errors",
         ERROR_SCHEMA,
         [
             [error_row("e1", "timeout", True, "first"), error_row("e2", "bad_request", False)],
@@ -501,12 +497,12 @@ def make_outdir(tmp_path: Path) -> Path:
 
 def rows_of(outdir: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Each table's committed rows, in commit order."""
-    return {t: [tuple(r.values()) for r in read_parts(outdir, t).to_pylist()] for t in TABLES}
+    return {t: [tuple(r.values()) for r in read_parts(outdir / t).to_pylist()] for t in TABLES}
 
 
 def leftovers(outdir: Path) -> dict[str, list[str]]:
     """Files in results/ and errors/ that are not committed parts (journals, staged, temp)."""
-    names = {t: {p.name for p in part_paths(outdir, t)} for t in TABLES}
+    names = {t: {p.name for p in part_paths(outdir / t)} for t in TABLES}
     return {
         t: sorted(p.name for p in (outdir / t).iterdir() if p.name not in names[t]) for t in TABLES
     }
@@ -522,18 +518,18 @@ def assert_in_place_of(merged: str, old: list[str]) -> None:
 def test_compact_merges_each_folder_into_one_part_with_every_row_once_in_order(tmp_path):
     outdir = make_outdir(tmp_path)
     before = rows_of(outdir)
-    olds = {t: [p.name for p in part_paths(outdir, t)] for t in TABLES}
+    olds = {t: [p.name for p in part_paths(outdir / t)] for t in TABLES}
     state_before = load_state(outdir)
 
     report = compact(outdir)
 
     assert report == [("results", 3, 1), ("errors", 3, 1)]
-    [merged] = part_paths(outdir, "results")
+    [merged] = part_paths(outdir / "results")
     assert_in_place_of(merged.name, olds["results"])
     assert rows_of(outdir) == before
-    ids = read_parts(outdir, "results").column("id").to_pylist()
+    ids = read_parts(outdir / "results").column("id").to_pylist()
     assert ids == [f"r{i}" for i in range(9)]
-    [merged] = part_paths(outdir, "errors")
+    [merged] = part_paths(outdir / "errors")
     assert_in_place_of(merged.name, olds["errors"])
     # The error log keeps its order, so the latest error still wins.
     state_after = load_state(outdir)
@@ -545,7 +541,7 @@ def test_compact_merges_each_folder_into_one_part_with_every_row_once_in_order(t
 
 def test_compact_leaves_a_single_part_or_no_part_alone(tmp_path):
     outdir = tmp_path / "out"
-    [only] = write_parts(outdir, "results", RESULTS, [[result_row("a")]])
+    [only] = write_parts(outdir / "results", RESULTS, [[result_row("a")]])
     before = only.read_bytes()
     assert compact(outdir) == [("results", 1, 1), ("errors", 0, 0)]
     assert only.read_bytes() == before
@@ -624,7 +620,7 @@ COMPACTION_STEPS = [
 
 def test_compaction_makes_its_changes_in_the_order_that_keeps_readers_safe(tmp_path):
     outdir = make_outdir(tmp_path)
-    parts = {t: [p.name for p in part_paths(outdir, t)] for t in TABLES}
+    parts = {t: [p.name for p in part_paths(outdir / t)] for t in TABLES}
     storage = Watched(outdir)
     OutputDir(str(outdir), storage).compact()
     expected = []
@@ -650,7 +646,7 @@ def test_a_compaction_cut_off_before_any_step_shows_each_row_at_most_once_and_is
     compaction after that ends with one part per table."""
     outdir = make_outdir(tmp_path)
     before = rows_of(outdir)
-    parts_before = {t: part_paths(outdir, t) for t in TABLES}
+    parts_before = {t: part_paths(outdir / t) for t in TABLES}
     table, name = COMPACTION_STEPS[step - 1]
     with pytest.raises(Crash):
         OutputDir(str(outdir), Watched(outdir, crash_at=step)).compact()
@@ -665,12 +661,12 @@ def test_a_compaction_cut_off_before_any_step_shows_each_row_at_most_once_and_is
     staged = name not in ("journal", "stage")
     for t in TABLES:
         if TABLES.index(t) < TABLES.index(table) or (t == table and staged):
-            [merged] = part_paths(outdir, t)
+            [merged] = part_paths(outdir / t)
             assert_in_place_of(merged.name, [p.name for p in parts_before[t]])
         else:
-            assert part_paths(outdir, t) == parts_before[t], t
+            assert part_paths(outdir / t) == parts_before[t], t
 
-    counts = [(t, len(part_paths(outdir, t)), 1) for t in TABLES]
+    counts = [(t, len(part_paths(outdir / t)), 1) for t in TABLES]
     assert compact(outdir) == counts
     assert rows_of(outdir) == before
 
@@ -704,16 +700,16 @@ def test_no_reader_of_a_compacting_folder_sees_a_row_twice(tmp_path):
 
 def test_tidy_without_a_journal_changes_no_part(tmp_path):
     outdir = make_outdir(tmp_path)
-    parts = {t: part_paths(outdir, t) for t in TABLES}
+    parts = {t: part_paths(outdir / t) for t in TABLES}
     before = rows_of(outdir)
     OutputDir(str(outdir)).tidy()
-    assert {t: part_paths(outdir, t) for t in TABLES} == parts
+    assert {t: part_paths(outdir / t) for t in TABLES} == parts
     assert rows_of(outdir) == before
 
 
 def test_compact_stops_on_a_part_it_cannot_read_and_keeps_every_part(tmp_path):
     outdir = make_outdir(tmp_path)
-    parts = part_paths(outdir, "results")
+    parts = part_paths(outdir / "results")
     before = [p.read_bytes() for p in parts]
     damage(parts[1])
 
@@ -721,7 +717,7 @@ def test_compact_stops_on_a_part_it_cannot_read_and_keeps_every_part(tmp_path):
         compact(outdir)
 
     OutputDir(str(outdir)).tidy()  # what the next run does first
-    assert part_paths(outdir, "results") == parts
+    assert part_paths(outdir / "results") == parts
     assert parts[0].read_bytes() == before[0] and parts[2].read_bytes() == before[2]
     assert leftovers(outdir)["results"] == []
 
