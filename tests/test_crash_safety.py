@@ -490,11 +490,14 @@ def test_a_compaction_killed_at_each_step_never_shows_an_id_twice(
 # --- 3. disk full / write errors -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("err", ["ENOSPC", "EIO"])
-def test_write_error_stops_with_exit_74_and_same_command_resumes(tmp_path: Path, err: str) -> None:
+@pytest.mark.parametrize(("err", "advice"), [("ENOSPC", "free space"), ("EIO", "fix the disk")])
+def test_write_error_stops_with_exit_74_and_same_command_resumes(
+    tmp_path: Path, err: str, advice: str
+) -> None:
     """A part file that cannot be written (disk full, I/O error) stops the run with exit 74 and
-    a message naming the file and saying to free space and rerun; committed parts stay intact
-    and, once the fault is gone, the same command completes with each id exactly once."""
+    a message naming the file, what to do about that error (free space / fix the disk) and to
+    rerun; committed parts stay intact and, once the fault is gone, the same command completes
+    with each id exactly once."""
     rows = prompt_rows(200)
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
@@ -507,7 +510,7 @@ def test_write_error_stops_with_exit_74_and_same_command_resumes(tmp_path: Path,
         assert message.startswith("Error: could not write ")
         assert re.search(r"/(results|errors)/part-\S+\.parquet", message), message
         assert os.strerror(getattr(__import__("errno"), err)) in message
-        assert "free space" in message and "run the same command" in message
+        assert f"Parts committed earlier are intact; {advice}, then run the same command" in message
         assert_whole_files(out)
         assert len(list((out / "results").glob("part-*.parquet"))) == 2  # before the fault
         assert summary(out)["exit_code"] == 74
@@ -533,7 +536,7 @@ def test_file_size_limit_efbig_is_a_clear_store_error(tmp_path: Path) -> None:
         assert failed.returncode == 74, failed.stderr
         assert_no_traceback(failed)
         assert "could not write" in failed.stderr and "File too large" in failed.stderr
-        assert "free space or fix the disk, then run the same command" in failed.stderr
+        assert "free space, then run the same command" in failed.stderr
         assert sorted(outcome_ids(out)[0]) == [r["id"] for r in rows[:30]]
         assert_whole_files(out)
         stopped = summary(out)
