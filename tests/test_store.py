@@ -555,6 +555,23 @@ def test_compact_twice_changes_nothing_the_second_time(tmp_path):
     assert rows_of(outdir) == after_first
 
 
+def test_a_merged_part_stays_before_the_parts_of_later_runs(tmp_path):
+    """Compacted, then resumed: the later run's parts sort after the merged one, so a second
+    compaction keeps commit order and a later error of an id still wins."""
+    outdir = make_outdir(tmp_path)
+    compact(outdir)
+    later = "20260101T000000.001-beef"  # a later run's prefix
+    write_parts(outdir / "results", RESULTS, [[result_row("r9", "answer 9")]], prefix=later)
+    write_parts(outdir / "errors", ERROR_SCHEMA, [[error_row("e1", "timeout", True)]], prefix=later)
+    before = rows_of(outdir)
+    assert [row[0] for row in before["results"]] == [f"r{i}" for i in range(10)]
+
+    assert compact(outdir) == [("results", 2, 1), ("errors", 2, 1)]
+
+    assert rows_of(outdir) == before
+    assert load_state(outdir).latest_error["e1"] == ("timeout", True)
+
+
 class Crash(BaseException):
     """Stands for the process dying between two changes to the output directory."""
 
