@@ -688,12 +688,6 @@ def test_a_compaction_cut_off_before_any_step_shows_each_row_at_most_once_and_is
     assert rows_of(outdir) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the merged part reuses the last old part's name: a reader that opened an old part "
-    "before the swap and that name after it gets rows twice; give the merged part a new name "
-    "that sorts in the last part's place (then remove this mark)",
-)
 def test_no_reader_of_a_compacting_folder_sees_a_row_twice(tmp_path):
     """A reader lists a folder at one moment and opens each listed part then or later; an open
     file keeps the rows it had. Whatever moments it picks during a compaction, it never gets a
