@@ -17,6 +17,7 @@ from . import store
 from .errors import JobError
 from .pricing import cost, price_for
 from .prompt import row_id
+from .providers import provider_for
 from .source import count_rows, open_input
 
 STATUS = pa.field("status", pa.string())  # ok, failed, failed_retryable (pending: --with-input)
@@ -127,7 +128,7 @@ def status(outdir: Path) -> dict[str, Any]:
         input_rows = None
     model = settings.get("model") or "glm-4.6"
     spent = cost(
-        price_for(model, settings.get("prices") or {}),
+        price_for(model, settings.get("prices") or {}, provider_for(settings["base_url"]).prices),
         tokens["prompt"],
         tokens["cached"],
         tokens["completion"],

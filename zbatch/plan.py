@@ -12,6 +12,7 @@ from .errors import JobError
 from .idset import IdSet
 from .job import Job
 from .pricing import cost, price_for
+from .providers import provider_for
 from .source import open_input
 
 
@@ -31,7 +32,8 @@ class Plan:
 
     @property
     def cost(self) -> float | None:
-        price = price_for(self.job.effective_model, self.job.prices)
+        prices = provider_for(self.job.base_url).prices
+        price = price_for(self.job.effective_model, self.job.prices, prices)
         return cost(price, self.prompt_tokens, 0, self.completion_tokens)
 
 

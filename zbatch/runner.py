@@ -30,26 +30,24 @@ import pyarrow as pa
 
 from . import prompt, store
 from .answers import NotJson, json_field_value, normalize_label, parse_json_object
-from .client import Client, Success
+from .client import Client
 from .errors import (
-    Failure,
     FatalApiError,
     Interrupted,
     JobError,
     QuotaReached,
-    Scope,
     StoreError,
     ZbatchError,
-    fatal_hint,
-    quota_reset,
     redact,
 )
 from .idset import IdSet
 from .job import DEFAULT_BASE_URL, Job, json_field_spec
 from .limits import AdaptiveLimit, Backoff, Pacer
+from .outcome import Failure, Scope, Success
 from .pricing import price_for
 from .progress import NullProgress, Progress
-from .simulate import SimulatedEndpoint
+from .providers import provider_for
+from .simulate import SimulatedEndpoint, SimulationSpec
 from .source import DoneRows, InputFiles, RawRow, count_rows, open_input
 from .stats import Stats
 
@@ -99,7 +97,7 @@ def run_job(
     prompt.check_input(job, inputs)
     api_key = os.environ.get(job.api_key_env) or None
     if job.simulate:
-        transport = SimulatedEndpoint(job)
+        transport = SimulatedEndpoint(SimulationSpec.from_job(job))
     elif api_key is None and transport is None and job.base_url == DEFAULT_BASE_URL:
         raise JobError(
             f"no API key: set the environment variable {job.api_key_env} "
@@ -122,6 +120,7 @@ def run_job(
                 api_key=api_key,
                 timeout=job.timeout,
                 max_connections=job.concurrency,
+                provider=provider_for(job.base_url),
                 transport=transport,
             ),
             progress=progress or NullProgress(),
@@ -183,7 +182,8 @@ class Runner:
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
         self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
-        self.stats = Stats(price=price_for(job.effective_model, job.prices))
+        prices = client.provider.prices
+        self.stats = Stats(price=price_for(job.effective_model, job.prices, prices))
         self.stats.concurrency = self.stats.concurrency_min = job.concurrency
         self.stop_reason: ZbatchError | None = None
         self._resume_at = 0.0  # monotonic time before which nothing is sent (quota pause)
@@ -398,10 +398,11 @@ class Runner:
             if failure.scope is Scope.FATAL:
                 self._fail(work, failure, attempts, retryable=True)
                 code = failure.error_code or failure.status_code
-                self.stop(FatalApiError(f"{failure.message} ({code}); {fatal_hint(failure)}"))
+                hint = self.client.provider.fatal_hint(failure)
+                self.stop(FatalApiError(f"{failure.message} ({code}); {hint}"))
                 return
             if failure.scope is Scope.QUOTA:
-                reset = quota_reset(failure.message)
+                reset = self.client.provider.quota_reset(failure.message)
                 if job.wait_for_quota:
                     self._pause_for_quota(reset)
                     continue

@@ -33,9 +33,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .client import Success
-from .errors import Failure, JobError, LockedError, StoreError
+from .errors import JobError, LockedError, StoreError
 from .job import FINGERPRINTED, Job, json_field_spec
+from .outcome import Failure, Success
 from .source import InputFiles
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
