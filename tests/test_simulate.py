@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from zbatch.client import Client
-from zbatch.job import load_job
+from zbatch.job import Job
 from zbatch.outcome import Failure, Scope, Success
 from zbatch.providers import OPENAI, ZAI, Provider
 from zbatch.simulate import SimulatedEndpoint, SimulationSpec, plausible_label
@@ -132,13 +132,13 @@ def test_simulated_faults_are_worded_like_the_provider_and_classified_alike(
 
 
 def test_the_spec_of_a_job_holds_its_rates_labels_fields_and_provider():
-    job = load_job(JOBS / "sentiment.toml", {"simulate_latency": 0.2})
+    job = Job.from_toml(JOBS / "sentiment.toml", simulate_latency=0.2)
     spec = SimulationSpec.from_job(job)
     assert spec.latency == 0.2
     assert spec.choices == SENTIMENT
     assert spec.provider is ZAI
-    extract = SimulationSpec.from_job(load_job(JOBS / "extract_json.toml", {}))
+    extract = SimulationSpec.from_job(Job.from_toml(JOBS / "extract_json.toml"))
     assert extract.json_object
     assert extract.json_fields == (("sentiment", "string"), ("aspects", "json"))
-    local_job = load_job(JOBS / "sentiment.toml", {"base_url": "http://localhost:8080/v1"})
+    local_job = Job.from_toml(JOBS / "sentiment.toml", base_url="http://localhost:8080/v1")
     assert SimulationSpec.from_job(local_job).provider is OPENAI

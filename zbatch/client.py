@@ -8,19 +8,18 @@ decide what to do. What a provider's bodies and codes mean is its profile's busi
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import replace
 from email.utils import parsedate_to_datetime
-from importlib.metadata import PackageNotFoundError, version
 
 import httpx
 
+from . import __version__
 from .errors import JobError, redact
 from .outcome import Failure, Outcome, Scope
 from .providers import Provider
-from .transport import AiohttpTransport, credentials, env_proxy
+from .transport import AiohttpTransport, env_proxy
 
 # The longest wait a Retry-After header can ask for; a larger (or endless) one is a broken
 # header, and the runner caps it further at the row's own deadline.
@@ -51,11 +50,6 @@ class Client:
         provider: Provider,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if credentials(base_url):
-            raise JobError(
-                "base_url holds a user name or password: remove it from the URL (the API key "
-                "goes in the environment variable named by api_key_env)"
-            )
         self.provider = provider
         self._secrets = (api_key,) if api_key else ()
         try:
@@ -68,7 +62,7 @@ class Client:
                 "Accept": "application/json",
                 "Accept-Encoding": "gzip, deflate",
                 "Accept-Language": "en-US,en",
-                "User-Agent": user_agent(),
+                "User-Agent": f"zbatch/{__version__}",
             }
         )
         if api_key:
@@ -129,15 +123,6 @@ class Client:
         if isinstance(exc, httpx.TimeoutException):
             return Failure("timeout", Scope.RETRY, message or "request timed out")
         return Failure("connection", Scope.RETRY, message)
-
-
-@functools.cache
-def user_agent() -> str:
-    """``zbatch/<version>``; zbatch run from a source tree or a zip has no installed version."""
-    try:
-        return f"zbatch/{version('zbatch')}"
-    except PackageNotFoundError:
-        return "zbatch/0+unknown"
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -15,7 +15,7 @@ class Scope(enum.Enum):
     """What a failed attempt means for the run."""
 
     RETRY = "retry"  # transient: back off and try the same row again
-    SLOW_DOWN = "slow_down"  # retry, and lower the concurrency (429 / 1302)
+    SLOW_DOWN = "slow_down"  # retry, and lower the concurrency (429, "too many in flight")
     ROW = "row"  # this row fails for good; log it once
     FATAL = "fatal"  # the account cannot work: stop the whole run
     QUOTA = "quota"  # a quota is used up: stop until it resets

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import httpx
 
-from .job import Job, json_field_spec
+from .job import Job
 from .providers import ZAI, Provider, provider_for
 from .testing import chat_completion, last_user_content, message_text
 
@@ -106,7 +106,7 @@ class SimulationSpec:
             content_filter=job.simulate_content_filter,
             choices=tuple(job.choices),
             json_object=job.response_format == "json_object",
-            json_fields=tuple(json_field_spec(spec) for spec in job.json_fields),
+            json_fields=job.json_fields,
             provider=provider_for(job.base_url),
         )
 

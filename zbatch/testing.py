@@ -5,9 +5,9 @@ The chat-completion answer is built here once, for zbatch's simulated endpoint
 can never disagree on its shape:
 
     answer = chat_completion(
-        {"model": "glm-4.6", "messages": [{"role": "user", "content": "Hi"}]},
+        {"model": "my-model", "messages": [{"role": "user", "content": "Hi"}]},
         "Hello!",
-        model="glm-4.6",
+        model="my-model",
         answer_id="chatcmpl-1",
         request_id="req-1",
     )

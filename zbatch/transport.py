@@ -54,7 +54,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if proxy is not None:
             check_proxy(proxy, "proxy")
         self._proxy = proxy
-        self._proxy_secrets = credentials(proxy)  # aiohttp's proxy errors quote the URL
+        self._proxy_secrets = _credentials(proxy)  # aiohttp's proxy errors quote the URL
         self._ssl = httpx.create_ssl_context()  # certifi, or SSL_CERT_FILE
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
@@ -118,7 +118,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return made
 
 
-def credentials(url: str | None) -> list[str]:
+def _credentials(url: str | None) -> list[str]:
     """The ``user:password`` part of a URL, as written and percent-decoded (read without a URL
     parser, so that even a malformed URL gives up its secrets for redaction)."""
     authority = _AUTHORITY.match(url or "")
