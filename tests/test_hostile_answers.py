@@ -71,20 +71,8 @@ def test_an_answer_without_a_message_is_retried_and_never_an_empty_result(
     always = rows_with("nomessage*", 2, prefix="always")
     inp = write_jsonl(tmp_path / "in.jsonl", once + always)
     out = tmp_path / "out"
-    run_against(
-        server,
-        "-i",
-        str(inp),
-        "-o",
-        str(out),
-        "--max-retries",
-        "2",
-        "--backoff-base",
-        "0.01",
-        "--backoff-cap",
-        "0.05",
-        expect=1,
-    )
+    quick = ("--max-retries", "2", "--backoff-base", "0.01", "--backoff-cap", "0.05")
+    run_against(server, "-i", str(inp), "-o", str(out), *quick, expect=1)
     stored = {r["id"]: r["content"] for r in read_table(out / "results").to_pylist()}
     assert stored == {r["id"]: answer_for([{"role": "user", "content": r["prompt"]}]) for r in once}
     logged = read_table(out / "errors").to_pylist()
