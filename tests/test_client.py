@@ -294,6 +294,15 @@ def test_parse_retry_after_accepts_seconds_and_dates_caps_them_and_ignores_garba
     assert parse_retry_after(value) == expected
 
 
+def test_an_error_that_is_only_a_message_keeps_the_message():
+    outcome = send(reply(404, {"error": "model 'x' not found, try pulling it first"}))
+    assert isinstance(outcome, Failure)
+    assert (outcome.message, outcome.error_code) == (
+        "model 'x' not found, try pulling it first",
+        None,
+    )
+
+
 def test_error_details_of_a_plain_text_body():
     assert ZAI.error_details(b"  upstream timed out \n") == (None, "upstream timed out")
 

@@ -52,7 +52,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # Credentials stay in the URL: aiohttp sends them as Proxy-Authorization (its
         # proxy_headers would reach only an HTTPS proxy's CONNECT, and proxy_auth is deprecated).
         if proxy is not None:
-            check_proxy(proxy, "proxy")
+            _check_proxy(proxy, "proxy")
         self._proxy = proxy
         self._proxy_secrets = _credentials(proxy)  # aiohttp's proxy errors quote the URL
         self._ssl = httpx.create_ssl_context()  # certifi, or SSL_CERT_FILE
@@ -126,14 +126,16 @@ def _credentials(url: str | None) -> list[str]:
     return sorted({userinfo, urllib.parse.unquote(userinfo)} - {""}, key=len, reverse=True)
 
 
-def check_proxy(url: str, setting: str) -> None:
+def _check_proxy(url: str, setting: str) -> None:
     """Refuse a proxy URL aiohttp cannot use, naming ``setting`` but never the URL (it may
     hold a password); aiohttp would fail every request on it, one row at a time."""
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 -- reading it is the check: a port that is not a number raises
-    except ValueError as exc:
+    except ValueError as exc:  # its text may quote the URL's user:password
         problem = str(exc)
+        for secret in _credentials(url):
+            problem = problem.replace(secret, "[redacted]")
     else:
         if parts.scheme not in ("http", "https"):
             problem = f"zbatch supports http:// and https:// proxies, not {parts.scheme}://"
@@ -157,5 +159,5 @@ def env_proxy(url: httpx.URL) -> str | None:
     if not address or urllib.request.proxy_bypass(url.host):
         return None
     address = address if "://" in address else f"http://{address}"
-    check_proxy(address, f"{scheme.upper()}_PROXY")
+    _check_proxy(address, f"{scheme.upper()}_PROXY")
     return address

@@ -107,6 +107,8 @@ def _error_of(data: Any) -> ErrorObject | None:
         return ErrorObject(_code(code), text(error.get("message")) or "")
     if "code" in data:
         return ErrorObject(_code(data["code"]), text(data.get("msg") or data.get("message")) or "")
+    if isinstance(error, str):  # e.g. Ollama's {"error": "model not found"}
+        return ErrorObject(None, text(error) or "")
     return None
 
 
