@@ -57,19 +57,19 @@ def read_answer(
     content = _content(message)
     if content is None:
         return _invalid("a 200 answer without content", raw)
-    usage = _Usage.read(data.get("usage"))
+    prompt, completion, total, cached, malformed = _usage(data.get("usage"))
     return Success(
         content=content,
         reasoning_content=text(message.get("reasoning_content")),
         finish_reason=finish_reason,
         model=text(data.get("model")),
-        prompt_tokens=usage.prompt,
-        completion_tokens=usage.completion,
-        total_tokens=usage.total,
-        cached_tokens=usage.cached,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        cached_tokens=cached,
         request_id=text(data.get("request_id")) or text(data.get("id")),
         latency_ms=latency_ms,
-        usage_malformed=usage.malformed,
+        usage_malformed=malformed,
     )
 
 
@@ -83,8 +83,10 @@ def error_details(raw: bytes) -> tuple[str | None, str]:
 
 def text(value: Any) -> str | None:
     """A string field as a string a result file can hold: numbers as text, others None."""
-    if isinstance(value, str):
+    if type(value) is str:  # first: this runs for several fields of every answer
         return value if value.isascii() else _storable(value)
+    if value is None:
+        return None
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return str(value)
     return None
@@ -134,42 +136,30 @@ def _content(message: dict[str, Any]) -> str | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class _Usage:
-    prompt: int | None = None
-    completion: int | None = None
-    total: int | None = None
-    cached: int | None = None
-    malformed: bool = False
-
-    @classmethod
-    def read(cls, usage: Any) -> _Usage:
-        if usage is None:
-            return cls()
-        if not isinstance(usage, dict):
-            return cls(malformed=True)
-        details = usage.get("prompt_tokens_details")
-        odd_details = details is not None and not isinstance(details, dict)
-        if not isinstance(details, dict):
-            details = {}
-        given = (
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-            usage.get("total_tokens"),
-            details.get("cached_tokens"),
-        )
-        prompt, completion, total, cached = fitted = [_tokens(value) for value in given]
-        dropped = any(v is not None and f is None for v, f in zip(given, fitted, strict=True))
-        return cls(prompt, completion, total, cached, malformed=odd_details or dropped)
+def _usage(usage: Any) -> tuple[int | None, int | None, int | None, int | None, bool]:
+    """(prompt, completion, total, cached) token counts, and whether any given was unusable."""
+    if usage is None:
+        return None, None, None, None, False
+    if not isinstance(usage, dict):
+        return None, None, None, None, True
+    details = usage.get("prompt_tokens_details")
+    odd_details = details is not None and not isinstance(details, dict)
+    given = (
+        usage.get("prompt_tokens"),
+        usage.get("completion_tokens"),
+        usage.get("total_tokens"),
+        details.get("cached_tokens") if isinstance(details, dict) else None,
+    )
+    prompt, completion, total, cached = fitted = [_tokens(value) for value in given]
+    dropped = any(v is not None and f is None for v, f in zip(given, fitted, strict=True))
+    return prompt, completion, total, cached, odd_details or dropped
 
 
 def _tokens(value: Any) -> int | None:
     """A token count, or None when it is not a plausible one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float) and value.is_integer():
+    if type(value) is float and value.is_integer():
         value = int(value)
-    if isinstance(value, int) and 0 <= value <= MAX_TOKENS:
+    if type(value) is int and 0 <= value <= MAX_TOKENS:  # not a bool: type(True) is bool
         return value
     return None
 
