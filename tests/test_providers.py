@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from zbatch.errors import JobError
+from zbatch.job import Job
 from zbatch.outcome import Failure, Scope
 from zbatch.providers import OPENAI, ZAI, provider_for
 
@@ -186,11 +187,9 @@ def test_openai_codes_a_status_would_misread_are_fatal(code):
     """OpenAI's "no credits left" arrives as a 429, which alone would mean "slow down"."""
     failure = OPENAI.classify(429 if code == "insufficient_quota" else 401, code, "m")
     assert failure.scope is Scope.FATAL
-    assert "run the same command to resume" in OPENAI.fatal_hint(failure)
-
-
-def test_openai_quota_message_credits_hint():
-    assert "add credits" in OPENAI.fatal_hint(OPENAI.classify(429, "insufficient_quota", "m"))
+    hint = OPENAI.fatal_hint(failure)
+    assert ("add credits" if code == "insufficient_quota" else "API key") in hint
+    assert "run the same command to resume" in hint
 
 
 def test_the_endpoint_hint_names_the_chat_path_of_the_provider():
@@ -255,6 +254,21 @@ def test_z_ai_prices_are_in_its_table_and_openai_compatible_servers_have_none():
     assert dict(OPENAI.prices) == {}
 
 
-def test_a_failure_value_is_not_an_exception():
-    assert not isinstance(ZAI.classify(500, None, "m"), Exception)
-    assert isinstance(ZAI.classify(500, None, "m"), Failure)
+def test_a_job_chooses_its_profile_by_endpoint_provider_or_its_base_url(tmp_path):
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(
+        '[input]\npath = "in.jsonl"\n[output]\ndir = "out"\n'
+        '[endpoint]\nbase_url = "https://gateway.example/api/paas/v4"\nprovider = "openai"\n',
+        encoding="utf-8",
+    )
+    assert Job.from_toml(job_file).profile is OPENAI
+    job_file.write_text(job_file.read_text(encoding="utf-8").replace("provider", "# provider"))
+    assert Job.from_toml(job_file).profile is ZAI  # by its /paas/v4 path
+    local = Job(input_path="in.jsonl", output_dir="out", base_url="http://localhost:8080/v1")
+    assert local.profile is OPENAI
+    assert Job(input_path="in.jsonl", output_dir="out").profile is ZAI
+
+
+def test_a_job_with_a_provider_zbatch_has_no_profile_for_is_refused():
+    with pytest.raises(JobError, match=r"endpoint\.provider must be 'zai' or 'openai'"):
+        Job(input_path="in.jsonl", output_dir="out", provider="anthropic")

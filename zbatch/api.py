@@ -33,7 +33,6 @@ from .job import Job
 from .pipeline import RowPipeline
 from .pricing import price_for
 from .progress import NullProgress, Progress
-from .providers import provider_for
 from .report import FailureGroup, Status, failure_groups, read_status
 from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
@@ -94,7 +93,7 @@ async def arun(
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
-    provider = provider_for(job.base_url)
+    provider = job.profile
     if job.simulate:
         transport = SimulatedEndpoint(SimulationSpec.from_job(job))
     elif key is None and transport is None and job.base_url == provider.default_base_url:

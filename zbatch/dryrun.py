@@ -16,7 +16,6 @@ from .errors import JobError
 from .job import Job
 from .pipeline import Row, RowPipeline
 from .pricing import cost, price_for
-from .providers import provider_for
 from .schema import result_schema
 from .source import count_rows, open_input
 from .stats import Stats
@@ -40,8 +39,7 @@ class Plan:
 
     @property
     def cost(self) -> float | None:
-        prices = provider_for(self.job.base_url).prices
-        price = price_for(self.job.effective_model, self.job.prices, prices)
+        price = price_for(self.job.effective_model, self.job.prices, self.job.profile.prices)
         return cost(price, self.prompt_tokens, 0, self.completion_tokens)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import JobError
-from .providers import ZAI
+from .providers import ZAI, Provider, provider_for
 
 # Z.AI's, the provider zbatch is built for (a profile of its own for OpenAI-compatible servers).
 DEFAULT_MODEL = ZAI.default_model
@@ -60,6 +60,7 @@ class Job:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # [endpoint]
     base_url: str = DEFAULT_BASE_URL
+    provider: str | None = None  # "zai" | "openai"; None: the one base_url points at
     api_key_env: str = "ZAI_API_KEY"
     timeout: float = 120.0
     # [limits]
@@ -107,6 +108,12 @@ class Job:
         from .jobfile import load_job
 
         return load_job(path, overrides)
+
+    @property
+    def profile(self) -> Provider:
+        """The provider's profile (error codes, hints, prices): endpoint.provider, else the
+        one base_url points at."""
+        return provider_for(self.base_url, self.provider)
 
     @property
     def effective_model(self) -> str:
@@ -264,6 +271,7 @@ def _check(job: Job) -> None:
         if not 0 <= getattr(job, name) <= 1:
             raise fail(name, "must be a fraction between 0 and 1")
     _check_base_url(job.base_url)
+    provider_for(job.base_url, job.provider)  # refuses a provider it has no profile for
     if job.response_format not in (None, "json_object", "text"):
         raise fail("response_format", 'must be "json_object" or "text"')
     if job.json_fields and job.response_format != "json_object":

@@ -86,7 +86,7 @@ def read_status(outdir: OutputDir) -> Status:
     except JobError:
         input_rows = None
     model = settings.get("model") or DEFAULT_MODEL
-    table = provider_for(settings["base_url"]).prices
+    table = provider_for(settings["base_url"], settings.get("provider")).prices
     price = price_for(model, settings.get("prices") or {}, table)
     spent = cost(price, tokens.prompt, tokens.cached, tokens.completion)
     summary = outdir.read_summary()

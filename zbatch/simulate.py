@@ -23,7 +23,7 @@ import anyio
 import httpx
 
 from .job import Job
-from .providers import ZAI, Provider, provider_for
+from .providers import ZAI, Provider
 from .testing import chat_completion, last_user_content, message_text
 
 # Words that suggest a sentiment label; every label also suggests itself when the prompt
@@ -107,7 +107,7 @@ class SimulationSpec:
             choices=tuple(job.choices),
             json_object=job.response_format == "json_object",
             json_fields=job.json_fields,
-            provider=provider_for(job.base_url),
+            provider=job.profile,
         )
 
 

@@ -27,11 +27,11 @@ def provider_for(base_url: str, name: str | None = None) -> Provider:
             return PROVIDERS[name]
         except KeyError:
             choices = " or ".join(repr(known) for known in PROVIDERS)
-            raise JobError(f"provider must be {choices}, not {name!r}") from None
+            raise JobError(f"endpoint.provider must be {choices}, not {name!r}") from None
     try:
         parts = urllib.parse.urlsplit(base_url)
     except ValueError as exc:  # e.g. an unclosed IPv6 bracket
-        raise JobError(f"base_url is not a usable URL ({exc}): fix it in the job") from None
+        raise JobError(f"endpoint.base_url is not a URL ({exc})") from None
     host = (parts.hostname or "").rstrip(".")
     if any(host == zone or host.endswith("." + zone) for zone in _ZAI_HOSTS):
         return ZAI
