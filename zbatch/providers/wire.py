@@ -151,7 +151,8 @@ def _usage(usage: Any) -> tuple[int | None, int | None, int | None, int | None, 
         details.get("cached_tokens") if isinstance(details, dict) else None,
     )
     prompt, completion, total, cached = fitted = [_tokens(value) for value in given]
-    dropped = any(v is not None and f is None for v, f in zip(given, fitted, strict=True))
+    # _tokens keeps None as None, so any other None it returned is a count it dropped.
+    dropped = fitted.count(None) != given.count(None)
     return prompt, completion, total, cached, odd_details or dropped
 
 
