@@ -51,7 +51,7 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.provider = provider
-        self._secrets = (api_key,) if api_key else ()
+        self._api_key = api_key or ""
         try:
             self._url = httpx.URL(base_url.rstrip("/") + provider.chat_path)
         except httpx.InvalidURL as exc:
@@ -100,18 +100,16 @@ class Client:
             return self._error(response, raw)
         outcome = self.provider.parse_answer(raw, latency_ms)
         if isinstance(outcome, Failure):  # its message may quote the body
-            return replace(outcome, message=redact(outcome.message, *self._secrets))
+            return replace(outcome, message=redact(outcome.message, self._api_key))
         return outcome
 
     def _scrub(self, raw: bytes) -> bytes:
         """The body with the whole key replaced, so no truncation can leave a prefix of it."""
-        for secret in self._secrets:
-            raw = raw.replace(secret.encode(), b"[redacted]")
-        return raw
+        return raw.replace(self._api_key.encode(), b"[redacted]") if self._api_key else raw
 
     def _error(self, response: httpx.Response, raw: bytes) -> Failure:
         code, message = self.provider.error_details(raw)
-        message = redact(message or response.reason_phrase or "", *self._secrets)
+        message = redact(message or response.reason_phrase or "", self._api_key)
         failure = self.provider.classify(response.status_code, code, message)
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         if retry_after is None:
@@ -119,7 +117,7 @@ class Client:
         return replace(failure, retry_after=retry_after)
 
     def _transport_failure(self, exc: httpx.TransportError) -> Failure:
-        message = redact(f"{type(exc).__name__}: {exc}", *self._secrets)
+        message = redact(f"{type(exc).__name__}: {exc}", self._api_key)
         if isinstance(exc, httpx.TimeoutException):
             return Failure("timeout", Scope.RETRY, message or "request timed out")
         return Failure("connection", Scope.RETRY, message)
