@@ -194,6 +194,13 @@ def test_an_answer_without_content_is_a_retryable_invalid_response(choice):
     )
 
 
+def test_a_refusal_without_content_fails_the_row_without_retrying():
+    outcome = parse(body(message={"role": "assistant", "content": None, "refusal": "I can't."}))
+    assert isinstance(outcome, Failure)
+    assert (outcome.error_type, outcome.scope) == ("content_filter", Scope.ROW)
+    assert outcome.message == "the model refused: I can't."
+
+
 def test_a_tool_call_without_content_keeps_the_call_as_the_answer():
     calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
     outcome = parse(body(message={"role": "assistant", "content": None, "tool_calls": calls}))

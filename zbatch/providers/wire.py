@@ -56,6 +56,9 @@ def read_answer(
         return _invalid("a 200 answer without a message", raw)
     content = _content(message)
     if content is None:
+        refusal = text(message.get("refusal"))  # OpenAI's way of declining: asking again won't help
+        if refusal:
+            return Failure("content_filter", Scope.ROW, f"the model refused: {refusal}", 200)
         return _invalid("a 200 answer without content", raw)
     prompt, completion, total, cached, malformed = _usage(data.get("usage"))
     return Success(
