@@ -37,7 +37,12 @@ SECTIONS: dict[str, dict[str, str]] = {
         "json_fields": "json_fields",
         "extra": "extra",
     },
-    "endpoint": {"base_url": "base_url", "api_key_env": "api_key_env", "timeout": "timeout"},
+    "endpoint": {
+        "base_url": "base_url",
+        "provider": "provider",
+        "api_key_env": "api_key_env",
+        "timeout": "timeout",
+    },
     "limits": {
         "concurrency": "concurrency",
         "rpm": "rpm",

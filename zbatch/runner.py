@@ -22,22 +22,19 @@ from collections.abc import Iterator
 
 import anyio
 
-from .client import Client, Success
+from .client import Client
 from .dedupe import SharedAnswers, deterministic
 from .errors import (
-    Failure,
     FatalApiError,
     Interrupted,
     JobError,
     QuotaReached,
-    Scope,
     StoreError,
     ZbatchError,
-    fatal_hint,
-    quota_reset,
 )
 from .job import Job
 from .limits import AdaptiveLimit, Backoff, Pacer, QuotaPause
+from .outcome import Failure, Scope, Success
 from .pipeline import RowPipeline, Work, commit
 from .progress import Progress
 from .store import PartWriter
@@ -221,7 +218,8 @@ class Runner:
             if failure.scope is Scope.FATAL:
                 pipeline.fail(work.id, failure, attempts, retryable=True)
                 code = failure.error_code or failure.status_code
-                self.stop(FatalApiError(f"{failure.message} ({code}); {fatal_hint(failure)}"))
+                hint = self.client.provider.fatal_hint(failure)
+                self.stop(FatalApiError(f"{failure.message} ({code}); {hint}"))
                 return
             if failure.scope is Scope.QUOTA:
                 if not self._on_quota(work, failure, attempts):
@@ -242,7 +240,7 @@ class Runner:
 
     def _on_quota(self, work: Work, failure: Failure, attempts: int) -> bool:
         """A quota answer: pause everything (--wait-for-quota; True: try again) or stop."""
-        reset = quota_reset(failure.message)
+        reset = self.client.provider.quota_reset(failure.message)
         if self.job.wait_for_quota and self._pause_for_quota(reset):
             return True
         self.pipeline.fail(work.id, failure, attempts, retryable=True)
