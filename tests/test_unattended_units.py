@@ -9,8 +9,8 @@ from typing import cast
 import pytest
 
 from zbatch.budget import Budget, Spend
-from zbatch.errors import Failure, Scope
 from zbatch.health import DownDetector, FirstRows, Held, Latencies
+from zbatch.outcome import Failure, Scope
 from zbatch.pricing import Price
 from zbatch.store import OutputDir, Storage
 from zbatch.store.journal import _frame, read_frames

@@ -30,7 +30,7 @@ from .budget import Budget
 from .client import Client
 from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
-from .job import DEFAULT_BASE_URL, Job
+from .job import Job
 from .pipeline import RowPipeline
 from .pricing import price_for
 from .progress import NullProgress, Progress
@@ -39,7 +39,7 @@ from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
 from .runner import Runner
 from .schema import ERROR_SCHEMA, infer_type, result_schema
-from .simulate import SimulatedEndpoint
+from .simulate import SimulatedEndpoint, SimulationSpec
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir
@@ -95,14 +95,16 @@ async def arun(
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
+    provider = job.profile
     if job.simulate:
-        transport = SimulatedEndpoint(job)
-    elif key is None and transport is None and job.base_url == DEFAULT_BASE_URL:
+        transport = SimulatedEndpoint(SimulationSpec.from_job(job))
+    elif key is None and transport is None and job.base_url == provider.default_base_url:
         raise JobError(
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
         )
-    if job.max_cost is not None and price_for(job.effective_model, job.prices) is None:
+    price = price_for(job.effective_model, job.prices, provider.prices)
+    if job.max_cost is not None and price is None:
         raise JobError(
             f"limits.max_cost needs a price for model {job.effective_model}: add it to [prices], "
             f'e.g. "{job.effective_model}" = {{ input = 0.6, output = 2.2 }}'
@@ -120,7 +122,6 @@ async def arun(
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
         journal = session.journal({RESULTS: results, ERRORS: errors}, enabled=job.journal)
-        price = price_for(job.effective_model, job.prices)
         # Other shards' spend counts as of now: a shard's budget check sees its own live.
         spent = outdir.total_spend()
         budget = Budget(limit=job.max_cost, price=price, spent=0.0 if spent is None else spent.usd)
@@ -160,6 +161,7 @@ async def arun(
                 api_key=key,
                 timeout=job.timeout,
                 max_connections=job.concurrency,
+                provider=provider,
                 transport=transport,
             )
             runner = Runner(
@@ -265,7 +267,9 @@ def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
 
 
 def compact(outdir: str | os.PathLike[str]) -> list[Compacted]:
-    """Merge each table's small part files into one (the merged part is committed first)."""
+    """Merge each table's part files into one, under every shard's lock. A reader of the
+    folder never sees an id twice; for a moment between the old parts going and the merged
+    part arriving it may see fewer rows (a crash there is finished by the next command)."""
     target = OutputDir(str(outdir))
     target.read_job()  # a folder that is not an OUTDIR is refused, and left as it was
     return [Compacted(*row) for row in target.compact()]

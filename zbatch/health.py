@@ -14,8 +14,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from .errors import Failure, Scope
 from .limits import Clock
+from .outcome import Failure, Scope
 
 # The failures that say "nothing is answering": no connection, no answer in time, or a 5xx.
 _DOWN_TYPES = frozenset({"connection", "timeout"})

@@ -37,7 +37,12 @@ SECTIONS: dict[str, dict[str, str]] = {
         "json_fields": "json_fields",
         "extra": "extra",
     },
-    "endpoint": {"base_url": "base_url", "api_key_env": "api_key_env", "timeout": "timeout"},
+    "endpoint": {
+        "base_url": "base_url",
+        "provider": "provider",
+        "api_key_env": "api_key_env",
+        "timeout": "timeout",
+    },
     "limits": {
         "concurrency": "concurrency",
         "rpm": "rpm",
@@ -50,6 +55,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "down_after": "down_after",
         "max_cost": "max_cost",
         "hedge": "hedge",
+        "quota_wait_seconds": "quota_wait_seconds",
     },
     "labels": {"choices": "choices", "retries": "label_retries", "gold_column": "gold_column"},
     "output": {
