@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import signal
 import subprocess
 import sys
@@ -14,7 +15,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import read_table, run_against, start_zbatch, wait_for, write_jsonl, zbatch_env
+from conftest import (
+    ZBATCH,
+    read_table,
+    run_against,
+    start_zbatch,
+    wait_for,
+    write_jsonl,
+    zbatch_env,
+)
 from zai_server import ZaiServer, answer_for
 
 CONCURRENCY = 8
@@ -165,4 +174,36 @@ def test_no_journal_writes_no_journal_and_still_keeps_the_spend_ledger(tmp_path:
         answers = srv.stats()["successes"]
     assert not (out / "journal").exists()
     assert json.loads((out / "spend.json").read_text())["answers"] == answers == 36
+    assert_exactly_once(out, rows)
+
+
+def test_a_journal_that_cannot_be_written_stops_with_exit_74_naming_it(tmp_path: Path) -> None:
+    """A real kernel write failure (RLIMIT_FSIZE -> EFBIG) on the journal: exit 74 and one
+    line naming the journal; without the limit, the same command settles every row once."""
+    rows = journal_rows(400)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # stays ignored across exec
+        resource.setrlimit(resource.RLIMIT_FSIZE, (12_000, 12_000))
+
+    with ZaiServer() as srv:
+        args = ["run", "-i", str(inp), "-o", str(out), "--base-url", srv.base_url]
+        failed = subprocess.run(
+            [ZBATCH, *args],
+            env=zbatch_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            preexec_fn=small_files,
+        )
+        assert failed.returncode == 74, failed.stderr
+        message = failed.stderr.strip().splitlines()[-1]
+        assert "could not write the answer journal" in message, message
+        assert "File too large" in message and "run the same command" in message
+        assert "Traceback" not in failed.stderr
+
+        run_against(srv, "-i", str(inp), "-o", str(out), expect=1)
     assert_exactly_once(out, rows)
