@@ -1,0 +1,97 @@
+"""Locations that are URLs: s3://, gs:// (object storage, through fsspec) and file://.
+
+Object storage is reached through fsspec's s3fs / gcsfs (the extras ``zbatch[s3]`` and
+``zbatch[gcs]``), which take their endpoint and credentials from each library's usual
+environment and config files (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``~/.aws``,
+``GOOGLE_APPLICATION_CREDENTIALS``, ...); zbatch never passes or stores any. Why fsspec and not
+``pyarrow.fs``: only fsspec writes create-only (S3 ``If-None-Match: *``, GCS
+``ifGenerationMatch=0``), see docs/performance.md "Object storage".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from .errors import JobError, redact
+
+# scheme -> (the fsspec implementation's module, the zbatch extra that installs it)
+BACKENDS = {"s3": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs")}
+# Environment variables whose values must never reach a message.
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@\"']*@")
+
+
+def scheme(location: str) -> str | None:
+    """The URL scheme of a location ("s3", "gs", "file"), or None for a plain local path."""
+    head, sep, _ = location.partition("://")
+    return head.lower() if sep and re.fullmatch(r"[a-zA-Z][a-zA-Z0-9+.-]*", head) else None
+
+
+def is_remote(location: str) -> bool:
+    """True for a location in object storage (s3://, gs://)."""
+    return scheme(location) in BACKENDS
+
+
+def local_path(location: str) -> str:
+    """A local location as a path: file:///x -> /x; a plain path unchanged."""
+    return location.removeprefix("file://") if scheme(location) == "file" else location
+
+
+def check_scheme(location: str, what: str) -> None:
+    """JobError for a URL scheme zbatch cannot read or write."""
+    kind = scheme(location)
+    if kind is not None and kind != "file" and kind not in BACKENDS:
+        raise JobError(
+            f"{what} {safe(location)}: {kind}:// is not supported; use a local path, "
+            "file://, s3:// or gs://"
+        )
+
+
+def bucket_path(url: str) -> str:
+    """The path fsspec uses for a URL: "s3://bucket/a/b/" -> "bucket/a/b"."""
+    return url.partition("://")[2].strip("/")
+
+
+def filesystem(url: str) -> Any:
+    """The fsspec filesystem for an s3:// or gs:// URL; JobError naming the extra if missing.
+
+    Listings are never cached: a listing must show parts another run committed a moment ago.
+    The instance is fsspec's, shared in this process (fsspec makes a new one after a fork).
+    """
+    module, extra = BACKENDS[scheme(url) or ""]
+    try:
+        imported = __import__(module)
+    except ImportError:
+        raise JobError(
+            f"{safe(url)} needs the {extra} extra: pip install 'zbatch[{extra}]'"
+        ) from None
+    name = "S3FileSystem" if module == "s3fs" else "GCSFileSystem"
+    return getattr(imported, name)(use_listings_cache=False)
+
+
+def safe(text: str) -> str:
+    """``text`` without credentials: no URL userinfo, no credential values from the environment.
+
+    For every message that may quote a backend's error (which can hold the endpoint URL).
+    """
+    text = _USERINFO.sub(r"\1", text)
+    return redact(text, *(os.environ.get(name, "") for name in _SECRET_ENV))
+
+
+def access_error(url: str, what: str, exc: Exception) -> JobError:
+    """The one message for a location that cannot be used: missing, no permission, unreachable."""
+    why = safe(str(exc))
+    if isinstance(exc, PermissionError):
+        return JobError(
+            f"{what} {safe(url)}: no permission ({why}); check the credentials in the "
+            "environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS) "
+            "and the bucket's policy"
+        )
+    if isinstance(exc, FileNotFoundError):
+        return JobError(f"{what} {safe(url)} does not exist ({why})")
+    return JobError(
+        f"{what} {safe(url)} cannot be reached ({why}); check the endpoint "
+        "(AWS_ENDPOINT_URL) and the network"
+    )
