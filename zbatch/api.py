@@ -17,7 +17,6 @@ import concurrent.futures
 import functools
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import httpx
@@ -226,7 +225,7 @@ def export(
     outdir: str | os.PathLike[str], path: str | os.PathLike[str], *, with_input: bool = False
 ) -> int:
     """Write the final outcome of every id to .parquet, .jsonl or .csv; returns the row count."""
-    return export_outcomes(OutputDir(str(outdir)), Path(path), with_input=with_input)
+    return export_outcomes(OutputDir(str(outdir)), str(path), with_input=with_input)
 
 
 def read_results(outdir: str | os.PathLike[str]) -> pa.Table:

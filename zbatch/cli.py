@@ -15,6 +15,7 @@ from . import __version__
 from .errors import ZbatchError
 from .job import DEFAULT_MODEL, Job
 from .jobfile import default_of, load_job
+from .urls import is_remote
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("zbatch")
@@ -241,8 +242,15 @@ def _print_plan(job: Job, *, retry_failed: bool) -> None:
     click.echo(format_plan(api.plan(job, retry_failed=retry_failed)))
 
 
+def _outdir(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An OUTDIR: a local folder that must exist, or an s3:// / gs:// URL (checked on use)."""
+    if is_remote(value):
+        return value
+    return str(click.Path(file_okay=False, exists=True).convert(value, param, ctx))
+
+
 @cli.command()
-@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@click.argument("outdir", callback=_outdir)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @_reports_errors
 def status(outdir: str, as_json: bool) -> None:
@@ -258,7 +266,7 @@ def status(outdir: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@click.argument("outdir", callback=_outdir)
 @click.option(
     "--output",
     "-o",
@@ -278,7 +286,7 @@ def export(outdir: str, output: str, with_input: bool) -> None:
 
 
 @cli.command()
-@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@click.argument("outdir", callback=_outdir)
 @_reports_errors
 def compact(outdir: str) -> None:
     """Merge small part files into larger ones (the merged part is committed first)."""

@@ -6,7 +6,7 @@ A row that cannot be read (bad JSON, bad UTF-8, a huge line) is yielded with a
 raises :class:`JobError` from :func:`open_input` before anything is sent.
 
 The input may be a local path, a file:// URL, or an s3:// / gs:// URL (a file, a folder of
-files, or a glob); files in object storage are streamed in blocks of ``REMOTE_BLOCK_BYTES``
+files, or a glob); files in object storage are streamed in blocks of ``urls.BLOCK_BYTES``
 through fsspec (see :mod:`zbatch.urls`), Parquet one row group at a time as locally.
 """
 
@@ -38,9 +38,6 @@ PARQUET_BATCH_ROWS = 4096
 JSONL_BLOCK_LINES = 4096
 # What reading a damaged file raises: a truncated or corrupt gzip, a bad Parquet page, EIO.
 READ_ERRORS = (OSError, EOFError, zlib.error, pa.ArrowException)
-# Read-ahead of a file in object storage: few requests, and a bounded buffer per open file
-# (fsspec's default block is 50 MB).
-REMOTE_BLOCK_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +55,7 @@ class RemoteFile:
         return self.url
 
     def open(self, mode: str = "rb") -> IO[bytes]:
-        handle = self.fs.open(urls.bucket_path(self.url), mode, block_size=REMOTE_BLOCK_BYTES)
+        handle = self.fs.open(urls.bucket_path(self.url), mode)
         return io.BufferedReader(handle)  # for readline(limit), which fsspec's file lacks
 
 

@@ -18,6 +18,9 @@ from .errors import JobError, redact
 
 # scheme -> (the fsspec implementation's module, the zbatch extra that installs it)
 BACKENDS = {"s3": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs")}
+# Reads fetch, and writes upload (multipart above it), blocks of this size: few requests,
+# and a bounded buffer per open file (s3fs's default is 50 MB; gcsfs's is 5 MB already).
+BLOCK_BYTES = 8 * 1024 * 1024
 # Environment variables whose values must never reach a message.
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@\"']*@")
@@ -67,8 +70,9 @@ def filesystem(url: str) -> Any:
         raise JobError(
             f"{safe(url)} needs the {extra} extra: pip install 'zbatch[{extra}]'"
         ) from None
-    name = "S3FileSystem" if module == "s3fs" else "GCSFileSystem"
-    return getattr(imported, name)(use_listings_cache=False)
+    if module == "s3fs":
+        return imported.S3FileSystem(use_listings_cache=False, default_block_size=BLOCK_BYTES)
+    return imported.GCSFileSystem(use_listings_cache=False)
 
 
 def safe(text: str) -> str:
