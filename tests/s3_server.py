@@ -31,11 +31,18 @@ class S3:
     endpoint: str
     bucket: str
     env: dict[str, str]
+    _fs: Any = None
 
     def url(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key}"
 
     def fs(self) -> Any:
+        """A client of the test's own (made once: making one takes a good part of a second)."""
+        if self._fs is None:
+            self._fs = self._client()
+        return self._fs
+
+    def _client(self) -> Any:
         import s3fs
 
         return s3fs.S3FileSystem(

@@ -61,7 +61,8 @@ def filesystem(url: str) -> Any:
     """The fsspec filesystem for an s3:// or gs:// URL; JobError naming the extra if missing.
 
     Listings are never cached: a listing must show parts another run committed a moment ago.
-    The instance is fsspec's, shared in this process (fsspec makes a new one after a fork).
+    Nor is the instance: it reads the environment when made, and a library user may change
+    the endpoint or credentials between two jobs.
     """
     module, extra = BACKENDS[scheme(url) or ""]
     try:
@@ -71,8 +72,23 @@ def filesystem(url: str) -> Any:
             f"{safe(url)} needs the {extra} extra: pip install 'zbatch[{extra}]'"
         ) from None
     if module == "s3fs":
-        return imported.S3FileSystem(use_listings_cache=False, default_block_size=BLOCK_BYTES)
-    return imported.GCSFileSystem(use_listings_cache=False)
+        return imported.S3FileSystem(
+            use_listings_cache=False, skip_instance_cache=True, default_block_size=BLOCK_BYTES
+        )
+    return imported.GCSFileSystem(use_listings_cache=False, skip_instance_cache=True)
+
+
+def backend_errors(fs: Any) -> tuple[type[Exception], ...]:
+    """What a filesystem's calls raise when the store fails: OSError (fsspec maps most errors
+    to it) and the client library's own errors (e.g. botocore's connection errors)."""
+    if type(fs).__module__.startswith("s3fs"):
+        from botocore.exceptions import BotoCoreError
+
+        return (OSError, BotoCoreError)
+    from gcsfs.retry import HttpError
+    from google.auth.exceptions import GoogleAuthError
+
+    return (OSError, HttpError, GoogleAuthError)
 
 
 def safe(text: str) -> str:

@@ -55,6 +55,7 @@ class ObjectStorage:
         self.location = urls.safe(url.rstrip("/"))
         self.lease_seconds = lease_seconds
         self._fs = urls.filesystem(url)
+        self._failures = urls.backend_errors(self._fs)
         self._root = urls.bucket_path(url)
         bucket = self._root.partition("/")[0]
         try:  # a missing bucket or no permission is a job error, before anything is sent
@@ -76,9 +77,9 @@ class ObjectStorage:
         zbatch's own errors pass."""
         try:
             yield
-        except (FileExistsError, ZbatchError):
+        except FileExistsError:
             raise
-        except Exception as exc:
+        except self._failures as exc:
             raise StoreError(
                 f"could not use {self.location}/{name}: "
                 f"{urls.safe(str(exc) or type(exc).__name__)}. Parts committed earlier are "
@@ -111,6 +112,9 @@ class ObjectStorage:
         handle = self._fs.open(self._key(name), mode)
         try:
             write(handle)
+            if mode == "xb" and not handle.tell():
+                # fsspec commits an empty file by a plain "touch", which would overwrite
+                raise ValueError(f"{name}: a create-only object must not be empty")
         except BaseException:
             handle.discard()  # aborts a multipart upload: nothing appears
             handle.closed = True  # or closing it (even by the GC) would commit the half
@@ -207,7 +211,7 @@ class Lease(contextlib.AbstractContextManager[None]):
             raise self._locked(current)
         previous = str(current.get("token", "unreadable"))
         try:  # one create-only marker per expired lease: only one run takes it over
-            storage.create(f"{LEASES}/{name}.{previous}", _writer(b""))
+            storage.create(f"{LEASES}/{name}.{previous}", _writer(self._token.encode()))
         except FileExistsError:
             raise self._locked(self._read()) from None
         storage.write_bytes(name, self._record())
