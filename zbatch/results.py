@@ -18,7 +18,8 @@ from .source import open_input
 from .store import ERRORS, RESULTS, OutputDir, Parts, open_storage, write_batches
 from .urls import is_remote, local_path
 
-STATUS = pa.field("status", pa.string())  # ok, failed, failed_retryable (pending: --with-input)
+STATUS = pa.field("status", pa.string())
+SIMULATED = b"zbatch.simulated"  # ok, failed, failed_retryable (pending: --with-input)
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,12 @@ class Outcomes:
     then read a batch at a time, so exporting a million results holds one batch of them.
     """
 
-    schema: pa.Schema
+    schema: pa.Schema  # with metadata {"zbatch.simulated": "true"} for --simulate answers
     batches: Iterator[pa.RecordBatch]
+
+    @property
+    def simulated(self) -> bool:
+        return (self.schema.metadata or {}).get(SIMULATED) == b"true"
 
 
 def final_outcomes(outdir: OutputDir) -> Outcomes:
@@ -53,6 +58,8 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
     schema = pa.unify_schemas(
         [results.schema.append(STATUS), errors.schema.append(STATUS)], promote_options="default"
     )
+    if (outdir.read_job_if_any() or {}).get("settings", {}).get("simulate"):
+        schema = schema.with_metadata({SIMULATED: b"true"})
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in _kept(results, keep_results):
@@ -98,8 +105,8 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def export_outcomes(outdir: OutputDir, target: str, *, with_input: bool) -> int:
-    """Write the final outcome per id to .parquet, .jsonl or .csv; returns the row count.
+def export_outcomes(outdir: OutputDir, target: str, *, with_input: bool) -> Exported:
+    """Write the final outcome per id to .parquet, .jsonl or .csv.
 
     ``target`` is a local path or a URL (file://, s3://, gs://). Written a batch at a time;
     ``with_input`` joins the whole input in memory first.
@@ -112,6 +119,7 @@ def export_outcomes(outdir: OutputDir, target: str, *, with_input: bool) -> int:
     if with_input:
         table = pa.Table.from_batches(outcomes.batches, outcomes.schema)
         table = _join_input(table, outdir.read_job()["settings"])
+        table = table.replace_schema_metadata(outcomes.schema.metadata)
         outcomes = Outcomes(table.schema, iter(table.to_batches()))
     written = 0
 
@@ -125,9 +133,19 @@ def export_outcomes(outdir: OutputDir, target: str, *, with_input: bool) -> int:
     if not is_remote(target) and Path(local_path(target)).is_dir():
         raise JobError(f"cannot export to {target}: it is a folder; name a file")
     open_storage(folder if "/" in target else ".").write_file(
-        name, lambda handle: write(outcomes.schema, counted(outcomes.batches), handle)
+        name,
+        lambda handle: write(outcomes.schema, counted(outcomes.batches), handle),
+        outdir=False,
     )
-    return written
+    return Exported(written, outcomes.simulated)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote."""
+
+    rows: int
+    simulated: bool  # the answers came from --simulate, not a model
 
 
 def _write_csv(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:

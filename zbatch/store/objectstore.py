@@ -72,19 +72,23 @@ class ObjectStorage:
         return f"{self._root}/{name}" if name else self._root
 
     @contextlib.contextmanager
-    def _errors(self, name: str) -> Iterator[None]:
+    def _errors(self, name: str, *, outdir: bool = True) -> Iterator[None]:
         """A backend's error as a StoreError (exit 74) naming the object; FileExistsError and
-        zbatch's own errors pass."""
+        everything else pass. ``outdir=False``: an object outside any OUTDIR (an export)."""
         try:
             yield
         except FileExistsError:
             raise
         except self._failures as exc:
+            why = urls.safe(str(exc) or type(exc).__name__)
+            advice = "check the bucket, the credentials and the network"
+            if not outdir:
+                raise StoreError(
+                    f"could not write {self.location}/{name}: {why}; {advice}"
+                ) from None
             raise StoreError(
-                f"could not use {self.location}/{name}: "
-                f"{urls.safe(str(exc) or type(exc).__name__)}. Parts committed earlier are "
-                "intact; check the bucket, the credentials and the "
-                "network, then run the same command to resume"
+                f"could not use {self.location}/{name}: {why}. Parts committed earlier are "
+                f"intact; {advice}, then run the same command to resume"
             ) from None
 
     def read_bytes(self, name: str) -> bytes | None:
@@ -103,11 +107,13 @@ class ObjectStorage:
         with self._errors(name):
             self._write(name, "xb", write)
 
-    def write_file(self, name: str, write: Callable[[BinaryIO], None]) -> None:
-        with self._errors(name):
+    def write_file(
+        self, name: str, write: Callable[[BinaryIO], object], *, outdir: bool = True
+    ) -> None:
+        with self._errors(name, outdir=outdir):
             self._write(name, "wb", write)
 
-    def _write(self, name: str, mode: str, write: Callable[[BinaryIO], None]) -> None:
+    def _write(self, name: str, mode: str, write: Callable[[BinaryIO], object]) -> None:
         """Upload by ``write(handle)``: one PUT, or a multipart upload completed at the end."""
         handle = self._fs.open(self._key(name), mode)
         try:
