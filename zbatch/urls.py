@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from typing import Any
 
 from .errors import JobError, redact
@@ -23,6 +24,10 @@ BACKENDS = {"s3": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"
 BLOCK_BYTES = 8 * 1024 * 1024
 # Environment variables whose values must never reach a message.
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# The environment each client library reads its endpoint, credentials and config from.
+_ENV_PREFIXES = {"s3fs": ("AWS_",), "gcsfs": ("GOOGLE_", "GCE_", "GCS_", "CLOUDSDK_")}
+_clients: dict[tuple[Any, ...], Any] = {}
+_clients_lock = threading.Lock()
 _USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@\"']*@")
 
 
@@ -60,9 +65,10 @@ def bucket_path(url: str) -> str:
 def filesystem(url: str) -> Any:
     """The fsspec filesystem for an s3:// or gs:// URL; JobError naming the extra if missing.
 
-    Listings are never cached: a listing must show parts another run committed a moment ago.
-    Nor is the instance: it reads the environment when made, and a library user may change
-    the endpoint or credentials between two jobs.
+    One per process and environment: a client holds its own copy of the service's API model
+    (16 MB for S3), and it reads the endpoint and credentials from the environment when it is
+    made, which a library user may change between two jobs. Listings are never cached: a
+    listing must show parts another run committed a moment ago.
     """
     module, extra = BACKENDS[scheme(url) or ""]
     try:
@@ -71,11 +77,20 @@ def filesystem(url: str) -> Any:
         raise JobError(
             f"{safe(url)} needs the {extra} extra: pip install 'zbatch[{extra}]'"
         ) from None
-    if module == "s3fs":
-        return imported.S3FileSystem(
-            use_listings_cache=False, skip_instance_cache=True, default_block_size=BLOCK_BYTES
-        )
-    return imported.GCSFileSystem(use_listings_cache=False, skip_instance_cache=True)
+    prefixes = _ENV_PREFIXES[module]
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(prefixes)))
+    key = (module, os.getpid(), env)  # a forked child makes its own (fsspec's loop is per pid)
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = _make_filesystem(imported)
+        return _clients[key]
+
+
+def _make_filesystem(imported: Any) -> Any:
+    options = {"use_listings_cache": False, "skip_instance_cache": True}
+    if imported.__name__ == "s3fs":
+        return imported.S3FileSystem(default_block_size=BLOCK_BYTES, **options)
+    return imported.GCSFileSystem(**options)
 
 
 def backend_errors(fs: Any) -> tuple[type[Exception], ...]:
