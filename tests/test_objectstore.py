@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import pytest
 from s3_server import S3, moto_endpoint_fixture, s3_fixture  # noqa: F401 (fixtures)
 
 from zbatch.errors import JobError, LockedError, StoreError
-from zbatch.store import open_storage
+from zbatch.store import PartWriter, open_storage
 from zbatch.store.objectstore import LEASES, ObjectStorage
 
 
@@ -32,6 +33,21 @@ def test_create_is_create_only_and_never_overwrites(s3: S3) -> None:
     with pytest.raises(FileExistsError):
         storage.create("results/part-1.parquet", _writer(b"second"))
     assert s3.fs().cat_file(f"{s3.bucket}/out/results/part-1.parquet") == b"first"
+
+
+def test_a_part_writer_never_overwrites_a_committed_part_of_the_same_name(s3: S3) -> None:
+    """Two writers that would name a part alike (a prefix reused): S3 answers the second
+    commit 412, and the first part stays as it was."""
+    schema = pa.schema([("id", pa.string())])
+    storage = ObjectStorage(s3.url("out"))
+    first = PartWriter(storage, "results", schema, prefix="same")
+    second = PartWriter(ObjectStorage(s3.url("out")), "results", schema, prefix="same")
+    first.commit([("a",), ("b",)])
+    with pytest.raises(FileExistsError):
+        second.commit([("c",)])
+    [name] = storage.list("results")
+    part = pq.read_table(io.BytesIO(storage.read_bytes(f"results/{name}") or b""))
+    assert part.column("id").to_pylist() == ["a", "b"]
 
 
 def test_a_multipart_create_over_an_existing_name_is_refused_at_completion(s3: S3) -> None:
