@@ -205,6 +205,29 @@ def test_parquet_input_status_compact_and_export_from_and_to_s3(s3: S3, tmp_path
     _assert_secret_nowhere(s3, status.stdout, compact.stdout, to_s3.stdout, to_local.stdout)
 
 
+def test_force_archives_the_old_generation_on_s3_and_dry_run_reads_s3(s3: S3) -> None:
+    """--force moves the old parts away (a create-only copy, then a delete: no rename on S3)."""
+    rows = prompt_rows(6)
+    source = _put_jsonl(s3, "in.jsonl", rows)
+    outdir = s3.url("out")
+    with ZaiServer() as srv:
+        _run(s3, srv, "-i", source, "-o", outdir)
+        old = _parts(s3, "out/results")
+        plan = _run(s3, srv, "-i", source, "-o", outdir, "--dry-run")
+        assert srv.stats()["requests"] == len(rows)  # the dry run sent nothing
+        refused = _run(s3, srv, "-i", source, "-o", outdir, "--model", "glm-4.5", expect=2)
+        _run(s3, srv, "-i", source, "-o", outdir, "--model", "glm-4.5", "--force")
+    assert "--force" in refused.stderr
+    assert "6 in input, 6 already done, 0 to send" in plan.stdout
+    archived = s3.fs().find(f"{s3.bucket}/out/generations")
+    assert sorted(k.rsplit("/", 1)[-1] for k in archived if "/results/" in k) == sorted(
+        k.rsplit("/", 1)[-1] for k in old
+    )
+    results = _result_rows(s3, "out")
+    assert sorted(r["id"] for r in results) == sorted(r["id"] for r in rows)
+    assert {r["model"] for r in results} == {"glm-4.5"}
+
+
 def test_a_local_outdir_exports_to_s3_and_reads_local_input_by_file_url(
     s3: S3, tmp_path: Path
 ) -> None:
