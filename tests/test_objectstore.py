@@ -176,7 +176,9 @@ def test_a_live_lease_refuses_a_second_holder_naming_the_first(s3: S3) -> None:
             pass
         assert f"pid {os.getpid()} on {socket.gethostname()}" in str(caught.value)
         assert caught.value.exit_code == 75
+        assert f"pid {os.getpid()} on " in (second.holder(".lock") or "")
     assert first.read_bytes(".lock") is None  # released
+    assert second.holder(".lock") is None
     with second.lock(".lock"):
         pass
 

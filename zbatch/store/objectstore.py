@@ -150,6 +150,10 @@ class ObjectStorage:
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         return Lease(self, name)
 
+    def holder(self, name: str) -> str | None:
+        lease = read_lease(self, name)
+        return str(lease.get("holder", "unknown")) if lease is not None and _alive(lease) else None
+
     def log_handler(self, name: str) -> logging.Handler:
         return ObjectLogHandler(self, name)
 
@@ -200,15 +204,7 @@ class Lease(contextlib.AbstractContextManager[None]):
         self._renewer.start()
 
     def _read(self) -> dict[str, Any] | None:
-        """The lease as stored; {} when unreadable (nobody can renew it: it has expired)."""
-        blob = self._storage.read_bytes(self._name)
-        if blob is None:
-            return None
-        try:
-            lease = json.loads(blob)
-        except ValueError:
-            return {}
-        return lease if isinstance(lease, dict) else {}
+        return read_lease(self._storage, self._name)
 
     def _take_over(self, current: dict[str, Any]) -> None:
         """Take an expired lease, or raise LockedError naming its live holder."""
@@ -261,6 +257,19 @@ class Lease(contextlib.AbstractContextManager[None]):
         for marker in self._storage.list(LEASES):
             if marker.startswith(f"{self._name}."):
                 self._storage.delete(f"{LEASES}/{marker}")
+
+
+def read_lease(storage: ObjectStorage, name: str) -> dict[str, Any] | None:
+    """A lease as stored, None when there is none; {} when unreadable (nobody can renew it:
+    it counts as expired)."""
+    blob = storage.read_bytes(name)
+    if blob is None:
+        return None
+    try:
+        lease = json.loads(blob)
+    except ValueError:
+        return {}
+    return lease if isinstance(lease, dict) else {}
 
 
 def _writer(data: bytes) -> Callable[[BinaryIO], None]:
