@@ -217,7 +217,8 @@ class Lease(contextlib.AbstractContextManager[None]):
         except FileExistsError:
             raise self._locked(self._read()) from None
         storage.write_bytes(name, self._record())
-        log.info("took over the expired lock %s/%s (%s)", storage.location, name, current)
+        holder = current.get("holder", "unreadable")
+        log.info("took over the expired lock %s/%s of %s", storage.location, name, holder)
 
     def _locked(self, current: dict[str, Any] | None) -> LockedError:
         holder = (current or {}).get("holder", "another run taking it over")
@@ -225,9 +226,9 @@ class Lease(contextlib.AbstractContextManager[None]):
             "%H:%M:%S UTC", time.gmtime(float((current or {}).get("expires", time.time())))
         )
         return LockedError(
-            f"another zbatch run holds {self._storage.location}/{self._name} ({holder}; lease "
-            f"renewed until {until}); wait for it to finish. A run that died leaves its lease "
-            f"until it expires ({self._storage.lease_seconds:g} s after its last renewal)"
+            f"another zbatch run holds {self._storage.location}/{self._name} ({holder}; its "
+            f"lease runs until {until}); wait for it to finish. A run that died elsewhere "
+            f"holds it until it expires ({self._storage.lease_seconds:g} s after its last renewal)"
         )
 
     def _renew(self) -> None:
