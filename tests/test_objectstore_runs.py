@@ -23,6 +23,8 @@ from conftest import prompt_rows, run_zbatch, start_zbatch, wait_for, zbatch_env
 from s3_server import S3, SECRET_KEY, moto_endpoint_fixture, s3_fixture  # noqa: F401 (fixtures)
 from zai_server import ZaiServer, answer_for
 
+import zbatch
+
 
 def _env(s3: S3, **extra: str) -> dict[str, str]:
     return zbatch_env(**{**s3.env, **extra})
@@ -202,7 +204,10 @@ def test_parquet_input_status_compact_and_export_from_and_to_s3(s3: S3, tmp_path
     lines = [json.loads(line) for line in local.read_text().splitlines()]
     assert sorted(line["id"] for line in lines) == sorted(prompts)
     _assert_each_answer_is_its_own(lines, prompts)
+    from_api = zbatch.read_results(outdir)  # the Python API takes the URL as the CLI does
+    assert sorted(from_api.column("id").to_pylist()) == sorted(prompts)
     _assert_secret_nowhere(s3, status.stdout, compact.stdout, to_s3.stdout, to_local.stdout)
+    assert SECRET_KEY.encode() not in local.read_bytes()
 
 
 def test_force_archives_the_old_generation_on_s3_and_dry_run_reads_s3(s3: S3) -> None:
@@ -239,6 +244,8 @@ def test_a_local_outdir_exports_to_s3_and_reads_local_input_by_file_url(
     done = run_zbatch("export", str(tmp_path / "out"), "-o", s3.url("x.csv"), env=_env(s3))
     assert done.returncode == 0, done.stderr
     assert s3.fs().cat_file(f"{s3.bucket}/x.csv").count(b"\n") == len(rows) + 1
+    for path in tmp_path.rglob("*"):  # the local OUTDIR holds no credential either
+        assert not path.is_file() or SECRET_KEY.encode() not in path.read_bytes(), path
 
 
 @pytest.mark.parametrize(
