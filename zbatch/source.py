@@ -239,9 +239,7 @@ def _expand_remote(spec: str) -> Sequence[InputPath]:
             raise JobError(f"input file {spec}: unsupported type; use {', '.join(SUFFIXES)}")
         else:
             found = [target]
-    except JobError:
-        raise
-    except Exception as exc:  # the backends raise OSError subclasses and their own errors
+    except urls.backend_errors(fs) as exc:
         raise urls.access_error(spec, "input", exc) from None
     return [RemoteFile(f"{scheme}://{p}", fs) for p in sorted(found)]
 

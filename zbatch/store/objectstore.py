@@ -65,7 +65,7 @@ class ObjectStorage:
                 f"output directory {self.location}: the bucket {bucket} does not exist; "
                 "create it first (zbatch does not create buckets)"
             ) from None
-        except Exception as exc:
+        except self._failures as exc:
             raise urls.access_error(url, "output directory", exc) from None
 
     def _key(self, name: str) -> str:
