@@ -28,7 +28,7 @@ from . import prompt
 from .client import Client
 from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
-from .job import DEFAULT_BASE_URL, Job
+from .job import Job
 from .pipeline import RowPipeline
 from .pricing import price_for
 from .progress import NullProgress, Progress
@@ -37,7 +37,7 @@ from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
 from .runner import Runner
 from .schema import ERROR_SCHEMA, infer_type, result_schema
-from .simulate import SimulatedEndpoint
+from .simulate import SimulatedEndpoint, SimulationSpec
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir
@@ -92,9 +92,10 @@ async def arun(
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
+    provider = job.profile
     if job.simulate:
-        transport = SimulatedEndpoint(job)
-    elif key is None and transport is None and job.base_url == DEFAULT_BASE_URL:
+        transport = SimulatedEndpoint(SimulationSpec.from_job(job))
+    elif key is None and transport is None and job.base_url == provider.default_base_url:
         raise JobError(
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
@@ -111,7 +112,7 @@ async def arun(
         schema = result_schema(job, keep_types)
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
-        stats = Stats(price=price_for(job.effective_model, job.prices))
+        stats = Stats(price=price_for(job.effective_model, job.prices, provider.prices))
         stats.concurrency = stats.concurrency_min = job.concurrency
         stats.total = count_rows(inputs.paths)
         state = session.state
@@ -142,6 +143,7 @@ async def arun(
                 api_key=key,
                 timeout=job.timeout,
                 max_connections=job.concurrency,
+                provider=provider,
                 transport=transport,
             )
             runner = Runner(
