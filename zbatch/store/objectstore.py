@@ -143,6 +143,9 @@ class ObjectStorage:
                 entry["name"].rsplit("/", 1)[-1] for entry in entries if entry["type"] == "file"
             )
 
+    def make_folder(self, folder: str) -> None:
+        """Object storage has no folders: a prefix exists once an object is under it."""
+
     def delete(self, name: str) -> None:
         with self._errors(name), contextlib.suppress(FileNotFoundError):
             self._fs.rm_file(self._key(name))
