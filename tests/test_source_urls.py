@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from s3_server import S3, moto_endpoint_fixture, s3_fixture  # noqa: F401 (fixtures)
 
+from zbatch import Job
 from zbatch.errors import JobError
 from zbatch.source import (
     PARQUET_BATCH_ROWS,
@@ -121,3 +122,15 @@ def test_without_the_extra_the_error_says_what_to_install(
 def test_an_unknown_scheme_is_refused() -> None:
     with pytest.raises(JobError, match=r"ftp:// is not supported"):
         open_input("ftp://host/in.jsonl")
+
+
+def test_urls_in_a_job_file_and_in_overrides_are_kept_as_written(tmp_path: Path) -> None:
+    """Relative paths are made absolute against the job file; URLs are left alone."""
+    job_file = tmp_path / "jobs" / "j.toml"
+    job_file.parent.mkdir()
+    job_file.write_text('[input]\npath = "s3://labels/in/*.jsonl.gz"\n[output]\ndir = "gs://o/x"\n')
+    job = Job.from_toml(job_file)
+    assert (job.input_path, job.output_dir) == ("s3://labels/in/*.jsonl.gz", "gs://o/x")
+    job = Job.from_toml(job_file, output_dir="file:///srv/out", input_path="in.jsonl")
+    assert job.output_dir == "file:///srv/out"
+    assert job.input_path == str(Path.cwd() / "in.jsonl")
