@@ -3,8 +3,10 @@ hedging threshold, the budget's admission control, and the journal's frames."""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 import pytest
 
@@ -184,16 +186,29 @@ def test_shards_keep_their_own_ledgers_and_the_total_adds_them_up(tmp_path: Path
 def test_an_outdir_not_on_a_local_disk_keeps_its_journal_in_a_local_cache_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Object storage has no append: the journal goes to a local folder named after the URL."""
+    """Object storage has no append: the journal goes to a local folder named after the URL
+    and a token the OUTDIR keeps, so an OUTDIR made again under the same URL gets a new one."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
-    class Remote:  # stands for an object-storage backend: only its type matters here
-        location = "s3://bucket/out"
+    class Remote:  # stands for an object-storage backend: a dict of objects
+        def __init__(self) -> None:
+            self.objects: dict[str, bytes] = {}
+
+        def read_bytes(self, name: str) -> bytes | None:
+            return self.objects.get(name)
+
+        def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+            buffer = io.BytesIO()
+            write(buffer)
+            self.objects[name] = buffer.getvalue()
 
     local = OutputDir(str(tmp_path / "out"))
     assert local.journal_folder() == tmp_path / "out" / "journal"
-    remote = OutputDir("s3://bucket/out", storage=cast(Storage, Remote()))
-    other = OutputDir("s3://bucket/other", storage=cast(Storage, Remote()))
+    bucket = Remote()
+    remote = OutputDir("s3://bucket/out", storage=cast(Storage, bucket))
     folder = remote.journal_folder()
     assert folder.parent == tmp_path / "cache" / "zbatch" / "journal"
-    assert folder != other.journal_folder()
+    assert remote.journal_folder() == folder  # the same OUTDIR, the same folder
+    made_again = OutputDir("s3://bucket/out", storage=cast(Storage, Remote()))
+    assert made_again.journal_folder() != folder
+    assert OutputDir("s3://bucket/other", storage=cast(Storage, bucket)).journal_folder() != folder

@@ -19,8 +19,8 @@ Kinds: result rows and error rows (each an Arrow IPC stream, so every value keep
 type), and the segment's spend so far (JSON). A torn last frame was never synced: it is ignored.
 
 Object storage has no append: there the journal lives in a local folder named after the
-OUTDIR URL (:func:`local_folder`), so it protects a run from a kill -9 of the process on the
-same machine, not from the loss of the machine.
+OUTDIR URL and a token kept in the OUTDIR (:func:`local_folder`), so it protects a run from a
+kill -9 of the process on the same machine, not from the loss of the machine.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ _TABLE_KINDS = {table: kind for kind, table in _KIND_TABLES.items()}
 Row = tuple[Any, ...]
 
 
-def local_folder(location: str) -> Path:
-    """Where the journal of an OUTDIR that is not on a local disk is kept."""
+def local_folder(key: str) -> Path:
+    """Where the journal of an OUTDIR that is not on a local disk is kept (``key`` names it)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    digest = hashlib.sha1(location.encode()).hexdigest()[:16]
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     return cache / "zbatch" / "journal" / digest
 
 

@@ -9,6 +9,7 @@
       spend.json        what the runs have spent (tokens, USD), for max_cost
                         ("spend-KofN.json" for shard K of N: shards run at once)
       journal/          answers not yet in parts (see zbatch.store.journal)
+      journal.id        on object storage: which local folder holds the journal
       .lock             held while a run is active (".lock-KofN" for shard K of N)
 
 A run opens it with :meth:`OutputDir.open_run`, which holds the lock and does the setup in
@@ -30,13 +31,15 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
+from .. import urls
 from ..budget import Spend
 from ..errors import JobError
 from .journal import Journal, local_folder, replay
+from .objectstore import ObjectStorage
 from .parts import Parts, PartWriter
 from .state import ResumeState, load_state
 from .storage import LocalStorage, Storage
@@ -52,16 +55,15 @@ COMPACT_JOURNAL = ".compact-journal.json"
 GENERATIONS = "generations"
 SPEND = "spend"  # spend.json / spend-3of8.json; outlive --force generations
 JOURNAL = "journal"
+JOURNAL_ID = "journal.id"  # object storage: names this OUTDIR's local journal folder
 
 
 def open_storage(location: str) -> Storage:
-    """The storage an OUTDIR location names: a local path (or file:// URL) for now."""
-    if location.startswith("file://"):
-        location = location.removeprefix("file://")
-    elif "://" in location:
-        scheme = location.split("://", 1)[0]
-        raise JobError(f"output directory {location}: {scheme}:// is not supported")
-    return LocalStorage(location)
+    """The storage a location names: a local path or file:// URL, or s3:// / gs://."""
+    urls.check_scheme(location, "output directory")
+    if urls.is_remote(location):
+        return ObjectStorage(location)
+    return LocalStorage(urls.local_path(location))
 
 
 def dumps(data: Mapping[str, Any]) -> bytes:
@@ -170,11 +172,24 @@ class OutputDir:
         return total
 
     def journal_folder(self) -> Path:
-        """A local folder for the journal: inside OUTDIR on a local disk (object storage has
-        no append, so there it is a local cache folder named after the OUTDIR)."""
+        """A local folder for the journal: inside OUTDIR on a local disk. Object storage has
+        no append, so there it is a local cache folder named after the OUTDIR and the token in
+        its JOURNAL_ID, so that an OUTDIR deleted and made again never gets an old journal."""
         if isinstance(self.storage, LocalStorage):
             return self.storage.root / JOURNAL
-        return local_folder(self.location)
+        token = self.storage.read_bytes(JOURNAL_ID)
+        if token is None:
+            fresh = secrets.token_hex(8).encode()
+
+            def write(handle: BinaryIO) -> None:
+                handle.write(fresh)
+
+            try:
+                self.storage.create(JOURNAL_ID, write)
+                token = fresh
+            except FileExistsError:  # another shard made it first
+                token = self.storage.read_bytes(JOURNAL_ID) or b""
+        return local_folder(f"{self.location} {token.decode()}")
 
     def run_log_handler(self) -> logging.Handler:
         return self.storage.log_handler(RUN_LOG)
