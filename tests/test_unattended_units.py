@@ -104,18 +104,21 @@ def test_transient_failures_are_never_held() -> None:
     assert not first.take(held(UNAVAILABLE, 0))
 
 
-def test_hedge_threshold_is_max_of_five_p50_and_p99() -> None:
+def test_hedge_threshold_is_max_of_five_p50_and_p99_and_never_under_a_second() -> None:
     latencies = Latencies(minimum=20)
     for _ in range(19):
-        latencies.add(0.1)
+        latencies.add(0.4)
     assert latencies.hedge_after() is None  # too few answers to know the usual latency
-    latencies.add(0.1)
-    assert latencies.hedge_after() == 0.5
-    for _ in range(80):
-        latencies.add(0.1)
-    for _ in range(3):
-        latencies.add(2.0)  # a tail past five times the median
+    latencies.add(0.4)
     assert latencies.hedge_after() == 2.0
+    for _ in range(80):
+        latencies.add(0.4)
+    for _ in range(3):
+        latencies.add(3.0)  # a tail past five times the median
+    assert latencies.hedge_after() == 3.0
+    fast = Latencies(minimum=1)
+    fast.add(0.01)
+    assert fast.hedge_after() == 1.0  # a fast endpoint: scheduling jitter is not a stuck attempt
 
 
 PRICE = Price(input=1000.0, cached=1000.0, output=2000.0)  # USD per 1M tokens

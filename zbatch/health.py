@@ -147,6 +147,11 @@ class FirstRows:
         )
 
 
+# No attempt is hedged sooner than this: on a busy machine an event loop can stall for a good
+# part of a second, and a fast endpoint's 5 * p50 would then send duplicates for nothing.
+HEDGE_FLOOR = 1.0
+
+
 class Latencies:
     """Latencies of the latest answered attempts, for the hedging threshold."""
 
@@ -158,10 +163,10 @@ class Latencies:
         self._recent.append(seconds)
 
     def hedge_after(self) -> float | None:
-        """max(5 * p50, p99) in seconds; None until enough attempts were answered."""
+        """max(5 * p50, p99, HEDGE_FLOOR) in seconds; None until enough were answered."""
         if len(self._recent) < self._minimum:
             return None
         ordered = sorted(self._recent)
         p50 = ordered[len(ordered) // 2]
         p99 = ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)]
-        return max(5 * p50, p99)
+        return max(5 * p50, p99, HEDGE_FLOOR)

@@ -160,6 +160,7 @@ class Runner:
                 self.stats.concurrency = self.limit.current
                 self.stats.concurrency_min = self.limit.minimum
                 self.stats.spent = self.budget.spent
+                self.journal.close()
                 self.progress.close(self.stats)
         if isinstance(self.stop_reason, BudgetSpent):  # say what in-flight answers added
             self.stop_reason = BudgetSpent(self.budget.message())
@@ -489,8 +490,12 @@ class Runner:
     async def _flush(self) -> None:
         """Commit the buffers as parts; the journal's sealed segments then go."""
         async with self._flush_lock:
-            await self.journal.seal()
-            await commit(self.pipeline, *self._writers)
+            unwritten = self.journal.seal()
+            try:
+                await commit(self.pipeline, *self._writers)
+            except StoreError:
+                await self.journal.keep(unwritten)  # the rows wait in memory: journal them
+                raise
             await self.journal.settle()
 
     async def _group_commit(self) -> None:

@@ -58,6 +58,7 @@ _KIND_SPEND = 3
 _TABLE_KINDS = {table: kind for kind, table in _KIND_TABLES.items()}
 
 Row = tuple[Any, ...]
+Taken = tuple[int, dict[str, list[Row]], Spend]  # a segment's rows and spend not yet written
 
 
 def local_folder(key: str) -> Path:
@@ -92,7 +93,7 @@ class Journal:
         self._spend = Spend()  # the open segment's
         self._dirty = False
         self._sealed: list[tuple[str, Spend]] = []
-        self._handle: BinaryIO | None = None
+        self._handle: tuple[int, BinaryIO] | None = None  # the segment's file being appended
         self._lock = anyio.Lock()
 
     def name(self, segment: int) -> str:
@@ -116,19 +117,22 @@ class Journal:
         """Make what was recorded so far durable (one write, one fsync)."""
         async with self._lock:
             if self._dirty:
-                await self._write(self._take(), close=False)
+                await self._write(self._take())
 
-    async def seal(self) -> None:
-        """End the segment: everything recorded so far is about to be committed in parts."""
+    def seal(self) -> Taken:
+        """End the segment at once: everything recorded so far is about to be taken into
+        parts (the caller takes the buffers right after, with no wait in between, so a part
+        never outgrows part_rows). Returns what was not yet written, for :meth:`keep`."""
+        taken = self._take()
+        self._sealed.append((self.name(self._segment), self._spend))
+        self._segment += 1
+        self._spend = Spend()
+        return taken
+
+    async def keep(self, taken: Taken) -> None:
+        """The parts did not take a sealed segment's rows: write its rest after all."""
         async with self._lock:
-            segment, spend = self._segment, self._spend
-            written = self._dirty or self._handle is not None
-            taken = self._take()
-            self._segment += 1
-            self._spend = Spend()
-            if written:  # a segment that recorded nothing needs no file
-                await self._write(taken, close=True)
-            self._sealed.append((self.name(segment), spend))
+            await self._write(taken)
 
     async def settle(self) -> None:
         """The sealed segments' rows are in committed parts: record their spend, drop them."""
@@ -149,17 +153,21 @@ class Journal:
                 with contextlib.suppress(FileNotFoundError):
                     (self.folder / name).unlink()
 
-    def _take(self) -> tuple[int, dict[str, list[Row]], Spend]:
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle[1].close()
+            self._handle = None
+
+    def _take(self) -> Taken:
         rows, self._rows = self._rows, {table: [] for table in self._rows}
         self._dirty = False
         return self._segment, rows, replace(self._spend)
 
-    async def _write(self, taken: tuple[int, dict[str, list[Row]], Spend], *, close: bool) -> None:
-        if self.folder is None:
-            return
-        await anyio.to_thread.run_sync(self._append, *taken, close)
+    async def _write(self, taken: Taken) -> None:
+        if self.folder is not None:
+            await anyio.to_thread.run_sync(self._append, *taken)
 
-    def _append(self, segment: int, rows: dict[str, list[Row]], spend: Spend, close: bool) -> None:
+    def _append(self, segment: int, rows: dict[str, list[Row]], spend: Spend) -> None:
         assert self.folder is not None
         path = self.folder / self.name(segment)
         try:
@@ -169,19 +177,24 @@ class Journal:
                     arrow, _unstorable = self._writers[table].to_table(table_rows)
                     frames.append(_frame(_TABLE_KINDS[table], _ipc(arrow)))
             frames.append(_frame(_KIND_SPEND, json.dumps(spend.to_json()).encode()))
-            if self._handle is None:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                self._handle = open(path, "ab")  # noqa: SIM115 - kept open across windows
-                _fsync_dir(self.folder)
-            self._handle.write(b"".join(frames))
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+            handle = self._open(segment, path)
+            handle.write(b"".join(frames))
+            handle.flush()
+            os.fsync(handle.fileno())
         except OSError as exc:
             raise store_error(f"the answer journal {path}", exc) from exc
-        finally:
-            if close and self._handle is not None:
-                self._handle.close()
-                self._handle = None
+
+    def _open(self, segment: int, path: Path) -> BinaryIO:
+        """The segment's file, kept open across windows (the last segment's is closed)."""
+        if self._handle is not None and self._handle[0] == segment:
+            return self._handle[1]
+        self.close()
+        assert self.folder is not None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "ab")  # noqa: SIM115 - kept open across windows
+        self._handle = (segment, handle)
+        _fsync_dir(self.folder)
+        return handle
 
 
 def _ipc(table: pa.Table) -> bytes:
