@@ -1,8 +1,8 @@
 """The README's Quick Start, command by command, as a newcomer runs it on a fresh clone.
 
 The rehearsal (--simulate) must leave the real output directory alone, so the real run that
-follows sends every row; here "real" is the loopback Z.AI server, reached through the same
-environment variables a user sets (ZAI_BASE_URL, ZAI_API_KEY).
+follows sends rows from the start; here "real" is the loopback Z.AI server, reached through the
+same environment variables a user sets (ZAI_BASE_URL, ZAI_API_KEY).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def quick_start_commands() -> list[list[str]]:
     return commands
 
 
-def test_the_quick_start_in_order_rehearses_apart_then_sends_every_row_for_real(tmp_path, server):
+def test_the_quick_start_in_order_rehearses_apart_then_sends_for_real(tmp_path, server):
     for folder in ("jobs", "sample_data"):
         shutil.copytree(ROOT / folder, tmp_path / folder)
     env = zbatch_env(ZAI_BASE_URL=server.base_url, ZAI_API_KEY=TEST_KEY)
@@ -48,23 +48,27 @@ def test_the_quick_start_in_order_rehearses_apart_then_sends_every_row_for_real(
     outputs = []
     for args in commands:
         proc = run_zbatch(*args, env=env, cwd=tmp_path, timeout=300)
-        assert proc.returncode in (0, 1), f"zbatch {shlex.join(args)}: {proc.stderr}"
+        # The real run meets the loopback server, which answers no sentiment word: the first
+        # 20 rows get no valid label, and the run stops there (exit 3, issue 12) instead of
+        # paying for all 300.
+        expected = (3,) if args is commands[-1] else (0, 1)
+        assert proc.returncode in expected, f"zbatch {shlex.join(args)}: {proc.stderr}"
         outputs.append(proc.stdout)
     assert "simulated" in outputs[1] and "simulated" in outputs[2]  # status, export say so
-    assert server.stats()["requests"] >= 300  # the real run sent every row...
+    assert "labels.choices" in proc.stderr
     answered = server.stats()["answered_prompts"]
-    assert len(set(answered)) == 300  # ...each one, none taken for done by the rehearsal
+    assert len(set(answered)) >= 20  # the real run sent rows, none taken for done by the rehearsal
     real, simulated = tmp_path / "out/sentiment", tmp_path / "out/sentiment.simulated"
     results, errors = outcome_ids(real)
     rehearsed = read_table(simulated / "results").column("id").to_pylist()
-    assert sorted(set(results) | set(errors)) == sorted(rehearsed)
-    # The loopback server answers no sentiment word, so every real row is an invalid_label
-    # error that keeps the paid answer: the answer to that row's own prompt.
+    assert not results and len(set(errors)) >= 20 and set(errors) <= set(rehearsed)
+    # Each of those rows is an invalid_label error that keeps the paid answer (the answer to
+    # that row's own prompt), logged retryable: the fixed job sends it again.
     lines = (ROOT / REVIEWS).read_text(encoding="utf-8").splitlines()
     reviews = {row["id"]: row for row in map(json.loads, lines)}
     template = tomllib.loads((ROOT / "jobs/sentiment.toml").read_text())["request"]["template"]
     rows = read_table(real / "errors").to_pylist()
-    assert {row["error_type"] for row in rows} == {"invalid_label"}
+    assert {(row["error_type"], row["retryable"]) for row in rows} == {("invalid_label", True)}
     for row in rows:
         prompt = template.format_map(reviews[row["id"]])
         assert row["answer"] == answer_for([{"role": "user", "content": prompt}])
