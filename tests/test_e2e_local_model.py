@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_table, run_zbatch, write_jsonl, zbatch_env
+from conftest import ZBATCH, read_table, run_zbatch, write_jsonl, zbatch_env
 
 pytestmark = pytest.mark.e2e
 
@@ -261,6 +261,7 @@ def test_readme_local_model_commands_run_as_written(llama_python: Path, tmp_path
     script = script.replace(readme_venv(), str(llama_python.parent.parent))
     env = zbatch_env()
     env.pop("ZAI_API_KEY")
+    env["PATH"] = f"{Path(ZBATCH).parent}{os.pathsep}{env['PATH']}"  # as with the venv active
     proc = subprocess.Popen(
         ["bash", "-c", script],
         cwd=tmp_path,
@@ -275,6 +276,7 @@ def test_readme_local_model_commands_run_as_written(llama_python: Path, tmp_path
     finally:
         stop(proc)
     outdir = tmp_path / "out" / "local"
+    assert (outdir / "summary.json").exists(), f"stdout:\n{stdout}\nstderr:\n{stderr}"
     summary = json.loads((outdir / "summary.json").read_text())
     assert summary["exit_code"] in (0, 1), stderr
     lines = (tmp_path / "sample_data" / "reviews.jsonl").read_text(encoding="utf-8").splitlines()
