@@ -16,8 +16,10 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import anyio
 import httpx
@@ -31,7 +33,7 @@ from .job import DEFAULT_BASE_URL, Job
 from .pipeline import RowPipeline
 from .pricing import price_for
 from .progress import NullProgress, Progress
-from .report import Status, read_status
+from .report import FailureGroup, Status, failure_groups, read_status
 from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
 from .runner import Runner
@@ -40,6 +42,10 @@ from .simulate import SimulatedEndpoint
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir
+from .store.state import RetryFailed
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,39 +72,6 @@ class Compacted:
     parts_after: int
 
 
-def run(
-    job: Job,
-    *,
-    api_key: str | None = None,
-    progress: Progress | None = None,
-    handle_signals: bool = False,
-    transport: httpx.AsyncBaseTransport | None = None,
-    retry_failed: bool = False,
-    force: bool = False,
-) -> RunResult:
-    """Run (or resume) a job to the end; see :func:`arun`.
-
-    Works from a plain script, and from a thread whose event loop is already running (the
-    run then gets an event loop of its own in a helper thread)."""
-    call = functools.partial(
-        arun,
-        job,
-        api_key=api_key,
-        progress=progress,
-        handle_signals=handle_signals,
-        transport=transport,
-        retry_failed=retry_failed,
-        force=force,
-    )
-    try:
-        return anyio.run(call)
-    except RuntimeError as exc:
-        if "running" not in str(exc):  # anyio: "Already running asyncio in this thread"
-            raise
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zbatch") as pool:
-        return pool.submit(anyio.run, call).result()
-
-
 async def arun(
     job: Job,
     *,
@@ -106,14 +79,17 @@ async def arun(
     progress: Progress | None = None,
     handle_signals: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
-    retry_failed: bool = False,
+    retry_failed: RetryFailed = False,
     force: bool = False,
+    limit: int | None = None,
 ) -> RunResult:
     """Run (or resume) a job inside a running event loop.
 
     ``api_key`` defaults to the environment variable the job names. ``transport`` replaces
-    the HTTP transport (tests pass ``httpx.MockTransport``). Raises JobError / LockedError /
-    StoreError before anything is sent; a stop during the run is in ``RunResult.stopped``."""
+    the HTTP transport (tests pass ``httpx.MockTransport``). ``limit`` sends only the first
+    that many pending rows (a paid sample; the next run goes on with the rest). Raises
+    JobError / LockedError / StoreError before anything is sent; a stop during the run is in
+    ``RunResult.stopped``. :func:`run` is the same, blocking."""
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
@@ -172,7 +148,7 @@ async def arun(
             runner = Runner(
                 job,
                 pipeline=pipeline,
-                works=pipeline.works(items),
+                works=pipeline.works(items, limit=limit),
                 results=results,
                 errors=errors,
                 client=client,
@@ -199,6 +175,32 @@ async def arun(
     return result
 
 
+def blocking(function: Callable[P, Awaitable[T]]) -> Callable[P, T]:
+    """The blocking twin of an async API function.
+
+    It works from a plain script, and from a thread whose event loop is already running (a
+    notebook cell calling the sync API): the call then gets an event loop of its own in a
+    helper thread."""
+
+    @functools.wraps(function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        start = functools.partial(function, *args, **kwargs)
+        try:
+            return anyio.run(start)
+        except RuntimeError as exc:
+            if "running" not in str(exc):  # anyio: "Already running asyncio in this thread"
+                raise
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zbatch") as pool:
+            return pool.submit(anyio.run, start).result()
+
+    return call
+
+
+run = blocking(arun)
+run.__doc__ = """Run (or resume) a job to the end, blocking; the same keywords as :func:`arun`."""
+run.__name__ = run.__qualname__ = "run"
+
+
 def keep_column_types(
     job: Job, inputs: InputFiles, committed: pa.Schema | None
 ) -> dict[str, pa.DataType]:
@@ -212,7 +214,7 @@ def keep_column_types(
     return {name: infer_type(first.get(name)) for name in job.keep_columns}
 
 
-def plan(job: Job, *, retry_failed: bool = False) -> Plan:
+def plan(job: Job, *, retry_failed: RetryFailed = False) -> Plan:
     """What a run of the job would send now and what it would cost; sends nothing."""
     return plan_job(job, retry_failed=retry_failed)
 
@@ -220,6 +222,13 @@ def plan(job: Job, *, retry_failed: bool = False) -> Plan:
 def status(outdir: str | os.PathLike[str]) -> Status:
     """Done / failed / pending counts, tokens, cost and the last run's outcome of an OUTDIR."""
     return read_status(OutputDir(str(outdir)))
+
+
+def failures(
+    outdir: str | os.PathLike[str], *, error_type: str | None = None, limit: int = 5
+) -> list[FailureGroup]:
+    """The failed ids of an OUTDIR grouped by error type and code, largest group first."""
+    return failure_groups(OutputDir(str(outdir)), error_type=error_type, limit=limit)
 
 
 def export(

@@ -125,6 +125,11 @@ class OutputDir:
     def run_log_handler(self) -> logging.Handler:
         return self.storage.log_handler(RUN_LOG)
 
+    def active_runs(self) -> list[str]:
+        """Who holds this OUTDIR's locks now: the runs under way (one per shard)."""
+        names = [name for name in self.storage.list("") if name.startswith(LOCK)]
+        return [held for name in names if (held := self.storage.holder(name)) is not None]
+
     def parts(self, table: str) -> Parts:
         return Parts(self.storage, table)
 
