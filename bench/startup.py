@@ -160,8 +160,8 @@ def main() -> None:
                 ]
             )
     print(
-        f"{os.cpu_count()} cores; {tree_state()}; load average {load_average():.2f}; "
-        f"median of {args.reps} runs"
+        f"{os.cpu_count()} cores; {tree_state()}; measured {ZBATCH}; "
+        f"load average {load_average():.2f}; median of {args.reps} runs"
     )
     print(
         table(

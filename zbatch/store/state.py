@@ -73,9 +73,9 @@ def count_state(results: Parts, errors: Parts) -> tuple[int, ResumeState]:
     if not results.names:
         return 0, state
     ids = results.column("id", pa.string())
-    if state.latest_error:
+    if state.latest_error:  # the (usually few) errored ids are the set looked up in
         errored = pa.array(list(state.latest_error), pa.string())
-        state.succeeded.update(errored.filter(pc.is_in(errored, value_set=ids)).to_pylist())
+        state.succeeded.update(ids.filter(pc.is_in(ids, value_set=errored)).to_pylist())
     return int(pc.count_distinct(ids).as_py()), state
 
 
