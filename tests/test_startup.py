@@ -6,6 +6,7 @@ How fast they are is measured by bench/startup.py, not asserted here (the machin
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -19,15 +20,21 @@ from zbatch.store import OutputDir
 
 HEAVY = ("pyarrow", "aiohttp", "httpx", "anyio", "tqdm")
 
-# Prints, at exit (click ends the process with SystemExit), which heavy modules were imported.
+# Prints, at exit (click ends the process with SystemExit), which heavy modules were imported,
+# and Arrow's allocator when Arrow was.
 REPORT_AT_EXIT = f"""
 import atexit, json, sys
-atexit.register(lambda: print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules))))
+def report():
+    pool = sys.modules["pyarrow"].default_memory_pool() if "pyarrow" in sys.modules else None
+    heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)
+    print(json.dumps({{"heavy": heavy, "pool": pool and pool.backend_name}}))
+atexit.register(report)
 """
 
 
-def heavy_imports(code: str) -> tuple[list[str], str]:
-    """The heavy modules a fresh interpreter has imported after running ``code``; its stdout."""
+def heavy_imports(code: str) -> tuple[list[str], str, str | None]:
+    """The heavy modules a fresh interpreter has imported after running ``code``; its stdout;
+    Arrow's default allocator if Arrow was imported."""
     proc = subprocess.run(
         [sys.executable, "-c", REPORT_AT_EXIT + code],
         capture_output=True,
@@ -37,12 +44,13 @@ def heavy_imports(code: str) -> tuple[list[str], str]:
     )
     assert proc.returncode == 0, proc.stderr
     *printed, last = proc.stdout.splitlines()
-    return json.loads(last), "\n".join(printed)
+    report = json.loads(last)
+    return report["heavy"], "\n".join(printed), report["pool"]
 
 
 def test_importing_the_cli_imports_no_heavy_module() -> None:
     """`import zbatch.cli` imports none of pyarrow, aiohttp, httpx, anyio or tqdm."""
-    assert heavy_imports("import zbatch.cli") == ([], "")
+    assert heavy_imports("import zbatch.cli") == ([], "", None)
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], ["run", "--help"], ["status", "-h"]])
@@ -50,7 +58,7 @@ def test_quick_commands_import_no_heavy_module(args: list[str]) -> None:
     """`zbatch --version` and the help pages (the console script's entry point) import none of
     the heavy modules, which were most of their start-up CPU."""
     code = f"sys.argv = ['zbatch', *{args!r}]\nfrom zbatch.cli import main\nmain()\n"
-    imported, printed = heavy_imports(code)
+    imported, printed, _ = heavy_imports(code)
     assert imported == []
     assert printed.startswith("zbatch, version " if args == ["--version"] else "Usage: zbatch")
 
@@ -83,3 +91,16 @@ def test_status_counts_agree_with_what_a_run_resumes_from(
         state.failed_retryable,
     )
     assert report["errors"] == dict(Counter(kind for kind, _ in state.open_errors().values()))
+
+
+def test_status_imports_no_http_stack(server: ZaiServer, tmp_path: Path) -> None:
+    """`zbatch status` (run often from cron) imports pyarrow to read the parts, but not the
+    HTTP stack, anyio or tqdm, which only a run uses; Arrow reads with the system allocator
+    the CLI picks (it returns freed pages: docs/performance.md)."""
+    source = str(write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "hello"}]))
+    run_against(server, "-i", source, "-o", str(tmp_path / "out"), "--quiet")
+    argv = ["zbatch", "status", str(tmp_path / "out")]
+    code = f"sys.argv = {argv!r}\nfrom zbatch.cli import main\nmain()\n"
+    imported, printed, pool = heavy_imports(code)
+    assert (imported, pool) == (["pyarrow"], "system")
+    assert re.search(r"^done\s+1$", printed, flags=re.MULTILINE), printed
