@@ -252,7 +252,9 @@ def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
 
 
 def compact(outdir: str | os.PathLike[str]) -> list[Compacted]:
-    """Merge each table's small part files into one (the merged part is committed first)."""
+    """Merge each table's part files into one, under every shard's lock. A reader of the
+    folder never sees an id twice; for a moment between the old parts going and the merged
+    part arriving it may see fewer rows (a crash there is finished by the next command)."""
     target = OutputDir(str(outdir))
     target.read_job()  # a folder that is not an OUTDIR is refused, and left as it was
     return [Compacted(*row) for row in target.compact()]

@@ -349,7 +349,7 @@ def export(outdir: str, output: str, with_input: bool) -> None:
 @click.argument("outdir", type=click.Path(file_okay=False, exists=True))
 @_reports_errors
 def compact(outdir: str) -> None:
-    """Merge small part files into larger ones (the merged part is committed first)."""
+    """Merge each folder's part files into one; no reader ever sees an id twice."""
     from . import api
 
     for done in api.compact(outdir):

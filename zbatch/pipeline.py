@@ -127,6 +127,10 @@ class RowPipeline:
             column = self.job.id_column or "id"
             self.row_error(key, "missing_id", f"{raw.where} has no usable '{column}' value")
             return None
+        if not row_id.isascii() and storable((row_id,))[0] != row_id:
+            where = f"?{raw.where}"  # the id itself cannot be stored: logged under where it is
+            self.row_error(where, "invalid_input", f"{raw.where}: the id cannot be encoded")
+            return None
         if not self._seen.add(row_id):
             self._repeated(row_id, raw.where)
             return None
@@ -327,7 +331,17 @@ async def commit(pipeline: RowPipeline, results: Any, errors: Any) -> None:
             pipeline.unstorable(row, reason)
         rows = errors.take()
         try:
-            await anyio.to_thread.run_sync(errors.commit, rows)
+            odd = await anyio.to_thread.run_sync(errors.commit, rows)
+            if odd:  # an error row must never be lost: its text is made storable
+                await anyio.to_thread.run_sync(errors.commit, [storable(row) for row, _ in odd])
         except BaseException:
             errors.rows[:0] = rows
             raise
+
+
+def storable(row: Row) -> Row:
+    """An error row whose text can be stored: what UTF-8 cannot hold becomes U+FFFD."""
+    return tuple(
+        value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
+        for value in row
+    )
