@@ -1,6 +1,6 @@
 """Start-up: CPU time of ``zbatch --help``, ``zbatch --version`` and ``zbatch status`` on 1M rows.
 
-    python bench/startup.py                 # 7 runs of each command, a 1M-row OUTDIR
+    python bench/startup.py                 # 9 runs of each command, a 1M-row OUTDIR
     python bench/startup.py --reps 15 --rows 200000
 
 Cron runs ``zbatch status`` often and people type ``--help``, so what a command costs before
@@ -129,7 +129,7 @@ def measure(cmd: list[str], reps: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=7, help="measured runs of each command")
+    parser.add_argument("--reps", type=int, default=9, help="measured runs of each command")
     parser.add_argument("--rows", type=int, default=1_000_000, help="input rows of the OUTDIR")
     args = parser.parse_args()
 
