@@ -26,7 +26,7 @@ import pyarrow as pa
 from . import prompt
 from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
-from .job import DEFAULT_BASE_URL, Job
+from .job import Job
 from .pipeline import RowPipeline
 from .pricing import price_for
 from .progress import NullProgress, Progress
@@ -92,14 +92,15 @@ async def arun(
     # commands that only read an OUTDIR then start without it (docs/performance.md).
     from .client import Client
     from .runner import Runner
-    from .simulate import SimulatedEndpoint
+    from .simulate import SimulatedEndpoint, SimulationSpec
 
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
+    provider = job.profile
     if job.simulate:
-        transport = SimulatedEndpoint(job)
-    elif key is None and transport is None and job.base_url == DEFAULT_BASE_URL:
+        transport = SimulatedEndpoint(SimulationSpec.from_job(job))
+    elif key is None and transport is None and job.base_url == provider.default_base_url:
         raise JobError(
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
@@ -116,7 +117,7 @@ async def arun(
         schema = result_schema(job, keep_types)
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
-        stats = Stats(price=price_for(job.effective_model, job.prices))
+        stats = Stats(price=price_for(job.effective_model, job.prices, provider.prices))
         stats.concurrency = stats.concurrency_min = job.concurrency
         stats.total = count_rows(inputs.paths)
         state = session.state
@@ -147,6 +148,7 @@ async def arun(
                 api_key=key,
                 timeout=job.timeout,
                 max_connections=job.concurrency,
+                provider=provider,
                 transport=transport,
             )
             runner = Runner(
