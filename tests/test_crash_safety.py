@@ -570,11 +570,11 @@ def test_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path: Path) -> N
         try:
             wait_for(lambda: srv.stats()["inflight"] >= 2, timeout=60)
             before = srv.stats()["requests"]
-            started = time.monotonic()
             second = run_zbatch(*args, timeout=60)
-            took = time.monotonic() - started
             assert second.returncode == 75, second.stderr
-            assert took < 10, f"the second run waited {took:.1f} s"
+            # It did not wait for the holder: the holder's requests take 30 s and are still
+            # in flight, and it is still running.
+            assert holder.poll() is None and srv.stats()["inflight"] >= 2
             assert f"pid {holder.pid}" in second.stderr
             assert socket.gethostname() in second.stderr
             assert re.search(r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", second.stderr)
@@ -586,10 +586,8 @@ def test_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path: Path) -> N
         assert (out / ".lock").exists()
 
         srv.configure(latency=0.0)
-        started = time.monotonic()
-        third = run_zbatch(*args, timeout=60)
+        third = run_zbatch(*args, timeout=120)  # not blocked by the dead holder's lock
         assert third.returncode == 0, third.stderr
-        assert time.monotonic() - started < 30
         assert (out / ".lock").exists()
         assert_each_id_once(out, rows)
 
