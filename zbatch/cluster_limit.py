@@ -1,0 +1,129 @@
+"""A cluster-wide in-flight cap: a ``distributed.Semaphore`` lease around each request.
+
+    lease = await ClusterLease.open(f"zbatch-{fingerprint}-c{cap}", cap)
+    limit = ClusterLimit(cap, lease)      # an AdaptiveLimit whose slots also hold a lease
+    async with limit.slot() as epoch: ...
+
+Z.AI limits requests in flight per key (code 1302); a semaphore on the Dask scheduler is
+that limit across every worker process. Each request first takes a slot of its own
+process's adaptive limit (cut on 1302/429, regrown on success), then a cluster lease.
+
+The semaphore belongs to the Dask event loop (the worker's, or a client's), while the
+runner has an event loop of its own in a task thread. Calls cross between the two with
+``run_coroutine_threadsafe``, never through a thread pool: with ``asyncio.to_thread``,
+acquires blocked on a full semaphore occupy every pool thread, the releases queue behind
+them, and the cap deadlocks. A release is sent without waiting for the answer, so it also
+goes out while the runner is being cancelled.
+
+A lease that is not refreshed in time (``distributed.scheduler.locks.lease-timeout``, a
+worker frozen for 30 s) is dropped by the scheduler and can let the cap be overbooked for
+a moment; the adaptive limit's backoff on 1302/429 is the safety net for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from distributed import Semaphore
+
+from .limits import AdaptiveLimit
+
+log = logging.getLogger("zbatch")
+
+_T = TypeVar("_T")
+
+# How long one acquire waits on the scheduler before it is asked again: a waiter whose
+# runner has gone away stops holding a pending request on the scheduler after this long.
+ACQUIRE_POLL_SECONDS = 5.0
+
+
+class ClusterLease:
+    """Leases of one named ``distributed.Semaphore``, taken and given back from any event
+    loop."""
+
+    def __init__(self, semaphore: Semaphore) -> None:
+        self._semaphore = semaphore
+        self._loop: asyncio.AbstractEventLoop = semaphore.loop.asyncio_loop
+
+    @classmethod
+    async def open(cls, name: str, cap: int) -> ClusterLease:
+        """Register (or join) the semaphore ``name`` of ``cap`` leases on the Dask scheduler
+        of the current worker or client."""
+        # distributed's Semaphore is not annotated; the ignores below are for that.
+        lease = cls(Semaphore(max_leases=cap, name=name))  # type: ignore[no-untyped-call]
+        await lease._call(lease._register)
+        return lease
+
+    async def _register(self) -> None:
+        await self._semaphore
+
+    def _call(self, make: Callable[[], Awaitable[_T]]) -> asyncio.Future[_T]:
+        """Run ``make()`` on the Dask loop; the result as a future of the current loop."""
+        return asyncio.wrap_future(self._submit(make))
+
+    def _submit(self, make: Callable[[], Awaitable[_T]]) -> concurrent.futures.Future[_T]:
+        async def on_dask_loop() -> _T:
+            return await make()
+
+        return asyncio.run_coroutine_threadsafe(on_dask_loop(), self._loop)
+
+    async def acquire(self) -> None:
+        """Wait for a lease."""
+        while True:
+            pending = self._submit(self._try_acquire)
+            try:
+                granted = await asyncio.shield(asyncio.wrap_future(pending))
+            except asyncio.CancelledError:
+                # The scheduler may still grant it: give it back as soon as it does.
+                pending.add_done_callback(self._release_if_granted)
+                raise
+            if granted:
+                return
+
+    async def _try_acquire(self) -> bool:
+        granted: bool = await self._semaphore.acquire(  # type: ignore[no-untyped-call]
+            timeout=ACQUIRE_POLL_SECONDS
+        )
+        return granted
+
+    def _release_if_granted(self, pending: concurrent.futures.Future[bool]) -> None:
+        if not pending.cancelled() and pending.exception() is None and pending.result():
+            self.release()
+
+    def release(self) -> None:
+        """Give one lease back, without waiting for the scheduler's answer."""
+        self._submit(self._release)
+
+    async def _release(self) -> None:
+        # Semaphore.release logs and returns False when the scheduler cannot be reached;
+        # the lease then expires on the scheduler after the lease timeout.
+        if not await self._semaphore.release():  # type: ignore[no-untyped-call]
+            log.warning("a cluster lease could not be given back; it expires by itself")
+
+
+class ClusterLimit(AdaptiveLimit):
+    """An :class:`AdaptiveLimit` for one process whose every slot also holds a cluster lease.
+
+    The lease is taken inside the local slot, so a process never waits on the scheduler for
+    more requests than its own adaptive limit allows.
+    """
+
+    def __init__(self, ceiling: int, lease: ClusterLease) -> None:
+        super().__init__(ceiling)
+        self._lease = lease
+
+    async def _acquire(self) -> None:
+        await super()._acquire()
+        try:
+            await self._lease.acquire()
+        except BaseException:
+            super()._release()
+            raise
+
+    def _release(self) -> None:
+        self._lease.release()
+        super()._release()
