@@ -14,8 +14,10 @@ stored; OUTDIR/run.log gets the run's events whatever the caller's logging setup
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import os
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from .client import Client
 from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
 from .job import DEFAULT_BASE_URL, Job
+from .limits import AdaptiveLimit
 from .pipeline import RowPipeline
 from .pricing import price_for
 from .progress import NullProgress, Progress
@@ -36,10 +39,11 @@ from .results import export_outcomes, final_outcomes
 from .runlog import run_log
 from .runner import Runner
 from .schema import ERROR_SCHEMA, infer_type, result_schema
+from .shard import Shard
 from .simulate import SimulatedEndpoint
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
-from .store import ERRORS, RESULTS, OutputDir
+from .store import ERRORS, RESULTS, OutputDir, RunSession
 
 
 @dataclass
@@ -75,6 +79,8 @@ def run(
     transport: httpx.AsyncBaseTransport | None = None,
     retry_failed: bool = False,
     force: bool = False,
+    shard: Shard | str | None = None,
+    cluster: str | None = None,
 ) -> RunResult:
     """Run (or resume) a job to the end; see :func:`arun`.
 
@@ -89,6 +95,8 @@ def run(
         transport=transport,
         retry_failed=retry_failed,
         force=force,
+        shard=shard,
+        cluster=cluster,
     )
     try:
         return anyio.run(call)
@@ -108,37 +116,110 @@ async def arun(
     transport: httpx.AsyncBaseTransport | None = None,
     retry_failed: bool = False,
     force: bool = False,
+    shard: Shard | str | None = None,
+    cluster: str | None = None,
 ) -> RunResult:
     """Run (or resume) a job inside a running event loop.
 
     ``api_key`` defaults to the environment variable the job names. ``transport`` replaces
-    the HTTP transport (tests pass ``httpx.MockTransport``). Raises JobError / LockedError /
-    StoreError before anything is sent; a stop during the run is in ``RunResult.stopped``."""
+    the HTTP transport (tests pass ``httpx.MockTransport``). ``shard`` ("K/N", "auto/N" or a
+    :class:`~zbatch.shard.Shard`) runs only that shard's rows; ``cluster`` ("local:N" or
+    "dask://HOST:PORT") runs the whole job as shard tasks on a Dask cluster. Raises
+    JobError / LockedError / StoreError before anything is sent; a stop during the run is
+    in ``RunResult.stopped``."""
+    if cluster is not None:
+        if shard is not None:
+            raise JobError("--shard and --cluster do not go together: --cluster makes the shards")
+        from .cluster import arun_on_cluster
+
+        return await arun_on_cluster(
+            job,
+            cluster,
+            api_key=api_key,
+            progress=progress,
+            handle_signals=handle_signals,
+            retry_failed=retry_failed,
+            force=force,
+        )
+    if isinstance(shard, str):
+        shard = Shard.parse(shard, os.environ)
+    if shard is not None and force:
+        raise JobError(
+            "--force with --shard would move the other shards' results away: start the new "
+            "generation with one run without --shard, or use a new output directory"
+        )
+    return await execute(
+        job,
+        api_key=api_key,
+        progress=progress,
+        handle_signals=handle_signals,
+        transport=transport,
+        retry_failed=retry_failed,
+        force=force,
+        shard=shard,
+    )
+
+
+def check_run(
+    job: Job, api_key: str | None, transport: httpx.AsyncBaseTransport | None
+) -> tuple[InputFiles, str | None]:
+    """The input and the API key a run would use; JobError when either is unusable."""
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
-    if job.simulate:
-        transport = SimulatedEndpoint(job)
-    elif key is None and transport is None and job.base_url == DEFAULT_BASE_URL:
+    if not job.simulate and key is None and transport is None and job.base_url == DEFAULT_BASE_URL:
         raise JobError(
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
         )
+    return inputs, key
+
+
+@contextlib.contextmanager
+def open_session(
+    job: Job, inputs: InputFiles, *, force: bool, shard: Shard | None
+) -> Iterator[tuple[OutputDir, RunSession, pa.Schema]]:
+    """Hold the OUTDIR (or one shard of it) for a run: job.json checked and saved, and the
+    result schema the run writes."""
     outdir = OutputDir(job.output_dir)
-    with outdir.open_run(job.fingerprint(), job.shaping(), force=force) as session:
+    with outdir.open_run(job.fingerprint(), job.shaping(), force=force, shard=shard) as session:
         keep_types = keep_column_types(job, inputs, outdir.committed_result_schema())
         session.save_job(
             job.fingerprint(),
             job.to_json(),
+            once=shard is not None,
             request=job.shaping(),
             keep_types={name: str(kind) for name, kind in keep_types.items()},
         )
-        schema = result_schema(job, keep_types)
+        yield outdir, session, result_schema(job, keep_types)
+
+
+async def execute(
+    job: Job,
+    *,
+    api_key: str | None = None,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    retry_failed: bool = False,
+    force: bool = False,
+    shard: Shard | None = None,
+    limit: AdaptiveLimit | None = None,
+    stop_when: Callable[[], Awaitable[ZbatchError]] | None = None,
+    write_summary: bool = True,
+) -> RunResult:
+    """:func:`arun` for the whole job or one shard, with what a cluster task changes: a
+    cluster-wide ``limit``, a ``stop_when`` from the driver, and no summary of its own."""
+    inputs, key = check_run(job, api_key, transport)
+    if job.simulate:
+        transport = SimulatedEndpoint(job)
+    with open_session(job, inputs, force=force, shard=shard) as (outdir, session, schema):
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
         stats = Stats(price=price_for(job.effective_model, job.prices))
         stats.concurrency = stats.concurrency_min = job.concurrency
-        stats.total = count_rows(inputs.paths)
+        # A shard's rows are known only once its part of the input has been read.
+        stats.total = count_rows(inputs.paths) if shard is None else None
         state = session.state
         pipeline = RowPipeline(
             job,
@@ -148,6 +229,7 @@ async def arun(
             errors=errors,
             schema=schema,
             retry_failed=retry_failed,
+            in_shard=None if shard is None else shard.contains,
             secret=key or "",
         )
         items = inputs.rows_or_done(job.id_column, pipeline.is_done)
@@ -155,9 +237,10 @@ async def arun(
             if session.notice:
                 log.warning(session.notice)
             log.info(
-                "start: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
+                "start%s: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
+                "" if shard is None else f" shard {shard}",
                 job.input_path,
-                stats.total,
+                count_rows(inputs.paths),
                 len(state.succeeded) + len(state.latest_error),
                 job.effective_model,
                 job.concurrency,
@@ -179,16 +262,25 @@ async def arun(
                 progress=progress or NullProgress(),
                 log=log,
                 handle_signals=handle_signals,
+                limit=limit,
+                stop_when=stop_when,
             )
             try:
                 stopped = await runner.run()
             finally:
                 items.close()
+            if shard is not None and stopped is None:
+                stats.total = stats.input_rows
             result = RunResult(stats, stopped, session.notice)
             stats.exit_code = result.exit_code
-            session.write_summary(stats.to_json())
+            if write_summary:
+                summary = stats.to_json()
+                session.write_summary(
+                    summary if shard is None else {**summary, "shard": str(shard)}
+                )
             log.info(
-                "end: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
+                "end%s: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
+                "" if shard is None else f" shard {shard}",
                 stats.outcome,
                 stats.ok,
                 stats.failed,

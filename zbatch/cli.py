@@ -190,6 +190,18 @@ def cli() -> None:
     is_flag=True,
     help="Re-send rows whose latest outcome is a non-retryable error.",
 )
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Run only shard K of N (0-based; auto/N takes K from $JOB_COMPLETION_INDEX or "
+    "$SLURM_ARRAY_TASK_ID). Shards may run at the same time into one OUTDIR.",
+)
+@click.option(
+    "--cluster",
+    metavar="dask://HOST:PORT|local:N",
+    help="Run the job's shards as tasks on a Dask cluster (needs zbatch[dask]); concurrency "
+    "is then a cluster-wide cap.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
 @_reports_errors
 def run(
@@ -197,6 +209,8 @@ def run(
     dry_run: bool,
     force: bool,
     retry_failed: bool,
+    shard: str | None,
+    cluster: str | None,
     quiet: bool,
     **flags: Any,
 ) -> None:
@@ -216,6 +230,8 @@ def run(
         handle_signals=True,
         retry_failed=retry_failed,
         force=force,
+        shard=shard,
+        cluster=cluster,
     )
     if not quiet:
         click.echo(f"zbatch run {job.output_dir}")

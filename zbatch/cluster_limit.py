@@ -41,6 +41,18 @@ _T = TypeVar("_T")
 ACQUIRE_POLL_SECONDS = 5.0
 
 
+def on_loop(
+    loop: asyncio.AbstractEventLoop, make: Callable[[], Awaitable[_T]]
+) -> concurrent.futures.Future[_T]:
+    """Run ``make()`` on ``loop`` (the Dask one) from another thread's loop; Dask objects made
+    there answer their methods with awaitables."""
+
+    async def on_dask_loop() -> _T:
+        return await make()
+
+    return asyncio.run_coroutine_threadsafe(on_dask_loop(), loop)
+
+
 class ClusterLease:
     """Leases of one named ``distributed.Semaphore``, taken and given back from any event
     loop."""
@@ -53,8 +65,7 @@ class ClusterLease:
     async def open(cls, name: str, cap: int) -> ClusterLease:
         """Register (or join) the semaphore ``name`` of ``cap`` leases on the Dask scheduler
         of the current worker or client."""
-        # distributed's Semaphore is not annotated; the ignores below are for that.
-        lease = cls(Semaphore(max_leases=cap, name=name))  # type: ignore[no-untyped-call]
+        lease = cls(Semaphore(max_leases=cap, name=name))
         await lease._call(lease._register)
         return lease
 
@@ -62,14 +73,10 @@ class ClusterLease:
         await self._semaphore
 
     def _call(self, make: Callable[[], Awaitable[_T]]) -> asyncio.Future[_T]:
-        """Run ``make()`` on the Dask loop; the result as a future of the current loop."""
         return asyncio.wrap_future(self._submit(make))
 
     def _submit(self, make: Callable[[], Awaitable[_T]]) -> concurrent.futures.Future[_T]:
-        async def on_dask_loop() -> _T:
-            return await make()
-
-        return asyncio.run_coroutine_threadsafe(on_dask_loop(), self._loop)
+        return on_loop(self._loop, make)
 
     async def acquire(self) -> None:
         """Wait for a lease."""
@@ -85,9 +92,7 @@ class ClusterLease:
                 return
 
     async def _try_acquire(self) -> bool:
-        granted: bool = await self._semaphore.acquire(  # type: ignore[no-untyped-call]
-            timeout=ACQUIRE_POLL_SECONDS
-        )
+        granted: bool = await self._semaphore.acquire(timeout=ACQUIRE_POLL_SECONDS)
         return granted
 
     def _release_if_granted(self, pending: concurrent.futures.Future[bool]) -> None:
@@ -101,7 +106,7 @@ class ClusterLease:
     async def _release(self) -> None:
         # Semaphore.release logs and returns False when the scheduler cannot be reached;
         # the lease then expires on the scheduler after the lease timeout.
-        if not await self._semaphore.release():  # type: ignore[no-untyped-call]
+        if not await self._semaphore.release():
             log.warning("a cluster lease could not be given back; it expires by itself")
 
 
