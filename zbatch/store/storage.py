@@ -17,6 +17,7 @@ import errno
 import fcntl
 import logging
 import os
+import secrets
 import shutil
 import socket
 from collections.abc import Callable, Iterator
@@ -67,6 +68,12 @@ class Storage(Protocol):
         """Free space where new files go, or None when it is unknown."""
 
 
+def _temp_name(path: Path) -> Path:
+    """A hidden temp name beside ``path``, unique to the writer: shards of one job in other
+    processes write job.json and summary.json at the same moment."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
 def store_error(what: str, exc: OSError) -> StoreError:
     """The one message for a failed write: what, why, and that nothing committed is lost."""
     return StoreError(
@@ -97,7 +104,7 @@ class LocalStorage:
     def write_file(self, name: str, write: Callable[[BinaryIO], object]) -> None:
         """Write (or replace) a whole file by ``write(handle)``, streamed, atomically."""
         path = self._path(name)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = _temp_name(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._write_synced(tmp, write)
@@ -112,7 +119,7 @@ class LocalStorage:
 
     def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
         path = self._path(name)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = _temp_name(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._write_synced(tmp, write)
