@@ -170,7 +170,7 @@ def test_plan_status_export_compact_and_read_results_are_library_calls(tmp_path,
     compacted = {c.table: c for c in zbatch.compact(job.output_dir)}
     assert compacted["results"].parts_before == parts_before >= 2
     assert compacted["results"].parts_after == 1
-    assert zbatch.export(job.output_dir, tmp_path / "all.parquet") == 12
+    assert zbatch.export(job.output_dir, tmp_path / "all.parquet").rows == 12
     assert_each_row_answers_its_prompt(job, 12)
 
 

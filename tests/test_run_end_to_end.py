@@ -821,6 +821,7 @@ def test_every_shipped_job_rehearses_offline(job_file: Path | None, tmp_path: Pa
     out = tmp_path / "out"
     proc = run_zbatch("run", str(job_file), "--simulate", "-o", str(out), *extra, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out.simulated"
     figures = summary(out)
     assert figures["rows"]["pending"] == 0
     assert figures["rows"]["failed"] == 0

@@ -46,9 +46,11 @@ if TYPE_CHECKING:
     from .api import status as status
     from .dryrun import Plan as Plan
     from .report import Status as Status
+    from .results import Exported as Exported
 
 __all__ = [
     "Compacted",
+    "Exported",
     "FatalApiError",
     "Interrupted",
     "Job",

@@ -35,7 +35,7 @@ from .pipeline import RowPipeline
 from .pricing import price_for
 from .progress import NullProgress, Progress
 from .report import Status, read_status
-from .results import export_outcomes, final_outcomes
+from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
 from .runner import Runner
 from .schema import ERROR_SCHEMA, infer_type, result_schema
@@ -316,13 +316,14 @@ def status(outdir: str | os.PathLike[str]) -> Status:
 
 def export(
     outdir: str | os.PathLike[str], path: str | os.PathLike[str], *, with_input: bool = False
-) -> int:
-    """Write the final outcome of every id to .parquet, .jsonl or .csv; returns the row count."""
+) -> Exported:
+    """Write the final outcome of every id to .parquet, .jsonl or .csv."""
     return export_outcomes(OutputDir(str(outdir)), Path(path), with_input=with_input)
 
 
 def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
-    """The final outcome of every id, as ``export`` writes it, as an Arrow table."""
+    """The final outcome of every id, as ``export`` writes it, as an Arrow table (its schema
+    metadata says ``zbatch.simulated: true`` when the answers came from --simulate)."""
     outcomes = final_outcomes(OutputDir(str(outdir)))
     return pa.Table.from_batches(list(outcomes.batches), outcomes.schema)
 

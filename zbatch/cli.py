@@ -289,8 +289,9 @@ def export(outdir: str, output: str, with_input: bool) -> None:
     """Write one table with the final outcome of every id (latest success, else latest error)."""
     from . import api
 
-    rows = api.export(outdir, output, with_input=with_input)
-    click.echo(f"wrote {rows} rows to {output}")
+    done = api.export(outdir, output, with_input=with_input)
+    note = " (simulated answers from --simulate, not a model's)" if done.simulated else ""
+    click.echo(f"wrote {done.rows} rows to {output}{note}")
 
 
 @cli.command()

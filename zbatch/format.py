@@ -64,6 +64,8 @@ def format_status(status: Status) -> str:
     ]
     if status.labels:
         rows.append(("labels", _counts(status.labels, by_size=True)))
+    if status.simulated:
+        rows.insert(1, ("simulated", "yes: these answers came from --simulate, not a model"))
     return table(rows)
 
 

@@ -27,6 +27,8 @@ from .errors import JobError
 DEFAULT_MODEL = "glm-4.6"
 DEFAULT_BASE_URL = "https://api.z.ai/api/paas/v4"
 JSON_FIELD_KINDS = ("string", "int", "float", "bool", "json")
+# Simulated answers go to their own OUTDIR, so they can never pass for a model's answers.
+SIMULATED_SUFFIX = ".simulated"
 # A template's format spec may pad a value: refuse widths that would inflate a prompt.
 MAX_TEMPLATE_WIDTH = 10_000
 
@@ -91,6 +93,8 @@ class Job:
             value = _fit(f.name, getattr(self, f.name), hints[f.name])
             object.__setattr__(self, f.name, value)
         _check(self)
+        if self.simulate and not self.output_dir.rstrip("/").endswith(SIMULATED_SUFFIX):
+            object.__setattr__(self, "output_dir", self.output_dir.rstrip("/") + SIMULATED_SUFFIX)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str] | None, **overrides: Any) -> Job:
@@ -112,6 +116,8 @@ class Job:
         """The settings that shape a request, as job.json stores them."""
         shaping = {name: self._jsonable(name) for name in FINGERPRINTED}
         shaping["model"] = self.effective_model
+        if self.simulate:  # only then: real runs keep the fingerprints they always had
+            shaping["simulated"] = True
         return shaping
 
     def to_json(self) -> dict[str, Any]:

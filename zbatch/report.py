@@ -42,6 +42,7 @@ class Status:
     cost_usd: float | None  # None when the model has no price
     labels: dict[str, int] = field(default_factory=dict)
     last_run: LastRun | None = None
+    simulated: bool = False  # the answers came from --simulate, not a model
 
     @property
     def pending(self) -> int | None:
@@ -86,6 +87,7 @@ def read_status(outdir: OutputDir) -> Status:
         tokens=tokens,
         cost_usd=None if spent is None else round(spent, 6),
         labels=dict(labels),
+        simulated=bool(settings.get("simulate")),
         last_run=None
         if summary is None
         else LastRun(summary.get("outcome", "unknown"), summary.get("exit_code")),

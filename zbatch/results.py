@@ -17,7 +17,8 @@ from .prompt import row_id
 from .source import open_input
 from .store import ERRORS, RESULTS, LocalStorage, OutputDir, Parts, write_batches
 
-STATUS = pa.field("status", pa.string())  # ok, failed, failed_retryable (pending: --with-input)
+STATUS = pa.field("status", pa.string())
+SIMULATED = b"zbatch.simulated"  # ok, failed, failed_retryable (pending: --with-input)
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,12 @@ class Outcomes:
     then read a batch at a time, so exporting a million results holds one batch of them.
     """
 
-    schema: pa.Schema
+    schema: pa.Schema  # with metadata {"zbatch.simulated": "true"} for --simulate answers
     batches: Iterator[pa.RecordBatch]
+
+    @property
+    def simulated(self) -> bool:
+        return (self.schema.metadata or {}).get(SIMULATED) == b"true"
 
 
 def final_outcomes(outdir: OutputDir) -> Outcomes:
@@ -52,6 +57,8 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
     schema = pa.unify_schemas(
         [results.schema.append(STATUS), errors.schema.append(STATUS)], promote_options="default"
     )
+    if (outdir.read_job_if_any() or {}).get("settings", {}).get("simulate"):
+        schema = schema.with_metadata({SIMULATED: b"true"})
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in _kept(results, keep_results):
@@ -97,8 +104,8 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> int:
-    """Write the final outcome per id to .parquet, .jsonl or .csv; returns the row count.
+def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> Exported:
+    """Write the final outcome per id to .parquet, .jsonl or .csv.
 
     Written a batch at a time; ``with_input`` joins the whole input in memory first.
     """
@@ -109,6 +116,7 @@ def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> int
     if with_input:
         table = pa.Table.from_batches(outcomes.batches, outcomes.schema)
         table = _join_input(table, outdir.read_job()["settings"])
+        table = table.replace_schema_metadata(outcomes.schema.metadata)
         outcomes = Outcomes(table.schema, iter(table.to_batches()))
     written = 0
 
@@ -122,9 +130,19 @@ def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> int
     if target.is_dir():
         raise JobError(f"cannot export to {target}: it is a folder; name a file")
     LocalStorage(target.parent).write_file(
-        target.name, lambda handle: write(outcomes.schema, counted(outcomes.batches), handle)
+        target.name,
+        lambda handle: write(outcomes.schema, counted(outcomes.batches), handle),
+        outdir=False,
     )
-    return written
+    return Exported(written, outcomes.simulated)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote."""
+
+    rows: int
+    simulated: bool  # the answers came from --simulate, not a model
 
 
 def _write_csv(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:

@@ -74,11 +74,22 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
 
-def store_error(what: str, exc: OSError) -> StoreError:
-    """The one message for a failed write: what, why, and that nothing committed is lost."""
+def store_error(what: str, exc: OSError, *, outdir: bool = True) -> StoreError:
+    """The one message for a failed write: what, why, what to do, and (in an OUTDIR) that
+    nothing committed is lost."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        advice = "free space"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        advice = "make it writable or choose another location"
+    elif isinstance(exc, FileExistsError | NotADirectoryError):
+        advice = "a file stands where a folder must be: move it or choose another location"
+    else:
+        advice = "fix the disk"
+    if not outdir:
+        return StoreError(f"could not write {what}: {exc.strerror or exc}; {advice}")
     return StoreError(
         f"could not write {what}: {exc.strerror or exc}. Parts committed earlier are intact; "
-        "free space or fix the disk, then run the same command to resume"
+        f"{advice}, then run the same command to resume"
     )
 
 
@@ -101,8 +112,11 @@ class LocalStorage:
     def write_bytes(self, name: str, data: bytes) -> None:
         self.write_file(name, lambda handle: handle.write(data))
 
-    def write_file(self, name: str, write: Callable[[BinaryIO], object]) -> None:
-        """Write (or replace) a whole file by ``write(handle)``, streamed, atomically."""
+    def write_file(
+        self, name: str, write: Callable[[BinaryIO], object], *, outdir: bool = True
+    ) -> None:
+        """Write (or replace) a whole file by ``write(handle)``, streamed, atomically
+        (``outdir=False``: a file outside any OUTDIR, such as an export)."""
         path = self._path(name)
         tmp = _temp_name(path)
         try:
@@ -114,7 +128,7 @@ class LocalStorage:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             if isinstance(exc, OSError):
-                raise store_error(str(path), exc) from exc
+                raise store_error(str(path), exc, outdir=outdir) from exc
             raise
 
     def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
@@ -173,6 +187,10 @@ class LocalStorage:
         The lock file is opened without following a symlink, so a link planted at its name
         cannot make zbatch write elsewhere."""
         path = self._path(name)
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(
+                f"the output directory {self.root} is a file: choose another output directory"
+            )
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
