@@ -405,18 +405,28 @@ async def _connect(spec: ClusterSpec) -> AsyncIterator[Client]:
     from distributed import Client, LocalCluster
 
     if spec.address is None:
-        async with (
-            LocalCluster(
-                n_workers=spec.workers,
-                threads_per_worker=1,
-                processes=True,
-                asynchronous=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            ) as cluster,
-            Client(cluster, asynchronous=True) as client,
-        ):
-            yield client
+        import dask
+
+        # A killed worker's leases stay taken until they time out (30 s by default), which
+        # stalls every other task; on one machine nothing delays a refresh (every 2 s) that
+        # long. The workers take the settings from the driver's config when they start.
+        leases = {
+            "distributed.scheduler.locks.lease-timeout": "10s",
+            "distributed.scheduler.locks.lease-validation-interval": "1s",
+        }
+        with dask.config.set(leases):
+            async with (
+                LocalCluster(
+                    n_workers=spec.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    asynchronous=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                ) as cluster,
+                Client(cluster, asynchronous=True) as client,
+            ):
+                yield client
         return
     try:
         client = await Client(spec.address, asynchronous=True, timeout=30)
