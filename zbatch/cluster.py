@@ -421,7 +421,8 @@ async def _connect(spec: ClusterSpec) -> AsyncIterator[Client]:
                     threads_per_worker=1,
                     processes=True,
                     asynchronous=True,
-                    dashboard_address=None,
+                    # The scheduler serves HTTP whatever this says; 8787 may be taken.
+                    dashboard_address="127.0.0.1:0",
                     silence_logs=logging.ERROR,
                 ) as cluster,
                 Client(cluster, asynchronous=True) as client,
