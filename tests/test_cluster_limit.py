@@ -37,9 +37,11 @@ def client() -> Iterator[Any]:
         yield dask_client
 
 
-def send_through_cap(base_url: str, name: str, task: int, requests: int) -> list[list[str]]:
-    """One task: ``requests`` chat requests from CAP concurrent senders, each inside a slot
-    of a ClusterLimit; returns (prompt, answer) pairs."""
+def send_through_cap(
+    base_url: str, name: str, task: int, requests: int, senders: int = CAP
+) -> list[list[str]]:
+    """One task: ``requests`` chat requests from ``senders`` concurrent senders, each inside
+    a slot of a ClusterLimit; returns (prompt, answer) pairs."""
 
     async def main() -> list[list[str]]:
         limit = ClusterLimit(CAP, await ClusterLease.open(name, CAP))
@@ -55,9 +57,10 @@ def send_through_cap(base_url: str, name: str, task: int, requests: int) -> list
                     reply.raise_for_status()
                     pairs.append([prompt, reply.json()["choices"][0]["message"]["content"]])
 
-            async with anyio.create_task_group() as senders:
-                for _ in range(CAP):
-                    senders.start_soon(sender)
+            async with anyio.create_task_group() as group:
+                for _ in range(senders):
+                    group.start_soon(sender)
+        limit.close()
         return pairs
 
     return anyio.run(main)
@@ -107,6 +110,31 @@ def _where() -> dict[str, Any]:
     import socket
 
     return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def test_a_process_hands_its_lease_to_its_next_request(client: Any) -> None:
+    """With more requests waiting in a process than its limit lets out, a finished request
+    passes its lease to the next one there: fewer trips to the scheduler, the cap still
+    holds, and every lease is back at the end."""
+    tasks, per_task = 2, 36
+    with ZaiServer(latency=0.05) as server:
+        futures = [
+            client.submit(
+                send_through_cap, server.base_url, "handoff", t, per_task, 2 * CAP, pure=False
+            )
+            for t in range(tasks)
+        ]
+        pairs = [pair for result in client.gather(futures) for pair in result]
+        stats = server.stats()
+    assert len({prompt for prompt, _ in pairs}) == tasks * per_task
+    assert stats["max_inflight_seen"] <= CAP
+    for _ in range(300):
+        metrics = semaphore_metrics_now(client, "handoff")
+        if metrics["held"] == 0:
+            break
+        time.sleep(0.1)
+    assert metrics["held"] == 0
+    assert metrics["released"] == metrics["acquired"] < tasks * per_task
 
 
 def test_a_cancelled_wait_gives_back_the_lease_granted_after_it(client: Any) -> None:

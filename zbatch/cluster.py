@@ -217,7 +217,10 @@ async def _run_shard(
             stats = Stats(outcome="not started: the run was stopped")
             stats.concurrency = stats.concurrency_min = job.concurrency
             return ShardOutcome.of(shard, stats, None, 0)
-        lease = await ClusterLease.open(semaphore_name(job), job.concurrency)
+        limit = ClusterLimit(
+            job.concurrency, await ClusterLease.open(semaphore_name(job), job.concurrency)
+        )
+        stack.callback(limit.close)
         progress = None if progress_topic is None else _TopicProgress(worker, progress_topic, shard)
         result = await execute(
             job,
@@ -225,7 +228,7 @@ async def _run_shard(
             progress=progress,
             retry_failed=retry_failed,
             shard=shard,
-            limit=ClusterLimit(job.concurrency, lease),
+            limit=limit,
             stop_when=None if stop is None else stop.wait,
             write_summary=progress_topic is None,
         )
