@@ -35,6 +35,7 @@ from common import (
     bench_env,
     cpu_seconds,
     fake_server,
+    load_average,
     machine_line,
     make_jsonl,
     run_child,
@@ -127,6 +128,7 @@ def run_once(
         "rejected": stats["errors_by_code"].get("1302", 0),
         "max_inflight": stats["max_inflight_seen"],
         "summary": summary,
+        "load": load_average(),
     }
 
 
@@ -176,23 +178,29 @@ def scale_case(work: Path, rows: int, workers: list[int], latency: float) -> Non
 
 def cap_case(work: Path, rows: int, cap: int, latency: float) -> None:
     make_jsonl(work / "input.jsonl", rows)
-    say(f"(b) local:2 against --max-inflight {cap} --latency {latency:g}, {rows:,} rows ...")
-    run = run_once(
-        work, {"max_inflight": cap, "latency": latency}, rows, cap, "--cluster", "local:2"
-    )
+    settings = {"max_inflight": cap, "latency": latency}
     bound = cap / latency
+    runs = []
+    for name, extra in (("local:2", ["--cluster", "local:2"]), ("one process (oracle)", [])):
+        say(f"(b) {name} against --max-inflight {cap} --latency {latency:g}, {rows:,} rows ...")
+        run = run_once(work, settings, rows, cap, *extra)
+        runs.append(
+            [
+                f"zbatch --concurrency {cap} {' '.join(extra)}".strip() + f" ({name})",
+                f"{run['rate']:,.1f}",
+                f"{run['rate'] / bound:.2f}",
+                run["max_inflight"],
+                f"{run['rejected']} of {run['requests']} ({run['rejected'] / run['requests']:.1%})",
+                f"{run['load']:.1f}",
+            ]
+        )
     print(
-        f"\n(b) Cluster-wide cap: server --max-inflight {cap} --latency {latency:g}; "
-        f"zbatch --cluster local:2 --concurrency {cap}; {rows:,} rows; bound {bound:.0f} rows/s\n"
+        f"\n(b) Cluster-wide cap: server --max-inflight {cap} --latency {latency:g}; {rows:,} "
+        f"rows; bound {bound:.0f} rows/s (the issue asks for >= 0.80 of it on local:2, "
+        f"peak <= {cap}, rejections < 5%)\n"
     )
-    table_rows = [
-        ["rows/s (server, first to last request)", f"{run['rate']:,.1f}"],
-        ["of the bound", f"{run['rate'] / bound:.2f} (issue: >= 0.80)"],
-        ["server max in flight", f"{run['max_inflight']} (<= {cap})"],
-        ["1302 rejections", f"{run['rejected']} of {run['requests']} requests"],
-        ["rejection share", f"{run['rejected'] / run['requests']:.1%} (issue: < 5%)"],
-    ]
-    print(table(["measure", "value"], table_rows))
+    headers = ["run", "rows/s", "of bound", "server peak", "1302 rejections", "load avg"]
+    print(table(headers, runs))
 
 
 def main() -> None:
