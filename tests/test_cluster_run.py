@@ -14,6 +14,7 @@ import pytest
 from conftest import (
     outcome_ids,
     prompt_rows,
+    read_table,
     run_zbatch,
     start_zbatch,
     stop_process,
@@ -38,8 +39,6 @@ def answers_match(outdir: Path, rows: list[dict[str, Any]]) -> None:
     assert table.names, "no result parts"
     assert sorted(results) == sorted(prompt_of), Counter(results).most_common(3)
     assert errors == []
-    from conftest import read_table
-
     for row in read_table(outdir / "results").select(["id", "content"]).to_pylist():
         assert row["content"] == answer_for([{"role": "user", "content": prompt_of[row["id"]]}])
 
@@ -152,6 +151,40 @@ def test_ctrl_c_stops_every_task_and_leaves_a_resumable_outdir(tmp_path: Path) -
         # Paid answers were committed: the resume asks only for rows not answered before.
         assert server.stats()["successes"] == len(rows)
     answers_match(outdir, rows)
+
+
+def test_a_fatal_answer_in_one_task_stops_them_all(tmp_path: Path) -> None:
+    """The server refuses the account (1113) after 40 answers: the task that meets it stops,
+    the driver stops the others, every answer given is committed once, and the run exits 3
+    with what to do; the same command then finishes the job."""
+    rows = prompt_rows(300)
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    outdir = tmp_path / "out"
+    with ZaiServer(latency=0.05, fatal_after=40) as server:
+        args = cluster_run("-i", str(path), "-o", str(outdir), "--base-url", server.base_url)
+        first = run_zbatch(*args, timeout=300)
+        assert first.returncode == 3, first.stderr
+        assert "top up" in first.stderr
+        results, _ = outcome_ids(outdir)
+        assert len(results) == len(set(results)) == server.stats()["successes"] == 40
+        assert json.loads((outdir / "summary.json").read_text())["exit_code"] == 3
+        server.configure(fatal_after=None)
+        server.reset_stats()
+        second = run_zbatch(*args, timeout=300)
+        assert second.returncode == 0, second.stderr
+        assert server.stats()["successes"] == len(rows) - 40
+    answers_match_with_errors_retried(outdir, rows)
+
+
+def answers_match_with_errors_retried(outdir: Path, rows: list[dict[str, Any]]) -> None:
+    """Every row succeeded exactly once; the error log holds only the retryable 1113s."""
+    prompt_of = {row["id"]: row["prompt"] for row in rows}
+    results = read_table(outdir / "results").select(["id", "content"]).to_pylist()
+    assert sorted(r["id"] for r in results) == sorted(prompt_of)
+    for row in results:
+        assert row["content"] == answer_for([{"role": "user", "content": prompt_of[row["id"]]}])
+    errors = read_table(outdir / "errors").to_pylist()
+    assert {(e["error_code"], e["retryable"]) for e in errors} <= {("1113", True)}
 
 
 def test_python_api_runs_a_job_on_a_cluster(tmp_path: Path) -> None:

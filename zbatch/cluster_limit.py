@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -36,6 +38,8 @@ log = logging.getLogger("zbatch")
 
 _T = TypeVar("_T")
 
+# How long a finished request's lease waits for the next request of its process.
+LINGER_SECONDS = 0.05
 # How long one acquire waits on the scheduler before it is asked again: a waiter whose
 # runner has gone away stops holding a pending request on the scheduler after this long.
 ACQUIRE_POLL_SECONDS = 5.0
@@ -114,21 +118,23 @@ class ClusterLimit(AdaptiveLimit):
     """An :class:`AdaptiveLimit` for one process whose every slot also holds a cluster lease.
 
     The lease is taken inside the local slot, so a process never waits on the scheduler for
-    more requests than its own adaptive limit allows. A finished request whose process has
-    another one waiting hands its lease straight on instead of giving it back: two round
-    trips to the scheduler per request cost a fifth of the rate at 100 ms answers on a busy
-    machine. The leases a process holds this way stay within the cap all the same.
+    more requests than its own adaptive limit allows. A finished request's lease is kept for
+    ``LINGER_SECONDS`` and goes to the process's next request if one comes in that time
+    (the same worker coroutine usually asks again at once): a trip to the scheduler and
+    back per request cost two thirds of a worker process's rate in ``bench/scale.py``.
+    Leases kept this way still count against the cap.
     """
 
     def __init__(self, ceiling: int, lease: ClusterLease) -> None:
         super().__init__(ceiling)
         self._lease = lease
-        self._spare = 0  # leases held for a local request that is being woken
+        self._spare: deque[float] = deque()  # when each kept lease was freed, oldest first
+        self._sweep: asyncio.TimerHandle | None = None
 
     async def _acquire(self) -> None:
         await super()._acquire()
         if self._spare:
-            self._spare -= 1
+            self._spare.pop()  # the newest: the older ones age out and go back
             return
         try:
             await self._lease.acquire()
@@ -137,16 +143,27 @@ class ClusterLimit(AdaptiveLimit):
             raise
 
     def _release(self) -> None:
-        if self._waiters and self.in_flight <= self.current:  # the release wakes a waiter
-            self._spare += 1
-        else:
-            for _ in range(self._spare + 1):
-                self._lease.release()
-            self._spare = 0
+        self._spare.append(time.monotonic())
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._give_back)
         super()._release()
 
-    def close(self) -> None:
-        """Give back leases kept for requests that never came (a cancelled run)."""
-        for _ in range(self._spare):
+    def _give_back(self) -> None:
+        """Return the leases no request took within ``LINGER_SECONDS``."""
+        self._sweep = None
+        now = time.monotonic()
+        while self._spare and self._spare[0] <= now - LINGER_SECONDS:
+            self._spare.popleft()
             self._lease.release()
-        self._spare = 0
+        if self._spare:
+            delay = self._spare[0] + LINGER_SECONDS - now
+            self._sweep = asyncio.get_running_loop().call_later(delay, self._give_back)
+
+    def close(self) -> None:
+        """Give back every kept lease: the run is over (its loop may end before a sweep)."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        while self._spare:
+            self._spare.popleft()
+            self._lease.release()
