@@ -753,9 +753,10 @@ def test_status_and_export_report_the_final_outcome_of_every_input_id(
     report = json.loads(proc.stdout)
     assert report["input_rows"] == 13
     assert report["done"] == 8
-    assert report["failed"] == 1
-    assert report["failed_retryable"] == 1
-    assert report["pending"] == 13 - 8 - 1
+    assert report["failed"] == 2  # as the run's summary counts them
+    assert report["failed_retryable"] == 1  # of those, the one the next run sends again
+    assert report["errors"] == {"content_filter": 1, "server_error": 1}
+    assert report["pending"] == 13 - 8 - 2
     assert report["tokens"]["prompt"] == sum(r["prompt_tokens"] for r in results)
     assert report["tokens"]["completion"] == sum(r["completion_tokens"] for r in results)
     assert report["last_run"]["exit_code"] == 1

@@ -20,6 +20,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import anyio
 import httpx
@@ -34,7 +35,7 @@ from .limits import AdaptiveLimit
 from .pipeline import RowPipeline
 from .pricing import price_for
 from .progress import NullProgress, Progress
-from .report import Status, read_status
+from .report import FailureGroup, Status, failure_groups, read_status
 from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
 from .runner import Runner
@@ -44,6 +45,10 @@ from .simulate import SimulatedEndpoint
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir, RunSession
+from .store.state import RetryFailed
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass
@@ -70,43 +75,6 @@ class Compacted:
     parts_after: int
 
 
-def run(
-    job: Job,
-    *,
-    api_key: str | None = None,
-    progress: Progress | None = None,
-    handle_signals: bool = False,
-    transport: httpx.AsyncBaseTransport | None = None,
-    retry_failed: bool = False,
-    force: bool = False,
-    shard: Shard | str | None = None,
-    cluster: str | None = None,
-) -> RunResult:
-    """Run (or resume) a job to the end; see :func:`arun`.
-
-    Works from a plain script, and from a thread whose event loop is already running (the
-    run then gets an event loop of its own in a helper thread)."""
-    call = functools.partial(
-        arun,
-        job,
-        api_key=api_key,
-        progress=progress,
-        handle_signals=handle_signals,
-        transport=transport,
-        retry_failed=retry_failed,
-        force=force,
-        shard=shard,
-        cluster=cluster,
-    )
-    try:
-        return anyio.run(call)
-    except RuntimeError as exc:
-        if "running" not in str(exc):  # anyio: "Already running asyncio in this thread"
-            raise
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zbatch") as pool:
-        return pool.submit(anyio.run, call).result()
-
-
 async def arun(
     job: Job,
     *,
@@ -114,22 +82,25 @@ async def arun(
     progress: Progress | None = None,
     handle_signals: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
-    retry_failed: bool = False,
+    retry_failed: RetryFailed = False,
     force: bool = False,
+    limit: int | None = None,
     shard: Shard | str | None = None,
     cluster: str | None = None,
 ) -> RunResult:
     """Run (or resume) a job inside a running event loop.
 
     ``api_key`` defaults to the environment variable the job names. ``transport`` replaces
-    the HTTP transport (tests pass ``httpx.MockTransport``). ``shard`` ("K/N", "auto/N" or a
-    :class:`~zbatch.shard.Shard`) runs only that shard's rows; ``cluster`` ("local:N" or
-    "dask://HOST:PORT") runs the whole job as shard tasks on a Dask cluster. Raises
-    JobError / LockedError / StoreError before anything is sent; a stop during the run is
-    in ``RunResult.stopped``."""
+    the HTTP transport (tests pass ``httpx.MockTransport``). ``limit`` sends only the first
+    that many pending rows (a paid sample; the next run goes on with the rest). ``shard``
+    ("K/N", "auto/N" or a :class:`~zbatch.shard.Shard`) runs only that shard's rows;
+    ``cluster`` ("local:N" or "dask://HOST:PORT") runs the whole job as shard tasks on a
+    Dask cluster. Raises JobError / LockedError / StoreError before anything is sent; a stop
+    during the run is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
     if cluster is not None:
-        if shard is not None:
-            raise JobError("--shard and --cluster do not go together: --cluster makes the shards")
+        if shard is not None or limit is not None:
+            what = "--shard" if shard is not None else "--limit"
+            raise JobError(f"{what} and --cluster do not go together: --cluster makes the shards")
         from .cluster import arun_on_cluster
 
         return await arun_on_cluster(
@@ -156,6 +127,7 @@ async def arun(
         transport=transport,
         retry_failed=retry_failed,
         force=force,
+        limit=limit,
         shard=shard,
     )
 
@@ -201,15 +173,17 @@ async def execute(
     progress: Progress | None = None,
     handle_signals: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
-    retry_failed: bool = False,
+    retry_failed: RetryFailed = False,
     force: bool = False,
+    limit: int | None = None,
     shard: Shard | None = None,
-    limit: AdaptiveLimit | None = None,
+    in_flight: AdaptiveLimit | None = None,
     stop_when: Callable[[], Awaitable[ZbatchError]] | None = None,
     write_summary: bool = True,
 ) -> RunResult:
     """:func:`arun` for the whole job or one shard, with what a cluster task changes: a
-    cluster-wide ``limit``, a ``stop_when`` from the driver, and no summary of its own."""
+    cluster-wide ``in_flight`` limit, a ``stop_when`` from the driver, and no summary of
+    its own."""
     inputs, key = check_run(job, api_key, transport)
     if job.simulate:
         transport = SimulatedEndpoint(job)
@@ -233,12 +207,13 @@ async def execute(
             secret=key or "",
         )
         items = inputs.rows_or_done(job.id_column, pipeline.is_done)
+        where = "" if shard is None else f" shard {shard}"
         with run_log(outdir) as log:
             if session.notice:
                 log.warning(session.notice)
             log.info(
                 "start%s: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
-                "" if shard is None else f" shard {shard}",
+                where,
                 job.input_path,
                 count_rows(inputs.paths),
                 len(state.succeeded) + len(state.latest_error),
@@ -255,14 +230,14 @@ async def execute(
             runner = Runner(
                 job,
                 pipeline=pipeline,
-                works=pipeline.works(items),
+                works=pipeline.works(items, limit=limit),
                 results=results,
                 errors=errors,
                 client=client,
                 progress=progress or NullProgress(),
                 log=log,
                 handle_signals=handle_signals,
-                limit=limit,
+                limit=in_flight,
                 stop_when=stop_when,
             )
             try:
@@ -280,7 +255,7 @@ async def execute(
                 )
             log.info(
                 "end%s: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
-                "" if shard is None else f" shard {shard}",
+                where,
                 stats.outcome,
                 stats.ok,
                 stats.failed,
@@ -289,6 +264,32 @@ async def execute(
                 result.exit_code,
             )
     return result
+
+
+def blocking(function: Callable[P, Awaitable[T]]) -> Callable[P, T]:
+    """The blocking twin of an async API function.
+
+    It works from a plain script, and from a thread whose event loop is already running (a
+    notebook cell calling the sync API): the call then gets an event loop of its own in a
+    helper thread."""
+
+    @functools.wraps(function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        start = functools.partial(function, *args, **kwargs)
+        try:
+            return anyio.run(start)
+        except RuntimeError as exc:
+            if "running" not in str(exc):  # anyio: "Already running asyncio in this thread"
+                raise
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zbatch") as pool:
+            return pool.submit(anyio.run, start).result()
+
+    return call
+
+
+run = blocking(arun)
+run.__doc__ = """Run (or resume) a job to the end, blocking; the same keywords as :func:`arun`."""
+run.__name__ = run.__qualname__ = "run"
 
 
 def keep_column_types(
@@ -304,7 +305,7 @@ def keep_column_types(
     return {name: infer_type(first.get(name)) for name in job.keep_columns}
 
 
-def plan(job: Job, *, retry_failed: bool = False) -> Plan:
+def plan(job: Job, *, retry_failed: RetryFailed = False) -> Plan:
     """What a run of the job would send now and what it would cost; sends nothing."""
     return plan_job(job, retry_failed=retry_failed)
 
@@ -312,6 +313,13 @@ def plan(job: Job, *, retry_failed: bool = False) -> Plan:
 def status(outdir: str | os.PathLike[str]) -> Status:
     """Done / failed / pending counts, tokens, cost and the last run's outcome of an OUTDIR."""
     return read_status(OutputDir(str(outdir)))
+
+
+def failures(
+    outdir: str | os.PathLike[str], *, error_type: str | None = None, limit: int = 5
+) -> list[FailureGroup]:
+    """The failed ids of an OUTDIR grouped by error type and code, largest group first."""
+    return failure_groups(OutputDir(str(outdir)), error_type=error_type, limit=limit)
 
 
 def export(
@@ -329,7 +337,9 @@ def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
 
 
 def compact(outdir: str | os.PathLike[str]) -> list[Compacted]:
-    """Merge each table's small part files into one (the merged part is committed first)."""
+    """Merge each table's part files into one, under every shard's lock. A reader of the
+    folder never sees an id twice; for a moment between the old parts going and the merged
+    part arriving it may see fewer rows (a crash there is finished by the next command)."""
     target = OutputDir(str(outdir))
     target.read_job()  # a folder that is not an OUTDIR is refused, and left as it was
     return [Compacted(*row) for row in target.compact()]

@@ -44,6 +44,7 @@ from .progress import NullProgress, Progress
 from .shard import Shard
 from .source import count_rows
 from .stats import Stats
+from .store.state import RetryFailed
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -160,7 +161,7 @@ def run_shard(
     shard: Shard | str,
     *,
     api_key: Secret | str | None = None,
-    retry_failed: bool = False,
+    retry_failed: RetryFailed = False,
     progress_topic: str | None = None,
     stop_event: str | None = None,
     task_slots: int | None = None,
@@ -193,7 +194,7 @@ async def _run_shard(
     shard: Shard,
     *,
     api_key: str | None,
-    retry_failed: bool,
+    retry_failed: RetryFailed,
     progress_topic: str | None,
     stop_event: str | None,
     task_slots: int | None,
@@ -228,7 +229,7 @@ async def _run_shard(
             progress=progress,
             retry_failed=retry_failed,
             shard=shard,
-            limit=limit,
+            in_flight=limit,
             stop_when=None if stop is None else stop.wait,
             write_summary=progress_topic is None,
         )
@@ -325,7 +326,7 @@ async def arun_on_cluster(
     api_key: str | None = None,
     progress: Progress | None = None,
     handle_signals: bool = False,
-    retry_failed: bool = False,
+    retry_failed: RetryFailed = False,
     force: bool = False,
 ) -> RunResult:
     """Run (or resume) the whole job as shard tasks on a Dask cluster; see the module doc."""

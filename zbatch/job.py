@@ -46,6 +46,7 @@ class Job:
     force_model: bool = False  # the model was given on the command line
     system: str | None = None
     template: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # template column -> fallback
     prompt_column: str = "prompt"
     messages_column: str | None = None
     temperature: float | None = None
@@ -71,11 +72,13 @@ class Job:
     # [labels]
     choices: tuple[str, ...] = ()
     label_retries: int = 1
+    gold_column: str | None = None  # reference labels for some rows: agreement is reported
     # [output]
     output_dir: str
     part_rows: int = 50_000
     part_seconds: float = 30.0
     # [run]
+    dedupe: bool = True  # send identical deterministic requests once (zbatch.dedupe)
     log_every: float = 30.0
     grace_seconds: float = 10.0
     # [prices]: model -> {"input": .., "cached": .., "output": ..} in USD per 1M tokens
@@ -116,6 +119,8 @@ class Job:
         """The settings that shape a request, as job.json stores them."""
         shaping = {name: self._jsonable(name) for name in FINGERPRINTED}
         shaping["model"] = self.effective_model
+        if not self.defaults:  # a setting newer than most OUTDIRs: absent when unused, so
+            del shaping["defaults"]  # their fingerprints stay what they were
         if self.simulate:  # only then: real runs keep the fingerprints they always had
             shaping["simulated"] = True
         return shaping
@@ -136,6 +141,7 @@ FINGERPRINTED = (
     "model",
     "system",
     "template",
+    "defaults",
     "prompt_column",
     "messages_column",
     "temperature",
@@ -260,6 +266,8 @@ def _check(job: Job) -> None:
         raise fail("response_format", 'must be "json_object" or "text"')
     if job.json_fields and job.response_format != "json_object":
         raise JobError('request.json_fields needs request.response_format = "json_object"')
+    if job.gold_column is not None and not job.choices:
+        raise JobError("labels.gold_column needs labels.choices")
     if job.template is not None and job.messages_column is not None:
         raise JobError("set request.template or request.messages_column, not both")
     if job.template is not None:

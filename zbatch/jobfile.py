@@ -26,6 +26,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "model": "model",
         "system": "system",
         "template": "template",
+        "defaults": "defaults",
         "prompt_column": "prompt_column",
         "messages_column": "messages_column",
         "temperature": "temperature",
@@ -47,9 +48,9 @@ SECTIONS: dict[str, dict[str, str]] = {
         "backoff_cap": "backoff_cap",
         "wait_for_quota": "wait_for_quota",
     },
-    "labels": {"choices": "choices", "retries": "label_retries"},
+    "labels": {"choices": "choices", "retries": "label_retries", "gold_column": "gold_column"},
     "output": {"dir": "output_dir", "part_rows": "part_rows", "part_seconds": "part_seconds"},
-    "run": {"log_every": "log_every", "grace_seconds": "grace_seconds"},
+    "run": {"log_every": "log_every", "grace_seconds": "grace_seconds", "dedupe": "dedupe"},
     "prices": {},  # model -> { input, cached, output }: checked by Job
     "simulate": {
         "latency": "simulate_latency",

@@ -29,6 +29,7 @@ from .schema import keep_caster
 from .source import DoneRows, RawRow
 from .stats import Stats
 from .store import ResumeState
+from .store.state import RetryFailed
 
 Row = tuple[Any, ...]
 # Rows that need no request are handled between sends; every so many of them the pipeline
@@ -44,6 +45,7 @@ class Work:
     body: bytes
     tokens: int  # estimated prompt + completion tokens, for TPM pacing and budgets
     keep: tuple[Any, ...]
+    gold: str | None = None  # the row's reference label (labels.gold_column), normalised
 
 
 class Sink(Protocol):
@@ -64,7 +66,7 @@ class RowPipeline:
         results: Sink,
         errors: Sink,
         schema: pa.Schema,
-        retry_failed: bool = False,
+        retry_failed: RetryFailed = False,
         in_shard: Callable[[str], bool] | None = None,
         secret: str = "",
     ) -> None:
@@ -85,20 +87,25 @@ class RowPipeline:
 
     # --- input side -------------------------------------------------------------------------
 
-    def works(self, items: Iterator[RawRow | DoneRows]) -> Iterator[Work | None]:
+    def works(
+        self, items: Iterator[RawRow | DoneRows], *, limit: int | None = None
+    ) -> Iterator[Work | None]:
         """Work for each row to send; None now and then, as a turn for an event loop.
 
         Rows that need no request (done before, repeated, unreadable) are dealt with on the
-        way. A file that breaks off part-way raises JobError from here."""
-        quiet = 0
+        way. ``limit`` ends it after that many rows to send (a paid sample; the next run goes
+        on with the rest). A file that breaks off part-way raises JobError from here."""
+        quiet = sent = 0
         for item in items:
+            if sent == limit:
+                return
             if isinstance(item, DoneRows):
                 self.skip_done(item)
                 yield None
                 continue
             work = self.prepare(item)
             if work is not None:
-                quiet = 0
+                quiet, sent = 0, sent + 1
                 yield work
             elif (quiet := quiet + 1) % YIELD_EVERY == 0:
                 yield None
@@ -121,6 +128,10 @@ class RowPipeline:
             column = self.job.id_column or "id"
             self.row_error(key, "missing_id", f"{raw.where} has no usable '{column}' value")
             return None
+        if not row_id.isascii() and storable((row_id,))[0] != row_id:
+            where = f"?{raw.where}"  # the id itself cannot be stored: logged under where it is
+            self.row_error(where, "invalid_input", f"{raw.where}: the id cannot be encoded")
+            return None
         if not self._seen.add(row_id):
             self._repeated(row_id, raw.where)
             return None
@@ -142,7 +153,12 @@ class RowPipeline:
             cast(data.get(name))
             for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True)
         )
-        return Work(row_id, encoded, tokens, keep)
+        return Work(row_id, encoded, tokens, keep, self._gold(data))
+
+    def _gold(self, data: dict[str, Any]) -> str | None:
+        column = self.job.gold_column
+        value = None if column is None else data.get(column)
+        return None if value is None else gold_label(value, self.job.choices)
 
     def skip_done(self, done: DoneRows) -> None:
         """Count rows done before as skipped, still noticing ids that repeat."""
@@ -159,16 +175,14 @@ class RowPipeline:
         """A row whose id an earlier row had; logged unless an earlier run logged it."""
         if row_id in self.state.duplicates_logged:
             return
-        self._log(row_id, Failure("duplicate_id", Scope.ROW, f"{where} repeats id {row_id!r}"), 0)
-        self.stats.count_failure("duplicate_id")
+        self.fail(row_id, Failure("duplicate_id", Scope.ROW, f"{where} repeats id {row_id!r}"), 0)
 
     def row_error(self, row_id: str, error_type: str, message: str) -> None:
         """A row that cannot be sent at all (unless an earlier run settled its id)."""
         if self.state.is_done(row_id, retry_failed=False):
             self.stats.skipped += 1
             return
-        self._log(row_id, Failure(error_type, Scope.ROW, message), 0)
-        self.stats.count_failure(error_type)
+        self.fail(row_id, Failure(error_type, Scope.ROW, message), 0)
 
     # --- answer side ------------------------------------------------------------------------
 
@@ -198,13 +212,19 @@ class RowPipeline:
                 return Failure("invalid_json", Scope.ROW, str(exc))
             extra.append(json.dumps(obj, ensure_ascii=False))
             for name, kind in job.json_fields:
-                extra.append(json_field_value(obj.get(name), kind))
+                value = json_field_value(obj.get(name), kind)
+                if value is None:  # counted, so a null is never silent
+                    missing = obj.get(name) is None
+                    (self.stats.json_missing if missing else self.stats.json_mistyped)[name] += 1
+                extra.append(value)
         if answer.finish_reason in ("length", "model_context_window_exceeded"):
             self.stats.truncated += 1
         self.results.add(result_row(work.id, answer, attempts, [*extra, *work.keep]))
         self.stats.ok += 1
         if job.choices:
             self.stats.labels[extra[0]] += 1
+            if work.gold is not None:
+                self.stats.gold.pairs[work.gold, extra[0]] += 1
         self.on_added()
         return None
 
@@ -219,7 +239,10 @@ class RowPipeline:
     ) -> None:
         """Log a failed row; ``retryable=True`` on a fatal or quota failure leaves it pending
         (not the row's fault). ``answer`` keeps a paid answer that did not fit."""
-        self._log(row_id, failure, attempts, retryable=retryable, answer=answer)
+        message = redact(failure.message, self._secret)
+        flag = failure.retryable if retryable is None else retryable
+        self.errors.add(error_row(row_id, failure, attempts, flag, message, answer))
+        self.on_added()
         if retryable and failure.scope in (Scope.FATAL, Scope.QUOTA):
             return
         self.stats.count_failure(failure.error_type)
@@ -231,19 +254,11 @@ class RowPipeline:
         failure = Failure("invalid_response", Scope.ROW, f"answer cannot be stored: {reason}")
         self.fail(row[0], failure, row[10], answer=_text(row[1]))
 
-    def _log(
-        self,
-        row_id: str,
-        failure: Failure,
-        attempts: int,
-        *,
-        retryable: bool | None = None,
-        answer: str | None = None,
-    ) -> None:
-        retryable = failure.retryable if retryable is None else retryable
-        message = redact(failure.message, self._secret)
-        self.errors.add(error_row(row_id, failure, attempts, retryable, message, answer))
-        self.on_added()
+
+def gold_label(value: Any, choices: tuple[str, ...]) -> str:
+    """A reference label as the choice it names, or as written when it names none."""
+    text = str(value)
+    return normalize_label(text, choices) or text
 
 
 def result_row(row_id: str, answer: Any, attempts: int, tail: list[Any]) -> Row:
@@ -315,7 +330,17 @@ async def commit(pipeline: RowPipeline, results: Any, errors: Any) -> None:
             pipeline.unstorable(row, reason)
         rows = errors.take()
         try:
-            await anyio.to_thread.run_sync(errors.commit, rows)
+            odd = await anyio.to_thread.run_sync(errors.commit, rows)
+            if odd:  # an error row must never be lost: its text is made storable
+                await anyio.to_thread.run_sync(errors.commit, [storable(row) for row, _ in odd])
         except BaseException:
             errors.rows[:0] = rows
             raise
+
+
+def storable(row: Row) -> Row:
+    """An error row whose text can be stored: what UTF-8 cannot hold becomes U+FFFD."""
+    return tuple(
+        value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
+        for value in row
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +111,7 @@ def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> Exp
 
     Written a batch at a time; ``with_input`` joins the whole input in memory first.
     """
-    suffix = target.suffix.lower()
+    suffix = ".jsonl" if str(target) == "-" else target.suffix.lower()
     if suffix not in (".parquet", ".jsonl", ".csv"):
         raise JobError(f"cannot export to {target}: use a .parquet, .jsonl or .csv file name")
     outcomes = final_outcomes(outdir)
@@ -126,6 +128,10 @@ def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> Exp
             written += batch.num_rows
             yield batch
 
+    if str(target) == "-":  # to stdout, as JSONL (for a pipe)
+        _write_jsonl(outcomes.schema, counted(outcomes.batches), sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return Exported(written, outcomes.simulated)
     write = {".parquet": write_batches, ".csv": _write_csv, ".jsonl": _write_jsonl}[suffix]
     if target.is_dir():
         raise JobError(f"cannot export to {target}: it is a folder; name a file")
@@ -164,10 +170,22 @@ def _json_text(column: pa.Array) -> pa.Array:
 
 
 def _write_jsonl(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:
+    """One JSON object per row: timestamps in ISO 8601, JSON-text columns as JSON again (a
+    list stays a list)."""
+    as_json = [f.name for f in schema if (f.metadata or {}).get(b"zbatch.json") == b"true"]
     for batch in batches:
-        lines = [json.dumps(row, default=str, ensure_ascii=False) for row in batch.to_pylist()]
+        rows = batch.to_pylist()
+        for row in rows:
+            for name in as_json:
+                if isinstance(row[name], str):
+                    row[name] = json.loads(row[name])
+        lines = [json.dumps(row, default=_iso, ensure_ascii=False) for row in rows]
         if lines:
             handle.write(("\n".join(lines) + "\n").encode())
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, dt.datetime | dt.date) else str(value)
 
 
 def _join_input(outcomes: pa.Table, settings: dict[str, Any]) -> pa.Table:

@@ -58,6 +58,9 @@ class Storage(Protocol):
     def lock(self, name: str) -> AbstractContextManager[None]:
         """Hold an exclusive lock while the context lasts; LockedError naming the holder."""
 
+    def holder(self, name: str) -> str | None:
+        """Who holds the lock ``name`` now (as :meth:`lock` names them), or None."""
+
     def log_handler(self, name: str) -> logging.Handler:
         """A logging handler that appends lines to the file ``name``."""
 
@@ -210,6 +213,18 @@ class LocalStorage:
             handle.write(f"{holder_text()}\n")
             handle.flush()
             yield
+
+    def holder(self, name: str) -> str | None:
+        try:
+            fd = os.open(self._path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with os.fdopen(fd) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "unknown"
+            return None  # closing the handle lets the probe's own lock go
 
     def log_handler(self, name: str) -> logging.Handler:
         return logging.FileHandler(self._path(name), encoding="utf-8")
