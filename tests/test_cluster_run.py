@@ -74,6 +74,8 @@ def test_cluster_wide_cap_holds_across_two_worker_processes(tmp_path: Path) -> N
     assert "start on local:2: 4 shard tasks, 2 worker threads" in log
     assert "end: finished, ok 300" in log
     assert "rows ok                  300" in proc.stdout
+    # one progress display for the job, summed from the tasks' reports
+    assert "progress 300/300 rows" in proc.stderr
 
 
 def worker_pids(driver: int) -> list[int]:
