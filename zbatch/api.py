@@ -30,7 +30,7 @@ from . import prompt
 from .client import Client
 from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
-from .job import DEFAULT_BASE_URL, Job
+from .job import Job
 from .limits import AdaptiveLimit
 from .pipeline import RowPipeline
 from .pricing import price_for
@@ -41,7 +41,7 @@ from .runlog import run_log
 from .runner import Runner
 from .schema import ERROR_SCHEMA, infer_type, result_schema
 from .shard import Shard
-from .simulate import SimulatedEndpoint
+from .simulate import SimulatedEndpoint, SimulationSpec
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir, RunSession
@@ -139,7 +139,8 @@ def check_run(
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
-    if not job.simulate and key is None and transport is None and job.base_url == DEFAULT_BASE_URL:
+    default_url = job.profile.default_base_url
+    if not job.simulate and key is None and transport is None and job.base_url == default_url:
         raise JobError(
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
@@ -185,12 +186,13 @@ async def execute(
     cluster-wide ``in_flight`` limit, a ``stop_when`` from the driver, and no summary of
     its own."""
     inputs, key = check_run(job, api_key, transport)
+    provider = job.profile
     if job.simulate:
-        transport = SimulatedEndpoint(job)
+        transport = SimulatedEndpoint(SimulationSpec.from_job(job))
     with open_session(job, inputs, force=force, shard=shard) as (outdir, session, schema):
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
-        stats = Stats(price=price_for(job.effective_model, job.prices))
+        stats = Stats(price=price_for(job.effective_model, job.prices, provider.prices))
         stats.concurrency = stats.concurrency_min = job.concurrency
         # A shard's rows are known only once its part of the input has been read.
         stats.total = count_rows(inputs.paths) if shard is None else None
@@ -225,6 +227,7 @@ async def execute(
                 api_key=key,
                 timeout=job.timeout,
                 max_connections=job.concurrency,
+                provider=provider,
                 transport=transport,
             )
             runner = Runner(

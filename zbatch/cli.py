@@ -17,6 +17,7 @@ from . import __version__
 from .errors import ZbatchError
 from .job import DEFAULT_MODEL, Job
 from .jobfile import default_of, load_job
+from .providers import PROVIDERS
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("zbatch")
@@ -90,6 +91,11 @@ def _job_options(func: F) -> F:
         click.option(
             "--base-url",
             help=f"API base URL [default: $ZAI_BASE_URL or {default_of('base_url')}].",
+        ),
+        click.option(
+            "--provider",
+            type=click.Choice(list(PROVIDERS)),
+            help="Provider profile (error codes, prices) [default: chosen from the base URL].",
         ),
         click.option(
             "--api-key-env",

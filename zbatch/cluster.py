@@ -468,7 +468,9 @@ class _View:
         self.by_shard[int(figures_.pop("shard"))] = figures_
 
     def stats(self, stopped: ZbatchError | None = None) -> Stats:
-        stats = Stats(price=price_for(self._job.effective_model, self._job.prices))
+        stats = Stats(
+            price=price_for(self._job.effective_model, self._job.prices, self._job.profile.prices)
+        )
         stats.started = self._started
         stats.total = self._total
         stats.concurrency = stats.concurrency_min = self._job.concurrency

@@ -39,7 +39,7 @@ class Plan:
 
     @property
     def cost(self) -> float | None:
-        price = price_for(self.job.effective_model, self.job.prices)
+        price = price_for(self.job.effective_model, self.job.prices, self.job.profile.prices)
         return cost(price, self.prompt_tokens, 0, self.completion_tokens)
 
 

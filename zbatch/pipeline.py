@@ -22,9 +22,10 @@ import pyarrow as pa
 
 from . import prompt
 from .answers import NotJson, json_field_value, normalize_label, parse_json_object
-from .errors import Failure, Scope, redact
+from .errors import redact
 from .idset import IdSet
 from .job import Job
+from .outcome import Failure, Scope, Success
 from .schema import keep_caster
 from .source import DoneRows, RawRow
 from .stats import Stats
@@ -186,13 +187,14 @@ class RowPipeline:
 
     # --- answer side ------------------------------------------------------------------------
 
-    def count_usage(self, answer: Any) -> None:
+    def count_usage(self, answer: Success) -> None:
         stats = self.stats
         stats.prompt_tokens += answer.prompt_tokens or 0
         stats.completion_tokens += answer.completion_tokens or 0
         stats.cached_tokens += answer.cached_tokens or 0
+        stats.usage_malformed += answer.usage_malformed
 
-    def accept(self, work: Work, answer: Any, attempts: int) -> Failure | None:
+    def accept(self, work: Work, answer: Success, attempts: int) -> Failure | None:
         """Check the answer against labels / JSON and add its row; a Failure if it does not
         fit (the dispatcher decides whether to ask again or :meth:`fail`)."""
         job = self.job
@@ -261,7 +263,7 @@ def gold_label(value: Any, choices: tuple[str, ...]) -> str:
     return normalize_label(text, choices) or text
 
 
-def result_row(row_id: str, answer: Any, attempts: int, tail: list[Any]) -> Row:
+def result_row(row_id: str, answer: Success, attempts: int, tail: list[Any]) -> Row:
     """A result row in schema order; ``tail`` holds label/json/keep values in order."""
     return (
         row_id,

@@ -14,6 +14,7 @@ from .errors import JobError
 from .job import DEFAULT_MODEL
 from .pipeline import gold_label
 from .pricing import cost, price_for
+from .providers import provider_for
 from .results import final_outcomes
 from .source import count_rows, open_input
 from .stats import Agreement
@@ -85,7 +86,8 @@ def read_status(outdir: OutputDir) -> Status:
     except JobError:
         input_rows = None
     model = settings.get("model") or DEFAULT_MODEL
-    price = price_for(model, settings.get("prices") or {})
+    table = provider_for(settings["base_url"], settings.get("provider")).prices
+    price = price_for(model, settings.get("prices") or {}, table)
     spent = cost(price, tokens.prompt, tokens.cached, tokens.completion)
     summary = outdir.read_summary()
     return Status(
