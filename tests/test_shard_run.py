@@ -15,9 +15,12 @@ from conftest import (
     run_zbatch,
     start_zbatch,
     write_jsonl,
+    zbatch_env,
 )
+from s3_server import S3, moto_endpoint_fixture, s3_fixture  # noqa: F401 (fixtures)
 from zai_server import ZaiServer, answer_for
 
+import zbatch
 from zbatch.store import OutputDir
 
 SHARDS = 3
@@ -213,3 +216,39 @@ def test_compact_refuses_while_a_shard_runs(
     assert len(list((outdir / "results").glob("*.parquet"))) == 1
     results, _ = outcome_ids(outdir)
     assert sorted(results) == sorted(id_of.values())
+
+
+def test_shard_processes_share_an_outdir_on_object_storage(
+    tmp_path: Path, job_input: tuple[Path, dict[str, str]], s3: S3
+) -> None:
+    """The same three shards at once, into an s3:// OUTDIR (loopback S3): every id once,
+    and `zbatch status` on the bucket counts them all."""
+    path, id_of = job_input
+    outdir = s3.url("out")
+    env = zbatch_env(**s3.env)
+    with ZaiServer(latency=0.02) as server:
+        procs = [
+            start_zbatch(
+                "run",
+                "-i",
+                str(path),
+                "-o",
+                outdir,
+                "--concurrency",
+                "4",
+                "--shard",
+                f"{k}/{SHARDS}",
+                "--base-url",
+                server.base_url,
+                env=env,
+            )
+            for k in range(SHARDS)
+        ]
+        for proc in procs:
+            _out, err = proc.communicate(timeout=180)
+            assert proc.returncode == 0, err
+        assert server.stats()["successes"] == len(id_of)
+    ids = zbatch.read_results(outdir).column("id").to_pylist()
+    assert sorted(ids) == sorted(id_of.values())
+    status = run_zbatch("status", outdir, "--json", env=env)
+    assert json.loads(status.stdout)["done"] == len(id_of)
