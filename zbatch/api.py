@@ -14,19 +14,17 @@ stored; OUTDIR/run.log gets the run's events whatever the caller's logging setup
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-import anyio
-import httpx
 import pyarrow as pa
 
 from . import prompt
 from .budget import Budget
-from .client import Client
 from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
 from .job import Job
@@ -36,14 +34,18 @@ from .progress import NullProgress, Progress
 from .report import FailureGroup, Status, failure_groups, read_status
 from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
-from .runner import Runner
 from .schema import ERROR_SCHEMA, infer_type, result_schema
-from .simulate import SimulatedEndpoint, SimulationSpec
+from .shard import Shard
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
-from .store import ERRORS, RESULTS, OutputDir
+from .store import ERRORS, RESULTS, OutputDir, RunSession
 from .store.journal import JournaledSink
 from .store.state import RetryFailed
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .limits import AdaptiveLimit
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -83,50 +85,136 @@ async def arun(
     retry_failed: RetryFailed = False,
     force: bool = False,
     limit: int | None = None,
+    shard: Shard | str | None = None,
+    cluster: str | None = None,
 ) -> RunResult:
     """Run (or resume) a job inside a running event loop.
 
     ``api_key`` defaults to the environment variable the job names. ``transport`` replaces
     the HTTP transport (tests pass ``httpx.MockTransport``). ``limit`` sends only the first
-    that many pending rows (a paid sample; the next run goes on with the rest). Raises
-    JobError / LockedError / StoreError before anything is sent; a stop during the run is in
-    ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    that many pending rows (a paid sample; the next run goes on with the rest). ``shard``
+    ("K/N", "auto/N" or a :class:`~zbatch.shard.Shard`) runs only that shard's rows;
+    ``cluster`` ("local:N" or "dask://HOST:PORT") runs the whole job as shard tasks on a
+    Dask cluster. Raises JobError / LockedError / StoreError before anything is sent; a stop
+    during the run is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    if cluster is not None:
+        if shard is not None or limit is not None:
+            what = "--shard" if shard is not None else "--limit"
+            raise JobError(f"{what} and --cluster do not go together: --cluster makes the shards")
+        from .cluster import arun_on_cluster
+
+        return await arun_on_cluster(
+            job,
+            cluster,
+            api_key=api_key,
+            progress=progress,
+            handle_signals=handle_signals,
+            retry_failed=retry_failed,
+            force=force,
+        )
+    if isinstance(shard, str):
+        shard = Shard.parse(shard, os.environ)
+    if shard is not None and force:
+        raise JobError(
+            "--force with --shard would move the other shards' results away: start the new "
+            "generation with one run without --shard, or use a new output directory"
+        )
+    return await execute(
+        job,
+        api_key=api_key,
+        progress=progress,
+        handle_signals=handle_signals,
+        transport=transport,
+        retry_failed=retry_failed,
+        force=force,
+        limit=limit,
+        shard=shard,
+    )
+
+
+def check_run(
+    job: Job, api_key: str | None, transport: httpx.AsyncBaseTransport | None
+) -> tuple[InputFiles, str | None]:
+    """The input and the API key a run would use; JobError when either is unusable."""
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
-    provider = job.profile
-    if job.simulate:
-        transport = SimulatedEndpoint(SimulationSpec.from_job(job))
-    elif key is None and transport is None and job.base_url == provider.default_base_url:
+    default_url = job.profile.default_base_url
+    if not job.simulate and key is None and transport is None and job.base_url == default_url:
         raise JobError(
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
         )
-    price = price_for(job.effective_model, job.prices, provider.prices)
-    if job.max_cost is not None and price is None:
+    if (
+        job.max_cost is not None
+        and price_for(job.effective_model, job.prices, job.profile.prices) is None
+    ):
         raise JobError(
             f"limits.max_cost needs a price for model {job.effective_model}: add it to [prices], "
             f'e.g. "{job.effective_model}" = {{ input = 0.6, output = 2.2 }}'
         )
+    return inputs, key
+
+
+@contextlib.contextmanager
+def open_session(
+    job: Job, inputs: InputFiles, *, force: bool, shard: Shard | None
+) -> Iterator[tuple[OutputDir, RunSession, pa.Schema]]:
+    """Hold the OUTDIR (or one shard of it) for a run: job.json checked and saved, and the
+    result schema the run writes."""
     outdir = OutputDir(job.output_dir)
-    with outdir.open_run(job.fingerprint(), job.shaping(), force=force) as session:
+    with outdir.open_run(job.fingerprint(), job.shaping(), force=force, shard=shard) as session:
         keep_types = keep_column_types(job, inputs, outdir.committed_result_schema())
         session.save_job(
             job.fingerprint(),
             job.to_json(),
+            once=shard is not None,
             request=job.shaping(),
             keep_types={name: str(kind) for name, kind in keep_types.items()},
         )
-        schema = result_schema(job, keep_types)
+        yield outdir, session, result_schema(job, keep_types)
+
+
+async def execute(
+    job: Job,
+    *,
+    api_key: str | None = None,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    retry_failed: RetryFailed = False,
+    force: bool = False,
+    limit: int | None = None,
+    shard: Shard | None = None,
+    in_flight: AdaptiveLimit | None = None,
+    stop_when: Callable[[], Awaitable[ZbatchError]] | None = None,
+    write_summary: bool = True,
+) -> RunResult:
+    """:func:`arun` for the whole job or one shard, with what a cluster task changes: a
+    cluster-wide ``in_flight`` limit, a ``stop_when`` from the driver, and no summary of
+    its own."""
+    # The HTTP stack is imported here, not with the module: `zbatch status` and the other
+    # commands that only read an OUTDIR then start without it (docs/performance.md).
+    from .client import Client
+    from .runner import Runner
+    from .simulate import SimulatedEndpoint, SimulationSpec
+
+    inputs, key = check_run(job, api_key, transport)
+    provider = job.profile
+    if job.simulate:
+        transport = SimulatedEndpoint(SimulationSpec.from_job(job))
+    with open_session(job, inputs, force=force, shard=shard) as (outdir, session, schema):
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
         journal = session.journal({RESULTS: results, ERRORS: errors}, enabled=job.journal)
+        price = price_for(job.effective_model, job.prices, provider.prices)
         # Other shards' spend counts as of now: a shard's budget check sees its own live.
         spent = outdir.total_spend()
         budget = Budget(limit=job.max_cost, price=price, spent=0.0 if spent is None else spent.usd)
         stats = Stats(price=price, spent=budget.spent, max_cost=job.max_cost)
         stats.concurrency = stats.concurrency_min = job.concurrency
-        stats.total = count_rows(inputs.paths)
+        # A shard's rows are known only once its part of the input has been read.
+        stats.total = count_rows(inputs.paths) if shard is None else None
         state = session.state
         pipeline = RowPipeline(
             job,
@@ -136,9 +224,11 @@ async def arun(
             errors=JournaledSink(errors, journal, ERRORS),
             schema=schema,
             retry_failed=retry_failed,
+            in_shard=None if shard is None else shard.contains,
             secret=key or "",
         )
         items = inputs.rows_or_done(job.id_column, pipeline.is_done)
+        where = "" if shard is None else f" shard {shard}"
         with run_log(outdir) as log:
             if session.notice:
                 log.warning(session.notice)
@@ -148,9 +238,10 @@ async def arun(
                     session.replayed,
                 )
             log.info(
-                "start: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
+                "start%s: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
+                where,
                 job.input_path,
-                stats.total,
+                count_rows(inputs.paths),
                 len(state.succeeded) + len(state.latest_error),
                 job.effective_model,
                 job.concurrency,
@@ -175,16 +266,25 @@ async def arun(
                 progress=progress or NullProgress(),
                 log=log,
                 handle_signals=handle_signals,
+                limit=in_flight,
+                stop_when=stop_when,
             )
             try:
                 stopped = await runner.run()
             finally:
                 items.close()
+            if shard is not None and stopped is None:
+                stats.total = stats.input_rows
             result = RunResult(stats, stopped, session.notice)
             stats.exit_code = result.exit_code
-            session.write_summary(stats.to_json())
+            if write_summary:
+                summary = stats.to_json()
+                session.write_summary(
+                    summary if shard is None else {**summary, "shard": str(shard)}
+                )
             log.info(
-                "end: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
+                "end%s: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
+                where,
                 stats.outcome,
                 stats.ok,
                 stats.failed,
@@ -204,6 +304,8 @@ def blocking(function: Callable[P, Awaitable[T]]) -> Callable[P, T]:
 
     @functools.wraps(function)
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        import anyio  # with the run, not with the module (see arun)
+
         start = functools.partial(function, *args, **kwargs)
         try:
             return anyio.run(start)

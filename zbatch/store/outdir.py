@@ -41,7 +41,7 @@ from ..errors import JobError
 from .journal import Journal, local_folder, replay
 from .objectstore import ObjectStorage
 from .parts import Parts, PartWriter
-from .state import ResumeState, load_state
+from .state import ResumeState, count_state, load_state
 from .storage import LocalStorage, Storage
 
 JOB = "job.json"
@@ -105,9 +105,24 @@ class RunSession:
             save_ledger=functools.partial(outdir.write_spend, tag=self.tag),
         )
 
-    def save_job(self, fingerprint: str, settings: Mapping[str, Any], **extra: Any) -> None:
+    def save_job(
+        self, fingerprint: str, settings: Mapping[str, Any], *, once: bool = False, **extra: Any
+    ) -> None:
+        """Write job.json; with ``once`` (shards) only if no run wrote it yet, and then check
+        that the one written is this job's (two shards may start at the same moment)."""
         record = {"fingerprint": fingerprint, "settings": dict(settings), **extra}
-        self.outdir.storage.write_bytes(JOB, dumps(record))
+        if not once:
+            self.outdir.storage.write_bytes(JOB, dumps(record))
+            return
+        blob = dumps(record)
+
+        def write(handle: BinaryIO) -> None:
+            handle.write(blob)
+
+        try:
+            self.outdir.storage.create(JOB, write)
+        except FileExistsError:
+            self.outdir._check_job(fingerprint, extra.get("request") or {}, force=False)
 
     def write_summary(self, data: Mapping[str, Any]) -> None:
         self.outdir.storage.write_bytes(SUMMARY, dumps(data))
@@ -204,6 +219,9 @@ class OutputDir:
 
     def load_state(self) -> ResumeState:
         return load_state(self.parts(RESULTS), self.parts(ERRORS))
+
+    def count_state(self) -> tuple[int, ResumeState]:
+        return count_state(self.parts(RESULTS), self.parts(ERRORS))
 
     def committed_result_schema(self) -> pa.Schema | None:
         """The schema of the first result part, which fixes the types of later ones."""
