@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
 
+import anyio
 import pytest
 
 from zbatch.budget import Budget, Spend
@@ -15,7 +16,7 @@ from zbatch.health import DownDetector, FirstRows, Held, Latencies
 from zbatch.outcome import Failure, Scope
 from zbatch.pricing import Price
 from zbatch.store import OutputDir, Storage
-from zbatch.store.journal import _frame, read_frames
+from zbatch.store.journal import Journal, _frame, read_frames
 
 
 class FakeClock:
@@ -215,3 +216,30 @@ def test_an_outdir_not_on_a_local_disk_keeps_its_journal_in_a_local_cache_folder
     made_again = OutputDir("s3://bucket/out", storage=cast(Storage, Remote()))
     assert made_again.journal_folder() != folder
     assert OutputDir("s3://bucket/other", storage=cast(Storage, bucket)).journal_folder() != folder
+
+
+def test_the_budget_takes_in_what_other_shards_spent_at_each_part_commit(tmp_path: Path) -> None:
+    """After its part commit a shard's spend so far is every ledger plus its own unsettled
+    spend, so shards running at once spend from one budget."""
+    outdir = OutputDir(str(tmp_path))
+    outdir.write_spend(Spend(usd=2.0, answers=4), "1of2")  # the other shard, as of its commit
+    journal = Journal(
+        None,
+        "run-0of2",
+        {},
+        ledger=outdir.read_spend("0of2"),
+        save_ledger=lambda spend: outdir.write_spend(spend, "0of2"),
+        read_total=outdir.total_spend,
+    )
+
+    async def commit_then_spend() -> tuple[float, float]:
+        journal.charge(Spend(usd=0.5, answers=1))
+        journal.seal()
+        await journal.settle()  # this shard's 0.5 is now in its ledger
+        journal.charge(Spend(usd=0.25, answers=1))  # and this is not yet
+        before = await journal.spent()
+        outdir.write_spend(Spend(usd=3.0, answers=6), "1of2")  # the other shard commits again
+        return before, await journal.spent()
+
+    assert anyio.run(commit_then_spend) == (2.75, 3.75)
+    assert outdir.read_spend("0of2").usd == 0.5

@@ -505,6 +505,8 @@ class Runner:
                 await self.journal.keep(unwritten)  # the rows wait in memory: journal them
                 raise
             await self.journal.settle()
+            # Shards running at once spend from one budget: take in what the others spent.
+            self.budget.spent = await self.journal.spent()
 
     async def _group_commit(self) -> None:
         try:

@@ -82,12 +82,14 @@ class Journal:
         *,
         ledger: Spend,
         save_ledger: Callable[[Spend], None],
+        read_total: Callable[[], Spend | None],
     ) -> None:
         self.folder = folder
         self.ledger = ledger
         self._prefix = prefix
         self._writers = writers
         self._save_ledger = save_ledger
+        self._read_total = read_total
         self._segment = 0
         self._rows: dict[str, list[Row]] = {table: [] for table in writers}
         self._spend = Spend()  # the open segment's
@@ -152,6 +154,13 @@ class Journal:
             for name, _ in sealed:
                 with contextlib.suppress(FileNotFoundError):
                     (self.folder / name).unlink()
+
+    async def spent(self) -> float:
+        """USD the OUTDIR has cost so far: every ledger (other shards' too, as of their last
+        part commit) and what this run spent since its own."""
+        total = await anyio.to_thread.run_sync(self._read_total)
+        unsettled = sum(spend.usd for _, spend in self._sealed) + self._spend.usd
+        return (0.0 if total is None else total.usd) + unsettled
 
     def close(self) -> None:
         if self._handle is not None:

@@ -103,6 +103,7 @@ class RunSession:
             writers,
             ledger=outdir.read_spend(self.tag),
             save_ledger=functools.partial(outdir.write_spend, tag=self.tag),
+            read_total=outdir.total_spend,
         )
 
     def save_job(
