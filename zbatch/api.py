@@ -39,7 +39,6 @@ from .shard import Shard
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir, RunSession
-from .store.journal import JournaledSink
 from .store.state import RetryFailed
 
 if TYPE_CHECKING:
@@ -198,6 +197,7 @@ async def execute(
     from .client import Client
     from .runner import Runner
     from .simulate import SimulatedEndpoint, SimulationSpec
+    from .store.journal import JournaledSink
 
     inputs, key = check_run(job, api_key, transport)
     provider = job.profile

@@ -31,18 +31,20 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 
 from .. import urls
 from ..budget import Spend
 from ..errors import JobError
-from .journal import Journal, local_folder, replay
 from .objectstore import ObjectStorage
 from .parts import Parts, PartWriter
 from .state import ResumeState, count_state, load_state
 from .storage import LocalStorage, Storage
+
+if TYPE_CHECKING:  # the journal (and anyio) come with a run: `status` starts without them
+    from .journal import Journal
 
 JOB = "job.json"
 SUMMARY = "summary.json"
@@ -96,6 +98,8 @@ class RunSession:
 
     def journal(self, writers: dict[str, PartWriter], *, enabled: bool) -> Journal:
         """This run's answer journal over its part writers (``enabled=False``: spend only)."""
+        from .journal import Journal
+
         outdir = self.outdir
         return Journal(
             outdir.journal_folder() if enabled else None,
@@ -191,6 +195,8 @@ class OutputDir:
         """A local folder for the journal: inside OUTDIR on a local disk. Object storage has
         no append, so there it is a local cache folder named after the OUTDIR and the token in
         its JOURNAL_ID, so that an OUTDIR deleted and made again never gets an old journal."""
+        from .journal import local_folder
+
         if isinstance(self.storage, LocalStorage):
             return self.storage.root / JOURNAL
         token = self.storage.read_bytes(JOURNAL_ID)
@@ -256,6 +262,8 @@ class OutputDir:
             for table in TABLES:
                 self.storage.make_folder(table)
             # Before the job check: a killed run's answers belong to its own generation.
+            from .journal import replay
+
             replayed = replay(self, self.journal_folder(), tag)
             notice = self._check_job(fingerprint, settings, force=force)
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
