@@ -12,7 +12,8 @@ import anyio
 import pytest
 
 from zbatch.budget import Budget, Spend
-from zbatch.health import DownDetector, FirstRows, Held, Latencies
+from zbatch.health import DownDetector, FirstRows, Held
+from zbatch.hedge import Latencies
 from zbatch.outcome import Failure, Scope
 from zbatch.pricing import Price
 from zbatch.store import OutputDir, Storage

@@ -1,8 +1,7 @@
-"""Is the run still worth running? A dead endpoint, a systematic mistake, a stuck tail.
+"""Is the run still worth running? A dead endpoint, or a mistake every request repeats.
 
     down = DownDetector(down_after=300)       # exit 69: nothing but connection / 5xx for 300 s
     first = FirstRows(limit=20)               # exit 3: the first 20 rows fail the same way
-    tail = Latencies()                        # p50 / p99 of answered attempts, for hedging
 
 These only watch and decide; the runner acts on what they say. Time is read through an
 injectable ``clock`` so the rules are tested without sleeping.
@@ -11,7 +10,6 @@ injectable ``clock`` so the rules are tested without sleeping.
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
 
 from .limits import Clock
@@ -145,28 +143,3 @@ class FirstRows:
             f"the first {self.limit} requests all failed with {code} ({first.message}); "
             f"fix {fix}, then run the same command"
         )
-
-
-# No attempt is hedged sooner than this: on a busy machine an event loop can stall for a good
-# part of a second, and a fast endpoint's 5 * p50 would then send duplicates for nothing.
-HEDGE_FLOOR = 1.0
-
-
-class Latencies:
-    """Latencies of the latest answered attempts, for the hedging threshold."""
-
-    def __init__(self, keep: int = 2000, minimum: int = 20) -> None:
-        self._recent: deque[float] = deque(maxlen=keep)
-        self._minimum = minimum
-
-    def add(self, seconds: float) -> None:
-        self._recent.append(seconds)
-
-    def hedge_after(self) -> float | None:
-        """max(5 * p50, p99, HEDGE_FLOOR) in seconds; None until enough were answered."""
-        if len(self._recent) < self._minimum:
-            return None
-        ordered = sorted(self._recent)
-        p50 = ordered[len(ordered) // 2]
-        p99 = ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)]
-        return max(5 * p50, p99, HEDGE_FLOOR)

@@ -25,10 +25,9 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import anyio
-from anyio.abc import TaskGroup
 
 from .budget import Budget, Spend
 from .client import Client
@@ -43,10 +42,11 @@ from .errors import (
     StoreError,
     ZbatchError,
 )
-from .health import DownDetector, FirstRows, Held, Latencies
+from .health import DownDetector, FirstRows, Held
+from .hedge import Hedger
 from .job import Job
 from .limits import AdaptiveLimit, Backoff, Pacer, QuotaPause
-from .outcome import Failure, Outcome, Scope, Success
+from .outcome import Failure, Scope, Success
 from .pipeline import RowPipeline, Work, commit
 from .progress import Progress
 from .store import PartWriter
@@ -59,21 +59,8 @@ RE_ASKED = ("invalid_label", "invalid_json")
 # than all at once: a server that caps concurrency answers the first ones with 1302 while the
 # rest are still unsent, and the limit is cut before it is hit by the whole ceiling.
 WORKER_START_SPACING = 0.0005
-# How often the hedger looks for stuck attempts once the input is used up.
-HEDGE_POLL = 0.05
 # The first rows of a run that decide whether every request fails the same way.
 FIRST_ROWS = 20
-
-
-@dataclass(eq=False)
-class Attempt:
-    """An attempt in flight, as the hedger sees it."""
-
-    work: Work
-    started: float
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    hedge: anyio.CancelScope | None = None  # the second attempt, once sent
-    hedge_answer: Success | None = None  # the second attempt's answer, when it came first
 
 
 class Runner:
@@ -111,12 +98,11 @@ class Runner:
         self.budget = budget
         self.down = DownDetector(job.down_after)
         self.first_rows = FirstRows(FIRST_ROWS)
-        self.latencies = Latencies()
-        self._attempts: set[Attempt] = set()
         pipeline.on_added = self.buffers_changed
         self._handle_signals = handle_signals
         self._stop_when = stop_when
         self.limit = limit or AdaptiveLimit(job.concurrency)
+        self.hedger = Hedger(client, self.limit, self.stats)
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
         self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
@@ -145,7 +131,7 @@ class Runner:
                 helpers.start_soon(self._flush_timer)
                 helpers.start_soon(self._group_commit)
                 if self.job.hedge:
-                    helpers.start_soon(self._hedger, helpers)
+                    helpers.start_soon(self.hedger.run, self._input_done, helpers, self._stopped)
                 with self._work_scope:
                     async with anyio.create_task_group() as work:
                         for index in range(self.job.concurrency):
@@ -201,6 +187,9 @@ class Runner:
     def stopping(self) -> bool:
         return self.stop_reason is not None
 
+    def _stopped(self) -> bool:
+        return self.stopping
+
     # --- workers --------------------------------------------------------------------------
 
     async def _next_work(self) -> Work | None:
@@ -244,9 +233,13 @@ class Runner:
                     return
                 stats.requests += 1
                 try:
-                    outcome = await self._send(work)
+                    outcome, twin = await self.hedger.send(work)
                 finally:
                     self.budget.release(reservation)
+            if isinstance(outcome, Success):
+                self._bill(outcome)
+            if twin is not None:
+                self._bill(twin)
             # The requests waiting for this answer run at the next checkpoint, by when a quota
             # answer below has set the next pause.
             self._end_probe()
@@ -360,59 +353,6 @@ class Runner:
         if self.first_rows.deciding:
             for row in self.first_rows.release():
                 self.pipeline.fail(row.row_id, row.failure, row.attempts, answer=row.answer)
-
-    async def _send(self, work: Work) -> Outcome:
-        """One attempt; a hedge may answer it first (then the attempt itself is cancelled)."""
-        attempt = Attempt(work, time.monotonic())
-        outcome: Outcome | None = None
-        self._attempts.add(attempt)
-        try:
-            with attempt.scope:
-                outcome = await self.client.send(work.body)
-        finally:
-            self._attempts.discard(attempt)
-            if attempt.hedge is not None:
-                attempt.hedge.cancel()
-        if outcome is None:  # the hedge answered first; this attempt was cancelled
-            assert attempt.hedge_answer is not None
-            outcome = attempt.hedge_answer
-        elif isinstance(outcome, Success):
-            self.latencies.add(outcome.latency_ms / 1000)
-        if isinstance(outcome, Success):
-            self._bill(outcome)
-            if attempt.hedge is not None:
-                # Both attempts are paid for: the other one's answer if it came, else (it was
-                # cancelled, and the provider may still bill it) as much as this one.
-                twin = attempt.hedge_answer if attempt.hedge_answer is not outcome else None
-                self._bill(twin or outcome)
-        return outcome
-
-    async def _hedger(self, helpers: TaskGroup) -> None:
-        """Once the input is used up, send a second copy of each attempt stuck past
-        max(5 * p50, p99), while the concurrency cap has room for it."""
-        await self._input_done.wait()
-        while not self.stopping:
-            after = self.latencies.hedge_after()
-            stuck = [] if after is None else self._stuck(after)
-            for attempt in stuck[: self.limit.current - self.limit.in_flight]:
-                attempt.hedge = anyio.CancelScope()
-                helpers.start_soon(self._hedge, attempt)
-            await anyio.sleep(HEDGE_POLL)
-
-    def _stuck(self, after: float) -> list[Attempt]:
-        now = time.monotonic()
-        return [a for a in self._attempts if a.hedge is None and now - a.started > after]
-
-    async def _hedge(self, attempt: Attempt) -> None:
-        """The second attempt: if it answers first, the first one is cancelled."""
-        assert attempt.hedge is not None
-        with attempt.hedge:
-            async with self.limit.slot():
-                self.stats.hedged += 1  # not in ``requests``: those are one per attempt
-                outcome = await self.client.send(attempt.work.body)
-            if isinstance(outcome, Success):
-                attempt.hedge_answer = outcome
-                attempt.scope.cancel()
 
     def _on_quota(self, work: Work, failure: Failure, attempts: int) -> bool:
         """A quota answer: pause everything (--wait-for-quota; True: try again) or stop."""
