@@ -15,7 +15,9 @@ from batch_server import BatchServer
 from zai_server import answer_for
 
 from zbatch.batch.api import BatchApi, BatchApiDown
+from zbatch.batch.simulate import SimulatedBatchApi
 from zbatch.errors import FatalApiError, JobError, QuotaReached
+from zbatch.job import Job
 from zbatch.limits import Backoff
 
 ENDPOINT = "/v4/chat/completions"
@@ -328,3 +330,30 @@ def test_download_streams_to_disk_and_leaves_nothing_half_written(tmp_path: Path
     assert size == len(body) and target.read_bytes() == body
     assert len(attempts) == 2
     assert not target.with_name("out.jsonl.part").exists()
+
+
+def test_the_simulated_batch_api_answers_every_line(tmp_path: Path) -> None:
+    """--simulate in batch mode: upload, create, poll and download work offline, and each
+    output line answers its own line's request (the simulated answer names its prompt size)."""
+    prompts = {f"row-{n:04d}": "p" * n for n in range(1, 21)}
+    source = write_lines(tmp_path / "in.jsonl", [line(c, p) for c, p in prompts.items()])
+    job = Job(simulate_rate_limited=0.0, simulate_server_error=0.0)
+
+    async def scenario(api: BatchApi) -> list[dict[str, Any]]:
+        uploaded = await api.upload(source, "zbatch-sim.jsonl")
+        assert await api.find_file("zbatch-sim.jsonl") == uploaded
+        batch = await api.create(uploaded.id, endpoint=ENDPOINT, metadata={})
+        assert (await api.find_batch(uploaded.id)) == batch
+        batch = await api.get(batch.id)
+        assert batch.status == "completed" and batch.error_file_id is None
+        assert batch.output_file_id is not None
+        await api.download(batch.output_file_id, tmp_path / "out.jsonl")
+        return read_jsonl(tmp_path / "out.jsonl")
+
+    out = run(scenario, "https://simulated.invalid/api/paas/v4", transport=SimulatedBatchApi(job))
+    assert sorted(item["custom_id"] for item in out) == sorted(prompts)
+    for item in out:
+        content = item["response"]["body"]["choices"][0]["message"]["content"]
+        assert (
+            content == f"Simulated answer ({len(prompts[item['custom_id']])} characters of prompt)."
+        )
