@@ -1,14 +1,78 @@
-"""zbatch: run tables of prompts through the Z.AI chat completions API, resumably.
+"""zbatch: run tables of prompts through the Z.AI (or any OpenAI-compatible) chat API,
+resumably, into Parquet.
 
-from zbatch import load_job, run_job
-result = run_job(load_job("jobs/sentiment.toml", {"simulate": True}))
-result.exit_code, result.stats.ok
+    import zbatch
+    job = zbatch.Job.from_toml("jobs/sentiment.toml", simulate=True)
+    result = zbatch.run(job)            # or: await zbatch.arun(job)
+    result.exit_code, result.stats.ok
+    zbatch.read_results(job.output_dir)  # a pyarrow.Table, one row per id
+
+The names below are imported on first use, so ``import zbatch`` (and ``zbatch --help``)
+stays cheap.
 """
 
 from __future__ import annotations
 
-from .errors import ZbatchError
-from .job import Job, load_job
-from .runner import RunResult, run_job
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Job", "RunResult", "ZbatchError", "load_job", "run_job"]
+from .errors import (
+    FatalApiError,
+    Interrupted,
+    JobError,
+    LockedError,
+    QuotaReached,
+    RunStopped,
+    StoreError,
+    ZbatchError,
+)
+from .job import Job
+
+try:
+    __version__ = version("zbatch")
+except PackageNotFoundError:  # imported from a source tree or a zip, not installed
+    __version__ = "0+unknown"
+
+if TYPE_CHECKING:
+    from .api import Compacted as Compacted
+    from .api import RunResult as RunResult
+    from .api import arun as arun
+    from .api import compact as compact
+    from .api import export as export
+    from .api import plan as plan
+    from .api import read_results as read_results
+    from .api import run as run
+    from .api import status as status
+    from .dryrun import Plan as Plan
+    from .report import Status as Status
+
+__all__ = [
+    "Compacted",
+    "FatalApiError",
+    "Interrupted",
+    "Job",
+    "JobError",
+    "LockedError",
+    "Plan",
+    "QuotaReached",
+    "RunResult",
+    "RunStopped",
+    "Status",
+    "StoreError",
+    "ZbatchError",
+    "__version__",
+    "arun",
+    "compact",
+    "export",
+    "plan",
+    "read_results",
+    "run",
+    "status",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:  # the API's names, imported on first use
+        return getattr(importlib.import_module(".api", __name__), name)
+    raise AttributeError(f"module 'zbatch' has no attribute {name!r}")

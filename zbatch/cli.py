@@ -7,23 +7,18 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import pyarrow as pa
 
-from . import export as export_mod
-from . import plan as plan_mod
-from . import store
+from . import __version__
 from .errors import ZbatchError
-from .job import Job, load_job
-from .progress import choose
-from .runner import run_job
-from .stats import format_summary
+from .job import DEFAULT_MODEL, Job
+from .jobfile import default_of, load_job
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("zbatch")
+_console: logging.Handler | None = None
 
 
 def _reports_errors(func: F) -> F:
@@ -43,6 +38,12 @@ def _reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _default(name: str) -> str:
+    """ " [default: X]" for a help text, from the Job's own default."""
+    value = default_of(name)
+    return f" [default: {value:g}]" if isinstance(value, float) else f" [default: {value}]"
+
+
 def _job_options(func: F) -> F:
     """The flags that override job-file settings (shared by run and validate)."""
     options = [
@@ -59,13 +60,17 @@ def _job_options(func: F) -> F:
         ),
         click.option("--keep-columns", help="Comma-separated input columns to copy into results."),
         click.option(
-            "--model", help="Model name [default: glm-4.6]; overrides batch-line bodies too."
+            "--model",
+            help=f"Model name [default: {DEFAULT_MODEL}]; overrides batch-line bodies too.",
         ),
         click.option("--system", help="System message prepended to every request."),
         click.option(
             "--template", help='Prompt template over the row\'s columns, e.g. "Review: {text}".'
         ),
-        click.option("--prompt-column", help="Column holding the prompt [default: prompt]."),
+        click.option(
+            "--prompt-column",
+            help=f"Column holding the prompt{_default('prompt_column')}.",
+        ),
         click.option(
             "--messages-column", help="Column holding a list of {role, content} messages."
         ),
@@ -82,58 +87,71 @@ def _job_options(func: F) -> F:
         ),
         click.option(
             "--base-url",
-            help="API base URL [default: $ZAI_BASE_URL or https://api.z.ai/api/paas/v4].",
+            help=f"API base URL [default: $ZAI_BASE_URL or {default_of('base_url')}].",
         ),
         click.option(
-            "--api-key-env", help="Environment variable holding the API key [default: ZAI_API_KEY]."
+            "--api-key-env",
+            help=f"Environment variable holding the API key{_default('api_key_env')}.",
         ),
-        click.option("--timeout", type=float, help="Seconds allowed per attempt [default: 120]."),
+        click.option(
+            "--timeout",
+            type=float,
+            help=f"Seconds allowed per attempt{_default('timeout')}.",
+        ),
         click.option(
             "--concurrency",
             "-c",
             type=int,
-            help="Most requests in flight (a ceiling; adapts down on 429) [default: 16].",
+            help=f"Most requests in flight (a ceiling; adapts on 429){_default('concurrency')}.",
         ),
         click.option(
             "--rpm", type=float, help="Cap on request starts per minute (retries included)."
         ),
         click.option("--tpm", type=float, help="Cap on estimated tokens per minute."),
         click.option(
-            "--max-retries", type=int, help="Retries per row on transient errors [default: 8]."
+            "--max-retries",
+            type=int,
+            help=f"Retries per row on transient errors{_default('max_retries')}.",
         ),
         click.option(
             "--max-attempt-seconds",
             type=float,
-            help="Give up retrying a row after this many seconds [default: 900].",
+            help=f"Give up on a row after this many seconds{_default('max_attempt_seconds')}.",
         ),
         click.option(
             "--backoff-base",
             type=float,
-            help="Backoff before retry n is uniform(0, min(cap, base * 2**n)) s [default: 1].",
+            help=f"Retry n waits uniform(0, min(cap, base * 2**n)) s{_default('backoff_base')}.",
         ),
-        click.option("--backoff-cap", type=float, help="Longest backoff in seconds [default: 60]."),
+        click.option(
+            "--backoff-cap",
+            type=float,
+            help=f"Longest backoff in seconds{_default('backoff_cap')}.",
+        ),
         click.option(
             "--choices",
             help="Comma-separated allowed labels; answers are normalised to one of them.",
         ),
         click.option(
-            "--part-rows", type=int, help="Commit a part file every N rows [default: 50000]."
+            "--part-rows",
+            type=int,
+            help=f"Commit a part file every N rows{_default('part_rows')}.",
         ),
         click.option(
             "--part-seconds",
             type=float,
-            help="Commit a part file at least every N seconds [default: 30].",
+            help=f"Commit a part file at least every N seconds{_default('part_seconds')}.",
         ),
         click.option(
             "--log-every",
             type=float,
-            help="Seconds between progress lines off a terminal [default: 30].",
+            help=f"Seconds between progress lines off a terminal{_default('log_every')}.",
         ),
         click.option(
             "--grace",
             "grace_seconds",
             type=float,
-            help="Seconds in-flight requests get after SIGINT/SIGTERM [default: 10].",
+            help=f"Seconds in-flight requests get after SIGINT/SIGTERM{_default('grace_seconds')}.",
         ),
         click.option(
             "--wait-for-quota/--no-wait-for-quota",
@@ -152,12 +170,8 @@ def _job_options(func: F) -> F:
     return func
 
 
-def _build_job(job_file: str | None, flags: dict[str, Any]) -> Job:
-    return load_job(job_file, flags)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="zbatch")
+@click.version_option(__version__, prog_name="zbatch")
 def cli() -> None:
     """Run tables of prompts through the Z.AI (or any OpenAI-compatible) chat API."""
 
@@ -187,20 +201,25 @@ def run(
     **flags: Any,
 ) -> None:
     """Run or resume JOB_FILE (a TOML job); flags override its settings."""
-    job = _build_job(job_file, flags)
+    from . import api
+    from .format import format_summary
+    from .progress import choose
+
+    job = load_job(job_file, flags)
     if dry_run:
         _print_plan(job, retry_failed=retry_failed)
         return
     _console_logging(quiet)
-    result = run_job(
+    result = api.run(
         job,
         progress=choose(quiet=quiet, log_every=job.log_every),
+        handle_signals=True,
         retry_failed=retry_failed,
         force=force,
     )
     if not quiet:
         click.echo(f"zbatch run {job.output_dir}")
-        click.echo(format_summary(result.stats.to_json()))
+        click.echo(format_summary(result.stats))
     if result.stopped is not None:
         click.echo(f"Error: {result.stopped}", err=True)
     sys.exit(result.exit_code)
@@ -212,12 +231,14 @@ def run(
 @_reports_errors
 def validate(job_file: str | None, **flags: Any) -> None:
     """Check JOB_FILE and its input, count rows, estimate tokens and cost; send nothing."""
-    _print_plan(_build_job(job_file, flags), retry_failed=False)
+    _print_plan(load_job(job_file, flags), retry_failed=False)
 
 
 def _print_plan(job: Job, *, retry_failed: bool) -> None:
-    plan = plan_mod.plan_job(job, retry_failed=retry_failed)
-    click.echo(plan_mod.format_plan(plan))
+    from . import api
+    from .format import format_plan
+
+    click.echo(format_plan(api.plan(job, retry_failed=retry_failed)))
 
 
 @cli.command()
@@ -226,11 +247,14 @@ def _print_plan(job: Job, *, retry_failed: bool) -> None:
 @_reports_errors
 def status(outdir: str, as_json: bool) -> None:
     """Show done / failed / pending counts, tokens, cost and the last run's outcome."""
-    report = export_mod.status(Path(outdir))
+    from . import api
+    from .format import format_status
+
+    report = api.status(outdir)
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
-        click.echo(export_mod.format_status(report))
+        click.echo(format_status(report))
 
 
 @cli.command()
@@ -247,7 +271,9 @@ def status(outdir: str, as_json: bool) -> None:
 @_reports_errors
 def export(outdir: str, output: str, with_input: bool) -> None:
     """Write one table with the final outcome of every id (latest success, else latest error)."""
-    rows = export_mod.export(Path(outdir), Path(output), with_input=with_input)
+    from . import api
+
+    rows = api.export(outdir, output, with_input=with_input)
     click.echo(f"wrote {rows} rows to {output}")
 
 
@@ -256,24 +282,28 @@ def export(outdir: str, output: str, with_input: bool) -> None:
 @_reports_errors
 def compact(outdir: str) -> None:
     """Merge small part files into larger ones (the merged part is committed first)."""
-    path = Path(outdir)
-    with store.locked(path):
-        merged = store.compact(path)
-    for folder, before, after in merged:
-        click.echo(f"{folder}: {before} parts -> {after}")
+    from . import api
+
+    for done in api.compact(outdir):
+        click.echo(f"{done.table}: {done.parts_before} parts -> {done.parts_after}")
 
 
 def _console_logging(quiet: bool) -> None:
-    """Events to stderr: all of them off a terminal (cron), only warnings beside a bar."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    """Events to stderr: all of them off a terminal (cron), only warnings beside a bar.
+
+    One handler, however often a command runs in this process."""
+    global _console
+    if _console is None:
+        _console = logging.StreamHandler(sys.stderr)
+        _console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(_console)
+    handler = _console
     if quiet:
         handler.setLevel(logging.ERROR)
     elif sys.stderr.isatty():
         handler.setLevel(logging.WARNING)
     else:
         handler.setLevel(logging.INFO)
-    log.addHandler(handler)
     log.setLevel(logging.INFO)
 
 
@@ -281,5 +311,7 @@ def main() -> None:
     """The console script's entry point."""
     # Arrow's default allocator keeps freed pages: reading a million Parquet rows one batch at
     # a time then holds ~80 MB more at the end than the system allocator (docs/performance.md).
+    import pyarrow as pa
+
     pa.set_memory_pool(pa.system_memory_pool())
     cli(prog_name="zbatch")

@@ -12,11 +12,11 @@ import math
 import time
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
-from importlib.metadata import version
 from typing import Any
 
 import httpx
 
+from . import __version__
 from .errors import Failure, Scope, classify, redact
 from .transport import AiohttpTransport, env_proxy
 
@@ -69,7 +69,7 @@ class Client:
                 "Accept": "application/json",
                 "Accept-Encoding": "gzip, deflate",
                 "Accept-Language": "en-US,en",
-                "User-Agent": f"zbatch/{version('zbatch')}",
+                "User-Agent": f"zbatch/{__version__}",
             }
         )
         if api_key:

@@ -1,10 +1,10 @@
-"""The Job settings: one frozen object, loaded from a TOML file and merged with flags.
+"""The Job settings: one frozen object, validated on construction.
 
-    job = load_job("jobs/sentiment.toml", overrides={"concurrency": 8})
-    job.output_dir  # absolute; relative paths in the file are relative to the file
+    job = Job(input_path="reviews.jsonl", output_dir="out/reviews", concurrency=8)
+    job = Job.from_toml("jobs/sentiment.toml", concurrency=8)
 
-Every setting lives in a table of the job file (``[input]``, ``[request]``, ...)
-and has exactly one field here; ``SECTIONS`` is the map between the two.
+A bad value raises JobError naming the setting as it is written in a job file
+(``limits.concurrency``). Loading job files and merging flags is in :mod:`zbatch.jobfile`.
 """
 
 from __future__ import annotations
@@ -12,17 +12,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
-import tomllib
+import string
+import types
+import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import JobError
 
 DEFAULT_MODEL = "glm-4.6"
 DEFAULT_BASE_URL = "https://api.z.ai/api/paas/v4"
+JSON_FIELD_KINDS = ("string", "int", "float", "bool", "json")
+# A template's format spec may pad a value: refuse widths that would inflate a prompt.
+MAX_TEMPLATE_WIDTH = 10_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,7 +36,7 @@ class Job:
     """Everything a run needs to know, resolved and validated."""
 
     # [input]
-    input_path: str = ""
+    input_path: str
     id_column: str | None = None  # None: "id", or "custom_id" on batch-format lines
     keep_columns: tuple[str, ...] = ()
     # [request]
@@ -45,10 +51,10 @@ class Job:
     max_tokens: int | None = None
     thinking: bool | None = None
     response_format: str | None = None
-    json_fields: tuple[str, ...] = ()
+    json_fields: tuple[tuple[str, str], ...] = ()  # (name, kind); "name:kind" strings accepted
     extra: Mapping[str, Any] = field(default_factory=dict)
     # [endpoint]
-    base_url: str = ""
+    base_url: str = DEFAULT_BASE_URL
     api_key_env: str = "ZAI_API_KEY"
     timeout: float = 120.0
     # [limits]
@@ -64,7 +70,7 @@ class Job:
     choices: tuple[str, ...] = ()
     label_retries: int = 1
     # [output]
-    output_dir: str = ""
+    output_dir: str
     part_rows: int = 50_000
     part_seconds: float = 30.0
     # [run]
@@ -79,20 +85,43 @@ class Job:
     simulate_server_error: float = 0.01
     simulate_content_filter: float = 0.0
 
+    def __post_init__(self) -> None:
+        hints = _hints()
+        for f in dataclasses.fields(self):
+            value = _fit(f.name, getattr(self, f.name), hints[f.name])
+            object.__setattr__(self, f.name, value)
+        _check(self)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str] | None, **overrides: Any) -> Job:
+        """Load a job file (or none) and apply overrides named like the fields, which win."""
+        from .jobfile import load_job
+
+        return load_job(path, overrides)
+
     @property
     def effective_model(self) -> str:
         return self.model or DEFAULT_MODEL
 
     def fingerprint(self) -> str:
         """A digest of the settings that shape a request; resume refuses a change."""
-        shaping = {name: _jsonable(getattr(self, name)) for name in FINGERPRINTED}
-        shaping["model"] = self.effective_model
-        blob = json.dumps(shaping, sort_keys=True).encode()
+        blob = json.dumps(self.shaping(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def shaping(self) -> dict[str, Any]:
+        """The settings that shape a request, as job.json stores them."""
+        shaping = {name: self._jsonable(name) for name in FINGERPRINTED}
+        shaping["model"] = self.effective_model
+        return shaping
 
     def to_json(self) -> dict[str, Any]:
         """The resolved settings as stored in job.json (never the API key itself)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: self._jsonable(f.name) for f in dataclasses.fields(self)}
+
+    def _jsonable(self, name: str) -> Any:
+        if name == "json_fields":  # as a job file writes them
+            return [f"{field_name}:{kind}" for field_name, kind in self.json_fields]
+        return _jsonable(getattr(self, name))
 
 
 # Settings that change what is sent or the result schema: changing one against an existing
@@ -114,191 +143,182 @@ FINGERPRINTED = (
     "keep_columns",
 )
 
-# TOML table -> {key in the file: Job field}
-SECTIONS: dict[str, dict[str, str]] = {
-    "input": {"path": "input_path", "id_column": "id_column", "keep_columns": "keep_columns"},
-    "request": {
-        "model": "model",
-        "system": "system",
-        "template": "template",
-        "prompt_column": "prompt_column",
-        "messages_column": "messages_column",
-        "temperature": "temperature",
-        "top_p": "top_p",
-        "max_tokens": "max_tokens",
-        "thinking": "thinking",
-        "response_format": "response_format",
-        "json_fields": "json_fields",
-        "extra": "extra",
-    },
-    "endpoint": {"base_url": "base_url", "api_key_env": "api_key_env", "timeout": "timeout"},
-    "limits": {
-        "concurrency": "concurrency",
-        "rpm": "rpm",
-        "tpm": "tpm",
-        "max_retries": "max_retries",
-        "max_attempt_seconds": "max_attempt_seconds",
-        "backoff_base": "backoff_base",
-        "backoff_cap": "backoff_cap",
-        "wait_for_quota": "wait_for_quota",
-    },
-    "labels": {"choices": "choices", "retries": "label_retries"},
-    "output": {"dir": "output_dir", "part_rows": "part_rows", "part_seconds": "part_seconds"},
-    "run": {"log_every": "log_every", "grace_seconds": "grace_seconds"},
-    "simulate": {
-        "latency": "simulate_latency",
-        "rate_limited": "simulate_rate_limited",
-        "server_error": "simulate_server_error",
-        "content_filter": "simulate_content_filter",
-    },
-}
-_PATH_FIELDS = ("input_path", "output_dir")
-_TUPLE_FIELDS = ("keep_columns", "json_fields", "choices")
-_POSITIVE = ("concurrency", "timeout", "part_rows", "part_seconds", "log_every", "backoff_base")
+
+def key_for(name: str) -> str:
+    """A field's name as a job file writes it ("limits.concurrency")."""
+    from .jobfile import key_for
+
+    return key_for(name)
 
 
-def load_job(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) -> Job:
-    """Load a job file (or none) and apply flag overrides, which win."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(_read_toml(Path(path)))
-    given = {k: v for k, v in overrides.items() if v is not None}
-    # Paths from flags are relative to the working directory, not to the job file.
-    for name in _PATH_FIELDS:
-        if name in given:
-            given[name] = str(Path(given[name]).expanduser().resolve())
-    if "model" in given:
-        given["force_model"] = True
-    values.update(given)
-    if not values.get("base_url"):
-        values["base_url"] = os.environ.get("ZAI_BASE_URL") or DEFAULT_BASE_URL
-    return _build(values, source=str(path) if path else "the command line")
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(Job)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise JobError(f"job file {path} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise JobError(f"job file {path} is not valid TOML: {exc}") from None
-    values: dict[str, Any] = {}
-    for section, table in data.items():
-        if section == "prices":
-            values["prices"] = table
-            continue
-        if section not in SECTIONS:
-            known = ", ".join(f"[{s}]" for s in [*SECTIONS, "prices"])
-            raise JobError(f"{path}: unknown table [{section}] (known: {known})")
-        if not isinstance(table, dict):
-            raise JobError(f"{path}: '{section}' must be a table, like [{section}]")
-        for key, value in table.items():
-            name = SECTIONS[section].get(key)
-            if name is None:
-                known = ", ".join(SECTIONS[section])
-                raise JobError(f"{path}: unknown key '{key}' in [{section}] (known: {known})")
-            values[name] = value
-    base = path.resolve().parent
-    for name in _PATH_FIELDS:
-        if name in values and isinstance(values[name], str):
-            values[name] = str((base / Path(values[name]).expanduser()).resolve())
-    return values
+def _fit(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the field's type, or a JobError naming the setting."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    kind = next(a for a in allowed if a is not type(None))
+    origin = typing.get_origin(kind) or kind
 
-
-def _build(values: dict[str, Any], *, source: str) -> Job:
-    types = {f.name: f.type for f in dataclasses.fields(Job)}
-    for name, value in list(values.items()):
-        values[name] = _coerce(name, value, str(types[name]), source)
-    if not values.get("input_path"):
-        raise JobError(f"{source}: no input: set [input] path in the job file or pass --input")
-    if not values.get("output_dir"):
-        raise JobError(f"{source}: no output directory: set [output] dir or pass --output")
-    job = Job(**values)
-    _check(job, source)
-    return job
-
-
-def _coerce(name: str, value: Any, type_name: str, source: str) -> Any:
     def bad(expected: str) -> JobError:
-        key = _key_for(name)
-        return JobError(f"{source}: {key} must be {expected}, not {value!r}")
+        return JobError(f"{key_for(name)} must be {expected}, not {value!r}")
 
-    if name in _TUPLE_FIELDS:
+    if origin is tuple:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list | tuple):
+            raise bad("a list of strings")
+        if name == "json_fields":
+            return tuple(_json_field(item) for item in value)
+        if not all(isinstance(v, str) for v in value):
             raise bad("a list of strings")
         return tuple(value)
-    if name in ("extra", "prices"):
-        if not isinstance(value, dict):
+    if origin is Mapping:
+        if not isinstance(value, Mapping):
             raise bad("a table")
         return value
-    if type_name.startswith("bool"):
+    if kind is bool:
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
-    if type_name.startswith("int"):
+    if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("a whole number")
         return value
-    if type_name.startswith("float"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             raise bad("a number")
         return float(value)
-    if type_name.startswith("str") and not isinstance(value, str):
+    if not isinstance(value, str):
         raise bad("a string")
     return value
 
 
-def _check(job: Job, source: str) -> None:
+def _json_field(item: Any) -> tuple[str, str]:
+    """A json_fields entry, "name" or "name:kind" (or a (name, kind) pair), as a pair."""
+    if isinstance(item, str):
+        name, _, kind = item.partition(":")
+        pair = (name.strip(), kind.strip() or "string")
+    elif isinstance(item, list | tuple) and len(item) == 2:
+        pair = (str(item[0]), str(item[1]))
+    else:
+        pair = ("", "")
+    if not pair[0] or pair[1] not in JSON_FIELD_KINDS:
+        raise JobError(
+            f'request.json_fields entry {item!r} must be "name" or "name:type" with type one '
+            f"of {', '.join(JSON_FIELD_KINDS)}"
+        )
+    return pair
+
+
+_POSITIVE = ("concurrency", "timeout", "part_rows", "part_seconds", "log_every", "backoff_base")
+_NOT_NEGATIVE = ("max_retries", "label_retries", "grace_seconds", "backoff_cap", "simulate_latency")
+_FINITE = ("timeout", "max_attempt_seconds", "part_seconds", "log_every", "grace_seconds")
+
+
+def _check(job: Job) -> None:
+    def fail(name: str, what: str) -> JobError:
+        return JobError(f"{key_for(name)} {what}, not {getattr(job, name)!r}")
+
+    for name in ("input_path", "output_dir"):
+        if not getattr(job, name):
+            flag = "--input" if name == "input_path" else "--output"
+            raise JobError(f"{key_for(name)} is not set: set it in the job file or pass {flag}")
     for name in _POSITIVE:
         if getattr(job, name) <= 0:
-            raise JobError(f"{source}: {_key_for(name)} must be greater than 0")
-    for name in ("max_retries", "label_retries", "grace_seconds"):
+            raise fail(name, "must be greater than 0")
+    for name in _NOT_NEGATIVE:
         if getattr(job, name) < 0:
-            raise JobError(f"{source}: {_key_for(name)} must not be negative")
+            raise fail(name, "must not be negative")
+    for name in _FINITE:
+        if not math.isfinite(getattr(job, name)):
+            raise fail(name, "must be a finite number")
     for name in ("rpm", "tpm"):
         value = getattr(job, name)
-        if value is not None and value <= 0:
-            raise JobError(f"{source}: {_key_for(name)} must be greater than 0")
+        if value is not None and not (0 < value < math.inf):
+            raise fail(name, "must be a finite number greater than 0")
+    if job.temperature is not None and not 0 <= job.temperature <= 2:
+        raise fail("temperature", "must be between 0 and 2")
+    if job.top_p is not None and not 0 < job.top_p <= 1:
+        raise fail("top_p", "must be greater than 0 and at most 1")
+    if job.max_tokens is not None and job.max_tokens < 1:
+        raise fail("max_tokens", "must be at least 1")
+    for name in ("simulate_rate_limited", "simulate_server_error", "simulate_content_filter"):
+        if not 0 <= getattr(job, name) <= 1:
+            raise fail(name, "must be a fraction between 0 and 1")
+    _check_base_url(job.base_url)
     if job.response_format not in (None, "json_object", "text"):
-        raise JobError(
-            f'{source}: request.response_format must be "json_object" or "text", '
-            f"not {job.response_format!r}"
-        )
+        raise fail("response_format", 'must be "json_object" or "text"')
     if job.json_fields and job.response_format != "json_object":
-        raise JobError(f'{source}: request.json_fields needs response_format = "json_object"')
-    for spec in job.json_fields:
-        name, kind = json_field_spec(spec)
-        if not name or kind not in JSON_FIELD_KINDS:
-            raise JobError(
-                f'{source}: request.json_fields entry {spec!r} must be "name" or '
-                f'"name:type" with type one of {", ".join(JSON_FIELD_KINDS)}'
-            )
+        raise JobError('request.json_fields needs request.response_format = "json_object"')
     if job.template is not None and job.messages_column is not None:
-        raise JobError(f"{source}: set request.template or request.messages_column, not both")
+        raise JobError("set request.template or request.messages_column, not both")
+    if job.template is not None:
+        _check_template(job.template)
+    for model, price in job.prices.items():
+        _check_price(model, price)
+    if "messages" in job.extra or "model" in job.extra:
+        raise JobError(
+            "request.extra must not set 'messages' or 'model': use request.template / "
+            "request.messages_column and request.model"
+        )
 
 
-JSON_FIELD_KINDS = ("string", "int", "float", "bool", "json")
+def _check_base_url(url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise JobError(
+            f"endpoint.base_url must be an http:// or https:// URL, not {url!r} "
+            "(for example https://api.z.ai/api/paas/v4)"
+        )
+    if parts.username or parts.password:
+        raise JobError(
+            "endpoint.base_url must not hold credentials: put the key in the environment "
+            "variable named by endpoint.api_key_env"
+        )
 
 
-def json_field_spec(spec: str) -> tuple[str, str]:
-    """Split a json_fields entry "name" or "name:type" into (name, type)."""
-    name, _, kind = spec.partition(":")
-    return name.strip(), (kind.strip() or "string")
+PRICE_KEYS = ("input", "cached", "output")
 
 
-def _key_for(name: str) -> str:
-    for section, keys in SECTIONS.items():
-        for key, field_name in keys.items():
-            if field_name == name:
-                return f"{section}.{key}"
-    return name
+def _check_price(model: str, price: Any) -> None:
+    if not isinstance(price, Mapping):
+        raise JobError(f"prices.{model} must be a table like {{ input = 0.6, output = 2.2 }}")
+    for key, value in price.items():
+        if key not in PRICE_KEYS:
+            raise JobError(f"prices.{model}: unknown key '{key}' (known: {', '.join(PRICE_KEYS)})")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise JobError(f"prices.{model}.{key} must be a number of USD per 1M tokens ≥ 0")
+
+
+def _check_template(template: str) -> None:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise JobError(
+            f"request.template cannot be read ({exc}); write literal braces as {{{{ and }}}}"
+        ) from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name or name[0].isdigit():
+            raise JobError(
+                "request.template fields must name input columns, like {text}; "
+                f"'{{{name}}}' names none"
+            )
+        if conversion not in (None, "r", "s", "a"):
+            raise JobError(f"request.template: '!{conversion}' is not a conversion (use !r or !s)")
+        width = "".join(ch for ch in (spec or "").split(".")[0] if ch.isdigit())
+        if width and int(width) > MAX_TEMPLATE_WIDTH:
+            raise JobError(f"request.template: the width in '{{{name}:{spec}}}' is too large")
 
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
-        return list(value)
+        return [_jsonable(v) for v in value]
     if isinstance(value, Mapping):
         return {k: _jsonable(v) for k, v in value.items()}
     return value

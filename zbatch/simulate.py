@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import httpx
 
-from .job import Job, json_field_spec
+from .job import Job
 
 
 class SimulatedEndpoint(httpx.AsyncBaseTransport):
@@ -78,8 +78,7 @@ class SimulatedEndpoint(httpx.AsyncBaseTransport):
             return job.choices[digest[0] % len(job.choices)]
         if job.response_format == "json_object":
             obj: dict[str, Any] = {}
-            for spec in job.json_fields:
-                name, kind = json_field_spec(spec)
+            for name, kind in job.json_fields:
                 obj[name] = {
                     "int": digest[1],
                     "float": digest[2] / 255,

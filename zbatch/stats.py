@@ -1,4 +1,4 @@
-"""The figures of a run: live counters while it runs, summary.json and the table at the end."""
+"""The figures of a run: live counters while it runs, and summary.json at the end."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ class Stats:
     outcome: str = "running"
     exit_code: int | None = None
 
+    def count_failure(self, error_type: str) -> None:
+        """A row ended in the error log this run."""
+        self.failed += 1
+        self.errors[error_type] += 1
+
     @property
     def done(self) -> int:
         """Rows settled by this run."""
@@ -62,8 +67,16 @@ class Stats:
             f"concurrency {self.concurrency}"
         )
 
-    def to_json(self) -> dict[str, Any]:
+    @property
+    def pending(self) -> int:
+        return max(0, (self.total or 0) - self.settled)
+
+    @property
+    def requests_per_second(self) -> float | None:
         elapsed = self.elapsed
+        return round(self.requests / elapsed, 2) if elapsed > 0 else None
+
+    def to_json(self) -> dict[str, Any]:
         return {
             "outcome": self.outcome,
             "exit_code": self.exit_code,
@@ -72,7 +85,7 @@ class Stats:
                 "ok": self.ok,
                 "failed": self.failed,
                 "skipped_already_done": self.skipped,
-                "pending": max(0, (self.total or 0) - self.settled),
+                "pending": self.pending,
             },
             "requests": self.requests,
             "retries": dict(self.retries),
@@ -85,37 +98,7 @@ class Stats:
             "truncated_rows": self.truncated,
             "labels": dict(self.labels),
             "cost_usd": None if self.cost is None else round(self.cost, 6),
-            "wall_seconds": round(elapsed, 3),
-            "requests_per_second": round(self.requests / elapsed, 2) if elapsed > 0 else None,
+            "wall_seconds": round(self.elapsed, 3),
+            "requests_per_second": self.requests_per_second,
             "concurrency": {"final": self.concurrency, "minimum": self.concurrency_min},
         }
-
-
-def format_summary(data: dict[str, Any]) -> str:
-    """A readable table of summary.json's figures."""
-    rows = data["rows"]
-    tokens = data["tokens"]
-    cost_text = "unknown model price" if data["cost_usd"] is None else f"${data['cost_usd']:.4f}"
-    retries = ", ".join(f"{k} {v}" for k, v in sorted(data["retries"].items())) or "none"
-    errors = ", ".join(f"{k} {v}" for k, v in sorted(data["errors"].items())) or "none"
-    lines = [
-        ("outcome", data["outcome"]),
-        ("rows ok", rows["ok"]),
-        ("rows failed", f"{rows['failed']} ({errors})"),
-        ("skipped (done before)", rows["skipped_already_done"]),
-        ("pending", rows["pending"]),
-        ("requests", data["requests"]),
-        ("retries", retries),
-        ("tokens in / out", f"{tokens['prompt']} / {tokens['completion']}"),
-        ("estimated cost", cost_text),
-        ("wall time", f"{data['wall_seconds']:.1f} s"),
-        ("requests/s", data["requests_per_second"]),
-        ("concurrency final / min", "{final} / {minimum}".format(**data["concurrency"])),
-    ]
-    if data.get("truncated_rows"):
-        lines.append(("cut off (length)", data["truncated_rows"]))
-    if data.get("labels"):
-        labels = sorted(data["labels"].items(), key=lambda kv: -kv[1])
-        lines.append(("labels", ", ".join(f"{k} {v}" for k, v in labels)))
-    width = max(len(name) for name, _ in lines)
-    return "\n".join(f"  {name:<{width}}  {value}" for name, value in lines)

@@ -1,9 +1,8 @@
-"""Reading an output directory back: `zbatch status` figures and `zbatch export` tables."""
+"""Reading an output directory back as one table: the final outcome of every id."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +12,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from . import store
 from .errors import JobError
-from .pricing import cost, price_for
 from .prompt import row_id
-from .source import count_rows, open_input
+from .source import open_input
+from .store import ERRORS, RESULTS, LocalStorage, OutputDir, Parts, write_batches
 
 STATUS = pa.field("status", pa.string())  # ok, failed, failed_retryable (pending: --with-input)
 
@@ -34,12 +32,12 @@ class Outcomes:
     batches: Iterator[pa.RecordBatch]
 
 
-def final_outcomes(outdir: Path) -> Outcomes:
+def final_outcomes(outdir: OutputDir) -> Outcomes:
     """The outcome of every id that has one; JobError when nothing was committed yet."""
-    results = store.Parts(outdir / "results")
-    errors = store.Parts(outdir / "errors")
-    if not results.files and not errors.files:
-        raise JobError(f"{outdir} holds no results or errors yet")
+    results = outdir.parts(RESULTS)
+    errors = outdir.parts(ERRORS)
+    if not results.names and not errors.names:
+        raise JobError(f"{outdir.location} holds no results or errors yet")
     result_ids = results.column("id", pa.string())
     # Each id is in results/ once; a compaction cut off by a crash may briefly show two.
     keep_results = _last_of_each_id(result_ids)
@@ -66,7 +64,7 @@ def final_outcomes(outdir: Path) -> Outcomes:
     return Outcomes(schema, batches())
 
 
-def _kept(parts: store.Parts, keep: pa.Array) -> Iterator[pa.RecordBatch]:
+def _kept(parts: Parts, keep: pa.Array) -> Iterator[pa.RecordBatch]:
     """The rows of ``parts`` where ``keep`` (one flag per row) is true, a batch at a time."""
     start = 0
     for batch in parts.batches():
@@ -99,84 +97,7 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def status(outdir: Path) -> dict[str, Any]:
-    """Counts, tokens, cost and the last run's outcome of an output directory."""
-    job = store.read_job_json(outdir)
-    settings = job["settings"]
-    results = store.Parts(outdir / "results")
-    state = store.load_state(outdir)
-    done = len(state.succeeded)
-    failed = state.failed
-    retryable = sum(1 for i, (_, r) in state.latest_error.items() if r and i not in state.succeeded)
-    tokens = {"prompt": 0, "completion": 0, "cached": 0}
-    labels: Counter[str] = Counter()
-    if results.files:  # only the columns counted here are read
-        for key, column in (
-            ("prompt", "prompt_tokens"),
-            ("completion", "completion_tokens"),
-            ("cached", "cached_tokens"),
-        ):
-            tokens[key] = int(pc.sum(results.column(column, pa.int64())).as_py() or 0)
-        if "label" in results.schema.names:
-            for count in pc.value_counts(results.column("label", pa.string())).to_pylist():
-                if count["values"] is not None:
-                    labels[count["values"]] += count["counts"]
-    try:
-        input_rows: int | None = count_rows(open_input(settings["input_path"]).paths)
-    except JobError:
-        input_rows = None
-    model = settings.get("model") or "glm-4.6"
-    spent = cost(
-        price_for(model, settings.get("prices") or {}),
-        tokens["prompt"],
-        tokens["cached"],
-        tokens["completion"],
-    )
-    last_run = None
-    summary_path = outdir / "summary.json"
-    if summary_path.exists():
-        last_run = json.loads(summary_path.read_text(encoding="utf-8"))
-    return {
-        "outdir": str(outdir),
-        "input_rows": input_rows,
-        "done": done,
-        "failed": failed,
-        "failed_retryable": retryable,
-        "pending": None if input_rows is None else max(0, input_rows - done - failed),
-        "tokens": tokens,
-        "cost_usd": None if spent is None else round(spent, 6),
-        "labels": dict(labels),
-        "last_run": None
-        if last_run is None
-        else {"outcome": last_run["outcome"], "exit_code": last_run["exit_code"]},
-    }
-
-
-def format_status(report: dict[str, Any]) -> str:
-    """The status report as a small table."""
-    tokens = report["tokens"]
-    cost_text = "unknown" if report["cost_usd"] is None else f"${report['cost_usd']:.4f}"
-    last = report["last_run"]
-    pending = "unknown (input not found)" if report["pending"] is None else report["pending"]
-    rows = [
-        ("output", report["outdir"]),
-        ("input rows", report["input_rows"] if report["input_rows"] is not None else "unknown"),
-        ("done", report["done"]),
-        ("failed", report["failed"]),
-        ("retryable errors", report["failed_retryable"]),
-        ("pending", pending),
-        ("tokens in / out", f"{tokens['prompt']} / {tokens['completion']}"),
-        ("cost so far", cost_text),
-        ("last run", "none" if last is None else f"{last['outcome']} (exit {last['exit_code']})"),
-    ]
-    if report["labels"]:
-        labels = sorted(report["labels"].items(), key=lambda kv: -kv[1])
-        rows.append(("labels", ", ".join(f"{k} {v}" for k, v in labels)))
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
-def export(outdir: Path, target: Path, *, with_input: bool) -> int:
+def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> int:
     """Write the final outcome per id to .parquet, .jsonl or .csv; returns the row count.
 
     Written a batch at a time; ``with_input`` joins the whole input in memory first.
@@ -187,9 +108,8 @@ def export(outdir: Path, target: Path, *, with_input: bool) -> int:
     outcomes = final_outcomes(outdir)
     if with_input:
         table = pa.Table.from_batches(outcomes.batches, outcomes.schema)
-        table = _join_input(table, store.read_job_json(outdir)["settings"])
+        table = _join_input(table, outdir.read_job()["settings"])
         outcomes = Outcomes(table.schema, iter(table.to_batches()))
-    target.parent.mkdir(parents=True, exist_ok=True)
     written = 0
 
     def counted(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -198,9 +118,11 @@ def export(outdir: Path, target: Path, *, with_input: bool) -> int:
             written += batch.num_rows
             yield batch
 
-    write = {".parquet": store.write_batches, ".csv": _write_csv, ".jsonl": _write_jsonl}[suffix]
-    store.write_atomic(
-        target, lambda handle: write(outcomes.schema, counted(outcomes.batches), handle)
+    write = {".parquet": write_batches, ".csv": _write_csv, ".jsonl": _write_jsonl}[suffix]
+    if target.is_dir():
+        raise JobError(f"cannot export to {target}: it is a folder; name a file")
+    LocalStorage(target.parent).write_file(
+        target.name, lambda handle: write(outcomes.schema, counted(outcomes.batches), handle)
     )
     return written
 

@@ -1,0 +1,242 @@
+"""zbatch as a library: each command is one function here, and the CLI only translates.
+
+    import zbatch
+    job = zbatch.Job.from_toml("jobs/sentiment.toml", simulate=True)
+    result = zbatch.run(job)              # in a script
+    result = await zbatch.arun(job)       # in a notebook cell or an async worker
+    table = zbatch.read_results(job.output_dir)
+
+The library installs no signal handler and never exits the process unless asked
+(``handle_signals=True``, which the CLI passes); an ``api_key`` passed in is used, never
+stored; OUTDIR/run.log gets the run's events whatever the caller's logging setup.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+import pyarrow as pa
+
+from . import prompt
+from .client import Client
+from .dryrun import Plan, plan_job
+from .errors import JobError, ZbatchError
+from .job import DEFAULT_BASE_URL, Job
+from .pipeline import RowPipeline
+from .pricing import price_for
+from .progress import NullProgress, Progress
+from .report import Status, read_status
+from .results import export_outcomes, final_outcomes
+from .runlog import run_log
+from .runner import Runner
+from .schema import ERROR_SCHEMA, infer_type, result_schema
+from .simulate import SimulatedEndpoint
+from .source import InputFiles, count_rows, open_input
+from .stats import Stats
+from .store import ERRORS, RESULTS, OutputDir
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run leaves: its figures and why it stopped, if it did."""
+
+    stats: Stats
+    stopped: ZbatchError | None
+    notice: str | None = None  # what --force did, when it did something
+
+    @property
+    def exit_code(self) -> int:
+        if self.stopped is not None:
+            return self.stopped.exit_code
+        return 1 if self.stats.failed else 0
+
+
+@dataclass(frozen=True)
+class Compacted:
+    """What compaction did to one table of an OUTDIR."""
+
+    table: str
+    parts_before: int
+    parts_after: int
+
+
+def run(
+    job: Job,
+    *,
+    api_key: str | None = None,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    retry_failed: bool = False,
+    force: bool = False,
+) -> RunResult:
+    """Run (or resume) a job to the end; see :func:`arun`.
+
+    Works from a plain script, and from a thread whose event loop is already running (the
+    run then gets an event loop of its own in a helper thread)."""
+    call = functools.partial(
+        arun,
+        job,
+        api_key=api_key,
+        progress=progress,
+        handle_signals=handle_signals,
+        transport=transport,
+        retry_failed=retry_failed,
+        force=force,
+    )
+    try:
+        return anyio.run(call)
+    except RuntimeError as exc:
+        if "running" not in str(exc):  # anyio: "Already running asyncio in this thread"
+            raise
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zbatch") as pool:
+        return pool.submit(anyio.run, call).result()
+
+
+async def arun(
+    job: Job,
+    *,
+    api_key: str | None = None,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    retry_failed: bool = False,
+    force: bool = False,
+) -> RunResult:
+    """Run (or resume) a job inside a running event loop.
+
+    ``api_key`` defaults to the environment variable the job names. ``transport`` replaces
+    the HTTP transport (tests pass ``httpx.MockTransport``). Raises JobError / LockedError /
+    StoreError before anything is sent; a stop during the run is in ``RunResult.stopped``."""
+    inputs = open_input(job.input_path)
+    prompt.check_input(job, inputs)
+    key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
+    if job.simulate:
+        transport = SimulatedEndpoint(job)
+    elif key is None and transport is None and job.base_url == DEFAULT_BASE_URL:
+        raise JobError(
+            f"no API key: set the environment variable {job.api_key_env} "
+            "(or rehearse offline with --simulate)"
+        )
+    outdir = OutputDir(job.output_dir)
+    with outdir.open_run(job.fingerprint(), job.shaping(), force=force) as session:
+        keep_types = keep_column_types(job, inputs, outdir.committed_result_schema())
+        session.save_job(
+            job.fingerprint(),
+            job.to_json(),
+            request=job.shaping(),
+            keep_types={name: str(kind) for name, kind in keep_types.items()},
+        )
+        schema = result_schema(job, keep_types)
+        results = session.writer(RESULTS, schema)
+        errors = session.writer(ERRORS, ERROR_SCHEMA)
+        stats = Stats(price=price_for(job.effective_model, job.prices))
+        stats.concurrency = stats.concurrency_min = job.concurrency
+        stats.total = count_rows(inputs.paths)
+        state = session.state
+        pipeline = RowPipeline(
+            job,
+            state=state,
+            stats=stats,
+            results=results,
+            errors=errors,
+            schema=schema,
+            retry_failed=retry_failed,
+            secret=key or "",
+        )
+        items = inputs.rows_or_done(job.id_column, pipeline.is_done)
+        with run_log(outdir) as log:
+            if session.notice:
+                log.warning(session.notice)
+            log.info(
+                "start: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
+                job.input_path,
+                stats.total,
+                len(state.succeeded) + len(state.latest_error),
+                job.effective_model,
+                job.concurrency,
+            )
+            client = Client(
+                base_url=job.base_url,
+                api_key=key,
+                timeout=job.timeout,
+                max_connections=job.concurrency,
+                transport=transport,
+            )
+            runner = Runner(
+                job,
+                pipeline=pipeline,
+                works=pipeline.works(items),
+                results=results,
+                errors=errors,
+                client=client,
+                progress=progress or NullProgress(),
+                log=log,
+                handle_signals=handle_signals,
+            )
+            try:
+                stopped = await runner.run()
+            finally:
+                items.close()
+            result = RunResult(stats, stopped, session.notice)
+            stats.exit_code = result.exit_code
+            session.write_summary(stats.to_json())
+            log.info(
+                "end: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
+                stats.outcome,
+                stats.ok,
+                stats.failed,
+                stats.skipped,
+                stats.requests,
+                result.exit_code,
+            )
+    return result
+
+
+def keep_column_types(
+    job: Job, inputs: InputFiles, committed: pa.Schema | None
+) -> dict[str, pa.DataType]:
+    """Keep-column types: fixed by the first committed part, else the input's schema."""
+    if committed is not None:
+        return {n: committed.field(n).type for n in job.keep_columns if n in committed.names}
+    types = inputs.arrow_types()
+    if types:
+        return {name: types[name] for name in job.keep_columns if name in types}
+    first = next((row.data for row in inputs.rows() if row.data is not None), {})
+    return {name: infer_type(first.get(name)) for name in job.keep_columns}
+
+
+def plan(job: Job, *, retry_failed: bool = False) -> Plan:
+    """What a run of the job would send now and what it would cost; sends nothing."""
+    return plan_job(job, retry_failed=retry_failed)
+
+
+def status(outdir: str | os.PathLike[str]) -> Status:
+    """Done / failed / pending counts, tokens, cost and the last run's outcome of an OUTDIR."""
+    return read_status(OutputDir(str(outdir)))
+
+
+def export(
+    outdir: str | os.PathLike[str], path: str | os.PathLike[str], *, with_input: bool = False
+) -> int:
+    """Write the final outcome of every id to .parquet, .jsonl or .csv; returns the row count."""
+    return export_outcomes(OutputDir(str(outdir)), Path(path), with_input=with_input)
+
+
+def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
+    """The final outcome of every id, as ``export`` writes it, as an Arrow table."""
+    outcomes = final_outcomes(OutputDir(str(outdir)))
+    return pa.Table.from_batches(list(outcomes.batches), outcomes.schema)
+
+
+def compact(outdir: str | os.PathLike[str]) -> list[Compacted]:
+    """Merge each table's small part files into one (the merged part is committed first)."""
+    target = OutputDir(str(outdir))
+    target.read_job()  # a folder that is not an OUTDIR is refused, and left as it was
+    return [Compacted(*row) for row in target.compact()]

@@ -1,0 +1,94 @@
+"""The dry run: what a run would send and what it would cost, without sending anything.
+
+It drives the input through the same :class:`~zbatch.pipeline.RowPipeline` as a run, so a
+plan and a run cannot disagree on which rows are sent."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from . import prompt
+from .errors import JobError
+from .job import Job
+from .pipeline import Row, RowPipeline
+from .pricing import cost, price_for
+from .schema import result_schema
+from .source import count_rows, open_input
+from .stats import Stats
+from .store import OutputDir, ResumeState
+
+
+@dataclass
+class Plan:
+    """What a run of the job would do now."""
+
+    job: Job
+    rows: int = 0
+    done: int = 0
+    to_send: int = 0
+    unusable: int = 0  # rows that would go straight to the error log
+    prompt_tokens: int = 0
+    completion_tokens: int = 0  # upper bound: max_tokens per row, when set
+    first_request: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def cost(self) -> float | None:
+        price = price_for(self.job.effective_model, self.job.prices)
+        return cost(price, self.prompt_tokens, 0, self.completion_tokens)
+
+
+class _Tally:
+    """The plan's sink for rows a run would log as errors: counted, the first few quoted."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def add(self, row: Row) -> None:
+        self.plan.unusable += 1
+        if len(self.plan.problems) < 5:
+            self.plan.problems.append(row[4])
+
+
+def plan_job(job: Job, *, retry_failed: bool) -> Plan:
+    """Read the whole input as a run would, render every row, and count; sends nothing."""
+    inputs = open_input(job.input_path)
+    prompt.check_input(job, inputs)
+    outdir = OutputDir(job.output_dir)
+    state = ResumeState()
+    previous = outdir.read_job_if_any()
+    if previous is not None:
+        if previous.get("fingerprint") != job.fingerprint():
+            raise JobError(
+                f"{job.output_dir} holds results of a different request; a run would refuse it "
+                "(use a new output directory, or --force)"
+            )
+        state = outdir.load_state()
+    plan = Plan(job)
+    stats = Stats(total=count_rows(inputs.paths))
+    tally = _Tally(plan)
+    pipeline = RowPipeline(
+        job,
+        state=state,
+        stats=stats,
+        results=tally,
+        errors=tally,
+        schema=result_schema(job, {name: pa.null() for name in job.keep_columns}),
+        retry_failed=retry_failed,
+    )
+    for work in pipeline.works(inputs.rows()):
+        if work is None:
+            continue
+        body = json.loads(work.body)
+        plan.to_send += 1
+        plan.prompt_tokens += prompt.estimate_tokens(body)
+        plan.completion_tokens += int(body.get("max_tokens") or 0)
+        if plan.first_request is None:
+            plan.first_request = body
+    plan.rows = stats.input_rows
+    plan.done = stats.skipped
+    return plan

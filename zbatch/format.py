@@ -1,0 +1,93 @@
+"""Human-readable tables for the CLI: the plan, a run's summary, an OUTDIR's status."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from .dryrun import Plan
+from .report import Status
+from .stats import Stats
+
+
+def table(rows: Sequence[tuple[str, object]]) -> str:
+    """Two aligned columns: a name, then its value."""
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _counts(counts: Mapping[str, int], *, by_size: bool = False) -> str:
+    items = sorted(counts.items(), key=lambda kv: -kv[1]) if by_size else sorted(counts.items())
+    return ", ".join(f"{name} {count}" for name, count in items)
+
+
+def _dollars(value: float | None, unknown: str) -> str:
+    return unknown if value is None else f"${value:.4f}"
+
+
+def format_summary(stats: Stats) -> str:
+    """The end-of-run table (summary.json's figures)."""
+    rows: list[tuple[str, object]] = [
+        ("outcome", stats.outcome),
+        ("rows ok", stats.ok),
+        ("rows failed", f"{stats.failed} ({_counts(stats.errors) or 'none'})"),
+        ("skipped (done before)", stats.skipped),
+        ("pending", stats.pending),
+        ("requests", stats.requests),
+        ("retries", _counts(stats.retries) or "none"),
+        ("tokens in / out", f"{stats.prompt_tokens} / {stats.completion_tokens}"),
+        ("estimated cost", _dollars(stats.cost, "unknown model price")),
+        ("wall time", f"{stats.elapsed:.1f} s"),
+        ("requests/s", stats.requests_per_second),
+        ("concurrency final / min", f"{stats.concurrency} / {stats.concurrency_min}"),
+    ]
+    if stats.truncated:
+        rows.append(("cut off (length)", stats.truncated))
+    if stats.labels:
+        rows.append(("labels", _counts(stats.labels, by_size=True)))
+    return table(rows)
+
+
+def format_status(status: Status) -> str:
+    """`zbatch status` as a small table."""
+    last = status.last_run
+    rows: list[tuple[str, object]] = [
+        ("output", status.outdir),
+        ("input rows", "unknown" if status.input_rows is None else status.input_rows),
+        ("done", status.done),
+        ("failed", status.failed),
+        ("retryable errors", status.failed_retryable),
+        ("pending", "unknown (input not found)" if status.pending is None else status.pending),
+        ("tokens in / out", f"{status.tokens.prompt} / {status.tokens.completion}"),
+        ("cost so far", _dollars(status.cost_usd, "unknown")),
+        ("last run", "none" if last is None else f"{last.outcome} (exit {last.exit_code})"),
+    ]
+    if status.labels:
+        rows.append(("labels", _counts(status.labels, by_size=True)))
+    return table(rows)
+
+
+def format_plan(plan: Plan) -> str:
+    """The dry run's report."""
+    job = plan.job
+    if plan.cost is None:
+        cost_text = f"unknown (no price for {job.effective_model}; add a [prices] table)"
+    else:
+        bound = "" if job.max_tokens else " (prompt only: set max_tokens to bound the answers)"
+        cost_text = f"up to ${plan.cost:.4f}{bound}"
+    unusable = f", {plan.unusable} unusable (would be logged as errors)" if plan.unusable else ""
+    lines = [
+        f"job        {job.input_path} -> {job.output_dir}",
+        f"model      {job.effective_model} at {job.base_url}",
+        f"rows       {plan.rows} in input, {plan.done} already done, {plan.to_send} to send"
+        + unusable,
+        f"tokens     ~{plan.prompt_tokens} prompt (chars/4), "
+        f"<= {plan.completion_tokens} completion (max_tokens)",
+        f"cost       {cost_text}",
+    ]
+    lines.extend(f"problem    {problem}" for problem in plan.problems)
+    if plan.first_request is not None:
+        lines.append("first request body:")
+        lines.append(json.dumps(plan.first_request, indent=2, ensure_ascii=False))
+    lines.append("nothing was sent (dry run)")
+    return "\n".join(lines)

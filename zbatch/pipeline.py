@@ -1,0 +1,321 @@
+"""One row's life, shared by every way of running a job and by the dry run.
+
+    input item ─> id ─> repeated? done? ─> render ─> Work ─(a dispatcher sends it)─>
+        answer ─> accept (labels, JSON fields) ─> result row │ Failure ─> error row
+
+The online runner, batch mode and the plan all drive rows through :class:`RowPipeline`, so
+they cannot disagree on which rows are sent or how an answer becomes a row. The pipeline
+counts into :class:`~zbatch.stats.Stats` and adds rows to two sinks (the part writers of a
+run, or the plan's tally); when to commit is the dispatcher's business.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+import pyarrow as pa
+
+from . import prompt
+from .answers import NotJson, json_field_value, normalize_label, parse_json_object
+from .errors import Failure, Scope, redact
+from .idset import IdSet
+from .job import Job
+from .schema import keep_caster
+from .source import DoneRows, RawRow
+from .stats import Stats
+from .store import ResumeState
+
+Row = tuple[Any, ...]
+# Rows that need no request are handled between sends; every so many of them the pipeline
+# yields None so that an event loop driving it gets a turn.
+YIELD_EVERY = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One row ready to send."""
+
+    id: str
+    body: bytes
+    tokens: int  # estimated prompt + completion tokens, for TPM pacing and budgets
+    keep: tuple[Any, ...]
+
+
+class Sink(Protocol):
+    """Where rows go: a run's part writer, or the plan's tally."""
+
+    def add(self, row: Row) -> None: ...
+
+
+class RowPipeline:
+    """Turns input items into Work, and answers or failures into rows, counting as it goes."""
+
+    def __init__(
+        self,
+        job: Job,
+        *,
+        state: ResumeState,
+        stats: Stats,
+        results: Sink,
+        errors: Sink,
+        schema: pa.Schema,
+        retry_failed: bool = False,
+        in_shard: Callable[[str], bool] | None = None,
+        secret: str = "",
+    ) -> None:
+        self.job = job
+        self.state = state
+        self.stats = stats
+        self.results = results
+        self.errors = errors
+        self.retry_failed = retry_failed
+        self._in_shard = in_shard
+        self._secret = secret
+        self.on_added: Callable[[], None] = lambda: None  # a dispatcher's cue to check buffers
+        self._seen = IdSet(capacity=stats.total or 4096)  # sized once: no growth transients
+        self._keep_casts = [keep_caster(schema.field(name).type) for name in job.keep_columns]
+
+    def is_done(self, row_id: str) -> bool:
+        return self.state.is_done(row_id, retry_failed=self.retry_failed)
+
+    # --- input side -------------------------------------------------------------------------
+
+    def works(self, items: Iterator[RawRow | DoneRows]) -> Iterator[Work | None]:
+        """Work for each row to send; None now and then, as a turn for an event loop.
+
+        Rows that need no request (done before, repeated, unreadable) are dealt with on the
+        way. A file that breaks off part-way raises JobError from here."""
+        quiet = 0
+        for item in items:
+            if isinstance(item, DoneRows):
+                self.skip_done(item)
+                yield None
+                continue
+            work = self.prepare(item)
+            if work is not None:
+                quiet = 0
+                yield work
+            elif (quiet := quiet + 1) % YIELD_EVERY == 0:
+                yield None
+
+    def prepare(self, raw: RawRow) -> Work | None:
+        """Turn an input row into Work; None when it is done already or cannot be sent.
+
+        Done-ness is checked before rendering: a resume over a million finished rows then
+        costs a read of their ids, not a million renders."""
+        data = raw.data
+        row_id = None if data is None else prompt.row_id(data, self.job.id_column)
+        key = row_id or f"?{raw.where}"  # a row without an id is logged under where it is
+        if self._in_shard is not None and not self._in_shard(key):
+            return None  # another shard's row
+        self.stats.input_rows += 1
+        if data is None:
+            self.row_error(key, "invalid_input", raw.problem or "unreadable row")
+            return None
+        if row_id is None:
+            column = self.job.id_column or "id"
+            self.row_error(key, "missing_id", f"{raw.where} has no usable '{column}' value")
+            return None
+        if not self._seen.add(row_id):
+            self._repeated(row_id, raw.where)
+            return None
+        if self.is_done(row_id):
+            self.stats.skipped += 1
+            return None
+        try:
+            body = prompt.render(data, self.job)
+            encoded = json.dumps(body, ensure_ascii=False).encode()
+        except prompt.RenderError as exc:
+            self.row_error(row_id, "template_error", f"{raw.where}: {exc}")
+            return None
+        except (UnicodeEncodeError, ValueError, TypeError, RecursionError) as exc:
+            # e.g. a lone surrogate escape ("\ud800") is valid JSON but cannot be sent
+            self.row_error(row_id, "invalid_input", f"{raw.where} cannot be sent: {exc}")
+            return None
+        tokens = prompt.estimate_tokens(body) + int(body.get("max_tokens") or 0)
+        keep = tuple(
+            cast(data.get(name))
+            for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True)
+        )
+        return Work(row_id, encoded, tokens, keep)
+
+    def skip_done(self, done: DoneRows) -> None:
+        """Count rows done before as skipped, still noticing ids that repeat."""
+        for offset, row_id in enumerate(done.ids):
+            if self._in_shard is not None and not self._in_shard(row_id):
+                continue
+            self.stats.input_rows += 1
+            if self._seen.add(row_id):
+                self.stats.skipped += 1
+            else:
+                self._repeated(row_id, done.where(offset))
+
+    def _repeated(self, row_id: str, where: str) -> None:
+        """A row whose id an earlier row had; logged unless an earlier run logged it."""
+        if row_id in self.state.duplicates_logged:
+            return
+        self._log(row_id, Failure("duplicate_id", Scope.ROW, f"{where} repeats id {row_id!r}"), 0)
+        self.stats.count_failure("duplicate_id")
+
+    def row_error(self, row_id: str, error_type: str, message: str) -> None:
+        """A row that cannot be sent at all (unless an earlier run settled its id)."""
+        if self.state.is_done(row_id, retry_failed=False):
+            self.stats.skipped += 1
+            return
+        self._log(row_id, Failure(error_type, Scope.ROW, message), 0)
+        self.stats.count_failure(error_type)
+
+    # --- answer side ------------------------------------------------------------------------
+
+    def count_usage(self, answer: Any) -> None:
+        stats = self.stats
+        stats.prompt_tokens += answer.prompt_tokens or 0
+        stats.completion_tokens += answer.completion_tokens or 0
+        stats.cached_tokens += answer.cached_tokens or 0
+
+    def accept(self, work: Work, answer: Any, attempts: int) -> Failure | None:
+        """Check the answer against labels / JSON and add its row; a Failure if it does not
+        fit (the dispatcher decides whether to ask again or :meth:`fail`)."""
+        job = self.job
+        extra: list[Any] = []
+        if job.choices:
+            label = normalize_label(answer.content, job.choices)
+            if label is None:
+                shown = redact(answer.content[:80])
+                return Failure(
+                    "invalid_label", Scope.ROW, f"answer {shown!r} is not one of the choices"
+                )
+            extra.append(label)
+        if job.response_format == "json_object":
+            try:
+                obj = parse_json_object(answer.content)
+            except NotJson as exc:
+                return Failure("invalid_json", Scope.ROW, str(exc))
+            extra.append(json.dumps(obj, ensure_ascii=False))
+            for name, kind in job.json_fields:
+                extra.append(json_field_value(obj.get(name), kind))
+        if answer.finish_reason in ("length", "model_context_window_exceeded"):
+            self.stats.truncated += 1
+        self.results.add(result_row(work.id, answer, attempts, [*extra, *work.keep]))
+        self.stats.ok += 1
+        if job.choices:
+            self.stats.labels[extra[0]] += 1
+        self.on_added()
+        return None
+
+    def fail(
+        self,
+        row_id: str,
+        failure: Failure,
+        attempts: int,
+        *,
+        retryable: bool | None = None,
+        answer: str | None = None,
+    ) -> None:
+        """Log a failed row; ``retryable=True`` on a fatal or quota failure leaves it pending
+        (not the row's fault). ``answer`` keeps a paid answer that did not fit."""
+        self._log(row_id, failure, attempts, retryable=retryable, answer=answer)
+        if retryable and failure.scope in (Scope.FATAL, Scope.QUOTA):
+            return
+        self.stats.count_failure(failure.error_type)
+
+    def unstorable(self, row: Row, reason: str) -> None:
+        """A result row whose values do not fit the result schema: an error row instead,
+        keeping the answer as text, so the paid answer is neither lost nor bought again."""
+        self.stats.ok -= 1
+        failure = Failure("invalid_response", Scope.ROW, f"answer cannot be stored: {reason}")
+        self.fail(row[0], failure, row[10], answer=_text(row[1]))
+
+    def _log(
+        self,
+        row_id: str,
+        failure: Failure,
+        attempts: int,
+        *,
+        retryable: bool | None = None,
+        answer: str | None = None,
+    ) -> None:
+        retryable = failure.retryable if retryable is None else retryable
+        message = redact(failure.message, self._secret)
+        self.errors.add(error_row(row_id, failure, attempts, retryable, message, answer))
+        self.on_added()
+
+
+def result_row(row_id: str, answer: Any, attempts: int, tail: list[Any]) -> Row:
+    """A result row in schema order; ``tail`` holds label/json/keep values in order."""
+    return (
+        row_id,
+        answer.content,
+        answer.reasoning_content,
+        answer.finish_reason,
+        answer.model,
+        answer.prompt_tokens,
+        answer.completion_tokens,
+        answer.total_tokens,
+        answer.cached_tokens,
+        answer.request_id,
+        attempts,
+        answer.latency_ms,
+        now_ms(),
+        *tail,
+    )
+
+
+def error_row(
+    row_id: str,
+    failure: Failure,
+    attempts: int,
+    retryable: bool,
+    message: str,
+    answer: str | None = None,
+) -> Row:
+    """An error row in ERROR_SCHEMA order (``message`` already redacted)."""
+    return (
+        row_id,
+        failure.error_type,
+        failure.status_code,
+        failure.error_code,
+        message,
+        attempts,
+        retryable,
+        now_ms(),
+        answer,
+    )
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, default=str)
+
+
+async def commit(pipeline: RowPipeline, results: Any, errors: Any) -> None:
+    """Commit both buffers as part files (in a worker thread), shielded from cancellation.
+
+    Result rows that do not fit the schema come back from the writer and become error rows
+    before the error buffer is committed. When a write fails, its rows go back to the front
+    of their buffer: nothing taken is lost, and the caller may try again."""
+    with anyio.CancelScope(shield=True):
+        rows = results.take()
+        try:
+            unstorable = await anyio.to_thread.run_sync(results.commit, rows)
+        except BaseException:
+            results.rows[:0] = rows
+            raise
+        for row, reason in unstorable:
+            pipeline.unstorable(row, reason)
+        rows = errors.take()
+        try:
+            await anyio.to_thread.run_sync(errors.commit, rows)
+        except BaseException:
+            errors.rows[:0] = rows
+            raise

@@ -1,0 +1,41 @@
+"""OUTDIR/run.log: a run's events, whatever the caller's logging configuration.
+
+Each run logs through a private logger of its own, at INFO, into run.log. Its records are
+then handed to the public ``zbatch`` logger only when that logger is enabled for them, so a
+caller's own logging setup is honoured and never changed (and two runs in one interpreter
+do not pile up handlers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from .store import OutputDir
+
+FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+PUBLIC = logging.getLogger("zbatch")
+
+
+class _Forward(logging.Handler):
+    """Passes a record on to the public logger, if it is enabled for the record's level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if PUBLIC.isEnabledFor(record.levelno):
+            PUBLIC.handle(record)
+
+
+@contextlib.contextmanager
+def run_log(outdir: OutputDir) -> Iterator[logging.Logger]:
+    """A logger for one run: into OUTDIR/run.log, and on to the ``zbatch`` logger."""
+    log = logging.Logger("zbatch", logging.INFO)  # not registered: the run's own
+    file = outdir.run_log_handler()
+    file.setFormatter(FORMAT)
+    log.addHandler(file)
+    log.addHandler(_Forward())
+    try:
+        yield log
+    finally:
+        log.removeHandler(file)
+        file.close()

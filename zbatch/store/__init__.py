@@ -1,0 +1,19 @@
+"""The output directory: where it is kept (Storage), its layout (OutputDir), its parts."""
+
+from .outdir import ERRORS, RESULTS, OutputDir, RunSession, write_batches
+from .parts import Parts, PartWriter
+from .state import ResumeState
+from .storage import LocalStorage, Storage
+
+__all__ = [
+    "ERRORS",
+    "RESULTS",
+    "LocalStorage",
+    "OutputDir",
+    "PartWriter",
+    "Parts",
+    "ResumeState",
+    "RunSession",
+    "Storage",
+    "write_batches",
+]

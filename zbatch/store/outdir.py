@@ -1,0 +1,253 @@
+"""The output directory as one object: every layout name, the lock, and the setup order.
+
+    OUTDIR/
+      job.json          resolved settings + fingerprint (never the API key)
+      results/*.parquet committed result parts (each id at most once)
+      errors/*.parquet  committed error parts (an append-only log)
+      summary.json      the last run's figures
+      run.log           one line per event
+      .lock             held while a run is active (".lock-KofN" for shard K of N)
+
+A run opens it with :meth:`OutputDir.open_run`, which holds the lock and does the setup in
+its one right order: finish what a crash left (tidy) → check job.json against the job
+(or archive the old generation with --force) → read the resume state. Everything here goes
+through a :class:`~zbatch.store.storage.Storage`, so the same code serves a local disk and
+object storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import JobError
+from .parts import Parts, PartWriter
+from .state import ResumeState, load_state
+from .storage import LocalStorage, Storage
+
+JOB = "job.json"
+SUMMARY = "summary.json"
+RUN_LOG = "run.log"
+RESULTS = "results"
+ERRORS = "errors"
+LOCK = ".lock"
+TABLES = (RESULTS, ERRORS)
+COMPACT_JOURNAL = ".compact-journal.json"
+GENERATIONS = "generations"
+
+
+def open_storage(location: str) -> Storage:
+    """The storage an OUTDIR location names: a local path (or file:// URL) for now."""
+    if location.startswith("file://"):
+        location = location.removeprefix("file://")
+    elif "://" in location:
+        scheme = location.split("://", 1)[0]
+        raise JobError(f"output directory {location}: {scheme}:// is not supported")
+    return LocalStorage(location)
+
+
+def dumps(data: Mapping[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def shard_tag(shard: tuple[int, int] | None) -> str:
+    """How a shard is named in lock and part names: "3of8"; "" for a whole-job run."""
+    return "" if shard is None else f"{shard[0]}of{shard[1]}"
+
+
+@dataclass
+class RunSession:
+    """An OUTDIR held by one run: its resume state, and where its parts go."""
+
+    outdir: OutputDir
+    state: ResumeState
+    notice: str | None  # what --force did, to tell the user
+    prefix: str  # makes this run's part names unique
+
+    def writer(self, table: str, schema: pa.Schema) -> PartWriter:
+        return PartWriter(self.outdir.storage, table, schema, prefix=self.prefix)
+
+    def save_job(self, fingerprint: str, settings: Mapping[str, Any], **extra: Any) -> None:
+        record = {"fingerprint": fingerprint, "settings": dict(settings), **extra}
+        self.outdir.storage.write_bytes(JOB, dumps(record))
+
+    def write_summary(self, data: Mapping[str, Any]) -> None:
+        self.outdir.storage.write_bytes(SUMMARY, dumps(data))
+
+
+class OutputDir:
+    """One output directory, wherever it is kept."""
+
+    def __init__(self, location: str, storage: Storage | None = None) -> None:
+        self.location = location
+        self.storage = storage or open_storage(location)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def read_job(self) -> dict[str, Any]:
+        """job.json; JobError when this is not an output directory."""
+        data = self._read_json(JOB)
+        if data is None:
+            raise JobError(f"{self.location} is not a zbatch output directory (no job.json)")
+        return data
+
+    def read_job_if_any(self) -> dict[str, Any] | None:
+        """job.json, or None before the first run."""
+        return self._read_json(JOB)
+
+    def read_summary(self) -> dict[str, Any] | None:
+        return self._read_json(SUMMARY)
+
+    def _read_json(self, name: str) -> dict[str, Any] | None:
+        blob = self.storage.read_bytes(name)
+        if blob is None:
+            return None
+        try:
+            data = json.loads(blob)
+        except ValueError as exc:
+            raise JobError(
+                f"{self.location}/{name} is unreadable ({exc}); move it away or use a new OUTDIR"
+            ) from None
+        if not isinstance(data, dict):
+            raise JobError(f"{self.location}/{name} is not a JSON object; move it away")
+        return data
+
+    def run_log_handler(self) -> logging.Handler:
+        return self.storage.log_handler(RUN_LOG)
+
+    def parts(self, table: str) -> Parts:
+        return Parts(self.storage, table)
+
+    def load_state(self) -> ResumeState:
+        return load_state(self.parts(RESULTS), self.parts(ERRORS))
+
+    def committed_result_schema(self) -> pa.Schema | None:
+        """The schema of the first result part, which fixes the types of later ones."""
+        results = self.parts(RESULTS)
+        return results.schema if results.names else None
+
+    # --- locking and setup ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, shard: tuple[int, int] | None = None) -> Iterator[None]:
+        """Hold this shard's lock; a whole-job run (or compact) holds every shard's lock too."""
+        with contextlib.ExitStack() as stack:
+            if shard is not None:
+                stack.enter_context(self.storage.lock(f"{LOCK}-{shard_tag(shard)}"))
+            else:
+                stack.enter_context(self.storage.lock(LOCK))
+                for name in self.storage.list(""):
+                    if name.startswith(f"{LOCK}-"):
+                        stack.enter_context(self.storage.lock(name))
+            yield
+
+    @contextlib.contextmanager
+    def open_run(
+        self, fingerprint: str, settings: Mapping[str, Any], *, force: bool, shard: Any = None
+    ) -> Iterator[RunSession]:
+        """Lock, tidy, check job.json (or archive with ``force``), read the resume state."""
+        key = None if shard is None else (shard.index, shard.count)
+        with self.locked(key):
+            self.tidy(shard_tag(key))
+            notice = self._check_job(fingerprint, settings, force=force)
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
+            tag = shard_tag(key)
+            prefix = f"{stamp}-{secrets.token_hex(2)}" + (f"-{tag}" if tag else "")
+            yield RunSession(self, self.load_state(), notice, prefix)
+
+    def _check_job(
+        self, fingerprint: str, settings: Mapping[str, Any], *, force: bool
+    ) -> str | None:
+        previous = self._read_json(JOB)
+        if previous is None or previous.get("fingerprint") == fingerprint:
+            return None
+        before = previous.get("settings") or {}
+        changed = [name for name, value in settings.items() if before.get(name) != value]
+        if not force:
+            what = ", ".join(changed) or "request settings"
+            raise JobError(
+                f"{self.location} holds results of a different request ({what} changed). "
+                "Use a new output directory, or --force to start a new generation of results here"
+            )
+        archive = f"{GENERATIONS}/{dt.datetime.now().strftime('%Y%m%dT%H%M%S')}"
+        for table in TABLES:
+            for name in self.storage.list(table):
+                self.storage.move(f"{table}/{name}", f"{archive}/{table}/{name}")
+        for name in (JOB, SUMMARY):
+            if self.storage.read_bytes(name) is not None:
+                self.storage.move(name, f"{archive}/{name}")
+        where = f"{self.location}/{archive}"
+        return f"request settings changed: previous outputs moved to {where}; starting afresh"
+
+    def tidy(self, tag: str = "") -> None:
+        """Finish an interrupted compaction and drop the temp files a crash left.
+
+        A shard removes only its own temp files (``tag``): the others may be writing theirs."""
+        for table in TABLES:
+            if not tag:
+                self._recover(table)
+            for name in self.storage.list(table):
+                mine = not tag or f"-{tag}-" in name
+                if name.startswith(".") and name.endswith(".tmp") and mine:
+                    self.storage.delete(f"{table}/{name}")
+
+    # --- compaction -------------------------------------------------------------------------
+
+    def compact(self) -> list[tuple[str, int, int]]:
+        """Merge each table's parts into one; (table, parts before, parts after) for each.
+
+        The order keeps every id at most once for any reader at any moment: the merged part
+        is staged under a hidden name, the old parts go, then the merged part takes the last
+        old part's name (so the error log keeps its order). A journal written first lets
+        :meth:`_recover` finish or undo a compaction a crash cut off."""
+        report = []
+        with self.locked():
+            for table in TABLES:
+                self._recover(table)
+                parts = self.parts(table)
+                if len(parts.names) < 2:
+                    report.append((table, len(parts.names), len(parts.names)))
+                    continue
+                staged = f".compact-{parts.names[-1]}"
+                journal = {"staged": staged, "target": parts.names[-1], "remove": parts.names}
+                self.storage.write_bytes(f"{table}/{COMPACT_JOURNAL}", dumps(journal))
+                self.storage.create(f"{table}/{staged}", functools.partial(_merge, parts))
+                self._recover(table)
+                report.append((table, len(parts.names), 1))
+        return report
+
+    def _recover(self, table: str) -> None:
+        """Finish (merged part staged) or forget (not staged) an interrupted compaction."""
+        journal = self._read_json(f"{table}/{COMPACT_JOURNAL}")
+        if journal is None:
+            return
+        staged, target = f"{table}/{journal['staged']}", f"{table}/{journal['target']}"
+        if journal["staged"] in self.storage.list(table):
+            for name in journal["remove"]:
+                self.storage.delete(f"{table}/{name}")
+            self.storage.move(staged, target)
+        self.storage.delete(f"{table}/{COMPACT_JOURNAL}")
+
+
+def _merge(parts: Parts, handle: Any) -> None:
+    write_batches(parts.schema, parts.batches(), handle)
+
+
+def write_batches(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:
+    """One Parquet file from batches as they come: merging or exporting a million rows holds
+    one batch, not the table."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetWriter(handle, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)

@@ -1,0 +1,148 @@
+"""Part files: rows buffered and committed as numbered Parquet parts, and read back in order."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from ..errors import StoreError
+from .storage import Storage
+
+Row = tuple[Any, ...]
+# What cannot be converted to a column's type: a value of the wrong kind, or one out of range.
+_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
+
+
+def is_part(name: str) -> bool:
+    """Committed parts are ``part-*.parquet``; hidden temp files and staging names are not."""
+    return name.startswith("part-") and name.endswith(".parquet")
+
+
+class PartWriter:
+    """Buffers rows of one table and commits them as numbered part files.
+
+    ``prefix`` makes the names unique to this run (and shard): parts are created under their
+    final names, create-only, so two writers can never overwrite each other.
+    """
+
+    def __init__(self, storage: Storage, folder: str, schema: pa.Schema, *, prefix: str) -> None:
+        self.storage = storage
+        self.folder = folder
+        self.schema = schema
+        self.rows: list[Row] = []
+        self._prefix = prefix
+        self._seq = 0
+        self.committed_rows = 0
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+
+    def take(self) -> list[Row]:
+        """Hand over the buffered rows (the caller commits them, or gives them back)."""
+        rows, self.rows = self.rows, []
+        return rows
+
+    def commit(self, rows: Sequence[Row]) -> list[tuple[Row, str]]:
+        """Write rows as one part file; blocking (run it in a worker thread).
+
+        Returns the rows that cannot be stored in this schema, each with the reason, so the
+        caller can log them as errors: one odd value never costs the other rows."""
+        table, unstorable = self.to_table(rows)
+        if table.num_rows:
+            self._seq += 1
+            name = f"{self.folder}/part-{self._prefix}-{self._seq:05d}.parquet"
+            self.storage.create(name, lambda handle: pq.write_table(table, handle))
+            self.committed_rows += table.num_rows
+        return unstorable
+
+    def to_table(self, rows: Sequence[Row]) -> tuple[pa.Table, list[tuple[Row, str]]]:
+        """The rows as a table of this schema, and the rows that do not fit it."""
+        try:
+            return self._table(rows), []
+        except _CONVERSION_ERRORS:
+            pass
+        good: list[Row] = []
+        bad: list[tuple[Row, str]] = []
+        for row in rows:  # only when some row is odd: find which
+            try:
+                self._table([row])
+            except _CONVERSION_ERRORS as exc:
+                bad.append((row, " ".join(str(exc).split())))
+            else:
+                good.append(row)
+        return self._table(good), bad
+
+    def _table(self, rows: Sequence[Row]) -> pa.Table:
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.schema)
+        arrays = [
+            pa.array(column, type=f.type) for column, f in zip(columns, self.schema, strict=True)
+        ]
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+# Read a part's row groups one by one as they are needed (docs/performance.md: pre-buffering
+# fetches the column chunks of many at once).
+_ONE_AT_A_TIME = ds.ParquetFragmentScanOptions(pre_buffer=False)
+
+
+class Parts:
+    """The committed parts of one folder, read in commit order, a batch at a time.
+
+    A part that cannot be read is a StoreError naming the file, wherever the reading happens
+    (even inside a write, where it must not pass for a write error).
+    """
+
+    def __init__(self, storage: Storage, folder: str) -> None:
+        self.storage = storage
+        self.folder = folder
+        self.names = [name for name in storage.list(folder) if is_part(name)]
+        filesystem, root = storage.arrow()
+        self._paths = [f"{root}/{folder}/{name}" for name in self.names]
+        with self._reading():
+            # A dataset made from a list of files reads them in that order.
+            self._dataset = ds.dataset(self._paths, format="parquet", filesystem=filesystem)
+        self.schema: pa.Schema = self._dataset.schema
+
+    def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Up to 32k rows at a time, part after part, with no read-ahead (a scan's default
+        buffers several parts' batches: docs/performance.md)."""
+        for part in self._dataset.get_fragments():
+            with self._reading(part.path):
+                yield from part.to_batches(
+                    schema=self.schema,
+                    columns=columns,
+                    batch_size=32_768,
+                    batch_readahead=1,
+                    use_threads=False,
+                    fragment_scan_options=_ONE_AT_A_TIME,
+                )
+
+    def column(self, name: str, kind: pa.DataType) -> pa.ChunkedArray:
+        return pa.chunked_array([batch.column(0) for batch in self.batches([name])], kind)
+
+    def count_rows(self) -> int:
+        with self._reading():
+            return int(self._dataset.count_rows())
+
+    def num_rows(self, name: str) -> int:
+        """Rows in one part, from its footer."""
+        filesystem, root = self.storage.arrow()
+        with self._reading(name), filesystem.open_input_file(f"{root}/{self.folder}/{name}") as f:
+            return int(pq.ParquetFile(f).metadata.num_rows)
+
+    @contextlib.contextmanager
+    def _reading(self, part: str | None = None) -> Iterator[None]:
+        try:
+            yield
+        except (pa.ArrowException, OSError) as exc:
+            where = part or f"a part in {self.storage.location}/{self.folder}"
+            reason = " ".join(str(exc).split())  # Arrow's messages span lines
+            raise StoreError(
+                f"{where} cannot be read ({reason}); if it is damaged, move it out of "
+                f"{self.storage.location}/{self.folder} and run again: a run sends its rows again"
+            ) from None

@@ -1,0 +1,57 @@
+"""What earlier runs settled, read from the id columns of the committed parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .parts import Parts
+
+
+@dataclass
+class ResumeState:
+    """What earlier runs already settled, keyed by id."""
+
+    succeeded: set[str] = field(default_factory=set)
+    latest_error: dict[str, tuple[str, bool]] = field(default_factory=dict)  # id -> (type, retry)
+    duplicates_logged: set[str] = field(default_factory=set)
+
+    def is_done(self, row_id: str, *, retry_failed: bool = False) -> bool:
+        if row_id in self.succeeded:
+            return True
+        latest = self.latest_error.get(row_id)
+        if latest is None or latest[1]:
+            return False
+        return not retry_failed
+
+    def open_errors(self) -> dict[str, tuple[str, bool]]:
+        """The latest error of each id that has no result: what counts as failed."""
+        return {i: e for i, e in self.latest_error.items() if i not in self.succeeded}
+
+    @property
+    def failed(self) -> int:
+        """Ids whose latest outcome is an error that will not be retried."""
+        return sum(1 for _, retryable in self.open_errors().values() if not retryable)
+
+    @property
+    def failed_retryable(self) -> int:
+        """Ids whose latest outcome is an error the next run retries."""
+        return sum(1 for _, retryable in self.open_errors().values() if retryable)
+
+
+def load_state(results: Parts, errors: Parts) -> ResumeState:
+    """Read only the id-level columns of the committed parts, a slice at a time.
+
+    A million ids become a million Python strings in ``succeeded``; reading them slice by
+    slice keeps Arrow's copy to one slice, not all of them (docs/performance.md).
+    """
+    state = ResumeState()
+    for batch in results.batches(["id"]):
+        state.succeeded.update(batch.column(0).to_pylist())
+    for batch in errors.batches(["id", "error_type", "retryable"]):
+        ids, types, flags = (batch.column(i).to_pylist() for i in range(3))
+        for row_id, kind, retryable in zip(ids, types, flags, strict=True):
+            if kind == "duplicate_id":
+                state.duplicates_logged.add(row_id)
+            else:
+                state.latest_error[row_id] = (kind, bool(retryable))
+    return state

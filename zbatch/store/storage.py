@@ -1,0 +1,229 @@
+"""Where an output directory lives: the few operations OutputDir needs, here on a local disk.
+
+Names are '/'-separated paths relative to the OUTDIR root ("job.json", "results/part-….parquet").
+A second backend (object storage) implements the same :class:`Storage` protocol; everything
+above it (the layout, the commit order, resume) is written once, in :mod:`zbatch.store.outdir`.
+
+On a local disk a new file appears under its final name only when it is complete and synced:
+it is written to a hidden temp name, fsynced, hard-linked to its name (which fails if the name
+is taken, so a commit never overwrites), and the directory is fsynced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+from ..errors import LockedError, StoreError
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+
+class Storage(Protocol):
+    """The operations an output directory needs from where it is kept."""
+
+    location: str  # for messages; never holds credentials
+
+    def read_bytes(self, name: str) -> bytes | None:
+        """The whole file, or None when it does not exist."""
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write (or replace) a whole file; readers see the old or the new one, never a mix."""
+
+    def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+        """Create a file by ``write(handle)``: create-only (FileExistsError when the name is
+        taken) and never visible half-written."""
+
+    def move(self, src: str, dst: str) -> None:
+        """Give a file a new name, which must not exist yet."""
+
+    def list(self, folder: str) -> list[str]:
+        """The names of the files directly in ``folder``, sorted; [] when there is none."""
+
+    def delete(self, name: str) -> None:
+        """Remove a file; one that does not exist is fine."""
+
+    def lock(self, name: str) -> AbstractContextManager[None]:
+        """Hold an exclusive lock while the context lasts; LockedError naming the holder."""
+
+    def log_handler(self, name: str) -> logging.Handler:
+        """A logging handler that appends lines to the file ``name``."""
+
+    def arrow(self) -> tuple[pyarrow.fs.FileSystem, str]:
+        """A pyarrow filesystem and the root path in it, for datasets and Parquet readers."""
+
+    def free_bytes(self) -> int | None:
+        """Free space where new files go, or None when it is unknown."""
+
+
+def store_error(what: str, exc: OSError) -> StoreError:
+    """The one message for a failed write: what, why, and that nothing committed is lost."""
+    return StoreError(
+        f"could not write {what}: {exc.strerror or exc}. Parts committed earlier are intact; "
+        "free space or fix the disk, then run the same command to resume"
+    )
+
+
+class LocalStorage:
+    """An output directory on a local (or network) disk."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.location = str(self.root)
+
+    def _path(self, name: str) -> Path:
+        return self.root / name
+
+    def read_bytes(self, name: str) -> bytes | None:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self.write_file(name, lambda handle: handle.write(data))
+
+    def write_file(self, name: str, write: Callable[[BinaryIO], object]) -> None:
+        """Write (or replace) a whole file by ``write(handle)``, streamed, atomically."""
+        path = self._path(name)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_synced(tmp, write)
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if isinstance(exc, OSError):
+                raise store_error(str(path), exc) from exc
+            raise
+
+    def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+        path = self._path(name)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_synced(tmp, write)
+            _link(tmp, path)
+            tmp.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+        except FileExistsError:
+            tmp.unlink(missing_ok=True)
+            raise
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if isinstance(exc, OSError):
+                raise store_error(str(path), exc) from exc
+            raise
+
+    def _write_synced(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
+        with open(path, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def move(self, src: str, dst: str) -> None:
+        source, target = self._path(src), self._path(dst)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _link(source, target)
+            source.unlink(missing_ok=True)
+            _fsync_dir(target.parent)
+            if source.parent != target.parent:
+                _fsync_dir(source.parent)
+        except OSError as exc:
+            if isinstance(exc, FileExistsError):
+                raise
+            raise store_error(str(target), exc) from exc
+
+    def list(self, folder: str) -> list[str]:
+        try:
+            return sorted(entry.name for entry in os.scandir(self._path(folder)) if entry.is_file())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(name).unlink()
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """A kernel lock (flock): a crashed holder's lock goes with its process.
+
+        The lock file is opened without following a symlink, so a link planted at its name
+        cannot make zbatch write elsewhere."""
+        path = self._path(name)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreError(f"{path} is a symbolic link; remove it, then run again") from None
+            raise store_error(str(path), exc) from exc
+        with os.fdopen(fd, "r+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = handle.read().strip() or "unknown"
+                raise LockedError(
+                    f"another zbatch run holds {path} ({holder}); wait for it to finish"
+                ) from None
+            handle.truncate()
+            handle.write(f"{holder_text()}\n")
+            handle.flush()
+            yield
+
+    def log_handler(self, name: str) -> logging.Handler:
+        return logging.FileHandler(self._path(name), encoding="utf-8")
+
+    def arrow(self) -> tuple[pyarrow.fs.FileSystem, str]:
+        import pyarrow.fs
+
+        return pyarrow.fs.LocalFileSystem(), str(self.root)
+
+    def free_bytes(self) -> int | None:
+        try:
+            return shutil.disk_usage(self.root).free
+        except OSError:
+            return None
+
+
+def holder_text() -> str:
+    """Who holds a lock: written into it, and quoted to the run that finds it taken."""
+    since = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    return f"pid {os.getpid()} on {socket.gethostname()} since {since}"
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Give ``src`` the name ``dst`` too, failing if ``dst`` exists (a create-only rename).
+
+    A filesystem without hard links gets a checked rename instead."""
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if dst.exists():
+            raise FileExistsError(errno.EEXIST, "file exists", str(dst)) from None
+        os.rename(src, dst)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
