@@ -337,7 +337,12 @@ def test_the_simulated_batch_api_answers_every_line(tmp_path: Path) -> None:
     output line answers its own line's request (the simulated answer names its prompt size)."""
     prompts = {f"row-{n:04d}": "p" * n for n in range(1, 21)}
     source = write_lines(tmp_path / "in.jsonl", [line(c, p) for c, p in prompts.items()])
-    job = Job(simulate_rate_limited=0.0, simulate_server_error=0.0)
+    job = Job(
+        input_path=str(source),
+        output_dir=str(tmp_path / "out"),
+        simulate_rate_limited=0.0,
+        simulate_server_error=0.0,
+    )
 
     async def scenario(api: BatchApi) -> list[dict[str, Any]]:
         uploaded = await api.upload(source, "zbatch-sim.jsonl")

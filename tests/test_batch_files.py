@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
 from zbatch.batch import ledger as ledger_module
 from zbatch.batch.files import BatchFile, BatchFileWriter, LineTooBig, custom_id, id_map
 from zbatch.batch.ledger import Ledger
+from zbatch.store import LocalStorage
 
 ENDPOINT = "/v4/chat/completions"
 
@@ -110,44 +108,6 @@ def test_discard_removes_the_open_files(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-class DirStorage:
-    """A minimal local store with the ledger's four operations (atomic and create-only)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.writes: list[str] = []
-
-    def read_bytes(self, name: str) -> bytes | None:
-        path = self.root / name
-        return path.read_bytes() if path.exists() else None
-
-    def write_bytes(self, name: str, data: bytes) -> None:
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name("." + path.name + ".tmp")
-        temp.write_bytes(data)
-        os.replace(temp, path)
-        self.writes.append(name)
-
-    def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name("." + path.name + ".tmp")
-        with temp.open("wb") as handle:
-            write(handle)
-        try:
-            os.link(temp, path)
-        finally:
-            temp.unlink()
-        self.writes.append(name)
-
-    def list(self, folder: str) -> list[str]:
-        path = self.root / folder
-        if not path.is_dir():
-            return []
-        return sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
-
-
 def batch_file(tmp_path: Path, ids: list[str]) -> BatchFile:
     writer = BatchFileWriter(tmp_path, endpoint=ENDPOINT, max_rows=10**6, max_bytes=10**9)
     for row_id in ids:
@@ -157,10 +117,10 @@ def batch_file(tmp_path: Path, ids: list[str]) -> BatchFile:
 
 
 def test_the_ledger_records_ids_before_the_record_and_reads_them_back(tmp_path: Path) -> None:
-    storage = DirStorage(tmp_path / "out")
+    storage = LocalStorage(tmp_path / "out")
     ledger = Ledger(storage)
     first = ledger.add(batch_file(tmp_path, ["ab", "row-000002"]))
-    assert storage.writes == ["batches/00001.ids", "batches/00001.json"]
+    assert storage.list("batches") == ["00001.ids", "00001.json"]
     second = ledger.add(batch_file(tmp_path, ["row-000003"]))
     assert (first.seq, second.seq, first.state) == (1, 2, "written")
     assert ledger.ids(first) == ["ab", "row-000002"]
@@ -168,7 +128,7 @@ def test_the_ledger_records_ids_before_the_record_and_reads_them_back(tmp_path: 
 
     second.state, second.file_id = "uploaded", "file-9"
     ledger.save(second)
-    again = Ledger(DirStorage(tmp_path / "out")).submissions()
+    again = Ledger(LocalStorage(tmp_path / "out")).submissions()
     assert [(s.seq, s.state, s.file_id) for s in again] == [
         (1, "written", None),
         (2, "uploaded", "file-9"),
@@ -185,7 +145,7 @@ def test_the_ledger_records_ids_before_the_record_and_reads_them_back(tmp_path: 
 
 def test_two_writers_never_share_a_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A shard that took number 1 between our look and our write pushes us to number 2."""
-    storage = DirStorage(tmp_path / "out")
+    storage = LocalStorage(tmp_path / "out")
     other, ours = Ledger(storage), Ledger(storage)
     real = ledger_module.Ledger.submissions
 
