@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from conftest import prompt_rows, write_jsonl
 
 from zbatch.cli import cli
-from zbatch.job import Job, load_job
+from zbatch.job import Job
+from zbatch.jobfile import load_job
 
 
 def _commands() -> list[click.Command]:

@@ -13,8 +13,8 @@ from conftest import read_export
 from test_store import RESULTS, error_row, result_row, write_parts
 
 from zbatch.errors import JobError
-from zbatch.export import export
-from zbatch.store import ERROR_SCHEMA
+from zbatch import export
+from zbatch.schema import ERROR_SCHEMA
 
 
 @pytest.fixture

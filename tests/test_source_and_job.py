@@ -14,7 +14,8 @@ import pytest
 
 import zbatch.source
 from zbatch.errors import JobError
-from zbatch.job import DEFAULT_BASE_URL, DEFAULT_MODEL, Job, load_job
+from zbatch.job import DEFAULT_BASE_URL, DEFAULT_MODEL, Job
+from zbatch.jobfile import load_job
 from zbatch.source import DoneRows, RawRow, count_rows, open_input, read_file
 
 
@@ -460,9 +461,9 @@ def test_a_job_from_flags_only_needs_input_and_output(tmp_path, monkeypatch):
     monkeypatch.delenv("ZAI_BASE_URL", raising=False)
     job = load_job(None, {"input_path": "in.jsonl", "output_dir": "out"})
     assert job.base_url == DEFAULT_BASE_URL
-    with pytest.raises(JobError, match="no input"):
+    with pytest.raises(JobError, match="input.path is not set"):
         load_job(None, {"output_dir": "out"})
-    with pytest.raises(JobError, match="no output directory"):
+    with pytest.raises(JobError, match="output.dir is not set"):
         load_job(None, {"input_path": "in.jsonl"})
 
 

@@ -239,7 +239,7 @@ def _check(job: Job) -> None:
     for name in ("rpm", "tpm"):
         value = getattr(job, name)
         if value is not None and not (0 < value < math.inf):
-            raise fail(name, "must be a finite number greater than 0")
+            raise fail(name, "must be greater than 0 and finite")
     if job.temperature is not None and not 0 <= job.temperature <= 2:
         raise fail("temperature", "must be between 0 and 2")
     if job.top_p is not None and not 0 < job.top_p <= 1:
