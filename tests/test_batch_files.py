@@ -133,7 +133,7 @@ def test_the_ledger_records_ids_before_the_record_and_reads_them_back(tmp_path: 
         (1, "written", None),
         (2, "uploaded", "file-9"),
     ]
-    assert again[1].upload_name == f"zbatch-{again[1].sha256[:20]}.jsonl"
+    assert again[1].upload_name == f"zbatch-00002-{again[1].sha256[:16]}.jsonl"
 
     held = ledger.open_ids()
     assert all(i in held for i in ["ab", "row-000002", "row-000003"])

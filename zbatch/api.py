@@ -14,20 +14,26 @@ stored; OUTDIR/run.log gets the run's events whatever the caller's logging setup
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pyarrow as pa
 
 from . import prompt
+from .batch.api import BatchApi
+from .batch.mode import BatchMode, RowsLeft, batch_price, cancel_open, describe
+from .batch.simulate import SimulatedBatchApi
 from .client import Client
 from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
 from .job import DEFAULT_BASE_URL, Job
+from .limits import Backoff
 from .pipeline import RowPipeline
 from .pricing import price_for
 from .progress import NullProgress, Progress
@@ -75,6 +81,7 @@ def run(
     transport: httpx.AsyncBaseTransport | None = None,
     retry_failed: bool = False,
     force: bool = False,
+    wait: bool = True,
 ) -> RunResult:
     """Run (or resume) a job to the end; see :func:`arun`.
 
@@ -89,6 +96,7 @@ def run(
         transport=transport,
         retry_failed=retry_failed,
         force=force,
+        wait=wait,
     )
     try:
         return anyio.run(call)
@@ -108,17 +116,20 @@ async def arun(
     transport: httpx.AsyncBaseTransport | None = None,
     retry_failed: bool = False,
     force: bool = False,
+    wait: bool = True,
 ) -> RunResult:
     """Run (or resume) a job inside a running event loop.
 
     ``api_key`` defaults to the environment variable the job names. ``transport`` replaces
     the HTTP transport (tests pass ``httpx.MockTransport``). Raises JobError / LockedError /
-    StoreError before anything is sent; a stop during the run is in ``RunResult.stopped``."""
+    StoreError before anything is sent; a stop during the run is in ``RunResult.stopped``.
+    In batch mode (``job.mode == "batch"``), ``wait=False`` returns once the rows are
+    submitted (exit code 10 while batches run); the same call later collects them."""
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
     if job.simulate:
-        transport = SimulatedEndpoint(job)
+        transport = SimulatedBatchApi(job) if job.mode == "batch" else SimulatedEndpoint(job)
     elif key is None and transport is None and job.base_url == DEFAULT_BASE_URL:
         raise JobError(
             f"no API key: set the environment variable {job.api_key_env} "
@@ -136,7 +147,10 @@ async def arun(
         schema = result_schema(job, keep_types)
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
-        stats = Stats(price=price_for(job.effective_model, job.prices))
+        price = price_for(job.effective_model, job.prices)
+        if job.mode == "batch":
+            price = batch_price(price, job.batch_discount)
+        stats = Stats(price=price)
         stats.concurrency = stats.concurrency_min = job.concurrency
         stats.total = count_rows(inputs.paths)
         state = session.state
@@ -162,24 +176,47 @@ async def arun(
                 job.effective_model,
                 job.concurrency,
             )
-            client = Client(
-                base_url=job.base_url,
-                api_key=key,
-                timeout=job.timeout,
-                max_connections=job.concurrency,
-                transport=transport,
-            )
-            runner = Runner(
-                job,
-                pipeline=pipeline,
-                works=pipeline.works(items),
-                results=results,
-                errors=errors,
-                client=client,
-                progress=progress or NullProgress(),
-                log=log,
-                handle_signals=handle_signals,
-            )
+            runner: Runner | BatchMode
+            if job.mode == "batch":
+                runner = BatchMode(
+                    job,
+                    pipeline=pipeline,
+                    works=pipeline.works(items),
+                    results=results,
+                    errors=errors,
+                    api=BatchApi(
+                        base_url=job.base_url,
+                        api_key=key,
+                        timeout=job.timeout,
+                        max_retries=job.max_retries,
+                        backoff=Backoff(base=job.backoff_base, cap=job.backoff_cap),
+                        transport=transport,
+                    ),
+                    storage=outdir.storage,
+                    progress=progress or NullProgress(),
+                    log=log,
+                    handle_signals=handle_signals,
+                    wait=wait,
+                )
+            else:
+                client = Client(
+                    base_url=job.base_url,
+                    api_key=key,
+                    timeout=job.timeout,
+                    max_connections=job.concurrency,
+                    transport=transport,
+                )
+                runner = Runner(
+                    job,
+                    pipeline=pipeline,
+                    works=pipeline.works(items),
+                    results=results,
+                    errors=errors,
+                    client=client,
+                    progress=progress or NullProgress(),
+                    log=log,
+                    handle_signals=handle_signals,
+                )
             try:
                 stopped = await runner.run()
             finally:
@@ -196,6 +233,17 @@ async def arun(
                 stats.requests,
                 result.exit_code,
             )
+    if job.mode == "batch" and job.finish_online and isinstance(result.stopped, RowsLeft | None):
+        # Every batch is collected: what they left unanswered goes live, exactly once.
+        online = dataclasses.replace(job, mode="online", finish_online=False)
+        return await arun(
+            online,
+            api_key=api_key,
+            progress=progress,
+            handle_signals=handle_signals,
+            transport=None if job.simulate else transport,
+            retry_failed=retry_failed,
+        )
     return result
 
 
@@ -233,6 +281,18 @@ def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
     """The final outcome of every id, as ``export`` writes it, as an Arrow table."""
     outcomes = final_outcomes(OutputDir(str(outdir)))
     return pa.Table.from_batches(list(outcomes.batches), outcomes.schema)
+
+
+def cancel(outdir: str | os.PathLike[str], *, api_key: str | None = None) -> list[dict[str, Any]]:
+    """Cancel the open batches of a batch-mode OUTDIR; the next run collects what they
+    finished. Returns the cancelled batches as ``status`` lists them."""
+    target = OutputDir(str(outdir))
+    settings = target.read_job()["settings"]
+    job_key = api_key if api_key is not None else os.environ.get(settings["api_key_env"])
+    api = BatchApi(base_url=settings["base_url"], api_key=job_key, timeout=settings["timeout"])
+    with target.locked():
+        cancelled = anyio.run(cancel_open, target.storage, api)
+    return [describe(submission) for submission in cancelled]
 
 
 def compact(outdir: str | os.PathLike[str]) -> list[Compacted]:

@@ -159,6 +159,22 @@ def _job_options(func: F) -> F:
             help="On a quota stop, sleep until the reset (at most 1 h) and continue.",
         ),
         click.option(
+            "--mode",
+            type=click.Choice(["online", "batch"]),
+            help="online: live requests; batch: the provider's Batch API, at its batch price "
+            f"{_default('mode')}.",
+        ),
+        click.option(
+            "--poll-seconds",
+            type=float,
+            help=f"Batch mode: seconds between status polls (±20 %){_default('poll_seconds')}.",
+        ),
+        click.option(
+            "--finish-online/--no-finish-online",
+            default=None,
+            help="Batch mode: send rows that batches left unanswered live afterwards.",
+        ),
+        click.option(
             "--simulate",
             is_flag=True,
             default=None,
@@ -190,6 +206,11 @@ def cli() -> None:
     is_flag=True,
     help="Re-send rows whose latest outcome is a non-retryable error.",
 )
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Batch mode: submit and exit 10; the same command later collects (for cron).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
 @_reports_errors
 def run(
@@ -197,6 +218,7 @@ def run(
     dry_run: bool,
     force: bool,
     retry_failed: bool,
+    no_wait: bool,
     quiet: bool,
     **flags: Any,
 ) -> None:
@@ -216,6 +238,7 @@ def run(
         handle_signals=True,
         retry_failed=retry_failed,
         force=force,
+        wait=not no_wait,
     )
     if not quiet:
         click.echo(f"zbatch run {job.output_dir}")
@@ -275,6 +298,19 @@ def export(outdir: str, output: str, with_input: bool) -> None:
 
     rows = api.export(outdir, output, with_input=with_input)
     click.echo(f"wrote {rows} rows to {output}")
+
+
+@cli.command()
+@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@_reports_errors
+def cancel(outdir: str) -> None:
+    """Cancel OUTDIR's open batches (batch mode); the next run collects what they finished."""
+    from . import api
+
+    cancelled = api.cancel(outdir)
+    for batch in cancelled:
+        click.echo(f"batch {batch['batch_id']} (file {batch['file']}): {batch['state']}")
+    click.echo(f"{len(cancelled)} batches cancelled; run the job again to collect their answers")
 
 
 @cli.command()

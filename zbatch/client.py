@@ -34,7 +34,7 @@ class Success:
     total_tokens: int | None
     cached_tokens: int | None
     request_id: str | None
-    latency_ms: int
+    latency_ms: int | None  # None for Batch API answers: no attempt was timed
 
 
 Outcome = Success | Failure
@@ -128,7 +128,7 @@ class Client:
         return Failure("connection", Scope.RETRY, message)
 
 
-def parse_answer(raw: bytes, latency_ms: int) -> Outcome:
+def parse_answer(raw: bytes, latency_ms: int | None) -> Outcome:
     """Turn a 200 body into a Success, or a Failure when it is unusable."""
     try:
         data = json.loads(raw)

@@ -64,7 +64,23 @@ def format_status(status: Status) -> str:
     ]
     if status.labels:
         rows.append(("labels", _counts(status.labels, by_size=True)))
+    for batch in status.batches:
+        age = batch["age_seconds"]
+        rows.append(
+            (
+                f"batch {batch['file']}",
+                f"{batch['batch_id'] or '-'} {batch['state']}, {batch['completed']}/"
+                f"{batch['rows']} answered, {batch['failed']} failed, created "
+                f"{batch['created'] or '-'} UTC ({'-' if age is None else _age(age)} ago)",
+            )
+        )
     return table(rows)
+
+
+def _age(seconds: int) -> str:
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def format_plan(plan: Plan) -> str:
@@ -85,6 +101,12 @@ def format_plan(plan: Plan) -> str:
         f"<= {plan.completion_tokens} completion (max_tokens)",
         f"cost       {cost_text}",
     ]
+    if plan.batch_files is not None:
+        lines.append(
+            f"batches    {plan.batch_files} files -> {plan.batch_files} batches "
+            f"(<= {job.batch_max_rows} rows and {job.batch_max_bytes} bytes each, one model "
+            f"each); cost at the batch price ({job.batch_discount:g} x live)"
+        )
     lines.extend(f"problem    {problem}" for problem in plan.problems)
     if plan.first_request is not None:
         lines.append("first request body:")

@@ -138,11 +138,14 @@ class RowPipeline:
             self.row_error(row_id, "invalid_input", f"{raw.where} cannot be sent: {exc}")
             return None
         tokens = prompt.estimate_tokens(body) + int(body.get("max_tokens") or 0)
-        keep = tuple(
+        return Work(row_id, encoded, tokens, self.keep_values(data))
+
+    def keep_values(self, data: dict[str, Any]) -> tuple[Any, ...]:
+        """The keep_columns of an input row, fitted to their result columns."""
+        return tuple(
             cast(data.get(name))
             for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True)
         )
-        return Work(row_id, encoded, tokens, keep)
 
     def skip_done(self, done: DoneRows) -> None:
         """Count rows done before as skipped, still noticing ids that repeat."""

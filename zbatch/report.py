@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .batch.mode import batch_price, describe, open_batches
 from .errors import JobError
 from .job import DEFAULT_MODEL
 from .pricing import cost, price_for
@@ -42,6 +43,7 @@ class Status:
     cost_usd: float | None  # None when the model has no price
     labels: dict[str, int] = field(default_factory=dict)
     last_run: LastRun | None = None
+    batches: list[dict[str, Any]] = field(default_factory=list)  # batch mode: see batch.mode
 
     @property
     def pending(self) -> int | None:
@@ -75,6 +77,8 @@ def read_status(outdir: OutputDir) -> Status:
         input_rows = None
     model = settings.get("model") or DEFAULT_MODEL
     price = price_for(model, settings.get("prices") or {})
+    if settings.get("mode") == "batch":
+        price = batch_price(price, settings.get("batch_discount", 1.0))
     spent = cost(price, tokens.prompt, tokens.cached, tokens.completion)
     summary = outdir.read_summary()
     return Status(
@@ -89,4 +93,5 @@ def read_status(outdir: OutputDir) -> Status:
         last_run=None
         if summary is None
         else LastRun(summary.get("outcome", "unknown"), summary.get("exit_code")),
+        batches=[describe(s) for s in open_batches(outdir.storage)],
     )

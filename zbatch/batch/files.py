@@ -57,11 +57,6 @@ class BatchFile:
     sha256: str
     ids: list[str]  # row ids in line order
 
-    @property
-    def upload_name(self) -> str:
-        """The name it is uploaded under: found again by content after a crash."""
-        return f"zbatch-{self.sha256[:20]}.jsonl"
-
 
 @dataclass(slots=True)
 class _Open:
@@ -72,35 +67,64 @@ class _Open:
     ids: list[str] = field(default_factory=list)
 
 
+def batch_line(row_id: str, line: int, url: str, body: bytes) -> bytes:
+    """Line ``line`` (0-based) of a batch file: the request ``body`` (JSON) for ``row_id``."""
+    name = json.dumps(custom_id(row_id, line), ensure_ascii=False)
+    return b'{"custom_id":%s,"method":"POST","url":%s,"body":%s}\n' % (
+        name.encode(),
+        json.dumps(url).encode(),
+        body,
+    )
+
+
+class FilePacker:
+    """Where lines go: one open file per model, each within ``max_rows`` and ``max_bytes``.
+
+    A line's size does not depend on its place in a file (a mapped custom_id has a fixed
+    width), so the dry run counts files with this alone."""
+
+    def __init__(self, *, max_rows: int, max_bytes: int) -> None:
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.files = 0  # files started
+        self._open: dict[str, tuple[int, int]] = {}  # model -> (rows, bytes)
+
+    def place(self, model: str, size: int) -> bool:
+        """Count a line of ``size`` bytes; True when it starts a new file for ``model``."""
+        if size > self.max_bytes:
+            raise LineTooBig(
+                f"the request is {size} bytes, more than a batch file may hold "
+                f"({self.max_bytes} bytes)"
+            )
+        rows, used = self._open.get(model, (0, 0))
+        new = rows == 0 or rows >= self.max_rows or used + size > self.max_bytes
+        if new:
+            self.files += 1
+            rows = used = 0
+        self._open[model] = (rows + 1, used + size)
+        return new
+
+
 class BatchFileWriter:
     """Writes lines into one open file per model; a full file is closed and handed back."""
 
     def __init__(self, folder: Path, *, endpoint: str, max_rows: int, max_bytes: int) -> None:
         self._folder = folder
-        self._url = json.dumps(endpoint).encode()
-        self._max_rows = max_rows
-        self._max_bytes = max_bytes
+        self._url = endpoint
+        self._packer = FilePacker(max_rows=max_rows, max_bytes=max_bytes)
         self._open: dict[str, _Open] = {}
-        self._made = 0
 
     def add(self, row_id: str, model: str, body: bytes) -> BatchFile | None:
         """Append one request (``body`` is its JSON); returns a file this closed, if any."""
         current = self._open.get(model)
-        line = self._line(row_id, len(current.ids) if current else 0, body)
-        if len(line) > self._max_bytes:
-            raise LineTooBig(
-                f"the request is {len(line)} bytes, more than a batch file may hold "
-                f"({self._max_bytes} bytes)"
-            )
+        line = batch_line(row_id, len(current.ids) if current else 0, self._url, body)
         closed = None
-        if current is not None and (
-            len(current.ids) >= self._max_rows or current.bytes + len(line) > self._max_bytes
-        ):
-            closed = self._close(model)
-            current = None
-            line = self._line(row_id, 0, body)  # its custom_id may depend on the line number
-        if current is None:
+        if self._packer.place(model, len(line)):
+            if current is not None:
+                closed = self._close(model)
             current = self._start(model)
+            line = batch_line(row_id, 0, self._url, body)
+        assert current is not None
         current.handle.write(line)
         current.hasher.update(line)
         current.bytes += len(line)
@@ -116,13 +140,8 @@ class BatchFileWriter:
         for model in list(self._open):
             self._close(model).path.unlink(missing_ok=True)
 
-    def _line(self, row_id: str, line: int, body: bytes) -> bytes:
-        name = json.dumps(custom_id(row_id, line), ensure_ascii=False).encode()
-        return b'{"custom_id":%s,"method":"POST","url":%s,"body":%s}\n' % (name, self._url, body)
-
     def _start(self, model: str) -> _Open:
-        self._made += 1
-        path = self._folder / f"batch-{self._made:05d}.jsonl"
+        path = self._folder / f"batch-{self._packer.files:05d}.jsonl"
         opened = _Open(path, path.open("wb"))
         self._open[model] = opened
         return opened

@@ -122,7 +122,8 @@ class Ledger:
                 rows=file.rows,
                 bytes=file.bytes,
                 sha256=file.sha256,
-                upload_name=file.upload_name,
+                # Unique to this submission and its content: found again after a crash.
+                upload_name=f"zbatch-{seq:05d}-{file.sha256[:16]}.jsonl",
             )
             try:
                 self._storage.create(submission.ids_name, _ids_writer(file.ids))
