@@ -58,6 +58,7 @@ class _File:
     purpose: str
     data: bytes
     created_at: int
+    lines: list[dict[str, Any]] | None = None  # parsed at upload (batch input files)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -187,7 +188,7 @@ class _State:
                 raise _error("1210", f"line {number}: model {model!r} is not open to batches")
         if len(models) > 1:
             raise _error("1214", "a batch file may hold only one model")
-        record = _File(self.new_id("file"), filename, purpose, data, int(time.time()))
+        record = _File(self.new_id("file"), filename, purpose, data, int(time.time()), lines)
         self.files[record.id] = record
         self.uploads.append({"id": record.id, "filename": filename, "lines": len(lines)})
         return record.as_json()
@@ -221,7 +222,7 @@ class _State:
             metadata=request.get("metadata"),
             auto_delete=bool(request.get("auto_delete_input_file", False)),
             completion_window=window,
-            lines=_parse_lines(source.data),
+            lines=source.lines if source.lines is not None else _parse_lines(source.data),
             created_at=int(time.time()),
             expire_after=self.next_expire,
             fail_validation=self.next_validation_failure,
