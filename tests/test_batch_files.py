@@ -119,9 +119,9 @@ def batch_file(tmp_path: Path, ids: list[str]) -> BatchFile:
 def test_the_ledger_records_ids_before_the_record_and_reads_them_back(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "out")
     ledger = Ledger(storage)
-    first = ledger.add(batch_file(tmp_path, ["ab", "row-000002"]))
+    first = ledger.add(batch_file(tmp_path, ["ab", "row-000002"]), "fp1")
     assert storage.list("batches") == ["00001.ids", "00001.json"]
-    second = ledger.add(batch_file(tmp_path, ["row-000003"]))
+    second = ledger.add(batch_file(tmp_path, ["row-000003"]), "fp1")
     assert (first.seq, second.seq, first.state) == (1, 2, "written")
     assert ledger.ids(first) == ["ab", "row-000002"]
     assert ledger.id_map(first) == {"zbrow-000000": "ab", "row-000002": "row-000002"}
@@ -135,11 +135,12 @@ def test_the_ledger_records_ids_before_the_record_and_reads_them_back(tmp_path: 
     ]
     assert again[1].upload_name == f"zbatch-00002-{again[1].sha256[:16]}.jsonl"
 
-    held = ledger.open_ids()
+    assert "ab" not in ledger.open_ids("fp2")  # another generation's rows are not held
+    held = ledger.open_ids("fp1")
     assert all(i in held for i in ["ab", "row-000002", "row-000003"])
     first.state = "collected"
     ledger.save(first)
-    held = ledger.open_ids()
+    held = ledger.open_ids("fp1")
     assert "ab" not in held and "row-000003" in held
 
 
@@ -153,7 +154,7 @@ def test_two_writers_never_share_a_number(tmp_path: Path, monkeypatch: pytest.Mo
         return [] if self is ours else real(self)
 
     monkeypatch.setattr(ledger_module.Ledger, "submissions", stale)
-    other.add(batch_file(tmp_path, ["row-000001"]))
-    mine = ours.add(batch_file(tmp_path, ["row-000002"]))
+    other.add(batch_file(tmp_path, ["row-000001"]), "fp")
+    mine = ours.add(batch_file(tmp_path, ["row-000002"]), "fp")
     assert mine.seq == 2
     assert ours.ids(mine) == ["row-000002"]

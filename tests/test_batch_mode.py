@@ -28,7 +28,10 @@ from conftest import (
 from zai_server import answer_for
 
 import zbatch
+from zbatch.batch.mode import chat_endpoint, line_outcome
+from zbatch.errors import Failure
 
+FILTERED = {"index": 0, "finish_reason": "sensitive", "message": {"content": ""}}
 TIMING = ["latency_ms", "completed_at", "failed_at", "request_id"]
 
 
@@ -317,3 +320,61 @@ def test_simulate_rehearses_batch_mode_offline(tmp_path: Path) -> None:
     assert pc.all(pc.starts_with(table.column("content"), "Simulated answer")).as_py()
     status = zbatch.status(job.output_dir)
     assert [b["state"] for b in status.batches] == ["completed"]
+
+
+def test_force_keeps_an_earlier_requests_batch_out_of_the_new_results(tmp_path: Path) -> None:
+    """A batch still open when --force starts a new generation is settled, but its answers
+    (to the old request) never land in the new results; the rows are sent anew."""
+    with BatchServer(advance="manual") as srv:
+        batch_run(srv, tmp_path, "--no-wait", expect=10, rows=4)
+        srv.settle()
+        srv.configure(advance="poll")
+        batch_run(srv, tmp_path, "--system", "Answer briefly.", "--force", rows=4)
+        assert sorted(srv.submitted.values()) == [2] * 4
+        assert len(srv.batches()) == 2
+    table = read_table(tmp_path / "out" / "results")
+    assert table.num_rows == 4  # one generation: the new batch's answers only
+    ledger = [
+        json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "batches").glob("*.json"))
+    ]
+    assert [r["state"] for r in ledger] == ["collected", "collected"]
+    assert ledger[0]["fingerprint"] != ledger[1]["fingerprint"]
+
+
+def test_the_chat_endpoint_follows_the_base_url() -> None:
+    assert chat_endpoint("https://open.bigmodel.cn/api/paas/v4") == ("/v4/chat/completions", None)
+    assert chat_endpoint("https://api.openai.com/v1/") == ("/v1/chat/completions", "24h")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ({"custom_id": "a", "response": None, "error": {"code": "batch_expired"}}, None),
+        (
+            {"custom_id": "a", "response": None, "error": {"code": "1214", "message": "bad"}},
+            ("bad_request", False),
+        ),
+        (
+            {"response": {"status_code": 429, "body": {"error": {"code": "1302"}}}},
+            ("rate_limited", True),
+        ),
+        (
+            {
+                "response": {
+                    "status_code": 200,
+                    "body": {"choices": [{"finish_reason": "sensitive"}]},
+                }
+            },
+            ("content_filter", False),
+        ),
+    ],
+)
+def test_error_lines_are_classified_with_the_live_code_table(
+    line: dict[str, Any], expected: tuple[str, bool] | None
+) -> None:
+    outcome = line_outcome(line)
+    if expected is None:
+        assert outcome is None
+    else:
+        assert isinstance(outcome, Failure)
+        assert (outcome.error_type, outcome.retryable) == expected

@@ -64,6 +64,7 @@ class Submission:
     bytes: int
     sha256: str
     upload_name: str
+    fingerprint: str  # the request settings its lines were made with (Job.fingerprint)
     state: str = WRITTEN
     file_id: str | None = None
     batch_id: str | None = None
@@ -112,7 +113,7 @@ class Ledger:
                 found.append(Submission(**json.loads(data)))
         return sorted(found, key=lambda s: s.seq)
 
-    def add(self, file: BatchFile) -> Submission:
+    def add(self, file: BatchFile, fingerprint: str) -> Submission:
         """Record a written file, ids first, before it is uploaded."""
         seq = max((s.seq for s in self.submissions()), default=0) + 1
         while True:
@@ -124,6 +125,7 @@ class Ledger:
                 sha256=file.sha256,
                 # Unique to this submission and its content: found again after a crash.
                 upload_name=f"zbatch-{seq:05d}-{file.sha256[:16]}.jsonl",
+                fingerprint=fingerprint,
             )
             try:
                 self._storage.create(submission.ids_name, _ids_writer(file.ids))
@@ -150,11 +152,11 @@ class Ledger:
         """custom_id -> row id for a submission."""
         return id_map(self.ids(submission))
 
-    def open_ids(self) -> IdSet:
-        """Ids that open submissions hold: not to be packed again."""
+    def open_ids(self, fingerprint: str) -> IdSet:
+        """Ids that open submissions of this request hold: not to be packed again."""
         held = IdSet()
         for submission in self.submissions():
-            if submission.open:
+            if submission.open and submission.fingerprint == fingerprint:
                 for row_id in self.ids(submission):
                     held.add(row_id)
         return held

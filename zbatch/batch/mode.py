@@ -145,6 +145,7 @@ class BatchMode:
         self._handle_signals = handle_signals
         self._wait = wait
         self._endpoint, self._window = chat_endpoint(job.base_url)
+        self._fingerprint = job.fingerprint()
         self.stop_reason: ZbatchError | None = None
         self.unanswered = 0
         self._scope = anyio.CancelScope()
@@ -208,7 +209,7 @@ class BatchMode:
 
     async def _submit(self) -> None:
         """Pack every pending row not held by an open batch into files and submit them."""
-        held = self.ledger.open_ids()
+        held = self.ledger.open_ids(self._fingerprint)
         job = self.job
         with tempfile.TemporaryDirectory(prefix="zbatch-batch-") as scratch:
             writer = BatchFileWriter(
@@ -238,7 +239,7 @@ class BatchMode:
                 writer.discard()
 
     async def _send(self, file: BatchFile) -> None:
-        submission = self.ledger.add(file)
+        submission = self.ledger.add(file, self._fingerprint)
         self.log.info(
             "batch file %05d: %d rows of %s, %d bytes",
             submission.seq,
@@ -351,6 +352,17 @@ class BatchMode:
 
     async def _collect(self, submission: Submission, info: BatchInfo) -> None:
         """Turn a final batch's output and error lines into committed rows."""
+        if submission.fingerprint != self._fingerprint:
+            # Made before --force started a new generation: its answers are to another request.
+            submission.state = COLLECTED
+            self.ledger.save(submission)
+            self.log.warning(
+                "batch %s was made for the earlier request settings (before --force): "
+                "its answers are not added to these results",
+                info.id,
+            )
+            await self._forget_files(submission, info)
+            return
         ids = self.ledger.ids(submission)
         by_custom_id = id_map(ids)
         keep: dict[str, tuple[Any, ...]] = {}
