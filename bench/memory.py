@@ -116,8 +116,9 @@ def resume_breakdown(input_path: Path, outdir: Path) -> list[list[Any]]:
     import resource
     import time
 
-    from zbatch import load_job, prompt, source, store
+    from zbatch import Job, prompt, source
     from zbatch.idset import IdSet
+    from zbatch.store import OutputDir
 
     def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -130,9 +131,9 @@ def resume_breakdown(input_path: Path, outdir: Path) -> list[list[Any]]:
         steps.append([name, f"{time.perf_counter() - started:.2f}", round(rss_mb())])
         return value
 
-    job = load_job(None, {"input_path": str(input_path), "output_dir": str(outdir)})
+    job = Job(input_path=str(input_path), output_dir=str(outdir))
     inputs = source.open_input(job.input_path)
-    state = step("store.load_state (ids of committed parts)", lambda: store.load_state(outdir))
+    state = step("OutputDir.load_state (ids of committed parts)", OutputDir(str(outdir)).load_state)
     step("source.count_rows", lambda: source.count_rows(inputs.paths))
     step("read every row as a dict (InputFiles.rows)", lambda: sum(1 for _ in inputs.rows()))
 
@@ -180,7 +181,7 @@ def export_and_compact(work: Path, outdir: Path, rows: int) -> list[list[Any]]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from zbatch import store
+    from zbatch.store import RESULTS, OutputDir
 
     exported = work / "export.parquet"
     say(f"  zbatch export {outdir.name} ...")
@@ -191,12 +192,12 @@ def export_and_compact(work: Path, outdir: Path, rows: int) -> list[list[Any]]:
     unique = pc.count_distinct(ids).as_py()
     if len(ids) != rows or unique != rows:
         raise SystemExit(f"export holds {len(ids)} rows, {unique} unique ids; expected {rows}")
-    before = len(store.part_files(outdir / "results"))
+    before = len(OutputDir(str(outdir)).parts(RESULTS).names)
     say(f"  zbatch compact {outdir.name} ...")
     compact = run_child([ZBATCH, "compact", str(outdir)], workdir=work)
     if compact.returncode != 0:
         raise SystemExit(f"zbatch compact exited {compact.returncode}\n{compact.stderr[-3000:]}")
-    after = store.part_files(outdir / "results")
+    after = [outdir / RESULTS / name for name in OutputDir(str(outdir)).parts(RESULTS).names]
     kept = sum(pq.ParquetFile(p).metadata.num_rows for p in after)
     if kept != rows:
         raise SystemExit(f"after compact the results hold {kept} rows; expected {rows}")

@@ -3,7 +3,7 @@
     python bench/overhead.py                 # 20,000 rows, concurrency 64, 3 reps
     python bench/overhead.py --rows 50000 --reps 5
 
-zbatch.run_job in this process, everything on (results and error-log part files,
+zbatch.run in this process, everything on (results and error-log part files,
 checkpoints, progress log lines, run.log), with an ``httpx.AsyncBaseTransport`` that hands back
 one prebuilt answer at once. What remains per row is zbatch's: reading and rendering the row,
 the limits, building the ``httpx.Request``, parsing the answer, buffering and committing the
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import tempfile
 from pathlib import Path
 
@@ -48,7 +47,6 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
-    logging.getLogger("zbatch").setLevel(logging.INFO)  # as the CLI does: run.log gets events
     print(f"machine: {machine_line()}")
     work = Path(tempfile.mkdtemp(prefix="zbatch-overhead-"))
     make_jsonl(work / "input.jsonl", args.rows)

@@ -13,10 +13,10 @@ Clients (each sends the same rows, the body zbatch sends, and parses the JSON an
   httpx-zbatch     bare anyio + httpx.AsyncClient(transport=zbatch.transport.AiohttpTransport):
                    the HTTP stack zbatch ships, without zbatch
   aiohttp          bare asyncio + aiohttp.ClientSession
-  zbatch           zbatch.run_job in this process, the transport zbatch ships (aiohttp)
+  zbatch           zbatch.run in this process, the transport zbatch ships (aiohttp)
   zbatch-cli       the installed ``zbatch run`` console script as a subprocess (the figure
                    includes interpreter start-up and imports)
-  zbatch-httpcore  zbatch.run_job in this process with httpx's own transport injected
+  zbatch-httpcore  zbatch.run in this process with httpx's own transport injected
                    (transport=httpx.AsyncHTTPTransport): the transport's effect on zbatch
 
 A bare loop is N workers pulling row numbers from one shared iterator. zbatch runs with
@@ -175,9 +175,9 @@ def run_zbatch(
     concurrency: int,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
-    """zbatch.run_job in this process (rows answered); transport None = the shipped one."""
-    job = zbatch.load_job(None, zbatch_overrides(input_path, outdir, base_url, concurrency))
-    result = zbatch.run_job(job, transport=transport, progress=LogProgress(job.log_every))
+    """zbatch.run in this process (rows answered); transport None = the shipped one."""
+    job = zbatch.Job.from_toml(None, **zbatch_overrides(input_path, outdir, base_url, concurrency))
+    result = zbatch.run(job, transport=transport, progress=LogProgress(job.log_every))
     if result.exit_code != 0:
         raise RuntimeError(f"zbatch exited {result.exit_code}: {result.stopped}")
     return result.stats.ok

@@ -170,7 +170,7 @@ def test_plan_status_export_compact_and_read_results_are_library_calls(tmp_path,
     compacted = {c.table: c for c in zbatch.compact(job.output_dir)}
     assert compacted["results"].parts_before == parts_before >= 2
     assert compacted["results"].parts_after == 1
-    assert zbatch.export(job.output_dir, tmp_path / "all.parquet") == 12
+    assert zbatch.export(job.output_dir, tmp_path / "all.parquet").rows == 12
     assert_each_row_answers_its_prompt(job, 12)
 
 
@@ -251,3 +251,43 @@ print(zbatch.__version__, result.exit_code, result.stats.ok)
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["0+unknown", "0", "3"]
+
+
+def test_limit_sends_a_sample_and_the_next_run_goes_on_with_the_rest(tmp_path, server):
+    job = make_job(tmp_path, server, rows=20)
+    sample = zbatch.run(job, api_key=KEY, limit=5)
+    assert (sample.exit_code, sample.stats.ok, sample.stats.pending) == (0, 5, 15)
+    assert server.stats()["requests"] == 5
+    rest = zbatch.run(job, api_key=KEY)
+    assert (rest.stats.ok, rest.stats.skipped) == (15, 5)
+    assert server.stats()["requests"] == 20
+    assert_each_row_answers_its_prompt(job, 20)
+
+
+def test_identical_deterministic_requests_are_sent_once_and_recorded_for_every_id(tmp_path, server):
+    rows = [{"id": f"r{i}", "prompt": f"Same question {i % 3}"} for i in range(12)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    job = Job(
+        input_path=str(source),
+        output_dir=str(tmp_path / "out"),
+        base_url=server.base_url,
+        temperature=0,
+        concurrency=4,
+        prices={"glm-4.6": {"input": 1.0, "output": 1.0}},
+    )
+    result = zbatch.run(job, api_key=KEY)
+    assert server.stats()["requests"] == 3
+    assert (result.stats.ok, result.stats.deduplicated) == (12, 9)
+    assert result.stats.saved_cost is not None and result.stats.saved_cost > 0
+    table = zbatch.read_results(job.output_dir).to_pylist()
+    by_id = {row["id"]: row for row in table}
+    for row in rows:
+        expected = answer_for([{"role": "user", "content": row["prompt"]}])
+        assert by_id[row["id"]]["content"] == expected
+    assert sorted(row["attempts"] for row in table) == [0] * 9 + [1] * 3
+    paid = sum(row["prompt_tokens"] for row in table if row["attempts"])
+    assert zbatch.status(job.output_dir).tokens.prompt == paid
+    again = Job(**{**job.__dict__, "output_dir": str(tmp_path / "no-dedupe"), "dedupe": False})
+    server_before = server.stats()["requests"]
+    zbatch.run(again, api_key=KEY)
+    assert server.stats()["requests"] - server_before == 12

@@ -12,8 +12,8 @@ import pytest
 from conftest import read_export
 from test_store import RESULTS, error_row, result_row, write_parts
 
-from zbatch.errors import JobError
 from zbatch import export
+from zbatch.errors import JobError
 from zbatch.schema import ERROR_SCHEMA
 
 

@@ -454,3 +454,27 @@ def test_the_vendored_openapi_copy_matches_shared_reference():
     if not SHARED_OPENAPI.is_file():
         pytest.skip(f"{SHARED_OPENAPI} is not beside the repo")
     assert VENDORED_OPENAPI.read_bytes() == SHARED_OPENAPI.read_bytes()
+
+
+def test_a_template_default_fills_an_optional_column_missing_or_null():
+    job = Job(
+        input_path="in.jsonl",
+        output_dir="out",
+        template="{text} (note: {note})",
+        defaults={"note": "none"},
+    )
+    assert missing_columns(job, ["id", "text"], batch_lines=False) == []
+    assert render({"text": "Fine", "note": None}, job)["messages"][-1]["content"] == (
+        "Fine (note: none)"
+    )
+    assert render({"text": "Fine", "note": "x"}, job)["messages"][-1]["content"] == "Fine (note: x)"
+    assert render({"text": "Fine"}, job)["messages"][-1]["content"] == "Fine (note: none)"
+
+
+def test_template_defaults_leave_fingerprints_of_jobs_without_them_unchanged():
+    plain = Job(input_path="in.jsonl", output_dir="out", template="{text}")
+    assert "defaults" not in plain.shaping()
+    with_defaults = Job(
+        input_path="in.jsonl", output_dir="out", template="{text}", defaults={"text": "?"}
+    )
+    assert with_defaults.fingerprint() != plain.fingerprint()

@@ -753,9 +753,10 @@ def test_status_and_export_report_the_final_outcome_of_every_input_id(
     report = json.loads(proc.stdout)
     assert report["input_rows"] == 13
     assert report["done"] == 8
-    assert report["failed"] == 1
-    assert report["failed_retryable"] == 1
-    assert report["pending"] == 13 - 8 - 1
+    assert report["failed"] == 2  # as the run's summary counts them
+    assert report["failed_retryable"] == 1  # of those, the one the next run sends again
+    assert report["errors"] == {"content_filter": 1, "server_error": 1}
+    assert report["pending"] == 13 - 8 - 2
     assert report["tokens"]["prompt"] == sum(r["prompt_tokens"] for r in results)
     assert report["tokens"]["completion"] == sum(r["completion_tokens"] for r in results)
     assert report["last_run"]["exit_code"] == 1
@@ -821,6 +822,7 @@ def test_every_shipped_job_rehearses_offline(job_file: Path | None, tmp_path: Pa
     out = tmp_path / "out"
     proc = run_zbatch("run", str(job_file), "--simulate", "-o", str(out), *extra, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out.simulated"
     figures = summary(out)
     assert figures["rows"]["pending"] == 0
     assert figures["rows"]["failed"] == 0

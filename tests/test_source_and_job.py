@@ -461,9 +461,9 @@ def test_a_job_from_flags_only_needs_input_and_output(tmp_path, monkeypatch):
     monkeypatch.delenv("ZAI_BASE_URL", raising=False)
     job = load_job(None, {"input_path": "in.jsonl", "output_dir": "out"})
     assert job.base_url == DEFAULT_BASE_URL
-    with pytest.raises(JobError, match="input.path is not set"):
+    with pytest.raises(JobError, match=r"input\.path is not set"):
         load_job(None, {"output_dir": "out"})
-    with pytest.raises(JobError, match="output.dir is not set"):
+    with pytest.raises(JobError, match=r"output\.dir is not set"):
         load_job(None, {"input_path": "in.jsonl"})
 
 

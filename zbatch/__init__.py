@@ -40,15 +40,20 @@ if TYPE_CHECKING:
     from .api import arun as arun
     from .api import compact as compact
     from .api import export as export
+    from .api import failures as failures
     from .api import plan as plan
     from .api import read_results as read_results
     from .api import run as run
     from .api import status as status
     from .dryrun import Plan as Plan
+    from .report import FailureGroup as FailureGroup
     from .report import Status as Status
+    from .results import Exported as Exported
 
 __all__ = [
     "Compacted",
+    "Exported",
+    "FailureGroup",
     "FatalApiError",
     "Interrupted",
     "Job",
@@ -65,6 +70,7 @@ __all__ = [
     "arun",
     "compact",
     "export",
+    "failures",
     "plan",
     "read_results",
     "run",

@@ -37,8 +37,8 @@ from .limits import Backoff
 from .pipeline import RowPipeline
 from .pricing import price_for
 from .progress import NullProgress, Progress
-from .report import Status, read_status
-from .results import export_outcomes, final_outcomes
+from .report import FailureGroup, Status, failure_groups, read_status
+from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
 from .runner import Runner
 from .schema import ERROR_SCHEMA, infer_type, result_schema
@@ -46,6 +46,7 @@ from .simulate import SimulatedEndpoint
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir
+from .store.state import RetryFailed
 
 
 @dataclass
@@ -79,9 +80,10 @@ def run(
     progress: Progress | None = None,
     handle_signals: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
-    retry_failed: bool = False,
+    retry_failed: RetryFailed = False,
     force: bool = False,
     wait: bool = True,
+    limit: int | None = None,
 ) -> RunResult:
     """Run (or resume) a job to the end; see :func:`arun`.
 
@@ -97,6 +99,7 @@ def run(
         retry_failed=retry_failed,
         force=force,
         wait=wait,
+        limit=limit,
     )
     try:
         return anyio.run(call)
@@ -114,17 +117,20 @@ async def arun(
     progress: Progress | None = None,
     handle_signals: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
-    retry_failed: bool = False,
+    retry_failed: RetryFailed = False,
     force: bool = False,
     wait: bool = True,
+    limit: int | None = None,
 ) -> RunResult:
     """Run (or resume) a job inside a running event loop.
 
     ``api_key`` defaults to the environment variable the job names. ``transport`` replaces
-    the HTTP transport (tests pass ``httpx.MockTransport``). Raises JobError / LockedError /
-    StoreError before anything is sent; a stop during the run is in ``RunResult.stopped``.
-    In batch mode (``job.mode == "batch"``), ``wait=False`` returns once the rows are
-    submitted (exit code 10 while batches run); the same call later collects them."""
+    the HTTP transport (tests pass ``httpx.MockTransport``). ``limit`` sends only the first
+    that many pending rows (a paid sample; the next run goes on with the rest). Raises
+    JobError / LockedError / StoreError before anything is sent; a stop during the run is in
+    ``RunResult.stopped``. In batch mode (``job.mode == "batch"``), ``wait=False`` returns
+    once the rows are submitted (exit code 10 while batches run); the same call later
+    collects them."""
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
@@ -181,7 +187,7 @@ async def arun(
                 runner = BatchMode(
                     job,
                     pipeline=pipeline,
-                    works=pipeline.works(items),
+                    works=pipeline.works(items, limit=limit),
                     results=results,
                     errors=errors,
                     api=BatchApi(
@@ -209,7 +215,7 @@ async def arun(
                 runner = Runner(
                     job,
                     pipeline=pipeline,
-                    works=pipeline.works(items),
+                    works=pipeline.works(items, limit=limit),
                     results=results,
                     errors=errors,
                     client=client,
@@ -260,7 +266,7 @@ def keep_column_types(
     return {name: infer_type(first.get(name)) for name in job.keep_columns}
 
 
-def plan(job: Job, *, retry_failed: bool = False) -> Plan:
+def plan(job: Job, *, retry_failed: RetryFailed = False) -> Plan:
     """What a run of the job would send now and what it would cost; sends nothing."""
     return plan_job(job, retry_failed=retry_failed)
 
@@ -270,15 +276,23 @@ def status(outdir: str | os.PathLike[str]) -> Status:
     return read_status(OutputDir(str(outdir)))
 
 
+def failures(
+    outdir: str | os.PathLike[str], *, error_type: str | None = None, limit: int = 5
+) -> list[FailureGroup]:
+    """The failed ids of an OUTDIR grouped by error type and code, largest group first."""
+    return failure_groups(OutputDir(str(outdir)), error_type=error_type, limit=limit)
+
+
 def export(
     outdir: str | os.PathLike[str], path: str | os.PathLike[str], *, with_input: bool = False
-) -> int:
-    """Write the final outcome of every id to .parquet, .jsonl or .csv; returns the row count."""
+) -> Exported:
+    """Write the final outcome of every id to .parquet, .jsonl or .csv."""
     return export_outcomes(OutputDir(str(outdir)), Path(path), with_input=with_input)
 
 
 def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
-    """The final outcome of every id, as ``export`` writes it, as an Arrow table."""
+    """The final outcome of every id, as ``export`` writes it, as an Arrow table (its schema
+    metadata says ``zbatch.simulated: true`` when the answers came from --simulate)."""
     outcomes = final_outcomes(OutputDir(str(outdir)))
     return pa.Table.from_batches(list(outcomes.batches), outcomes.schema)
 

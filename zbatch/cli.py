@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -175,6 +177,11 @@ def _job_options(func: F) -> F:
             help="Batch mode: send rows that batches left unanswered live afterwards.",
         ),
         click.option(
+            "--dedupe/--no-dedupe",
+            default=None,
+            help="Send identical deterministic requests (temperature 0) once [default: on].",
+        ),
+        click.option(
             "--simulate",
             is_flag=True,
             default=None,
@@ -203,8 +210,18 @@ def cli() -> None:
 )
 @click.option(
     "--retry-failed",
-    is_flag=True,
-    help="Re-send rows whose latest outcome is a non-retryable error.",
+    "retry_failed",
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    metavar="[TYPE,...]",
+    help="Re-send rows whose latest outcome is a non-retryable error (of these types only, "
+    "e.g. --retry-failed invalid_label,bad_request).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Send only the first N pending rows (a paid sample); the next run does the rest.",
 )
 @click.option(
     "--no-wait",
@@ -217,32 +234,39 @@ def run(
     job_file: str | None,
     dry_run: bool,
     force: bool,
-    retry_failed: bool,
+    retry_failed: str | None,
+    limit: int | None,
     no_wait: bool,
     quiet: bool,
     **flags: Any,
 ) -> None:
     """Run or resume JOB_FILE (a TOML job); flags override its settings."""
     from . import api
-    from .format import format_summary
+    from .format import format_failures, format_summary
     from .progress import choose
 
     job = load_job(job_file, flags)
+    retry = _retry_types(retry_failed)
     if dry_run:
-        _print_plan(job, retry_failed=retry_failed)
+        _print_plan(job, retry_failed=retry)
         return
     _console_logging(quiet)
-    result = api.run(
-        job,
-        progress=choose(quiet=quiet, log_every=job.log_every),
-        handle_signals=True,
-        retry_failed=retry_failed,
-        force=force,
-        wait=not no_wait,
-    )
+    progress = choose(quiet=quiet, log_every=job.log_every)
+    with _beside_bar(progress):
+        result = api.run(
+            job,
+            progress=progress,
+            handle_signals=True,
+            retry_failed=retry,
+            force=force,
+            limit=limit,
+            wait=not no_wait,
+        )
     if not quiet:
         click.echo(f"zbatch run {job.output_dir}")
         click.echo(format_summary(result.stats))
+    elif result.stats.failed:
+        click.echo(format_failures(result.stats, job.output_dir), err=True)
     if result.stopped is not None:
         click.echo(f"Error: {result.stopped}", err=True)
     sys.exit(result.exit_code)
@@ -257,7 +281,24 @@ def validate(job_file: str | None, **flags: Any) -> None:
     _print_plan(load_job(job_file, flags), retry_failed=False)
 
 
-def _print_plan(job: Job, *, retry_failed: bool) -> None:
+def _retry_types(value: str | None) -> bool | frozenset[str]:
+    """--retry-failed: every type ("all", the bare flag), or the named ones."""
+    from .schema import ERROR_TYPES
+
+    if value is None or value == "all":
+        return value is not None
+    types = frozenset(part.strip() for part in value.split(",") if part.strip())
+    unknown = sorted(types - set(ERROR_TYPES))
+    if unknown or not types:
+        raise click.BadParameter(
+            f"unknown error type(s) {', '.join(unknown) or repr(value)}; "
+            f"known: {', '.join(ERROR_TYPES)}",
+            param_hint="'--retry-failed'",
+        )
+    return types
+
+
+def _print_plan(job: Job, *, retry_failed: bool | frozenset[str]) -> None:
     from . import api
     from .format import format_plan
 
@@ -282,13 +323,37 @@ def status(outdir: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@click.option("--type", "error_type", help="Only errors of this type (e.g. invalid_label).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Sample ids shown per group.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
+@_reports_errors
+def errors(outdir: str, error_type: str | None, limit: int, as_json: bool) -> None:
+    """Failed rows by error type and code, with sample ids and messages."""
+    from . import api
+    from .format import format_failure_groups
+
+    groups = api.failures(outdir, error_type=error_type, limit=limit)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(g) for g in groups], indent=2))
+    else:
+        click.echo(format_failure_groups(groups, outdir))
+
+
+@cli.command()
+@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
 @click.option(
     "--output",
     "-o",
     "output",
     required=True,
     type=click.Path(dir_okay=False),
-    help="File to write: .parquet, .jsonl or .csv.",
+    help="File to write: .parquet, .jsonl or .csv; - writes JSONL to stdout.",
 )
 @click.option("--with-input", is_flag=True, help="Join the input columns back in, by id.")
 @_reports_errors
@@ -296,8 +361,10 @@ def export(outdir: str, output: str, with_input: bool) -> None:
     """Write one table with the final outcome of every id (latest success, else latest error)."""
     from . import api
 
-    rows = api.export(outdir, output, with_input=with_input)
-    click.echo(f"wrote {rows} rows to {output}")
+    done = api.export(outdir, output, with_input=with_input)
+    note = " (simulated answers from --simulate, not a model's)" if done.simulated else ""
+    where = "stdout" if output == "-" else output
+    click.echo(f"wrote {done.rows} rows to {where}{note}", err=output == "-")
 
 
 @cli.command()
@@ -322,6 +389,18 @@ def compact(outdir: str) -> None:
 
     for done in api.compact(outdir):
         click.echo(f"{done.table}: {done.parts_before} parts -> {done.parts_after}")
+
+
+def _beside_bar(progress: object) -> contextlib.AbstractContextManager[object]:
+    """With a bar on the terminal, log lines are written above it, not over it."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .progress import BarProgress
+
+    if isinstance(progress, BarProgress):
+        redirect: contextlib.AbstractContextManager[object] = logging_redirect_tqdm(loggers=[log])
+        return redirect
+    return contextlib.nullcontext()
 
 
 def _console_logging(quiet: bool) -> None:

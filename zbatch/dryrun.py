@@ -22,6 +22,7 @@ from .schema import result_schema
 from .source import count_rows, open_input
 from .stats import Stats
 from .store import OutputDir, ResumeState
+from .store.state import RetryFailed
 
 
 @dataclass
@@ -59,7 +60,7 @@ class _Tally:
             self.plan.problems.append(row[4])
 
 
-def plan_job(job: Job, *, retry_failed: bool) -> Plan:
+def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
     """Read the whole input as a run would, render every row, and count; sends nothing."""
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)

@@ -6,8 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 
 from .dryrun import Plan
-from .report import Status
-from .stats import Stats
+from .report import FailureGroup, Status
+from .stats import Agreement, Stats
 
 
 def table(rows: Sequence[tuple[str, object]]) -> str:
@@ -41,11 +41,24 @@ def format_summary(stats: Stats) -> str:
         ("requests/s", stats.requests_per_second),
         ("concurrency final / min", f"{stats.concurrency} / {stats.concurrency_min}"),
     ]
+    if stats.deduplicated:
+        saved = _dollars(stats.saved_cost, "an unknown amount")
+        rows.append(("deduplicated", f"{stats.deduplicated} rows (saved {saved})"))
     if stats.truncated:
         rows.append(("cut off (length)", stats.truncated))
     if stats.labels:
         rows.append(("labels", _counts(stats.labels, by_size=True)))
+    rows.extend(_agreement(stats.gold))
+    if stats.json_missing:
+        rows.append(("JSON fields missing", _counts(stats.json_missing, by_size=True)))
+    if stats.json_mistyped:
+        rows.append(("JSON fields mistyped", _counts(stats.json_mistyped, by_size=True)))
     return table(rows)
+
+
+def format_failures(stats: Stats, outdir: str) -> str:
+    """The one line --quiet still prints when rows failed."""
+    return f"{stats.failed} rows failed ({_counts(stats.errors)}); see: zbatch errors {outdir}"
 
 
 def format_status(status: Status) -> str:
@@ -55,8 +68,7 @@ def format_status(status: Status) -> str:
         ("output", status.outdir),
         ("input rows", "unknown" if status.input_rows is None else status.input_rows),
         ("done", status.done),
-        ("failed", status.failed),
-        ("retryable errors", status.failed_retryable),
+        ("failed", _failed(status)),
         ("pending", "unknown (input not found)" if status.pending is None else status.pending),
         ("tokens in / out", f"{status.tokens.prompt} / {status.tokens.completion}"),
         ("cost so far", _dollars(status.cost_usd, "unknown")),
@@ -64,6 +76,12 @@ def format_status(status: Status) -> str:
     ]
     if status.labels:
         rows.append(("labels", _counts(status.labels, by_size=True)))
+    if status.gold is not None:
+        rows.extend(_agreement(status.gold))
+    for holder in status.active:
+        rows.insert(1, ("running now", f"{holder} (counts are of committed rows)"))
+    if status.simulated:
+        rows.insert(1, ("simulated", "yes: these answers came from --simulate, not a model"))
     for batch in status.batches:
         age = batch["age_seconds"]
         rows.append(
@@ -81,6 +99,49 @@ def _age(seconds: int) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def _agreement(agreement: Agreement) -> list[tuple[str, object]]:
+    """Accuracy on the rows with a reference label, then one confusion line per gold label."""
+    if agreement.accuracy is None:
+        return []
+    rows: list[tuple[str, object]] = [
+        (
+            "gold agreement",
+            f"{agreement.accuracy:.1%} ({agreement.agreed} of {agreement.rows} "
+            "rows with a reference label)",
+        )
+    ]
+    for gold, predicted in agreement.confusion().items():
+        rows.append((f"  gold {gold}", _counts(predicted, by_size=True)))
+    return rows
+
+
+def _failed(status: Status) -> str:
+    if not status.failed:
+        return "0"
+    text = f"{status.failed} ({_counts(status.errors, by_size=True)})"
+    if status.failed_retryable:
+        text += f"; {status.failed_retryable} retryable: the next run sends them again"
+    return text
+
+
+def format_failure_groups(groups: Sequence[FailureGroup], outdir: str) -> str:
+    """`zbatch errors`: each group of failed ids with a few ids and messages."""
+    if not groups:
+        return f"no failed rows in {outdir}"
+    lines = []
+    for group in groups:
+        code = f" {group.error_code}" if group.error_code else ""
+        retry = f", {group.retryable} retryable" if group.retryable else ""
+        lines.append(f"{group.error_type}{code}: {group.count} rows{retry}")
+        lines.append(
+            f"  ids: {', '.join(group.ids)}" + (" ..." if group.count > len(group.ids) else "")
+        )
+        lines.extend(f"  message: {message}" for message in group.messages)
+    total = sum(group.count for group in groups)
+    lines.append(f"{total} failed rows; re-send them with: zbatch run ... --retry-failed TYPE")
+    return "\n".join(lines)
 
 
 def format_plan(plan: Plan) -> str:

@@ -27,6 +27,8 @@ from .errors import JobError
 DEFAULT_MODEL = "glm-4.6"
 DEFAULT_BASE_URL = "https://api.z.ai/api/paas/v4"
 JSON_FIELD_KINDS = ("string", "int", "float", "bool", "json")
+# Simulated answers go to their own OUTDIR, so they can never pass for a model's answers.
+SIMULATED_SUFFIX = ".simulated"
 # A template's format spec may pad a value: refuse widths that would inflate a prompt.
 MAX_TEMPLATE_WIDTH = 10_000
 
@@ -44,6 +46,7 @@ class Job:
     force_model: bool = False  # the model was given on the command line
     system: str | None = None
     template: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # template column -> fallback
     prompt_column: str = "prompt"
     messages_column: str | None = None
     temperature: float | None = None
@@ -69,11 +72,13 @@ class Job:
     # [labels]
     choices: tuple[str, ...] = ()
     label_retries: int = 1
+    gold_column: str | None = None  # reference labels for some rows: agreement is reported
     # [output]
     output_dir: str
     part_rows: int = 50_000
     part_seconds: float = 30.0
     # [run]
+    dedupe: bool = True  # send identical deterministic requests once (zbatch.dedupe)
     log_every: float = 30.0
     grace_seconds: float = 10.0
     mode: str = "online"  # or "batch": the provider's Batch API (zbatch.batch)
@@ -97,6 +102,8 @@ class Job:
             value = _fit(f.name, getattr(self, f.name), hints[f.name])
             object.__setattr__(self, f.name, value)
         _check(self)
+        if self.simulate and not self.output_dir.rstrip("/").endswith(SIMULATED_SUFFIX):
+            object.__setattr__(self, "output_dir", self.output_dir.rstrip("/") + SIMULATED_SUFFIX)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str] | None, **overrides: Any) -> Job:
@@ -118,6 +125,10 @@ class Job:
         """The settings that shape a request, as job.json stores them."""
         shaping = {name: self._jsonable(name) for name in FINGERPRINTED}
         shaping["model"] = self.effective_model
+        if not self.defaults:  # a setting newer than most OUTDIRs: absent when unused, so
+            del shaping["defaults"]  # their fingerprints stay what they were
+        if self.simulate:  # only then: real runs keep the fingerprints they always had
+            shaping["simulated"] = True
         return shaping
 
     def to_json(self) -> dict[str, Any]:
@@ -136,6 +147,7 @@ FINGERPRINTED = (
     "model",
     "system",
     "template",
+    "defaults",
     "prompt_column",
     "messages_column",
     "temperature",
@@ -286,6 +298,8 @@ def _check(job: Job) -> None:
         raise fail("response_format", 'must be "json_object" or "text"')
     if job.json_fields and job.response_format != "json_object":
         raise JobError('request.json_fields needs request.response_format = "json_object"')
+    if job.gold_column is not None and not job.choices:
+        raise JobError("labels.gold_column needs labels.choices")
     if job.template is not None and job.messages_column is not None:
         raise JobError("set request.template or request.messages_column, not both")
     if job.template is not None:

@@ -29,6 +29,7 @@ from .schema import keep_caster
 from .source import DoneRows, RawRow
 from .stats import Stats
 from .store import ResumeState
+from .store.state import RetryFailed
 
 Row = tuple[Any, ...]
 # Rows that need no request are handled between sends; every so many of them the pipeline
@@ -44,6 +45,7 @@ class Work:
     body: bytes
     tokens: int  # estimated prompt + completion tokens, for TPM pacing and budgets
     keep: tuple[Any, ...]
+    gold: str | None = None  # the row's reference label (labels.gold_column), normalised
 
 
 class Sink(Protocol):
@@ -64,7 +66,7 @@ class RowPipeline:
         results: Sink,
         errors: Sink,
         schema: pa.Schema,
-        retry_failed: bool = False,
+        retry_failed: RetryFailed = False,
         in_shard: Callable[[str], bool] | None = None,
         secret: str = "",
     ) -> None:
@@ -85,20 +87,25 @@ class RowPipeline:
 
     # --- input side -------------------------------------------------------------------------
 
-    def works(self, items: Iterator[RawRow | DoneRows]) -> Iterator[Work | None]:
+    def works(
+        self, items: Iterator[RawRow | DoneRows], *, limit: int | None = None
+    ) -> Iterator[Work | None]:
         """Work for each row to send; None now and then, as a turn for an event loop.
 
         Rows that need no request (done before, repeated, unreadable) are dealt with on the
-        way. A file that breaks off part-way raises JobError from here."""
-        quiet = 0
+        way. ``limit`` ends it after that many rows to send (a paid sample; the next run goes
+        on with the rest). A file that breaks off part-way raises JobError from here."""
+        quiet = sent = 0
         for item in items:
+            if sent == limit:
+                return
             if isinstance(item, DoneRows):
                 self.skip_done(item)
                 yield None
                 continue
             work = self.prepare(item)
             if work is not None:
-                quiet = 0
+                quiet, sent = 0, sent + 1
                 yield work
             elif (quiet := quiet + 1) % YIELD_EVERY == 0:
                 yield None
@@ -138,7 +145,7 @@ class RowPipeline:
             self.row_error(row_id, "invalid_input", f"{raw.where} cannot be sent: {exc}")
             return None
         tokens = prompt.estimate_tokens(body) + int(body.get("max_tokens") or 0)
-        return Work(row_id, encoded, tokens, self.keep_values(data))
+        return Work(row_id, encoded, tokens, self.keep_values(data), self.gold(data))
 
     def keep_values(self, data: dict[str, Any]) -> tuple[Any, ...]:
         """The keep_columns of an input row, fitted to their result columns."""
@@ -146,6 +153,12 @@ class RowPipeline:
             cast(data.get(name))
             for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True)
         )
+
+    def gold(self, data: dict[str, Any]) -> str | None:
+        """The row's reference label (labels.gold_column), normalised, or None."""
+        column = self.job.gold_column
+        value = None if column is None else data.get(column)
+        return None if value is None else gold_label(value, self.job.choices)
 
     def skip_done(self, done: DoneRows) -> None:
         """Count rows done before as skipped, still noticing ids that repeat."""
@@ -201,13 +214,19 @@ class RowPipeline:
                 return Failure("invalid_json", Scope.ROW, str(exc))
             extra.append(json.dumps(obj, ensure_ascii=False))
             for name, kind in job.json_fields:
-                extra.append(json_field_value(obj.get(name), kind))
+                value = json_field_value(obj.get(name), kind)
+                if value is None:  # counted, so a null is never silent
+                    missing = obj.get(name) is None
+                    (self.stats.json_missing if missing else self.stats.json_mistyped)[name] += 1
+                extra.append(value)
         if answer.finish_reason in ("length", "model_context_window_exceeded"):
             self.stats.truncated += 1
         self.results.add(result_row(work.id, answer, attempts, [*extra, *work.keep]))
         self.stats.ok += 1
         if job.choices:
             self.stats.labels[extra[0]] += 1
+            if work.gold is not None:
+                self.stats.gold.pairs[work.gold, extra[0]] += 1
         self.on_added()
         return None
 
@@ -247,6 +266,12 @@ class RowPipeline:
         message = redact(failure.message, self._secret)
         self.errors.add(error_row(row_id, failure, attempts, retryable, message, answer))
         self.on_added()
+
+
+def gold_label(value: Any, choices: tuple[str, ...]) -> str:
+    """A reference label as the choice it names, or as written when it names none."""
+    text = str(value)
+    return normalize_label(text, choices) or text
 
 
 def result_row(row_id: str, answer: Any, attempts: int, tail: list[Any]) -> Row:

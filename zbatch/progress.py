@@ -53,13 +53,13 @@ class BarProgress:
         if stats.total is not None and bar.total != stats.total:
             bar.total = stats.total
         bar.n = stats.settled
-        bar.set_postfix(
-            ok=stats.ok,
-            failed=stats.failed,
-            tok=stats.prompt_tokens + stats.completion_tokens,
-            conc=stats.concurrency,
-            refresh=False,
-        )
+        bar.initial = stats.skipped  # rate and ETA count only the rows this run settles
+        figures: dict[str, object] = {"ok": stats.ok, "failed": stats.failed}
+        figures["tok"] = stats.prompt_tokens + stats.completion_tokens
+        if stats.cost is not None:
+            figures["cost"] = f"${stats.cost:.4f}"
+        figures["conc"] = stats.concurrency
+        bar.set_postfix(figures, refresh=False)
         bar.refresh()
 
     def close(self, stats: Stats) -> None:

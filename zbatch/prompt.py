@@ -70,7 +70,7 @@ def missing_columns(job: Job, columns: Iterable[str], *, batch_lines: bool) -> l
         return []
     have = set(columns)
     if job.template is not None:
-        need = set(template_fields(job.template))
+        need = set(template_fields(job.template)) - set(job.defaults)
     elif job.messages_column is not None:
         need = {job.messages_column}
     else:
@@ -86,7 +86,8 @@ def render(data: dict[str, Any], job: Job) -> dict[str, Any]:
     if job.messages_column is not None:
         messages = _messages(data.get(job.messages_column), job.messages_column)
     elif job.template is not None:
-        messages = [{"role": "user", "content": _format(job.template, data)}]
+        values = {**job.defaults, **{k: v for k, v in data.items() if v is not None}}
+        messages = [{"role": "user", "content": _format(job.template, values)}]
     else:
         prompt = data.get(job.prompt_column)
         if not isinstance(prompt, str) or not prompt.strip():

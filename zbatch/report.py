@@ -9,12 +9,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import prompt
 from .batch.mode import batch_price, describe, open_batches
 from .errors import JobError
 from .job import DEFAULT_MODEL
+from .pipeline import gold_label
 from .pricing import cost, price_for
+from .results import final_outcomes
 from .source import count_rows, open_input
-from .store import RESULTS, OutputDir
+from .stats import Agreement
+from .store import RESULTS, OutputDir, Parts
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,16 @@ class Status:
     outdir: str
     input_rows: int | None  # None when the input cannot be found any more
     done: int
-    failed: int
-    failed_retryable: int
+    failed: int  # ids whose latest outcome is an error, as a run's summary counts them
+    failed_retryable: int  # of those, the ones the next run sends again
     tokens: Tokens
     cost_usd: float | None  # None when the model has no price
     labels: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # failed ids by error_type
     last_run: LastRun | None = None
+    simulated: bool = False  # the answers came from --simulate, not a model
+    active: list[str] = field(default_factory=list)  # runs under way: "pid N on HOST since T"
+    gold: Agreement | None = None  # labels against labels.gold_column, over committed rows
     batches: list[dict[str, Any]] = field(default_factory=list)  # batch mode: see batch.mode
 
     @property
@@ -52,7 +60,8 @@ class Status:
         return max(0, self.input_rows - self.done - self.failed)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "pending": self.pending}
+        gold = None if self.gold is None else self.gold.to_json()
+        return {**asdict(self), "pending": self.pending, "gold": gold}
 
 
 def read_status(outdir: OutputDir) -> Status:
@@ -63,9 +72,11 @@ def read_status(outdir: OutputDir) -> Status:
     counted = {"prompt": 0, "completion": 0, "cached": 0}
     labels: Counter[str] = Counter()
     if results.names:
+        # A row with attempts 0 took an identical request's answer: its tokens were not paid.
+        paid = pc.greater(results.column("attempts", pa.int32()), 0)
         for key in counted:
-            total = pc.sum(results.column(f"{key}_tokens", pa.int64())).as_py()
-            counted[key] = int(total or 0)
+            column = results.column(f"{key}_tokens", pa.int64())
+            counted[key] = int(pc.sum(pc.filter(column, paid)).as_py() or 0)
         if "label" in results.schema.names:
             for count in pc.value_counts(results.column("label", pa.string())).to_pylist():
                 if count["values"] is not None:
@@ -90,8 +101,77 @@ def read_status(outdir: OutputDir) -> Status:
         tokens=tokens,
         cost_usd=None if spent is None else round(spent, 6),
         labels=dict(labels),
+        errors=dict(Counter(kind for kind, _ in state.open_errors().values())),
+        simulated=bool(settings.get("simulate")),
+        active=outdir.active_runs(),
+        gold=_agreement(settings, results) if settings.get("gold_column") else None,
         last_run=None
         if summary is None
         else LastRun(summary.get("outcome", "unknown"), summary.get("exit_code")),
         batches=[describe(s) for s in open_batches(outdir.storage)],
     )
+
+
+def _agreement(settings: dict[str, Any], results: Parts) -> Agreement | None:
+    """Committed labels against the input's reference labels, joined by id."""
+    column, choices = settings["gold_column"], tuple(settings.get("choices") or ())
+    try:
+        rows = open_input(settings["input_path"]).rows()
+        gold = {}
+        for raw in rows:
+            if raw.data is not None and raw.data.get(column) is not None:
+                row_id = prompt.row_id(raw.data, settings.get("id_column"))
+                if row_id is not None:
+                    gold[row_id] = gold_label(raw.data[column], choices)
+    except JobError:
+        return None
+    agreement = Agreement()
+    if not gold or not results.names:
+        return agreement
+    for batch in results.batches(["id", "label"]):
+        for row_id, label in zip(*(batch.column(i).to_pylist() for i in range(2)), strict=True):
+            if row_id in gold and label is not None:
+                agreement.pairs[gold[row_id], label] += 1
+    return agreement
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed ids that share an error type and code: how many, a few ids, a few messages."""
+
+    error_type: str
+    error_code: str | None
+    count: int
+    retryable: int  # how many the next run sends again
+    ids: list[str]
+    messages: list[str]
+
+
+def failure_groups(
+    outdir: OutputDir, *, error_type: str | None = None, limit: int = 5
+) -> list[FailureGroup]:
+    """The failed ids (latest outcome an error, as export counts them) grouped by type and
+    code, largest first, each with up to ``limit`` ids and 3 distinct messages."""
+    try:
+        outcomes = final_outcomes(outdir)
+    except JobError:  # nothing committed yet
+        return []
+    groups: dict[tuple[str, str | None], dict[str, Any]] = {}
+    columns = ["id", "error_type", "error_code", "message", "status"]
+    for batch in outcomes.batches:
+        failed = batch.filter(pc.not_equal(batch.column("status"), "ok")).select(columns)
+        for row in failed.to_pylist():
+            if error_type is not None and row["error_type"] != error_type:
+                continue
+            group = groups.setdefault(
+                (row["error_type"], row["error_code"]),
+                {"count": 0, "retryable": 0, "ids": [], "messages": []},
+            )
+            group["count"] += 1
+            group["retryable"] += row["status"] == "failed_retryable"
+            if len(group["ids"]) < limit:
+                group["ids"].append(row["id"])
+            if len(group["messages"]) < 3 and row["message"] not in group["messages"]:
+                group["messages"].append(row["message"])
+    ordered = sorted(groups.items(), key=lambda item: -item[1]["count"])
+    return [FailureGroup(kind, code, **figures) for (kind, code), figures in ordered]

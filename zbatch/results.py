@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,8 @@ from .prompt import row_id
 from .source import open_input
 from .store import ERRORS, RESULTS, LocalStorage, OutputDir, Parts, write_batches
 
-STATUS = pa.field("status", pa.string())  # ok, failed, failed_retryable (pending: --with-input)
+STATUS = pa.field("status", pa.string())
+SIMULATED = b"zbatch.simulated"  # ok, failed, failed_retryable (pending: --with-input)
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,12 @@ class Outcomes:
     then read a batch at a time, so exporting a million results holds one batch of them.
     """
 
-    schema: pa.Schema
+    schema: pa.Schema  # with metadata {"zbatch.simulated": "true"} for --simulate answers
     batches: Iterator[pa.RecordBatch]
+
+    @property
+    def simulated(self) -> bool:
+        return (self.schema.metadata or {}).get(SIMULATED) == b"true"
 
 
 def final_outcomes(outdir: OutputDir) -> Outcomes:
@@ -52,6 +59,8 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
     schema = pa.unify_schemas(
         [results.schema.append(STATUS), errors.schema.append(STATUS)], promote_options="default"
     )
+    if (outdir.read_job_if_any() or {}).get("settings", {}).get("simulate"):
+        schema = schema.with_metadata({SIMULATED: b"true"})
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in _kept(results, keep_results):
@@ -97,18 +106,19 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> int:
-    """Write the final outcome per id to .parquet, .jsonl or .csv; returns the row count.
+def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> Exported:
+    """Write the final outcome per id to .parquet, .jsonl or .csv.
 
     Written a batch at a time; ``with_input`` joins the whole input in memory first.
     """
-    suffix = target.suffix.lower()
+    suffix = ".jsonl" if str(target) == "-" else target.suffix.lower()
     if suffix not in (".parquet", ".jsonl", ".csv"):
         raise JobError(f"cannot export to {target}: use a .parquet, .jsonl or .csv file name")
     outcomes = final_outcomes(outdir)
     if with_input:
         table = pa.Table.from_batches(outcomes.batches, outcomes.schema)
         table = _join_input(table, outdir.read_job()["settings"])
+        table = table.replace_schema_metadata(outcomes.schema.metadata)
         outcomes = Outcomes(table.schema, iter(table.to_batches()))
     written = 0
 
@@ -118,13 +128,27 @@ def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> int
             written += batch.num_rows
             yield batch
 
+    if str(target) == "-":  # to stdout, as JSONL (for a pipe)
+        _write_jsonl(outcomes.schema, counted(outcomes.batches), sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return Exported(written, outcomes.simulated)
     write = {".parquet": write_batches, ".csv": _write_csv, ".jsonl": _write_jsonl}[suffix]
     if target.is_dir():
         raise JobError(f"cannot export to {target}: it is a folder; name a file")
     LocalStorage(target.parent).write_file(
-        target.name, lambda handle: write(outcomes.schema, counted(outcomes.batches), handle)
+        target.name,
+        lambda handle: write(outcomes.schema, counted(outcomes.batches), handle),
+        outdir=False,
     )
-    return written
+    return Exported(written, outcomes.simulated)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What an export wrote."""
+
+    rows: int
+    simulated: bool  # the answers came from --simulate, not a model
 
 
 def _write_csv(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:
@@ -146,10 +170,22 @@ def _json_text(column: pa.Array) -> pa.Array:
 
 
 def _write_jsonl(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:
+    """One JSON object per row: timestamps in ISO 8601, JSON-text columns as JSON again (a
+    list stays a list)."""
+    as_json = [f.name for f in schema if (f.metadata or {}).get(b"zbatch.json") == b"true"]
     for batch in batches:
-        lines = [json.dumps(row, default=str, ensure_ascii=False) for row in batch.to_pylist()]
+        rows = batch.to_pylist()
+        for row in rows:
+            for name in as_json:
+                if isinstance(row[name], str):
+                    row[name] = json.loads(row[name])
+        lines = [json.dumps(row, default=_iso, ensure_ascii=False) for row in rows]
         if lines:
             handle.write(("\n".join(lines) + "\n").encode())
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, dt.datetime | dt.date) else str(value)
 
 
 def _join_input(outcomes: pa.Table, settings: dict[str, Any]) -> pa.Table:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import anyio
 
 from .client import Client, Success
+from .dedupe import SharedAnswers, deterministic
 from .errors import (
     Failure,
     FatalApiError,
@@ -42,6 +43,9 @@ from .progress import Progress
 from .store import PartWriter
 
 QUOTA_WAIT_MAX = 3600.0
+# Answers that do not fit the job are asked again (labels.retries times): a model's next
+# answer to the same request often does.
+RE_ASKED = ("invalid_label", "invalid_json")
 # Workers start this far apart, so the first requests go out over a few milliseconds rather
 # than all at once: a server that caps concurrency answers the first ones with 1302 while the
 # rest are still unsent, and the limit is cut before it is hit by the whole ceiling.
@@ -78,6 +82,7 @@ class Runner:
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
         self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
+        self.shared = SharedAnswers(pipeline) if job.dedupe and deterministic(job) else None
         self.stop_reason: ZbatchError | None = None
         self._resume_at = 0.0  # monotonic time before which nothing is sent (quota pause)
         # anyio primitives are made where they are used: they belong to the running loop.
@@ -164,7 +169,11 @@ class Runner:
         if not await self._sleep(start_after):
             return
         while (work := await self._next_work()) is not None:
+            if self.shared is not None and await self.shared.reuse(work):
+                continue
             await self._process(work)
+            if self.shared is not None:
+                self.shared.settle(work)
 
     async def _process(self, work: Work) -> None:
         """Send one row until it succeeds, fails for good, or the run stops."""
@@ -184,10 +193,12 @@ class Runner:
                 pipeline.count_usage(outcome)
                 if self.tpm is not None and outcome.total_tokens is not None:
                     self.tpm.adjust(outcome.total_tokens - work.tokens)
+                if self.shared is not None:
+                    self.shared.resolve(work, outcome)
                 failure = pipeline.accept(work, outcome, attempts)
                 if failure is None:
                     return
-                if answer_retries < job.label_retries and failure.error_type == "invalid_label":
+                if answer_retries < job.label_retries and failure.error_type in RE_ASKED:
                     answer_retries += 1
                     stats.retries[failure.error_type] += 1
                     continue

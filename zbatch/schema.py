@@ -48,6 +48,24 @@ ERROR_SCHEMA = pa.schema(
     ]
 )
 
+# The error_type values of the error log (SPEC "Error columns").
+ERROR_TYPES = (
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connection",
+    "invalid_response",
+    "bad_request",
+    "content_filter",
+    "invalid_label",
+    "invalid_json",
+    "invalid_input",
+    "template_error",
+    "duplicate_id",
+    "missing_id",
+    "fatal",
+)
+
 JSON_FIELD_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
     "int": pa.int64(),
@@ -57,15 +75,20 @@ JSON_FIELD_TYPES: dict[str, pa.DataType] = {
 }
 
 
+# Marks a string column that holds JSON text: exports to JSONL write it as JSON again.
+JSON_TEXT = {b"zbatch.json": b"true"}
+
+
 def result_schema(job: Job, keep_types: Mapping[str, pa.DataType]) -> pa.Schema:
     """The fixed result schema of a job: the base columns, then label/json, then keep_columns."""
     fields = list(RESULT_FIELDS)
     if job.choices:
         fields.append(pa.field("label", pa.string()))
     if job.response_format == "json_object":
-        fields.append(pa.field("json", pa.string()))
+        fields.append(pa.field("json", pa.string(), metadata=JSON_TEXT))
         for name, kind in job.json_fields:
-            fields.append(pa.field(name, JSON_FIELD_TYPES[kind]))
+            metadata = JSON_TEXT if kind == "json" else None
+            fields.append(pa.field(name, JSON_FIELD_TYPES[kind], metadata=metadata))
     for name in job.keep_columns:
         fields.append(pa.field(name, keep_types.get(name, pa.string())))
     return pa.schema(fields)

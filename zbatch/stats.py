@@ -11,6 +11,41 @@ from .pricing import Price, cost
 
 
 @dataclass
+class Agreement:
+    """Labels against reference ("gold") labels: (gold, predicted) -> rows."""
+
+    pairs: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.pairs.values())
+
+    @property
+    def agreed(self) -> int:
+        return sum(count for (gold, label), count in self.pairs.items() if gold == label)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.agreed / self.rows if self.rows else None
+
+    def confusion(self) -> dict[str, dict[str, int]]:
+        """gold label -> predicted label -> rows."""
+        table: dict[str, dict[str, int]] = {}
+        for (gold, label), count in sorted(self.pairs.items()):
+            table.setdefault(gold, {})[label] = count
+        return table
+
+    def to_json(self) -> dict[str, Any]:
+        accuracy = None if self.accuracy is None else round(self.accuracy, 4)
+        return {
+            "rows": self.rows,
+            "agreed": self.agreed,
+            "accuracy": accuracy,
+            "confusion": self.confusion(),
+        }
+
+
+@dataclass
 class Stats:
     """Counters the runner updates and progress displays read."""
 
@@ -26,13 +61,30 @@ class Stats:
     completion_tokens: int = 0
     cached_tokens: int = 0
     truncated: int = 0  # finish_reason length / context window exceeded
+    deduplicated: int = 0  # rows answered by an identical request of another row
+    saved: Counter[str] = field(default_factory=Counter)  # their tokens, not paid again
     labels: Counter[str] = field(default_factory=Counter)
+    gold: Agreement = field(default_factory=Agreement)  # with labels.gold_column
+    json_missing: Counter[str] = field(default_factory=Counter)  # JSON field -> answers without it
+    json_mistyped: Counter[str] = field(default_factory=Counter)  # ... with a value of another type
     concurrency: int = 0
     concurrency_min: int = 0
     price: Price | None = None
     started: float = field(default_factory=time.monotonic)
     outcome: str = "running"
     exit_code: int | None = None
+
+    def count_deduplicated(self, answer: Any) -> None:
+        """A row answered by another row's identical request: its tokens were not paid."""
+        self.deduplicated += 1
+        self.saved["prompt"] += answer.prompt_tokens or 0
+        self.saved["cached"] += answer.cached_tokens or 0
+        self.saved["completion"] += answer.completion_tokens or 0
+
+    @property
+    def saved_cost(self) -> float | None:
+        saved = self.saved
+        return cost(self.price, saved["prompt"], saved["cached"], saved["completion"])
 
     def count_failure(self, error_type: str) -> None:
         """A row ended in the error log this run."""
@@ -61,10 +113,11 @@ class Stats:
         """One plain progress line, for logs off a terminal."""
         total = "?" if self.total is None else str(self.total)
         rate = self.done / self.elapsed if self.elapsed > 0 else 0.0
+        spent = "" if self.cost is None else f", ${self.cost:.4f}"
         return (
             f"progress {self.settled}/{total} rows, {rate:.1f} rows/s, ok {self.ok}, "
-            f"failed {self.failed}, tokens {self.prompt_tokens}+{self.completion_tokens}, "
-            f"concurrency {self.concurrency}"
+            f"failed {self.failed}, tokens {self.prompt_tokens}+{self.completion_tokens}"
+            f"{spent}, concurrency {self.concurrency}"
         )
 
     @property
@@ -96,7 +149,16 @@ class Stats:
                 "cached": self.cached_tokens,
             },
             "truncated_rows": self.truncated,
+            "deduplicated": {
+                "rows": self.deduplicated,
+                "saved_usd": None if self.saved_cost is None else round(self.saved_cost, 6),
+            },
             "labels": dict(self.labels),
+            "gold": self.gold.to_json(),
+            "json_fields": {
+                "missing": dict(self.json_missing),
+                "mistyped": dict(self.json_mistyped),
+            },
             "cost_usd": None if self.cost is None else round(self.cost, 6),
             "wall_seconds": round(self.elapsed, 3),
             "requests_per_second": self.requests_per_second,

@@ -365,9 +365,9 @@ class BatchMode:
             return
         ids = self.ledger.ids(submission)
         by_custom_id = id_map(ids)
-        keep: dict[str, tuple[Any, ...]] = {}
-        if self.job.keep_columns:
-            keep = await anyio.to_thread.run_sync(self._keep_values, set(ids))
+        rows: dict[str, Work] = {}
+        if self.job.keep_columns or self.job.gold_column:
+            rows = await anyio.to_thread.run_sync(self._input_rows, set(ids))
         answered: set[str] = set()
         with tempfile.TemporaryDirectory(prefix="zbatch-collect-") as scratch:
             for file_id in (info.output_file_id, info.error_file_id):
@@ -377,7 +377,7 @@ class BatchMode:
                 await self.api.download(file_id, path)
                 with path.open("rb") as handle:
                     for raw in handle:
-                        self._settle(raw, by_custom_id, keep, answered)
+                        self._settle(raw, by_custom_id, rows, answered)
                         if len(self._writers[0].rows) >= self.job.part_rows:
                             await commit(self.pipeline, *self._writers)
         await commit(self.pipeline, *self._writers)
@@ -398,7 +398,7 @@ class BatchMode:
         self,
         raw: bytes,
         by_custom_id: dict[str, str],
-        keep: dict[str, tuple[Any, ...]],
+        rows: dict[str, Work],
         answered: set[str],
     ) -> None:
         """One output or error line: a result row, an error row, or nothing (never run)."""
@@ -425,21 +425,23 @@ class BatchMode:
             pipeline.fail(row_id, outcome, 1, retryable=True if not_the_row else None)
             return
         pipeline.count_usage(outcome)
-        width = len(self.job.keep_columns)
-        work = Work(row_id, b"", 0, keep.get(row_id, (None,) * width))
+        work = rows.get(row_id) or Work(row_id, b"", 0, (None,) * len(self.job.keep_columns))
         failure = pipeline.accept(work, outcome, 1)
         if failure is not None:
             pipeline.fail(row_id, failure, 1, answer=outcome.content)
 
-    def _keep_values(self, ids: set[str]) -> dict[str, tuple[Any, ...]]:
-        """The keep_columns of the given rows, read again from the input."""
-        found: dict[str, tuple[Any, ...]] = {}
+    def _input_rows(self, ids: set[str]) -> dict[str, Work]:
+        """The given rows' keep_columns and reference labels, read again from the input (an
+        answer is matched to its row long after the row was read)."""
+        found: dict[str, Work] = {}
+        pipeline = self.pipeline
         for raw in open_input(self.job.input_path).rows():
             if raw.data is None:
                 continue
             row_id = prompt.row_id(raw.data, self.job.id_column)
             if row_id is not None and row_id in ids and row_id not in found:
-                found[row_id] = self.pipeline.keep_values(raw.data)
+                keep = pipeline.keep_values(raw.data)
+                found[row_id] = Work(row_id, b"", 0, keep, pipeline.gold(raw.data))
         return found
 
     async def _forget_files(self, submission: Submission, info: BatchInfo) -> None:

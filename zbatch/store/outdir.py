@@ -125,6 +125,11 @@ class OutputDir:
     def run_log_handler(self) -> logging.Handler:
         return self.storage.log_handler(RUN_LOG)
 
+    def active_runs(self) -> list[str]:
+        """Who holds this OUTDIR's locks now: the runs under way (one per shard)."""
+        names = [name for name in self.storage.list("") if name.startswith(LOCK)]
+        return [held for name in names if (held := self.storage.holder(name)) is not None]
+
     def parts(self, table: str) -> Parts:
         return Parts(self.storage, table)
 
@@ -171,8 +176,15 @@ class OutputDir:
         previous = self._read_json(JOB)
         if previous is None or previous.get("fingerprint") == fingerprint:
             return None
-        before = previous.get("settings") or {}
+        before = previous.get("request") or previous.get("settings") or {}
         changed = [name for name, value in settings.items() if before.get(name) != value]
+        was_simulated = bool(before.get("simulated") or previous["settings"].get("simulate"))
+        if was_simulated != bool(settings.get("simulated")) and not force:
+            held, run = ("simulated", "real") if was_simulated else ("real", "simulated")
+            raise JobError(
+                f"{self.location} holds {held} answers, and a {run} run never mixes with them. "
+                "Use another output directory, or --force to move them aside and start afresh"
+            )
         if not force:
             what = ", ".join(changed) or "request settings"
             raise JobError(

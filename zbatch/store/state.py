@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from .parts import Parts
+
+# What --retry-failed re-sends: every non-retryable error (True), or those of some types.
+RetryFailed = bool | Collection[str]
 
 
 @dataclass
@@ -15,13 +19,15 @@ class ResumeState:
     latest_error: dict[str, tuple[str, bool]] = field(default_factory=dict)  # id -> (type, retry)
     duplicates_logged: set[str] = field(default_factory=set)
 
-    def is_done(self, row_id: str, *, retry_failed: bool = False) -> bool:
+    def is_done(self, row_id: str, *, retry_failed: RetryFailed = False) -> bool:
         if row_id in self.succeeded:
             return True
         latest = self.latest_error.get(row_id)
         if latest is None or latest[1]:
             return False
-        return not retry_failed
+        if isinstance(retry_failed, bool):
+            return not retry_failed
+        return latest[0] not in retry_failed
 
     def open_errors(self) -> dict[str, tuple[str, bool]]:
         """The latest error of each id that has no result: what counts as failed."""
@@ -29,8 +35,9 @@ class ResumeState:
 
     @property
     def failed(self) -> int:
-        """Ids whose latest outcome is an error that will not be retried."""
-        return sum(1 for _, retryable in self.open_errors().values() if not retryable)
+        """Ids whose latest outcome is an error (retryable or not): what a run's summary
+        counts as failed."""
+        return len(self.open_errors())
 
     @property
     def failed_retryable(self) -> int:

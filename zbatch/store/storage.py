@@ -57,6 +57,9 @@ class Storage(Protocol):
     def lock(self, name: str) -> AbstractContextManager[None]:
         """Hold an exclusive lock while the context lasts; LockedError naming the holder."""
 
+    def holder(self, name: str) -> str | None:
+        """Who holds the lock ``name`` now (as :meth:`lock` names them), or None."""
+
     def log_handler(self, name: str) -> logging.Handler:
         """A logging handler that appends lines to the file ``name``."""
 
@@ -67,11 +70,22 @@ class Storage(Protocol):
         """Free space where new files go, or None when it is unknown."""
 
 
-def store_error(what: str, exc: OSError) -> StoreError:
-    """The one message for a failed write: what, why, and that nothing committed is lost."""
+def store_error(what: str, exc: OSError, *, outdir: bool = True) -> StoreError:
+    """The one message for a failed write: what, why, what to do, and (in an OUTDIR) that
+    nothing committed is lost."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        advice = "free space"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        advice = "make it writable or choose another location"
+    elif isinstance(exc, FileExistsError | NotADirectoryError):
+        advice = "a file stands where a folder must be: move it or choose another location"
+    else:
+        advice = "fix the disk"
+    if not outdir:
+        return StoreError(f"could not write {what}: {exc.strerror or exc}; {advice}")
     return StoreError(
         f"could not write {what}: {exc.strerror or exc}. Parts committed earlier are intact; "
-        "free space or fix the disk, then run the same command to resume"
+        f"{advice}, then run the same command to resume"
     )
 
 
@@ -94,8 +108,11 @@ class LocalStorage:
     def write_bytes(self, name: str, data: bytes) -> None:
         self.write_file(name, lambda handle: handle.write(data))
 
-    def write_file(self, name: str, write: Callable[[BinaryIO], object]) -> None:
-        """Write (or replace) a whole file by ``write(handle)``, streamed, atomically."""
+    def write_file(
+        self, name: str, write: Callable[[BinaryIO], object], *, outdir: bool = True
+    ) -> None:
+        """Write (or replace) a whole file by ``write(handle)``, streamed, atomically
+        (``outdir=False``: a file outside any OUTDIR, such as an export)."""
         path = self._path(name)
         tmp = path.with_name(f".{path.name}.tmp")
         try:
@@ -107,7 +124,7 @@ class LocalStorage:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             if isinstance(exc, OSError):
-                raise store_error(str(path), exc) from exc
+                raise store_error(str(path), exc, outdir=outdir) from exc
             raise
 
     def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
@@ -166,6 +183,10 @@ class LocalStorage:
         The lock file is opened without following a symlink, so a link planted at its name
         cannot make zbatch write elsewhere."""
         path = self._path(name)
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(
+                f"the output directory {self.root} is a file: choose another output directory"
+            )
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
@@ -185,6 +206,18 @@ class LocalStorage:
             handle.write(f"{holder_text()}\n")
             handle.flush()
             yield
+
+    def holder(self, name: str) -> str | None:
+        try:
+            fd = os.open(self._path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with os.fdopen(fd) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "unknown"
+            return None  # closing the handle lets the probe's own lock go
 
     def log_handler(self, name: str) -> logging.Handler:
         return logging.FileHandler(self._path(name), encoding="utf-8")

@@ -1,0 +1,70 @@
+"""The README's Quick Start, command by command, as a newcomer runs it on a fresh clone.
+
+The rehearsal (--simulate) must leave the real output directory alone, so the real run that
+follows sends every row; here "real" is the loopback Z.AI server, reached through the same
+environment variables a user sets (ZAI_BASE_URL, ZAI_API_KEY).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import tomllib
+from pathlib import Path
+
+from conftest import TEST_KEY, outcome_ids, read_table, run_zbatch, zbatch_env
+from zai_server import answer_for
+
+ROOT = Path(__file__).resolve().parent.parent
+REVIEWS = "sample_data/reviews.jsonl"
+
+
+def quick_start_commands() -> list[list[str]]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quick start\n", 1)[1].split("\n## ", 1)[0].split("\n### ")[0]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL):
+        for line in block.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("zbatch "):
+                commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def test_the_quick_start_in_order_rehearses_apart_then_sends_every_row_for_real(tmp_path, server):
+    for folder in ("jobs", "sample_data"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    env = zbatch_env(ZAI_BASE_URL=server.base_url, ZAI_API_KEY=TEST_KEY)
+    commands = quick_start_commands()
+    assert [c[:2] for c in commands] == [
+        ["run", "jobs/sentiment.toml"],
+        ["status", "out/sentiment.simulated"],
+        ["export", "out/sentiment.simulated"],
+        ["validate", "jobs/sentiment.toml"],
+        ["run", "jobs/sentiment.toml"],
+    ]
+    outputs = []
+    for args in commands:
+        proc = run_zbatch(*args, env=env, cwd=tmp_path, timeout=300)
+        assert proc.returncode in (0, 1), f"zbatch {shlex.join(args)}: {proc.stderr}"
+        outputs.append(proc.stdout)
+    assert "simulated" in outputs[1] and "simulated" in outputs[2]  # status, export say so
+    assert server.stats()["requests"] >= 300  # the real run sent every row...
+    answered = server.stats()["answered_prompts"]
+    assert len(set(answered)) == 300  # ...each one, none taken for done by the rehearsal
+    real, simulated = tmp_path / "out/sentiment", tmp_path / "out/sentiment.simulated"
+    results, errors = outcome_ids(real)
+    rehearsed = read_table(simulated / "results").column("id").to_pylist()
+    assert sorted(set(results) | set(errors)) == sorted(rehearsed)
+    # The loopback server answers no sentiment word, so every real row is an invalid_label
+    # error that keeps the paid answer: the answer to that row's own prompt.
+    lines = (ROOT / REVIEWS).read_text(encoding="utf-8").splitlines()
+    reviews = {row["id"]: row for row in map(json.loads, lines)}
+    template = tomllib.loads((ROOT / "jobs/sentiment.toml").read_text())["request"]["template"]
+    rows = read_table(real / "errors").to_pylist()
+    assert {row["error_type"] for row in rows} == {"invalid_label"}
+    for row in rows:
+        prompt = template.format_map(reviews[row["id"]])
+        assert row["answer"] == answer_for([{"role": "user", "content": prompt}])

@@ -1,0 +1,63 @@
+"""The README's Python API examples run as written (in a copy of jobs/ and sample_data/)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def python_api_examples() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Python API\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+# Runs one example the way its setting would: top-level `await` as a notebook cell does
+# (IPython compiles cells with this flag and runs them on its loop).
+RUNNER = textwrap.dedent(
+    """
+    import ast, asyncio, sys
+    source = sys.stdin.read()
+    code = compile(source, "README example", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    result = eval(code, {"__name__": "__main__"})
+    if asyncio.iscoroutine(result):
+        asyncio.run(result)
+    """
+)
+
+
+def test_the_python_api_section_has_a_script_and_a_notebook_example():
+    examples = python_api_examples()
+    assert len(examples) >= 3
+    assert any("await zbatch.arun(" in example for example in examples)
+    assert any("zbatch.run(" in example for example in examples)
+
+
+@pytest.mark.parametrize("index", range(len(python_api_examples())))
+def test_each_python_api_example_runs_as_written(tmp_path, index):
+    for folder in ("jobs", "sample_data"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    example = python_api_examples()[index]
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER],
+        input=example,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"example {index} failed:\n{example}\n{proc.stderr}"
+    if "limits.concurrency must be greater than 0" in example:
+        assert "limits.concurrency must be greater than 0, not -5" in proc.stdout
+    if "zbatch.run(job)" in example:
+        exit_code, ok = proc.stdout.split()[:2]
+        assert (exit_code, int(ok) > 0) == ("0", True)
