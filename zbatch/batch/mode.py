@@ -387,7 +387,7 @@ class BatchMode:
         self.unanswered += submission.unanswered
         left = f", {submission.unanswered} unanswered (pending again)"
         self.log.info(
-            "batch %s collected: %d answers%s",
+            "batch %s collected: %d rows answered%s",
             info.id,
             len(answered),
             left if submission.unanswered else "",
