@@ -17,9 +17,10 @@ import concurrent.futures
 import dataclasses
 import functools
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import httpx
@@ -48,6 +49,9 @@ from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir
 from .store.state import RetryFailed
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 @dataclass
 class RunResult:
@@ -73,43 +77,6 @@ class Compacted:
     parts_after: int
 
 
-def run(
-    job: Job,
-    *,
-    api_key: str | None = None,
-    progress: Progress | None = None,
-    handle_signals: bool = False,
-    transport: httpx.AsyncBaseTransport | None = None,
-    retry_failed: RetryFailed = False,
-    force: bool = False,
-    wait: bool = True,
-    limit: int | None = None,
-) -> RunResult:
-    """Run (or resume) a job to the end; see :func:`arun`.
-
-    Works from a plain script, and from a thread whose event loop is already running (the
-    run then gets an event loop of its own in a helper thread)."""
-    call = functools.partial(
-        arun,
-        job,
-        api_key=api_key,
-        progress=progress,
-        handle_signals=handle_signals,
-        transport=transport,
-        retry_failed=retry_failed,
-        force=force,
-        wait=wait,
-        limit=limit,
-    )
-    try:
-        return anyio.run(call)
-    except RuntimeError as exc:
-        if "running" not in str(exc):  # anyio: "Already running asyncio in this thread"
-            raise
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zbatch") as pool:
-        return pool.submit(anyio.run, call).result()
-
-
 async def arun(
     job: Job,
     *,
@@ -128,9 +95,9 @@ async def arun(
     the HTTP transport (tests pass ``httpx.MockTransport``). ``limit`` sends only the first
     that many pending rows (a paid sample; the next run goes on with the rest). Raises
     JobError / LockedError / StoreError before anything is sent; a stop during the run is in
-    ``RunResult.stopped``. In batch mode (``job.mode == "batch"``), ``wait=False`` returns
-    once the rows are submitted (exit code 10 while batches run); the same call later
-    collects them."""
+    ``RunResult.stopped``. :func:`run` is the same, blocking. In batch mode
+    (``job.mode == "batch"``), ``wait=False`` returns once the rows are submitted (exit code
+    10 while batches run); the same call later collects them."""
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
@@ -253,6 +220,51 @@ async def arun(
     return result
 
 
+def blocking(function: Callable[P, Awaitable[T]]) -> Callable[P, T]:
+    """The blocking twin of an async API function.
+
+    It works from a plain script, and from a thread whose event loop is already running (a
+    notebook cell calling the sync API): the call then gets an event loop of its own in a
+    helper thread."""
+
+    @functools.wraps(function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        start = functools.partial(function, *args, **kwargs)
+        try:
+            return anyio.run(start)
+        except RuntimeError as exc:
+            if "running" not in str(exc):  # anyio: "Already running asyncio in this thread"
+                raise
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zbatch") as pool:
+            return pool.submit(anyio.run, start).result()
+
+    return call
+
+
+run = blocking(arun)
+run.__doc__ = """Run (or resume) a job to the end, blocking; the same keywords as :func:`arun`."""
+run.__name__ = run.__qualname__ = "run"
+
+
+async def acancel(
+    outdir: str | os.PathLike[str], *, api_key: str | None = None
+) -> list[dict[str, Any]]:
+    """Cancel the open batches of a batch-mode OUTDIR; the next run collects what they
+    finished. Returns the cancelled batches as ``status`` lists them."""
+    target = OutputDir(str(outdir))
+    settings = target.read_job()["settings"]
+    job_key = api_key if api_key is not None else os.environ.get(settings["api_key_env"])
+    api = BatchApi(base_url=settings["base_url"], api_key=job_key, timeout=settings["timeout"])
+    with target.locked():
+        cancelled = await cancel_open(target.storage, api)
+    return [describe(submission) for submission in cancelled]
+
+
+cancel = blocking(acancel)
+cancel.__doc__ = """Cancel an OUTDIR's open batches, blocking; see :func:`acancel`."""
+cancel.__name__ = cancel.__qualname__ = "cancel"
+
+
 def keep_column_types(
     job: Job, inputs: InputFiles, committed: pa.Schema | None
 ) -> dict[str, pa.DataType]:
@@ -295,18 +307,6 @@ def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
     metadata says ``zbatch.simulated: true`` when the answers came from --simulate)."""
     outcomes = final_outcomes(OutputDir(str(outdir)))
     return pa.Table.from_batches(list(outcomes.batches), outcomes.schema)
-
-
-def cancel(outdir: str | os.PathLike[str], *, api_key: str | None = None) -> list[dict[str, Any]]:
-    """Cancel the open batches of a batch-mode OUTDIR; the next run collects what they
-    finished. Returns the cancelled batches as ``status`` lists them."""
-    target = OutputDir(str(outdir))
-    settings = target.read_job()["settings"]
-    job_key = api_key if api_key is not None else os.environ.get(settings["api_key_env"])
-    api = BatchApi(base_url=settings["base_url"], api_key=job_key, timeout=settings["timeout"])
-    with target.locked():
-        cancelled = anyio.run(cancel_open, target.storage, api)
-    return [describe(submission) for submission in cancelled]
 
 
 def compact(outdir: str | os.PathLike[str]) -> list[Compacted]:

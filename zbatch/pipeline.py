@@ -175,16 +175,14 @@ class RowPipeline:
         """A row whose id an earlier row had; logged unless an earlier run logged it."""
         if row_id in self.state.duplicates_logged:
             return
-        self._log(row_id, Failure("duplicate_id", Scope.ROW, f"{where} repeats id {row_id!r}"), 0)
-        self.stats.count_failure("duplicate_id")
+        self.fail(row_id, Failure("duplicate_id", Scope.ROW, f"{where} repeats id {row_id!r}"), 0)
 
     def row_error(self, row_id: str, error_type: str, message: str) -> None:
         """A row that cannot be sent at all (unless an earlier run settled its id)."""
         if self.state.is_done(row_id, retry_failed=False):
             self.stats.skipped += 1
             return
-        self._log(row_id, Failure(error_type, Scope.ROW, message), 0)
-        self.stats.count_failure(error_type)
+        self.fail(row_id, Failure(error_type, Scope.ROW, message), 0)
 
     # --- answer side ------------------------------------------------------------------------
 
@@ -241,7 +239,10 @@ class RowPipeline:
     ) -> None:
         """Log a failed row; ``retryable=True`` on a fatal or quota failure leaves it pending
         (not the row's fault). ``answer`` keeps a paid answer that did not fit."""
-        self._log(row_id, failure, attempts, retryable=retryable, answer=answer)
+        message = redact(failure.message, self._secret)
+        flag = failure.retryable if retryable is None else retryable
+        self.errors.add(error_row(row_id, failure, attempts, flag, message, answer))
+        self.on_added()
         if retryable and failure.scope in (Scope.FATAL, Scope.QUOTA):
             return
         self.stats.count_failure(failure.error_type)
@@ -252,20 +253,6 @@ class RowPipeline:
         self.stats.ok -= 1
         failure = Failure("invalid_response", Scope.ROW, f"answer cannot be stored: {reason}")
         self.fail(row[0], failure, row[10], answer=_text(row[1]))
-
-    def _log(
-        self,
-        row_id: str,
-        failure: Failure,
-        attempts: int,
-        *,
-        retryable: bool | None = None,
-        answer: str | None = None,
-    ) -> None:
-        retryable = failure.retryable if retryable is None else retryable
-        message = redact(failure.message, self._secret)
-        self.errors.add(error_row(row_id, failure, attempts, retryable, message, answer))
-        self.on_added()
 
 
 def gold_label(value: Any, choices: tuple[str, ...]) -> str:
