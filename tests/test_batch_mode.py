@@ -221,6 +221,10 @@ def test_no_wait_submits_and_exits_10_then_the_same_command_collects(tmp_path: P
         assert outcome_ids(tmp_path / "out") == ([], [])
         status = run_zbatch("status", str(tmp_path / "out"))
         assert "validating" in status.stdout and "batch 00001" in status.stdout
+        where = ["-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out")]
+        plan = run_zbatch("validate", *where, "--mode", "batch", "--base-url", srv.base_url)
+        assert "0 files -> 0 batches" in plan.stdout, plan.stdout + plan.stderr
+        assert "7 rows wait in open batches" in plan.stdout
         batch_run(srv, tmp_path, "--no-wait", expect=10, rows=7)  # still running: nothing new
         srv.settle()
         batch_run(srv, tmp_path, "--no-wait", rows=7)

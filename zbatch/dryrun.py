@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from . import prompt
 from .batch.files import FilePacker, LineTooBig, batch_line
+from .batch.ledger import Ledger
 from .batch.mode import batch_price, chat_endpoint
 from .errors import JobError
 from .job import Job
@@ -39,6 +40,7 @@ class Plan:
     first_request: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
     batch_files: int | None = None  # batch mode: files (one batch each) a run would make
+    in_batches: int = 0  # batch mode: rows open batches hold (collected, not sent again)
 
     @property
     def cost(self) -> float | None:
@@ -88,8 +90,12 @@ def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
     )
     endpoint, _ = chat_endpoint(job.base_url)
     packer = FilePacker(max_rows=job.batch_max_rows, max_bytes=job.batch_max_bytes)
+    held = Ledger(outdir.storage).open_ids(job.fingerprint()) if job.mode == "batch" else ()
     for work in pipeline.works(inputs.rows()):
         if work is None:
+            continue
+        if work.id in held:
+            plan.in_batches += 1
             continue
         body = json.loads(work.body)
         if job.mode == "batch":

@@ -163,10 +163,11 @@ def format_plan(plan: Plan) -> str:
         f"cost       {cost_text}",
     ]
     if plan.batch_files is not None:
+        waiting = f"; {plan.in_batches} rows wait in open batches" if plan.in_batches else ""
         lines.append(
             f"batches    {plan.batch_files} files -> {plan.batch_files} batches "
             f"(<= {job.batch_max_rows} rows and {job.batch_max_bytes} bytes each, one model "
-            f"each); cost at the batch price ({job.batch_discount:g} x live)"
+            f"each); cost at the batch price ({job.batch_discount:g} x live){waiting}"
         )
     lines.extend(f"problem    {problem}" for problem in plan.problems)
     if plan.first_request is not None:
