@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import signal
 import tempfile
 import time
 import urllib.parse
@@ -40,6 +38,7 @@ from ..job import Job
 from ..pipeline import RowPipeline, Work, commit
 from ..pricing import Price
 from ..progress import Progress
+from ..runner import watch_signals
 from ..source import open_input
 from ..store import PartWriter
 from .api import BatchApi, BatchInfo
@@ -458,25 +457,18 @@ class BatchMode:
 
     async def _watch_signals(self) -> None:
         """SIGINT / SIGTERM: stop now; the batches keep running and the next run collects."""
-        try:
-            receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
-        except (NotImplementedError, ValueError):  # not the main thread
-            return
-        with receiver as signals:
-            async for signum in signals:
-                code = 130 if signum == signal.SIGINT else 143
-                if isinstance(self.stop_reason, Interrupted):
-                    self.log.warning("second signal: exiting at once")
-                    os._exit(code)
-                name = signal.Signals(signum).name
-                self.stop(
-                    Interrupted(
-                        f"interrupted by {name}; submitted batches keep running at the "
-                        "provider: run the same command to collect them",
-                        exit_code=code,
-                    )
-                )
-                self._scope.cancel()
+        await watch_signals(self._interrupt, self._interrupted, self.log)
+
+    def _interrupted(self) -> bool:
+        return isinstance(self.stop_reason, Interrupted)
+
+    def _interrupt(self, code: int, name: str) -> None:
+        message = (
+            f"interrupted by {name}; submitted batches keep running at the provider: "
+            "run the same command to collect them"
+        )
+        self.stop(Interrupted(message, exit_code=code))
+        self._scope.cancel()
 
     async def _tick(self) -> None:
         while True:
