@@ -46,6 +46,7 @@ SPEC_ERROR_COLUMNS = [
     ("attempts", pa.int32()),
     ("retryable", pa.bool_()),
     ("failed_at", pa.timestamp("ms", tz="UTC")),
+    ("answer", pa.string()),
 ]
 
 ZBATCH = shutil.which("zbatch", path=str(Path(sys.executable).parent)) or "zbatch"

@@ -14,10 +14,12 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -41,102 +43,13 @@ from conftest import (
 from zai_server import ZaiServer, answer_for
 
 PART_NAME = re.compile(r"^part-.+\.parquet$")
-
-# Runs zbatch's CLI in a fresh interpreter after injecting the fault named by $ZB_FAULT (JSON):
-#   {"crash": POINT, "nth": N}   os._exit(9) at POINT of the Nth part-file commit, where POINT
-#                                is write (half-written temp file), before_fsync, before_rename,
-#                                after_rename, before_dirsync or after_dirsync;
-#   {"errno": "ENOSPC", "nth": N} writes of the Nth and later part files fail with that errno,
-#                                through PartWriter.open_file, the opener the writer uses;
-#   {"fsize": BYTES}             RLIMIT_FSIZE with SIGXFSZ ignored: a real EFBIG from the kernel.
-WRAPPER = r"""
-import errno, json, os, resource, signal, stat, sys
-import zbatch.store as store
-from zbatch.cli import main
-
-fault = json.loads(os.environ.get("ZB_FAULT") or "{}")
-seen = {}
-
-def reached(point):
-    seen[point] = seen.get(point, 0) + 1
-    return seen[point] == fault["nth"]
-
-def fd_path(fd):
-    return os.readlink(f"/proc/self/fd/{fd}")
-
-def is_part_tmp(path):
-    name = os.path.basename(path)
-    return name.startswith(".part-") and name.endswith(".parquet.tmp")
-
-class Writing:
-    # A part temp file that dies (or fails) part-way through the write.
-    def __init__(self, handle, crash, err):
-        self.handle, self.crash, self.err, self.written = handle, crash, err, 0
-    def write(self, data):
-        if self.err is not None:
-            raise OSError(self.err, os.strerror(self.err), self.handle.name)
-        self.handle.write(data)
-        self.written += len(data)
-        if self.crash and self.written > 64:
-            self.handle.flush()
-            os._exit(9)
-        return len(data)
-    def __getattr__(self, name):
-        return getattr(self.handle, name)
-    def __enter__(self):
-        return self
-    def __exit__(self, *exc):
-        self.handle.close()
-
-point = fault.get("crash")
-if point == "write" or "errno" in fault:
-    err = getattr(errno, fault["errno"]) if "errno" in fault else None
-    parts = [0]
-    def opener(path, mode):
-        parts[0] += 1
-        handle = open(path, mode)
-        if parts[0] < fault["nth"]:
-            return handle
-        return Writing(handle, err is None and parts[0] == fault["nth"], err)
-    real_init = store.PartWriter.__init__
-    def init(self, *args, **kwargs):
-        real_init(self, *args, **kwargs)
-        self.open_file = opener
-    store.PartWriter.__init__ = init
-elif point is not None:
-    real_fsync, real_replace = os.fsync, os.replace
-    def fsync(fd):
-        path = fd_path(fd)
-        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
-        part_dir = is_dir and os.path.basename(path) in ("results", "errors")
-        if point == "before_fsync" and is_part_tmp(path) and reached(point):
-            os._exit(9)
-        if point == "before_dirsync" and part_dir and reached(point):
-            os._exit(9)
-        real_fsync(fd)
-        if point == "after_dirsync" and part_dir and reached(point):
-            os._exit(9)
-    def replace(src, dst, **kwargs):
-        part = is_part_tmp(os.fspath(src))
-        if point == "before_rename" and part and reached(point):
-            os._exit(9)
-        real_replace(src, dst, **kwargs)
-        if point == "after_rename" and part and reached(point):
-            os._exit(9)
-    os.fsync, os.replace = fsync, replace
-if "fsize" in fault:
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (fault["fsize"], fault["fsize"]))
-
-sys.argv = ["zbatch", *sys.argv[1:]]
-main()
-"""
+FAULTS = Path(__file__).with_name("faults.py")  # zbatch's CLI with one fault injected
 
 CRASH_POINTS = [
     "write",
     "before_fsync",
-    "before_rename",
-    "after_rename",
+    "before_link",
+    "after_link",
     "before_dirsync",
     "after_dirsync",
 ]
@@ -149,11 +62,11 @@ def run_args(inp: Path, out: Path, srv: ZaiServer, *extra: str) -> list[str]:
 def run_wrapped(
     fault: dict[str, Any], *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run zbatch's CLI under WRAPPER with ``fault`` injected."""
+    """Run zbatch's CLI under tests/faults.py with ``fault`` injected."""
     environment = dict(env or zbatch_env())
     environment["ZB_FAULT"] = json.dumps(fault)
     return subprocess.run(
-        [sys.executable, "-c", WRAPPER, *args],
+        [sys.executable, str(FAULTS), *args],
         env=environment,
         capture_output=True,
         text=True,
@@ -169,8 +82,19 @@ def kill_hard(proc: subprocess.Popen[str]) -> None:
     proc.communicate(timeout=60)
 
 
+def visible_rows(folder: Path) -> list[dict[str, Any]]:
+    """The rows a pyarrow.dataset reader of the folder gets now (none when no part is in it:
+    a compaction between removing the old parts and moving the merged one in)."""
+    if not folder.is_dir():
+        return []
+    dataset = ds.dataset(folder, format="parquet")
+    assert not [f for f in dataset.files if Path(f).name.startswith(".")]
+    return dataset.to_table().to_pylist() if dataset.files else []
+
+
 def assert_whole_files(outdir: Path) -> None:
-    """Only whole Parquet parts under final names; temp files are hidden and unread."""
+    """Only whole Parquet parts under final names; temp and staged files are hidden and
+    unread; results hold each id at most once."""
     for name in ("results", "errors"):
         folder = outdir / name
         if not folder.is_dir():
@@ -181,11 +105,7 @@ def assert_whole_files(outdir: Path) -> None:
                 continue
             assert PART_NAME.match(path.name), f"unexpected visible file {path}"
             pq.read_table(path)  # every visible file is a complete, readable Parquet file
-        if any(folder.glob("*.parquet")):
-            dataset = ds.dataset(folder, format="parquet")
-            assert not [f for f in dataset.files if Path(f).name.startswith(".")]
-            dataset.to_table()
-    results, _ = outcome_ids(outdir)
+    results = [row["id"] for row in visible_rows(outdir / "results")]
     assert len(results) == len(set(results)), "an id is in results twice"
 
 
@@ -410,8 +330,9 @@ def test_crash_at_each_commit_step_leaves_whole_files_and_resumes(
     tmp_path: Path, point: str, nth: int
 ) -> None:
     """A crash (os._exit) at each step of the Nth part commit — mid-write, before the fsync,
-    before / after the rename, before / after the directory fsync — leaves readers only whole
-    files, and the rerun settles each id exactly once without re-sending committed rows."""
+    before / after the create-only link to the part's name, before / after the directory
+    fsync — leaves readers only whole files, and the rerun settles each id exactly once
+    without re-sending committed rows."""
     rows = filtered_rows(120, every=9)
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
@@ -420,28 +341,163 @@ def test_crash_at_each_commit_step_leaves_whole_files_and_resumes(
         crashed = run_wrapped({"crash": point, "nth": nth}, *args)
         assert crashed.returncode == 9, crashed.stderr
         assert_whole_files(out)
-        committed, _ = outcome_ids(out)
+        committed, failed = outcome_ids(out)
         parts = list((out / "results").glob("part-*.parquet"))
         parts += list((out / "errors").glob("part-*.parquet"))
-        renamed = point in ("after_rename", "before_dirsync", "after_dirsync")
-        assert len(parts) == (nth if renamed else nth - 1)
+        linked = point in ("after_link", "before_dirsync", "after_dirsync")
+        assert len(parts) == (nth if linked else nth - 1)
 
         srv.reset_stats()
         again = run_zbatch(*args)
-        assert again.returncode == 1, again.stderr
+        # Exit 1 when this run meets a content-filtered row; the crashed run may have
+        # committed all of them already (its error part can go before its second result part).
+        unsent = [r for r in rows if r["id"] not in {*committed, *failed}]
+        meets_a_filtered_row = any("FAIL=1301" in r["prompt"] for r in unsent)
+        assert again.returncode == (1 if meets_a_filtered_row else 0), again.stderr
         assert_each_id_once(out, rows)
-        resent = set(srv.stats()["answered_prompts"])
-        assert not resent & {r["prompt"] for r in rows if r["id"] in set(committed)}
+        # Only the rows the crash left unsettled are sent again, each once.
+        answered = Counter(srv.stats()["answered_prompts"])
+        assert answered == Counter(r["prompt"] for r in unsent if "FAIL=" not in r["prompt"])
+
+
+# A crash at each step of `zbatch compact` on results/ (the first table it merges); "file" is
+# the name the step concerns (tests/faults.py). The staged part is hidden, ".compact-<name>".
+# Each with the parts a reader of results/ then finds: all the old ones, all but the first,
+# none, or the merged one alone.
+COMPACT_CRASHES = {
+    "journal-written": ({"crash": "after:write_bytes", "file": ".compact-journal.json"}, "old"),
+    "staging-half-written": ({"crash": "write", "file": "..compact-*.tmp"}, "old"),
+    "staged": ({"crash": "after:create", "file": ".compact-*"}, "old"),
+    "one-old-part-removed": ({"crash": "after:delete", "file": "part-*"}, "old but one"),
+    "old-parts-removed": ({"crash": "before:move", "file": ".compact-*"}, "none"),
+    "linked-not-unlinked": ({"crash": "after_link", "file": ".compact-*"}, "merged"),
+    "moved-journal-left": ({"crash": "after:move", "file": ".compact-*"}, "merged"),
+}
+
+
+class PollingReader(threading.Thread):
+    """Reads results/ with pyarrow.dataset over and over, as a user's job would while zbatch
+    works, and notes every read that holds an id twice."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(daemon=True)
+        self.folder = folder
+        self.done = threading.Event()
+        self.reads = self.vanished = 0
+        self.doubled: list[list[str]] = []
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                dataset = ds.dataset(self.folder, format="parquet")
+                # No part at all (the old ones gone, the merged one not yet in): no ids.
+                table = dataset.to_table(columns=["id"]) if dataset.files else None
+            except FileNotFoundError:
+                self.vanished += 1  # a part went between listing and reading: no result
+                continue
+            except Exception as exc:  # anything else a reader meets is a failure to report
+                self.failures.append(repr(exc))
+                continue
+            self.reads += 1
+            ids = [] if table is None else table.column("id").to_pylist()
+            twice = [i for i, n in Counter(ids).items() if n > 1]
+            if twice:
+                self.doubled.append(twice)
+            time.sleep(0.002)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=60)
+        assert not self.is_alive()
+
+
+def part_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("part-*.parquet"))
+
+
+@pytest.fixture(scope="module")
+def three_nights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    """An OUTDIR after three nightly runs on a growing input: three parts or more in each
+    table (built once; each test compacts a copy)."""
+    base = tmp_path_factory.mktemp("nights")
+    rows = filtered_rows(90, every=7)
+    inp, out = base / "in.jsonl", base / "out"
+    with ZaiServer() as srv:
+        for size in (30, 60, 90):
+            write_jsonl(inp, rows[:size])
+            night = run_zbatch(*run_args(inp, out, srv, "-c", "4"))
+            assert night.returncode == 1, night.stderr  # the content-filtered rows
+    assert len(part_names(out / "results")) >= 3 and len(part_names(out / "errors")) >= 3
+    return out, rows
+
+
+@pytest.mark.parametrize("step", list(COMPACT_CRASHES))
+def test_a_compaction_killed_at_each_step_never_shows_an_id_twice(
+    tmp_path: Path, step: str, three_nights: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    """`zbatch compact` killed at each step of merging results/ — journal written, merged part
+    half-staged, staged, old parts partly / wholly removed, merged part linked, moved — never
+    lets a pyarrow.dataset reader of results/ (polling throughout, and after the crash) see an
+    id twice (issue 11 item 10). The next run finishes or forgets the compaction without
+    sending anything; a compaction after that leaves one part per table with every row once."""
+    template, rows = three_nights
+    out = tmp_path / "out"
+    shutil.copytree(template, out)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    before = read_table(out / "results").to_pylist()
+    parts_before = part_names(out / "results")
+    with ZaiServer() as srv:
+        args = run_args(inp, out, srv, "-c", "4")
+        reader = PollingReader(out / "results")
+        reader.start()
+        try:
+            fault, visible = COMPACT_CRASHES[step]
+            crashed = run_wrapped(fault, "compact", str(out))
+            assert crashed.returncode == 9, crashed.stdout + crashed.stderr
+            found = part_names(out / "results")
+            if visible == "merged":
+                assert len(found) == 1 and found[0] not in parts_before[:-1]
+                assert visible_rows(out / "results") == before
+            else:
+                skip = {"old": 0, "old but one": 1, "none": len(parts_before)}[visible]
+                assert found == parts_before[skip:]
+            assert_whole_files(out)  # includes: each id at most once in results
+            assert all(row in before for row in visible_rows(out / "results"))
+            staged = step not in ("journal-written", "staging-half-written")
+
+            srv.reset_stats()
+            again = run_zbatch(*args)  # the next command finishes (or forgets) the compaction
+            assert again.returncode == 0, again.stderr
+            assert srv.stats()["requests"] == 0
+            if staged:  # finished: the merged part alone
+                assert len(part_names(out / "results")) == 1
+            else:  # forgotten: the old parts, untouched
+                assert part_names(out / "results") == parts_before
+            assert read_table(out / "results").to_pylist() == before
+
+            compacted = run_zbatch("compact", str(out))
+            assert compacted.returncode == 0, compacted.stderr
+        finally:
+            reader.stop()
+    assert len(part_names(out / "results")) == len(part_names(out / "errors")) == 1
+    assert read_table(out / "results").to_pylist() == before
+    assert_each_id_once(out, rows)
+    assert reader.reads > 0 and not reader.failures, reader.failures
+    assert not reader.doubled, f"a reader saw ids twice: {reader.doubled[:3]}"
 
 
 # --- 3. disk full / write errors -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("err", ["ENOSPC", "EIO"])
-def test_write_error_stops_with_exit_74_and_same_command_resumes(tmp_path: Path, err: str) -> None:
+@pytest.mark.parametrize(("err", "advice"), [("ENOSPC", "free space"), ("EIO", "fix the disk")])
+def test_write_error_stops_with_exit_74_and_same_command_resumes(
+    tmp_path: Path, err: str, advice: str
+) -> None:
     """A part file that cannot be written (disk full, I/O error) stops the run with exit 74 and
-    a message naming the file and saying to free space and rerun; committed parts stay intact
-    and, once the fault is gone, the same command completes with each id exactly once."""
+    a message naming the file, what to do about that error (free space / fix the disk) and to
+    rerun; committed parts stay intact and, once the fault is gone, the same command completes
+    with each id exactly once."""
     rows = prompt_rows(200)
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
@@ -454,7 +510,7 @@ def test_write_error_stops_with_exit_74_and_same_command_resumes(tmp_path: Path,
         assert message.startswith("Error: could not write ")
         assert re.search(r"/(results|errors)/part-\S+\.parquet", message), message
         assert os.strerror(getattr(__import__("errno"), err)) in message
-        assert "free space" in message and "run the same command" in message
+        assert f"Parts committed earlier are intact; {advice}, then run the same command" in message
         assert_whole_files(out)
         assert len(list((out / "results").glob("part-*.parquet"))) == 2  # before the fault
         assert summary(out)["exit_code"] == 74
@@ -480,7 +536,7 @@ def test_file_size_limit_efbig_is_a_clear_store_error(tmp_path: Path) -> None:
         assert failed.returncode == 74, failed.stderr
         assert_no_traceback(failed)
         assert "could not write" in failed.stderr and "File too large" in failed.stderr
-        assert "free space or fix the disk, then run the same command" in failed.stderr
+        assert "free space, then run the same command" in failed.stderr
         assert sorted(outcome_ids(out)[0]) == [r["id"] for r in rows[:30]]
         assert_whole_files(out)
         stopped = summary(out)
@@ -536,6 +592,27 @@ def test_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path: Path) -> N
         assert time.monotonic() - started < 30
         assert (out / ".lock").exists()
         assert_each_id_once(out, rows)
+
+
+def test_a_symlink_at_the_lock_path_stops_the_run_with_exit_74(tmp_path: Path) -> None:
+    """A symbolic link planted at OUTDIR/.lock is not followed: the run exits 74 with one
+    'Error:' line naming it, before sending anything, and the file it points to is unchanged."""
+    inp = write_jsonl(tmp_path / "in.jsonl", prompt_rows(5))
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "victim.txt"
+    target.write_text("someone else's file\n")
+    (out / ".lock").symlink_to(target)
+    with ZaiServer() as srv:
+        proc = run_zbatch(*run_args(inp, out, srv))
+        assert srv.stats()["requests"] == 0
+    assert proc.returncode == 74, proc.stderr
+    assert_no_traceback(proc)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
+    assert str(out / ".lock") in lines[0] and "symbolic link" in lines[0]
+    assert target.read_text() == "someone else's file\n"
+    assert (out / ".lock").is_symlink()
 
 
 # --- 5. cron output ----------------------------------------------------------------------------

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import errno
-import json
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +18,18 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from conftest import SPEC_ERROR_COLUMNS, SPEC_RESULT_COLUMNS
+from faults import Torn
 
 from zbatch.errors import LockedError, StoreError
 from zbatch.job import Job
-from zbatch.store import (
-    ERROR_SCHEMA,
-    JOURNAL,
-    PartWriter,
-    compact,
-    infer_type,
-    keep_caster,
-    load_state,
-    locked,
-    part_files,
-    recover,
-    result_schema,
-    write_atomic,
-)
+from zbatch.schema import ERROR_SCHEMA, infer_type, keep_caster, result_schema
+from zbatch.store import LocalStorage, OutputDir, Parts, PartWriter
+from zbatch.store import storage as storage_module
+from zbatch.store.outdir import COMPACT_JOURNAL
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 T0 = 1_760_000_000_000  # a completed_at / failed_at in ms
+PREFIX = "20260101T000000.000-abcd"  # a run's part-name prefix: stamp and random hex
 
 
 def job(**settings: Any) -> Job:
@@ -69,16 +62,31 @@ def result_row(row_id: str, content: str = "ok", **fields: Any) -> tuple[Any, ..
 
 def error_row(row_id: str, error_type: str, retryable: bool, message: str = "m") -> tuple:
     status = 429 if retryable else 400
-    return (row_id, error_type, status, None, message, 1, retryable, T0)
+    return (row_id, error_type, status, None, message, 1, retryable, T0, None)
+
+
+def writer(folder: Path, schema: pa.Schema, prefix: str = PREFIX) -> PartWriter:
+    """A run's writer of a table: ``folder`` is OUTDIR/results or OUTDIR/errors."""
+    return PartWriter(LocalStorage(folder.parent), folder.name, schema, prefix=prefix)
+
+
+def part_paths(folder: Path) -> list[Path]:
+    """The committed parts of a table's folder, as zbatch lists them (in commit order)."""
+    return [folder / name for name in Parts(LocalStorage(folder.parent), folder.name).names]
 
 
 def write_parts(
-    folder: Path, schema: pa.Schema, batches: list[list[tuple]], stamp="20260101T000000.000"
-):
-    """Commit each batch as one part, the way the runner does; returns the part paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = PartWriter(folder, schema, stamp=stamp)
-    return [writer.commit(batch) for batch in batches]
+    folder: Path, schema: pa.Schema, batches: list[list[tuple]], prefix: str = PREFIX
+) -> list[Path]:
+    """Commit each batch as one part, the way a run does; returns the part each commit made."""
+    parts = writer(folder, schema, prefix)
+    made = []
+    for batch in batches:
+        before = set(part_paths(folder))
+        assert parts.commit(batch) == []
+        [new] = set(part_paths(folder)) - before
+        made.append(new)
+    return made
 
 
 RESULTS = pa.schema([pa.field(n, t) for n, t in SPEC_RESULT_COLUMNS])
@@ -86,7 +94,15 @@ RESULTS = pa.schema([pa.field(n, t) for n, t in SPEC_RESULT_COLUMNS])
 
 def read_parts(folder: Path) -> pa.Table:
     """Every committed part of a folder as one table, in commit order."""
-    return ds.dataset([str(p) for p in part_files(folder)], format="parquet").to_table()
+    return ds.dataset([str(p) for p in part_paths(folder)], format="parquet").to_table()
+
+
+def load_state(outdir: Path) -> Any:
+    return OutputDir(str(outdir)).load_state()
+
+
+def compact(outdir: Path) -> list[tuple[str, int, int]]:
+    return OutputDir(str(outdir)).compact()
 
 
 # --- result_schema --------------------------------------------------------------------------
@@ -175,7 +191,6 @@ def test_an_all_null_batch_keeps_every_column_type(tmp_path):
     schema = result_schema(settings, {"stars": pa.float64()})
     rows = [tuple(None for _ in schema)] * 3
     [path] = write_parts(tmp_path / "results", schema, [rows])
-    assert path is not None
     stored = pq.read_schema(path)
     assert stored.remove_metadata().equals(schema.remove_metadata())
     # ... and read as a dataset, the way a user reads results/
@@ -198,78 +213,111 @@ def test_a_committed_part_holds_the_rows_it_was_given(tmp_path):
 
 
 def test_commit_of_no_rows_writes_no_file(tmp_path):
-    writer = PartWriter(tmp_path, RESULTS, stamp="s")
-    assert writer.commit([]) is None
+    assert writer(tmp_path / "results", RESULTS).commit([]) == []
     assert list(tmp_path.iterdir()) == []
 
 
 def test_parts_are_numbered_in_commit_order_and_counted(tmp_path):
-    paths = write_parts(tmp_path, RESULTS, [[result_row(str(i))] for i in range(12)], stamp="S")
-    assert [p.name for p in paths] == [f"part-S-{i:05d}.parquet" for i in range(1, 13)]
-    assert part_files(tmp_path) == paths
+    paths = write_parts(tmp_path / "results", RESULTS, [[result_row(str(i))] for i in range(12)])
+    assert [p.name for p in paths] == [f"part-{PREFIX}-{i:05d}.parquet" for i in range(1, 13)]
+    assert part_paths(tmp_path / "results") == paths
 
 
 def test_hidden_temp_files_are_not_parts(tmp_path):
-    write_parts(tmp_path, RESULTS, [[result_row("a")]])
-    (tmp_path / ".part-x-00002.parquet.tmp").write_bytes(b"half a file")
-    assert [p.name for p in part_files(tmp_path)] == ["part-20260101T000000.000-00001.parquet"]
-    table = read_parts(tmp_path)
-    assert table is not None
-    assert table.column("id").to_pylist() == ["a"]
+    write_parts(tmp_path / "results", RESULTS, [[result_row("a")]])
+    (tmp_path / "results" / ".part-x-00002.parquet.tmp").write_bytes(b"half a file")
+    assert [p.name for p in part_paths(tmp_path / "results")] == [f"part-{PREFIX}-00001.parquet"]
+    assert read_parts(tmp_path / "results").column("id").to_pylist() == ["a"]
+
+
+def test_a_commit_never_overwrites_a_part_of_the_same_name(tmp_path):
+    """Parts are created under their final names create-only: a second writer that picks a
+    taken name fails, and the part already there keeps its rows; no temp file is left."""
+    [first] = write_parts(tmp_path / "results", RESULTS, [[result_row("a", "Paris")]])
+    before = first.read_bytes()
+    clash = writer(tmp_path / "results", RESULTS)  # same prefix: same first part name
+    with pytest.raises(FileExistsError):
+        clash.commit([result_row("b", "Rome")])
+    assert first.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [first.name]
+    assert clash.committed_rows == 0
+
+
+def test_rows_that_do_not_fit_the_schema_come_back_with_a_reason_and_the_rest_are_saved(
+    tmp_path,
+):
+    """One odd value never costs the other rows (issue 11 item 1): a commit stores the rows
+    that fit and hands back each one that does not, with why, in the order given."""
+    good = [result_row("a", "Paris"), result_row("b", "Rome"), result_row("c", "Oslo")]
+    odd = {
+        "int-request-id": result_row("int-request-id", request_id=12345),
+        "string-tokens": result_row("string-tokens", prompt_tokens="12"),
+        "huge-tokens": result_row("huge-tokens", total_tokens=2**70),
+        "surrogate": result_row("surrogate", "half a pair \ud800"),
+    }
+    rows = [odd["int-request-id"], good[0], odd["string-tokens"], good[1]]
+    rows += [odd["huge-tokens"], good[2], odd["surrogate"]]
+    parts = writer(tmp_path / "results", RESULTS)
+
+    unstorable = parts.commit(rows)
+
+    assert [row for row, _ in unstorable] == list(odd.values())
+    reasons = {row[0]: reason for row, reason in unstorable}
+    assert "int" in reasons["int-request-id"]
+    assert "'12'" in reasons["string-tokens"] and "int64" in reasons["string-tokens"]
+    assert "too large" in reasons["huge-tokens"]
+    assert "surrogate" in reasons["surrogate"]
+    assert all("\n" not in reason for reason in reasons.values())  # one line for a log
+    table = read_parts(tmp_path / "results")
+    assert table.column("id").to_pylist() == ["a", "b", "c"]
+    assert table.column("content").to_pylist() == ["Paris", "Rome", "Oslo"]
+    assert parts.committed_rows == 3
+
+
+def test_a_commit_of_only_rows_that_do_not_fit_writes_no_part(tmp_path):
+    """The error log's writer too: an error row of the wrong kinds comes back, no empty part."""
+    parts = writer(tmp_path / "errors", ERROR_SCHEMA)
+    odd = [
+        ("e1", "server_error", "500", None, "m", 1, True, T0, None),  # status as text
+        ("e2", "timeout", None, None, "m", 2**40, True, T0, None),  # attempts past int32
+    ]
+    assert [row for row, _ in parts.commit(odd)] == odd
+    assert part_paths(tmp_path / "errors") == []
+    assert parts.committed_rows == 0
 
 
 class FullDisk:
-    """An opener whose file fails with ENOSPC after ``room`` bytes, like a full disk."""
+    """An opener whose files fail with ENOSPC after ``room`` bytes, like a full disk."""
 
     def __init__(self, room: int) -> None:
         self.room = room
         self.opened: list[Path] = []
 
-    def __call__(self, path: Path, mode: str) -> Any:
+    def __call__(self, path: Path, mode: str) -> Torn:
         self.opened.append(Path(path))
-        return _FullFile(open(path, mode), self.room)  # closed by _FullFile
+        return Torn(open(path, mode), room=self.room, err=errno.ENOSPC)  # closed by Torn
 
 
-class _FullFile:
-    def __init__(self, handle: Any, room: int) -> None:
-        self._handle = handle
-        self._room = room
-        self.closed = False
-
-    def write(self, data: bytes) -> int:
-        if len(data) > self._room:
-            self._handle.write(bytes(data)[: self._room])
-            self._room = 0
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self._room -= len(data)
-        return self._handle.write(data)
-
-    def flush(self) -> None:
-        self._handle.flush()
-
-    def fileno(self) -> int:
-        return self._handle.fileno()
-
-    def close(self) -> None:
-        self.closed = True
-        self._handle.close()
-
-    def __enter__(self) -> _FullFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def full_disk(monkeypatch: pytest.MonkeyPatch, room: int) -> FullDisk:
+    """Make storage.py's files fail like a full disk: a module global ``open`` there shadows
+    the builtin for that module only."""
+    opener = FullDisk(room)
+    monkeypatch.setattr(storage_module, "open", opener, raising=False)
+    return opener
 
 
-def test_write_atomic_on_a_full_disk_leaves_no_temp_file_and_raises_a_clear_store_error(tmp_path):
+def test_a_write_on_a_full_disk_leaves_no_temp_file_and_raises_a_clear_store_error(
+    tmp_path, monkeypatch
+):
     target = tmp_path / "summary.json"
-    opener = FullDisk(room=10)
+    opener = full_disk(monkeypatch, room=10)
     with pytest.raises(StoreError) as caught:
-        write_atomic(target, lambda handle: handle.write(b"x" * 100), opener=opener)
+        LocalStorage(tmp_path).write_bytes("summary.json", b"x" * 100)
     message = str(caught.value)
     assert str(target) in message
     assert os.strerror(errno.ENOSPC) in message  # "No space left on device"
     assert "run the same command to resume" in message
+    assert caught.value.exit_code == 74
     assert isinstance(caught.value.__cause__, OSError)
     assert caught.value.__cause__.errno == errno.ENOSPC
     # It was writing to a hidden temp name, which is gone; the target was never created.
@@ -277,25 +325,37 @@ def test_write_atomic_on_a_full_disk_leaves_no_temp_file_and_raises_a_clear_stor
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_part_commit_on_a_full_disk_leaves_earlier_parts_intact_and_no_temp_file(tmp_path):
+def test_a_part_commit_on_a_full_disk_leaves_earlier_parts_intact_and_can_be_retried(
+    tmp_path, monkeypatch
+):
+    """A commit that fails mid-file leaves no trace; the caller still holds the rows and,
+    once there is room, commits them with the same writer."""
     folder = tmp_path / "results"
-    writer = PartWriter(folder.resolve(), RESULTS, stamp="S")
-    folder.mkdir()
-    first = writer.commit([result_row("a")])
-    writer.open_file = FullDisk(room=100)  # fails inside pyarrow's write, mid-file
+    parts = writer(tmp_path / "results", RESULTS, prefix="S")
+    assert parts.commit([result_row("a")]) == []
+    rows = [result_row(str(i), "x" * 200) for i in range(50)]
+    opener = full_disk(monkeypatch, room=100)  # fails inside pyarrow's write, mid-file
     with pytest.raises(StoreError, match=r"part-S-00002\.parquet"):
-        writer.commit([result_row(str(i), "x" * 200) for i in range(50)])
-    assert sorted(p.name for p in folder.iterdir()) == [first.name]
-    table = read_parts(folder)
-    assert table is not None
-    assert table.column("id").to_pylist() == ["a"]
-    assert writer.committed_rows == 1
+        parts.commit(rows)
+    assert opener.opened == [folder / ".part-S-00002.parquet.tmp"]
+    assert [p.name for p in folder.iterdir()] == ["part-S-00001.parquet"]
+    assert read_parts(tmp_path / "results").column("id").to_pylist() == ["a"]
+    assert parts.committed_rows == 1
+
+    monkeypatch.undo()  # space freed
+    assert parts.commit(rows) == []
+    ids = read_parts(tmp_path / "results").column("id").to_pylist()
+    assert ids == ["a", *(str(i) for i in range(50))]
+    assert parts.committed_rows == 51
+    assert sorted(p.name for p in folder.iterdir()) == [
+        p.name for p in part_paths(tmp_path / "results")
+    ]
 
 
-def test_write_atomic_replaces_the_target_whole(tmp_path):
+def test_a_whole_file_write_replaces_the_target_whole(tmp_path):
     target = tmp_path / "job.json"
     target.write_text("old")
-    write_atomic(target, lambda handle: handle.write(b"new"))
+    LocalStorage(tmp_path).write_bytes("job.json", b"new")
     assert target.read_text() == "new"
     assert list(tmp_path.iterdir()) == [target]
 
@@ -342,7 +402,8 @@ def test_the_latest_error_of_an_id_decides_whether_it_is_done(tmp_path):
     # c: within one part, the later row wins
     assert state.latest_error["c"] == ("bad_request", False)
     assert state.is_done("c")
-    assert state.failed == 2
+    assert state.failed == 3  # every id whose latest outcome is an error
+    assert state.failed_retryable == 1  # b, which the next run sends again
 
 
 def test_retry_failed_resends_non_retryable_errors_only(tmp_path):
@@ -393,19 +454,26 @@ def test_a_duplicate_id_error_does_not_hide_an_earlier_error_of_the_same_id(tmp_
     assert state.duplicates_logged == {"d"}
 
 
+def damage(part: Path) -> None:
+    """Overwrite the first data page; the footer still reads, the rows do not."""
+    data = bytearray(part.read_bytes())
+    data[4:40] = b"\xff" * 36
+    part.write_bytes(bytes(data))
+
+
 def test_a_part_that_cannot_be_read_stops_the_resume_naming_the_file(tmp_path):
     outdir = tmp_path / "out"
     parts = write_parts(
         outdir / "results", RESULTS, [[result_row("a")], [result_row("b")], [result_row("c")]]
     )
-    damaged = bytearray(parts[1].read_bytes())
-    damaged[4:40] = b"\xff" * 36  # the first data page; the footer still reads
-    parts[1].write_bytes(bytes(damaged))
+    damage(parts[1])
     with pytest.raises(StoreError, match=rf"{parts[1]} cannot be read .*run again"):
         load_state(outdir)
 
 
 # --- compaction -----------------------------------------------------------------------------
+
+TABLES = ("results", "errors")
 
 
 def make_outdir(tmp_path: Path) -> Path:
@@ -427,34 +495,48 @@ def make_outdir(tmp_path: Path) -> Path:
     return outdir
 
 
+def rows_of(outdir: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Each table's committed rows, in commit order."""
+    return {t: [tuple(r.values()) for r in read_parts(outdir / t).to_pylist()] for t in TABLES}
+
+
+def leftovers(outdir: Path) -> dict[str, list[str]]:
+    """Files in results/ and errors/ that are not committed parts (journals, staged, temp)."""
+    names = {t: {p.name for p in part_paths(outdir / t)} for t in TABLES}
+    return {
+        t: sorted(p.name for p in (outdir / t).iterdir() if p.name not in names[t]) for t in TABLES
+    }
+
+
+def assert_in_place_of(merged: str, old: list[str]) -> None:
+    """The merged part sorts where the last old part did: after the others, and before the
+    parts of any later run, so the error log keeps its order (the latest error wins)."""
+    later = f"part-20260101T000000.001-0000-{1:05d}.parquet"
+    assert sorted([*old[:-1], merged, later]) == [*old[:-1], merged, later]
+
+
 def test_compact_merges_each_folder_into_one_part_with_every_row_once_in_order(tmp_path):
     outdir = make_outdir(tmp_path)
-    results_before = read_parts(outdir / "results")
-    errors_before = read_parts(outdir / "errors")
-    last_result = part_files(outdir / "results")[-1].name
+    before = rows_of(outdir)
+    olds = {t: [p.name for p in part_paths(outdir / t)] for t in TABLES}
     state_before = load_state(outdir)
 
     report = compact(outdir)
 
     assert report == [("results", 3, 1), ("errors", 3, 1)]
-    [merged] = part_files(outdir / "results")
-    assert merged.name == last_result  # the merged part takes the last part's name
-    results_after = read_parts(outdir / "results")
-    assert results_after.to_pylist() == results_before.to_pylist()
-    ids = results_after.column("id").to_pylist()
+    [merged] = part_paths(outdir / "results")
+    assert_in_place_of(merged.name, olds["results"])
+    assert rows_of(outdir) == before
+    ids = read_parts(outdir / "results").column("id").to_pylist()
     assert ids == [f"r{i}" for i in range(9)]
-    assert len(part_files(outdir / "errors")) == 1
+    [merged] = part_paths(outdir / "errors")
+    assert_in_place_of(merged.name, olds["errors"])
     # The error log keeps its order, so the latest error still wins.
-    assert read_parts(outdir / "errors").to_pylist() == errors_before.to_pylist()
     state_after = load_state(outdir)
     assert state_after.latest_error == state_before.latest_error
     assert state_after.latest_error["e1"] == ("content_filter", False)
     assert state_after.succeeded == state_before.succeeded
-    # No journal or temp file is left behind.
-    for folder in ("results", "errors"):
-        assert sorted(p.name for p in (outdir / folder).iterdir()) == [
-            p.name for p in part_files(outdir / folder)
-        ]
+    assert leftovers(outdir) == {"results": [], "errors": []}  # no journal, staged or temp
 
 
 def test_compact_leaves_a_single_part_or_no_part_alone(tmp_path):
@@ -468,102 +550,194 @@ def test_compact_leaves_a_single_part_or_no_part_alone(tmp_path):
 def test_compact_twice_changes_nothing_the_second_time(tmp_path):
     outdir = make_outdir(tmp_path)
     compact(outdir)
-    table = read_parts(outdir / "results")
+    after_first = rows_of(outdir)
     assert compact(outdir) == [("results", 1, 1), ("errors", 1, 1)]
-    assert read_parts(outdir / "results").to_pylist() == table.to_pylist()
+    assert rows_of(outdir) == after_first
 
 
-def simulate_crash(folder: Path, *, merged_committed: bool) -> list[Path]:
-    """Leave a folder as a compaction killed after the journal (and maybe the merge) was written."""
-    parts = part_files(folder)
-    table = read_parts(folder)
-    journal = {
-        "replaced_by": parts[-1].name,
-        "rows": table.num_rows,
-        "remove": [p.name for p in parts[:-1]],
-    }
-    (folder / JOURNAL).write_text(json.dumps(journal))
-    if merged_committed:
-        pq.write_table(table, parts[-1])
-    return parts
-
-
-def test_recover_after_the_merged_part_was_committed_removes_the_old_parts(tmp_path):
+def test_a_merged_part_stays_before_the_parts_of_later_runs(tmp_path):
+    """Compacted, then resumed: the later run's parts sort after the merged one, so a second
+    compaction keeps commit order and a later error of an id still wins."""
     outdir = make_outdir(tmp_path)
-    folder = outdir / "results"
-    expected = read_parts(folder).to_pylist()
-    parts = simulate_crash(folder, merged_committed=True)
-    # Before recovery the merged part and the old parts both hold the early rows.
-    assert read_parts(folder).num_rows == 2 * len(expected) - 3
-
-    recover(folder)
-
-    assert part_files(folder) == [parts[-1]]
-    assert not (folder / JOURNAL).exists()
-    assert read_parts(folder).to_pylist() == expected
-
-
-def test_recover_before_the_merged_part_was_committed_keeps_every_part(tmp_path):
-    outdir = make_outdir(tmp_path)
-    folder = outdir / "results"
-    expected = read_parts(folder).to_pylist()
-    parts = simulate_crash(folder, merged_committed=False)
-
-    recover(folder)
-
-    assert part_files(folder) == parts  # nothing was removed: the rows exist only there
-    assert not (folder / JOURNAL).exists()
-    assert read_parts(folder).to_pylist() == expected
-
-
-def test_recover_finishes_removals_that_were_half_done(tmp_path):
-    outdir = make_outdir(tmp_path)
-    folder = outdir / "errors"
-    expected = read_parts(folder).to_pylist()
-    parts = simulate_crash(folder, merged_committed=True)
-    parts[0].unlink()  # the crash came after the first removal
-
-    recover(folder)
-
-    assert part_files(folder) == [parts[-1]]
-    assert read_parts(folder).to_pylist() == expected
-
-
-def test_recover_without_a_journal_does_nothing(tmp_path):
-    outdir = make_outdir(tmp_path)
-    parts = part_files(outdir / "results")
-    recover(outdir / "results")
-    assert part_files(outdir / "results") == parts
-
-
-def test_compact_after_a_crashed_compaction_ends_with_every_id_once(tmp_path):
-    outdir = make_outdir(tmp_path)
-    expected = read_parts(outdir / "results").to_pylist()
-    simulate_crash(outdir / "results", merged_committed=True)
     compact(outdir)
-    assert len(part_files(outdir / "results")) == 1
-    assert read_parts(outdir / "results").to_pylist() == expected
+    later = "20260101T000000.001-beef"  # a later run's prefix
+    write_parts(outdir / "results", RESULTS, [[result_row("r9", "answer 9")]], prefix=later)
+    write_parts(outdir / "errors", ERROR_SCHEMA, [[error_row("e1", "timeout", True)]], prefix=later)
+    before = rows_of(outdir)
+    assert [row[0] for row in before["results"]] == [f"r{i}" for i in range(10)]
+
+    assert compact(outdir) == [("results", 2, 1), ("errors", 2, 1)]
+
+    assert rows_of(outdir) == before
+    assert load_state(outdir).latest_error["e1"] == ("timeout", True)
+
+
+class Crash(BaseException):
+    """Stands for the process dying between two changes to the output directory."""
+
+
+class Watched(LocalStorage):
+    """A local OUTDIR that notes every change made to it, and what a reader of results/ and
+    errors/ finds before each; with ``crash_at`` it dies just before that (1-based) change."""
+
+    def __init__(self, root: Path, crash_at: int | None = None) -> None:
+        super().__init__(root)
+        self.crash_at = crash_at
+        self.changes: list[tuple[str, str]] = []
+        self.moments: list[dict[str, dict[str, list[tuple[Any, ...]]]]] = []
+
+    def _change(self, op: str, name: str) -> None:
+        self.moments.append(snapshot(self.root))
+        self.changes.append((op, name))
+        if len(self.changes) == self.crash_at:
+            raise Crash(f"{op} {name}")
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self._change("write", name)
+        super().write_bytes(name, data)
+
+    def create(self, name: str, write: Any) -> None:
+        self._change("create", name)
+        super().create(name, write)
+
+    def move(self, src: str, dst: str) -> None:
+        self._change("move", src)
+        super().move(src, dst)
+
+    def delete(self, name: str) -> None:
+        self._change("delete", name)
+        super().delete(name)
+
+
+def snapshot(root: Path) -> dict[str, dict[str, list[tuple[Any, ...]]]]:
+    """What a reader of each folder would find now: every visible part's rows, by name.
+
+    Readers skip hidden names (pyarrow.dataset ignores '.' and '_' prefixes)."""
+    found = {}
+    for table in TABLES:
+        folder = root / table
+        names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        found[table] = {
+            name: [tuple(r.values()) for r in pq.read_table(folder / name).to_pylist()]
+            for name in names
+            if not name.startswith((".", "_"))
+        }
+    return found
+
+
+# The changes a compaction of three parts per table makes, in order (issue 11 item 10): the
+# journal, the merged part staged under a hidden name, the old parts removed, the staged part
+# moved to the last old part's name, the journal removed.
+COMPACTION_STEPS = [
+    (table, step)
+    for table in TABLES
+    for step in ("journal", "stage", "remove 1", "remove 2", "remove 3", "move", "forget")
+]
+
+
+def test_compaction_makes_its_changes_in_the_order_that_keeps_readers_safe(tmp_path):
+    outdir = make_outdir(tmp_path)
+    parts = {t: [p.name for p in part_paths(outdir / t)] for t in TABLES}
+    storage = Watched(outdir)
+    OutputDir(str(outdir), storage).compact()
+    expected = []
+    for table in TABLES:
+        staged = storage.changes[len(expected) + 1][1]
+        assert staged.startswith(f"{table}/."), "staged where readers look"
+        expected += [("write", f"{table}/{COMPACT_JOURNAL}"), ("create", staged)]
+        expected += [("delete", f"{table}/{name}") for name in parts[table]]
+        expected += [("move", staged), ("delete", f"{table}/{COMPACT_JOURNAL}")]
+    assert storage.changes == expected
+    assert len(expected) == len(COMPACTION_STEPS)
+
+
+@pytest.mark.parametrize(
+    "step", range(1, len(COMPACTION_STEPS) + 1), ids=[f"{t}-{s}" for t, s in COMPACTION_STEPS]
+)
+def test_a_compaction_cut_off_before_any_step_shows_each_row_at_most_once_and_is_finished(
+    tmp_path, step
+):
+    """Killed just before each change it makes, a compaction leaves readers every row at most
+    once (and none that never was); what a run does first (tidy) then leaves every row exactly
+    once in order, finishing the merge once it was staged, else keeping the old parts; and a
+    compaction after that ends with one part per table."""
+    outdir = make_outdir(tmp_path)
+    before = rows_of(outdir)
+    parts_before = {t: part_paths(outdir / t) for t in TABLES}
+    table, name = COMPACTION_STEPS[step - 1]
+    with pytest.raises(Crash):
+        OutputDir(str(outdir), Watched(outdir, crash_at=step)).compact()
+
+    for t, parts in snapshot(outdir).items():
+        seen = Counter(row for rows in parts.values() for row in rows)
+        assert not seen - Counter(before[t]), f"{t}: a reader sees a row twice or a new row"
+
+    OutputDir(str(outdir)).tidy()
+    assert rows_of(outdir) == before
+    assert leftovers(outdir) == {"results": [], "errors": []}
+    staged = name not in ("journal", "stage")
+    for t in TABLES:
+        if TABLES.index(t) < TABLES.index(table) or (t == table and staged):
+            [merged] = part_paths(outdir / t)
+            assert_in_place_of(merged.name, [p.name for p in parts_before[t]])
+        else:
+            assert part_paths(outdir / t) == parts_before[t], t
+
+    counts = [(t, len(part_paths(outdir / t)), 1) for t in TABLES]
+    assert compact(outdir) == counts
+    assert rows_of(outdir) == before
+
+
+def test_no_reader_of_a_compacting_folder_sees_a_row_twice(tmp_path):
+    """A reader lists a folder at one moment and opens each listed part then or later; an open
+    file keeps the rows it had. Whatever moments it picks during a compaction, it never gets a
+    row twice: no part name ever stands for rows another listed name still holds."""
+    outdir = make_outdir(tmp_path)
+    storage = Watched(outdir)
+    OutputDir(str(outdir), storage).compact()
+    moments = [*storage.moments, snapshot(outdir)]
+    for table in TABLES:
+        for listed_at, listing in enumerate(moments):
+            later = moments[listed_at:]
+            for first, second in itertools.combinations(sorted(listing[table]), 2):
+                for a, b in itertools.product(later, later):
+                    if first in a[table] and second in b[table]:
+                        shared = set(a[table][first]) & set(b[table][second])
+                        assert not shared, (
+                            f"{table}: listed at change {listed_at}, {first} and {second} "
+                            f"opened later both hold {sorted(shared)[:3]}"
+                        )
+
+
+def test_tidy_without_a_journal_changes_no_part(tmp_path):
+    outdir = make_outdir(tmp_path)
+    parts = {t: part_paths(outdir / t) for t in TABLES}
+    before = rows_of(outdir)
+    OutputDir(str(outdir)).tidy()
+    assert {t: part_paths(outdir / t) for t in TABLES} == parts
+    assert rows_of(outdir) == before
 
 
 def test_compact_stops_on_a_part_it_cannot_read_and_keeps_every_part(tmp_path):
     outdir = make_outdir(tmp_path)
-    folder = outdir / "results"
-    parts = part_files(folder)
+    parts = part_paths(outdir / "results")
     before = [p.read_bytes() for p in parts]
-    damaged = bytearray(before[1])
-    damaged[4:40] = b"\xff" * 36  # the first data page; the footer still reads
-    parts[1].write_bytes(bytes(damaged))
+    damage(parts[1])
 
     with pytest.raises(StoreError, match=rf"{parts[1].name} cannot be read .*move it out of"):
         compact(outdir)
 
-    recover(folder)  # what the next run does first
-    assert part_files(folder) == parts
+    OutputDir(str(outdir)).tidy()  # what the next run does first
+    assert part_paths(outdir / "results") == parts
     assert parts[0].read_bytes() == before[0] and parts[2].read_bytes() == before[2]
-    assert sorted(p.name for p in folder.iterdir()) == [p.name for p in parts]  # no leftovers
+    assert leftovers(outdir)["results"] == []
 
 
 # --- the lock -------------------------------------------------------------------------------
+
+
+def locked(outdir: Path, shard: tuple[int, int] | None = None) -> Any:
+    return OutputDir(str(outdir)).locked(shard)
 
 
 def test_a_second_lock_in_the_same_process_is_refused_naming_the_holders_pid(tmp_path):
@@ -588,12 +762,41 @@ def test_locked_creates_the_output_directory(tmp_path):
         assert outdir.is_dir()
 
 
+@pytest.mark.parametrize(
+    ("lock", "shard", "target_exists"),
+    [(".lock", None, True), (".lock", None, False), (".lock-2of4", (2, 4), True)],
+    ids=["to-a-file", "dangling", "shard-lock"],
+)
+def test_a_symlink_at_the_lock_path_is_refused_and_its_target_untouched(
+    tmp_path, lock, shard, target_exists
+):
+    """A link planted at OUTDIR/.lock (or a shard's lock) is never followed: the run stops
+    with a StoreError (exit 74) naming it, and the file it points to is neither created,
+    truncated nor written."""
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    target = tmp_path / "precious.txt"
+    if target_exists:
+        target.write_text("not zbatch's to write\n")
+    (outdir / lock).symlink_to(target)
+
+    with pytest.raises(StoreError) as caught, locked(outdir, shard):
+        pass
+
+    assert caught.value.exit_code == 74
+    assert str(outdir / lock) in str(caught.value) and "symbolic link" in str(caught.value)
+    assert (outdir / lock).is_symlink()
+    if target_exists:
+        assert target.read_text() == "not zbatch's to write\n"
+    else:
+        assert not target.exists()
+
+
 HOLDER = textwrap.dedent(
     """
     import sys
-    from pathlib import Path
-    from zbatch.store import locked
-    with locked(Path(sys.argv[1])):
+    from zbatch.store import OutputDir
+    with OutputDir(sys.argv[1]).locked():
         print("locked", flush=True)
         sys.stdin.readline()
     """
@@ -636,14 +839,12 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
 
 def test_tidy_removes_temp_files_a_crash_left_behind(tmp_path):
     """A run starts by deleting hidden .tmp parts a crash left; committed parts stay."""
-    from zbatch.store import tidy
-
     results = tmp_path / "results"
     results.mkdir()
     leftover = results / ".part-x-00001.parquet.tmp"
     leftover.write_bytes(b"half a file")
     kept = results / "part-x-00000.parquet"
     pq.write_table(pa.table({"id": ["a"]}), kept)
-    tidy(tmp_path)
+    OutputDir(str(tmp_path)).tidy()
     assert not leftover.exists()
     assert kept.exists()

@@ -219,9 +219,9 @@ class OutputDir:
         """Merge each table's parts into one; (table, parts before, parts after) for each.
 
         The order keeps every id at most once for any reader at any moment: the merged part
-        is staged under a hidden name, the old parts go, then the merged part takes the last
-        old part's name (so the error log keeps its order). A journal written first lets
-        :meth:`_recover` finish or undo a compaction a crash cut off."""
+        is staged under a hidden name, the old parts go, then the merged part takes a new name
+        in the last old part's place (so the error log keeps its order). A journal written
+        first lets :meth:`_recover` finish or undo a compaction a crash cut off."""
         report = []
         with self.locked():
             for table in TABLES:
@@ -230,8 +230,9 @@ class OutputDir:
                 if len(parts.names) < 2:
                     report.append((table, len(parts.names), len(parts.names)))
                     continue
-                staged = f".compact-{parts.names[-1]}"
-                journal = {"staged": staged, "target": parts.names[-1], "remove": parts.names}
+                target = merged_name(parts.names[-1])
+                staged = f".compact-{target}"
+                journal = {"staged": staged, "target": target, "remove": parts.names}
                 self.storage.write_bytes(f"{table}/{COMPACT_JOURNAL}", dumps(journal))
                 self.storage.create(f"{table}/{staged}", functools.partial(_merge, parts))
                 self._recover(table)
@@ -244,11 +245,24 @@ class OutputDir:
         if journal is None:
             return
         staged, target = f"{table}/{journal['staged']}", f"{table}/{journal['target']}"
-        if journal["staged"] in self.storage.list(table):
+        names = self.storage.list(table)
+        if journal["staged"] in names:
             for name in journal["remove"]:
                 self.storage.delete(f"{table}/{name}")
-            self.storage.move(staged, target)
+            if journal["target"] in names:  # the move was cut off after giving the new name
+                self.storage.delete(staged)
+            else:
+                self.storage.move(staged, target)
         self.storage.delete(f"{table}/{COMPACT_JOURNAL}")
+
+
+def merged_name(last: str) -> str:
+    """A new name for a merged part, sorting where the last old part did (readers and resume
+    read parts in name order): part-X-00007.parquet -> part-X-00007.merged.parquet.
+
+    Never an old part's name: a reader that listed the folder before the swap and opened
+    that name after it would get the merged rows on top of the old parts it had read."""
+    return f"{last.removesuffix('.parquet')}.merged.parquet"
 
 
 def _merge(parts: Parts, handle: Any) -> None:
