@@ -1,8 +1,9 @@
-"""Limits: RPM pacing and an unknown concurrency cap, against the fake server.
+"""Limits: RPM pacing, an unknown concurrency cap and background 429s, against the fake server.
 
-    python bench/limits.py                          # both cases (about 2.5 minutes)
+    python bench/limits.py                          # all three cases (about 4 minutes)
     python bench/limits.py --rpm 1200 --rpm-rows 1300
-    python bench/limits.py --skip-rpm --cap-reps 3
+    python bench/limits.py --skip-rpm --skip-background --cap-reps 3
+    python bench/limits.py --skip-rpm --skip-cap --background-share 0.02
 
 (a) ``--rpm R``: the zbatch CLI with --rpm R on the zero-latency server. From the server's
     record of request arrival times (GET /stats ``request_starts``): the achieved rate, and
@@ -13,6 +14,9 @@
     any request above 6 in flight. zbatch with ``--concurrency 48`` (it must find the cap)
     against the oracle ``--concurrency 6`` (it knows it): throughput ratio and the share of
     requests rejected with 1302. Runs alternate; each uses a fresh server subprocess.
+(c) Background 429s: server ``--latency 0.1 --rates '{"1302": 0.02}'`` rejects 2 % of requests
+    whatever the load. zbatch with ``--concurrency 256`` against the same server without the
+    rejections: the throughput ratio (issue 11 asks >= 0.7) and where the concurrency settles.
 
 Every zbatch run is the installed console script as a subprocess, with a new OUTDIR, and must
 finish with every row in the results.
@@ -92,18 +96,19 @@ def rpm_case(work: Path, rpm: float, rows: int, concurrency: int) -> None:
     print(table(["measure", "value", "limit"], table_rows))
 
 
-def cap_case(work: Path, rows: int, reps: int, cap: int, latency: float, ceiling: int) -> None:
-    settings = {"max_inflight": cap, "latency": latency}
-    runs: dict[str, list[dict[str, Any]]] = {"oracle": [], "adaptive": []}
+def compare(
+    work: Path, rows: int, reps: int, cases: list[tuple[str, int, dict[str, Any]]]
+) -> list[list[Any]]:
+    """Run each ``(name, concurrency, server settings)`` case ``reps`` times, alternating; one
+    table row of medians per case, with the rate relative to the first case."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in cases}
     for rep in range(1, reps + 1):
-        for name, concurrency in (("oracle", cap), ("adaptive", ceiling)):
+        for name, concurrency, settings in cases:
             summary, stats, seconds = run_zbatch(work, settings, rows, concurrency)
             rejected = stats["errors_by_code"].get("1302", 0)
             run = {
                 "rate": rows / seconds,
-                "seconds": seconds,
                 "requests": stats["requests"],
-                "rejected": rejected,
                 "share": rejected / stats["requests"],
                 "final": summary["concurrency"]["final"],
                 "minimum": summary["concurrency"]["minimum"],
@@ -111,17 +116,13 @@ def cap_case(work: Path, rows: int, reps: int, cap: int, latency: float, ceiling
             }
             runs[name].append(run)
             say(
-                f"  (b) rep {rep}/{reps} {name:<8} c={concurrency:<3} {run['rate']:6.1f} rows/s, "
+                f"  rep {rep}/{reps} {name:<12} c={concurrency:<3} {run['rate']:7.1f} rows/s, "
                 f"{rejected} rejected of {stats['requests']}, concurrency min {run['minimum']}"
                 f" final {run['final']}"
             )
-    print(
-        f"\n(b) Unknown concurrency cap: server --max-inflight {cap} --latency {latency:g}, "
-        f"{rows:,} rows, {reps} rep(s), medians; ideal {cap / latency:.0f} rows/s\n"
-    )
+    baseline = median([r["rate"] for r in runs[cases[0][0]]])
     table_rows = []
-    oracle_rate = median([r["rate"] for r in runs["oracle"]])
-    for name, concurrency in (("oracle", cap), ("adaptive", ceiling)):
+    for name, concurrency, _ in cases:
         values = runs[name]
         rate = median([r["rate"] for r in values])
         table_rows.append(
@@ -129,7 +130,7 @@ def cap_case(work: Path, rows: int, reps: int, cap: int, latency: float, ceiling
                 f"zbatch --concurrency {concurrency} ({name})",
                 f"{rate:,.1f}",
                 spread([r["rate"] for r in values]),
-                f"{rate / oracle_rate:.2f}",
+                f"{rate / baseline:.2f}",
                 round(median([r["requests"] for r in values])),
                 f"{median([r['share'] for r in values]):.1%}",
                 f"{median([r['minimum'] for r in values]):g} / "
@@ -137,17 +138,52 @@ def cap_case(work: Path, rows: int, reps: int, cap: int, latency: float, ceiling
                 round(median([r["max_inflight"] for r in values])),
             ]
         )
-    headers = [
-        "run",
-        "rows/s",
-        "range",
-        "vs oracle",
-        "requests",
-        "1302 share",
-        "concurrency min / final",
-        "server max in flight",
-    ]
-    print(table(headers, table_rows))
+    return table_rows
+
+
+HEADERS = [
+    "run",
+    "rows/s",
+    "range",
+    "vs {}",
+    "requests",
+    "1302 share",
+    "concurrency min / final",
+    "server max in flight",
+]
+
+
+def cap_case(work: Path, rows: int, reps: int, cap: int, latency: float, ceiling: int) -> None:
+    settings = {"max_inflight": cap, "latency": latency}
+    say(f"(b) unknown cap {cap}: {rows:,} rows, {reps} rep(s) ...")
+    table_rows = compare(
+        work, rows, reps, [("oracle", cap, settings), ("adaptive", ceiling, settings)]
+    )
+    print(
+        f"\n(b) Unknown concurrency cap: server --max-inflight {cap} --latency {latency:g}, "
+        f"{rows:,} rows, {reps} rep(s), medians; ideal {cap / latency:.0f} rows/s\n"
+    )
+    print(table([h.format("oracle") for h in HEADERS], table_rows))
+
+
+def background_case(
+    work: Path, rows: int, reps: int, share: float, latency: float, concurrency: int
+) -> None:
+    clean = {"latency": latency}
+    noisy = {"latency": latency, "rates": json.dumps({"1302": share}), "seed": 1}
+    say(f"(c) background 1302s ({share:.0%}): {rows:,} rows, {reps} rep(s) ...")
+    table_rows = compare(
+        work,
+        rows,
+        reps,
+        [("no 429s", concurrency, clean), (f"{share:.0%} 1302s", concurrency, noisy)],
+    )
+    print(
+        f"\n(c) Background 429s: server --latency {latency:g}, with and without --rates "
+        f"'{{\"1302\": {share:g}}}' (rejections whatever the load), {rows:,} rows, {reps} rep(s), "
+        f"medians; ideal {concurrency / latency:,.0f} rows/s\n"
+    )
+    print(table([h.format("no 429s") for h in HEADERS], table_rows))
 
 
 def main() -> None:
@@ -160,8 +196,14 @@ def main() -> None:
     parser.add_argument("--ceiling", type=int, default=48, help="zbatch --concurrency")
     parser.add_argument("--cap-rows", type=int, default=1500)
     parser.add_argument("--cap-reps", type=int, default=2)
+    parser.add_argument("--background-share", type=float, default=0.02, help="1302 rate")
+    parser.add_argument("--background-latency", type=float, default=0.1, help="server --latency")
+    parser.add_argument("--background-concurrency", type=int, default=256)
+    parser.add_argument("--background-rows", type=int, default=20_000)
+    parser.add_argument("--background-reps", type=int, default=2)
     parser.add_argument("--skip-rpm", action="store_true")
     parser.add_argument("--skip-cap", action="store_true")
+    parser.add_argument("--skip-background", action="store_true")
     args = parser.parse_args()
     print(f"machine: {machine_line()}")
     with tempfile.TemporaryDirectory(prefix="zbatch-limits-") as tmp:
@@ -172,6 +214,16 @@ def main() -> None:
         if not args.skip_cap:
             make_jsonl(work / "input.jsonl", args.cap_rows)
             cap_case(work, args.cap_rows, args.cap_reps, args.cap, args.cap_latency, args.ceiling)
+        if not args.skip_background:
+            make_jsonl(work / "input.jsonl", args.background_rows)
+            background_case(
+                work,
+                args.background_rows,
+                args.background_reps,
+                args.background_share,
+                args.background_latency,
+                args.background_concurrency,
+            )
 
 
 if __name__ == "__main__":

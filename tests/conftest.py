@@ -159,7 +159,7 @@ def prompt_rows(count: int, *, prefix: str = "row", start: int = 0) -> list[dict
 
 def read_table(folder: Path) -> pa.Table:
     """Every committed part of results/ or errors/, read the way a user would."""
-    if not folder.is_dir() or not any(folder.glob("*.parquet")):
+    if not folder.is_dir() or not any(folder.glob("part-*.parquet")):
         return pa.table({"id": pa.array([], pa.string())})
     return ds.dataset(folder, format="parquet").to_table()
 

@@ -14,11 +14,12 @@ import pytest
 from batch_server import BatchServer
 from zai_server import answer_for
 
-from zbatch.batch.api import BatchApi, BatchApiDown
+from zbatch.batch.api import BatchApi
 from zbatch.batch.simulate import SimulatedBatchApi
-from zbatch.errors import FatalApiError, JobError, QuotaReached
+from zbatch.errors import EndpointDown, FatalApiError, JobError, QuotaReached
 from zbatch.job import Job
 from zbatch.limits import Backoff
+from zbatch.providers import ZAI
 
 ENDPOINT = "/v4/chat/completions"
 KEY = "zk-batch-test-key-0123456789"
@@ -30,6 +31,7 @@ def run(factory: Callable[[BatchApi], Awaitable[T]], base_url: str, **options: A
 
     async def main() -> T:
         api = BatchApi(
+            ZAI,
             base_url=base_url,
             api_key=options.pop("api_key", KEY),
             timeout=10,
@@ -277,7 +279,7 @@ def test_retryable_failures_back_off_then_succeed(server: BatchServer, tmp_path:
 
 def test_retries_exhausted_is_endpoint_down(server: BatchServer, tmp_path: Path) -> None:
     server.inject("list", 502, times=10)
-    with pytest.raises(BatchApiDown, match="kept failing") as caught:
+    with pytest.raises(EndpointDown, match="kept failing") as caught:
         run(lambda api: api.find_batch("file-x"), server.base_url, max_retries=2)
     assert caught.value.exit_code == 69
     assert server.requests["list"] == 3

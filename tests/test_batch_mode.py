@@ -29,7 +29,8 @@ from zai_server import answer_for
 
 import zbatch
 from zbatch.batch.mode import chat_endpoint, line_outcome
-from zbatch.errors import Failure
+from zbatch.outcome import Failure
+from zbatch.providers import ZAI, provider_for
 
 FILTERED = {"index": 0, "finish_reason": "sensitive", "message": {"content": ""}}
 TIMING = ["latency_ms", "completed_at", "failed_at", "request_id"]
@@ -345,9 +346,16 @@ def test_force_keeps_an_earlier_requests_batch_out_of_the_new_results(tmp_path: 
     assert ledger[0]["fingerprint"] != ledger[1]["fingerprint"]
 
 
-def test_the_chat_endpoint_follows_the_base_url() -> None:
-    assert chat_endpoint("https://open.bigmodel.cn/api/paas/v4") == ("/v4/chat/completions", None)
-    assert chat_endpoint("https://api.openai.com/v1/") == ("/v1/chat/completions", "24h")
+def test_the_batch_endpoint_follows_the_provider() -> None:
+    """Z.AI / bigmodel name the chat path /v4/...; OpenAI /v1/... and needs a 24 h window."""
+    assert chat_endpoint(provider_for("https://open.bigmodel.cn/api/paas/v4")) == (
+        "/v4/chat/completions",
+        None,
+    )
+    assert chat_endpoint(provider_for("https://api.openai.com/v1/")) == (
+        "/v1/chat/completions",
+        "24h",
+    )
 
 
 @pytest.mark.parametrize(
@@ -376,7 +384,7 @@ def test_the_chat_endpoint_follows_the_base_url() -> None:
 def test_error_lines_are_classified_with_the_live_code_table(
     line: dict[str, Any], expected: tuple[str, bool] | None
 ) -> None:
-    outcome = line_outcome(line)
+    outcome = line_outcome(line, ZAI)
     if expected is None:
         assert outcome is None
     else:

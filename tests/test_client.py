@@ -5,15 +5,23 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import subprocess
+import sys
+import sysconfig
+import zipfile
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from zbatch.client import Client, Success, error_details, parse_answer, parse_retry_after
-from zbatch.errors import Failure, Scope
+import zbatch
+from zbatch.client import MAX_RETRY_AFTER, Client, parse_retry_after
+from zbatch.errors import JobError
+from zbatch.outcome import Failure, Scope, Success
+from zbatch.providers import OPENAI, ZAI
 
 KEY = "zk-unit-test-KEY.0123456789abcdef"
 BASE = "https://api.example.test/api/paas/v4/"
@@ -42,7 +50,9 @@ def answer(
     return body
 
 
-def send(handler: Any, body: dict[str, Any] | None = None, *, key: str | None = KEY) -> Any:
+def send(
+    handler: Any, body: dict[str, Any] | None = None, *, key: str | None = KEY, provider=ZAI
+) -> Any:
     """Send one request through a Client whose transport is ``handler``; return the outcome."""
 
     async def main() -> Any:
@@ -51,6 +61,7 @@ def send(handler: Any, body: dict[str, Any] | None = None, *, key: str | None = 
             api_key=key,
             timeout=5.0,
             max_connections=4,
+            provider=provider,
             transport=httpx.MockTransport(handler),
         )
         try:
@@ -134,8 +145,8 @@ def test_finish_reason_length_is_still_a_success_with_the_partial_answer():
     assert outcome.content == "The answer is cut of"
 
 
-def test_null_content_becomes_an_empty_string():
-    outcome = send(reply(200, answer(None)))
+def test_an_empty_string_content_is_an_empty_success():
+    outcome = send(reply(200, answer("")))
     assert isinstance(outcome, Success)
     assert outcome.content == ""
 
@@ -265,20 +276,35 @@ def test_no_retry_after_header_means_none():
         ("12", 12.0),
         ("0.5", 0.5),
         ("-3", 0.0),  # never a negative wait
+        ("-inf", 0.0),
         ("", None),
         (None, None),
         ("soon", None),
         ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date in the past: no wait
-        ("inf", None),  # never an endless wait
         ("nan", None),
+        # never an endless or absurd wait: capped
+        ("inf", MAX_RETRY_AFTER),
+        ("99999999", MAX_RETRY_AFTER),
+        ("1e400", MAX_RETRY_AFTER),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", MAX_RETRY_AFTER),
+        ("Mon, 99 Foo 2015 07:28:00 GMT", None),
     ],
 )
-def test_parse_retry_after_accepts_seconds_and_dates_and_ignores_garbage(value, expected):
+def test_parse_retry_after_accepts_seconds_and_dates_caps_them_and_ignores_garbage(value, expected):
     assert parse_retry_after(value) == expected
 
 
+def test_an_error_that_is_only_a_message_keeps_the_message():
+    outcome = send(reply(404, {"error": "model 'x' not found, try pulling it first"}))
+    assert isinstance(outcome, Failure)
+    assert (outcome.message, outcome.error_code) == (
+        "model 'x' not found, try pulling it first",
+        None,
+    )
+
+
 def test_error_details_of_a_plain_text_body():
-    assert error_details(b"  upstream timed out \n") == (None, "upstream timed out")
+    assert ZAI.error_details(b"  upstream timed out \n") == (None, "upstream timed out")
 
 
 # --- unusable 200 answers -------------------------------------------------------------------
@@ -313,7 +339,7 @@ def test_finish_reason_network_error_is_a_retryable_server_error():
 
 
 def test_parse_answer_is_usable_without_a_client():
-    outcome = parse_answer(json.dumps(answer("direct")).encode(), 12)
+    outcome = ZAI.parse_answer(json.dumps(answer("direct")).encode(), 12)
     assert isinstance(outcome, Success)
     assert (outcome.content, outcome.latency_ms) == ("direct", 12)
 
@@ -432,3 +458,72 @@ def test_requests_carry_the_key_and_json_headers() -> None:
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"].startswith("zbatch/")
+
+
+# --- construction ---------------------------------------------------------------------------
+
+
+def test_a_base_url_httpx_cannot_parse_is_a_job_error():
+    with pytest.raises(JobError, match="base_url is not a usable URL"):
+        Client(base_url="http://[::1", api_key=KEY, timeout=5, max_connections=1, provider=ZAI)
+
+
+def test_an_openai_compatible_client_classifies_by_status_not_by_z_ai_codes():
+    """On an OpenAI-compatible server, a 429 is "slow down" whatever code the body names."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(429, json={"error": {"code": "1113", "message": "busy"}})
+
+    outcome = send(handler, provider=OPENAI)
+    assert isinstance(outcome, Failure)
+    assert (outcome.scope, outcome.error_code) == (Scope.SLOW_DOWN, "1113")
+    assert seen == ["https://api.example.test/api/paas/v4/chat/completions"]
+
+
+# The client run from a zip of the package, with every installed distribution but zbatch's.
+NO_METADATA = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import anyio, httpx, zbatch
+from zbatch.client import Client
+from zbatch.providers import ZAI
+assert zbatch.__file__.startswith(sys.argv[1]), zbatch.__file__
+
+async def main():
+    seen = []
+    def handler(request):
+        seen.append(request.headers["user-agent"])
+        return httpx.Response(200, json={"choices": [{"message": {"content": "ok"}}]})
+    client = Client(base_url="http://x.test/v1", api_key=None, timeout=5, max_connections=1,
+                    provider=ZAI, transport=httpx.MockTransport(handler))
+    outcome = await client.send(b"{}")
+    print(seen[0], outcome.content)
+
+anyio.run(main)
+"""
+
+
+def test_the_client_works_from_a_zip_without_installed_metadata(tmp_path: Path) -> None:
+    """Spark --py-files and source trees have no dist-info: the User-Agent must not need it."""
+    package = Path(zbatch.__file__).parent
+    archive = tmp_path / "zbatch.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in package.rglob("*.py"):
+            zipped.write(path, path.relative_to(package.parent))
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not entry.name.lower().startswith(("zbatch", "__editable__")):
+            (deps / entry.name).symlink_to(entry)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", NO_METADATA, str(archive), str(deps)],
+        cwd=tmp_path,  # the source tree holds zbatch.egg-info
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["zbatch/0+unknown", "ok"]

@@ -1,173 +1,23 @@
-"""classify() against every row of the error table in shared/reference/ZAI.md, and redact()."""
+"""The exception tree's exit codes (SPEC "Exit codes"), and redact()."""
 
 from __future__ import annotations
-
-import datetime as dt
 
 import pytest
 
 from zbatch.errors import (
     MAX_MESSAGE_CHARS,
-    Failure,
+    BatchPending,
+    BudgetSpent,
+    EndpointDown,
     FatalApiError,
     Interrupted,
     JobError,
     LockedError,
     QuotaReached,
-    Scope,
+    RunStopped,
     StoreError,
-    classify,
-    fatal_hint,
-    quota_reset,
     redact,
 )
-
-# (codes, the HTTP status Z.AI sends them with, expected error_type, expected scope)
-TABLE = [
-    # 1000-1004: authentication failed / missing / invalid / expired key -> stop the run
-    (["1000", "1001", "1002", "1003", "1004"], 401, "fatal", Scope.FATAL),
-    # 1110-1113, 1121: account inactive, missing, locked, in arrears -> stop the run
-    (["1110", "1111", "1112", "1121"], 403, "fatal", Scope.FATAL),
-    (["1113"], 429, "fatal", Scope.FATAL),
-    # 1220-1222, 1309: no permission, API offline, plan expired -> stop the run
-    (["1220", "1221", "1222", "1309"], 403, "fatal", Scope.FATAL),
-    # 1210-1215 bad parameters, 1261 prompt too long -> this row only
-    (["1210", "1211", "1212", "1213", "1214", "1215", "1261"], 400, "bad_request", Scope.ROW),
-    # 1231 repeated request_id -> this row only
-    (["1231"], 400, "bad_request", Scope.ROW),
-    # 1301 content filter -> this row only, no retry
-    (["1301"], 400, "content_filter", Scope.ROW),
-    # 1302 concurrency too high -> retry and lower the concurrency
-    (["1302"], 429, "rate_limited", Scope.SLOW_DOWN),
-    # 1303 / 1305 frequency too high -> retry with backoff
-    (["1303", "1305"], 429, "rate_limited", Scope.RETRY),
-    # 1304 / 1308 / 1310 quota reached -> stop dispatching until the reset
-    (["1304", "1308", "1310"], 429, "rate_limited", Scope.QUOTA),
-    # 500, 1230, 1234, 1120 internal / network errors -> retry
-    (["500", "1230", "1234", "1120"], 500, "server_error", Scope.RETRY),
-]
-
-CASES = [
-    pytest.param(code, status, kind, scope, id=f"{code}-http{status}")
-    for codes, status, kind, scope in TABLE
-    for code in codes
-]
-
-
-@pytest.mark.parametrize(("code", "status", "kind", "scope"), CASES)
-def test_each_code_of_the_zai_error_table_is_classified_as_documented(code, status, kind, scope):
-    failure = classify(status, code, "provider says no")
-    assert failure.error_type == kind
-    assert failure.scope is scope
-    # The failure keeps what the provider said, for the error log.
-    assert failure.error_code == code
-    assert failure.status_code == status
-    assert failure.message == "provider says no"
-
-
-def test_1113_no_balance_under_429_is_fatal_not_a_slow_down():
-    """The same 429 status means "slow down" for 1302 and "no balance" for 1113."""
-    no_balance = classify(429, "1113", "Insufficient balance")
-    slow_down = classify(429, "1302", "High concurrency")
-    assert no_balance.scope is Scope.FATAL
-    assert not no_balance.retryable
-    assert slow_down.scope is Scope.SLOW_DOWN
-    assert slow_down.retryable
-
-
-@pytest.mark.parametrize(
-    ("status", "code", "scope"),
-    [
-        (500, "1302", Scope.SLOW_DOWN),  # a concurrency code under a 5xx still lowers concurrency
-        (503, "1301", Scope.ROW),  # a content-filter code under a 5xx is not retried
-        (502, "1210", Scope.ROW),
-        (500, "1001", Scope.FATAL),
-        (200, "1304", Scope.QUOTA),
-        (400, "1234", Scope.RETRY),  # a server code under a 4xx is still retried
-    ],
-)
-def test_the_body_code_wins_over_the_http_status(status, code, scope):
-    assert classify(status, code, "m").scope is scope
-
-
-@pytest.mark.parametrize("status", [500, 501, 502, 503, 504, 520, 599])
-def test_any_5xx_without_a_code_is_a_retryable_server_error(status):
-    failure = classify(status, None, "Bad Gateway")
-    assert (failure.error_type, failure.scope) == ("server_error", Scope.RETRY)
-    assert failure.retryable
-
-
-@pytest.mark.parametrize("status", [500, 503])
-def test_an_unknown_code_under_a_5xx_is_retried(status):
-    assert classify(status, "9999", "m").scope is Scope.RETRY
-
-
-def test_429_without_a_code_is_a_slow_down():
-    failure = classify(429, None, "Too Many Requests")
-    assert (failure.error_type, failure.scope) == ("rate_limited", Scope.SLOW_DOWN)
-    assert failure.error_code is None
-
-
-def test_429_with_an_unknown_code_is_a_slow_down():
-    assert classify(429, "4242", "m").scope is Scope.SLOW_DOWN
-
-
-@pytest.mark.parametrize("status", [401, 403])
-def test_401_and_403_without_a_code_are_fatal(status):
-    assert classify(status, None, "Unauthorized").scope is Scope.FATAL
-
-
-@pytest.mark.parametrize("status", [408, 409, 425])
-def test_request_timeout_conflict_and_too_early_are_retried(status):
-    failure = classify(status, None, "m")
-    assert failure.scope is Scope.RETRY
-    assert failure.error_type == "server_error"
-
-
-@pytest.mark.parametrize("status", [400, 413, 422])
-def test_other_4xx_without_a_code_fail_the_row_only(status):
-    failure = classify(status, None, "m")
-    assert (failure.error_type, failure.scope) == ("bad_request", Scope.ROW)
-    assert not failure.retryable
-
-
-@pytest.mark.parametrize(
-    ("scope", "retryable"),
-    [
-        (Scope.RETRY, True),
-        (Scope.SLOW_DOWN, True),
-        (Scope.ROW, False),
-        (Scope.FATAL, False),
-        (Scope.QUOTA, False),
-    ],
-)
-def test_failure_is_retryable_only_for_retry_and_slow_down(scope, retryable):
-    assert Failure("x", scope, "m").retryable is retryable
-
-
-def test_fatal_hint_tells_the_user_to_top_up_after_1113_and_to_resume():
-    hint = fatal_hint(classify(429, "1113", "arrears"))
-    assert "top up" in hint
-    assert "run the same command to resume" in hint
-
-
-def test_fatal_hint_points_at_the_api_key_for_auth_failures():
-    assert "API key" in fatal_hint(classify(401, "1002", "invalid"))
-    assert "API key" in fatal_hint(classify(401, None, "invalid"))
-
-
-def test_fatal_hint_points_at_the_plan_for_permission_failures():
-    assert "access" in fatal_hint(classify(403, "1220", "no permission"))
-
-
-def test_quota_reset_reads_the_time_in_the_message_as_beijing_time():
-    when = quota_reset("Daily quota reached; it resets at 2026-03-01 00:00:00")
-    assert when == dt.datetime(2026, 3, 1, 0, 0, tzinfo=dt.timezone(dt.timedelta(hours=8)))
-    assert when.astimezone(dt.UTC) == dt.datetime(2026, 2, 28, 16, 0, tzinfo=dt.UTC)
-
-
-def test_quota_reset_is_none_without_a_time():
-    assert quota_reset("quota reached, try tomorrow") is None
 
 
 def test_exit_codes_follow_the_spec():
@@ -178,6 +28,14 @@ def test_exit_codes_follow_the_spec():
     assert StoreError("x").exit_code == 74
     assert Interrupted("x", exit_code=130).exit_code == 130
     assert Interrupted("x", exit_code=143).exit_code == 143
+    assert BudgetSpent("x").exit_code == 5
+    assert BatchPending("x").exit_code == 10
+    assert EndpointDown("x").exit_code == 69
+
+
+def test_every_stop_the_same_command_resumes_is_a_run_stopped():
+    for stop in (FatalApiError, QuotaReached, BudgetSpent, BatchPending, EndpointDown):
+        assert issubclass(stop, RunStopped)
 
 
 # --- redact ---------------------------------------------------------------------------------
@@ -229,11 +87,3 @@ def test_redact_removes_a_secret_before_truncating_so_no_prefix_of_it_survives()
     assert "zk-" not in cleaned
     assert "ssss" not in cleaned
     assert len(cleaned) <= MAX_MESSAGE_CHARS
-
-
-@pytest.mark.parametrize("status", [404, 405])
-def test_a_missing_endpoint_stops_the_run_with_a_base_url_hint(status):
-    """A 404/405 without a business code means a wrong base_url: fatal, not a row error each."""
-    failure = classify(status, None, "Not Found")
-    assert failure.scope is Scope.FATAL
-    assert "check base_url" in fatal_hint(failure)

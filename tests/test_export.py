@@ -50,7 +50,7 @@ def test_each_id_gets_its_result_else_its_latest_error_in_commit_order(
     outdir: Path, tmp_path: Path, suffix: str
 ) -> None:
     target = tmp_path / f"export{suffix}"
-    assert export(outdir, target, with_input=False) == 5
+    assert export(outdir, target, with_input=False).rows == 5
     rows = read_export(target)
     assert [(r["id"], r["status"], r["content"], r["message"]) for r in rows] == [
         ("b", "ok", "B", None),  # b's earlier error does not count: it has a result

@@ -6,7 +6,11 @@ The pacer is driven by a fake clock, so no test sleeps for more than a few milli
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import datetime as dt
 import heapq
+import itertools
+import math
 import random
 import time
 from collections.abc import Callable
@@ -14,7 +18,9 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from zbatch.limits import AdaptiveLimit, Backoff, Pacer
+from zbatch.errors import JobError
+from zbatch.job import Job
+from zbatch.limits import AdaptiveLimit, Backoff, Pacer, QuotaPause
 
 
 class FakeClock:
@@ -106,7 +112,8 @@ def test_a_burst_of_rejections_from_one_epoch_cuts_the_limit_once():
 
 
 def test_a_rejection_of_a_request_started_after_the_cut_cuts_again():
-    limit = AdaptiveLimit(ceiling=10)
+    # tolerance 0 takes every rejection as load: the cut and growth arithmetic on its own.
+    limit = AdaptiveLimit(ceiling=10, tolerance=0.0)
     assert limit.on_reject(0) is True
     assert limit.current == 7
     assert limit.on_reject(0) is False  # a late answer from before the cut
@@ -123,7 +130,7 @@ def test_a_rejection_of_a_request_started_after_the_cut_cuts_again():
 
 
 def test_the_limit_regrows_by_one_after_enough_successes_up_to_the_ceiling():
-    limit = AdaptiveLimit(ceiling=10)
+    limit = AdaptiveLimit(ceiling=10, tolerance=0.0)
     limit.on_reject(0)
     assert limit.current == 7
     for _ in range(13):
@@ -143,7 +150,7 @@ def test_the_limit_regrows_by_one_after_enough_successes_up_to_the_ceiling():
 
 
 def test_a_cut_forgets_the_successes_counted_towards_growth():
-    limit = AdaptiveLimit(ceiling=10)
+    limit = AdaptiveLimit(ceiling=10, tolerance=0.0)
     limit.on_reject(0)  # 7
     for _ in range(13):
         limit.on_success()
@@ -171,7 +178,7 @@ def test_the_limit_never_drops_below_one():
 
 
 def test_minimum_records_the_lowest_limit_reached():
-    limit = AdaptiveLimit(ceiling=10)
+    limit = AdaptiveLimit(ceiling=10, tolerance=0.0)
     assert limit.minimum == 10
     limit.on_reject(0)
     limit.on_reject(1)
@@ -246,6 +253,205 @@ def test_a_cancelled_waiter_does_not_lose_a_slot():
     anyio.run(main)
     assert "c" in got
     assert limit.in_flight == 0
+
+
+# --- AdaptiveLimit: when rejections are evidence of load ------------------------------------
+
+
+def test_one_rejection_among_many_successes_does_not_cut_a_high_limit():
+    limit = AdaptiveLimit(ceiling=100)
+    for _ in range(50):
+        limit.on_success()
+    assert limit.on_reject(0) is False
+    assert (limit.current, limit.epoch, limit.rejections) == (100, 0, 1)
+
+
+def test_more_than_a_tenth_of_one_window_rejected_cuts():
+    """At 100 in flight the window is the last 100 outcomes: the 11th rejection in it cuts."""
+    limit = AdaptiveLimit(ceiling=100)
+    cuts = []
+    for _ in range(11):
+        for _ in range(5):
+            limit.on_success()
+        cuts.append(limit.on_reject(0))
+    assert cuts == [False] * 10 + [True]  # 11 rejections within 66 outcomes
+    assert (limit.current, limit.epoch) == (70, 1)
+
+
+def test_the_same_rejections_spread_wider_than_one_window_never_cut():
+    limit = AdaptiveLimit(ceiling=100)
+    for _ in range(1000):
+        for _ in range(10):  # one rejection in every 11 outcomes: under a tenth of any window
+            limit.on_success()
+        assert limit.on_reject(0) is False
+    assert limit.current == 100
+
+
+def test_the_window_shrinks_with_the_limit():
+    """At 20 in flight, 3 rejections in the last 20 outcomes cut; the same 3 in 21 do not."""
+    limit = AdaptiveLimit(ceiling=20)
+    for outcome in ["r"] + ["s"] * 18 + ["r", "r"]:  # 3 rejections in 21 outcomes
+        if outcome == "s":
+            limit.on_success()
+        else:
+            assert limit.on_reject(0) is False
+    assert limit.on_reject(0) is True  # now 3 in the last 20 (and 4 > 2 in all)
+    assert limit.current == 14
+
+
+def test_below_ten_in_flight_one_rejection_cuts():
+    limit = AdaptiveLimit(ceiling=9)
+    for _ in range(100):
+        limit.on_success()
+    assert limit.on_reject(0) is True
+    assert limit.current == 6
+
+
+def test_rejections_from_before_a_cut_do_not_count_towards_the_next():
+    limit = AdaptiveLimit(ceiling=20)
+    assert [limit.on_reject(0) for _ in range(3)] == [False, False, True]  # 20 -> 14
+    assert [limit.on_reject(0) for _ in range(10)] == [False] * 10  # late answers of epoch 0
+    assert limit.current == 14
+    assert [limit.on_reject(1) for _ in range(2)] == [False, True]  # 2 > 1.4 of epoch 1
+    assert (limit.current, limit.rejections) == (10, 15)
+
+
+@dataclasses.dataclass
+class SimRun:
+    """What a simulated run did; ``mean_limit`` is the limit averaged over simulated time."""
+
+    rows: int
+    requests: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    limit_seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds
+
+    @property
+    def mean_limit(self) -> float:
+        return self.limit_seconds / self.seconds
+
+
+def simulate(
+    limit: AdaptiveLimit,
+    rows: int,
+    *,
+    latency: float,
+    cap: int | None = None,
+    background: float = 0.0,
+    tick: float = 0.0,
+    seed: int = 1,
+) -> SimRun:
+    """Send ``rows`` rows through ``limit`` to a simulated server, on a simulated clock.
+
+    The server rejects at once a request that finds ``cap`` others in flight, and answers a
+    share ``background`` of the rest with a rejection after ``latency``, whatever the load.
+    The client works as the runner does: one worker per unit of the ceiling, a request starts
+    when a slot is free, a rejected row is retried by its worker after a jittered backoff, and
+    requests start all at once at the beginning (the worst case). With ``tick`` > 0 the client
+    sees answers, and sends, only every ``tick`` seconds: a starved event loop on a loaded
+    machine, which answers many requests before it reacts to any of them.
+    """
+    rng = random.Random(seed)
+    backoff = Backoff(base=0.05, cap=1.0, rng=rng)
+    events: list[tuple[float, int, str, int, int]] = []  # time, order, kind, epoch, attempts
+    order = itertools.count()
+    run = SimRun(rows)
+    fresh, ready, backing_off, in_flight, server, now = rows, [], 0, 0, 0, 0.0
+
+    def seen(at: float) -> float:
+        return at if tick == 0 else max(at, math.ceil(at / tick) * tick)
+
+    def push(at: float, kind: str, epoch: int = 0, attempts: int = 0) -> None:
+        heapq.heappush(events, (at, next(order), kind, epoch, attempts))
+
+    def dispatch() -> None:
+        nonlocal fresh, in_flight, server
+        while in_flight < limit.current:
+            if ready:
+                attempts = ready.pop()
+            elif fresh and in_flight + backing_off + len(ready) < limit.ceiling:
+                fresh, attempts = fresh - 1, 0
+            else:
+                return
+            in_flight, server = in_flight + 1, server + 1
+            run.requests += 1
+            if cap is not None and server > cap:
+                done, kind = now + 0.0005, "rejected"
+            else:
+                done, kind = now + latency, "rejected" if rng.random() < background else "ok"
+            push(done, "server")  # the server counts a request until it has answered it
+            push(seen(done), kind, limit.epoch, attempts)
+
+    dispatch()
+    while events:
+        at, _, kind, epoch, attempts = heapq.heappop(events)
+        run.limit_seconds += limit.current * (at - now)
+        now = at
+        if kind == "server":
+            server -= 1
+        elif kind == "retry":
+            backing_off -= 1
+            ready.append(attempts)
+        else:
+            in_flight -= 1
+            if kind == "ok":
+                limit.on_success()
+            else:
+                run.rejected += 1
+                limit.on_reject(epoch)
+                backing_off += 1
+                push(seen(now + backoff.delay(attempts)), "retry", attempts=attempts + 1)
+        if not events or events[0][0] > now:  # react once everything due now has been seen
+            dispatch()
+    run.seconds = now
+    assert fresh == 0 and not ready and in_flight == 0  # every row went through
+    return run
+
+
+@pytest.mark.parametrize("tick", [0.0, 0.005, 0.05])
+def test_an_unknown_cap_is_found_with_few_rejections_however_late_the_client_reacts(tick):
+    """Issue 3's guarantee: from a ceiling of 48, a cap of 6 is found with < 15 % rejected, even
+    when the client reacts to answers only every 50 ms (2.5 round trips)."""
+    limit = AdaptiveLimit(ceiling=48)
+    run = simulate(limit, 1500, latency=0.02, cap=6, tick=tick)
+    assert run.rejected < 0.15 * run.requests, (run.rejected, run.requests)
+    # No request can be rejected while the limit is at or under the cap, so the lowest limit
+    # is one cut from just above it: round(7 * 0.7) = 5.
+    assert limit.minimum == 5
+    assert run.mean_limit == pytest.approx(6, abs=1.0)
+
+
+@pytest.mark.parametrize("ceiling", [8, 32, 256])
+def test_background_rejections_do_not_pin_the_limit_at_its_floor(ceiling):
+    """Issue 11's case: 2 % of answers are rejections that have nothing to do with load. The
+    limit stays near its ceiling and keeps >= 0.7 x the throughput of a run without them,
+    where cutting on every rejection (tolerance 0) sinks to a fraction of it."""
+    clean = simulate(AdaptiveLimit(ceiling), 20_000, latency=0.1)
+    limit = AdaptiveLimit(ceiling)
+    noisy = simulate(limit, 20_000, latency=0.1, background=0.02)
+    assert noisy.rejected > 0.015 * noisy.requests  # the background did happen
+    assert noisy.rate >= 0.7 * clean.rate, (noisy.rate, clean.rate)
+    assert noisy.mean_limit >= 0.75 * ceiling
+    if ceiling >= 32:
+        every_rejection_cuts = AdaptiveLimit(ceiling, tolerance=0.0)
+        eager = simulate(every_rejection_cuts, 20_000, latency=0.1, background=0.02)
+        assert eager.mean_limit < 0.3 * ceiling
+        assert eager.rate < 0.5 * clean.rate
+
+
+def test_a_cap_is_found_through_background_rejections():
+    """A cap of 12 and 2 % background rejections: still < 15 % rejected, the limit averages no
+    more than the cap, and throughput stays >= 0.7 x that of the same cap without them (below
+    10 in flight every rejection cuts, so the background costs some)."""
+    clean = simulate(AdaptiveLimit(ceiling=48), 3000, latency=0.02, cap=12)
+    run = simulate(AdaptiveLimit(ceiling=48), 3000, latency=0.02, cap=12, background=0.02)
+    assert run.rejected < 0.15 * run.requests
+    assert run.mean_limit <= 13
+    assert run.rate >= 0.7 * clean.rate, (run.rate, clean.rate)
 
 
 # --- Pacer ----------------------------------------------------------------------------------
@@ -459,3 +665,128 @@ def test_a_single_request_dearer_than_the_cap_goes_alone():
     assert pacer.reserve(100) == 0.0
     clock.now[0] = 1.0
     assert pacer.reserve(5000) == pytest.approx(59.0, abs=0.01)  # waits for the window to empty
+
+
+# --- Backoff: every wait is bounded -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backoff", "attempt", "retry_after"),
+    [
+        (Backoff(), 0, 99999999.0),  # a Retry-After of three years
+        (Backoff(), 2, math.inf),
+        (Backoff(base=1.0, cap=math.inf), 10**9, None),  # an exponent past any float
+        (Backoff(base=1e308, cap=math.inf), 40, None),  # base * 2**30 overflows to inf
+        (Backoff(base=math.inf, cap=math.inf), 3, 5.0),
+        (Backoff(base=1.0, cap=math.nan), 12, None),
+    ],
+)
+def test_no_wait_is_longer_than_the_longest_whatever_asks_for_it(backoff, attempt, retry_after):
+    delays = [backoff.delay(attempt, retry_after) for _ in range(50)]
+    assert all(0.0 <= d <= backoff.longest for d in delays), delays
+    assert backoff.longest == 600.0
+
+
+@pytest.mark.parametrize(
+    ("backoff", "attempt", "retry_after"),
+    [
+        (Backoff(), 0, 99999999.0),
+        (Backoff(), 1, 30.0),
+        (Backoff(base=1.0, cap=60.0), 8, None),  # jitter up to 60 s
+        (Backoff(base=1.0, cap=math.inf), 10**6, math.inf),
+    ],
+)
+def test_no_wait_is_longer_than_the_time_the_caller_has_left(backoff, attempt, retry_after):
+    for remaining in (5.0, 0.25, 0.0, -3.0):
+        delays = [backoff.delay(attempt, retry_after, remaining=remaining) for _ in range(50)]
+        assert all(0.0 <= d <= max(0.0, remaining) for d in delays), (remaining, delays)
+
+
+def test_a_budget_larger_than_the_wait_changes_nothing():
+    first = Backoff(rng=random.Random(3))
+    second = Backoff(rng=random.Random(3))
+    plain = [first.delay(a, retry_after=2.0 if a % 3 == 0 else None) for a in range(12)]
+    budgeted = [second.delay(a, 2.0 if a % 3 == 0 else None, remaining=1e6) for a in range(12)]
+    assert plain == budgeted
+
+
+def test_a_retry_after_that_is_not_a_number_leaves_the_jittered_wait():
+    backoff = Backoff(base=1.0, cap=4.0, rng=random.Random(9))
+    delays = [backoff.delay(2, math.nan) for _ in range(200)]
+    assert all(0.0 <= d <= 4.0 for d in delays)
+    assert max(delays) > 3.0
+
+
+# --- QuotaPause: --wait-for-quota ------------------------------------------------------------
+
+NOON = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def quota_clock() -> FakeClock:
+    return FakeClock(NOON.timestamp())
+
+
+def test_a_reset_in_the_future_is_waited_for():
+    clock = quota_clock()
+    pause = QuotaPause(clock=clock)
+    assert pause.pause(NOON + dt.timedelta(minutes=20)) == pytest.approx(1200.0)
+
+
+def test_past_the_named_reset_the_pauses_double_up_to_the_cap():
+    clock = quota_clock()
+    pause = QuotaPause(first=1.0, cap=60.0, patience=3600.0, clock=clock)
+    passed = NOON - dt.timedelta(minutes=5)
+    waits = []
+    for _ in range(10):
+        wait = pause.pause(passed)
+        assert wait is not None
+        waits.append(wait)
+        clock.now[0] += wait
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0, 60.0]
+
+
+@pytest.mark.parametrize(
+    "reset",
+    [
+        None,  # the quota answer named no reset
+        NOON - dt.timedelta(hours=3),  # a named reset that has passed
+        NOON + dt.timedelta(minutes=10),  # one that comes, but the quota stays exhausted
+    ],
+)
+def test_a_quota_that_stays_exhausted_is_probed_a_bounded_number_of_times(reset):
+    """Each pause ends with a probe that finds the quota still exhausted; the stretch ends
+    (None: stop, exit 4) within the patience, after a handful of probes, not one a second."""
+    clock = quota_clock()
+    pause = QuotaPause(first=1.0, cap=300.0, patience=3600.0, clock=clock)
+    probes = 0
+    while (wait := pause.pause(reset)) is not None:
+        assert wait > 0
+        clock.now[0] += wait
+        probes += 1
+        assert probes < 100
+    assert clock() - NOON.timestamp() <= 3600.0
+    assert probes <= 22  # 1 + 2 + ... + 256 = 511 s, then 300 s pauses: 9 + 10 + one reset wait
+
+
+def test_a_reset_further_away_than_the_patience_stops_at_once():
+    pause = QuotaPause(patience=3600.0, clock=quota_clock())
+    assert pause.pause(NOON + dt.timedelta(hours=5)) is None
+
+
+def test_a_success_starts_a_new_stretch():
+    clock = quota_clock()
+    pause = QuotaPause(first=1.0, cap=60.0, patience=100.0, clock=clock)
+    assert not pause.exhausted
+    for _ in range(6):  # 1 + 2 + 4 + 8 + 16 + 32 = 63 s
+        clock.now[0] += pause.pause(None) or 0.0
+    assert pause.exhausted
+    assert pause.pause(None) is None  # 60 more would end at 123 s > 100 s
+    pause.clear()
+    assert not pause.exhausted
+    assert pause.pause(None) == 1.0
+
+
+@pytest.mark.parametrize("value", [0.0, -5.0, math.inf, math.nan])
+def test_the_quota_wait_must_be_a_positive_finite_number(value):
+    with pytest.raises(JobError, match=r"limits\.quota_wait_seconds"):
+        Job(input_path="in.jsonl", output_dir="out", quota_wait_seconds=value)

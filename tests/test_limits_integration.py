@@ -22,6 +22,8 @@ from conftest import (
     prompt_rows,
     read_table,
     run_against,
+    start_zbatch,
+    wait_for,
     write_jsonl,
     zbatch_env,
 )
@@ -56,43 +58,34 @@ def summary(outdir: Path) -> dict[str, Any]:
 
 
 def test_adaptive_concurrency_finds_an_unknown_in_flight_cap(tmp_path: Path) -> None:
-    """Against a server that allows 6 in flight, --concurrency 48 adapts down (summary minimum
-    < 48), completes every row correctly, keeps 1302 rejections under 15% of requests, and gets
-    at least 70% of the throughput of a run told the right number (--concurrency 6).
+    """Against a server that allows 6 in flight, --concurrency 48 finds the cap: every row is
+    answered correctly, 1302 rejections stay under 15 % of requests, and the lowest limit is
+    one cut below the cap (round(7 * 0.7) = 5) and no lower.
 
-    Wall times are noisy on a shared CI machine, so the pair of runs is measured again when the
-    ratio falls short, and the best ratio counts (at most three pairs); a systematic regression
-    fails them all.
+    Nothing here depends on the machine's speed. The server cannot reject a request while the
+    client holds 6 or fewer in flight (it counts a request until it has answered it, before the
+    client reads the answer), so the limit is only ever cut from 7 or more, to 5 or more. The
+    most rejections come from a client that sees answers late (a loaded machine): then every
+    request of each level of the descent 48, 34, 24, 17, 12, 8 goes out before a rejection is
+    seen, about 120 in all, and each probe above the cap afterwards costs one rejection per
+    22 successes; 1,500 rows keep the sum under 15 % (tests/test_limits.py simulates the
+    starved client). Throughput against a run told the cap is measured in bench/limits.py.
     """
-    rows = 400
-    job = limits_job(tmp_path)
-    ratios = []
+    data = prompt_rows(1500)
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
     with ZaiServer(max_inflight=6, latency=0.02) as srv:
-        for attempt in range(3):
-            walls = {}
-            for concurrency in (6, 48):
-                data = prompt_rows(rows, prefix=f"c{concurrency}a{attempt}")
-                inp = write_jsonl(tmp_path / f"in-{concurrency}-{attempt}.jsonl", data)
-                out = tmp_path / f"out-{concurrency}-{attempt}"
-                srv.reset_stats()
-                started = time.monotonic()
-                run_against(
-                    srv, job, "-i", str(inp), "-o", str(out), "--concurrency", str(concurrency)
-                )
-                walls[concurrency] = time.monotonic() - started
-                stats = srv.stats()
-                assert_answers(out, {r["id"]: r["prompt"] for r in data})
-                rejected = stats["errors_by_code"].get("1302", 0)
-                if concurrency == 6:
-                    assert rejected == 0
-                    continue
-                assert rejected < 0.15 * stats["requests"], (rejected, stats["requests"])
-                assert summary(out)["concurrency"]["minimum"] < 48
-                assert summary(out)["requests"] == stats["requests"]
-            ratios.append(walls[6] / walls[48])
-            if ratios[-1] >= 0.7:
-                break
-    assert max(ratios) >= 0.7, f"throughput of --concurrency 48 vs 6: {ratios}"
+        job = limits_job(tmp_path)
+        run_against(srv, job, "-i", str(inp), "-o", str(out), "--concurrency", "48")
+        stats = srv.stats()
+
+    assert_answers(out, {r["id"]: r["prompt"] for r in data})
+    rejected = stats["errors_by_code"].get("1302", 0)
+    assert stats["errors_by_code"] == {"1302": rejected}
+    assert 0 < rejected < 0.15 * stats["requests"], (rejected, stats["requests"])
+    figures = summary(out)
+    assert figures["requests"] == stats["requests"]
+    assert figures["concurrency"]["minimum"] == 5
 
 
 # --------------------------------------------------------------------------- RPM
@@ -183,6 +176,113 @@ def test_quota_stop_names_the_reset_and_resumes_afterwards(tmp_path: Path) -> No
     answered = stats["answered_prompts"]
     assert sorted(answered) == sorted(prompts.values())  # each prompt answered exactly once
     assert stats["errors_by_code"] == {"1304": 1}
+
+
+def test_wait_for_quota_past_its_reset_backs_off_and_stops_after_the_bounded_wait(
+    tmp_path: Path,
+) -> None:
+    """Quota answers naming a reset that has passed (the quota stays exhausted): --wait-for-quota
+    pauses 1, 2, then 4 s, rather than every second forever, and with quota_wait_seconds = 7.5
+    the next pause (8 s) would go past it, so the run stops with exit 4.
+
+    After a pause one request at a time finds out whether the quota is back: at most the 8
+    workers' first requests go out before the first pause, then one per pause (3), plus one for
+    each of those first answers that might end a probe early on a starved machine (7) - 18,
+    where all 8 workers sending after each pause would make at least 25."""
+    data = prompt_rows(20)
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    job = limits_job(tmp_path, quota_wait_seconds=7.5)
+    with ZaiServer(fatal_code="1304", quota_reset="2020-01-01 00:00:00") as srv:
+        proc = run_against(
+            srv, job, "-i", str(inp), "-o", str(out), "-c", "8", "--wait-for-quota", expect=4
+        )
+        stats = srv.stats()
+
+    assert "not back within what --wait-for-quota waits (limits.quota_wait_seconds = 7.5)" in (
+        proc.stderr
+    )
+    assert stats["successes"] == 0
+    assert 4 <= stats["requests"] <= 8 + 3 + 7, stats["requests"]
+    starts = stats["request_starts"]
+    assert starts[-1] - starts[0] >= 7.0  # the pauses of 1, 2 and 4 s were taken
+    assert summary(out)["exit_code"] == 4
+    assert not (out / "results").exists() or read_table(out / "results").num_rows == 0
+
+
+def test_wait_for_quota_carries_on_when_the_quota_comes_back(tmp_path: Path) -> None:
+    """The quota is exhausted past its named reset, then comes back during a pause: the run
+    carries on and answers every row exactly once (exit 0)."""
+    data = prompt_rows(30)
+    prompts = {r["id"]: r["prompt"] for r in data}
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    job = limits_job(tmp_path, quota_wait_seconds=120)
+    with ZaiServer(fatal_code="1304", quota_reset="2020-01-01 00:00:00", latency=0.01) as srv:
+        args = ("run", job, "-i", str(inp), "-o", str(out), "-c", "4", "--wait-for-quota")
+        proc = start_zbatch(*args, "--base-url", srv.base_url)
+        try:
+            wait_for(lambda: srv.stats()["requests"] >= 1)
+            srv.configure(fatal_code=None)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        stats = srv.stats()
+
+    assert proc.returncode == 0, err
+    assert "pausing all requests" in err
+    assert_answers(out, prompts)
+    assert sorted(stats["answered_prompts"]) == sorted(prompts.values())
+    assert 1 <= stats["errors_by_code"]["1304"] <= 8  # at most two rounds of 4 hit the quota
+
+
+# --------------------------------------------------------------------------- every wait bounded
+
+
+def test_a_retry_after_past_the_rows_deadline_gives_the_row_up_at_once(tmp_path: Path) -> None:
+    """A 1302 asking for Retry-After: 1 s when --max-attempt-seconds leaves 0.3 s: the row is
+    given up (retryable, for the next run) after that one request instead of waiting, and the
+    other rows are answered."""
+    data = prompt_rows(5)
+    data.append({"id": "parked", "prompt": "Wait for me FAIL=retryafter*"})
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    with ZaiServer() as srv:
+        job = limits_job(tmp_path, max_attempt_seconds=0.3)
+        run_against(srv, job, "-i", str(inp), "-o", str(out), expect=1)
+        stats = srv.stats()
+
+    results, errors = outcome_ids(out)
+    assert sorted(results) == sorted(r["id"] for r in data[:5])
+    assert errors == ["parked"]
+    (error,) = read_table(out / "errors").to_pylist()
+    assert (error["attempts"], error["retryable"], error["error_code"]) == (1, True, "1302")
+    assert stats["requests"] == 6
+
+
+def test_an_unbounded_backoff_still_ends_by_the_rows_deadline(tmp_path: Path) -> None:
+    """backoff_base 1e300 with backoff_cap inf (base * 2**n is inf): each wait is drawn within
+    the row's remaining time, so a row that always fails ends by --max-attempt-seconds rather
+    than sleeping for ever."""
+    data = [{"id": "doomed", "prompt": "Never FAIL=500*"}, *prompt_rows(3)]
+    inp = write_jsonl(tmp_path / "in.jsonl", data)
+    out = tmp_path / "out"
+    job = tmp_path / "unbounded.toml"
+    job.write_text(
+        "[limits]\nbackoff_base = 1e300\nbackoff_cap = inf\nmax_retries = 1000\n"
+        "max_attempt_seconds = 1.0\n",
+        encoding="utf-8",
+    )
+    with ZaiServer() as srv:
+        run_against(srv, str(job), "-i", str(inp), "-o", str(out), expect=1, timeout=60)
+
+    results, errors = outcome_ids(out)
+    assert sorted(results) == ["row00000", "row00001", "row00002"]
+    assert errors == ["doomed"]
+    (error,) = read_table(out / "errors").to_pylist()
+    assert error["retryable"] is True and error["error_code"] == "500"
 
 
 # --------------------------------------------------------------------------- transient storm

@@ -12,6 +12,8 @@ import json
 import random
 import socket
 import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,10 @@ import pytest
 from conftest import TEST_KEY
 from zai_server import ZaiServer, answer_for
 
-from zbatch.client import Client, Success
-from zbatch.errors import Failure
+from zbatch.client import MAX_RETRY_AFTER, Client
+from zbatch.errors import JobError
+from zbatch.outcome import Failure, Success
+from zbatch.providers import ZAI
 from zbatch.transport import env_proxy
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -43,7 +47,13 @@ def body(text: str) -> bytes:
 
 
 def make_client(base_url: str, *, timeout: float = 5.0, connections: int = 4) -> Client:
-    return Client(base_url=base_url, api_key=TEST_KEY, timeout=timeout, max_connections=connections)
+    return Client(
+        base_url=base_url,
+        api_key=TEST_KEY,
+        timeout=timeout,
+        max_connections=connections,
+        provider=ZAI,
+    )
 
 
 def send_all(base_url: str, texts: list[str], **options: Any) -> list[Any]:
@@ -88,6 +98,8 @@ def test_each_answer_is_the_answer_to_its_own_prompt_and_carries_the_key() -> No
         ("503", "server_error", 503),
         ("1302", "rate_limited", 429),
         ("1113", "fatal", 429),
+        ("nomessage", "invalid_response", 200),
+        ("error200", "fatal", 200),  # classified by its code, not retried as a bad answer
     ],
 )
 def test_faults_on_the_wire_are_classified(fault: str, error_type: str, status: Any) -> None:
@@ -95,6 +107,25 @@ def test_faults_on_the_wire_are_classified(fault: str, error_type: str, status: 
         [outcome] = send_all(server.base_url, [f"Question FAIL={fault}"])
     assert isinstance(outcome, Failure), outcome
     assert (outcome.error_type, outcome.status_code) == (error_type, status)
+
+
+def test_an_answer_with_fields_of_the_wrong_types_is_read_into_storable_values() -> None:
+    with ZaiServer() as server:
+        [outcome] = send_all(server.base_url, ["Question FAIL=oddtypes"])
+    assert isinstance(outcome, Success), outcome
+    assert outcome.content == answer_for([{"role": "user", "content": "Question FAIL=oddtypes"}])
+    assert isinstance(outcome.request_id, str) and outcome.request_id.isdigit()
+    assert outcome.model == "4.6"
+    assert outcome.prompt_tokens is None
+    assert outcome.usage_malformed
+    assert outcome.completion_tokens is not None and outcome.completion_tokens >= 1
+
+
+def test_a_huge_retry_after_is_capped() -> None:
+    with ZaiServer() as server:
+        [outcome] = send_all(server.base_url, ["Question FAIL=hugeretry"])
+    assert isinstance(outcome, Failure), outcome
+    assert (outcome.error_code, outcome.retry_after) == ("1302", MAX_RETRY_AFTER)
 
 
 def test_a_gzip_encoded_answer_is_decoded() -> None:
@@ -121,6 +152,31 @@ def test_a_refused_connection_is_a_connection_failure() -> None:
     assert outcome.retryable
 
 
+@contextlib.contextmanager
+def one_shot_server(reply: Callable[[socket.socket], object]) -> Iterator[str]:
+    """A raw loopback server for one connection: it reads the request head, calls
+    ``reply(connection)`` and hangs up. Yields the base URL to send to."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(10)
+
+        def serve() -> None:
+            with contextlib.suppress(OSError):
+                connection, _ = listener.accept()
+                with connection:
+                    connection.settimeout(10)
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        head += connection.recv(65536) or b"\r\n\r\n"
+                    reply(connection)
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/api/paas/v4"
+        server.join(timeout=30)
+
+
 @pytest.mark.parametrize(
     ("reply", "names"),
     [
@@ -132,27 +188,9 @@ def test_a_refused_connection_is_a_connection_failure() -> None:
 def test_a_broken_answer_on_the_wire_is_a_retryable_connection_failure(
     reply: bytes, names: str
 ) -> None:
-    """A one-shot raw server: it reads the request head, writes ``reply`` and hangs up."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        listener.settimeout(10)
-        port = listener.getsockname()[1]
-
-        def serve() -> None:
-            with contextlib.suppress(OSError):
-                connection, _ = listener.accept()
-                with connection:
-                    connection.settimeout(10)
-                    head = b""
-                    while b"\r\n\r\n" not in head:
-                        head += connection.recv(65536) or b"\r\n\r\n"
-                    connection.sendall(reply)
-
-        server = threading.Thread(target=serve, daemon=True)
-        server.start()
-        [outcome] = send_all(f"http://127.0.0.1:{port}/api/paas/v4", ["Question"])
-        server.join(timeout=10)
+    """The server writes ``reply`` and hangs up."""
+    with one_shot_server(lambda connection: connection.sendall(reply)) as base_url:
+        [outcome] = send_all(base_url, ["Question"])
     assert isinstance(outcome, Failure), outcome
     assert (outcome.error_type, outcome.retryable) == ("connection", True)
     assert outcome.message.startswith(f"{names}: "), outcome.message
@@ -239,3 +277,64 @@ def test_a_netrc_entry_for_the_host_does_not_clash_with_the_key(
     with ZaiServer(require_key=TEST_KEY) as server:
         [outcome] = send_all(server.base_url, ["Question"])
     assert isinstance(outcome, Success), outcome
+
+
+def trickle(data: bytes, *, every: float = 0.1, limit: float = 20.0) -> Any:
+    """A reply that sends ``data`` one byte every ``every`` seconds, for at most ``limit`` s."""
+
+    def reply(connection: socket.socket) -> None:
+        for index in range(min(len(data), int(limit / every))):
+            connection.sendall(data[index : index + 1])
+            time.sleep(every)
+
+    return reply
+
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(lambda c: (c.sendall(HEAD), trickle(b"x" * 400)(c)), id="body"),
+        pytest.param(trickle(HEAD), id="head"),
+    ],
+)
+def test_a_server_trickling_bytes_cannot_hold_an_attempt_past_its_timeout(reply: Any) -> None:
+    """`timeout` bounds the whole attempt, not each read: a byte every 0.1 s keeps every read
+    short, and the 1 s attempt still ends as a timeout (the server would trickle for 20 s)."""
+
+    async def main(base_url: str) -> Any:
+        with anyio.fail_after(10):  # a hang guard, far above the 1 s deadline
+            client = make_client(base_url, timeout=1.0)
+            try:
+                return await client.send(body("Question"))
+            finally:
+                await client.aclose()
+
+    with one_shot_server(reply) as base_url:
+        outcome = anyio.run(main, base_url)
+    assert isinstance(outcome, Failure), outcome
+    assert (outcome.error_type, outcome.retryable) == ("timeout", True)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("HTTPS_PROXY", "http://user:s3cret@proxy.example:notaport", "Port could not be cast"),
+        ("HTTPS_PROXY", "socks5://user:s3cret@proxy.example:1080", "not socks5://"),
+        ("ALL_PROXY", "http://user:s3cret@:8080", "names no host"),
+        ("HTTPS_PROXY", "http://user:s3cret@[::1:8080", "Invalid IPv6 URL"),
+    ],
+)
+def test_a_malformed_proxy_url_is_one_clear_job_error_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, problem: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(JobError) as caught:
+        make_client("https://api.example.test/api/paas/v4")
+    message = str(caught.value)
+    assert message.startswith(f"{variable} is not a usable proxy URL (")
+    assert problem in message
+    assert "fix it or unset it" in message
+    assert "s3cret" not in message

@@ -8,10 +8,11 @@ benchmarks measure the client and not the fake.
 
 Answers are a pure function of the prompt (:func:`answer_for`), so a test can check that every
 output row holds the answer to its own prompt. Faults come from directives inside a prompt
-(``FAIL=1302,500,reset``; ``FAIL=gzip`` is no fault but a gzip-encoded answer) or from
-global settings (``latency``, ``max_inflight``, ``rpm``,
-``fatal_code``, ``fatal_after``, ``rates``, ``seed``, ``slow_seconds``, ``require_key``) that can
-be changed at run time through :meth:`ZaiServer.configure` or ``POST /control``.
+(``FAIL=1302,500,reset``; ``FAIL=gzip`` is no fault but a gzip-encoded answer; the hostile
+answers ``oddtypes``, ``nomessage``, ``error200`` and ``hugeretry`` test a client's parsing) or
+from global settings (``latency``, ``max_inflight``, ``rpm``, ``fatal_code``, ``fatal_after``,
+``rates``, ``seed``, ``slow_seconds``, ``require_key``, ``quota_reset``) that can be changed
+at run time through :meth:`ZaiServer.configure` or ``POST /control``.
 
 In tests::
 
@@ -49,6 +50,8 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, TypeVar, cast
 
+from zbatch.testing import chat_completion, last_user_content
+
 HOST = "127.0.0.1"
 BASE_PATH = "/api/paas/v4"
 MAX_HEAD_BYTES = 64 * 1024
@@ -77,6 +80,10 @@ _NAMED_FAULTS = frozenset(
         "length",
         "retryafter",
         "gzip",
+        "oddtypes",
+        "nomessage",
+        "error200",
+        "hugeretry",
     }
 )
 _FINISH_REASON_FAULTS = frozenset({"sensitive", "network_error", "length"})
@@ -121,28 +128,6 @@ _CODE_MESSAGES = {
 
 
 # --------------------------------------------------------------------------- answers
-
-
-def message_text(content: object) -> str:
-    """Text of a message ``content``: a string, or the text parts of an OpenAI parts list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
-def last_user_content(messages: Iterable[Any]) -> str:
-    """Text of the last ``user`` message: the prompt that answers and directives key on."""
-    text = ""
-    for message in messages:
-        if isinstance(message, dict) and message.get("role") == "user":
-            text = message_text(message.get("content"))
-    return text
 
 
 def _answer_for_text(text: str) -> str:
@@ -266,6 +251,7 @@ _CONVERTERS: dict[str, Callable[[object], Any]] = {
     "seed": _seed,
     "slow_seconds": _number,
     "require_key": _optional(str),
+    "quota_reset": _optional(str),
 }
 
 
@@ -282,6 +268,7 @@ class Settings:
     seed: int = 0
     slow_seconds: float = 30.0
     require_key: str | None = None
+    quota_reset: str | None = None  # the reset time quota answers name; None: next midnight
 
     def updated(self, changes: dict[str, Any]) -> Settings:
         """Validated copy with ``changes`` applied; ValueError lets /control answer 400."""
@@ -564,6 +551,17 @@ class _Engine:
             return reply
         if name == "badjson":
             return _Reply(body=b'{"choices": [', stat="badjson", delay=delay)
+        if name == "oddtypes":  # the normal answer, its fields of types a parser must survive
+            answer = json.loads(self._answer(body, prompt, delay).body)
+            answer["request_id"] = self._serial
+            answer["model"] = 4.6
+            answer["usage"]["prompt_tokens"] = str(answer["usage"]["prompt_tokens"])
+            return _Reply(body=_json_bytes(answer), prompt=prompt, delay=delay)
+        if name == "nomessage":
+            choice = {"index": 0, "finish_reason": "stop", "message": None}
+            return _Reply(body=_json_bytes({"choices": [choice]}), stat=name, delay=delay)
+        if name == "error200":  # "no balance", sent as an error object with status 200
+            return _Reply(body=_error_body("1113", _CODE_MESSAGES["1113"]), stat=name, delay=delay)
         if name in _FINISH_REASON_FAULTS:
             answer = _answer_for_text(prompt)
             content = answer[: len(answer) // 2] if name == "length" else ""
@@ -573,9 +571,10 @@ class _Engine:
             return _Reply(
                 429, b"Too Many Requests", "text/plain; charset=utf-8", stat="429", delay=delay
             )
-        if name == "retryafter":
+        if name in ("retryafter", "hugeretry"):
             reply = self._code_reply("1302", delay=delay)
-            reply.extra_headers = "Retry-After: 1\r\n"
+            seconds = "1" if name == "retryafter" else "99999999"
+            reply.extra_headers = f"Retry-After: {seconds}\r\n"
             return reply
         if not is_fault(name):
             message = f"zai_server: unknown fault {name!r} in a FAIL directive"
@@ -585,12 +584,11 @@ class _Engine:
             return _Reply(status, _error_body("500", "Internal error"), stat=name, delay=delay)
         return self._code_reply(name, delay=delay)
 
-    @staticmethod
-    def _code_reply(code: str, message: str | None = None, delay: float = 0.0) -> _Reply:
+    def _code_reply(self, code: str, message: str | None = None, delay: float = 0.0) -> _Reply:
         if message is None:
             message = _CODE_MESSAGES.get(code, f"Request failed with error code {code}")
             if code in _QUOTA_CODES:
-                message = message.format(reset=_next_midnight())
+                message = message.format(reset=self.settings.quota_reset or _next_midnight())
         return _Reply(http_status_for(code), _error_body(code, message), stat=code, delay=delay)
 
     def _answer(self, body: dict[str, Any], prompt: str, delay: float) -> _Reply:
@@ -603,27 +601,16 @@ class _Engine:
         self, body: dict[str, Any], content: str, answer: str, finish_reason: str
     ) -> bytes:
         self._serial += 1
-        message = {"role": "assistant", "content": content}
-        thinking = body.get("thinking")
-        if isinstance(thinking, dict) and thinking.get("type") == "enabled":
-            message["reasoning_content"] = "thought about " + answer
-        chars = sum(len(message_text(m.get("content"))) for m in body["messages"])
-        prompt_tokens = max(1, chars // 4)
-        completion_tokens = max(1, len(content) // 4)
         return _json_bytes(
-            {
-                "id": f"{self._id_prefix}{self._serial:010d}",
-                "request_id": f"req-{self._id_prefix}-{self._serial}",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": finish_reason, "message": message}],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                    "prompt_tokens_details": {"cached_tokens": 0},
-                },
-            }
+            chat_completion(
+                body,
+                content,
+                model=body["model"],
+                answer_id=f"{self._id_prefix}{self._serial:010d}",
+                request_id=f"req-{self._id_prefix}-{self._serial}",
+                finish_reason=finish_reason,
+                reasoning="thought about " + answer,
+            )
         )
 
     def finished(self, reply: _Reply, delivered: bool) -> None:
@@ -904,7 +891,7 @@ class ZaiServer:
 
         Keys: ``requests`` (chat requests received), ``successes`` (normal answers written),
         ``errors_by_code`` (business code, HTTP status or fault name -> count, including the
-        200 faults sensitive/network_error/length/badjson), ``inflight``,
+        200 faults sensitive/network_error/length/badjson/nomessage/error200), ``inflight``,
         ``max_inflight_seen`` (rejected requests included), ``abandoned`` (client left before
         its delayed answer), ``connections`` (TCP connections accepted),
         ``auth_headers_seen``, ``answered_prompts`` (last user message of each normal answer,
@@ -948,6 +935,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="seed for --rates draws")
     parser.add_argument("--slow-seconds", type=float, help="delay of the 'slow' fault")
     parser.add_argument("--require-key", help="answer 401/1001 unless 'Bearer <key>'")
+    parser.add_argument("--quota-reset", help="reset time quota answers name (default: midnight)")
     return parser.parse_args(argv)
 
 

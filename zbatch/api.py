@@ -33,17 +33,18 @@ from .batch.simulate import SimulatedBatchApi
 from .client import Client
 from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
-from .job import DEFAULT_BASE_URL, Job
+from .job import Job
 from .limits import Backoff
 from .pipeline import RowPipeline
 from .pricing import price_for
 from .progress import NullProgress, Progress
+from .providers import provider_for
 from .report import FailureGroup, Status, failure_groups, read_status
 from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
 from .runner import Runner
 from .schema import ERROR_SCHEMA, infer_type, result_schema
-from .simulate import SimulatedEndpoint
+from .simulate import SimulatedEndpoint, SimulationSpec
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir
@@ -101,9 +102,14 @@ async def arun(
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
+    provider = job.profile
     if job.simulate:
-        transport = SimulatedBatchApi(job) if job.mode == "batch" else SimulatedEndpoint(job)
-    elif key is None and transport is None and job.base_url == DEFAULT_BASE_URL:
+        transport = (
+            SimulatedBatchApi(job)
+            if job.mode == "batch"
+            else SimulatedEndpoint(SimulationSpec.from_job(job))
+        )
+    elif key is None and transport is None and job.base_url == provider.default_base_url:
         raise JobError(
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
@@ -120,7 +126,7 @@ async def arun(
         schema = result_schema(job, keep_types)
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
-        price = price_for(job.effective_model, job.prices)
+        price = price_for(job.effective_model, job.prices, provider.prices)
         if job.mode == "batch":
             price = batch_price(price, job.batch_discount)
         stats = Stats(price=price)
@@ -158,6 +164,7 @@ async def arun(
                     results=results,
                     errors=errors,
                     api=BatchApi(
+                        provider,
                         base_url=job.base_url,
                         api_key=key,
                         timeout=job.timeout,
@@ -177,6 +184,7 @@ async def arun(
                     api_key=key,
                     timeout=job.timeout,
                     max_connections=job.concurrency,
+                    provider=provider,
                     transport=transport,
                 )
                 runner = Runner(
@@ -254,7 +262,12 @@ async def acancel(
     target = OutputDir(str(outdir))
     settings = target.read_job()["settings"]
     job_key = api_key if api_key is not None else os.environ.get(settings["api_key_env"])
-    api = BatchApi(base_url=settings["base_url"], api_key=job_key, timeout=settings["timeout"])
+    api = BatchApi(
+        provider_for(settings["base_url"], settings.get("provider")),
+        base_url=settings["base_url"],
+        api_key=job_key,
+        timeout=settings["timeout"],
+    )
     with target.locked():
         cancelled = await cancel_open(target.storage, api)
     return [describe(submission) for submission in cancelled]
@@ -310,7 +323,9 @@ def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
 
 
 def compact(outdir: str | os.PathLike[str]) -> list[Compacted]:
-    """Merge each table's small part files into one (the merged part is committed first)."""
+    """Merge each table's part files into one, under every shard's lock. A reader of the
+    folder never sees an id twice; for a moment between the old parts going and the merged
+    part arriving it may see fewer rows (a crash there is finished by the next command)."""
     target = OutputDir(str(outdir))
     target.read_job()  # a folder that is not an OUTDIR is refused, and left as it was
     return [Compacted(*row) for row in target.compact()]

@@ -17,6 +17,7 @@ from . import __version__
 from .errors import ZbatchError
 from .job import DEFAULT_MODEL, Job
 from .jobfile import default_of, load_job
+from .providers import PROVIDERS
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("zbatch")
@@ -90,6 +91,11 @@ def _job_options(func: F) -> F:
         click.option(
             "--base-url",
             help=f"API base URL [default: $ZAI_BASE_URL or {default_of('base_url')}].",
+        ),
+        click.option(
+            "--provider",
+            type=click.Choice(list(PROVIDERS)),
+            help="Provider profile (error codes, prices) [default: chosen from the base URL].",
         ),
         click.option(
             "--api-key-env",
@@ -384,7 +390,7 @@ def cancel(outdir: str) -> None:
 @click.argument("outdir", type=click.Path(file_okay=False, exists=True))
 @_reports_errors
 def compact(outdir: str) -> None:
-    """Merge small part files into larger ones (the merged part is committed first)."""
+    """Merge each folder's part files into one; no reader ever sees an id twice."""
     from . import api
 
     for done in api.compact(outdir):

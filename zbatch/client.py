@@ -1,43 +1,29 @@
 """The HTTP client: one attempt at one request becomes a :class:`Success` or a :class:`Failure`.
 
-Nothing here raises for a failed request; every way an attempt can go wrong
-(transport error, timeout, error body, unusable 200) is classified into a
-Failure so the runner can decide what to do.
+Nothing here raises for a failed request; every way an attempt can go wrong (transport
+error, timeout, error body, unusable 200) is classified into a Failure so the runner can
+decide what to do. What a provider's bodies and codes mean is its profile's business
+(:mod:`zbatch.providers`); this module only speaks HTTP.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 import httpx
 
 from . import __version__
-from .errors import Failure, Scope, classify, redact
+from .errors import JobError, redact
+from .outcome import Failure, Outcome, Scope
+from .providers import Provider
 from .transport import AiohttpTransport, env_proxy
 
-
-@dataclass(frozen=True, slots=True)
-class Success:
-    """A usable answer."""
-
-    content: str
-    reasoning_content: str | None
-    finish_reason: str | None
-    model: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    total_tokens: int | None
-    cached_tokens: int | None
-    request_id: str | None
-    latency_ms: int | None  # None for Batch API answers: no attempt was timed
-
-
-Outcome = Success | Failure
+# The longest wait a Retry-After header can ask for; a larger (or endless) one is a broken
+# header, and the runner caps it further at the row's own deadline.
+MAX_RETRY_AFTER = 3600.0
 
 
 class Client:
@@ -46,6 +32,8 @@ class Client:
     The default transport is zbatch's :class:`~zbatch.transport.AiohttpTransport`, through
     the proxy the environment names (looked up once). ``transport`` is injectable: tests
     pass an ``httpx.MockTransport``, ``--simulate`` passes the simulated endpoint.
+    ``timeout`` is a deadline for a whole attempt (connect, send, read) on the default
+    transport; an injected transport keeps its own timing.
 
     Requests skip ``httpx.AsyncClient``: zbatch uses none of its per-request layers (URL
     merging, cookies, auth flows, redirects, event hooks), and they were a third of the CPU
@@ -59,10 +47,15 @@ class Client:
         api_key: str | None,
         timeout: float,
         max_connections: int,
+        provider: Provider,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self.provider = provider
         self._api_key = api_key or ""
-        self._url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
+        try:
+            self._url = httpx.URL(base_url.rstrip("/") + provider.chat_path)
+        except httpx.InvalidURL as exc:
+            raise JobError(f"base_url is not a usable URL ({exc}): fix it in the job") from None
         headers = httpx.Headers(
             {
                 "Content-Type": "application/json",
@@ -75,8 +68,10 @@ class Client:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._headers = headers
-        timeouts = httpx.Timeout(timeout, connect=min(timeout, 10.0))
-        self._extensions = {"timeout": timeouts.as_dict()}
+        # "total" is zbatch's own key, read by AiohttpTransport (httpx's transports ignore it):
+        # without it a server trickling bytes could hold an attempt for ever.
+        timeouts = httpx.Timeout(timeout, connect=min(timeout, 10.0)).as_dict()
+        self._extensions = {"timeout": {**timeouts, "total": timeout}}
         self._transport = transport or AiohttpTransport(
             max_connections=max_connections, proxy=env_proxy(self._url)
         )
@@ -103,7 +98,7 @@ class Client:
         raw = self._scrub(content)
         if response.status_code != 200:
             return self._error(response, raw)
-        outcome = parse_answer(raw, latency_ms)
+        outcome = self.provider.parse_answer(raw, latency_ms)
         if isinstance(outcome, Failure):  # its message may quote the body
             return replace(outcome, message=redact(outcome.message, self._api_key))
         return outcome
@@ -113,9 +108,9 @@ class Client:
         return raw.replace(self._api_key.encode(), b"[redacted]") if self._api_key else raw
 
     def _error(self, response: httpx.Response, raw: bytes) -> Failure:
-        code, message = error_details(raw)
+        code, message = self.provider.error_details(raw)
         message = redact(message or response.reason_phrase or "", self._api_key)
-        failure = classify(response.status_code, code, message)
+        failure = self.provider.classify(response.status_code, code, message)
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         if retry_after is None:
             return failure
@@ -128,66 +123,18 @@ class Client:
         return Failure("connection", Scope.RETRY, message)
 
 
-def parse_answer(raw: bytes, latency_ms: int | None) -> Outcome:
-    """Turn a 200 body into a Success, or a Failure when it is unusable."""
-    try:
-        data = json.loads(raw)
-        choice = data["choices"][0]
-        message = choice.get("message") or {}
-        finish_reason = choice.get("finish_reason")
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        snippet = raw[:200].decode("utf-8", "replace")
-        return Failure("invalid_response", Scope.RETRY, f"unusable 200 answer: {snippet}", 200)
-    if finish_reason == "sensitive":
-        return Failure("content_filter", Scope.ROW, "blocked by the content filter", 200)
-    if finish_reason == "network_error":
-        return Failure("server_error", Scope.RETRY, "inference failed (network_error)", 200)
-    content = message.get("content")
-    if not isinstance(content, str):
-        content = "" if content is None else json.dumps(content)
-    usage = data.get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
-    return Success(
-        content=content,
-        reasoning_content=message.get("reasoning_content"),
-        finish_reason=finish_reason,
-        model=data.get("model"),
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-        total_tokens=usage.get("total_tokens"),
-        cached_tokens=details.get("cached_tokens"),
-        request_id=data.get("request_id") or data.get("id"),
-        latency_ms=latency_ms,
-    )
-
-
-def error_details(raw: bytes) -> tuple[str | None, str]:
-    """The provider's business code and message from an error body, if it has them."""
-    try:
-        data: Any = json.loads(raw)
-    except ValueError:
-        return None, raw[:300].decode("utf-8", "replace").strip()
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict):
-        code = error.get("code")
-        return (str(code) if code is not None else None), str(error.get("message") or "")
-    if isinstance(data, dict) and "code" in data:
-        return str(data["code"]), str(data.get("msg") or data.get("message") or "")
-    return None, raw[:300].decode("utf-8", "replace").strip()
-
-
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), at most
+    :data:`MAX_RETRY_AFTER`; None when the header is absent or says nothing usable."""
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    if math.isnan(seconds):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)

@@ -44,7 +44,7 @@ class Plan:
 
     @property
     def cost(self) -> float | None:
-        price = price_for(self.job.effective_model, self.job.prices)
+        price = price_for(self.job.effective_model, self.job.prices, self.job.profile.prices)
         if self.job.mode == "batch":
             price = batch_price(price, self.job.batch_discount)
         return cost(price, self.prompt_tokens, 0, self.completion_tokens)
@@ -88,7 +88,7 @@ def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
         schema=result_schema(job, {name: pa.null() for name in job.keep_columns}),
         retry_failed=retry_failed,
     )
-    endpoint, _ = chat_endpoint(job.base_url)
+    endpoint, _ = chat_endpoint(job.profile)
     packer = FilePacker(max_rows=job.batch_max_rows, max_bytes=job.batch_max_bytes)
     held = Ledger(outdir.storage).open_ids(job.fingerprint()) if job.mode == "batch" else ()
     for work in pipeline.works(inputs.rows()):

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import JobError
+from .providers import ZAI, Provider, provider_for
 
-DEFAULT_MODEL = "glm-4.6"
-DEFAULT_BASE_URL = "https://api.z.ai/api/paas/v4"
+# Z.AI's, the provider zbatch is built for (a profile of its own for OpenAI-compatible servers).
+DEFAULT_MODEL = ZAI.default_model
+DEFAULT_BASE_URL = ZAI.default_base_url
 JSON_FIELD_KINDS = ("string", "int", "float", "bool", "json")
 # Simulated answers go to their own OUTDIR, so they can never pass for a model's answers.
 SIMULATED_SUFFIX = ".simulated"
@@ -58,6 +60,7 @@ class Job:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # [endpoint]
     base_url: str = DEFAULT_BASE_URL
+    provider: str | None = None  # "zai" | "openai"; None: the one base_url points at
     api_key_env: str = "ZAI_API_KEY"
     timeout: float = 120.0
     # [limits]
@@ -69,6 +72,7 @@ class Job:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     wait_for_quota: bool = False
+    quota_wait_seconds: float = 3600.0  # the most --wait-for-quota waits for the quota in all
     # [labels]
     choices: tuple[str, ...] = ()
     label_retries: int = 1
@@ -111,6 +115,12 @@ class Job:
         from .jobfile import load_job
 
         return load_job(path, overrides)
+
+    @property
+    def profile(self) -> Provider:
+        """The provider's profile (error codes, hints, prices): endpoint.provider, else the
+        one base_url points at."""
+        return provider_for(self.base_url, self.provider)
 
     @property
     def effective_model(self) -> str:
@@ -239,6 +249,7 @@ _POSITIVE = (
     "part_seconds",
     "log_every",
     "backoff_base",
+    "quota_wait_seconds",
     "poll_seconds",
     "batch_max_rows",
     "batch_max_bytes",
@@ -250,6 +261,7 @@ _FINITE = (
     "part_seconds",
     "log_every",
     "grace_seconds",
+    "quota_wait_seconds",
     "poll_seconds",
 )
 
@@ -294,6 +306,7 @@ def _check(job: Job) -> None:
         if not 0 <= getattr(job, name) <= 1:
             raise fail(name, "must be a fraction between 0 and 1")
     _check_base_url(job.base_url)
+    provider_for(job.base_url, job.provider)  # refuses a provider it has no profile for
     if job.response_format not in (None, "json_object", "text"):
         raise fail("response_format", 'must be "json_object" or "text"')
     if job.json_fields and job.response_format != "json_object":
@@ -314,16 +327,20 @@ def _check(job: Job) -> None:
 
 
 def _check_base_url(url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise JobError(
-            f"endpoint.base_url must be an http:// or https:// URL, not {url!r} "
-            "(for example https://api.z.ai/api/paas/v4)"
-        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise JobError(f"endpoint.base_url is not a URL ({exc})") from None
+    # Credentials first: the other message quotes the URL.
     if parts.username or parts.password:
         raise JobError(
             "endpoint.base_url must not hold credentials: put the key in the environment "
             "variable named by endpoint.api_key_env"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise JobError(
+            f"endpoint.base_url must be an http:// or https:// URL, not {url!r} "
+            f"(for example {DEFAULT_BASE_URL})"
         )
 
 

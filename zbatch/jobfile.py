@@ -37,7 +37,12 @@ SECTIONS: dict[str, dict[str, str]] = {
         "json_fields": "json_fields",
         "extra": "extra",
     },
-    "endpoint": {"base_url": "base_url", "api_key_env": "api_key_env", "timeout": "timeout"},
+    "endpoint": {
+        "base_url": "base_url",
+        "provider": "provider",
+        "api_key_env": "api_key_env",
+        "timeout": "timeout",
+    },
     "limits": {
         "concurrency": "concurrency",
         "rpm": "rpm",
@@ -47,6 +52,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "backoff_base": "backoff_base",
         "backoff_cap": "backoff_cap",
         "wait_for_quota": "wait_for_quota",
+        "quota_wait_seconds": "quota_wait_seconds",
     },
     "labels": {"choices": "choices", "retries": "label_retries", "gold_column": "gold_column"},
     "output": {"dir": "output_dir", "part_rows": "part_rows", "part_seconds": "part_seconds"},

@@ -22,9 +22,10 @@ import pyarrow as pa
 
 from . import prompt
 from .answers import NotJson, json_field_value, normalize_label, parse_json_object
-from .errors import Failure, Scope, redact
+from .errors import redact
 from .idset import IdSet
 from .job import Job
+from .outcome import Failure, Scope, Success
 from .schema import keep_caster
 from .source import DoneRows, RawRow
 from .stats import Stats
@@ -128,6 +129,10 @@ class RowPipeline:
             column = self.job.id_column or "id"
             self.row_error(key, "missing_id", f"{raw.where} has no usable '{column}' value")
             return None
+        if not row_id.isascii() and storable((row_id,))[0] != row_id:
+            where = f"?{raw.where}"  # the id itself cannot be stored: logged under where it is
+            self.row_error(where, "invalid_input", f"{raw.where}: the id cannot be encoded")
+            return None
         if not self._seen.add(row_id):
             self._repeated(row_id, raw.where)
             return None
@@ -186,13 +191,14 @@ class RowPipeline:
 
     # --- answer side ------------------------------------------------------------------------
 
-    def count_usage(self, answer: Any) -> None:
+    def count_usage(self, answer: Success) -> None:
         stats = self.stats
         stats.prompt_tokens += answer.prompt_tokens or 0
         stats.completion_tokens += answer.completion_tokens or 0
         stats.cached_tokens += answer.cached_tokens or 0
+        stats.usage_malformed += answer.usage_malformed
 
-    def accept(self, work: Work, answer: Any, attempts: int) -> Failure | None:
+    def accept(self, work: Work, answer: Success, attempts: int) -> Failure | None:
         """Check the answer against labels / JSON and add its row; a Failure if it does not
         fit (the dispatcher decides whether to ask again or :meth:`fail`)."""
         job = self.job
@@ -261,7 +267,7 @@ def gold_label(value: Any, choices: tuple[str, ...]) -> str:
     return normalize_label(text, choices) or text
 
 
-def result_row(row_id: str, answer: Any, attempts: int, tail: list[Any]) -> Row:
+def result_row(row_id: str, answer: Success, attempts: int, tail: list[Any]) -> Row:
     """A result row in schema order; ``tail`` holds label/json/keep values in order."""
     return (
         row_id,
@@ -330,7 +336,17 @@ async def commit(pipeline: RowPipeline, results: Any, errors: Any) -> None:
             pipeline.unstorable(row, reason)
         rows = errors.take()
         try:
-            await anyio.to_thread.run_sync(errors.commit, rows)
+            odd = await anyio.to_thread.run_sync(errors.commit, rows)
+            if odd:  # an error row must never be lost: its text is made storable
+                await anyio.to_thread.run_sync(errors.commit, [storable(row) for row, _ in odd])
         except BaseException:
             errors.rows[:0] = rows
             raise
+
+
+def storable(row: Row) -> Row:
+    """An error row whose text can be stored: what UTF-8 cannot hold becomes U+FFFD."""
+    return tuple(
+        value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
+        for value in row
+    )

@@ -15,6 +15,7 @@ from .errors import JobError
 from .job import DEFAULT_MODEL
 from .pipeline import gold_label
 from .pricing import cost, price_for
+from .providers import provider_for
 from .results import final_outcomes
 from .source import count_rows, open_input
 from .stats import Agreement
@@ -87,7 +88,8 @@ def read_status(outdir: OutputDir) -> Status:
     except JobError:
         input_rows = None
     model = settings.get("model") or DEFAULT_MODEL
-    price = price_for(model, settings.get("prices") or {})
+    table = provider_for(settings["base_url"], settings.get("provider")).prices
+    price = price_for(model, settings.get("prices") or {}, table)
     if settings.get("mode") == "batch":
         price = batch_price(price, settings.get("batch_discount", 1.0))
     spent = cost(price, tokens.prompt, tokens.cached, tokens.completion)

@@ -22,27 +22,23 @@ from collections.abc import Callable, Iterator
 
 import anyio
 
-from .client import Client, Success
+from .client import Client
 from .dedupe import SharedAnswers, deterministic
 from .errors import (
-    Failure,
     FatalApiError,
     Interrupted,
     JobError,
     QuotaReached,
-    Scope,
     StoreError,
     ZbatchError,
-    fatal_hint,
-    quota_reset,
 )
 from .job import Job
-from .limits import AdaptiveLimit, Backoff, Pacer
+from .limits import AdaptiveLimit, Backoff, Pacer, QuotaPause
+from .outcome import Failure, Scope, Success
 from .pipeline import RowPipeline, Work, commit
 from .progress import Progress
 from .store import PartWriter
 
-QUOTA_WAIT_MAX = 3600.0
 # Answers that do not fit the job are asked again (labels.retries times): a model's next
 # answer to the same request often does.
 RE_ASKED = ("invalid_label", "invalid_json")
@@ -82,9 +78,11 @@ class Runner:
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
         self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
+        self.quota = QuotaPause(patience=job.quota_wait_seconds)
         self.shared = SharedAnswers(pipeline) if job.dedupe and deterministic(job) else None
         self.stop_reason: ZbatchError | None = None
         self._resume_at = 0.0  # monotonic time before which nothing is sent (quota pause)
+        self._probe: anyio.Event | None = None  # set when the one request of a quota stretch ends
         # anyio primitives are made where they are used: they belong to the running loop.
         self._stop = anyio.Event()
         self._flush_now = anyio.Event()
@@ -143,6 +141,7 @@ class Runner:
         self.stats.outcome = f"stopped: {reason}"
         self.log.warning("stopping: %s", reason)
         self._stop.set()
+        self._end_probe()
 
     @property
     def stopping(self) -> bool:
@@ -187,9 +186,13 @@ class Runner:
                     return
                 stats.requests += 1
                 outcome = await self.client.send(work.body)
+            # The requests waiting for this answer run at the next checkpoint, by when a quota
+            # answer below has set the next pause.
+            self._end_probe()
             attempts += 1
             if isinstance(outcome, Success):
                 self.limit.on_success()
+                self.quota.clear()
                 pipeline.count_usage(outcome)
                 if self.tpm is not None and outcome.total_tokens is not None:
                     self.tpm.adjust(outcome.total_tokens - work.tokens)
@@ -215,7 +218,8 @@ class Runner:
             if failure.scope is Scope.FATAL:
                 pipeline.fail(work.id, failure, attempts, retryable=True)
                 code = failure.error_code or failure.status_code
-                self.stop(FatalApiError(f"{failure.message} ({code}); {fatal_hint(failure)}"))
+                hint = self.client.provider.fatal_hint(failure)
+                self.stop(FatalApiError(f"{failure.message} ({code}); {hint}"))
                 return
             if failure.scope is Scope.QUOTA:
                 if not self._on_quota(work, failure, attempts):
@@ -224,52 +228,70 @@ class Runner:
             if failure.scope is Scope.ROW:
                 pipeline.fail(work.id, failure, attempts)
                 return
-            # Every wait, a huge Retry-After included, ends by the row's deadline.
             remaining = job.max_attempt_seconds - (time.monotonic() - started)
-            if attempts > job.max_retries or remaining <= 0:
+            delay = self.backoff.delay(attempts - 1, failure.retry_after, remaining=remaining)
+            # A wait cut to the deadline (a Retry-After past it) leaves no time for a retry.
+            if attempts > job.max_retries or delay >= remaining:
                 pipeline.fail(work.id, failure, attempts)
                 return
             stats.retries[failure.error_type] += 1
-            delay = min(self.backoff.delay(attempts - 1, failure.retry_after), remaining)
             if not await self._sleep(delay):
                 return
 
     def _on_quota(self, work: Work, failure: Failure, attempts: int) -> bool:
         """A quota answer: pause everything (--wait-for-quota; True: try again) or stop."""
-        reset = quota_reset(failure.message)
-        if self.job.wait_for_quota:
-            self._pause_for_quota(reset)
+        reset = self.client.provider.quota_reset(failure.message)
+        if self.job.wait_for_quota and self._pause_for_quota(reset):
             return True
         self.pipeline.fail(work.id, failure, attempts, retryable=True)
-        when = f"it resets at {reset.isoformat()}" if reset else "wait for the reset"
-        self.stop(
-            QuotaReached(
-                f"quota reached: {failure.message}; {when}, then run the same command "
-                "to resume (or use --wait-for-quota)"
-            )
-        )
+        self.stop(QuotaReached(f"quota reached: {failure.message}; {self._quota_advice(reset)}"))
         return False
 
+    def _quota_advice(self, reset: dt.datetime | None) -> str:
+        if not self.job.wait_for_quota:
+            when = f"it resets at {reset.isoformat()}" if reset else "wait for the reset"
+            return f"{when}, then run the same command to resume (or use --wait-for-quota)"
+        most = (
+            f"--wait-for-quota waits (limits.quota_wait_seconds = {self.job.quota_wait_seconds:g})"
+        )
+        if reset is not None and reset > dt.datetime.now(dt.UTC):
+            when = f"it resets at {reset.isoformat()}, later than {most}"
+            return f"{when}; run the same command then to resume"
+        return f"not back within what {most}; run the same command later to resume"
+
     async def _paced(self, work: Work) -> bool:
-        """Wait for the RPM / TPM pacers; False if the run stopped meanwhile."""
+        """Wait out a quota pause and the RPM / TPM pacers; False if the run stopped meanwhile."""
+        while not self.stopping:
+            paused = self._resume_at - time.monotonic()
+            if paused > 0:
+                await self._sleep(paused)
+            elif self._probe is not None:
+                await self._probe.wait()
+            else:
+                break
         if self.stopping:
             return False
-        paused = self._resume_at - time.monotonic()
-        if paused > 0 and not await self._sleep(paused):
-            return False
+        if self.quota.exhausted:  # one request at a time finds out whether the quota is back
+            self._probe = anyio.Event()
         if self.rpm is not None and not await self._sleep(self.rpm.reserve(1)):
             return False
         return self.tpm is None or await self._sleep(self.tpm.reserve(work.tokens))
 
-    def _pause_for_quota(self, reset: dt.datetime | None) -> None:
-        """--wait-for-quota: hold every dispatch until the reset, or an hour, whichever first."""
+    def _pause_for_quota(self, reset: dt.datetime | None) -> bool:
+        """--wait-for-quota: hold every dispatch as long as QuotaPause says; False: stop."""
         if self._resume_at > time.monotonic():
-            return
-        wait = QUOTA_WAIT_MAX
-        if reset is not None:
-            wait = min(wait, max(1.0, (reset - dt.datetime.now(dt.UTC)).total_seconds()))
+            return True  # another worker's quota answer has paused the run already
+        wait = self.quota.pause(reset)
+        if wait is None:
+            return False
         self._resume_at = time.monotonic() + wait
         self.log.warning("quota reached: pausing all requests for %.0f s (--wait-for-quota)", wait)
+        return True
+
+    def _end_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.set()
+            self._probe = None
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless the run stops first; True if it is still running."""

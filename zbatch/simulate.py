@@ -1,9 +1,10 @@
-"""The built-in simulated endpoint behind ``--simulate``: Z.AI's answers without a key or network.
+"""The built-in simulated endpoint behind ``--simulate``: answers without a key or network.
 
-It is an httpx transport, so the whole pipeline (limits, retries, checkpoints,
-outputs) runs exactly as against the real API. Answers are deterministic per
-prompt: a label from the job's choices, a JSON object with the job's json_fields,
-or a short text.
+It is an httpx transport, so the whole pipeline (limits, retries, checkpoints, outputs)
+runs exactly as against the real API, with the provider's own error bodies. Answers are
+deterministic per prompt: the label a keyword rule suggests among the job's choices, a JSON
+object with the job's json_fields, or a short text saying it is simulated. The ``model`` of
+every answer ends in ``-simulated``, so a simulated row is recognisable in the results.
 """
 
 from __future__ import annotations
@@ -11,82 +12,175 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import time
+import re
 import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import httpx
 
 from .job import Job
+from .providers import ZAI, Provider
+from .testing import chat_completion, last_user_content, message_text
+
+# Words that suggest a sentiment label; every label also suggests itself when the prompt
+# names it.
+_CUES = {
+    "positive": frozenset(
+        [
+            "good",
+            "great",
+            "love",
+            "loved",
+            "excellent",
+            "happy",
+            "perfect",
+            "recommend",
+            "recommended",
+            "exceeded",
+            "glad",
+            "best",
+            "amazing",
+            "nice",
+            "works",
+            "fantastic",
+            "wonderful",
+            "pleased",
+        ]
+    ),
+    "negative": frozenset(
+        [
+            "bad",
+            "poor",
+            "terrible",
+            "awful",
+            "broken",
+            "worst",
+            "hate",
+            "disappointed",
+            "disappointing",
+            "leaked",
+            "refund",
+            "useless",
+            "cheap",
+            "stopped",
+            "returned",
+            "waste",
+            "flimsy",
+            "falling",
+            "regret",
+        ]
+    ),
+}
+# The label to give when the rule finds no clear winner, if the job has one of them.
+_UNDECIDED = ("neutral", "other", "none", "unknown", "mixed")
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulationSpec:
+    """What the simulated endpoint answers, and how often it fails; rates are 0..1.
+
+    SimulatedEndpoint(SimulationSpec(latency=0.01, choices=("yes", "no")), seed=1)
+    """
+
+    latency: float = 0.05  # seconds, mean of a uniform 0.5x..1.5x draw
+    rate_limited: float = 0.02
+    server_error: float = 0.01
+    content_filter: float = 0.0
+    choices: tuple[str, ...] = ()
+    json_object: bool = False  # answer a JSON object (response_format "json_object")
+    json_fields: tuple[tuple[str, str], ...] = ()  # (name, kind) of the object's fields
+    provider: Provider = ZAI  # whose error bodies and finish reasons to send
+
+    @classmethod
+    def from_job(cls, job: Job) -> SimulationSpec:
+        """The simulation a job's ``[simulate]`` settings, labels and JSON fields describe."""
+        return cls(
+            latency=job.simulate_latency,
+            rate_limited=job.simulate_rate_limited,
+            server_error=job.simulate_server_error,
+            content_filter=job.simulate_content_filter,
+            choices=tuple(job.choices),
+            json_object=job.response_format == "json_object",
+            json_fields=job.json_fields,
+            provider=job.profile,
+        )
 
 
 class SimulatedEndpoint(httpx.AsyncBaseTransport):
-    """Answers chat completion requests like Z.AI, with settable latency and failure rates."""
+    """Answers chat completion requests like the provider, with set latency and failure rates."""
 
-    def __init__(self, job: Job, *, seed: int | None = None) -> None:
-        self._job = job
+    def __init__(self, spec: SimulationSpec, *, seed: int | None = None) -> None:
+        self._spec = spec
         self._rng = random.Random(seed)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        job = self._job
+        spec = self._spec
+        faults = spec.provider.simulated
         body = json.loads(await request.aread())
-        latency = self._rng.uniform(0.5, 1.5) * job.simulate_latency
-        await anyio.sleep(latency)
+        await anyio.sleep(self._rng.uniform(0.5, 1.5) * spec.latency)
         draw = self._rng.random()
-        if draw < job.simulate_rate_limited:
-            return _error(429, "1302", "Concurrency too high for this model; please slow down")
-        draw -= job.simulate_rate_limited
-        if draw < job.simulate_server_error:
-            return _error(500, "500", "Internal error (simulated)")
-        draw -= job.simulate_server_error
-        filtered = draw < job.simulate_content_filter
-        return httpx.Response(200, json=self._answer(body, filtered))
+        if draw < spec.rate_limited:
+            return _error(*faults.rate_limited)
+        draw -= spec.rate_limited
+        if draw < spec.server_error:
+            return _error(*faults.server_error)
+        draw -= spec.server_error
+        if draw < spec.content_filter:
+            return self._answer(body, "", faults.filtered_finish_reason)
+        return self._answer(body, self._content(body), "stop")
 
-    def _answer(self, body: dict[str, Any], filtered: bool) -> dict[str, Any]:
-        prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
-        digest = hashlib.sha256(prompt.encode()).digest()
-        content = "" if filtered else self._content(digest, prompt)
-        prompt_tokens = max(1, len(prompt) // 4)
-        completion_tokens = max(1, len(content) // 4)
-        message: dict[str, Any] = {"role": "assistant", "content": content}
-        if (body.get("thinking") or {}).get("type") == "enabled":
-            message["reasoning_content"] = "Simulated reasoning."
-        return {
-            "id": uuid.uuid4().hex,
-            "request_id": uuid.uuid4().hex,
-            "created": int(time.time()),
-            "model": body.get("model"),
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "sensitive" if filtered else "stop",
-                    "message": message,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": 0},
-            },
-        }
+    def _answer(self, body: dict[str, Any], content: str, finish_reason: str) -> httpx.Response:
+        answer = chat_completion(
+            body,
+            content,
+            model=f"{body.get('model')}-simulated",
+            answer_id=f"sim-{uuid.uuid4().hex}",
+            request_id=f"sim-{uuid.uuid4().hex}",
+            finish_reason=finish_reason,
+            reasoning="Simulated reasoning.",
+        )
+        return httpx.Response(200, json=answer)
 
-    def _content(self, digest: bytes, prompt: str) -> str:
-        job = self._job
-        if job.choices:
-            return job.choices[digest[0] % len(job.choices)]
-        if job.response_format == "json_object":
-            obj: dict[str, Any] = {}
-            for name, kind in job.json_fields:
-                obj[name] = {
-                    "int": digest[1],
-                    "float": digest[2] / 255,
-                    "bool": digest[3] > 127,
-                }.get(kind, f"simulated {name}")
-            return json.dumps(obj or {"answer": "simulated"})
-        return f"Simulated answer ({len(prompt)} characters of prompt)."
+    def _content(self, body: dict[str, Any]) -> str:
+        spec = self._spec
+        messages = body.get("messages", [])
+        if spec.choices:
+            return plausible_label(last_user_content(messages), spec.choices)
+        prompt = "\n".join(message_text(m.get("content")) for m in messages)
+        if not spec.json_object:
+            return f"Simulated answer ({len(prompt)} characters of prompt)."
+        digest = hashlib.sha256(prompt.encode("utf-8", "replace")).digest()
+        obj: dict[str, Any] = {}
+        for name, kind in spec.json_fields:
+            obj[name] = {
+                "int": digest[1],
+                "float": digest[2] / 255,
+                "bool": digest[3] > 127,
+            }.get(kind, f"simulated {name}")
+        return json.dumps(obj or {"answer": "simulated"})
 
 
-def _error(status: int, code: str, message: str) -> httpx.Response:
+def plausible_label(text: str, choices: Sequence[str]) -> str:
+    """The choice a keyword rule suggests for ``text``: the one whose name and cue words it
+    uses most; on a tie, an undecided label ("neutral", "other", ...) or the first choice."""
+    words = Counter(_WORD.findall(text.casefold()))
+
+    def score(choice: str) -> int:
+        name = choice.casefold()
+        return words[name] + sum(words[cue] for cue in _CUES.get(name, ()))
+
+    scores = [score(choice) for choice in choices]
+    best = max(scores)
+    leaders = [choice for choice, points in zip(choices, scores, strict=True) if points == best]
+    if len(leaders) == 1:
+        return leaders[0]
+    return next((c for c in choices if c.casefold() in _UNDECIDED), leaders[0])
+
+
+def _error(status: int, code: str | None, message: str) -> httpx.Response:
     return httpx.Response(status, json={"error": {"code": code, "message": message}})

@@ -61,6 +61,7 @@ class Stats:
     completion_tokens: int = 0
     cached_tokens: int = 0
     truncated: int = 0  # finish_reason length / context window exceeded
+    usage_malformed: int = 0  # answers whose token counts were unusable (counted as none)
     deduplicated: int = 0  # rows answered by an identical request of another row
     saved: Counter[str] = field(default_factory=Counter)  # their tokens, not paid again
     labels: Counter[str] = field(default_factory=Counter)
@@ -149,6 +150,7 @@ class Stats:
                 "cached": self.cached_tokens,
             },
             "truncated_rows": self.truncated,
+            "answers_with_malformed_usage": self.usage_malformed,
             "deduplicated": {
                 "rows": self.deduplicated,
                 "saved_usd": None if self.saved_cost is None else round(self.saved_cost, 6),

@@ -11,12 +11,15 @@ documents) and decoded by aiohttp, which keeps the per-request Python work small
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 import urllib.request
 from typing import Any
 
 import aiohttp
 import httpx
+
+from .errors import JobError
 
 # aiohttp's errors as httpx's, the most specific first (the classes nest).
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -31,6 +34,7 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     (aiohttp.ClientPayloadError, httpx.ReadError),  # a body cut short
     (aiohttp.ClientError, httpx.RemoteProtocolError),  # e.g. a malformed status line
 )
+_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
 _DECODED_AWAY = frozenset({b"content-encoding", b"content-length"})
 
 
@@ -47,6 +51,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         # Credentials stay in the URL: aiohttp sends them as Proxy-Authorization (its
         # proxy_headers would reach only an HTTPS proxy's CONNECT, and proxy_auth is deprecated).
+        if proxy is not None:
+            _check_proxy(proxy, "proxy")
         self._proxy = proxy
         self._proxy_secrets = _credentials(proxy)  # aiohttp's proxy errors quote the URL
         self._ssl = httpx.create_ssl_context()  # certifi, or SSL_CERT_FILE
@@ -94,11 +100,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
-        """httpx's timeouts (connect, read, write, pool) as aiohttp's; made once per set."""
+        """httpx's timeouts (connect, read, write, pool) as aiohttp's; made once per set.
+
+        A ``total`` key (zbatch's own) bounds the whole request, from waiting for a connection
+        to the last byte of the body, however slowly the server sends it.
+        """
         key = tuple(sorted(timeouts.items()))
         made = self._timeouts.get(key)
         if made is None:
             made = aiohttp.ClientTimeout(
+                total=timeouts.get("total"),
                 connect=timeouts.get("pool"),  # waiting for a free connection, then connecting
                 sock_connect=timeouts.get("connect"),
                 sock_read=timeouts.get("read"),
@@ -108,9 +119,31 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 def _credentials(url: str | None) -> list[str]:
-    """The ``user:password`` part of a URL, as written and percent-decoded."""
-    userinfo = urllib.parse.urlsplit(url).netloc.rpartition("@")[0] if url else ""
+    """The ``user:password`` part of a URL, as written and percent-decoded (read without a URL
+    parser, so that even a malformed URL gives up its secrets for redaction)."""
+    authority = _AUTHORITY.match(url or "")
+    userinfo = authority.group(1).rpartition("@")[0] if authority else ""
     return sorted({userinfo, urllib.parse.unquote(userinfo)} - {""}, key=len, reverse=True)
+
+
+def _check_proxy(url: str, setting: str) -> None:
+    """Refuse a proxy URL aiohttp cannot use, naming ``setting`` but never the URL (it may
+    hold a password); aiohttp would fail every request on it, one row at a time."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- reading it is the check: a port that is not a number raises
+    except ValueError as exc:  # its text may quote the URL's user:password
+        problem = str(exc)
+        for secret in _credentials(url):
+            problem = problem.replace(secret, "[redacted]")
+    else:
+        if parts.scheme not in ("http", "https"):
+            problem = f"zbatch supports http:// and https:// proxies, not {parts.scheme}://"
+        elif not parts.hostname:
+            problem = "it names no host"
+        else:
+            return
+    raise JobError(f"{setting} is not a usable proxy URL ({problem}): fix it or unset it")
 
 
 def env_proxy(url: httpx.URL) -> str | None:
@@ -121,7 +154,10 @@ def env_proxy(url: httpx.URL) -> str | None:
     which cost more CPU than the rest of the request (docs/performance.md).
     """
     proxies = urllib.request.getproxies_environment()
-    address = proxies.get(url.scheme) or proxies.get("all")
+    scheme = url.scheme if proxies.get(url.scheme) else "all"
+    address = proxies.get(scheme)
     if not address or urllib.request.proxy_bypass(url.host):
         return None
-    return address if "://" in address else f"http://{address}"
+    address = address if "://" in address else f"http://{address}"
+    _check_proxy(address, f"{scheme.upper()}_PROXY")
+    return address

@@ -28,19 +28,11 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
-from ..client import error_details, parse_retry_after
-from ..errors import (
-    Failure,
-    FatalApiError,
-    JobError,
-    QuotaReached,
-    RunStopped,
-    Scope,
-    classify,
-    fatal_hint,
-    redact,
-)
+from ..client import parse_retry_after
+from ..errors import EndpointDown, FatalApiError, JobError, QuotaReached, RunStopped, redact
 from ..limits import Backoff
+from ..outcome import Failure, Scope
+from ..providers import Provider
 
 _T = TypeVar("_T")
 DOWNLOAD_CHUNK = 1 << 20
@@ -50,12 +42,6 @@ NO_BATCH_API = (
 )
 # Routes whose 404 means "no such API" rather than "no such object".
 _API_ROUTES = frozenset({"upload", "create", "list", "list_files"})
-
-
-class BatchApiDown(RunStopped):
-    """The Batch API kept failing with transient errors after every retry (exit 69)."""
-
-    exit_code = 69
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +95,12 @@ class BatchInfo:
 
 
 class BatchApi:
-    """One provider's Batch API; ``transport`` is injectable (tests, --simulate)."""
+    """One provider's Batch API; ``transport`` is injectable (tests, --simulate). Errors are
+    classified with the provider's code table, as live answers are."""
 
     def __init__(
         self,
+        provider: Provider,
         *,
         base_url: str,
         api_key: str | None,
@@ -121,6 +109,7 @@ class BatchApi:
         backoff: Backoff | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self._provider = provider
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key or ""
         headers = {"User-Agent": f"zbatch/{version('zbatch')}", "Accept": "application/json"}
@@ -245,7 +234,7 @@ class BatchApi:
             if not failure.retryable:
                 raise self._stop(route, failure)
             if attempt >= self._max_retries:
-                raise BatchApiDown(
+                raise EndpointDown(
                     f"the Batch API at {self._base_url} kept failing ({route}): "
                     f"{failure.message}; run the same command again when it is back"
                 )
@@ -273,14 +262,14 @@ class BatchApi:
                 return data
             snippet = raw[:200].decode("utf-8", "replace")
             return Failure("invalid_response", Scope.RETRY, f"unusable answer: {snippet}", 200)
-        code, message = error_details(raw)
+        code, message = self._provider.error_details(raw)
         message = self._redact(message or response.reason_phrase or "")
         if route == "delete" and response.status_code == 404:
             return {}  # already gone: what deleting wanted
         if code == "1222" or (response.status_code == 404 and route in _API_ROUTES):
             detail = f"HTTP {response.status_code}" + (f", code {code}" if code else "")
             raise JobError(NO_BATCH_API.format(url=self._base_url, detail=detail))
-        failure = classify(response.status_code, code, message)
+        failure = self._provider.classify(response.status_code, code, message)
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         return failure if retry_after is None else replace(failure, retry_after=retry_after)
 
@@ -292,7 +281,10 @@ class BatchApi:
         where = f"the Batch API refused {_ACTIONS.get(route, route)} ({said}: {failure.message})"
         if failure.scope is Scope.QUOTA:
             return QuotaReached(f"{where}; run the same command after the quota resets")
-        hint = fatal_hint(failure) if failure.scope is Scope.FATAL else _refusal_hint(failure)
+        if failure.scope is Scope.FATAL:
+            hint = self._provider.fatal_hint(failure)
+        else:
+            hint = _refusal_hint(failure)
         return FatalApiError(f"{where}; {hint}")
 
     def _redact(self, message: str) -> str:

@@ -24,7 +24,6 @@ import logging
 import random
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,13 @@ from typing import Any
 import anyio
 
 from .. import prompt
-from ..client import Success, error_details, parse_answer
-from ..errors import Failure, Interrupted, RunStopped, Scope, ZbatchError, classify
+from ..errors import BatchPending, Interrupted, RunStopped, ZbatchError
 from ..job import Job
+from ..outcome import Failure, Scope, Success
 from ..pipeline import RowPipeline, Work, commit
 from ..pricing import Price
 from ..progress import Progress
+from ..providers import Provider
 from ..runner import watch_signals
 from ..source import open_input
 from ..store import PartWriter
@@ -61,28 +61,16 @@ POLL_JITTER = 0.2
 NOT_RUN_CODES = frozenset({"batch_expired", "batch_cancelled"})
 
 
-class BatchesRunning(RunStopped):
-    """--no-wait: rows were submitted and batches are still running (exit 10)."""
-
-    exit_code = 10
-
-
 class RowsLeft(RunStopped):
     """Batches ended (expired / cancelled / failed) leaving rows unanswered (exit 1)."""
 
     exit_code = 1
 
 
-def chat_endpoint(base_url: str) -> tuple[str, str | None]:
-    """The batch ``endpoint`` (and ``completion_window``) a base URL's provider expects.
-
-    OpenAI-style ``…/v1`` bases take ``/v1/chat/completions`` and need ``"24h"``; Z.AI and
-    bigmodel (``…/paas/v4``) take ``/v4/chat/completions`` and no window (deprecated there).
-    """
-    path = urllib.parse.urlsplit(base_url).path.rstrip("/")
-    if path.endswith("/v1"):
-        return "/v1/chat/completions", "24h"
-    return "/v4/chat/completions", None
+def chat_endpoint(provider: Provider) -> tuple[str, str | None]:
+    """The batch ``endpoint`` a provider expects, and the ``completion_window`` it needs:
+    OpenAI requires "24h"; Z.AI / bigmodel deprecated the field (auto-cancel at 7 days)."""
+    return provider.batch_endpoint, "24h" if provider.name == "openai" else None
 
 
 def batch_price(price: Price | None, discount: float) -> Price | None:
@@ -92,8 +80,9 @@ def batch_price(price: Price | None, discount: float) -> Price | None:
     return Price(price.input * discount, price.cached * discount, price.output * discount)
 
 
-def line_outcome(line: dict[str, Any]) -> Success | Failure | None:
-    """What one output or error line says about its row; None when the row was never run."""
+def line_outcome(line: dict[str, Any], provider: Provider) -> Success | Failure | None:
+    """What one output or error line says about its row (read and classified by the
+    provider's rules, as a live answer is); None when the row was never run."""
     response = line.get("response")
     if not isinstance(response, dict):
         error = line.get("error")
@@ -103,15 +92,15 @@ def line_outcome(line: dict[str, Any]) -> Success | Failure | None:
         if code in NOT_RUN_CODES:
             return None
         message = str(error.get("message") or "the batch refused this line")
-        return classify(400, None if code is None else str(code), message)
+        return provider.classify(400, None if code is None else str(code), message)
     status = response.get("status_code")
     body = response.get("body")
     raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     if status == 200:
-        return parse_answer(raw, None)
-    code, message = error_details(raw)
+        return provider.parse_answer(raw, None)
+    code, message = provider.error_details(raw)
     status = status if isinstance(status, int) else 500
-    return classify(status, code, message or f"HTTP {status}")
+    return provider.classify(status, code, message or f"HTTP {status}")
 
 
 class BatchMode:
@@ -143,7 +132,7 @@ class BatchMode:
         self._writers = (results, errors)
         self._handle_signals = handle_signals
         self._wait = wait
-        self._endpoint, self._window = chat_endpoint(job.base_url)
+        self._endpoint, self._window = chat_endpoint(job.profile)
         self._fingerprint = job.fingerprint()
         self.stop_reason: ZbatchError | None = None
         self.unanswered = 0
@@ -307,7 +296,7 @@ class BatchMode:
             if not first:
                 if not self._wait:
                     self.stop(
-                        BatchesRunning(
+                        BatchPending(
                             f"{len(waiting)} batches are running at the provider "
                             f"({sum(s.rows for s in waiting)} rows); run the same command "
                             "later to collect them"
@@ -410,7 +399,7 @@ class BatchMode:
         row_id = by_custom_id.get(custom_id) if isinstance(custom_id, str) else None
         if row_id is None or row_id in answered:
             return
-        outcome = line_outcome(line)
+        outcome = line_outcome(line, self.job.profile)
         if outcome is None:
             return
         answered.add(row_id)

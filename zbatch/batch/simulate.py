@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from ..job import Job
-from ..simulate import SimulatedEndpoint
+from ..simulate import SimulatedEndpoint, SimulationSpec
 
 
 class SimulatedBatchApi(httpx.AsyncBaseTransport):
@@ -29,7 +29,8 @@ class SimulatedBatchApi(httpx.AsyncBaseTransport):
     def __init__(self, job: Job, *, seed: int | None = None) -> None:
         # Lines are answered one after another: the per-answer latency would only slow the
         # rehearsal down.
-        self._chat = SimulatedEndpoint(dataclasses.replace(job, simulate_latency=0.0), seed=seed)
+        spec = dataclasses.replace(SimulationSpec.from_job(job), latency=0.0)
+        self._chat = SimulatedEndpoint(spec, seed=seed)
         self._files: dict[str, tuple[str, bytes]] = {}
         self._batches: dict[str, dict[str, Any]] = {}
         self._serial = itertools.count(1)

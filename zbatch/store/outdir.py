@@ -164,6 +164,8 @@ class OutputDir:
         key = None if shard is None else (shard.index, shard.count)
         with self.locked(key):
             self.tidy(shard_tag(key))
+            for table in TABLES:
+                self.storage.make_folder(table)
             notice = self._check_job(fingerprint, settings, force=force)
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
             tag = shard_tag(key)

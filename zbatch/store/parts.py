@@ -79,10 +79,21 @@ class PartWriter:
 
     def _table(self, rows: Sequence[Row]) -> pa.Table:
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.schema)
-        arrays = [
-            pa.array(column, type=f.type) for column, f in zip(columns, self.schema, strict=True)
-        ]
+        arrays = [_array(column, f.type) for column, f in zip(columns, self.schema, strict=True)]
         return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+def _array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
+    """Values as a column of ``kind``; a value that does not fit raises, never silently cut
+    (Arrow would turn 1.5 into 1 for an integer column: a safe cast refuses it)."""
+    if pa.types.is_integer(kind):
+        inferred = pa.array(values)
+        number = pa.types.is_integer(inferred.type) or pa.types.is_floating(inferred.type)
+        if not (number or pa.types.is_null(inferred.type)):  # a cast would parse "12"
+            odd = next(v for v in values if v is not None and not isinstance(v, int | float))
+            raise pa.ArrowInvalid(f"{odd!r} is not a number, for an {kind} column")
+        return inferred.cast(kind)
+    return pa.array(values, type=kind)
 
 
 # Read a part's row groups one by one as they are needed (docs/performance.md: pre-buffering

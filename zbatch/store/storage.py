@@ -51,6 +51,10 @@ class Storage(Protocol):
     def list(self, folder: str) -> list[str]:
         """The names of the files directly in ``folder``, sorted; [] when there is none."""
 
+    def make_folder(self, folder: str) -> None:
+        """Make ``folder`` exist, so readers find it before it holds a file (object
+        storage has no folders: nothing to do there)."""
+
     def delete(self, name: str) -> None:
         """Remove a file; one that does not exist is fine."""
 
@@ -171,6 +175,12 @@ class LocalStorage:
             return sorted(entry.name for entry in os.scandir(self._path(folder)) if entry.is_file())
         except (FileNotFoundError, NotADirectoryError):
             return []
+
+    def make_folder(self, folder: str) -> None:
+        try:
+            self._path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise store_error(str(self._path(folder)), exc) from exc
 
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):

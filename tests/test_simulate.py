@@ -1,0 +1,144 @@
+"""The simulated endpoint: plausible labels, recognisable answers, the provider's own faults."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from zbatch.client import Client
+from zbatch.job import Job
+from zbatch.outcome import Failure, Scope, Success
+from zbatch.providers import OPENAI, ZAI, Provider
+from zbatch.simulate import SimulatedEndpoint, SimulationSpec, plausible_label
+
+SENTIMENT = ("positive", "negative", "neutral")
+JOBS = Path(__file__).resolve().parent.parent / "jobs"
+
+
+def sentiment_prompt(review: str) -> str:
+    """The user message jobs/sentiment.toml renders: it names every label once."""
+    return f"Review: {review}\n\nSentiment (positive, negative or neutral):"
+
+
+@pytest.mark.parametrize(
+    ("review", "label"),
+    [
+        ("Really happy with this. No regrets at all.", "positive"),
+        ("Great sound, I love it and would recommend it.", "positive"),
+        ("It leaked ink in my shirt pocket twice. Terrible.", "negative"),
+        ("Broken after a week; I want a refund.", "negative"),
+        ("It arrived on Tuesday.", "neutral"),
+        ("Good screen, bad battery.", "neutral"),  # a tie is undecided
+    ],
+)
+def test_a_sentiment_label_follows_the_words_of_the_review(review, label):
+    assert plausible_label(sentiment_prompt(review), SENTIMENT) == label
+
+
+def test_a_label_the_row_names_wins_and_the_first_choice_is_the_fallback():
+    topics = ("business", "sports", "science")
+    prompt = "Topic (business, sports or science)?\nHeadline: {}"
+    assert plausible_label(prompt.format("Local sports club wins"), topics) == "sports"
+    assert plausible_label(prompt.format("Rain expected"), topics) == "business"
+    assert plausible_label("Shipping was slow", ("billing", "other")) == "other"
+
+
+def ask(spec: SimulationSpec, prompt: str, provider: Provider = ZAI, **request: Any) -> Any:
+    """One request through a Client over the simulated endpoint."""
+
+    async def main() -> Any:
+        client = Client(
+            base_url="https://sim.test/v1",
+            api_key=None,
+            timeout=5,
+            max_connections=1,
+            provider=provider,
+            transport=SimulatedEndpoint(spec, seed=1),
+        )
+        payload = {"model": "glm-4.6", "messages": [{"role": "user", "content": prompt}]}
+        try:
+            return await client.send(json.dumps({**payload, **request}).encode())
+        finally:
+            await client.aclose()
+
+    return anyio.run(main)
+
+
+QUIET = {"latency": 0.0, "rate_limited": 0.0, "server_error": 0.0}
+
+
+def test_a_simulated_answer_says_it_is_simulated_and_keeps_the_label_clean():
+    spec = SimulationSpec(**QUIET, choices=SENTIMENT)
+    outcome = ask(spec, sentiment_prompt("I love it"))
+    assert isinstance(outcome, Success)
+    assert outcome.content == "positive"
+    assert outcome.model == "glm-4.6-simulated"
+    assert outcome.request_id is not None and outcome.request_id.startswith("sim-")
+    assert outcome.prompt_tokens is not None and outcome.prompt_tokens >= 1
+
+
+def test_a_simulated_text_answer_says_so():
+    outcome = ask(SimulationSpec(**QUIET), "Summarise this")
+    assert isinstance(outcome, Success)
+    assert outcome.content.startswith("Simulated answer")
+
+
+def test_a_simulated_json_answer_has_each_field_with_its_type():
+    fields = (("sentiment", "string"), ("stars", "int"), ("score", "float"), ("ok", "bool"))
+    spec = SimulationSpec(**QUIET, json_object=True, json_fields=fields)
+    outcome = ask(spec, "Extract")
+    assert isinstance(outcome, Success)
+    obj = json.loads(outcome.content)
+    assert obj["sentiment"] == "simulated sentiment"
+    assert type(obj["stars"]) is int and type(obj["ok"]) is bool
+    assert 0.0 <= obj["score"] <= 1.0
+
+
+def test_reasoning_is_simulated_only_when_thinking_is_enabled():
+    spec = SimulationSpec(**QUIET)
+    with_thinking = ask(spec, "Hi", thinking={"type": "enabled"})
+    without = ask(spec, "Hi", thinking={"type": "disabled"})
+    assert isinstance(with_thinking, Success) and isinstance(without, Success)
+    assert with_thinking.reasoning_content == "Simulated reasoning."
+    assert without.reasoning_content is None
+
+
+@pytest.mark.parametrize("provider", [ZAI, OPENAI], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    ("rates", "kind", "scope"),
+    [
+        ({"rate_limited": 1.0}, "rate_limited", Scope.SLOW_DOWN),
+        ({"rate_limited": 0.0, "server_error": 1.0}, "server_error", Scope.RETRY),
+        (
+            {"rate_limited": 0.0, "server_error": 0.0, "content_filter": 1.0},
+            "content_filter",
+            Scope.ROW,
+        ),
+    ],
+)
+def test_simulated_faults_are_worded_like_the_provider_and_classified_alike(
+    provider, rates, kind, scope
+):
+    spec = SimulationSpec(latency=0.0, provider=provider, **rates)
+    outcome = ask(spec, "Hi", provider=provider)
+    assert isinstance(outcome, Failure)
+    assert (outcome.error_type, outcome.scope) == (kind, scope)
+    if kind == "rate_limited":
+        assert outcome.error_code == provider.simulated.rate_limited[1]
+
+
+def test_the_spec_of_a_job_holds_its_rates_labels_fields_and_provider():
+    job = Job.from_toml(JOBS / "sentiment.toml", simulate_latency=0.2)
+    spec = SimulationSpec.from_job(job)
+    assert spec.latency == 0.2
+    assert spec.choices == SENTIMENT
+    assert spec.provider is ZAI
+    extract = SimulationSpec.from_job(Job.from_toml(JOBS / "extract_json.toml"))
+    assert extract.json_object
+    assert extract.json_fields == (("sentiment", "string"), ("aspects", "json"))
+    local_job = Job.from_toml(JOBS / "sentiment.toml", base_url="http://localhost:8080/v1")
+    assert SimulationSpec.from_job(local_job).provider is OPENAI
