@@ -135,7 +135,7 @@ def test_full_run_answers_every_row_once_with_the_spec_schema(
     assert settings["output_dir"] == str(out)
     assert settings["base_url"] == server.base_url
     assert settings["concurrency"] == 16
-    assert job["api_key_env"] == "ZAI_API_KEY"
+    assert settings["api_key_env"] == "ZAI_API_KEY"  # the name of the variable, never the key
 
     figures = summary(out)
     assert figures["exit_code"] == 0
