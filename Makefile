@@ -2,7 +2,7 @@
 .PHONY: install test lint typecheck check bench
 
 install:
-	python3 -m venv .venv && .venv/bin/pip install -e ".[test]"
+	python3 -m venv .venv && .venv/bin/pip install -e ".[test,s3]"
 
 test:
 	.venv/bin/pytest

@@ -22,14 +22,23 @@ on the compacted OUTDIR (one part holding every result).
 
 At 1M rows a run takes as long as 1M requests do (about 10 minutes on 2 cores); progress is
 printed every 30 s.
+
+With ``--s3`` each size and format also runs with its input and OUTDIR on a loopback S3 (moto's
+server in this process, reached through ``AWS_ENDPOINT_URL``; needs ``pip install -e
+".[test,s3]"``), and the peak RSS is compared with the local run's (target: within 1.2x):
+
+    python bench/memory.py --sizes 1000000 --formats parquet --s3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +60,7 @@ from common import (
 TARGET_PEAK_MB = 300
 TARGET_GROWTH_MB = 100
 TARGET_RESUME_S = 5.0
+TARGET_S3_RATIO = 1.2
 
 
 def _progress(label: str, outdir: Path) -> Any:
@@ -103,6 +113,78 @@ def run_case(
     if settled != rows or summary["rows"]["failed"]:
         raise SystemExit(f"{label}: expected {rows} rows done, summary says {summary['rows']}")
     return child, requests if ask_server else int(summary["requests"])
+
+
+S3 = tuple[Any, dict[str, str]]  # an s3fs client, the environment that reaches the server
+
+
+@contextlib.contextmanager
+def moto_s3() -> Iterator[S3]:
+    """A loopback S3 with one bucket: (an s3fs client, the environment that reaches it)."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "AKIABENCHMARK0000000",
+        "AWS_SECRET_ACCESS_KEY": "bench-secret-not-a-real-one",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    fs = s3fs.S3FileSystem(
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        key=env["AWS_ACCESS_KEY_ID"],
+        secret=env["AWS_SECRET_ACCESS_KEY"],
+        use_listings_cache=False,
+    )
+    fs.mkdir("bench")
+    try:
+        yield fs, env
+    finally:
+        server.stop()
+
+
+def run_s3_case(
+    label: str,
+    input_path: Path,
+    args: argparse.Namespace,
+    rows: int,
+    s3: tuple[Any, dict[str, str]],
+) -> ChildRun:
+    """The same ``zbatch run`` as :func:`run_case`, with the input and OUTDIR on the S3."""
+    fs, env = s3
+    key = f"bench/{input_path.name}"
+    fs.put(str(input_path), key)
+    outdir = f"bench/out-{input_path.stem}-{input_path.suffix[1:]}"
+    with fake_server() as server:
+        cmd = zbatch_cli(
+            f"s3://{key}",  # type: ignore[arg-type]
+            f"s3://{outdir}",  # type: ignore[arg-type]
+            server.base_url,
+            args.concurrency,
+            "--part-rows",
+            str(args.part_rows),
+            "--log-every",
+            "30",
+        )
+
+        def tick(elapsed: float, pid: int) -> None:
+            peak = vm_hwm_mb(pid)
+            shown = f"{peak:,.0f} MB" if peak is not None else "-"
+            say(f"    {label}: {elapsed:6.0f} s, peak RSS so far {shown}")
+
+        child = run_child(cmd, env=bench_env(**env), on_tick=tick, tick_seconds=30.0)
+    if child.returncode != 0:
+        raise SystemExit(f"{label}: zbatch exited {child.returncode}\n{child.stderr[-3000:]}")
+    summary = json.loads(fs.cat_file(f"{outdir}/summary.json"))
+    if summary["rows"]["ok"] != rows or summary["rows"]["failed"]:
+        raise SystemExit(f"{label}: expected {rows} rows done, summary says {summary['rows']}")
+    fs.rm(outdir, recursive=True)  # moto keeps objects in this process's memory
+    fs.rm(key)
+    return child
 
 
 def resume_breakdown(input_path: Path, outdir: Path) -> list[list[Any]]:
@@ -217,6 +299,24 @@ def export_and_compact(work: Path, outdir: Path, rows: int) -> list[list[Any]]:
     ]
 
 
+S3_HEADERS = ["input", "rows", "local s", "s3 s", "local peak MB", "s3 peak MB", "ratio", "target"]
+
+
+def s3_row(key: tuple[str, int], local: ChildRun, remote: ChildRun) -> list[Any]:
+    ratio = remote.peak_rss_mb / local.peak_rss_mb
+    verdict = "meets" if ratio <= TARGET_S3_RATIO else "misses"
+    return [
+        key[0],
+        key[1],
+        round(local.seconds, 1),
+        round(remote.seconds, 1),
+        round(local.peak_rss_mb),
+        round(remote.peak_rss_mb),
+        f"{ratio:.2f}x",
+        f"{verdict} (<= {TARGET_S3_RATIO}x)",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
@@ -225,6 +325,9 @@ def main() -> None:
     parser.add_argument("--part-rows", type=int, default=50_000)
     parser.add_argument("--workdir", help="where inputs and OUTDIRs go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the inputs and OUTDIRs")
+    parser.add_argument(
+        "--s3", action="store_true", help="also run each case on a loopback S3 (moto)"
+    )
     args = parser.parse_args()
     sizes = sorted(int(v) for v in args.sizes.split(",") if v.strip())
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -237,10 +340,24 @@ def main() -> None:
         "peak RSS from wait4\n"
     )
     say(f"work dir: {work}")
+    with contextlib.ExitStack() as stack:
+        run_all(args, sizes, formats, work, stack)
+
+
+def run_all(
+    args: argparse.Namespace,
+    sizes: list[int],
+    formats: list[str],
+    work: Path,
+    stack: contextlib.ExitStack,
+) -> None:
+    """Every case, then the summaries; the work dir goes at the end unless kept."""
     try:
         baseline = run_child([ZBATCH, "--version"], env=bench_env(), workdir=work)
         runs: dict[tuple[str, int], tuple[ChildRun, int]] = {}
         outdirs: dict[tuple[str, int], Path] = {}
+        s3_runs: dict[tuple[str, int], ChildRun] = {}
+        s3 = stack.enter_context(moto_s3()) if args.s3 else None
         for rows in sizes:
             for fmt in formats:
                 input_path = work / f"in-{rows}.{fmt}"
@@ -260,6 +377,11 @@ def main() -> None:
                     f"  {label}: {child.seconds:,.1f} s, {rows / child.seconds:,.0f} rows/s, "
                     f"peak RSS {child.peak_rss_mb:,.0f} MB"
                 )
+                if s3 is not None:
+                    say(f"  running zbatch on {label} rows, input and OUTDIR on s3 ...")
+                    s3_runs[(fmt, rows)] = run_s3_case(f"s3 {label}", input_path, args, rows, s3)
+                    remote = s3_runs[(fmt, rows)]
+                    say(f"  s3 {label}: {remote.seconds:,.1f} s, peak {remote.peak_rss_mb:,.0f} MB")
         table_rows = []
         for (fmt, rows), (child, _) in runs.items():
             verdict = "meets" if child.peak_rss_mb <= TARGET_PEAK_MB else "misses"
@@ -280,6 +402,11 @@ def main() -> None:
                 table_rows,
             )
         )
+        if s3_runs:
+            print(
+                "\nInput and OUTDIR on a loopback S3 (moto) against the same run on local disk:\n"
+            )
+            print(table(S3_HEADERS, [s3_row(key, runs[key][0], s3_runs[key]) for key in s3_runs]))
         if len(sizes) >= 2:
             small, large = sizes[0], sizes[-1]
             print(f"\nPeak RSS growth from {small:,} to {large:,} rows:\n")

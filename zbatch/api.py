@@ -19,7 +19,6 @@ import functools
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
@@ -312,7 +311,7 @@ def export(
     outdir: str | os.PathLike[str], path: str | os.PathLike[str], *, with_input: bool = False
 ) -> Exported:
     """Write the final outcome of every id to .parquet, .jsonl or .csv."""
-    return export_outcomes(OutputDir(str(outdir)), Path(path), with_input=with_input)
+    return export_outcomes(OutputDir(str(outdir)), str(path), with_input=with_input)
 
 
 def read_results(outdir: str | os.PathLike[str]) -> pa.Table:

@@ -18,6 +18,7 @@ from .errors import ZbatchError
 from .job import DEFAULT_MODEL, Job
 from .jobfile import default_of, load_job
 from .providers import PROVIDERS
+from .urls import is_remote
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("zbatch")
@@ -311,8 +312,15 @@ def _print_plan(job: Job, *, retry_failed: bool | frozenset[str]) -> None:
     click.echo(format_plan(api.plan(job, retry_failed=retry_failed)))
 
 
+def _outdir(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An OUTDIR: a local folder that must exist, or an s3:// / gs:// URL (checked on use)."""
+    if is_remote(value):
+        return value
+    return str(click.Path(file_okay=False, exists=True).convert(value, param, ctx))
+
+
 @cli.command()
-@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@click.argument("outdir", callback=_outdir)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @_reports_errors
 def status(outdir: str, as_json: bool) -> None:
@@ -328,7 +336,7 @@ def status(outdir: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@click.argument("outdir", callback=_outdir)
 @click.option("--type", "error_type", help="Only errors of this type (e.g. invalid_label).")
 @click.option(
     "--limit",
@@ -352,7 +360,7 @@ def errors(outdir: str, error_type: str | None, limit: int, as_json: bool) -> No
 
 
 @cli.command()
-@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@click.argument("outdir", callback=_outdir)
 @click.option(
     "--output",
     "-o",
@@ -374,7 +382,7 @@ def export(outdir: str, output: str, with_input: bool) -> None:
 
 
 @cli.command()
-@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@click.argument("outdir", callback=_outdir)
 @_reports_errors
 def cancel(outdir: str) -> None:
     """Cancel OUTDIR's open batches (batch mode); the next run collects what they finished."""

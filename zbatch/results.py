@@ -17,7 +17,8 @@ import pyarrow.csv as pacsv
 from .errors import JobError
 from .prompt import row_id
 from .source import open_input
-from .store import ERRORS, RESULTS, LocalStorage, OutputDir, Parts, write_batches
+from .store import ERRORS, RESULTS, OutputDir, Parts, open_storage, write_batches
+from .urls import is_remote, local_path
 
 STATUS = pa.field("status", pa.string())
 SIMULATED = b"zbatch.simulated"  # ok, failed, failed_retryable (pending: --with-input)
@@ -106,12 +107,14 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> Exported:
+def export_outcomes(outdir: OutputDir, target: str, *, with_input: bool) -> Exported:
     """Write the final outcome per id to .parquet, .jsonl or .csv.
 
-    Written a batch at a time; ``with_input`` joins the whole input in memory first.
+    ``target`` is a local path or a URL (file://, s3://, gs://). Written a batch at a time;
+    ``with_input`` joins the whole input in memory first.
     """
-    suffix = ".jsonl" if str(target) == "-" else target.suffix.lower()
+    folder, _, name = target.rstrip("/").rpartition("/")
+    suffix = ".jsonl" if target == "-" else Path(name).suffix.lower()
     if suffix not in (".parquet", ".jsonl", ".csv"):
         raise JobError(f"cannot export to {target}: use a .parquet, .jsonl or .csv file name")
     outcomes = final_outcomes(outdir)
@@ -128,15 +131,15 @@ def export_outcomes(outdir: OutputDir, target: Path, *, with_input: bool) -> Exp
             written += batch.num_rows
             yield batch
 
-    if str(target) == "-":  # to stdout, as JSONL (for a pipe)
+    if target == "-":  # to stdout, as JSONL (for a pipe)
         _write_jsonl(outcomes.schema, counted(outcomes.batches), sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return Exported(written, outcomes.simulated)
     write = {".parquet": write_batches, ".csv": _write_csv, ".jsonl": _write_jsonl}[suffix]
-    if target.is_dir():
+    if not is_remote(target) and Path(local_path(target)).is_dir():
         raise JobError(f"cannot export to {target}: it is a folder; name a file")
-    LocalStorage(target.parent).write_file(
-        target.name,
+    open_storage(folder if "/" in target else ".").write_file(
+        name,
         lambda handle: write(outcomes.schema, counted(outcomes.batches), handle),
         outdir=False,
     )

@@ -1,6 +1,6 @@
 """The output directory: where it is kept (Storage), its layout (OutputDir), its parts."""
 
-from .outdir import ERRORS, RESULTS, OutputDir, RunSession, write_batches
+from .outdir import ERRORS, RESULTS, OutputDir, RunSession, open_storage, write_batches
 from .parts import Parts, PartWriter
 from .state import ResumeState
 from .storage import LocalStorage, Storage
@@ -15,5 +15,6 @@ __all__ = [
     "ResumeState",
     "RunSession",
     "Storage",
+    "open_storage",
     "write_batches",
 ]

@@ -30,7 +30,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from .. import urls
 from ..errors import JobError
+from .objectstore import ObjectStorage
 from .parts import Parts, PartWriter
 from .state import ResumeState, load_state
 from .storage import LocalStorage, Storage
@@ -47,13 +49,11 @@ GENERATIONS = "generations"
 
 
 def open_storage(location: str) -> Storage:
-    """The storage an OUTDIR location names: a local path (or file:// URL) for now."""
-    if location.startswith("file://"):
-        location = location.removeprefix("file://")
-    elif "://" in location:
-        scheme = location.split("://", 1)[0]
-        raise JobError(f"output directory {location}: {scheme}:// is not supported")
-    return LocalStorage(location)
+    """The storage a location names: a local path or file:// URL, or s3:// / gs://."""
+    urls.check_scheme(location, "output directory")
+    if urls.is_remote(location):
+        return ObjectStorage(location)
+    return LocalStorage(urls.local_path(location))
 
 
 def dumps(data: Mapping[str, Any]) -> bytes:

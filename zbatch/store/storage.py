@@ -41,6 +41,12 @@ class Storage(Protocol):
     def write_bytes(self, name: str, data: bytes) -> None:
         """Write (or replace) a whole file; readers see the old or the new one, never a mix."""
 
+    def write_file(
+        self, name: str, write: Callable[[BinaryIO], object], *, outdir: bool = True
+    ) -> None:
+        """Write (or replace) a whole file by ``write(handle)``, streamed; readers see the old
+        or the new one (``outdir=False``: a file outside any OUTDIR, such as an export)."""
+
     def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
         """Create a file by ``write(handle)``: create-only (FileExistsError when the name is
         taken) and never visible half-written."""
