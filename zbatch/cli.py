@@ -395,7 +395,7 @@ def cancel(outdir: str) -> None:
 
 
 @cli.command()
-@click.argument("outdir", type=click.Path(file_okay=False, exists=True))
+@click.argument("outdir", callback=_outdir)
 @_reports_errors
 def compact(outdir: str) -> None:
     """Merge each folder's part files into one; no reader ever sees an id twice."""
