@@ -14,40 +14,37 @@ stored; OUTDIR/run.log gets the run's events whatever the caller's logging setup
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-import anyio
-import httpx
 import pyarrow as pa
 
 from . import prompt
-from .batch.api import BatchApi
-from .batch.mode import BatchMode, RowsLeft, batch_price, cancel_open, describe
-from .batch.simulate import SimulatedBatchApi
-from .client import Client
 from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
 from .job import Job
-from .limits import Backoff
 from .pipeline import RowPipeline
-from .pricing import price_for
+from .pricing import discounted, price_for
 from .progress import NullProgress, Progress
-from .providers import provider_for
 from .report import FailureGroup, Status, failure_groups, read_status
 from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
-from .runner import Runner
 from .schema import ERROR_SCHEMA, infer_type, result_schema
-from .simulate import SimulatedEndpoint, SimulationSpec
+from .shard import Shard
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
-from .store import ERRORS, RESULTS, OutputDir
+from .store import ERRORS, RESULTS, OutputDir, RunSession
 from .store.state import RetryFailed
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .limits import AdaptiveLimit
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -86,51 +83,158 @@ async def arun(
     transport: httpx.AsyncBaseTransport | None = None,
     retry_failed: RetryFailed = False,
     force: bool = False,
-    wait: bool = True,
     limit: int | None = None,
+    shard: Shard | str | None = None,
+    cluster: str | None = None,
+    wait: bool = True,
 ) -> RunResult:
     """Run (or resume) a job inside a running event loop.
 
     ``api_key`` defaults to the environment variable the job names. ``transport`` replaces
     the HTTP transport (tests pass ``httpx.MockTransport``). ``limit`` sends only the first
-    that many pending rows (a paid sample; the next run goes on with the rest). Raises
-    JobError / LockedError / StoreError before anything is sent; a stop during the run is in
-    ``RunResult.stopped``. :func:`run` is the same, blocking. In batch mode
-    (``job.mode == "batch"``), ``wait=False`` returns once the rows are submitted (exit code
-    10 while batches run); the same call later collects them."""
+    that many pending rows (a paid sample; the next run goes on with the rest). ``shard``
+    ("K/N", "auto/N" or a :class:`~zbatch.shard.Shard`) runs only that shard's rows;
+    ``cluster`` ("local:N" or "dask://HOST:PORT") runs the whole job as shard tasks on a
+    Dask cluster. In batch mode (``job.mode == "batch"``), ``wait=False`` returns once the
+    rows are submitted (exit code 10 while batches run); the same call later collects them.
+    Raises JobError / LockedError / StoreError before anything is sent; a stop during the run
+    is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    if job.mode == "batch" and (shard is not None or cluster is not None):
+        raise JobError(
+            "--mode batch does not go with --shard or --cluster: the provider runs the batches; "
+            "run the job once, without them"
+        )
+    if cluster is not None:
+        if shard is not None or limit is not None:
+            what = "--shard" if shard is not None else "--limit"
+            raise JobError(f"{what} and --cluster do not go together: --cluster makes the shards")
+        from .cluster import arun_on_cluster
+
+        return await arun_on_cluster(
+            job,
+            cluster,
+            api_key=api_key,
+            progress=progress,
+            handle_signals=handle_signals,
+            retry_failed=retry_failed,
+            force=force,
+        )
+    if isinstance(shard, str):
+        shard = Shard.parse(shard, os.environ)
+    if shard is not None and force:
+        raise JobError(
+            "--force with --shard would move the other shards' results away: start the new "
+            "generation with one run without --shard, or use a new output directory"
+        )
+    result = await execute(
+        job,
+        api_key=api_key,
+        progress=progress,
+        handle_signals=handle_signals,
+        transport=transport,
+        retry_failed=retry_failed,
+        force=force,
+        limit=limit,
+        shard=shard,
+        wait=wait,
+    )
+    if job.mode == "batch" and job.finish_online:
+        from .batch.mode import RowsLeft
+
+        if not isinstance(result.stopped, RowsLeft | None):
+            return result
+        # Every batch is collected: what they left unanswered goes live, exactly once.
+        return await execute(
+            dataclasses.replace(job, mode="online", finish_online=False),
+            api_key=api_key,
+            progress=progress,
+            handle_signals=handle_signals,
+            transport=None if job.simulate else transport,
+            retry_failed=retry_failed,
+        )
+    return result
+
+
+def check_run(
+    job: Job, api_key: str | None, transport: httpx.AsyncBaseTransport | None
+) -> tuple[InputFiles, str | None]:
+    """The input and the API key a run would use; JobError when either is unusable."""
     inputs = open_input(job.input_path)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
-    provider = job.profile
-    if job.simulate:
-        transport = (
-            SimulatedBatchApi(job)
-            if job.mode == "batch"
-            else SimulatedEndpoint(SimulationSpec.from_job(job))
-        )
-    elif key is None and transport is None and job.base_url == provider.default_base_url:
+    default_url = job.profile.default_base_url
+    if not job.simulate and key is None and transport is None and job.base_url == default_url:
         raise JobError(
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
         )
+    return inputs, key
+
+
+@contextlib.contextmanager
+def open_session(
+    job: Job, inputs: InputFiles, *, force: bool, shard: Shard | None
+) -> Iterator[tuple[OutputDir, RunSession, pa.Schema]]:
+    """Hold the OUTDIR (or one shard of it) for a run: job.json checked and saved, and the
+    result schema the run writes."""
     outdir = OutputDir(job.output_dir)
-    with outdir.open_run(job.fingerprint(), job.shaping(), force=force) as session:
+    with outdir.open_run(job.fingerprint(), job.shaping(), force=force, shard=shard) as session:
         keep_types = keep_column_types(job, inputs, outdir.committed_result_schema())
         session.save_job(
             job.fingerprint(),
             job.to_json(),
+            once=shard is not None,
             request=job.shaping(),
             keep_types={name: str(kind) for name, kind in keep_types.items()},
         )
-        schema = result_schema(job, keep_types)
+        yield outdir, session, result_schema(job, keep_types)
+
+
+async def execute(
+    job: Job,
+    *,
+    api_key: str | None = None,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    retry_failed: RetryFailed = False,
+    force: bool = False,
+    limit: int | None = None,
+    shard: Shard | None = None,
+    in_flight: AdaptiveLimit | None = None,
+    stop_when: Callable[[], Awaitable[ZbatchError]] | None = None,
+    write_summary: bool = True,
+    wait: bool = True,
+) -> RunResult:
+    """:func:`arun` for the whole job or one shard, with what a cluster task changes: a
+    cluster-wide ``in_flight`` limit, a ``stop_when`` from the driver, and no summary of
+    its own."""
+    # The HTTP stack is imported here, not with the module: `zbatch status` and the other
+    # commands that only read an OUTDIR then start without it (docs/performance.md).
+    from .batch.api import BatchApi
+    from .batch.mode import BatchMode
+    from .batch.simulate import SimulatedBatchApi
+    from .client import Client
+    from .limits import Backoff
+    from .runner import Runner
+    from .simulate import SimulatedEndpoint, SimulationSpec
+
+    inputs, key = check_run(job, api_key, transport)
+    provider = job.profile
+    if job.simulate and job.mode == "batch":
+        transport = SimulatedBatchApi(job)
+    elif job.simulate:
+        transport = SimulatedEndpoint(SimulationSpec.from_job(job))
+    with open_session(job, inputs, force=force, shard=shard) as (outdir, session, schema):
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
         price = price_for(job.effective_model, job.prices, provider.prices)
         if job.mode == "batch":
-            price = batch_price(price, job.batch_discount)
+            price = discounted(price, job.batch_discount)
         stats = Stats(price=price)
         stats.concurrency = stats.concurrency_min = job.concurrency
-        stats.total = count_rows(inputs.paths)
+        # A shard's rows are known only once its part of the input has been read.
+        stats.total = count_rows(inputs.paths) if shard is None else None
         state = session.state
         pipeline = RowPipeline(
             job,
@@ -140,16 +244,19 @@ async def arun(
             errors=errors,
             schema=schema,
             retry_failed=retry_failed,
+            in_shard=None if shard is None else shard.contains,
             secret=key or "",
         )
         items = inputs.rows_or_done(job.id_column, pipeline.is_done)
+        where = "" if shard is None else f" shard {shard}"
         with run_log(outdir) as log:
             if session.notice:
                 log.warning(session.notice)
             log.info(
-                "start: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
+                "start%s: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
+                where,
                 job.input_path,
-                stats.total,
+                count_rows(inputs.paths),
                 len(state.succeeded) + len(state.latest_error),
                 job.effective_model,
                 job.concurrency,
@@ -196,16 +303,25 @@ async def arun(
                     progress=progress or NullProgress(),
                     log=log,
                     handle_signals=handle_signals,
+                    limit=in_flight,
+                    stop_when=stop_when,
                 )
             try:
                 stopped = await runner.run()
             finally:
                 items.close()
+            if shard is not None and stopped is None:
+                stats.total = stats.input_rows
             result = RunResult(stats, stopped, session.notice)
             stats.exit_code = result.exit_code
-            session.write_summary(stats.to_json())
+            if write_summary:
+                summary = stats.to_json()
+                session.write_summary(
+                    summary if shard is None else {**summary, "shard": str(shard)}
+                )
             log.info(
-                "end: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
+                "end%s: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
+                where,
                 stats.outcome,
                 stats.ok,
                 stats.failed,
@@ -213,17 +329,6 @@ async def arun(
                 stats.requests,
                 result.exit_code,
             )
-    if job.mode == "batch" and job.finish_online and isinstance(result.stopped, RowsLeft | None):
-        # Every batch is collected: what they left unanswered goes live, exactly once.
-        online = dataclasses.replace(job, mode="online", finish_online=False)
-        return await arun(
-            online,
-            api_key=api_key,
-            progress=progress,
-            handle_signals=handle_signals,
-            transport=None if job.simulate else transport,
-            retry_failed=retry_failed,
-        )
     return result
 
 
@@ -236,6 +341,8 @@ def blocking(function: Callable[P, Awaitable[T]]) -> Callable[P, T]:
 
     @functools.wraps(function)
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        import anyio  # with the run, not with the module (see arun)
+
         start = functools.partial(function, *args, **kwargs)
         try:
             return anyio.run(start)
@@ -258,6 +365,11 @@ async def acancel(
 ) -> list[dict[str, Any]]:
     """Cancel the open batches of a batch-mode OUTDIR; the next run collects what they
     finished. Returns the cancelled batches as ``status`` lists them."""
+    from .batch.api import BatchApi
+    from .batch.ledger import describe
+    from .batch.mode import cancel_open
+    from .providers import provider_for
+
     target = OutputDir(str(outdir))
     settings = target.read_job()["settings"]
     job_key = api_key if api_key is not None else os.environ.get(settings["api_key_env"])

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -231,6 +232,18 @@ def cli() -> None:
     help="Send only the first N pending rows (a paid sample); the next run does the rest.",
 )
 @click.option(
+    "--shard",
+    metavar="K/N",
+    help="Run only shard K of N (0-based; auto/N takes K from $JOB_COMPLETION_INDEX or "
+    "$SLURM_ARRAY_TASK_ID). Shards may run at the same time into one OUTDIR.",
+)
+@click.option(
+    "--cluster",
+    metavar="dask://HOST:PORT|local:N",
+    help="Run the job's shards as tasks on a Dask cluster (needs zbatch[dask]); concurrency "
+    "is then a cluster-wide cap.",
+)
+@click.option(
     "--no-wait",
     is_flag=True,
     help="Batch mode: submit and exit 10; the same command later collects (for cron).",
@@ -243,6 +256,8 @@ def run(
     force: bool,
     retry_failed: str | None,
     limit: int | None,
+    shard: str | None,
+    cluster: str | None,
     no_wait: bool,
     quiet: bool,
     **flags: Any,
@@ -267,6 +282,8 @@ def run(
             retry_failed=retry,
             force=force,
             limit=limit,
+            shard=shard,
+            cluster=cluster,
             wait=not no_wait,
         )
     if not quiet:
@@ -440,7 +457,7 @@ def main() -> None:
     """The console script's entry point."""
     # Arrow's default allocator keeps freed pages: reading a million Parquet rows one batch at
     # a time then holds ~80 MB more at the end than the system allocator (docs/performance.md).
-    import pyarrow as pa
-
-    pa.set_memory_pool(pa.system_memory_pool())
+    # Chosen by the variable Arrow reads on first use, so commands that never touch Arrow
+    # (--help, --version) do not import it.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     cli(prog_name="zbatch")

@@ -12,13 +12,12 @@ from typing import Any
 import pyarrow as pa
 
 from . import prompt
-from .batch.files import FilePacker, LineTooBig, batch_line
+from .batch.files import FilePacker, LineTooBig, batch_line, chat_endpoint
 from .batch.ledger import Ledger
-from .batch.mode import batch_price, chat_endpoint
 from .errors import JobError
 from .job import Job
 from .pipeline import Row, RowPipeline
-from .pricing import cost, price_for
+from .pricing import cost, discounted, price_for
 from .schema import result_schema
 from .source import count_rows, open_input
 from .stats import Stats
@@ -46,7 +45,7 @@ class Plan:
     def cost(self) -> float | None:
         price = price_for(self.job.effective_model, self.job.prices, self.job.profile.prices)
         if self.job.mode == "batch":
-            price = batch_price(price, self.job.batch_discount)
+            price = discounted(price, self.job.batch_discount)
         return cost(price, self.prompt_tokens, 0, self.completion_tokens)
 
 

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import prompt
-from .batch.mode import batch_price, describe, open_batches
+from .batch.ledger import describe, open_batches
 from .errors import JobError
 from .job import DEFAULT_MODEL
 from .pipeline import gold_label
-from .pricing import cost, price_for
+from .pricing import cost, discounted, price_for
 from .providers import provider_for
 from .results import final_outcomes
 from .source import count_rows, open_input
@@ -69,7 +69,7 @@ def read_status(outdir: OutputDir) -> Status:
     """Read the figures of an OUTDIR: only the id, token and label columns are read."""
     settings = outdir.read_job()["settings"]
     results = outdir.parts(RESULTS)
-    state = outdir.load_state()
+    done, state = outdir.count_state()
     counted = {"prompt": 0, "completion": 0, "cached": 0}
     labels: Counter[str] = Counter()
     if results.names:
@@ -91,13 +91,13 @@ def read_status(outdir: OutputDir) -> Status:
     table = provider_for(settings["base_url"], settings.get("provider")).prices
     price = price_for(model, settings.get("prices") or {}, table)
     if settings.get("mode") == "batch":
-        price = batch_price(price, settings.get("batch_discount", 1.0))
+        price = discounted(price, settings.get("batch_discount", 1.0))
     spent = cost(price, tokens.prompt, tokens.cached, tokens.completion)
     summary = outdir.read_summary()
     return Status(
         outdir=outdir.location,
         input_rows=input_rows,
-        done=len(state.succeeded),
+        done=done,
         failed=state.failed,
         failed_retryable=state.failed_retryable,
         tokens=tokens,

@@ -175,3 +175,27 @@ def _ids_writer(ids: list[str]) -> Callable[[BinaryIO], None]:
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def open_batches(storage: LedgerStorage) -> list[Submission]:
+    """Every submission of an OUTDIR, oldest first (for ``status`` and ``cancel``)."""
+    return Ledger(storage).submissions()
+
+
+def describe(submission: Submission, now: float | None = None) -> dict[str, Any]:
+    """One batch as ``status`` lists it: id, state, counts, created, age."""
+    now = time.time() if now is None else now
+    created = submission.created_at
+    stamp = None if created is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(created))
+    return {
+        "file": f"{submission.seq:05d}",
+        "batch_id": submission.batch_id,
+        "state": submission.status or submission.state,
+        "collected": submission.state == COLLECTED,
+        "rows": submission.rows,
+        "completed": submission.completed,
+        "failed": submission.failed,
+        "unanswered": submission.unanswered,
+        "created": stamp,
+        "age_seconds": None if created is None else round(now - created),
+    }

@@ -35,14 +35,13 @@ from ..errors import BatchPending, Interrupted, RunStopped, ZbatchError
 from ..job import Job
 from ..outcome import Failure, Scope, Success
 from ..pipeline import RowPipeline, Work, commit
-from ..pricing import Price
 from ..progress import Progress
 from ..providers import Provider
 from ..runner import watch_signals
 from ..source import open_input
 from ..store import PartWriter
 from .api import BatchApi, BatchInfo
-from .files import BatchFile, BatchFileWriter, LineTooBig, id_map
+from .files import BatchFile, BatchFileWriter, LineTooBig, chat_endpoint, id_map
 from .ledger import (
     ABANDONED,
     COLLECTED,
@@ -65,19 +64,6 @@ class RowsLeft(RunStopped):
     """Batches ended (expired / cancelled / failed) leaving rows unanswered (exit 1)."""
 
     exit_code = 1
-
-
-def chat_endpoint(provider: Provider) -> tuple[str, str | None]:
-    """The batch ``endpoint`` a provider expects, and the ``completion_window`` it needs:
-    OpenAI requires "24h"; Z.AI / bigmodel deprecated the field (auto-cancel at 7 days)."""
-    return provider.batch_endpoint, "24h" if provider.name == "openai" else None
-
-
-def batch_price(price: Price | None, discount: float) -> Price | None:
-    """The live price scaled to the Batch API's."""
-    if price is None:
-        return None
-    return Price(price.input * discount, price.cached * discount, price.output * discount)
 
 
 def line_outcome(line: dict[str, Any], provider: Provider) -> Success | Failure | None:
@@ -463,30 +449,6 @@ class BatchMode:
         while True:
             self.progress.refresh(self.stats)
             await anyio.sleep(self.progress.interval)
-
-
-def open_batches(storage: LedgerStorage) -> list[Submission]:
-    """Every submission of an OUTDIR, oldest first (for ``status`` and ``cancel``)."""
-    return Ledger(storage).submissions()
-
-
-def describe(submission: Submission, now: float | None = None) -> dict[str, Any]:
-    """One batch as ``status`` lists it: id, state, counts, created, age."""
-    now = time.time() if now is None else now
-    created = submission.created_at
-    stamp = None if created is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(created))
-    return {
-        "file": f"{submission.seq:05d}",
-        "batch_id": submission.batch_id,
-        "state": submission.status or submission.state,
-        "collected": submission.state == COLLECTED,
-        "rows": submission.rows,
-        "completed": submission.completed,
-        "failed": submission.failed,
-        "unanswered": submission.unanswered,
-        "created": stamp,
-        "age_seconds": None if created is None else round(now - created),
-    }
 
 
 async def cancel_open(storage: LedgerStorage, api: BatchApi) -> list[Submission]:
