@@ -391,3 +391,21 @@ def test_error_lines_are_classified_with_the_live_code_table(
     else:
         assert isinstance(outcome, Failure)
         assert (outcome.error_type, outcome.retryable) == expected
+
+
+def test_batch_mode_refuses_shards_with_a_clear_error(tmp_path: Path) -> None:
+    """The provider runs the batches: one run submits and collects them all."""
+    write_jsonl(tmp_path / "in.jsonl", prompt_rows(2))
+    proc = run_zbatch(
+        "run",
+        "-i",
+        str(tmp_path / "in.jsonl"),
+        "-o",
+        str(tmp_path / "out"),
+        "--mode",
+        "batch",
+        "--shard",
+        "0/2",
+    )
+    assert proc.returncode == 2
+    assert "--mode batch does not go with --shard" in proc.stderr
