@@ -12,11 +12,13 @@ from typing import Any
 import pyarrow as pa
 
 from . import prompt
+from .batch.files import FilePacker, LineTooBig, batch_line, chat_endpoint
+from .batch.ledger import Ledger
 from .budget import Spend
 from .errors import JobError
 from .job import Job
 from .pipeline import Row, RowPipeline
-from .pricing import cost, price_for
+from .pricing import cost, discounted, price_for
 from .schema import result_schema
 from .source import count_rows, open_input
 from .stats import Stats
@@ -38,10 +40,14 @@ class Plan:
     first_request: dict[str, Any] | None = None
     spent: float = 0.0  # what the OUTDIR has cost so far (its spend ledger)
     problems: list[str] = field(default_factory=list)
+    batch_files: int | None = None  # batch mode: files (one batch each) a run would make
+    in_batches: int = 0  # batch mode: rows open batches hold (collected, not sent again)
 
     @property
     def cost(self) -> float | None:
         price = price_for(self.job.effective_model, self.job.prices, self.job.profile.prices)
+        if self.job.mode == "batch":
+            price = discounted(price, self.job.batch_discount)
         return cost(price, self.prompt_tokens, 0, self.completion_tokens)
 
 
@@ -83,10 +89,23 @@ def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
         schema=result_schema(job, {name: pa.null() for name in job.keep_columns}),
         retry_failed=retry_failed,
     )
+    endpoint, _ = chat_endpoint(job.profile)
+    packer = FilePacker(max_rows=job.batch_max_rows, max_bytes=job.batch_max_bytes)
+    held = Ledger(outdir.storage).open_ids(job.fingerprint()) if job.mode == "batch" else ()
     for work in pipeline.works(inputs.rows()):
         if work is None:
             continue
+        if work.id in held:
+            plan.in_batches += 1
+            continue
         body = json.loads(work.body)
+        if job.mode == "batch":
+            try:
+                model = body.get("model") or job.effective_model
+                packer.place(model, len(batch_line(work.id, 0, endpoint, work.body)))
+            except LineTooBig as exc:
+                tally.add((work.id, "bad_request", None, None, str(exc)))
+                continue
         plan.to_send += 1
         plan.prompt_tokens += prompt.estimate_tokens(body)
         plan.completion_tokens += int(body.get("max_tokens") or 0)
@@ -94,4 +113,6 @@ def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
             plan.first_request = body
     plan.rows = stats.input_rows
     plan.done = stats.skipped
+    if job.mode == "batch":
+        plan.batch_files = packer.files
     return plan

@@ -92,7 +92,7 @@ class Hedger:
         if outcome is None:  # the hedge answered first; this attempt was cancelled
             assert attempt.hedge_answer is not None
             outcome = attempt.hedge_answer
-        elif isinstance(outcome, Success):
+        elif isinstance(outcome, Success) and outcome.latency_ms is not None:
             self.latencies.add(outcome.latency_ms / 1000)
         if attempt.hedge is None or not isinstance(outcome, Success):
             return outcome, None

@@ -64,7 +64,17 @@ SECTIONS: dict[str, dict[str, str]] = {
         "part_seconds": "part_seconds",
         "journal": "journal",
     },
-    "run": {"log_every": "log_every", "grace_seconds": "grace_seconds", "dedupe": "dedupe"},
+    "run": {
+        "log_every": "log_every",
+        "grace_seconds": "grace_seconds",
+        "dedupe": "dedupe",
+        "mode": "mode",
+        "poll_seconds": "poll_seconds",
+        "batch_max_rows": "batch_max_rows",
+        "batch_max_bytes": "batch_max_bytes",
+        "batch_discount": "batch_discount",
+        "finish_online": "finish_online",
+    },
     "prices": {},  # model -> { input, cached, output }: checked by Job
     "simulate": {
         "latency": "simulate_latency",
