@@ -89,7 +89,7 @@ async def arun(
     that many pending rows (a paid sample; the next run goes on with the rest). Raises
     JobError / LockedError / StoreError before anything is sent; a stop during the run is in
     ``RunResult.stopped``. :func:`run` is the same, blocking."""
-    inputs = open_input(job.input_path)
+    inputs = open_input(job.input_path, stdin=True)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
     provider = job.profile

@@ -55,7 +55,8 @@ def _job_options(func: F) -> F:
             "--input",
             "-i",
             "input_path",
-            help="Input file, folder or glob (.jsonl, .jsonl.gz, .parquet).",
+            help="Input file, folder or glob (.jsonl, .csv, .tsv, each maybe .gz; .parquet); "
+            "- reads JSONL from stdin.",
         ),
         click.option("--output", "-o", "output_dir", help="Output directory (OUTDIR)."),
         click.option(

@@ -57,7 +57,7 @@ class _Tally:
 
 def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
     """Read the whole input as a run would, render every row, and count; sends nothing."""
-    inputs = open_input(job.input_path)
+    inputs = open_input(job.input_path, stdin=True)
     prompt.check_input(job, inputs)
     outdir = OutputDir(job.output_dir)
     state = ResumeState()
