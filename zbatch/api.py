@@ -101,7 +101,7 @@ async def arun(
             "(or rehearse offline with --simulate)"
         )
     outdir = OutputDir(job.output_dir)
-    with outdir.open_run(job.fingerprint(), job.shaping(), force=force) as session:
+    with outdir.open_run(job.fingerprints(), job.shaping(), force=force) as session:
         keep_types = keep_column_types(job, inputs, outdir.committed_result_schema())
         session.save_job(
             job.fingerprint(),
@@ -205,14 +205,18 @@ run.__name__ = run.__qualname__ = "run"
 def keep_column_types(
     job: Job, inputs: InputFiles, committed: pa.Schema | None
 ) -> dict[str, pa.DataType]:
-    """Keep-column types: fixed by the first committed part, else the input's schema."""
-    if committed is not None:
-        return {n: committed.field(n).type for n in job.keep_columns if n in committed.names}
+    """Keep-column types: fixed by the committed parts that hold the column, else the input's
+    schema (a keep column added since the last run is new to the parts)."""
+    names = committed.names if committed is not None else []
+    fixed = {n: committed.field(n).type for n in job.keep_columns if committed and n in names}
+    new = [name for name in job.keep_columns if name not in fixed]
+    if not new:
+        return fixed
     types = inputs.arrow_types()
     if types:
-        return {name: types[name] for name in job.keep_columns if name in types}
+        return {**fixed, **{name: types[name] for name in new if name in types}}
     first = next((row.data for row in inputs.rows() if row.data is not None), {})
-    return {name: infer_type(first.get(name)) for name in job.keep_columns}
+    return {**fixed, **{name: infer_type(first.get(name)) for name in new}}
 
 
 def plan(job: Job, *, retry_failed: RetryFailed = False) -> Plan:

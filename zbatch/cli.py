@@ -357,6 +357,8 @@ def export(outdir: str, output: str, with_input: bool) -> None:
     note = " (simulated answers from --simulate, not a model's)" if done.simulated else ""
     where = "stdout" if output == "-" else output
     click.echo(f"wrote {done.rows} rows to {where}{note}", err=output == "-")
+    if done.note:
+        click.echo(f"Note: rows {done.note}", err=True)
 
 
 @cli.command()

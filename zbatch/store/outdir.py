@@ -24,7 +24,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,9 +158,17 @@ class OutputDir:
 
     @contextlib.contextmanager
     def open_run(
-        self, fingerprint: str, settings: Mapping[str, Any], *, force: bool, shard: Any = None
+        self,
+        fingerprint: str | Sequence[str],
+        settings: Mapping[str, Any],
+        *,
+        force: bool,
+        shard: Any = None,
     ) -> Iterator[RunSession]:
-        """Lock, tidy, check job.json (or archive with ``force``), read the resume state."""
+        """Lock, tidy, check job.json (or archive with ``force``), read the resume state.
+
+        ``fingerprint`` may list the job's fingerprint and those earlier versions gave the
+        same settings: job.json holding any of them is the same request."""
         key = None if shard is None else (shard.index, shard.count)
         with self.locked(key):
             self.tidy(shard_tag(key))
@@ -173,10 +181,11 @@ class OutputDir:
             yield RunSession(self, self.load_state(), notice, prefix)
 
     def _check_job(
-        self, fingerprint: str, settings: Mapping[str, Any], *, force: bool
+        self, fingerprint: str | Sequence[str], settings: Mapping[str, Any], *, force: bool
     ) -> str | None:
         previous = self._read_json(JOB)
-        if previous is None or previous.get("fingerprint") == fingerprint:
+        same = (fingerprint,) if isinstance(fingerprint, str) else fingerprint
+        if previous is None or previous.get("fingerprint") in same:
             return None
         before = previous.get("request") or previous.get("settings") or {}
         changed = [name for name, value in settings.items() if before.get(name) != value]
