@@ -17,7 +17,7 @@ import pyarrow.csv as pacsv
 
 from .errors import JobError
 from .prompt import row_id
-from .schema import infer_type, keep_caster
+from .schema import RESULT_FIELDS, infer_type, keep_caster
 from .source import open_input
 from .store import ERRORS, RESULTS, OutputDir, Parts, open_storage, write_batches
 from .urls import is_remote, local_path
@@ -99,7 +99,7 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
     metadata = {SIMULATED: b"true"} if settings.get("simulate") else {}
     tables = [_Table(0, results, keep_results, []), _Table(1, errors, keep_errors, [])]
     try:
-        order = _InputOrder.read(settings, schema)
+        order = _InputOrder.read(settings, schema, _keep_columns(settings, results.schema))
     except JobError as exc:
         metadata[NOTE] = f"in commit order, keep columns as stored: {exc}".encode()
         schema = schema.with_metadata(metadata or None)
@@ -110,6 +110,16 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
     schema = schema.with_metadata(metadata or None)
     tables = [_Table(t.number, t.parts, t.keep, t.parts.row_groups()) for t in tables]
     return Outcomes(schema, _in_input_order(tables, kept_ids, order, schema))
+
+
+def _keep_columns(settings: dict[str, Any], results: pa.Schema) -> list[str]:
+    """The job's keep columns, and those an earlier run kept (stored after the answer's own
+    columns): each is filled in from the input for rows stored without it."""
+    own = {f.name for f in RESULT_FIELDS} | {"label", "json"}
+    own |= {str(entry).partition(":")[0] for entry in settings.get("json_fields") or ()}
+    earlier = [name for name in results.names if name not in own]
+    listed = [str(name) for name in settings.get("keep_columns") or ()]
+    return earlier + [name for name in listed if name not in earlier]
 
 
 def _in_commit_order(tables: list[_Table], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -126,12 +136,11 @@ class _InputOrder:
     keep: dict[str, pa.ChunkedArray]
 
     @classmethod
-    def read(cls, settings: dict[str, Any], schema: pa.Schema) -> _InputOrder:
+    def read(cls, settings: dict[str, Any], schema: pa.Schema, names: list[str]) -> _InputOrder:
         """JobError when the job's input cannot be read (moved away, piped in on stdin)."""
         if "input_path" not in settings:
             raise JobError("job.json names no input")
         inputs = open_input(settings["input_path"])
-        names = tuple(settings.get("keep_columns") or ())
         types = {**inputs.arrow_types(), **{f.name: f.type for f in schema if f.name in names}}
         ids: list[pa.Array] = []
         keep: dict[str, list[pa.Array]] = {name: [] for name in names}
@@ -143,8 +152,9 @@ class _InputOrder:
                 if name not in types:  # a JSONL or CSV column: typed by its first value
                     types[name] = infer_type(next((r[name] for r in block if r.get(name)), None))
                 cast = keep_caster(types[name])
-                keep[name].append(pa.array([cast(r.get(name)) for r in block], types[name]))
-            ids.append(pa.array(block_ids, pa.string()))
+                values = [cast(r.get(name)) for r in block]
+                keep[name].append(_storable_array(values, types[name]))
+            ids.append(_storable_array(block_ids, pa.string()))
             block.clear()
             block_ids.clear()
 
@@ -160,6 +170,23 @@ class _InputOrder:
             pa.chunked_array(ids, pa.string()),
             {name: pa.chunked_array(keep[name], types[name]) for name in names},
         )
+
+
+def _storable_array(values: list[Any], kind: pa.DataType) -> pa.Array:
+    """Values as a column; one that cannot be stored (text with a lone surrogate, which
+    the run logged as invalid_input) is null, so that its row is not matched or filled."""
+    try:
+        return pa.array(values, kind)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        pass
+    fitting = []
+    for value in values:
+        try:
+            pa.array([value], kind)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            value = None
+        fitting.append(value)
+    return pa.array(fitting, kind)
 
 
 def _in_input_order(
