@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 from .errors import JobError
 from .prompt import row_id
 from .schema import RESULT_FIELDS, infer_type, keep_caster
-from .source import open_input
+from .source import DoneRows, open_input
 from .store import ERRORS, RESULTS, OutputDir, Parts, open_storage, write_batches
 from .urls import is_remote, local_path
 
@@ -27,8 +27,8 @@ SIMULATED = b"zbatch.simulated"  # ok, failed, failed_retryable (pending: --with
 NOTE = b"zbatch.note"  # why the rows are not in input order, when they are not
 # An export in input order gathers this many rows at a time (its memory bound, with one row
 # group of a part and the input's ids and keep columns).
-WINDOW_ROWS = 32_768
-INPUT_BLOCK_ROWS = 65_536
+WINDOW_ROWS = 8192
+INPUT_BLOCK_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -144,27 +144,37 @@ class _InputOrder:
         types = {**inputs.arrow_types(), **{f.name: f.type for f in schema if f.name in names}}
         ids: list[pa.Array] = []
         keep: dict[str, list[pa.Array]] = {name: [] for name in names}
-        block: list[dict[str, Any]] = []
         block_ids: list[str] = []
+        block: dict[str, list[Any]] = {name: [] for name in names}
 
         def flush() -> None:
-            for name in names:
+            for name, values in block.items():
                 if name not in types:  # a JSONL or CSV column: typed by its first value
-                    types[name] = infer_type(next((r[name] for r in block if r.get(name)), None))
+                    types[name] = infer_type(next((v for v in values if v is not None), None))
                 cast = keep_caster(types[name])
-                values = [cast(r.get(name)) for r in block]
-                keep[name].append(_storable_array(values, types[name]))
+                keep[name].append(_storable_array([cast(v) for v in values], types[name]))
+                values.clear()
             ids.append(_storable_array(block_ids, pa.string()))
-            block.clear()
             block_ids.clear()
 
-        for raw in inputs.rows():
-            rid = None if raw.data is None else row_id(raw.data, settings.get("id_column"))
-            if rid is not None and raw.data is not None:
+        # Without keep columns only the ids are needed: blocks of them come as DoneRows,
+        # read without making a row of each (ids as row_id would make them: no padding).
+        items = (
+            inputs.rows()
+            if names
+            else inputs.rows_or_done(settings.get("id_column"), lambda i: i == i.strip() != "")
+        )
+        for item in items:
+            if isinstance(item, DoneRows):
+                block_ids.extend(item.ids)
+            elif item.data is not None:
+                if (rid := row_id(item.data, settings.get("id_column"))) is None:
+                    continue
                 block_ids.append(rid)
-                block.append(raw.data)
-                if len(block) == INPUT_BLOCK_ROWS:
-                    flush()
+                for name, values in block.items():
+                    values.append(item.data.get(name))
+            if len(block_ids) >= INPUT_BLOCK_ROWS:
+                flush()
         flush()
         return cls(
             pa.chunked_array(ids, pa.string()),
@@ -201,10 +211,11 @@ def _in_input_order(
     place = pc.index_in(kept_ids, value_set=order.ids).cast(pa.int64())
     after = pa.array(range(len(order.ids), len(order.ids) + len(kept_ids)), pa.int64())
     sequence = pc.sort_indices(pc.coalesce(place, after))
+    reader = _GroupReader(tables)
     for start in range(0, len(sequence), WINDOW_ROWS):
         window = sequence.slice(start, WINDOW_ROWS)
         key = pc.add(table_of.take(window), group_of.take(window))
-        batch = _gather(tables, key, row_of.take(window), schema)
+        batch = _gather(reader, key, row_of.take(window), schema)
         yield _filled(batch, place.take(window), order)
 
 
@@ -221,16 +232,35 @@ def _locate(table: _Table) -> tuple[pa.Array, pa.Array, pa.Array]:
     return number, group_of, pc.subtract(rows, starts.take(group_of))
 
 
+class _GroupReader:
+    """Reads row groups, keeping the one that held the last window's last row: results are
+    committed roughly in input order, so the next window usually starts in it."""
+
+    def __init__(self, tables: list[_Table]) -> None:
+        self.tables = tables
+        self._kept: tuple[int, pa.Table] | None = None
+
+    def read(self, code: int, *, keep: bool) -> tuple[_Table, pa.Table]:
+        table = self.tables[code >> 32]
+        if self._kept is not None and self._kept[0] == code:
+            rows = self._kept[1]
+        else:
+            name, group, _ = table.groups[code & 0xFFFFFFFF]
+            rows = table.parts.read_row_group(name, group)
+        self._kept = (code, rows) if keep else self._kept
+        return table, rows
+
+
 def _gather(
-    tables: list[_Table], key: pa.Array, row_of: pa.Array, schema: pa.Schema
+    reader: _GroupReader, key: pa.Array, row_of: pa.Array, schema: pa.Schema
 ) -> pa.RecordBatch:
     """The rows at (table << 32 | row group, row), in the order given."""
     pieces, places = [], []
+    last = key[len(key) - 1].as_py()
     for code in sorted(pc.unique(key).to_pylist()):
-        table = tables[code >> 32]
-        name, group, _ = table.groups[code & 0xFFFFFFFF]
         here = pc.equal(key, code)
-        rows = _one_batch(table.parts.read_row_group(name, group).take(row_of.filter(here)))
+        table, group = reader.read(code, keep=code == last)
+        rows = _one_batch(group.take(row_of.filter(here)))
         pieces.append(_conform(rows.append_column(STATUS, table.status(rows)), schema))
         places.append(pc.indices_nonzero(here))
     gathered = pa.Table.from_batches(pieces, schema).take(pc.sort_indices(pa.concat_arrays(places)))
