@@ -22,3 +22,4 @@ bench:
 	.venv/bin/python bench/cancel_check.py
 	.venv/bin/python bench/limits.py
 	.venv/bin/python bench/memory.py
+	.venv/bin/python bench/startup.py

@@ -219,13 +219,11 @@ def test_grace_period_cancels_requests_that_outlast_it(tmp_path: Path) -> None:
         proc = start_zbatch(*args)
         try:
             wait_for(lambda: srv.stats()["inflight"] >= 4, timeout=60)
-            started = time.monotonic()
             _, err = stop_process(proc, signal.SIGTERM)
-            took = time.monotonic() - started
         finally:
             kill_hard(proc)
         assert proc.returncode == 143, err
-        assert took < 15, f"waited {took:.1f} s for answers beyond a 0.5 s grace"
+        # It did not wait for the 30 s answers: had it waited, they would be committed.
         assert outcome_ids(out) == ([], [])  # nothing completed, nothing invented
         srv.configure(latency=0.0)
         again = run_zbatch(*args)
@@ -240,24 +238,23 @@ def test_second_signal_exits_at_once_and_committed_parts_stay_valid(tmp_path: Pa
     inp = tmp_path / "in.jsonl"
     out = tmp_path / "out"
     with ZaiServer() as srv:
-        args = run_args(inp, out, srv, "-c", "8", "--grace", "8", "--part-seconds", "3600")
+        args = run_args(inp, out, srv, "-c", "8", "--grace", "60", "--part-seconds", "3600")
         write_jsonl(inp, rows[:40])
         first = run_zbatch(*args)
         assert first.returncode == 0, first.stderr
         write_jsonl(inp, rows)
-        srv.configure(latency=4.0)
+        srv.configure(latency=30.0)
         proc = start_zbatch(*args)
         try:
             wait_for(lambda: srv.stats()["inflight"] >= 8, timeout=60)
             proc.send_signal(signal.SIGTERM)
             wait_for(lambda: "stopping: interrupted" in (out / "run.log").read_text(), timeout=30)
-            started = time.monotonic()
             _, err = stop_process(proc, signal.SIGTERM)
-            took = time.monotonic() - started
         finally:
             kill_hard(proc)
         assert proc.returncode == 143, err
-        assert took < 2.5, f"the second signal took {took:.1f} s to end the run"
+        # At once: within its 60 s grace the first signal would have waited for the 30 s
+        # answers and committed them; only the first run's 40 rows are there.
         assert "second signal" in (out / "run.log").read_text()
         results, _ = outcome_ids(out)
         assert sorted(results) == sorted(r["id"] for r in rows[:40])
@@ -570,11 +567,11 @@ def test_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path: Path) -> N
         try:
             wait_for(lambda: srv.stats()["inflight"] >= 2, timeout=60)
             before = srv.stats()["requests"]
-            started = time.monotonic()
             second = run_zbatch(*args, timeout=60)
-            took = time.monotonic() - started
             assert second.returncode == 75, second.stderr
-            assert took < 10, f"the second run waited {took:.1f} s"
+            # It did not wait for the holder: the holder's requests take 30 s and are still
+            # in flight, and it is still running.
+            assert holder.poll() is None and srv.stats()["inflight"] >= 2
             assert f"pid {holder.pid}" in second.stderr
             assert socket.gethostname() in second.stderr
             assert re.search(r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", second.stderr)
@@ -586,10 +583,8 @@ def test_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path: Path) -> N
         assert (out / ".lock").exists()
 
         srv.configure(latency=0.0)
-        started = time.monotonic()
-        third = run_zbatch(*args, timeout=60)
+        third = run_zbatch(*args, timeout=120)  # not blocked by the dead holder's lock
         assert third.returncode == 0, third.stderr
-        assert time.monotonic() - started < 30
         assert (out / ".lock").exists()
         assert_each_id_once(out, rows)
 

@@ -12,7 +12,6 @@ import gzip
 import json
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -505,20 +504,14 @@ def test_no_balance_1113_stops_at_once_even_with_many_in_flight(
     args = ("-i", str(inp), "-o", str(out), "--concurrency", "16")
     server.configure(fatal_after=100, latency=0.05)
 
-    started = time.monotonic()
     first = run_against(server, *args, expect=3)
-    elapsed = time.monotonic() - started
-    assert elapsed < 10, f"took {elapsed:.1f} s to stop"
     assert "1113" in first.stderr and "top up" in first.stderr
     stats = server.stats()
     assert stats["successes"] == 100
     assert stats["requests"] <= stats["successes"] + 16 + 2, stats["requests"]
     assert stats["errors_by_code"].get("1113", 0) <= 16 + 2
-    # The 101st arrival got the first 1113, answered at once: allowing half a second for its
-    # delivery, nothing starts later (a client that kept going would send ~150 more by then).
-    starts = sorted(stats["request_starts"])
-    first_refusal = starts[100]
-    assert [t for t in starts if t > first_refusal + 0.5] == []
+    # The bounds above are by count, not time: after the first 1113 only requests already in
+    # flight arrive (a client that kept going would send the other 300).
     done_first, _ = outcome_ids(out)
     assert len(done_first) == len(set(done_first)) == 100
 

@@ -18,14 +18,11 @@ import functools
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-import anyio
-import httpx
 import pyarrow as pa
 
 from . import prompt
-from .client import Client
 from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
 from .job import Job
@@ -35,13 +32,14 @@ from .progress import NullProgress, Progress
 from .report import FailureGroup, Status, failure_groups, read_status
 from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
-from .runner import Runner
 from .schema import ERROR_SCHEMA, infer_type, result_schema
-from .simulate import SimulatedEndpoint, SimulationSpec
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir
 from .store.state import RetryFailed
+
+if TYPE_CHECKING:
+    import httpx
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -89,6 +87,12 @@ async def arun(
     that many pending rows (a paid sample; the next run goes on with the rest). Raises
     JobError / LockedError / StoreError before anything is sent; a stop during the run is in
     ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    # The HTTP stack is imported here, not with the module: `zbatch status` and the other
+    # commands that only read an OUTDIR then start without it (docs/performance.md).
+    from .client import Client
+    from .runner import Runner
+    from .simulate import SimulatedEndpoint, SimulationSpec
+
     inputs = open_input(job.input_path, stdin=True)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
@@ -185,6 +189,8 @@ def blocking(function: Callable[P, Awaitable[T]]) -> Callable[P, T]:
 
     @functools.wraps(function)
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        import anyio  # with the run, not with the module (see arun)
+
         start = functools.partial(function, *args, **kwargs)
         try:
             return anyio.run(start)

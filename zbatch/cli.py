@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -407,7 +408,7 @@ def main() -> None:
     """The console script's entry point."""
     # Arrow's default allocator keeps freed pages: reading a million Parquet rows one batch at
     # a time then holds ~80 MB more at the end than the system allocator (docs/performance.md).
-    import pyarrow as pa
-
-    pa.set_memory_pool(pa.system_memory_pool())
+    # Chosen by the variable Arrow reads on first use, so commands that never touch Arrow
+    # (--help, --version) do not import it.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     cli(prog_name="zbatch")

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import anyio
 import pyarrow as pa
 
 from . import prompt
@@ -321,6 +320,8 @@ async def commit(pipeline: RowPipeline, results: Any, errors: Any) -> None:
     Result rows that do not fit the schema come back from the writer and become error rows
     before the error buffer is committed. When a write fails, its rows go back to the front
     of their buffer: nothing taken is lost, and the caller may try again."""
+    import anyio  # with the run: readers of an OUTDIR (status) import this module too
+
     with anyio.CancelScope(shield=True):
         rows = results.take()
         try:

@@ -11,8 +11,6 @@ import sys
 import time
 from typing import Protocol
 
-from tqdm import tqdm
-
 from .stats import Stats
 
 log = logging.getLogger("zbatch")
@@ -46,6 +44,8 @@ class BarProgress:
     interval = 0.25
 
     def __init__(self) -> None:
+        from tqdm import tqdm  # only a run on a terminal shows a bar: others start without it
+
         self._bar = tqdm(total=None, unit="row", dynamic_ncols=True, file=sys.stderr)
 
     def refresh(self, stats: Stats) -> None:

@@ -67,7 +67,7 @@ def read_status(outdir: OutputDir) -> Status:
     """Read the figures of an OUTDIR: only the id, token and label columns are read."""
     settings = outdir.read_job()["settings"]
     results = outdir.parts(RESULTS)
-    state = outdir.load_state()
+    done, state = outdir.count_state()
     counted = {"prompt": 0, "completion": 0, "cached": 0}
     labels: Counter[str] = Counter()
     if results.names:
@@ -93,7 +93,7 @@ def read_status(outdir: OutputDir) -> Status:
     return Status(
         outdir=outdir.location,
         input_rows=input_rows,
-        done=len(state.succeeded),
+        done=done,
         failed=state.failed,
         failed_retryable=state.failed_retryable,
         tokens=tokens,

@@ -34,7 +34,7 @@ from .. import urls
 from ..errors import JobError
 from .objectstore import ObjectStorage
 from .parts import Parts, PartWriter
-from .state import ResumeState, load_state
+from .state import ResumeState, count_state, load_state
 from .storage import LocalStorage, Storage
 
 JOB = "job.json"
@@ -135,6 +135,9 @@ class OutputDir:
 
     def load_state(self) -> ResumeState:
         return load_state(self.parts(RESULTS), self.parts(ERRORS))
+
+    def count_state(self) -> tuple[int, ResumeState]:
+        return count_state(self.parts(RESULTS), self.parts(ERRORS))
 
     def committed_result_schema(self) -> pa.Schema | None:
         """The schema of the first result part, which fixes the types of later ones."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from .parts import Parts
 
 # What --retry-failed re-sends: every non-retryable error (True), or those of some types.
@@ -54,6 +57,30 @@ def load_state(results: Parts, errors: Parts) -> ResumeState:
     state = ResumeState()
     for batch in results.batches(["id"]):
         state.succeeded.update(batch.column(0).to_pylist())
+    _read_errors(errors, state)
+    return state
+
+
+def count_state(results: Parts, errors: Parts) -> tuple[int, ResumeState]:
+    """What `status` counts: the ids with a result, and a ResumeState whose ``succeeded``
+    holds only those of them that also have an error (all its error figures look at).
+
+    The result ids stay in Arrow: a Python string per id is most of what load_state costs on
+    a million rows, and a status report needs none of them (docs/performance.md).
+    """
+    state = ResumeState()
+    _read_errors(errors, state)
+    if not results.names:
+        return 0, state
+    ids = results.column("id", pa.string())
+    if state.latest_error:  # the (usually few) errored ids are the set looked up in
+        errored = pa.array(list(state.latest_error), pa.string())
+        state.succeeded.update(ids.filter(pc.is_in(ids, value_set=errored)).to_pylist())
+    return int(pc.count_distinct(ids).as_py()), state
+
+
+def _read_errors(errors: Parts, state: ResumeState) -> None:
+    """Each id's latest error from the error log (read in commit order) into ``state``."""
     for batch in errors.batches(["id", "error_type", "retryable"]):
         ids, types, flags = (batch.column(i).to_pylist() for i in range(3))
         for row_id, kind, retryable in zip(ids, types, flags, strict=True):
@@ -61,4 +88,3 @@ def load_state(results: Parts, errors: Parts) -> ResumeState:
                 state.duplicates_logged.add(row_id)
             else:
                 state.latest_error[row_id] = (kind, bool(retryable))
-    return state
