@@ -10,9 +10,10 @@ The input may be a local path, a file:// URL, or an s3:// / gs:// URL (a file, a
 files, or a glob); files in object storage are streamed in blocks of ``urls.BLOCK_BYTES``
 through fsspec (see :mod:`zbatch.urls`), Parquet one row group at a time as locally.
 
-Stdin is copied to an unnamed temp file as it is first opened: the run counts rows, peeks at
-columns and reads the rows, each a pass over the input, and a pipe can be read once. A file
-keeps memory flat whatever the size (buffering in memory would hold the whole input).
+Stdin is copied to a temp file (deleted when the process ends) as it is first opened: a run
+counts the rows, peeks at the columns and reads the rows, each a pass over the input, and a
+pipe can be read once. A file keeps memory flat whatever the size; buffering in memory would
+hold the whole input.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from .errors import JobError
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
 STDIN = "-"
 MAX_LINE_BYTES = 16 * 1024 * 1024
-# The template column check looks at the union of this many first rows' keys (JSONL, CSV).
+# The column check looks at the union of the keys of this many first rows of a JSONL file (a
+# column may start on a later row; CSV has its header, Parquet its schema).
 PEEK_ROWS = 100
 PARQUET_BATCH_ROWS = 4096
 JSONL_BLOCK_LINES = 4096
@@ -116,7 +118,7 @@ _Item = TypeVar("_Item", RawRow, RawRow | DoneRows)
 
 @dataclass(frozen=True, slots=True)
 class InputFiles:
-    """The input files of a job and what their first row / schema says."""
+    """The input files of a job and the columns the first one shows."""
 
     paths: tuple[InputPath, ...]
     columns: frozenset[str] | None  # Parquet schema; CSV header; JSONL first rows' keys
