@@ -339,6 +339,25 @@ def test_an_outdir_whose_job_json_fingerprint_includes_keep_columns_is_resumed(t
     assert proc.returncode == 0 and "0 to send" in proc.stdout
 
 
+def test_an_old_outdir_takes_a_changed_keep_list_when_its_job_json_records_the_request(
+    tmp_path, server
+):
+    path = write_jsonl(tmp_path / "in.jsonl", keep_rows())
+    out = tmp_path / "out"
+    run_against(server, "-i", str(path), "-o", str(out), "-q", "--keep-columns", "n")
+    record = json.loads((out / "job.json").read_text())
+    job = zbatch.Job(input_path=str(path), output_dir=str(out), keep_columns=("n",))
+    record["fingerprint"] = job.fingerprints()[1]  # as versions before this one wrote it
+    record["request"]["keep_columns"] = ["n"]
+    (out / "job.json").write_text(json.dumps(record))
+    proc = run_zbatch("run", "-i", str(path), "-o", str(out), "--keep-columns", "tag", "--dry-run")
+    assert proc.returncode == 0 and "0 to send" in proc.stdout
+    run_against(server, "-i", str(path), "-o", str(out), "-q", "--keep-columns", "tag")
+    assert server.stats()["requests"] == 4
+    table = zbatch.read_results(out).to_pylist()
+    assert [(r["n"], r["tag"]) for r in table] == [(i, f"t{i}") for i in range(4)]
+
+
 def test_a_request_change_is_still_refused_on_an_old_outdir(tmp_path, server):
     path = write_jsonl(tmp_path / "in.jsonl", keep_rows())
     out = tmp_path / "out"

@@ -63,7 +63,7 @@ def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
     state = ResumeState()
     previous = outdir.read_job_if_any()
     if previous is not None:
-        if previous.get("fingerprint") not in job.fingerprints():
+        if not outdir.holds_request(job.fingerprints(), job.shaping()):
             raise JobError(
                 f"{job.output_dir} holds results of a different request; a run would refuse it "
                 "(use a new output directory, or --force)"
