@@ -203,24 +203,20 @@ def _in_input_order(
     tables: list[_Table], kept_ids: pa.ChunkedArray, order: _InputOrder, schema: pa.Schema
 ) -> Iterator[pa.RecordBatch]:
     """The kept rows sorted by their id's place in the input (ids not in it after, in commit
-    order), read a window at a time: each window reads the row groups that hold its rows."""
-    table_of, group_of, row_of = (
-        pa.concat_arrays(list(columns)) for columns in zip(*map(_locate, tables), strict=True)
-    )
-    table_of = pc.multiply(table_of, 1 << 32)  # one key for (table, row group)
-    place = pc.index_in(kept_ids, value_set=order.ids).cast(pa.int64())
-    after = pa.array(range(len(order.ids), len(order.ids) + len(kept_ids)), pa.int64())
-    sequence = pc.sort_indices(pc.coalesce(place, after))
+    order: the sort is stable), read a window at a time: each window reads the row groups
+    that hold its rows."""
+    key, row_of = (pa.concat_arrays(list(c)) for c in zip(*map(_locate, tables), strict=True))
+    place = pc.index_in(kept_ids, value_set=order.ids)
+    sequence = pc.array_sort_indices(place, null_placement="at_end")
     reader = _GroupReader(tables)
     for start in range(0, len(sequence), WINDOW_ROWS):
         window = sequence.slice(start, WINDOW_ROWS)
-        key = pc.add(table_of.take(window), group_of.take(window))
-        batch = _gather(reader, key, row_of.take(window), schema)
+        batch = _gather(reader, key.take(window), row_of.take(window), schema)
         yield _filled(batch, place.take(window), order)
 
 
-def _locate(table: _Table) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """For each kept row of a table: the table's number, its row group, its row in the group."""
+def _locate(table: _Table) -> tuple[pa.Array, pa.Array]:
+    """For each kept row of a table: (table << 32 | its row group), and its row in the group."""
     rows = pc.indices_nonzero(table.keep).cast(pa.int64())
     sizes = [size for _, _, size in table.groups]
     group_of = pa.concat_arrays(
@@ -228,8 +224,8 @@ def _locate(table: _Table) -> tuple[pa.Array, pa.Array, pa.Array]:
         or [pa.array([], pa.int64())]
     ).take(rows)
     starts = pa.array(list(itertools.accumulate(sizes, initial=0)), pa.int64())
-    number = pa.repeat(pa.scalar(table.number, pa.int64()), len(rows))
-    return number, group_of, pc.subtract(rows, starts.take(group_of))
+    row_of = pc.subtract(rows, starts.take(group_of)).cast(pa.int32())
+    return pc.add(group_of, table.number << 32), row_of
 
 
 class _GroupReader:
