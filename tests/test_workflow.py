@@ -117,7 +117,7 @@ def test_a_stdin_job_exports_in_commit_order_and_says_why(tmp_path, server):
 
 def test_csv_and_tsv_rows_are_read_as_strings_with_the_line_they_start_on(tmp_path):
     (tmp_path / "a.csv").write_text('id,text\n1,"two\nlines"\n02,plain\n3,,\n')
-    (tmp_path / "b.tsv").write_bytes(gzip.compress(b"id\ttext\nt1\ttab, separated\n"))
+    (tmp_path / "b.tsv.gz").write_bytes(gzip.compress(b"id\ttext\nt1\ttab, separated\n"))
     files = open_input(str(tmp_path / "*sv*"))
     assert files.columns == frozenset({"id", "text"})
     rows = list(files.rows())
@@ -125,8 +125,9 @@ def test_csv_and_tsv_rows_are_read_as_strings_with_the_line_they_start_on(tmp_pa
         ("a.csv line 2", {"id": "1", "text": "two\nlines"}, None),
         ("a.csv line 4", {"id": "02", "text": "plain"}, None),
         ("a.csv line 5", None, "a.csv line 5 has 3 fields, the header has 2"),
+        ("b.tsv.gz line 2", {"id": "t1", "text": "tab, separated"}, None),
     ]
-    assert count_rows(files.paths) == 3
+    assert count_rows(files.paths) == 4
 
 
 def test_a_csv_row_that_is_not_utf8_becomes_an_error_row_and_the_rest_are_read(tmp_path):
