@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,29 @@ def test_an_empty_stdin_is_refused_with_one_line(tmp_path, server):
     proc = run_stdin(server, b"", "-o", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert proc.stderr == "Error: input file stdin is empty: it has no rows\n"
+
+
+def test_stdin_on_a_terminal_is_refused_rather_than_waited_on(tmp_path):
+    import pty
+
+    terminal, side = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [ZBATCH, "run", "-i", "-", "-o", str(tmp_path / "o"), "--simulate"],
+            stdin=side,
+            env=zbatch_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(terminal)
+        os.close(side)
+    assert proc.returncode == 2
+    assert (
+        proc.stderr == "Error: input is - (stdin), but stdin is a terminal: pipe JSONL lines in\n"
+    )
 
 
 def test_the_column_check_works_on_stdin_before_anything_is_sent(tmp_path, server):
