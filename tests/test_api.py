@@ -113,8 +113,11 @@ def test_run_works_from_a_thread_whose_event_loop_is_already_running(tmp_path, s
     assert_each_row_answers_its_prompt(job, 20)
 
 
-def test_run_log_gets_the_runs_events_whatever_the_logging_setup(tmp_path, server):
+def test_run_log_gets_the_runs_events_whatever_the_logging_setup(tmp_path, server, monkeypatch):
     job = make_job(tmp_path, server, rows=5)
+    # As in a fresh interpreter: nobody has set the zbatch logger's level (a CLI test in the
+    # same session may have; the CLI sets it, a library must not).
+    monkeypatch.setattr(logging.getLogger("zbatch"), "level", logging.NOTSET)
     root = logging.getLogger()
     assert logging.getLogger("zbatch").getEffectiveLevel() > logging.INFO  # nobody set it
     handlers_before = list(root.handlers)

@@ -111,6 +111,18 @@ def test_stdin_on_a_terminal_is_refused_rather_than_waited_on(tmp_path):
     )
 
 
+def test_stdin_cannot_be_split_into_shards(tmp_path, server):
+    proc = run_stdin(
+        server, jsonl_bytes(prompt_rows(2)), "-o", str(tmp_path / "o"), "--shard", "1/2"
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "Error: input - (stdin) works for a run in one process only: for --shard or --cluster, "
+        "save it to a file (or object storage) first\n"
+    )
+    assert server.stats()["requests"] == 0
+
+
 def test_the_column_check_works_on_stdin_before_anything_is_sent(tmp_path, server):
     proc = run_stdin(
         server, jsonl_bytes(prompt_rows(2)), "-o", str(tmp_path / "o"), "--template", "{nope}"

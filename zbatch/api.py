@@ -14,9 +14,10 @@ stored; OUTDIR/run.log gets the run's events whatever the caller's logging setup
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -33,13 +34,16 @@ from .report import FailureGroup, Status, failure_groups, read_status
 from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
 from .schema import ERROR_SCHEMA, infer_type, result_schema
-from .source import InputFiles, count_rows, open_input
+from .shard import Shard
+from .source import STDIN, InputFiles, count_rows, open_input
 from .stats import Stats
-from .store import ERRORS, RESULTS, OutputDir
+from .store import ERRORS, RESULTS, OutputDir, RunSession
 from .store.state import RetryFailed
 
 if TYPE_CHECKING:
     import httpx
+
+    from .limits import AdaptiveLimit
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -79,46 +83,135 @@ async def arun(
     retry_failed: RetryFailed = False,
     force: bool = False,
     limit: int | None = None,
+    shard: Shard | str | None = None,
+    cluster: str | None = None,
 ) -> RunResult:
     """Run (or resume) a job inside a running event loop.
 
     ``api_key`` defaults to the environment variable the job names. ``transport`` replaces
     the HTTP transport (tests pass ``httpx.MockTransport``). ``limit`` sends only the first
-    that many pending rows (a paid sample; the next run goes on with the rest). Raises
-    JobError / LockedError / StoreError before anything is sent; a stop during the run is in
-    ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    that many pending rows (a paid sample; the next run goes on with the rest). ``shard``
+    ("K/N", "auto/N" or a :class:`~zbatch.shard.Shard`) runs only that shard's rows;
+    ``cluster`` ("local:N" or "dask://HOST:PORT") runs the whole job as shard tasks on a
+    Dask cluster. Raises JobError / LockedError / StoreError before anything is sent; a stop
+    during the run is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    if cluster is not None:
+        if shard is not None or limit is not None:
+            what = "--shard" if shard is not None else "--limit"
+            raise JobError(f"{what} and --cluster do not go together: --cluster makes the shards")
+        from .cluster import arun_on_cluster
+
+        return await arun_on_cluster(
+            job,
+            cluster,
+            api_key=api_key,
+            progress=progress,
+            handle_signals=handle_signals,
+            retry_failed=retry_failed,
+            force=force,
+        )
+    if isinstance(shard, str):
+        shard = Shard.parse(shard, os.environ)
+    if shard is not None and force:
+        raise JobError(
+            "--force with --shard would move the other shards' results away: start the new "
+            "generation with one run without --shard, or use a new output directory"
+        )
+    return await execute(
+        job,
+        api_key=api_key,
+        progress=progress,
+        handle_signals=handle_signals,
+        transport=transport,
+        retry_failed=retry_failed,
+        force=force,
+        limit=limit,
+        shard=shard,
+    )
+
+
+def check_run(
+    job: Job,
+    api_key: str | None,
+    transport: httpx.AsyncBaseTransport | None,
+    *,
+    stdin: bool = False,
+) -> tuple[InputFiles, str | None]:
+    """The input and the API key a run would use; JobError when either is unusable.
+
+    ``stdin``: this process may read ``-i -`` (a run in one process; shards cannot share
+    one pipe)."""
+    if job.input_path == STDIN and not stdin:
+        raise JobError(
+            "input - (stdin) works for a run in one process only: for --shard or --cluster, "
+            "save it to a file (or object storage) first"
+        )
+    inputs = open_input(job.input_path, stdin=stdin)
+    prompt.check_input(job, inputs)
+    key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
+    default_url = job.profile.default_base_url
+    if not job.simulate and key is None and transport is None and job.base_url == default_url:
+        raise JobError(
+            f"no API key: set the environment variable {job.api_key_env} "
+            "(or rehearse offline with --simulate)"
+        )
+    return inputs, key
+
+
+@contextlib.contextmanager
+def open_session(
+    job: Job, inputs: InputFiles, *, force: bool, shard: Shard | None
+) -> Iterator[tuple[OutputDir, RunSession, pa.Schema]]:
+    """Hold the OUTDIR (or one shard of it) for a run: job.json checked and saved, and the
+    result schema the run writes."""
+    outdir = OutputDir(job.output_dir)
+    with outdir.open_run(job.fingerprints(), job.shaping(), force=force, shard=shard) as session:
+        keep_types = keep_column_types(job, inputs, outdir.committed_result_schema())
+        session.save_job(
+            job.fingerprint(),
+            job.to_json(),
+            once=shard is not None,
+            request=job.shaping(),
+            keep_types={name: str(kind) for name, kind in keep_types.items()},
+        )
+        yield outdir, session, result_schema(job, keep_types)
+
+
+async def execute(
+    job: Job,
+    *,
+    api_key: str | None = None,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    retry_failed: RetryFailed = False,
+    force: bool = False,
+    limit: int | None = None,
+    shard: Shard | None = None,
+    in_flight: AdaptiveLimit | None = None,
+    stop_when: Callable[[], Awaitable[ZbatchError]] | None = None,
+    write_summary: bool = True,
+) -> RunResult:
+    """:func:`arun` for the whole job or one shard, with what a cluster task changes: a
+    cluster-wide ``in_flight`` limit, a ``stop_when`` from the driver, and no summary of
+    its own."""
     # The HTTP stack is imported here, not with the module: `zbatch status` and the other
     # commands that only read an OUTDIR then start without it (docs/performance.md).
     from .client import Client
     from .runner import Runner
     from .simulate import SimulatedEndpoint, SimulationSpec
 
-    inputs = open_input(job.input_path, stdin=True)
-    prompt.check_input(job, inputs)
-    key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
+    inputs, key = check_run(job, api_key, transport, stdin=shard is None)
     provider = job.profile
     if job.simulate:
         transport = SimulatedEndpoint(SimulationSpec.from_job(job))
-    elif key is None and transport is None and job.base_url == provider.default_base_url:
-        raise JobError(
-            f"no API key: set the environment variable {job.api_key_env} "
-            "(or rehearse offline with --simulate)"
-        )
-    outdir = OutputDir(job.output_dir)
-    with outdir.open_run(job.fingerprints(), job.shaping(), force=force) as session:
-        keep_types = keep_column_types(job, inputs, outdir.committed_result_schema())
-        session.save_job(
-            job.fingerprint(),
-            job.to_json(),
-            request=job.shaping(),
-            keep_types={name: str(kind) for name, kind in keep_types.items()},
-        )
-        schema = result_schema(job, keep_types)
+    with open_session(job, inputs, force=force, shard=shard) as (outdir, session, schema):
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
         stats = Stats(price=price_for(job.effective_model, job.prices, provider.prices))
         stats.concurrency = stats.concurrency_min = job.concurrency
-        stats.total = count_rows(inputs.paths)
+        # A shard's rows are known only once its part of the input has been read.
+        stats.total = count_rows(inputs.paths) if shard is None else None
         state = session.state
         pipeline = RowPipeline(
             job,
@@ -128,16 +221,19 @@ async def arun(
             errors=errors,
             schema=schema,
             retry_failed=retry_failed,
+            in_shard=None if shard is None else shard.contains,
             secret=key or "",
         )
         items = inputs.rows_or_done(job.id_column, pipeline.is_done)
+        where = "" if shard is None else f" shard {shard}"
         with run_log(outdir) as log:
             if session.notice:
                 log.warning(session.notice)
             log.info(
-                "start: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
+                "start%s: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
+                where,
                 job.input_path,
-                stats.total,
+                count_rows(inputs.paths),
                 len(state.succeeded) + len(state.latest_error),
                 job.effective_model,
                 job.concurrency,
@@ -160,16 +256,25 @@ async def arun(
                 progress=progress or NullProgress(),
                 log=log,
                 handle_signals=handle_signals,
+                limit=in_flight,
+                stop_when=stop_when,
             )
             try:
                 stopped = await runner.run()
             finally:
                 items.close()
+            if shard is not None and stopped is None:
+                stats.total = stats.input_rows
             result = RunResult(stats, stopped, session.notice)
             stats.exit_code = result.exit_code
-            session.write_summary(stats.to_json())
+            if write_summary:
+                summary = stats.to_json()
+                session.write_summary(
+                    summary if shard is None else {**summary, "shard": str(shard)}
+                )
             log.info(
-                "end: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
+                "end%s: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
+                where,
                 stats.outcome,
                 stats.ok,
                 stats.failed,

@@ -216,6 +216,18 @@ def cli() -> None:
     type=click.IntRange(min=1),
     help="Send only the first N pending rows (a paid sample); the next run does the rest.",
 )
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Run only shard K of N (0-based; auto/N takes K from $JOB_COMPLETION_INDEX or "
+    "$SLURM_ARRAY_TASK_ID). Shards may run at the same time into one OUTDIR.",
+)
+@click.option(
+    "--cluster",
+    metavar="dask://HOST:PORT|local:N",
+    help="Run the job's shards as tasks on a Dask cluster (needs zbatch[dask]); concurrency "
+    "is then a cluster-wide cap.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
 @_reports_errors
 def run(
@@ -224,6 +236,8 @@ def run(
     force: bool,
     retry_failed: str | None,
     limit: int | None,
+    shard: str | None,
+    cluster: str | None,
     quiet: bool,
     **flags: Any,
 ) -> None:
@@ -247,6 +261,8 @@ def run(
             retry_failed=retry,
             force=force,
             limit=limit,
+            shard=shard,
+            cluster=cluster,
         )
     if not quiet:
         click.echo(f"zbatch run {job.output_dir}")

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
 
@@ -63,7 +63,12 @@ class Runner:
         progress: Progress,
         log: logging.Logger,
         handle_signals: bool = False,
+        limit: AdaptiveLimit | None = None,
+        stop_when: Callable[[], Awaitable[ZbatchError]] | None = None,
     ) -> None:
+        """``limit`` replaces the run's own in-flight limit (a cluster-wide one);
+        ``stop_when`` returns when someone else asks the run to stop (a cluster's driver),
+        which then stops like on a signal."""
         self.job = job
         self.pipeline = pipeline
         self.stats = pipeline.stats
@@ -74,7 +79,8 @@ class Runner:
         self._writers = (results, errors)
         pipeline.on_added = self.buffers_changed
         self._handle_signals = handle_signals
-        self.limit = AdaptiveLimit(job.concurrency)
+        self._stop_when = stop_when
+        self.limit = limit or AdaptiveLimit(job.concurrency)
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
         self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
@@ -96,6 +102,8 @@ class Runner:
             async with anyio.create_task_group() as helpers:
                 if self._handle_signals:
                     helpers.start_soon(self._watch_signals)
+                if self._stop_when is not None:
+                    helpers.start_soon(self._watch_requests, self._stop_when)
                 helpers.start_soon(self._tick)
                 helpers.start_soon(self._flush_timer)
                 with self._work_scope:
@@ -344,6 +352,10 @@ class Runner:
                     )
                 )
                 self._grace_deadline(self.job.grace_seconds)
+
+    async def _watch_requests(self, stop_when: Callable[[], Awaitable[ZbatchError]]) -> None:
+        self.stop(await stop_when())
+        self._grace_deadline(self.job.grace_seconds)
 
     def _grace_deadline(self, seconds: float) -> None:
         """Give in-flight requests ``seconds`` to finish, then cancel them."""

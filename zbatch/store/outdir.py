@@ -26,7 +26,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
@@ -77,9 +77,24 @@ class RunSession:
     def writer(self, table: str, schema: pa.Schema) -> PartWriter:
         return PartWriter(self.outdir.storage, table, schema, prefix=self.prefix)
 
-    def save_job(self, fingerprint: str, settings: Mapping[str, Any], **extra: Any) -> None:
+    def save_job(
+        self, fingerprint: str, settings: Mapping[str, Any], *, once: bool = False, **extra: Any
+    ) -> None:
+        """Write job.json; with ``once`` (shards) only if no run wrote it yet, and then check
+        that the one written is this job's (two shards may start at the same moment)."""
         record = {"fingerprint": fingerprint, "settings": dict(settings), **extra}
-        self.outdir.storage.write_bytes(JOB, dumps(record))
+        if not once:
+            self.outdir.storage.write_bytes(JOB, dumps(record))
+            return
+        blob = dumps(record)
+
+        def write(handle: BinaryIO) -> None:
+            handle.write(blob)
+
+        try:
+            self.outdir.storage.create(JOB, write)
+        except FileExistsError:
+            self.outdir._check_job(fingerprint, extra.get("request") or {}, force=False)
 
     def write_summary(self, data: Mapping[str, Any]) -> None:
         self.outdir.storage.write_bytes(SUMMARY, dumps(data))

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import logging
 import os
+import secrets
 import shutil
 import socket
 from collections.abc import Callable, Iterator
@@ -124,43 +125,61 @@ class LocalStorage:
         """Write (or replace) a whole file by ``write(handle)``, streamed, atomically
         (``outdir=False``: a file outside any OUTDIR, such as an export)."""
         path = self._path(name)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp: Path | None = None  # _write_temp removes its file itself if it fails
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_synced(tmp, write)
+            tmp = self._write_temp(path, write)
             os.replace(tmp, path)
             _fsync_dir(path.parent)
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
             if isinstance(exc, OSError):
                 raise store_error(str(path), exc, outdir=outdir) from exc
             raise
 
     def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
         path = self._path(name)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp: Path | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_synced(tmp, write)
+            tmp = self._write_temp(path, write)
             _link(tmp, path)
             tmp.unlink(missing_ok=True)
             _fsync_dir(path.parent)
         except FileExistsError:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             raise
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
             if isinstance(exc, OSError):
                 raise store_error(str(path), exc) from exc
             raise
 
-    def _write_synced(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
-        with open(path, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+    def _write_temp(self, path: Path, write: Callable[[BinaryIO], object]) -> Path:
+        """Write and sync a hidden temp file beside ``path``; its path. It is ``.NAME.tmp``
+        unless another writer has that one (shards of a job in other processes write
+        job.json and summary.json at the same moment): then a name of its own."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            handle = open(tmp, "xb")  # noqa: SIM115 - closed by the with-block below
+        except FileExistsError:
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            handle = open(tmp, "xb")  # noqa: SIM115
+        try:
+            with handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return tmp
 
     def move(self, src: str, dst: str) -> None:
         source, target = self._path(src), self._path(dst)

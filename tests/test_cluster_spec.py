@@ -1,0 +1,49 @@
+"""How --cluster is named, and what a bad name says."""
+
+from __future__ import annotations
+
+import pytest
+
+from zbatch.cluster import ClusterSpec, Secret
+from zbatch.errors import JobError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("local:2", ClusterSpec(address=None, workers=2)),
+        ("local:16", ClusterSpec(address=None, workers=16)),
+        ("dask://10.0.0.5:8786", ClusterSpec(address="tcp://10.0.0.5:8786", workers=0)),
+        ("dask://scheduler:8786", ClusterSpec(address="tcp://scheduler:8786", workers=0)),
+        ("tls://scheduler:8786", ClusterSpec(address="tls://scheduler:8786", workers=0)),
+    ],
+)
+def test_parse(text: str, expected: ClusterSpec) -> None:
+    assert ClusterSpec.parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("local:0", "--cluster local:N needs at least 1 worker process, not 0"),
+        ("local:x", "--cluster local:N needs a whole number of worker processes, not 'x'"),
+        ("local", "--cluster: expected dask://HOST:PORT or local:N, not 'local'"),
+        ("dask://", "--cluster: expected dask://HOST:PORT or local:N, not 'dask://'"),
+        ("dask://host", "--cluster: expected dask://HOST:PORT or local:N, not 'dask://host'"),
+        ("http://host:1", "--cluster: expected dask://HOST:PORT or local:N, not 'http://host:1'"),
+    ],
+)
+def test_bad_specs_are_one_line_job_errors(text: str, message: str) -> None:
+    with pytest.raises(JobError) as caught:
+        ClusterSpec.parse(text)
+    assert str(caught.value) == message
+
+
+def test_secret_never_shows_its_value() -> None:
+    """The API key travels to the workers inside task arguments, which Dask prints in its
+    logs when a task fails: its repr must not show it."""
+    secret = Secret("sk-very-secret")
+    assert "sk-very-secret" not in repr(secret)
+    assert "sk-very-secret" not in str(secret)
+    assert "sk-very-secret" not in repr((secret,))
+    assert secret.value == "sk-very-secret"

@@ -1,0 +1,591 @@
+"""A whole job on a Dask cluster: its shards as tasks, one in-flight cap across all of them.
+
+    zbatch run job.toml --cluster local:4                 # a LocalCluster of 4 processes
+    zbatch run job.toml --cluster dask://scheduler:8786   # an existing cluster
+
+The driver (:func:`arun_on_cluster`) checks the job and settles OUTDIR/job.json once, splits
+the rows into shards (two per worker thread, so a lost worker costs little) and submits one
+task per shard. Each task (:func:`run_shard`) runs the online runner on its shard into the
+shared OUTDIR, with its in-flight requests under a ``distributed.Semaphore`` named after the
+job: ``concurrency`` is a cap for the whole cluster, with each process's adaptive limit
+below it. ``rpm`` and ``tpm`` are split evenly across the tasks that can run at once, and a
+second semaphore keeps that many running, so the sum stays within the caps. A task lost with
+its worker is run again by Dask; like any resume, it sends only rows not yet committed.
+Tasks report their figures on a Dask event topic, from which the driver draws one progress
+display and writes one summary.json. A stop (Ctrl-C, or a fatal answer in one task) is a
+Dask Event every task watches: each stops like on a signal and commits what completed.
+
+Needs the ``dask`` extra; ``distributed`` is imported only when a cluster is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import re
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from . import errors
+from .errors import Interrupted, JobError, RunStopped, ZbatchError
+from .job import Job
+from .pricing import price_for
+from .progress import NullProgress, Progress
+from .shard import Shard
+from .source import count_rows
+from .stats import Stats
+from .store.state import RetryFailed
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from .api import RunResult
+
+log = logging.getLogger("zbatch")
+
+# Tasks per worker thread: a lost worker costs at most this share of the job's rows again
+# in reading, and none in requests (committed rows are never sent again).
+TASKS_PER_THREAD = 2
+STOP_POLL_SECONDS = 0.5
+# Figures of a task's Stats that do not add up across tasks: the driver sets its own.
+_NOT_SUMMED = frozenset({"total", "concurrency", "exit_code"})
+# ... and the lowest concurrency any task's adaptive limit fell to.
+_LOWEST = "concurrency_min"
+
+_ADDRESS = re.compile(
+    r"(?P<scheme>dask|tcp|tls)://(?P<host>[^\s/:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d+)"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """Where the tasks run: an existing scheduler's ``address``, or ``workers`` local
+    processes (``address`` None)."""
+
+    address: str | None
+    workers: int
+
+    def __str__(self) -> str:
+        return self.address or f"local:{self.workers}"
+
+    @classmethod
+    def parse(cls, text: str) -> ClusterSpec:
+        """``local:N`` or ``dask://HOST:PORT`` (``tcp://`` and ``tls://`` as Dask spells them)."""
+        kind, colon, rest = text.partition(":")
+        if kind == "local" and colon:
+            try:
+                workers = int(rest)
+            except ValueError:
+                raise JobError(
+                    f"--cluster local:N needs a whole number of worker processes, not {rest!r}"
+                ) from None
+            if workers < 1:
+                raise JobError(f"--cluster local:N needs at least 1 worker process, not {workers}")
+            return cls(None, workers)
+        match = _ADDRESS.fullmatch(text)
+        if match is None:
+            raise JobError(f"--cluster: expected dask://HOST:PORT or local:N, not {text!r}")
+        scheme = "tcp" if match["scheme"] == "dask" else match["scheme"]
+        return cls(f"{scheme}://{match['host']}:{match['port']}", 0)
+
+
+class Secret:
+    """The API key on its way to the workers: Dask prints a failed task's arguments in its
+    logs, so the repr never shows the value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+
+# --- one shard as a task ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardOutcome:
+    """What a shard task returns: its figures and why it stopped (an exception would not
+    survive the trip back from the worker)."""
+
+    shard: Shard
+    stats: Stats
+    stop_type: str | None = None
+    stop_message: str = ""
+    exit_code: int = 0
+
+    @classmethod
+    def of(
+        cls, shard: Shard, stats: Stats, stopped: ZbatchError | None, exit_code: int
+    ) -> ShardOutcome:
+        if stopped is None:
+            return cls(shard, stats, exit_code=exit_code)
+        return cls(shard, stats, type(stopped).__name__, str(stopped), exit_code)
+
+    @property
+    def stopped(self) -> ZbatchError | None:
+        """The stop reason, rebuilt as the zbatch error it was."""
+        if self.stop_type is None:
+            return None
+        if self.stop_type == Interrupted.__name__:
+            return Interrupted(self.stop_message, exit_code=self.exit_code)
+        kind = getattr(errors, self.stop_type, None)
+        if isinstance(kind, type) and issubclass(kind, ZbatchError):
+            with contextlib.suppress(TypeError):
+                return kind(self.stop_message)
+        error = RunStopped(self.stop_message)
+        error.exit_code = self.exit_code
+        return error
+
+
+def semaphore_name(job: Job) -> str:
+    """The cluster-wide cap of a job: every task of the job (and of a rerun with the same
+    concurrency) shares it."""
+    return f"zbatch-{job.fingerprint()[:16]}-c{job.concurrency}"
+
+
+def run_shard(
+    job: Job,
+    shard: Shard | str,
+    *,
+    api_key: Secret | str | None = None,
+    retry_failed: RetryFailed = False,
+    progress_topic: str | None = None,
+    stop_event: str | None = None,
+    task_slots: int | None = None,
+) -> ShardOutcome:
+    """Run one shard of a job into its OUTDIR; made to be a task in a Dask graph.
+
+    Inside a Dask worker its requests share the job's cluster-wide in-flight cap
+    (``concurrency``) with every other shard of the job. ``progress_topic``,
+    ``stop_event`` and ``task_slots`` are how ``--cluster``'s driver follows, stops and
+    spaces its tasks. Without a driver, each shard writes summary.json when it ends."""
+    if isinstance(shard, str):
+        shard = Shard.parse(shard, os.environ)
+    key = api_key.value if isinstance(api_key, Secret) else api_key
+    call = functools.partial(
+        _run_shard,
+        job,
+        shard,
+        api_key=key,
+        retry_failed=retry_failed,
+        progress_topic=progress_topic,
+        stop_event=stop_event,
+        task_slots=task_slots,
+    )
+    result: ShardOutcome = anyio.run(call)
+    return result
+
+
+async def _run_shard(
+    job: Job,
+    shard: Shard,
+    *,
+    api_key: str | None,
+    retry_failed: RetryFailed,
+    progress_topic: str | None,
+    stop_event: str | None,
+    task_slots: int | None,
+) -> ShardOutcome:
+    from .api import execute
+
+    worker = _current_worker()
+    if worker is None:  # not in a Dask task: a plain shard run
+        result = await execute(job, api_key=api_key, retry_failed=retry_failed, shard=shard)
+        return ShardOutcome.of(shard, result.stats, result.stopped, result.exit_code)
+
+    from .cluster_limit import ClusterLease, ClusterLimit
+
+    stop = None if stop_event is None else _DriverStop(stop_event, worker.loop.asyncio_loop)
+    async with contextlib.AsyncExitStack() as stack:
+        if task_slots is not None:
+            slots = await ClusterLease.open(f"{semaphore_name(job)}-tasks{task_slots}", task_slots)
+            await slots.acquire()
+            stack.callback(slots.release)
+        if stop is not None and await stop.is_set():  # stopped while this task was queued
+            stats = Stats(outcome="not started: the run was stopped")
+            stats.concurrency = stats.concurrency_min = job.concurrency
+            return ShardOutcome.of(shard, stats, None, 0)
+        limit = ClusterLimit(
+            job.concurrency, await ClusterLease.open(semaphore_name(job), job.concurrency)
+        )
+        stack.callback(limit.close)
+        progress = None if progress_topic is None else _TopicProgress(worker, progress_topic, shard)
+        result = await execute(
+            job,
+            api_key=api_key,
+            progress=progress,
+            retry_failed=retry_failed,
+            shard=shard,
+            in_flight=limit,
+            stop_when=None if stop is None else stop.wait,
+            write_summary=progress_topic is None,
+        )
+    return ShardOutcome.of(shard, result.stats, result.stopped, result.exit_code)
+
+
+def _current_worker() -> Any:
+    """The Dask worker running this task, or None (no Dask, or not in a task)."""
+    try:
+        from distributed import get_worker
+    except ImportError:
+        return None
+    try:
+        return get_worker()
+    except ValueError:
+        return None
+
+
+class _DriverStop:
+    """The driver's stop request: a ``distributed.Event``, asked from the task's loop."""
+
+    def __init__(self, name: str, dask_loop: asyncio.AbstractEventLoop) -> None:
+        from distributed import Event
+
+        self._event = Event(name)
+        self._loop = dask_loop
+
+    async def _ask(self, make: Callable[[], Awaitable[bool]]) -> bool:
+        from .cluster_limit import on_loop
+
+        return await asyncio.wrap_future(on_loop(self._loop, make))
+
+    async def is_set(self) -> bool:
+        return await self._ask(self._event.is_set)
+
+    async def wait(self) -> ZbatchError:
+        """Return once the driver asks to stop (each ask waits on the scheduler a while)."""
+        while not await self._ask(functools.partial(self._event.wait, STOP_POLL_SECONDS)):
+            pass
+        return Interrupted("stopped by the cluster run's driver", exit_code=130)
+
+
+class _TopicProgress:
+    """A task's progress, sent to the driver as Dask events (a few a second at most)."""
+
+    interval = 1.0
+
+    def __init__(self, worker: Any, topic: str, shard: Shard) -> None:
+        self._worker = worker
+        self._topic = topic
+        self._shard = shard
+
+    def refresh(self, stats: Stats) -> None:
+        self._worker.log_event(self._topic, {"shard": self._shard.index, **figures(stats)})
+
+    def close(self, stats: Stats) -> None:
+        self.refresh(stats)
+
+
+def figures(stats: Stats) -> dict[str, Any]:
+    """The figures of ``stats`` that add up across shards, as plain numbers and dicts."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(stats):
+        value = getattr(stats, field.name)
+        if field.name in _NOT_SUMMED:
+            continue
+        if isinstance(value, Counter):
+            out[field.name] = dict(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out[field.name] = value
+    return out
+
+
+def add_figures(total: Stats, figures: dict[str, Any]) -> None:
+    """Add one shard's :func:`figures` into ``total``."""
+    for name, value in figures.items():
+        if not hasattr(total, name):
+            continue
+        if name == _LOWEST:
+            total.concurrency_min = min(total.concurrency_min, value)
+        elif isinstance(value, dict):
+            getattr(total, name).update(value)
+        else:
+            setattr(total, name, getattr(total, name) + value)
+
+
+# --- the driver -----------------------------------------------------------------------------
+
+
+async def arun_on_cluster(
+    job: Job,
+    cluster: str,
+    *,
+    api_key: str | None = None,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+    retry_failed: RetryFailed = False,
+    force: bool = False,
+) -> RunResult:
+    """Run (or resume) the whole job as shard tasks on a Dask cluster; see the module doc."""
+    from .api import RunResult, check_run, open_session
+    from .runlog import run_log
+    from .store.outdir import SUMMARY, dumps
+
+    spec = ClusterSpec.parse(cluster)
+    _require_distributed()
+    inputs, key = check_run(job, api_key, None)
+    # job.json is written (and --force applied) once, here, before any task starts.
+    with open_session(job, inputs, force=force, shard=None) as (outdir, session, _):
+        notice = session.notice
+    view = _View(job, count_rows(inputs.paths))
+    async with _connect(spec) as client:
+        threads = await _worker_threads(client, spec)
+        tasks = [
+            Shard(index, TASKS_PER_THREAD * threads) for index in range(TASKS_PER_THREAD * threads)
+        ]
+        run = _Run(client, job, view, progress or NullProgress(), handle_signals)
+        with run_log(outdir) as runlog:
+            if notice:
+                runlog.warning(notice)
+            runlog.info(
+                "start on %s: %d shard tasks, %d worker threads, cluster-wide concurrency %d",
+                spec,
+                len(tasks),
+                threads,
+                job.concurrency,
+            )
+            rated = job.rpm is not None or job.tpm is not None
+            stopped = await run.run(
+                tasks,
+                functools.partial(
+                    run_shard,
+                    _split_rates(job, threads),
+                    api_key=None if key is None else Secret(key),
+                    retry_failed=retry_failed,
+                    task_slots=threads if rated else None,
+                ),
+            )
+            stats = view.stats(stopped)
+            result = RunResult(stats, stopped, notice)
+            stats.exit_code = result.exit_code
+            summary = {**stats.to_json(), "cluster": {"tasks": len(tasks), "threads": threads}}
+            outdir.storage.write_bytes(SUMMARY, dumps(summary))
+            runlog.info(
+                "end: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
+                stats.outcome,
+                stats.ok,
+                stats.failed,
+                stats.skipped,
+                stats.requests,
+                result.exit_code,
+            )
+    return result
+
+
+def _require_distributed() -> None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise JobError(
+            '--cluster needs Dask: pip install "zbatch[dask]" (or "dask[distributed]")'
+        ) from None
+
+
+def _split_rates(job: Job, threads: int) -> Job:
+    """The job as each task runs it: rpm and tpm split evenly across the tasks that can run
+    at once (the concurrency cap is shared through the semaphore instead)."""
+    return dataclasses.replace(
+        job,
+        rpm=None if job.rpm is None else job.rpm / threads,
+        tpm=None if job.tpm is None else job.tpm / threads,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _connect(spec: ClusterSpec) -> AsyncIterator[Client]:
+    from distributed import Client, LocalCluster
+
+    if spec.address is None:
+        import dask
+
+        # A killed worker's leases stay taken until they time out (30 s by default), which
+        # stalls every other task; on one machine nothing delays a refresh (every 2 s) that
+        # long. The workers take the settings from the driver's config when they start.
+        leases = {
+            "distributed.scheduler.locks.lease-timeout": "10s",
+            "distributed.scheduler.locks.lease-validation-interval": "1s",
+        }
+        with dask.config.set(leases):
+            async with (
+                LocalCluster(
+                    n_workers=spec.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    asynchronous=True,
+                    # The scheduler serves HTTP whatever this says; 8787 may be taken.
+                    dashboard_address="127.0.0.1:0",
+                    silence_logs=logging.ERROR,
+                ) as cluster,
+                Client(cluster, asynchronous=True) as client,
+            ):
+                yield client
+        return
+    try:
+        client = await Client(spec.address, asynchronous=True, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise JobError(
+            f"--cluster: no Dask scheduler answers at {spec.address} ({exc}); start one, or "
+            "check the address"
+        ) from None
+    async with client:
+        yield client
+
+
+async def _worker_threads(client: Client, spec: ClusterSpec) -> int:
+    """Threads across the cluster's workers, once it has any."""
+    try:
+        await client.wait_for_workers(max(1, spec.workers), timeout=120)  # type: ignore[func-returns-value, misc]
+    except TimeoutError:
+        raise JobError(f"--cluster: the Dask cluster at {spec} has no workers") from None
+    threads: dict[str, int] = await client.nthreads()
+    return max(1, sum(threads.values()))
+
+
+class _View:
+    """The job's figures, summed from the shards' latest reports."""
+
+    def __init__(self, job: Job, total: int) -> None:
+        self._job = job
+        self._total = total
+        self._started = time.monotonic()
+        self.by_shard: dict[int, dict[str, Any]] = {}
+
+    def report(self, event: tuple[float, dict[str, Any]]) -> None:
+        figures_ = dict(event[1])
+        self.by_shard[int(figures_.pop("shard"))] = figures_
+
+    def stats(self, stopped: ZbatchError | None = None) -> Stats:
+        stats = Stats(
+            price=price_for(self._job.effective_model, self._job.prices, self._job.profile.prices)
+        )
+        stats.started = self._started
+        stats.total = self._total
+        stats.concurrency = stats.concurrency_min = self._job.concurrency
+        for shard_figures in self.by_shard.values():
+            add_figures(stats, shard_figures)
+        if stopped is not None:
+            stats.outcome = f"stopped: {stopped}"
+        else:
+            stats.outcome = "finished" if not stats.failed else "finished with errors"
+        return stats
+
+
+class _Run:
+    """Submits the shard tasks, follows them, and stops them when asked."""
+
+    def __init__(
+        self, client: Client, job: Job, view: _View, progress: Progress, handle_signals: bool
+    ) -> None:
+        self._client = client
+        self._job = job
+        self._view = view
+        self._progress = progress
+        self._handle_signals = handle_signals
+        self._id = uuid.uuid4().hex[:12]
+        self.reason: ZbatchError | None = None
+
+    async def run(
+        self, tasks: list[Shard], task: Callable[..., ShardOutcome]
+    ) -> ZbatchError | None:
+        from distributed import Event, as_completed
+
+        topic = f"zbatch-progress-{self._id}"
+        self._stop = Event(f"zbatch-stop-{self._id}", client=self._client)
+        self._client.subscribe_topic(topic, self._view.report)
+        futures = [
+            self._client.submit(
+                task,
+                shard,
+                progress_topic=topic,
+                stop_event=self._stop.name,
+                key=f"zbatch-{shard.tag}-{self._id}",
+                pure=False,
+            )
+            for shard in tasks
+        ]
+        try:
+            async with anyio.create_task_group() as helpers:
+                helpers.start_soon(self._show_progress)
+                if self._handle_signals:
+                    helpers.start_soon(self._watch_signals, futures)
+                async for _, outcome in as_completed(
+                    futures, with_results=True, raise_errors=False
+                ):
+                    await self._settle(outcome)
+                helpers.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._stop_tasks(futures)
+                self._client.unsubscribe_topic(topic)
+                self._progress.close(self._view.stats(self.reason))
+        return self.reason
+
+    async def _settle(self, outcome: object) -> None:
+        """Take in a finished task; a task's fatal stop or failure stops the others too."""
+        if isinstance(outcome, ShardOutcome):
+            self._view.by_shard[outcome.shard.index] = figures(outcome.stats)
+            stopped = outcome.stopped
+            if stopped is not None and not isinstance(stopped, Interrupted):
+                await self.stop(stopped)
+        elif isinstance(outcome, ZbatchError):
+            await self.stop(outcome)
+        elif isinstance(outcome, BaseException):
+            await self.stop(
+                RunStopped(f"a shard task failed: {outcome!r}; run the same command to resume")
+            )
+
+    async def stop(self, reason: ZbatchError) -> None:
+        """Ask every task to stop (they commit what completed); the first reason wins."""
+        if self.reason is None:
+            self.reason = reason
+            log.warning("stopping: %s", reason)
+        await self._stop.set()
+
+    async def _stop_tasks(self, futures: list[Any]) -> None:
+        """On the way out (cancelled, or a second signal): tasks still running are asked to
+        stop and given their grace period, then cancelled."""
+        from distributed import wait
+
+        if all(future.done() for future in futures):
+            return
+        await self._stop.set()
+        with anyio.move_on_after(self._job.grace_seconds + 30):
+            await wait(futures)
+        await self._client.cancel(futures)
+
+    async def _show_progress(self) -> None:
+        while True:
+            self._progress.refresh(self._view.stats())
+            await anyio.sleep(self._progress.interval)
+
+    async def _watch_signals(self, futures: list[Any]) -> None:
+        try:
+            receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+        except (NotImplementedError, ValueError):  # not the main thread
+            return
+        with receiver as signals:
+            async for signum in signals:
+                code = 130 if signum == signal.SIGINT else 143
+                if isinstance(self.reason, Interrupted):
+                    log.warning("second signal: cancelling the tasks")
+                    await self._client.cancel(futures)
+                    raise Interrupted(self.reason.args[0], exit_code=code)
+                name = signal.Signals(signum).name
+                await self.stop(
+                    Interrupted(
+                        f"interrupted by {name}; run the same command to resume", exit_code=code
+                    )
+                )
