@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import json
 import sys
@@ -63,7 +64,11 @@ class _Table:
     number: int  # 0 results, 1 errors
     parts: Parts
     keep: pa.Array  # a flag per committed row
-    groups: list[tuple[str, int, int]]  # (part, row group, rows), in commit order
+
+    @functools.cached_property
+    def groups(self) -> list[tuple[str, int, int]]:
+        """(part, row group, rows) of each row group, in commit order."""
+        return self.parts.row_groups()
 
     def status(self, batch: pa.RecordBatch) -> pa.Array:
         if self.parts.folder == ERRORS:
@@ -97,7 +102,7 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
     )
     settings = (outdir.read_job_if_any() or {}).get("settings", {})
     metadata = {SIMULATED: b"true"} if settings.get("simulate") else {}
-    tables = [_Table(0, results, keep_results, []), _Table(1, errors, keep_errors, [])]
+    tables = [_Table(0, results, keep_results), _Table(1, errors, keep_errors)]
     try:
         order = _InputOrder.read(settings, schema, _keep_columns(settings, results.schema))
     except JobError as exc:
@@ -108,7 +113,6 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
         if name not in schema.names:
             schema = schema.append(pa.field(name, column.type))
     schema = schema.with_metadata(metadata or None)
-    tables = [_Table(t.number, t.parts, t.keep, t.parts.row_groups()) for t in tables]
     return Outcomes(schema, _in_input_order(tables, kept_ids, order, schema))
 
 
