@@ -33,7 +33,17 @@ def test_every_command_and_option_has_help(command: click.Command) -> None:
 def test_every_run_flag_sets_the_job_field_of_its_name() -> None:
     """A flag that landed on no Job field would be silently ignored."""
     run = cli.commands["run"]
-    actions = {"job_file", "dry_run", "force", "retry_failed", "limit", "shard", "cluster", "quiet"}
+    actions = {
+        "job_file",
+        "dry_run",
+        "force",
+        "retry_failed",
+        "limit",
+        "shard",
+        "cluster",
+        "quiet",
+        "no_wait",
+    }
     fields = {field.name for field in dataclasses.fields(Job)}
     flags = {param.name for param in run.params} - actions
     assert flags <= fields, flags - fields

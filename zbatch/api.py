@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pyarrow as pa
 
@@ -28,7 +29,7 @@ from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
 from .job import Job
 from .pipeline import RowPipeline
-from .pricing import price_for
+from .pricing import discounted, price_for
 from .progress import NullProgress, Progress
 from .report import FailureGroup, Status, failure_groups, read_status
 from .results import Exported, export_outcomes, final_outcomes
@@ -85,6 +86,7 @@ async def arun(
     limit: int | None = None,
     shard: Shard | str | None = None,
     cluster: str | None = None,
+    wait: bool = True,
 ) -> RunResult:
     """Run (or resume) a job inside a running event loop.
 
@@ -93,8 +95,15 @@ async def arun(
     that many pending rows (a paid sample; the next run goes on with the rest). ``shard``
     ("K/N", "auto/N" or a :class:`~zbatch.shard.Shard`) runs only that shard's rows;
     ``cluster`` ("local:N" or "dask://HOST:PORT") runs the whole job as shard tasks on a
-    Dask cluster. Raises JobError / LockedError / StoreError before anything is sent; a stop
-    during the run is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    Dask cluster. In batch mode (``job.mode == "batch"``), ``wait=False`` returns once the
+    rows are submitted (exit code 10 while batches run); the same call later collects them.
+    Raises JobError / LockedError / StoreError before anything is sent; a stop during the run
+    is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    if job.mode == "batch" and (shard is not None or cluster is not None):
+        raise JobError(
+            "--mode batch does not go with --shard or --cluster: the provider runs the batches; "
+            "run the job once, without them"
+        )
     if cluster is not None:
         if shard is not None or limit is not None:
             what = "--shard" if shard is not None else "--limit"
@@ -117,7 +126,7 @@ async def arun(
             "--force with --shard would move the other shards' results away: start the new "
             "generation with one run without --shard, or use a new output directory"
         )
-    return await execute(
+    result = await execute(
         job,
         api_key=api_key,
         progress=progress,
@@ -127,7 +136,23 @@ async def arun(
         force=force,
         limit=limit,
         shard=shard,
+        wait=wait,
     )
+    if job.mode == "batch" and job.finish_online:
+        from .batch.mode import RowsLeft
+
+        if not isinstance(result.stopped, RowsLeft | None):
+            return result
+        # Every batch is collected: what they left unanswered goes live, exactly once.
+        return await execute(
+            dataclasses.replace(job, mode="online", finish_online=False),
+            api_key=api_key,
+            progress=progress,
+            handle_signals=handle_signals,
+            transport=None if job.simulate else transport,
+            retry_failed=retry_failed,
+        )
+    return result
 
 
 def check_run(
@@ -191,24 +216,34 @@ async def execute(
     in_flight: AdaptiveLimit | None = None,
     stop_when: Callable[[], Awaitable[ZbatchError]] | None = None,
     write_summary: bool = True,
+    wait: bool = True,
 ) -> RunResult:
     """:func:`arun` for the whole job or one shard, with what a cluster task changes: a
     cluster-wide ``in_flight`` limit, a ``stop_when`` from the driver, and no summary of
     its own."""
     # The HTTP stack is imported here, not with the module: `zbatch status` and the other
     # commands that only read an OUTDIR then start without it (docs/performance.md).
+    from .batch.api import BatchApi
+    from .batch.mode import BatchMode
+    from .batch.simulate import SimulatedBatchApi
     from .client import Client
+    from .limits import Backoff
     from .runner import Runner
     from .simulate import SimulatedEndpoint, SimulationSpec
 
     inputs, key = check_run(job, api_key, transport, stdin=shard is None)
     provider = job.profile
-    if job.simulate:
+    if job.simulate and job.mode == "batch":
+        transport = SimulatedBatchApi(job)
+    elif job.simulate:
         transport = SimulatedEndpoint(SimulationSpec.from_job(job))
     with open_session(job, inputs, force=force, shard=shard) as (outdir, session, schema):
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
-        stats = Stats(price=price_for(job.effective_model, job.prices, provider.prices))
+        price = price_for(job.effective_model, job.prices, provider.prices)
+        if job.mode == "batch":
+            price = discounted(price, job.batch_discount)
+        stats = Stats(price=price)
         stats.concurrency = stats.concurrency_min = job.concurrency
         # A shard's rows are known only once its part of the input has been read.
         stats.total = count_rows(inputs.paths) if shard is None else None
@@ -238,27 +273,51 @@ async def execute(
                 job.effective_model,
                 job.concurrency,
             )
-            client = Client(
-                base_url=job.base_url,
-                api_key=key,
-                timeout=job.timeout,
-                max_connections=job.concurrency,
-                provider=provider,
-                transport=transport,
-            )
-            runner = Runner(
-                job,
-                pipeline=pipeline,
-                works=pipeline.works(items, limit=limit),
-                results=results,
-                errors=errors,
-                client=client,
-                progress=progress or NullProgress(),
-                log=log,
-                handle_signals=handle_signals,
-                limit=in_flight,
-                stop_when=stop_when,
-            )
+            runner: Runner | BatchMode
+            if job.mode == "batch":
+                runner = BatchMode(
+                    job,
+                    pipeline=pipeline,
+                    works=pipeline.works(items, limit=limit),
+                    results=results,
+                    errors=errors,
+                    api=BatchApi(
+                        provider,
+                        base_url=job.base_url,
+                        api_key=key,
+                        timeout=job.timeout,
+                        max_retries=job.max_retries,
+                        backoff=Backoff(base=job.backoff_base, cap=job.backoff_cap),
+                        transport=transport,
+                    ),
+                    storage=outdir.storage,
+                    progress=progress or NullProgress(),
+                    log=log,
+                    handle_signals=handle_signals,
+                    wait=wait,
+                )
+            else:
+                client = Client(
+                    base_url=job.base_url,
+                    api_key=key,
+                    timeout=job.timeout,
+                    max_connections=job.concurrency,
+                    provider=provider,
+                    transport=transport,
+                )
+                runner = Runner(
+                    job,
+                    pipeline=pipeline,
+                    works=pipeline.works(items, limit=limit),
+                    results=results,
+                    errors=errors,
+                    client=client,
+                    progress=progress or NullProgress(),
+                    log=log,
+                    handle_signals=handle_signals,
+                    limit=in_flight,
+                    stop_when=stop_when,
+                )
             try:
                 stopped = await runner.run()
             finally:
@@ -311,6 +370,35 @@ def blocking(function: Callable[P, Awaitable[T]]) -> Callable[P, T]:
 run = blocking(arun)
 run.__doc__ = """Run (or resume) a job to the end, blocking; the same keywords as :func:`arun`."""
 run.__name__ = run.__qualname__ = "run"
+
+
+async def acancel(
+    outdir: str | os.PathLike[str], *, api_key: str | None = None
+) -> list[dict[str, Any]]:
+    """Cancel the open batches of a batch-mode OUTDIR; the next run collects what they
+    finished. Returns the cancelled batches as ``status`` lists them."""
+    from .batch.api import BatchApi
+    from .batch.ledger import describe
+    from .batch.mode import cancel_open
+    from .providers import provider_for
+
+    target = OutputDir(str(outdir))
+    settings = target.read_job()["settings"]
+    job_key = api_key if api_key is not None else os.environ.get(settings["api_key_env"])
+    api = BatchApi(
+        provider_for(settings["base_url"], settings.get("provider")),
+        base_url=settings["base_url"],
+        api_key=job_key,
+        timeout=settings["timeout"],
+    )
+    with target.locked():
+        cancelled = await cancel_open(target.storage, api)
+    return [describe(submission) for submission in cancelled]
+
+
+cancel = blocking(acancel)
+cancel.__doc__ = """Cancel an OUTDIR's open batches, blocking; see :func:`acancel`."""
+cancel.__name__ = cancel.__qualname__ = "cancel"
 
 
 def keep_column_types(

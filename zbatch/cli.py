@@ -170,6 +170,22 @@ def _job_options(func: F) -> F:
             help="On a quota stop, sleep until the reset (at most 1 h) and continue.",
         ),
         click.option(
+            "--mode",
+            type=click.Choice(["online", "batch"]),
+            help="online: live requests; batch: the provider's Batch API, at its batch price "
+            f"{_default('mode')}.",
+        ),
+        click.option(
+            "--poll-seconds",
+            type=float,
+            help=f"Batch mode: seconds between status polls (±20 %){_default('poll_seconds')}.",
+        ),
+        click.option(
+            "--finish-online/--no-finish-online",
+            default=None,
+            help="Batch mode: send rows that batches left unanswered live afterwards.",
+        ),
+        click.option(
             "--dedupe/--no-dedupe",
             default=None,
             help="Send identical deterministic requests (temperature 0) once [default: on].",
@@ -228,6 +244,11 @@ def cli() -> None:
     help="Run the job's shards as tasks on a Dask cluster (needs zbatch[dask]); concurrency "
     "is then a cluster-wide cap.",
 )
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Batch mode: submit and exit 10; the same command later collects (for cron).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
 @_reports_errors
 def run(
@@ -238,6 +259,7 @@ def run(
     limit: int | None,
     shard: str | None,
     cluster: str | None,
+    no_wait: bool,
     quiet: bool,
     **flags: Any,
 ) -> None:
@@ -263,6 +285,7 @@ def run(
             limit=limit,
             shard=shard,
             cluster=cluster,
+            wait=not no_wait,
         )
     if not quiet:
         click.echo(f"zbatch run {job.output_dir}")
@@ -376,6 +399,19 @@ def export(outdir: str, output: str, with_input: bool) -> None:
     click.echo(f"wrote {done.rows} rows to {where}{note}", err=output == "-")
     if done.note:
         click.echo(f"Note: rows {done.note}", err=True)
+
+
+@cli.command()
+@click.argument("outdir", callback=_outdir)
+@_reports_errors
+def cancel(outdir: str) -> None:
+    """Cancel OUTDIR's open batches (batch mode); the next run collects what they finished."""
+    from . import api
+
+    cancelled = api.cancel(outdir)
+    for batch in cancelled:
+        click.echo(f"batch {batch['batch_id']} (file {batch['file']}): {batch['state']}")
+    click.echo(f"{len(cancelled)} batches cancelled; run the job again to collect their answers")
 
 
 @cli.command()

@@ -12,10 +12,12 @@ from typing import Any
 import pyarrow as pa
 
 from . import prompt
+from .batch.files import FilePacker, LineTooBig, batch_line, chat_endpoint
+from .batch.ledger import Ledger
 from .errors import JobError
 from .job import Job
 from .pipeline import Row, RowPipeline
-from .pricing import cost, price_for
+from .pricing import cost, discounted, price_for
 from .schema import result_schema
 from .source import count_rows, open_input
 from .stats import Stats
@@ -36,10 +38,14 @@ class Plan:
     completion_tokens: int = 0  # upper bound: max_tokens per row, when set
     first_request: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+    batch_files: int | None = None  # batch mode: files (one batch each) a run would make
+    in_batches: int = 0  # batch mode: rows open batches hold (collected, not sent again)
 
     @property
     def cost(self) -> float | None:
         price = price_for(self.job.effective_model, self.job.prices, self.job.profile.prices)
+        if self.job.mode == "batch":
+            price = discounted(price, self.job.batch_discount)
         return cost(price, self.prompt_tokens, 0, self.completion_tokens)
 
 
@@ -81,10 +87,23 @@ def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
         schema=result_schema(job, {name: pa.null() for name in job.keep_columns}),
         retry_failed=retry_failed,
     )
+    endpoint, _ = chat_endpoint(job.profile)
+    packer = FilePacker(max_rows=job.batch_max_rows, max_bytes=job.batch_max_bytes)
+    held = Ledger(outdir.storage).open_ids(job.fingerprint()) if job.mode == "batch" else ()
     for work in pipeline.works(inputs.rows()):
         if work is None:
             continue
+        if work.id in held:
+            plan.in_batches += 1
+            continue
         body = json.loads(work.body)
+        if job.mode == "batch":
+            try:
+                model = body.get("model") or job.effective_model
+                packer.place(model, len(batch_line(work.id, 0, endpoint, work.body)))
+            except LineTooBig as exc:
+                tally.add((work.id, "bad_request", None, None, str(exc)))
+                continue
         plan.to_send += 1
         plan.prompt_tokens += prompt.estimate_tokens(body)
         plan.completion_tokens += int(body.get("max_tokens") or 0)
@@ -92,4 +111,6 @@ def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
             plan.first_request = body
     plan.rows = stats.input_rows
     plan.done = stats.skipped
+    if job.mode == "batch":
+        plan.batch_files = packer.files
     return plan

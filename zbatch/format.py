@@ -82,7 +82,23 @@ def format_status(status: Status) -> str:
         rows.insert(1, ("running now", f"{holder} (counts are of committed rows)"))
     if status.simulated:
         rows.insert(1, ("simulated", "yes: these answers came from --simulate, not a model"))
+    for batch in status.batches:
+        age = batch["age_seconds"]
+        rows.append(
+            (
+                f"batch {batch['file']}",
+                f"{batch['batch_id'] or '-'} {batch['state']}, {batch['completed']}/"
+                f"{batch['rows']} answered, {batch['failed']} failed, created "
+                f"{batch['created'] or '-'} UTC ({'-' if age is None else _age(age)} ago)",
+            )
+        )
     return table(rows)
+
+
+def _age(seconds: int) -> str:
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def _agreement(agreement: Agreement) -> list[tuple[str, object]]:
@@ -146,6 +162,13 @@ def format_plan(plan: Plan) -> str:
         f"<= {plan.completion_tokens} completion (max_tokens)",
         f"cost       {cost_text}",
     ]
+    if plan.batch_files is not None:
+        waiting = f"; {plan.in_batches} rows wait in open batches" if plan.in_batches else ""
+        lines.append(
+            f"batches    {plan.batch_files} files -> {plan.batch_files} batches "
+            f"(<= {job.batch_max_rows} rows and {job.batch_max_bytes} bytes each, one model "
+            f"each); cost at the batch price ({job.batch_discount:g} x live){waiting}"
+        )
     lines.extend(f"problem    {problem}" for problem in plan.problems)
     if plan.first_request is not None:
         lines.append("first request body:")

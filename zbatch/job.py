@@ -85,6 +85,12 @@ class Job:
     dedupe: bool = True  # send identical deterministic requests once (zbatch.dedupe)
     log_every: float = 30.0
     grace_seconds: float = 10.0
+    mode: str = "online"  # or "batch": the provider's Batch API (zbatch.batch)
+    poll_seconds: float = 30.0
+    batch_max_rows: int = 50_000
+    batch_max_bytes: int = 100 * 1024 * 1024
+    batch_discount: float = 0.5  # batch price as a fraction of the live price
+    finish_online: bool = False  # send what batches left unanswered live afterwards
     # [prices]: model -> {"input": .., "cached": .., "output": ..} in USD per 1M tokens
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     # [simulate]
@@ -254,6 +260,9 @@ _POSITIVE = (
     "log_every",
     "backoff_base",
     "quota_wait_seconds",
+    "poll_seconds",
+    "batch_max_rows",
+    "batch_max_bytes",
 )
 _NOT_NEGATIVE = ("max_retries", "label_retries", "grace_seconds", "backoff_cap", "simulate_latency")
 _FINITE = (
@@ -263,6 +272,7 @@ _FINITE = (
     "log_every",
     "grace_seconds",
     "quota_wait_seconds",
+    "poll_seconds",
 )
 
 
@@ -293,7 +303,16 @@ def _check(job: Job) -> None:
         raise fail("top_p", "must be greater than 0 and at most 1")
     if job.max_tokens is not None and job.max_tokens < 1:
         raise fail("max_tokens", "must be at least 1")
-    for name in ("simulate_rate_limited", "simulate_server_error", "simulate_content_filter"):
+    if job.mode not in ("online", "batch"):
+        raise fail("mode", 'must be "online" or "batch"')
+    if job.batch_max_rows > 50_000:
+        raise fail("batch_max_rows", "must be at most 50000 (the providers' limit per file)")
+    for name in (
+        "simulate_rate_limited",
+        "simulate_server_error",
+        "simulate_content_filter",
+        "batch_discount",
+    ):
         if not 0 <= getattr(job, name) <= 1:
             raise fail(name, "must be a fraction between 0 and 1")
     _check_base_url(job.base_url)

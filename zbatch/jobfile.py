@@ -56,7 +56,17 @@ SECTIONS: dict[str, dict[str, str]] = {
     },
     "labels": {"choices": "choices", "retries": "label_retries", "gold_column": "gold_column"},
     "output": {"dir": "output_dir", "part_rows": "part_rows", "part_seconds": "part_seconds"},
-    "run": {"log_every": "log_every", "grace_seconds": "grace_seconds", "dedupe": "dedupe"},
+    "run": {
+        "log_every": "log_every",
+        "grace_seconds": "grace_seconds",
+        "dedupe": "dedupe",
+        "mode": "mode",
+        "poll_seconds": "poll_seconds",
+        "batch_max_rows": "batch_max_rows",
+        "batch_max_bytes": "batch_max_bytes",
+        "batch_discount": "batch_discount",
+        "finish_online": "finish_online",
+    },
     "prices": {},  # model -> { input, cached, output }: checked by Job
     "simulate": {
         "latency": "simulate_latency",

@@ -54,7 +54,7 @@ class Success:
     total_tokens: int | None
     cached_tokens: int | None
     request_id: str | None
-    latency_ms: int
+    latency_ms: int | None  # None for Batch API answers: no attempt was timed
     usage_malformed: bool = False
 
 

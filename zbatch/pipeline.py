@@ -149,13 +149,17 @@ class RowPipeline:
             self.row_error(row_id, "invalid_input", f"{raw.where} cannot be sent: {exc}")
             return None
         tokens = prompt.estimate_tokens(body) + int(body.get("max_tokens") or 0)
-        keep = tuple(
+        return Work(row_id, encoded, tokens, self.keep_values(data), self.gold(data))
+
+    def keep_values(self, data: dict[str, Any]) -> tuple[Any, ...]:
+        """The keep_columns of an input row, fitted to their result columns."""
+        return tuple(
             cast(data.get(name))
             for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True)
         )
-        return Work(row_id, encoded, tokens, keep, self._gold(data))
 
-    def _gold(self, data: dict[str, Any]) -> str | None:
+    def gold(self, data: dict[str, Any]) -> str | None:
+        """The row's reference label (labels.gold_column), normalised, or None."""
         column = self.job.gold_column
         value = None if column is None else data.get(column)
         return None if value is None else gold_label(value, self.job.choices)

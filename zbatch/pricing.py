@@ -44,3 +44,10 @@ def cost(price: Price | None, prompt: int, cached: int, completion: int) -> floa
         return None
     fresh = max(0, prompt - cached)
     return (fresh * price.input + cached * price.cached + completion * price.output) / 1e6
+
+
+def discounted(price: Price | None, factor: float) -> Price | None:
+    """``price`` times ``factor``: the Batch API's price is ``batch_discount`` of the live one."""
+    if price is None:
+        return None
+    return Price(price.input * factor, price.cached * factor, price.output * factor)

@@ -10,10 +10,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import prompt
+from .batch.ledger import describe, open_batches
 from .errors import JobError
 from .job import DEFAULT_MODEL
 from .pipeline import gold_label
-from .pricing import cost, price_for
+from .pricing import cost, discounted, price_for
 from .providers import provider_for
 from .results import final_outcomes
 from .source import count_rows, open_input
@@ -51,6 +52,7 @@ class Status:
     simulated: bool = False  # the answers came from --simulate, not a model
     active: list[str] = field(default_factory=list)  # runs under way: "pid N on HOST since T"
     gold: Agreement | None = None  # labels against labels.gold_column, over committed rows
+    batches: list[dict[str, Any]] = field(default_factory=list)  # batch mode: see batch.mode
 
     @property
     def pending(self) -> int | None:
@@ -88,6 +90,8 @@ def read_status(outdir: OutputDir) -> Status:
     model = settings.get("model") or DEFAULT_MODEL
     table = provider_for(settings["base_url"], settings.get("provider")).prices
     price = price_for(model, settings.get("prices") or {}, table)
+    if settings.get("mode") == "batch":
+        price = discounted(price, settings.get("batch_discount", 1.0))
     spent = cost(price, tokens.prompt, tokens.cached, tokens.completion)
     summary = outdir.read_summary()
     return Status(
@@ -106,6 +110,7 @@ def read_status(outdir: OutputDir) -> Status:
         last_run=None
         if summary is None
         else LastRun(summary.get("outcome", "unknown"), summary.get("exit_code")),
+        batches=[describe(s) for s in open_batches(outdir.storage)],
     )
 
 

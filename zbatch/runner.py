@@ -335,23 +335,15 @@ class Runner:
 
     async def _watch_signals(self) -> None:
         """SIGINT/SIGTERM stop the run (the CLI asks for this; a library caller need not)."""
-        try:
-            receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
-        except (NotImplementedError, ValueError):  # not the main thread
-            return
-        with receiver as signals:
-            async for signum in signals:
-                code = 130 if signum == signal.SIGINT else 143
-                if self.stopping and isinstance(self.stop_reason, Interrupted):
-                    self.log.warning("second signal: exiting at once")
-                    os._exit(code)
-                name = signal.Signals(signum).name
-                self.stop(
-                    Interrupted(
-                        f"interrupted by {name}; run the same command to resume", exit_code=code
-                    )
-                )
-                self._grace_deadline(self.job.grace_seconds)
+        await watch_signals(self._interrupt, self._interrupted, self.log)
+
+    def _interrupted(self) -> bool:
+        return isinstance(self.stop_reason, Interrupted)
+
+    def _interrupt(self, code: int, name: str) -> None:
+        message = f"interrupted by {name}; run the same command to resume"
+        self.stop(Interrupted(message, exit_code=code))
+        self._grace_deadline(self.job.grace_seconds)
 
     async def _watch_requests(self, stop_when: Callable[[], Awaitable[ZbatchError]]) -> None:
         self.stop(await stop_when())
@@ -367,3 +359,21 @@ class Runner:
             self.stats.concurrency_min = self.limit.minimum
             self.progress.refresh(self.stats)
             await anyio.sleep(self.progress.interval)
+
+
+async def watch_signals(
+    on_signal: Callable[[int, str], None], interrupted: Callable[[], bool], log: logging.Logger
+) -> None:
+    """Call ``on_signal(exit code, signal name)`` on SIGINT (130) / SIGTERM (143); once
+    ``interrupted()``, a second signal exits at once. Shared by every dispatcher."""
+    try:
+        receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+    except (NotImplementedError, ValueError):  # not the main thread
+        return
+    with receiver as signals:
+        async for signum in signals:
+            code = 130 if signum == signal.SIGINT else 143
+            if interrupted():
+                log.warning("second signal: exiting at once")
+                os._exit(code)
+            on_signal(code, signal.Signals(signum).name)

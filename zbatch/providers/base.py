@@ -118,7 +118,7 @@ class Provider:
         """The business code and message of an error body, if it has them."""
         return wire.error_details(raw)
 
-    def parse_answer(self, raw: bytes, latency_ms: int) -> Outcome:
+    def parse_answer(self, raw: bytes, latency_ms: int | None) -> Outcome:
         """A 200 body as a Success, or a Failure when it is unusable or an error in disguise.
 
         Every field is untrusted: see :func:`zbatch.providers.wire.read_answer`.

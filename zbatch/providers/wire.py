@@ -33,7 +33,7 @@ class ErrorObject:
 
 
 def read_answer(
-    raw: bytes, latency_ms: int, failing: Mapping[str, tuple[str, Scope, str]]
+    raw: bytes, latency_ms: int | None, failing: Mapping[str, tuple[str, Scope, str]]
 ) -> Outcome | ErrorObject:
     """A 200 body as a Success, a Failure, or the error object it holds instead.
 
