@@ -111,13 +111,15 @@ def test_stdin_on_a_terminal_is_refused_rather_than_waited_on(tmp_path):
     )
 
 
-def test_stdin_cannot_be_split_into_shards(tmp_path, server):
-    proc = run_stdin(
-        server, jsonl_bytes(prompt_rows(2)), "-o", str(tmp_path / "o"), "--shard", "1/2"
-    )
+@pytest.mark.parametrize(
+    ("flags", "what"),
+    [(("--shard", "1/2"), "--shard or --cluster"), (("--mode", "batch"), "--mode batch")],
+)
+def test_stdin_is_refused_where_the_input_is_read_again_elsewhere(tmp_path, server, flags, what):
+    proc = run_stdin(server, jsonl_bytes(prompt_rows(2)), "-o", str(tmp_path / "o"), *flags)
     assert proc.returncode == 2
     assert proc.stderr == (
-        "Error: input - (stdin) works for a run in one process only: for --shard or --cluster, "
+        f"Error: input - (stdin) works for an online run in one process only: for {what}, "
         "save it to a file (or object storage) first\n"
     )
     assert server.stats()["requests"] == 0

@@ -165,10 +165,12 @@ def check_run(
     """The input and the API key a run would use; JobError when either is unusable.
 
     ``stdin``: this process may read ``-i -`` (a run in one process; shards cannot share
-    one pipe)."""
-    if job.input_path == STDIN and not stdin:
+    one pipe). Batch mode reads the input again when it collects answers, maybe in a later
+    run, which a pipe cannot give it."""
+    if job.input_path == STDIN and (not stdin or job.mode == "batch"):
+        what = "--mode batch" if stdin else "--shard or --cluster"
         raise JobError(
-            "input - (stdin) works for a run in one process only: for --shard or --cluster, "
+            f"input - (stdin) works for an online run in one process only: for {what}, "
             "save it to a file (or object storage) first"
         )
     inputs = open_input(job.input_path, stdin=stdin)
