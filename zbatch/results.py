@@ -16,6 +16,7 @@ import pyarrow.csv as pacsv
 
 from .errors import JobError
 from .prompt import row_id
+from .schema import JSON_TEXT
 from .source import open_input
 from .store import ERRORS, RESULTS, OutputDir, Parts, open_storage, write_batches
 from .urls import is_remote, local_path
@@ -192,7 +193,11 @@ def _iso(value: Any) -> str:
 
 
 def _join_input(outcomes: pa.Table, settings: dict[str, Any]) -> pa.Table:
-    """One row per input id, in input order, with the input's columns after the outcome's."""
+    """One row per input id, in input order, with the input's columns after the outcome's.
+
+    Joined by position (each input id picks its outcome's row with ``take``), not with an
+    Arrow join: those refuse list/struct columns, which inputs may hold.
+    """
     rows = []
     seen: set[str] = set()
     for raw in open_input(settings["input_path"]).rows():
@@ -203,16 +208,29 @@ def _join_input(outcomes: pa.Table, settings: dict[str, Any]) -> pa.Table:
             continue
         seen.add(rid)
         rows.append({**raw.data, "id": rid})
-    inputs = pa.Table.from_pylist(rows)
-    inputs = inputs.append_column("_order", pa.array(range(inputs.num_rows), pa.int64()))
-    clashing = [c for c in inputs.column_names if c in outcomes.column_names and c != "id"]
-    inputs = inputs.rename_columns(
-        [f"input_{c}" if c in clashing else c for c in inputs.column_names]
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    position = {rid: i for i, rid in enumerate(outcomes.column("id").to_pylist())}
+    picked = outcomes.take(pa.array([position.get(row["id"]) for row in rows], pa.int64()))
+    status = pc.if_else(pc.is_null(picked.column("status")), "pending", picked.column("status"))
+    picked = picked.set_column(picked.column_names.index("status"), "status", status)
+    picked = picked.set_column(
+        picked.column_names.index("id"), "id", pa.array([row["id"] for row in rows], pa.string())
     )
-    joined = inputs.join(outcomes, keys="id", join_type="left outer", use_threads=False)
-    joined = joined.sort_by("_order").drop_columns(["_order"])
-    status = pc.if_else(pc.is_null(joined.column("status")), "pending", joined.column("status"))
-    joined = joined.set_column(joined.column_names.index("status"), "status", status)
-    front = [c for c in outcomes.column_names if c in joined.column_names]
-    rest = [c for c in joined.column_names if c not in front]
-    return joined.select(front + rest)
+    for name in names:
+        if name != "id":
+            field, values = _input_column(name, [row.get(name) for row in rows])
+            if name in outcomes.column_names:
+                field = field.with_name(f"input_{name}")
+            picked = picked.append_column(field, values)
+    return picked
+
+
+def _input_column(name: str, values: list[Any]) -> tuple[pa.Field, pa.Array]:
+    """An input column as Arrow; a column whose values change type between rows (JSONL allows
+    it) becomes JSON text, so an export keeps every value instead of failing."""
+    try:
+        array = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        text = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+        return pa.field(name, pa.string(), metadata=JSON_TEXT), pa.array(text, pa.string())
+    return pa.field(name, array.type), array

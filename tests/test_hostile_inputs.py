@@ -1,0 +1,89 @@
+"""Odd inputs and a full disk (issue 11, items 5 and 7 and the low items): each class of
+failure with at least two triggers, run against the loopback server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import read_export, write_jsonl
+from zai_server import ZaiServer, answer_for
+
+import zbatch
+from zbatch import Job
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+# ------------------------------------------------------------------ export --with-input (7)
+
+MIXED_ROWS: list[dict[str, Any]] = [
+    {"id": "m1", "prompt": "first", "meta": 1, "tags": ["a", "b"], "where": {"x": 1}},
+    {"id": "m2", "prompt": "second", "meta": "text", "tags": [], "where": {"x": 2}},
+    {"id": "m3", "prompt": "third", "meta": {"deep": [1, 2]}, "tags": ["c"], "where": None},
+    {"id": "m4", "prompt": "fourth", "meta": True, "tags": None, "where": {"x": 4}},
+]
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "jsonl", "csv"])
+def test_export_with_input_keeps_mixed_type_and_nested_jsonl_columns(
+    server: ZaiServer, tmp_path: Path, suffix: str
+) -> None:
+    """A JSONL column that changes type between rows (``meta``) and list/struct columns
+    (``tags``, ``where``) export with every row's own values; a row not run yet is pending."""
+    source = write_jsonl(tmp_path / "in.jsonl", MIXED_ROWS[:3])
+    job = Job(input_path=str(source), output_dir=str(tmp_path / "out"), base_url=server.base_url)
+    assert zbatch.run(job, api_key="k").exit_code == 0
+    write_jsonl(source, MIXED_ROWS)  # the input grew: m4 is pending
+    target = tmp_path / f"x.{suffix}"
+    assert zbatch.export(job.output_dir, target, with_input=True).rows == 4
+    exported = read_export(target)
+    assert [row["id"] for row in exported] == ["m1", "m2", "m3", "m4"]
+    for source_row, row in zip(MIXED_ROWS, exported, strict=True):
+        assert row["prompt"] == source_row["prompt"]
+        if suffix == "jsonl":  # JSONL gives every value back as it was in the input
+            assert row["meta"] == source_row["meta"]
+            assert row["tags"] == source_row["tags"]
+            assert row["where"] == source_row["where"]
+        elif suffix == "parquet":  # the mixed column as JSON text, nested ones as Arrow
+            assert json.loads(row["meta"]) == source_row["meta"]
+            assert row["tags"] == source_row["tags"]
+        if row["id"] == "m4":
+            assert row["status"] == "pending" and row["content"] in (None, "")
+        else:
+            assert row["status"] == "ok"
+            assert row["content"] == answer_for(user(source_row["prompt"]))
+
+
+def test_export_with_input_handles_parquet_list_and_struct_columns(
+    server: ZaiServer, tmp_path: Path
+) -> None:
+    """Parquet input with a list and a struct column (Arrow joins refuse both) exports."""
+    table = pa.table(
+        {
+            "id": ["p1", "p2", "p3"],
+            "prompt": ["alpha", "beta", "gamma"],
+            "scores": [[1.5, 2.0], [], None],
+            "who": [{"name": "a", "age": 3}, {"name": "b", "age": None}, None],
+            "content": ["input's own", "column", "clashes"],
+        }
+    )
+    source = tmp_path / "in.parquet"
+    pq.write_table(table, source)
+    job = Job(input_path=str(source), output_dir=str(tmp_path / "out"), base_url=server.base_url)
+    assert zbatch.run(job, api_key="k").exit_code == 0
+    target = tmp_path / "x.parquet"
+    zbatch.export(job.output_dir, target, with_input=True)
+    exported = pq.read_table(target).to_pylist()
+    assert [row["id"] for row in exported] == ["p1", "p2", "p3"]
+    for source_row, row in zip(table.to_pylist(), exported, strict=True):
+        assert row["content"] == answer_for(user(source_row["prompt"]))
+        assert row["input_content"] == source_row["content"]
+        assert row["scores"] == source_row["scores"]
+        assert row["who"] == source_row["who"]
