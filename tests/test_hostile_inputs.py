@@ -10,7 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import read_export, write_jsonl
+from conftest import prompt_rows, read_export, read_table, run_zbatch, write_jsonl
+from test_crash_safety import assert_each_id_once, run_args, run_wrapped, summary
 from zai_server import ZaiServer, answer_for
 
 import zbatch
@@ -87,3 +88,76 @@ def test_export_with_input_handles_parquet_list_and_struct_columns(
         assert row["input_content"] == source_row["content"]
         assert row["scores"] == source_row["scores"]
         assert row["who"] == source_row["who"]
+
+
+# ------------------------------------------------------------------------ a full disk (5)
+
+
+def test_no_room_at_the_start_stops_before_the_first_request(tmp_path: Path) -> None:
+    """A fresh OUTDIR and one that holds earlier results: with no room on the disk, the run
+    exits 74 with one line naming the OUTDIR and what to do, and sends nothing."""
+    rows = prompt_rows(30)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows[:10])
+    out = tmp_path / "out"
+    with ZaiServer() as srv:
+        args = run_args(inp, out, srv)
+        first = run_wrapped({"free": 5000}, *args)
+        assert first.returncode == 74, first.stderr
+        assert first.stderr.strip().splitlines() == [
+            f"Error: {out} has 0.0 MB free, less than the next part needs (about 1.0 MB), so "
+            "no new request is sent: free space or use another OUTDIR, then run the same "
+            "command to resume"
+        ]
+        assert srv.stats()["requests"] == 0
+        assert run_zbatch(*args).returncode == 0  # room again: the same command runs
+        write_jsonl(inp, rows)
+        before = srv.stats()["requests"]
+        second = run_wrapped({"free": 0}, *args)
+        assert second.returncode == 74, second.stderr
+        assert f"Error: {out} has 0.0 MB free" in second.stderr
+        assert srv.stats()["requests"] == before == 10
+
+
+def test_a_disk_filling_up_between_commits_stops_sending_and_keeps_what_it_bought(
+    tmp_path: Path,
+) -> None:
+    """The disk fills after the first part: the run stops sending (exit 74), commits the
+    answers in flight, and every answer it paid for is in results/ (none bought twice)."""
+    rows = prompt_rows(300)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with ZaiServer(latency=0.01) as srv:
+        args = run_args(inp, out, srv, "-c", "4", "--part-rows", "20")
+        stopped = run_wrapped({"free": 1000, "nth": 2}, *args)
+        assert stopped.returncode == 74, stopped.stderr
+        assert (
+            stopped.stderr.strip()
+            .splitlines()[-1]
+            .startswith(f"Error: {out} has 0.0 MB free, less than the next part needs")
+        )
+        sent = srv.stats()["requests"]
+        saved = read_table(out / "results").column("id").to_pylist()
+        assert len(saved) == sent < len(rows)  # every paid answer saved, the rest not sent
+        assert run_zbatch(*args).returncode == 0
+        assert srv.stats()["requests"] == len(rows)
+        assert_each_id_once(out, rows)
+
+
+@pytest.mark.parametrize("fault", [{"errno": "ENOSPC"}, {"errno": "EDQUOT"}])
+def test_a_commit_failing_for_room_says_how_many_paid_answers_wait(
+    tmp_path: Path, fault: dict[str, Any]
+) -> None:
+    """When no part can be written (disk full, quota), exit 74 says how many paid answers
+    were not saved; the next run sends them again."""
+    rows = prompt_rows(12)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    with ZaiServer() as srv:
+        failed = run_wrapped(fault, *run_args(inp, out, srv))
+        assert failed.returncode == 74, failed.stderr
+        line = failed.stderr.strip().splitlines()[-1]
+        assert line.endswith(
+            "then run the same command to resume (12 paid answers wait to be saved, of 12 "
+            "finished rows not saved; the next run sends them again)"
+        ), line
+        assert summary(out)["exit_code"] == 74

@@ -38,7 +38,7 @@ from .schema import ERROR_SCHEMA, infer_type, result_schema
 from .shard import Shard
 from .source import InputFiles, count_rows, open_input
 from .stats import Stats
-from .store import ERRORS, RESULTS, OutputDir, RunSession
+from .store import ERRORS, RESULTS, OutputDir, RunSession, room_error
 from .store.state import RetryFailed
 
 if TYPE_CHECKING:
@@ -179,6 +179,9 @@ def open_session(
     result schema the run writes."""
     outdir = OutputDir(job.output_dir)
     with outdir.open_run(job.fingerprint(), job.shaping(), force=force, shard=shard) as session:
+        full = room_error(outdir.storage)  # before the first request, not after paying
+        if full is not None:
+            raise full
         keep_types = keep_column_types(job, inputs, outdir.committed_result_schema())
         session.save_job(
             job.fingerprint(),
