@@ -25,7 +25,7 @@ from zai_server import ZaiServer, answer_for
 
 from zbatch import Job
 from zbatch.api import run as run_job
-from zbatch.cluster import run_shard
+from zbatch.cluster_task import run_shard
 from zbatch.store import OutputDir
 
 CAP = 6

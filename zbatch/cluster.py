@@ -20,23 +20,26 @@ Needs the ``dask`` extra; ``distributed`` is imported only when a cluster is use
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import functools
 import logging
-import os
 import re
 import signal
 import time
 import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from . import errors
+from .cluster_task import (
+    Secret,
+    ShardOutcome,
+    add_figures,
+    figures,
+    run_shard,
+)
 from .errors import Interrupted, JobError, RunStopped, ZbatchError
 from .job import Job
 from .pricing import price_for
@@ -56,11 +59,6 @@ log = logging.getLogger("zbatch")
 # Tasks per worker thread: a lost worker costs at most this share of the job's rows again
 # in reading, and none in requests (committed rows are never sent again).
 TASKS_PER_THREAD = 2
-STOP_POLL_SECONDS = 0.5
-# Figures of a task's Stats that do not add up across tasks: the driver sets its own.
-_NOT_SUMMED = frozenset({"total", "concurrency", "exit_code"})
-# ... and the lowest concurrency any task's adaptive limit fell to.
-_LOWEST = "concurrency_min"
 
 _ADDRESS = re.compile(
     r"(?P<scheme>dask|tcp|tls)://(?P<host>[^\s/:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d+)"
@@ -97,223 +95,6 @@ class ClusterSpec:
             raise JobError(f"--cluster: expected dask://HOST:PORT or local:N, not {text!r}")
         scheme = "tcp" if match["scheme"] == "dask" else match["scheme"]
         return cls(f"{scheme}://{match['host']}:{match['port']}", 0)
-
-
-class Secret:
-    """The API key on its way to the workers: Dask prints a failed task's arguments in its
-    logs, so the repr never shows the value."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "Secret(***)"
-
-
-# --- one shard as a task ------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardOutcome:
-    """What a shard task returns: its figures and why it stopped (an exception would not
-    survive the trip back from the worker)."""
-
-    shard: Shard
-    stats: Stats
-    stop_type: str | None = None
-    stop_message: str = ""
-    exit_code: int = 0
-
-    @classmethod
-    def of(
-        cls, shard: Shard, stats: Stats, stopped: ZbatchError | None, exit_code: int
-    ) -> ShardOutcome:
-        if stopped is None:
-            return cls(shard, stats, exit_code=exit_code)
-        return cls(shard, stats, type(stopped).__name__, str(stopped), exit_code)
-
-    @property
-    def stopped(self) -> ZbatchError | None:
-        """The stop reason, rebuilt as the zbatch error it was."""
-        if self.stop_type is None:
-            return None
-        if self.stop_type == Interrupted.__name__:
-            return Interrupted(self.stop_message, exit_code=self.exit_code)
-        kind = getattr(errors, self.stop_type, None)
-        if isinstance(kind, type) and issubclass(kind, ZbatchError):
-            with contextlib.suppress(TypeError):
-                return kind(self.stop_message)
-        error = RunStopped(self.stop_message)
-        error.exit_code = self.exit_code
-        return error
-
-
-def semaphore_name(job: Job) -> str:
-    """The cluster-wide cap of a job: every task of the job (and of a rerun with the same
-    concurrency) shares it."""
-    return f"zbatch-{job.fingerprint()[:16]}-c{job.concurrency}"
-
-
-def run_shard(
-    job: Job,
-    shard: Shard | str,
-    *,
-    api_key: Secret | str | None = None,
-    retry_failed: RetryFailed = False,
-    progress_topic: str | None = None,
-    stop_event: str | None = None,
-    task_slots: int | None = None,
-) -> ShardOutcome:
-    """Run one shard of a job into its OUTDIR; made to be a task in a Dask graph.
-
-    Inside a Dask worker its requests share the job's cluster-wide in-flight cap
-    (``concurrency``) with every other shard of the job. ``progress_topic``,
-    ``stop_event`` and ``task_slots`` are how ``--cluster``'s driver follows, stops and
-    spaces its tasks. Without a driver, each shard writes summary.json when it ends."""
-    if isinstance(shard, str):
-        shard = Shard.parse(shard, os.environ)
-    key = api_key.value if isinstance(api_key, Secret) else api_key
-    call = functools.partial(
-        _run_shard,
-        job,
-        shard,
-        api_key=key,
-        retry_failed=retry_failed,
-        progress_topic=progress_topic,
-        stop_event=stop_event,
-        task_slots=task_slots,
-    )
-    result: ShardOutcome = anyio.run(call)
-    return result
-
-
-async def _run_shard(
-    job: Job,
-    shard: Shard,
-    *,
-    api_key: str | None,
-    retry_failed: RetryFailed,
-    progress_topic: str | None,
-    stop_event: str | None,
-    task_slots: int | None,
-) -> ShardOutcome:
-    from .api import execute
-
-    worker = _current_worker()
-    if worker is None:  # not in a Dask task: a plain shard run
-        result = await execute(job, api_key=api_key, retry_failed=retry_failed, shard=shard)
-        return ShardOutcome.of(shard, result.stats, result.stopped, result.exit_code)
-
-    from .cluster_limit import ClusterLease, ClusterLimit
-
-    stop = None if stop_event is None else _DriverStop(stop_event, worker.loop.asyncio_loop)
-    async with contextlib.AsyncExitStack() as stack:
-        if task_slots is not None:
-            slots = await ClusterLease.open(f"{semaphore_name(job)}-tasks{task_slots}", task_slots)
-            await slots.acquire()
-            stack.callback(slots.release)
-        if stop is not None and await stop.is_set():  # stopped while this task was queued
-            stats = Stats(outcome="not started: the run was stopped")
-            stats.concurrency = stats.concurrency_min = job.concurrency
-            return ShardOutcome.of(shard, stats, None, 0)
-        limit = ClusterLimit(
-            job.concurrency, await ClusterLease.open(semaphore_name(job), job.concurrency)
-        )
-        stack.callback(limit.close)
-        progress = None if progress_topic is None else _TopicProgress(worker, progress_topic, shard)
-        result = await execute(
-            job,
-            api_key=api_key,
-            progress=progress,
-            retry_failed=retry_failed,
-            shard=shard,
-            in_flight=limit,
-            stop_when=None if stop is None else stop.wait,
-            write_summary=progress_topic is None,
-        )
-    return ShardOutcome.of(shard, result.stats, result.stopped, result.exit_code)
-
-
-def _current_worker() -> Any:
-    """The Dask worker running this task, or None (no Dask, or not in a task)."""
-    try:
-        from distributed import get_worker
-    except ImportError:
-        return None
-    try:
-        return get_worker()
-    except ValueError:
-        return None
-
-
-class _DriverStop:
-    """The driver's stop request: a ``distributed.Event``, asked from the task's loop."""
-
-    def __init__(self, name: str, dask_loop: asyncio.AbstractEventLoop) -> None:
-        from distributed import Event
-
-        self._event = Event(name)
-        self._loop = dask_loop
-
-    async def _ask(self, make: Callable[[], Awaitable[bool]]) -> bool:
-        from .cluster_limit import on_loop
-
-        return await asyncio.wrap_future(on_loop(self._loop, make))
-
-    async def is_set(self) -> bool:
-        return await self._ask(self._event.is_set)
-
-    async def wait(self) -> ZbatchError:
-        """Return once the driver asks to stop (each ask waits on the scheduler a while)."""
-        while not await self._ask(functools.partial(self._event.wait, STOP_POLL_SECONDS)):
-            pass
-        return Interrupted("stopped by the cluster run's driver", exit_code=130)
-
-
-class _TopicProgress:
-    """A task's progress, sent to the driver as Dask events (a few a second at most)."""
-
-    interval = 1.0
-
-    def __init__(self, worker: Any, topic: str, shard: Shard) -> None:
-        self._worker = worker
-        self._topic = topic
-        self._shard = shard
-
-    def refresh(self, stats: Stats) -> None:
-        self._worker.log_event(self._topic, {"shard": self._shard.index, **figures(stats)})
-
-    def close(self, stats: Stats) -> None:
-        self.refresh(stats)
-
-
-def figures(stats: Stats) -> dict[str, Any]:
-    """The figures of ``stats`` that add up across shards, as plain numbers and dicts."""
-    out: dict[str, Any] = {}
-    for field in dataclasses.fields(stats):
-        value = getattr(stats, field.name)
-        if field.name in _NOT_SUMMED:
-            continue
-        if isinstance(value, Counter):
-            out[field.name] = dict(value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            out[field.name] = value
-    return out
-
-
-def add_figures(total: Stats, figures: dict[str, Any]) -> None:
-    """Add one shard's :func:`figures` into ``total``."""
-    for name, value in figures.items():
-        if not hasattr(total, name):
-            continue
-        if name == _LOWEST:
-            total.concurrency_min = min(total.concurrency_min, value)
-        elif isinstance(value, dict):
-            getattr(total, name).update(value)
-        else:
-            setattr(total, name, getattr(total, name) + value)
 
 
 # --- the driver -----------------------------------------------------------------------------

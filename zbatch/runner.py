@@ -319,7 +319,8 @@ class Runner:
 
     def buffers_changed(self) -> None:
         """The pipeline added a row: commit early once a buffer holds a part's worth."""
-        if any(len(writer.rows) >= self.job.part_rows for writer in self._writers):
+        results, errors = self._writers  # called per row: no generator
+        if max(len(results.rows), len(errors.rows)) >= self.job.part_rows:
             self._flush_now.set()
 
     async def _flush_timer(self) -> None:
