@@ -161,3 +161,146 @@ def test_a_commit_failing_for_room_says_how_many_paid_answers_wait(
             "finished rows not saved; the next run sends them again)"
         ), line
         assert summary(out)["exit_code"] == 74
+
+
+# ------------------------------------------------------------------------------ low items
+
+
+def test_changing_id_column_against_an_outdir_is_refused(tmp_path: Path) -> None:
+    """Setting, changing or dropping --id-column on an existing OUTDIR: exit 2, one line."""
+    rows = [{"id": f"r{i}", "key": f"k{i}", "other": f"o{i}", "prompt": f"q{i}"} for i in range(3)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out"
+    refused = (
+        f"Error: {out} holds results of a different request (id_column changed). Use a new "
+        "output directory, or --force to start a new generation of results here"
+    )
+    with ZaiServer() as srv:
+        assert run_zbatch(*run_args(inp, out, srv)).returncode == 0
+        proc = run_zbatch(*run_args(inp, out, srv, "--id-column", "key"))
+        assert (proc.returncode, proc.stderr.strip()) == (2, refused)
+        keyed = tmp_path / "keyed"
+        assert run_zbatch(*run_args(inp, keyed, srv, "--id-column", "key")).returncode == 0
+        for extra in (["--id-column", "other"], []):
+            proc = run_zbatch(*run_args(inp, keyed, srv, *extra))
+            assert (proc.returncode, proc.stderr.strip()) == (
+                2,
+                refused.replace(str(out), str(keyed)),
+            )
+        assert srv.stats()["requests"] == 6
+
+
+def test_keep_values_of_another_type_are_counted_and_warned_about(
+    server: ZaiServer, tmp_path: Path
+) -> None:
+    """A keep column that changes type (a string, then a float, in an int column; across two
+    files too) stores null for those rows, counts them, and warns once in run.log."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_jsonl(
+        folder / "a.jsonl",
+        [{"id": "a1", "prompt": "p1", "n": 5}, {"id": "a2", "prompt": "p2", "n": "five"}],
+    )
+    write_jsonl(
+        folder / "b.jsonl",
+        [{"id": "b1", "prompt": "p3", "n": 7.5}, {"id": "b2", "prompt": "p4", "n": 8}],
+    )
+    out = tmp_path / "out"
+    job = Job(
+        input_path=str(folder), output_dir=str(out), base_url=server.base_url, keep_columns=("n",)
+    )
+    result = zbatch.run(job, api_key="k")
+    assert result.exit_code == 0
+    assert result.stats.keep_mistyped == {"n": 2}
+    kept = {r["id"]: r["n"] for r in read_table(out / "results").to_pylist()}
+    assert kept == {"a1": 5, "a2": None, "b1": None, "b2": 8}
+    warnings = [
+        line for line in (out / "run.log").read_text().splitlines() if "keep column" in line
+    ]
+    assert len(warnings) == 1
+    assert warnings[0].endswith(
+        "WARNING keep column 'n': a.jsonl line 2 holds a str, not the column's type; stored as "
+        "null (summary.json counts such rows)"
+    )
+    assert json.loads((out / "summary.json").read_text())["keep_columns_mistyped"] == {"n": 2}
+
+
+def test_nested_values_render_as_json_in_templates() -> None:
+    """Objects, lists, booleans and the nulls inside them render as JSON, at the top level
+    and reached by index; !r still gives Python's repr."""
+    from zbatch import prompt
+
+    job = Job(
+        input_path="x.jsonl",
+        output_dir="out",
+        template="{meta} | {flag} | {items} | {items[1]} | {flag!r}",
+    )
+    data = {"meta": {"a": 1, "b": None}, "flag": True, "items": [1, {"é": False}]}
+    body = prompt.render(data, job)
+    assert body["messages"][-1]["content"] == (
+        '{"a": 1, "b": null} | true | [1, {"é": false}] | {"é": false} | True'
+    )
+
+
+def test_a_utf8_bom_at_the_start_of_a_jsonl_file_is_accepted(
+    server: ZaiServer, tmp_path: Path
+) -> None:
+    """A BOM before the first line of a file (one file, and the second file of a folder)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, rows in (("a.jsonl", ["a1", "a2"]), ("b.jsonl", ["b1"])):
+        text = "".join(json.dumps({"id": i, "prompt": f"about {i}"}) + "\n" for i in rows)
+        (folder / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    job = Job(input_path=str(folder), output_dir=str(tmp_path / "out"), base_url=server.base_url)
+    assert zbatch.plan(job).to_send == 3
+    result = zbatch.run(job, api_key="k")
+    assert (result.exit_code, result.stats.ok) == (0, 3)
+    results = {r["id"]: r["content"] for r in read_table(tmp_path / "out" / "results").to_pylist()}
+    assert results == {i: answer_for(user(f"about {i}")) for i in ("a1", "a2", "b1")}
+
+
+def test_ids_that_are_not_finite_numbers_are_refused_up_front(
+    server: ZaiServer, tmp_path: Path
+) -> None:
+    """NaN, 1e400 (inf) and -Infinity ids become missing_id rows; nothing is sent for them."""
+    lines = [
+        '{"id": NaN, "prompt": "a"}',
+        '{"id": 1e400, "prompt": "b"}',
+        '{"id": -Infinity, "prompt": "c"}',
+        '{"id": 1.5, "prompt": "d"}',
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    job = Job(input_path=str(source), output_dir=str(tmp_path / "out"), base_url=server.base_url)
+    assert (zbatch.plan(job).to_send, zbatch.plan(job).unusable) == (1, 3)
+    result = zbatch.run(job, api_key="k")
+    assert result.stats.errors == {"missing_id": 3}
+    assert server.stats()["requests"] == 1
+    assert [r["id"] for r in read_table(tmp_path / "out" / "results").to_pylist()] == ["1.5"]
+
+
+def test_a_fixed_line_no_longer_counts_as_failed(server: ZaiServer, tmp_path: Path) -> None:
+    """A line that was not JSON and one without an id fail under their place; once both are
+    fixed and sent under their real ids, status and export no longer count those failures."""
+    source = tmp_path / "in.jsonl"
+    good = json.dumps({"id": "g1", "prompt": "good"})
+    source.write_text(f'{good}\n{{"id": "b2", "prompt": \n{{"prompt": "no id"}}\n')
+    out = tmp_path / "out"
+    job = Job(input_path=str(source), output_dir=str(out), base_url=server.base_url)
+    assert zbatch.run(job, api_key="k").stats.errors == {"invalid_input": 1, "missing_id": 1}
+    assert zbatch.status(out).failed == 2
+    fixed = [
+        json.dumps({"id": "b2", "prompt": "was broken"}),
+        json.dumps({"id": "b3", "prompt": "no id"}),
+    ]
+    source.write_text("\n".join([good, *fixed]) + "\n")
+    assert zbatch.status(out).failed == 2  # not sent yet: the places still count
+    assert zbatch.run(job, api_key="k").stats.ok == 2
+    status = zbatch.status(out)
+    assert (status.failed, status.errors, status.done) == (0, {}, 3)
+    outcomes = zbatch.read_results(out).to_pylist()
+    assert sorted((r["id"], r["status"]) for r in outcomes) == [
+        ("b2", "ok"),
+        ("b3", "ok"),
+        ("g1", "ok"),
+    ]

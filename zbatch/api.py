@@ -253,6 +253,7 @@ async def execute(
         items = inputs.rows_or_done(job.id_column, pipeline.is_done)
         where = "" if shard is None else f" shard {shard}"
         with run_log(outdir) as log:
+            pipeline.warn = log.warning
             if session.notice:
                 log.warning(session.notice)
             log.info(

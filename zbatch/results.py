@@ -56,6 +56,9 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
         pc.not_equal(error_types, "duplicate_id"),
         pc.invert(pc.is_in(error_ids, value_set=result_ids)),
     )
+    fixed = fixed_places(outdir, result_ids, error_ids)
+    if len(fixed):  # an unreadable line fixed since: its row is settled under its real id
+        open_errors = pc.and_(open_errors, pc.invert(pc.is_in(error_ids, value_set=fixed)))
     keep_errors = _last_of_each_id(error_ids, open_errors)
     del result_ids, error_ids, error_types, open_errors
     schema = pa.unify_schemas(
@@ -73,6 +76,32 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
             yield _conform(batch.append_column(STATUS, status), schema)
 
     return Outcomes(schema, batches())
+
+
+def fixed_places(
+    outdir: OutputDir, result_ids: pa.ChunkedArray, error_ids: pa.ChunkedArray | pa.Array
+) -> pa.Array:
+    """The errors logged under a place (``?in.jsonl line 7``: the line had no usable id)
+    whose place now holds a row with an id that is settled (has a result or an error): such
+    an error is fixed and counts no more. An input that cannot be read fixes nothing."""
+    places = set(pc.filter(error_ids, pc.starts_with(error_ids, "?")).to_pylist())
+    settings = (outdir.read_job_if_any() or {}).get("settings")
+    found: dict[str, str] = {}
+    if places and settings is not None:
+        try:
+            for raw in open_input(settings["input_path"]).rows():
+                place = f"?{raw.where}"
+                if place in places and raw.data is not None:
+                    now = row_id(raw.data, settings.get("id_column"))
+                    if now is not None:
+                        found[place] = now
+        except JobError:
+            found = {}
+    now_ids = pa.array(list(found.values()), pa.string())
+    settled = pc.or_(
+        pc.is_in(now_ids, value_set=result_ids), pc.is_in(now_ids, value_set=error_ids)
+    )
+    return pc.filter(pa.array(list(found), pa.string()), settled)
 
 
 def _kept(parts: Parts, keep: pa.Array) -> Iterator[pa.RecordBatch]:

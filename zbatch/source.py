@@ -12,6 +12,7 @@ through fsspec (see :mod:`zbatch.urls`), Parquet one row group at a time as loca
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import glob
 import gzip
@@ -308,6 +309,8 @@ def _jsonl_lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
         if not line:
             return
         number += 1
+        if number == 1 and line.startswith(codecs.BOM_UTF8):
+            line = line[len(codecs.BOM_UTF8) :]  # Windows editors start UTF-8 files with one
         if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
             _skip_rest_of_line(handle)
             yield number, None

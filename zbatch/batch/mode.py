@@ -414,7 +414,7 @@ class BatchMode:
                 continue
             row_id = prompt.row_id(raw.data, self.job.id_column)
             if row_id is not None and row_id in ids and row_id not in found:
-                keep = pipeline.keep_values(raw.data)
+                keep = pipeline.keep_values(raw.data, raw.where)
                 found[row_id] = Work(row_id, b"", 0, keep, pipeline.gold(raw.data))
         return found
 
