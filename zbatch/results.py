@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .errors import JobError
+from .pipeline import storable
 from .prompt import row_id
 from .schema import JSON_TEXT
 from .source import open_input
@@ -93,7 +94,7 @@ def fixed_places(
                 place = f"?{raw.where}"
                 if place in places and raw.data is not None:
                     now = row_id(raw.data, settings.get("id_column"))
-                    if now is not None:
+                    if now is not None and storable((now,))[0] == now:  # else still failing
                         found[place] = now
         except JobError:
             found = {}
