@@ -273,11 +273,13 @@ def test_a_long_last_line_without_a_newline_is_skipped_too(tmp_path, monkeypatch
 # --- open_input -----------------------------------------------------------------------------
 
 
-def test_open_input_reports_the_columns_of_the_first_jsonl_row(tmp_path):
-    path = jsonl(tmp_path / "in.jsonl", [{"id": 1, "prompt": "p"}, {"id": 2, "other": 1}])
+def test_open_input_reports_the_union_of_the_first_jsonl_rows_columns(tmp_path):
+    rows = [{"id": 1, "prompt": "p"}, {"id": 2, "other": 1}]
+    rows += [{"id": n} for n in range(3, 101)] + [{"id": 101, "late": 1}]
+    path = jsonl(tmp_path / "in.jsonl", rows)
     files = open_input(str(path))
     assert files.paths == (path,)
-    assert files.columns == frozenset({"id", "prompt"})
+    assert files.columns == frozenset({"id", "prompt", "other"})  # row 101 is past the peek
     assert files.first_is_batch_line is False
     assert files.arrow_types() == {}
 
@@ -348,7 +350,7 @@ def test_a_missing_file_is_a_job_error_naming_it(tmp_path):
         open_input(str(tmp_path / "nope.jsonl"))
 
 
-@pytest.mark.parametrize("name", ["rows.csv", "rows.json", "rows.parquet.bak"])
+@pytest.mark.parametrize("name", ["rows.xlsx", "rows.json", "rows.parquet.bak"])
 def test_an_unsupported_suffix_is_a_job_error_naming_the_file_and_the_choices(tmp_path, name):
     (tmp_path / name).write_text("{}\n")
     with pytest.raises(JobError) as caught:
@@ -598,9 +600,8 @@ def test_the_fingerprint_is_stable_for_the_same_settings():
         {"thinking": False},
         {"response_format": "json_object"},
         {"extra": {"do_sample": False}},
-        # these change the result schema, so they are fingerprinted too
+        # this changes the result schema, so it is fingerprinted too
         {"choices": ("yes", "no")},
-        {"keep_columns": ("text",)},
     ],
 )
 def test_the_fingerprint_changes_with_a_setting_that_shapes_the_request(change):
@@ -619,6 +620,8 @@ def test_the_fingerprint_changes_with_a_setting_that_shapes_the_request(change):
         {"output_dir": "/elsewhere"},
         {"input_path": "/bigger.jsonl"},
         {"base_url": "http://127.0.0.1:1/v4"},
+        # keep columns are taken from the input row: a new one is no new request
+        {"keep_columns": ("text",)},
     ],
 )
 def test_the_fingerprint_ignores_settings_that_do_not_shape_the_request(change):

@@ -36,7 +36,7 @@ from .results import Exported, export_outcomes, final_outcomes
 from .runlog import run_log
 from .schema import ERROR_SCHEMA, infer_type, result_schema
 from .shard import Shard
-from .source import InputFiles, count_rows, open_input
+from .source import STDIN, InputFiles, count_rows, open_input
 from .stats import Stats
 from .store import ERRORS, RESULTS, OutputDir, RunSession, room_error
 from .store.state import RetryFailed
@@ -156,10 +156,24 @@ async def arun(
 
 
 def check_run(
-    job: Job, api_key: str | None, transport: httpx.AsyncBaseTransport | None
+    job: Job,
+    api_key: str | None,
+    transport: httpx.AsyncBaseTransport | None,
+    *,
+    stdin: bool = False,
 ) -> tuple[InputFiles, str | None]:
-    """The input and the API key a run would use; JobError when either is unusable."""
-    inputs = open_input(job.input_path)
+    """The input and the API key a run would use; JobError when either is unusable.
+
+    ``stdin``: this process may read ``-i -`` (a run in one process; shards cannot share
+    one pipe). Batch mode reads the input again when it collects answers, maybe in a later
+    run, which a pipe cannot give it."""
+    if job.input_path == STDIN and (not stdin or job.mode == "batch"):
+        what = "--mode batch" if stdin else "--shard or --cluster"
+        raise JobError(
+            f"input - (stdin) works for an online run in one process only: for {what}, "
+            "save it to a file (or object storage) first"
+        )
+    inputs = open_input(job.input_path, stdin=stdin)
     prompt.check_input(job, inputs)
     key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
     default_url = job.profile.default_base_url
@@ -178,7 +192,7 @@ def open_session(
     """Hold the OUTDIR (or one shard of it) for a run: job.json checked and saved, and the
     result schema the run writes."""
     outdir = OutputDir(job.output_dir)
-    with outdir.open_run(job.fingerprint(), job.shaping(), force=force, shard=shard) as session:
+    with outdir.open_run(job.fingerprints(), job.shaping(), force=force, shard=shard) as session:
         full = room_error(outdir.storage)  # before the first request, not after paying
         if full is not None:
             raise full
@@ -222,7 +236,7 @@ async def execute(
     from .runner import Runner
     from .simulate import SimulatedEndpoint, SimulationSpec
 
-    inputs, key = check_run(job, api_key, transport)
+    inputs, key = check_run(job, api_key, transport, stdin=shard is None)
     provider = job.profile
     if job.simulate and job.mode == "batch":
         transport = SimulatedBatchApi(job)
@@ -396,14 +410,18 @@ cancel.__name__ = cancel.__qualname__ = "cancel"
 def keep_column_types(
     job: Job, inputs: InputFiles, committed: pa.Schema | None
 ) -> dict[str, pa.DataType]:
-    """Keep-column types: fixed by the first committed part, else the input's schema."""
-    if committed is not None:
-        return {n: committed.field(n).type for n in job.keep_columns if n in committed.names}
+    """Keep-column types: fixed by the committed parts that hold the column, else the input's
+    schema (a keep column added since the last run is new to the parts)."""
+    names = committed.names if committed is not None else []
+    fixed = {n: committed.field(n).type for n in job.keep_columns if committed and n in names}
+    new = [name for name in job.keep_columns if name not in fixed]
+    if not new:
+        return fixed
     types = inputs.arrow_types()
     if types:
-        return {name: types[name] for name in job.keep_columns if name in types}
+        return {**fixed, **{name: types[name] for name in new if name in types}}
     first = next((row.data for row in inputs.rows() if row.data is not None), {})
-    return {name: infer_type(first.get(name)) for name in job.keep_columns}
+    return {**fixed, **{name: infer_type(first.get(name)) for name in new}}
 
 
 def plan(job: Job, *, retry_failed: RetryFailed = False) -> Plan:

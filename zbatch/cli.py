@@ -56,7 +56,8 @@ def _job_options(func: F) -> F:
             "--input",
             "-i",
             "input_path",
-            help="Input file, folder or glob (.jsonl, .jsonl.gz, .parquet).",
+            help="Input file, folder or glob (.jsonl, .csv, .tsv, each maybe .gz; .parquet); "
+            "- reads JSONL from stdin.",
         ),
         click.option("--output", "-o", "output_dir", help="Output directory (OUTDIR)."),
         click.option(
@@ -396,6 +397,8 @@ def export(outdir: str, output: str, with_input: bool) -> None:
     note = " (simulated answers from --simulate, not a model's)" if done.simulated else ""
     where = "stdout" if output == "-" else output
     click.echo(f"wrote {done.rows} rows to {where}{note}", err=output == "-")
+    if done.note:
+        click.echo(f"Note: rows {done.note}", err=True)
 
 
 @cli.command()

@@ -63,13 +63,13 @@ class _Tally:
 
 def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
     """Read the whole input as a run would, render every row, and count; sends nothing."""
-    inputs = open_input(job.input_path)
+    inputs = open_input(job.input_path, stdin=True)
     prompt.check_input(job, inputs)
     outdir = OutputDir(job.output_dir)
     state = ResumeState()
     previous = outdir.read_job_if_any()
     if previous is not None:
-        if previous.get("fingerprint") != job.fingerprint():
+        if not outdir.holds_request(job.fingerprints(), job.shaping()):
             raise JobError(
                 f"{job.output_dir} holds results of a different request; a run would refuse it "
                 "(use a new output directory, or --force)"

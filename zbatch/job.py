@@ -128,8 +128,12 @@ class Job:
 
     def fingerprint(self) -> str:
         """A digest of the settings that shape a request; resume refuses a change."""
-        blob = json.dumps(self.shaping(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return _digest(self.shaping())
+
+    def fingerprints(self) -> tuple[str, str]:
+        """:meth:`fingerprint`, and the one versions before keep columns were left out of it
+        gave the same settings: an OUTDIR such a version wrote holds that one."""
+        return self.fingerprint(), _digest({**self.shaping(), "keep_columns": self.keep_columns})
 
     def shaping(self) -> dict[str, Any]:
         """The settings that shape a request, as job.json stores them."""
@@ -155,6 +159,8 @@ class Job:
 
 # Settings that change what is sent or the result schema: changing one against an existing
 # OUTDIR is refused (without --force), so results/ never mixes two requests or two schemas.
+# Not keep_columns: a result's keep columns come from its input row, whatever was asked, so a
+# new one widens the results (zbatch.results fills the earlier rows in from the input).
 FINGERPRINTED = (
     "model",
     "system",
@@ -170,8 +176,12 @@ FINGERPRINTED = (
     "extra",
     "choices",
     "json_fields",
-    "keep_columns",
 )
+
+
+def _digest(shaping: Mapping[str, Any]) -> str:
+    blob = json.dumps(_jsonable(shaping), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def key_for(name: str) -> str:

@@ -122,8 +122,9 @@ def load_job(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) 
 
 
 def _resolve(value: str, base: Path) -> str:
-    """A local path made absolute against ``base``; URLs (s3://, gs://, file://) as written."""
-    if "://" in value:
+    """A local path made absolute against ``base``; URLs (s3://, gs://, file://) and "-"
+    (stdin) as written."""
+    if "://" in value or value == "-":
         return value
     return str((base / Path(value).expanduser()).resolve())
 

@@ -1,4 +1,5 @@
-"""Streaming readers for the input: JSONL (plain or gzip), Parquet, or a folder/glob of them.
+"""Streaming readers for the input: JSONL, CSV, TSV (each plain or gzip), Parquet, a
+folder/glob of them, or JSONL on stdin (``-``).
 
 Rows are yielded one at a time; the whole input is never held in memory.
 A row that cannot be read (bad JSON, bad UTF-8, a huge line) is yielded with a
@@ -8,17 +9,26 @@ raises :class:`JobError` from :func:`open_input` before anything is sent.
 The input may be a local path, a file:// URL, or an s3:// / gs:// URL (a file, a folder of
 files, or a glob); files in object storage are streamed in blocks of ``urls.BLOCK_BYTES``
 through fsspec (see :mod:`zbatch.urls`), Parquet one row group at a time as locally.
+
+Stdin is copied to a temp file (deleted when the process ends) as it is first opened: a run
+counts the rows, peeks at the columns and reads the rows, each a pass over the input, and a
+pipe can be read once. A file keeps memory flat whatever the size; buffering in memory would
+hold the whole input.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import csv
 import glob
 import gzip
 import io
 import itertools
 import json
+import shutil
+import sys
+import tempfile
 import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,8 +43,12 @@ import pyarrow.parquet as pq
 from . import urls
 from .errors import JobError
 
-SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet")
+SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
+STDIN = "-"
 MAX_LINE_BYTES = 16 * 1024 * 1024
+# The column check looks at the union of the keys of this many first rows of a JSONL file (a
+# column may start on a later row; CSV has its header, Parquet its schema).
+PEEK_ROWS = 100
 PARQUET_BATCH_ROWS = 4096
 JSONL_BLOCK_LINES = 4096
 # What reading a damaged file raises: a truncated or corrupt gzip, a bad Parquet page, EIO.
@@ -60,7 +74,22 @@ class RemoteFile:
         return io.BufferedReader(handle)  # for readline(limit), which fsspec's file lacks
 
 
-InputPath = Path | RemoteFile
+@dataclass(frozen=True, slots=True)
+class StdinFile:
+    """JSONL read from stdin, spooled to a temp file so that it can be read more than once."""
+
+    spool: Any  # the open temp file: it lives (and is deleted) with this object
+
+    name = "stdin"
+
+    def __str__(self) -> str:
+        return "stdin"
+
+    def open(self, mode: str = "rb") -> IO[bytes]:
+        return open(self.spool.name, mode)
+
+
+InputPath = Path | RemoteFile | StdinFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +106,7 @@ class DoneRows:
     """Consecutive rows whose ids were all done before: only their ids were read."""
 
     file: str
-    unit: str  # "row" (Parquet) or "line" (JSONL)
+    unit: str  # "row" (Parquet) or "line" (JSONL, CSV)
     first: int  # the row or line number of ids[0]
     ids: list[str]
 
@@ -90,10 +119,10 @@ _Item = TypeVar("_Item", RawRow, RawRow | DoneRows)
 
 @dataclass(frozen=True, slots=True)
 class InputFiles:
-    """The input files of a job and what their first row / schema says."""
+    """The input files of a job and the columns the first one shows."""
 
     paths: tuple[InputPath, ...]
-    columns: frozenset[str] | None  # known for Parquet; the first row's keys for JSONL
+    columns: frozenset[str] | None  # Parquet schema; CSV header; JSONL first rows' keys
     first_is_batch_line: bool
 
     def rows(self) -> Iterator[RawRow]:
@@ -110,7 +139,9 @@ class InputFiles:
         rows costs a read of their ids, not of every row.
         """
         for path in self.paths:
-            if not _is_parquet(path):
+            if _is_csv(path):
+                items = _read_csv_skipping_done(path, id_column, is_done)
+            elif not _is_parquet(path):
                 items = _read_jsonl_skipping_done(path, id_column, is_done)
             elif (column := _plain_id_column(path, id_column)) is not None:
                 items = _read_parquet_skipping_done(path, column, is_done)
@@ -127,9 +158,14 @@ class InputFiles:
         return {}
 
 
-def open_input(spec: str) -> InputFiles:
-    """Resolve the input path, check each file can be opened, and peek at the columns."""
-    paths = _expand(spec)
+def open_input(spec: str, *, stdin: bool = False) -> InputFiles:
+    """Resolve the input path, check each file can be opened, and peek at the columns.
+
+    ``-`` is stdin when ``stdin`` (a run, a dry run); a reader after the run (status,
+    export) is refused with a JobError: what was piped in is gone."""
+    if spec == STDIN and not stdin:
+        raise JobError("the input was piped in on stdin (-i -): it cannot be read again")
+    paths = [_spool_stdin()] if spec == STDIN else _expand(spec)
     columns: set[str] | None = None
     first_is_batch = False
     for index, path in enumerate(paths):
@@ -141,10 +177,11 @@ def open_input(spec: str) -> InputFiles:
                     f"{path} is not a readable Parquet file ({exc}); "
                     "check the file or convert it to JSONL"
                 ) from None
+        elif _is_csv(path):
+            names = set(_csv_header(path))
         else:
-            first = _first_record(path)
-            names = set(first) if first else set()
-            if index == 0 and first is not None:
+            first, names = _first_records(path)
+            if index == 0:
                 first_is_batch = is_batch_line(first)
         if index == 0:
             columns = names
@@ -152,7 +189,7 @@ def open_input(spec: str) -> InputFiles:
 
 
 def count_rows(paths: tuple[InputPath, ...]) -> int:
-    """Rows in the input, cheaply: Parquet metadata, or newlines in JSONL."""
+    """Rows in the input, cheaply: Parquet metadata, newlines in JSONL, records in CSV."""
     total = 0
     for path in paths:
         try:
@@ -160,13 +197,17 @@ def count_rows(paths: tuple[InputPath, ...]) -> int:
                 with _parquet_file(path) as reader:
                     total += reader.metadata.num_rows
                 continue
+            if _is_csv(path):
+                with _open_csv(path) as (_, records):
+                    total += sum(1 for _ in records)
+                continue
             with _open_text(path) as handle:
                 last = b"\n"
                 while chunk := handle.read(1 << 20):
                     total += chunk.count(b"\n")
                     last = chunk[-1:]
                 total += last != b"\n"
-        except READ_ERRORS as exc:
+        except (*READ_ERRORS, csv.Error, UnicodeDecodeError) as exc:
             raise JobError(f"cannot read {path} to the end ({exc}); nothing was sent") from None
     return total
 
@@ -180,6 +221,8 @@ def read_file(path: InputPath) -> Iterator[RawRow]:
     """Rows of one file, by its suffix."""
     if _is_parquet(path):
         yield from _read_parquet(path)
+    elif _is_csv(path):
+        yield from _read_csv(path)
     else:
         yield from _read_jsonl(path)
 
@@ -253,6 +296,35 @@ def _is_parquet(path: InputPath) -> bool:
     return path.name.endswith(".parquet")
 
 
+def _is_csv(path: InputPath) -> bool:
+    return path.name.removesuffix(".gz").endswith((".csv", ".tsv"))
+
+
+_stdin_spool: tuple[Any, StdinFile] | None = None
+
+
+def _spool_stdin() -> StdinFile:
+    """stdin copied to a temp file, once per process (for the stdin object it was read from)."""
+    global _stdin_spool
+    source = sys.stdin.buffer
+    if _stdin_spool is not None and _stdin_spool[0] is source:
+        return _stdin_spool[1]
+    if sys.stdin.isatty():
+        raise JobError("input is - (stdin), but stdin is a terminal: pipe JSONL lines in")
+    spool = tempfile.NamedTemporaryFile(prefix="zbatch-stdin-", suffix=".jsonl")  # noqa: SIM115
+    try:
+        shutil.copyfileobj(source, spool, 1 << 20)
+        spool.flush()
+    except OSError as exc:
+        spool.close()
+        raise JobError(
+            f"cannot copy stdin to {tempfile.gettempdir()} ({exc}); set TMPDIR to a folder "
+            "with room, or pass the input as a file"
+        ) from None
+    _stdin_spool = (source, StdinFile(spool))
+    return _stdin_spool[1]
+
+
 @contextlib.contextmanager
 def _open_text(path: InputPath) -> Iterator[IO[bytes]]:
     with path.open("rb") as raw:
@@ -277,17 +349,25 @@ def _parquet_schema(path: InputPath) -> pa.Schema:
         return reader.schema_arrow
 
 
-def _first_record(path: InputPath) -> dict[str, Any] | None:
-    """The first readable JSON object of a JSONL file; raises JobError if the file is unusable."""
-    saw_line = False
+def _first_records(path: InputPath) -> tuple[dict[str, Any], set[str]]:
+    """The first JSON object of a JSONL file and the union of the keys of its first
+    ``PEEK_ROWS`` rows (a column may start on a later row); JobError if the file is unusable."""
+    lines = 0
+    first: dict[str, Any] | None = None
+    names: set[str] = set()
     try:
-        for row in itertools.islice(_read_jsonl(path), 5):
-            saw_line = True
+        for row in itertools.islice(_read_jsonl(path), PEEK_ROWS):
+            lines += 1
             if row.data is not None:
-                return row.data
+                first = row.data if first is None else first
+                names.update(row.data)
+            elif first is None and lines == 5:
+                break
     except READ_ERRORS as exc:
         raise JobError(f"cannot read {path}: {exc}") from None
-    if not saw_line:
+    if first is not None:
+        return first, names
+    if not lines:
         raise JobError(f"input file {path} is empty: it has no rows")
     raise JobError(
         f"{path}: the first lines are not JSON objects; is this a JSONL file "
@@ -418,6 +498,110 @@ class _JsonlIds:
         if ids.null_count:
             return None  # a batch line without custom_id, or no id: row by row, to be logged
         return ids.cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
+
+
+# A CSV record: its first line number, and its fields or why it cannot be split.
+_Record = tuple[int, list[str] | str]
+
+
+@contextlib.contextmanager
+def _open_csv(path: InputPath) -> Iterator[tuple[list[str], Iterator[_Record]]]:
+    """The header of a CSV/TSV file and its records.
+
+    Bytes that are not UTF-8 are kept as surrogates for :func:`_csv_row` to report, so one
+    bad row does not end the file."""
+    csv.field_size_limit(MAX_LINE_BYTES)
+    dialect = "excel-tab" if path.name.removesuffix(".gz").endswith(".tsv") else "excel"
+    with _open_text(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        reader = csv.reader(text, dialect)
+        header = next(reader, None)
+        if header is None:
+            raise JobError(f"input file {path} is empty: it has no header line")
+
+        def records() -> Iterator[_Record]:
+            while True:
+                start = reader.line_num + 1
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:  # e.g. a field over the size limit
+                    yield start, str(exc)
+                    continue
+                if fields:
+                    yield start, fields
+
+        yield header, records()
+
+
+def _csv_header(path: InputPath) -> list[str]:
+    try:
+        with _open_csv(path) as (header, _):
+            return header
+    except (*READ_ERRORS, csv.Error) as exc:
+        raise JobError(f"cannot read {path}: {exc}") from None
+
+
+def _csv_row(name: str, header: list[str], record: _Record) -> RawRow:
+    """A CSV record as a row of strings; an empty cell is missing (CSV has no null)."""
+    number, fields = record
+    where = f"{name} line {number}"
+    if isinstance(fields, str):
+        return RawRow(where, None, f"{where} is not valid CSV: {fields}")
+    if len(fields) != len(header):
+        return RawRow(
+            where, None, f"{where} has {len(fields)} fields, the header has {len(header)}"
+        )
+    if not all(map(str.isascii, fields)) and not all(map(_encodes, fields)):
+        return RawRow(where, None, f"{where} is not valid UTF-8")
+    return RawRow(where, {k: v or None for k, v in zip(header, fields, strict=True)})
+
+
+def _encodes(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _read_csv(path: InputPath) -> Iterator[RawRow]:
+    with _open_csv(path) as (header, records):
+        for record in records:
+            yield _csv_row(path.name, header, record)
+
+
+def _read_csv_skipping_done(
+    path: InputPath, id_column: str | None, is_done: Callable[[str], bool]
+) -> Iterator[RawRow | DoneRows]:
+    """CSV rows, with a block of consecutive done rows as one DoneRows (ids only, no dicts)."""
+    with _open_csv(path) as (header, records):
+        column = id_column or "id"
+        at = header.index(column) if column in header else None
+        while block := list(itertools.islice(records, JSONL_BLOCK_LINES)):
+            ids = None if at is None else _csv_ids(block, at, len(header))
+            if ids is not None and all(map(is_done, ids)):
+                yield DoneRows(path.name, "line", block[0][0], ids)
+            else:
+                for record in block:
+                    yield _csv_row(path.name, header, record)
+
+
+def _csv_ids(block: list[_Record], at: int, width: int) -> list[str] | None:
+    """The ids of a block of records, if the row-by-row path would read each the same way:
+    one record per line, every record whole, every id present and UTF-8."""
+    if block[-1][0] - block[0][0] != len(block) - 1:
+        return None
+    ids = []
+    for _, fields in block:
+        if isinstance(fields, str) or len(fields) != width:
+            return None
+        value = fields[at].strip()
+        if not value or not (value.isascii() or _encodes(value)):
+            return None
+        ids.append(value)
+    return ids
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -24,7 +24,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -176,9 +176,17 @@ class OutputDir:
 
     @contextlib.contextmanager
     def open_run(
-        self, fingerprint: str, settings: Mapping[str, Any], *, force: bool, shard: Any = None
+        self,
+        fingerprint: str | Sequence[str],
+        settings: Mapping[str, Any],
+        *,
+        force: bool,
+        shard: Any = None,
     ) -> Iterator[RunSession]:
-        """Lock, tidy, check job.json (or archive with ``force``), read the resume state."""
+        """Lock, tidy, check job.json (or archive with ``force``), read the resume state.
+
+        ``fingerprint`` may list the job's fingerprint and those earlier versions gave the
+        same settings: job.json holding any of them is the same request."""
         key = None if shard is None else (shard.index, shard.count)
         with self.locked(key):
             self.tidy(shard_tag(key))
@@ -190,11 +198,17 @@ class OutputDir:
             prefix = f"{stamp}-{secrets.token_hex(2)}" + (f"-{tag}" if tag else "")
             yield RunSession(self, self.load_state(), notice, prefix)
 
+    def holds_request(self, fingerprint: str | Sequence[str], settings: Mapping[str, Any]) -> bool:
+        """True when job.json is absent or records this request (``fingerprint`` as
+        :meth:`open_run` takes it; ``settings`` the request settings)."""
+        previous = self._read_json(JOB)
+        return previous is None or _same_request(previous, fingerprint, settings)
+
     def _check_job(
-        self, fingerprint: str, settings: Mapping[str, Any], *, force: bool
+        self, fingerprint: str | Sequence[str], settings: Mapping[str, Any], *, force: bool
     ) -> str | None:
         previous = self._read_json(JOB)
-        if previous is None or previous.get("fingerprint") == fingerprint:
+        if previous is None or _same_request(previous, fingerprint, settings):
             return None
         before = previous.get("request") or previous.get("settings") or {}
         # A setting stored only when set (id_column, defaults) changes by its absence too.
@@ -276,6 +290,25 @@ class OutputDir:
             else:
                 self.storage.move(staged, target)
         self.storage.delete(f"{table}/{COMPACT_JOURNAL}")
+
+
+# Settings an earlier version recorded as part of the request that no longer are.
+NO_LONGER_REQUEST = frozenset({"keep_columns"})
+
+
+def _same_request(
+    previous: Mapping[str, Any], fingerprint: str | Sequence[str], settings: Mapping[str, Any]
+) -> bool:
+    """job.json's fingerprint is one of ``fingerprint``, or its request settings are these
+    plus only settings that are no longer part of a request."""
+    same = (fingerprint,) if isinstance(fingerprint, str) else fingerprint
+    if previous.get("fingerprint") in same:
+        return True
+    before = previous.get("request")
+    if not isinstance(before, dict):
+        return False
+    extra = set(before) - set(settings)
+    return extra <= NO_LONGER_REQUEST and all(before.get(k) == v for k, v in settings.items())
 
 
 def merged_name(last: str) -> str:

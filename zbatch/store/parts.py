@@ -18,6 +18,12 @@ Row = tuple[Any, ...]
 _CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError)
 
 
+def _run_of(name: str) -> str:
+    """The run (and shard) prefix of a part's name: "part-20261201T130000.123-ab12-00003.parquet"
+    -> "part-20261201T130000.123-ab12"."""
+    return name.removesuffix(".parquet").removesuffix(".merged").rsplit("-", 1)[0]
+
+
 def is_part(name: str) -> bool:
     """Committed parts are ``part-*.parquet``; hidden temp files and staging names are not."""
     return name.startswith("part-") and name.endswith(".parquet")
@@ -98,6 +104,15 @@ def _array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     return pa.array(values, type=kind)
 
 
+def _widened(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A part's rows in the schema of all parts: the columns it lacks are null."""
+    columns = [
+        table.column(f.name) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 # Read a part's row groups one by one as they are needed (docs/performance.md: pre-buffering
 # fetches the column chunks of many at once).
 _ONE_AT_A_TIME = ds.ParquetFragmentScanOptions(pre_buffer=False)
@@ -118,8 +133,22 @@ class Parts:
         self._paths = [f"{root}/{folder}/{name}" for name in self.names]
         with self._reading():
             # A dataset made from a list of files reads them in that order.
-            self._dataset = ds.dataset(self._paths, format="parquet", filesystem=filesystem)
+            self._dataset = ds.dataset(
+                self._paths, format="parquet", filesystem=filesystem, schema=self._schema()
+            )
         self.schema: pa.Schema = self._dataset.schema
+
+    def _schema(self) -> pa.Schema | None:
+        """Every run's columns: a run after a keep column was added writes a wider schema
+        (a run writes one schema, so its first part speaks for all of its parts)."""
+        firsts: dict[str, str] = {}
+        for name, path in zip(self.names, self._paths, strict=True):
+            firsts.setdefault(_run_of(name), path)
+        if len(firsts) < 2:
+            return None  # the dataset's own: the first part's
+        filesystem, _ = self.storage.arrow()
+        schemas = [pq.read_schema(path, filesystem=filesystem) for path in firsts.values()]
+        return pa.unify_schemas(schemas)
 
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Up to 32k rows at a time, part after part, with no read-ahead (a scan's default
@@ -134,6 +163,28 @@ class Parts:
                     use_threads=False,
                     fragment_scan_options=_ONE_AT_A_TIME,
                 )
+
+    def row_groups(self) -> list[tuple[str, int, int]]:
+        """(part, row group, rows) of each row group, in commit order (from the footers)."""
+        filesystem, _ = self.storage.arrow()
+        groups = []
+        for name in self.names:
+            with self._reading(name), filesystem.open_input_file(self._path(name)) as f:
+                meta = pq.ParquetFile(f).metadata
+                groups += [
+                    (name, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)
+                ]
+        return groups
+
+    def read_row_group(self, name: str, group: int) -> pa.Table:
+        """One row group of a part, in the schema of all parts."""
+        filesystem, _ = self.storage.arrow()
+        with self._reading(name), filesystem.open_input_file(self._path(name)) as f:
+            table = pq.ParquetFile(f, pre_buffer=False).read_row_group(group, use_threads=False)
+        return _widened(table, self.schema)
+
+    def _path(self, name: str) -> str:
+        return self._paths[self.names.index(name)]
 
     def column(self, name: str, kind: pa.DataType) -> pa.ChunkedArray:
         return pa.chunked_array([batch.column(0) for batch in self.batches([name])], kind)
