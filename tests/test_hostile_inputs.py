@@ -188,6 +188,8 @@ def test_changing_id_column_against_an_outdir_is_refused(tmp_path: Path) -> None
                 refused.replace(str(out), str(keyed)),
             )
         assert srv.stats()["requests"] == 6
+    # Unset, it is left out of the fingerprint: OUTDIRs of earlier versions keep theirs.
+    assert "id_column" not in Job(input_path=str(inp), output_dir=str(out)).shaping()
 
 
 def test_keep_values_of_another_type_are_counted_and_warned_about(
