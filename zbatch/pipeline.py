@@ -25,8 +25,8 @@ from .errors import redact
 from .idset import IdSet
 from .job import Job
 from .outcome import Failure, Scope, Success
+from .readers.base import DoneRows, RawRow
 from .schema import keep_caster
-from .source import DoneRows, RawRow
 from .stats import Stats
 from .store import ResumeState
 from .store.state import RetryFailed

@@ -19,8 +19,9 @@ import pyarrow.csv as pacsv
 from .errors import JobError
 from .pipeline import storable
 from .prompt import row_id
+from .readers.base import DoneRows
 from .schema import JSON_TEXT, RESULT_FIELDS, infer_type, keep_caster
-from .source import DoneRows, open_input
+from .source import open_input
 from .store import ERRORS, RESULTS, OutputDir, Parts, open_storage, write_batches
 from .urls import is_remote, local_path
 
