@@ -17,6 +17,7 @@ runs, as after kill -9 or a power cut.
   {"crash": "after:OP"}          delete) whose name argument matches ``file``
   {"errno": "ENOSPC"}          writes of the nth and later matching files fail with that errno
   {"fsize": BYTES}             RLIMIT_FSIZE with SIGXFSZ ignored: a real EFBIG from the kernel
+  {"free": BYTES}              LocalStorage.free_bytes() reports BYTES from its nth call on
 
 Write faults come in through a module global ``open`` in zbatch.store.storage, which shadows
 the builtin there only; the rename points through os.link, which LocalStorage commits with.
@@ -63,6 +64,7 @@ class Fault:
         self.nth: int = spec.get("nth", 1)
         self.errno: int | None = getattr(errno, spec["errno"]) if "errno" in spec else None
         self.fsize: int | None = spec.get("fsize")
+        self.free: int | None = spec.get("free")
         self._seen: Counter[str] = Counter()
         if self.point is not None and self.point not in CRASH_POINTS:
             raise SystemExit(f"faults.py: unknown crash point {self.point!r}")
@@ -183,6 +185,19 @@ def _around(op: str, real: Callable[..., Any], fault: Fault) -> Callable[..., An
     return call
 
 
+def inject_free(fault: Fault, free: int) -> None:
+    """A disk that fills up: free_bytes() is the real figure until its nth call."""
+    real = storage.LocalStorage.free_bytes
+    calls = 0
+
+    def free_bytes(self: storage.LocalStorage) -> int | None:
+        nonlocal calls
+        calls += 1
+        return free if calls >= fault.nth else real(self)
+
+    storage.LocalStorage.free_bytes = free_bytes  # type: ignore[method-assign]
+
+
 def start() -> None:
     fault = Fault(json.loads(os.environ.get("ZB_FAULT") or "{}"))
     if fault.point == "write" or fault.errno is not None:
@@ -191,6 +206,8 @@ def start() -> None:
         inject_storage_ops(fault)
     elif fault.point is not None:
         inject_renames(fault)
+    if fault.free is not None:
+        inject_free(fault, fault.free)
     if fault.fsize is not None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (fault.fsize, fault.fsize))

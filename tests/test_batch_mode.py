@@ -28,8 +28,8 @@ from conftest import (
 from zai_server import answer_for
 
 import zbatch
+from zbatch.batch.collect import line_outcome
 from zbatch.batch.files import chat_endpoint
-from zbatch.batch.mode import line_outcome
 from zbatch.outcome import Failure
 from zbatch.providers import ZAI, provider_for
 

@@ -547,8 +547,8 @@ def test_file_size_limit_efbig_is_a_clear_store_error(tmp_path: Path) -> None:
         # The counts are of saved rows: the 470 answers that could not be written are not "ok".
         assert stopped["rows"]["ok"] == 0
         assert (
-            "470 finished rows were not saved; the next run sends them again"
-            in (stopped["outcome"])
+            "470 paid answers wait to be saved, of 470 finished rows not saved; "
+            "the next run sends them again" in (stopped["outcome"])
         )
 
         again = run_zbatch(*args)

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import zbatch.source
+import zbatch.readers.base
+import zbatch.readers.parquet
 from zbatch.errors import JobError
 from zbatch.job import DEFAULT_BASE_URL, DEFAULT_MODEL, Job
 from zbatch.jobfile import load_job
@@ -57,7 +58,7 @@ def test_gzipped_jsonl_is_read_like_plain_jsonl(tmp_path):
 
 
 def test_parquet_rows_are_read_in_order_with_their_row_numbers(tmp_path, monkeypatch):
-    monkeypatch.setattr(zbatch.source, "PARQUET_BATCH_ROWS", 2)  # several batches
+    monkeypatch.setattr(zbatch.readers.parquet, "PARQUET_BATCH_ROWS", 2)  # several batches
     path = tmp_path / "news.parquet"
     pq.write_table(pa.table({"id": ["n0", "n1", "n2"], "stars": [5, None, 3]}), path)
     rows = list(read_file(path))
@@ -87,12 +88,12 @@ def test_blocks_whose_ids_are_all_done_come_as_ids_only(tmp_path, monkeypatch, k
     ids = ["a", "b", "c", "d", " e", "f", "g", None, "h", "i"]
     rows = [{"id": i, "text": f"t{n}"} for n, i in enumerate(ids)]
     if kind == "parquet":
-        monkeypatch.setattr(zbatch.source, "PARQUET_BATCH_ROWS", 3)
+        monkeypatch.setattr(zbatch.readers.parquet, "PARQUET_BATCH_ROWS", 3)
         path = tmp_path / "in.parquet"
         pq.write_table(pa.Table.from_pylist(rows), path)
         where = [f"in.parquet row {n}" for n in range(10)]
     else:
-        monkeypatch.setattr(zbatch.source, "JSONL_BLOCK_LINES", 3)
+        monkeypatch.setattr(zbatch.readers.base, "BLOCK_ROWS", 3)
         path = jsonl(tmp_path / "in.jsonl", rows)
         where = [f"in.jsonl line {n + 1}" for n in range(10)]
     done = {"a", "b", "c", "d", "e", "f", "g", "h", "i"}  # " e" is done as "e", once stripped
@@ -129,7 +130,7 @@ def test_jsonl_ids_follow_the_same_rules_as_reading_row_by_row(tmp_path, monkeyp
     """Every id a DoneRows gives is the one prompt.row_id reads from that very line."""
     from zbatch.prompt import row_id
 
-    monkeypatch.setattr(zbatch.source, "JSONL_BLOCK_LINES", 2)
+    monkeypatch.setattr(zbatch.readers.base, "BLOCK_ROWS", 2)
     blocks = [
         b'{"id": "a1", "x": [1, {"y": null}]}\n{"id": "a2", "x": NaN}\n',  # ids as they are
         b'{"id": 17, "x": 1}\n{"id": -3}\n',  # integers, checked as text
@@ -172,7 +173,7 @@ def test_jsonl_ids_follow_the_same_rules_as_reading_row_by_row(tmp_path, monkeyp
 
 
 def test_jsonl_named_id_columns_and_gzip_are_read_as_ids(tmp_path, monkeypatch):
-    monkeypatch.setattr(zbatch.source, "MAX_LINE_BYTES", 64)
+    monkeypatch.setattr(zbatch.readers.base, "MAX_LINE_BYTES", 64)
     path = tmp_path / "named.jsonl.gz"
     with gzip.open(path, "wb") as handle:
         handle.write(b'{"key": "k1", "id": 5}\n{"key": "k2"}\n')
@@ -184,7 +185,7 @@ def test_jsonl_named_id_columns_and_gzip_are_read_as_ids(tmp_path, monkeypatch):
         ("row", "named.jsonl.gz line 3"),
     ]
     assert items[2].problem == "named.jsonl.gz line 3 is longer than 0 MB; skipped"
-    monkeypatch.setattr(zbatch.source, "JSONL_BLOCK_LINES", 2)
+    monkeypatch.setattr(zbatch.readers.base, "BLOCK_ROWS", 2)
     items = list(open_input(str(path)).rows_or_done("key", lambda _: True))
     assert describe(items)[0] == ("done", ("named.jsonl.gz line 1", ["k1", "k2"]))
 
@@ -247,7 +248,7 @@ def test_a_deeply_nested_line_is_a_row_problem_not_a_crash(tmp_path):
 def test_a_line_longer_than_the_limit_is_skipped_with_a_problem_and_reading_goes_on(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(zbatch.source, "MAX_LINE_BYTES", 64)
+    monkeypatch.setattr(zbatch.readers.base, "MAX_LINE_BYTES", 64)
     path = tmp_path / "big.jsonl"
     huge = json.dumps({"id": "huge", "text": "x" * 1000}).encode()
     exactly = json.dumps({"id": "fits", "t": "y" * 41}).encode()
@@ -262,7 +263,7 @@ def test_a_line_longer_than_the_limit_is_skipped_with_a_problem_and_reading_goes
 
 
 def test_a_long_last_line_without_a_newline_is_skipped_too(tmp_path, monkeypatch):
-    monkeypatch.setattr(zbatch.source, "MAX_LINE_BYTES", 32)
+    monkeypatch.setattr(zbatch.readers.base, "MAX_LINE_BYTES", 32)
     path = tmp_path / "tail.jsonl"
     path.write_bytes(b'{"id": "a"}\n' + json.dumps({"id": "z" * 100}).encode())
     rows = list(read_file(path))

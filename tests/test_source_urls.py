@@ -15,8 +15,8 @@ from s3_server import S3, moto_endpoint_fixture, s3_fixture  # noqa: F401 (fixtu
 
 from zbatch import Job
 from zbatch.errors import JobError
+from zbatch.readers.parquet import PARQUET_BATCH_ROWS
 from zbatch.source import (
-    PARQUET_BATCH_ROWS,
     DoneRows,
     RawRow,
     count_rows,

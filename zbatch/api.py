@@ -39,7 +39,7 @@ from .schema import ERROR_SCHEMA, infer_type, result_schema
 from .shard import Shard
 from .source import STDIN, InputFiles, count_rows, open_input
 from .stats import Stats
-from .store import ERRORS, RESULTS, OutputDir, RunSession
+from .store import ERRORS, RESULTS, OutputDir, RunSession, room_error
 from .store.state import RetryFailed
 
 if TYPE_CHECKING:
@@ -202,6 +202,9 @@ def open_session(
     result schema the run writes."""
     outdir = OutputDir(job.output_dir)
     with outdir.open_run(job.fingerprints(), job.shaping(), force=force, shard=shard) as session:
+        full = room_error(outdir.storage)  # before the first request, not after paying
+        if full is not None:
+            raise full
         keep_types = keep_column_types(job, inputs, outdir.committed_result_schema())
         session.save_job(
             job.fingerprint(),
@@ -281,6 +284,7 @@ async def execute(
         items = inputs.rows_or_done(job.id_column, pipeline.is_done)
         where = "" if shard is None else f" shard {shard}"
         with run_log(outdir) as log:
+            pipeline.warn = log.warning
             if session.notice:
                 log.warning(session.notice)
             if session.replayed:

@@ -62,6 +62,8 @@ def format_summary(stats: Stats) -> str:
         rows.append(("JSON fields missing", _counts(stats.json_missing, by_size=True)))
     if stats.json_mistyped:
         rows.append(("JSON fields mistyped", _counts(stats.json_mistyped, by_size=True)))
+    if stats.keep_mistyped:
+        rows.append(("keep columns nulled", _counts(stats.keep_mistyped, by_size=True)))
     return table(rows)
 
 

@@ -145,6 +145,8 @@ class Job:
         shaping["model"] = self.effective_model
         if not self.defaults:  # a setting newer than most OUTDIRs: absent when unused, so
             del shaping["defaults"]  # their fingerprints stay what they were
+        if self.id_column is not None:  # the same: absent unless set
+            shaping["id_column"] = self.id_column
         if self.simulate:  # only then: real runs keep the fingerprints they always had
             shaping["simulated"] = True
         return shaping

@@ -25,8 +25,8 @@ from .errors import redact
 from .idset import IdSet
 from .job import Job
 from .outcome import Failure, Scope, Success
+from .readers.base import DoneRows, RawRow
 from .schema import keep_caster
-from .source import DoneRows, RawRow
 from .stats import Stats
 from .store import ResumeState
 from .store.state import RetryFailed
@@ -80,6 +80,7 @@ class RowPipeline:
         self._in_shard = in_shard
         self._secret = secret
         self.on_added: Callable[[], None] = lambda: None  # a dispatcher's cue to check buffers
+        self.warn: Callable[[str], None] = lambda message: None  # the run's log, once open
         self._seen = IdSet(capacity=stats.total or 4096)  # sized once: no growth transients
         self._keep_casts = [keep_caster(schema.field(name).type) for name in job.keep_columns]
 
@@ -151,14 +152,30 @@ class RowPipeline:
             return None
         answer_tokens = int(body.get("max_tokens") or 0)
         tokens = prompt.estimate_tokens(body) + answer_tokens
-        return Work(row_id, encoded, tokens, self.keep_values(data), self.gold(data), answer_tokens)
+        keep = self.keep_values(data, raw.where)
+        return Work(row_id, encoded, tokens, keep, self.gold(data), answer_tokens)
 
-    def keep_values(self, data: dict[str, Any]) -> tuple[Any, ...]:
-        """The keep_columns of an input row, fitted to their result columns."""
-        return tuple(
-            cast(data.get(name))
-            for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True)
-        )
+    def keep_values(self, data: dict[str, Any], where: str) -> tuple[Any, ...]:
+        """The keep_columns of an input row, fitted to their result columns.
+
+        A value of another type than its column's (JSONL lets a column change type between
+        rows or files) is stored as null: it is counted per column and the first one warned
+        about in run.log, never dropped silently. (Widening the column instead would change
+        the schema of an OUTDIR that already holds parts.)"""
+        values = []
+        for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True):
+            value = data.get(name)
+            fitted = cast(value)
+            if fitted is None and value is not None:
+                mistyped = self.stats.keep_mistyped
+                if not mistyped[name]:
+                    self.warn(
+                        f"keep column '{name}': {where} holds a {type(value).__name__}, not "
+                        "the column's type; stored as null (summary.json counts such rows)"
+                    )
+                mistyped[name] += 1
+            values.append(fitted)
+        return tuple(values)
 
     def gold(self, data: dict[str, Any]) -> str | None:
         """The row's reference label (labels.gold_column), normalised, or None."""

@@ -11,6 +11,8 @@ The first rule that applies wins:
 from __future__ import annotations
 
 import functools
+import json
+import math
 import string
 from collections.abc import Iterable
 from typing import Any
@@ -30,6 +32,8 @@ def row_id(data: dict[str, Any], id_column: str | None) -> str | None:
     value = data.get(column)
     if value is None or isinstance(value, dict | list | bool):
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN, inf (1e400 in JSON): no id two runs would agree on
     text = str(value).strip()
     return text or None
 
@@ -139,12 +143,25 @@ def _messages(value: Any, column: str) -> list[dict[str, Any]]:
     return list(value)
 
 
+class _JsonFormatter(string.Formatter):
+    """str.format, except that objects, lists and booleans render as JSON (``{"a": 1}``,
+    ``true``): what a model reads best, not Python's repr (``!r`` still asks for that)."""
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        if isinstance(value, dict | list | bool):
+            value = json.dumps(value, ensure_ascii=False)
+        return super().format_field(value, format_spec)
+
+
+_FORMATTER = _JsonFormatter()
+
+
 def _format(template: str, data: dict[str, Any]) -> str:
     for name in template_fields(template):
         if data.get(name) is None:
             raise RenderError(f"template field '{name}' is missing or null in this row")
     try:
-        return template.format_map(data)
+        return _FORMATTER.vformat(template, (), data)
     except KeyError as exc:
         raise RenderError(f"template field {exc} is missing from this row") from None
     except (IndexError, AttributeError, ValueError, TypeError) as exc:

@@ -16,7 +16,7 @@ from .job import DEFAULT_MODEL
 from .pipeline import gold_label
 from .pricing import cost, discounted, price_for
 from .providers import provider_for
-from .results import final_outcomes
+from .results import final_outcomes, fixed_places
 from .source import count_rows, open_input
 from .stats import Agreement
 from .store import RESULTS, OutputDir, Parts
@@ -71,6 +71,10 @@ def read_status(outdir: OutputDir) -> Status:
     settings = outdir.read_job()["settings"]
     results = outdir.parts(RESULTS)
     done, state = outdir.count_state()
+    if any(row_id.startswith("?") for row_id in state.latest_error):
+        errored = pa.array(list(state.latest_error), pa.string())
+        for place in fixed_places(outdir, results.column("id", pa.string()), errored).to_pylist():
+            del state.latest_error[place]  # fixed since, and settled under its real id
     counted = {"prompt": 0, "completion": 0, "cached": 0}
     labels: Counter[str] = Counter()
     if results.names:

@@ -17,9 +17,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .errors import JobError
+from .pipeline import storable
 from .prompt import row_id
-from .schema import RESULT_FIELDS, infer_type, keep_caster
-from .source import DoneRows, open_input
+from .readers.base import DoneRows
+from .schema import JSON_TEXT, RESULT_FIELDS, infer_type, keep_caster
+from .source import open_input
 from .store import ERRORS, RESULTS, OutputDir, Parts, open_storage, write_batches
 from .urls import is_remote, local_path
 
@@ -91,6 +93,9 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
         pc.not_equal(error_types, "duplicate_id"),
         pc.invert(pc.is_in(error_ids, value_set=result_ids)),
     )
+    fixed = fixed_places(outdir, result_ids, error_ids)
+    if len(fixed):  # an unreadable line fixed since: its row is settled under its real id
+        open_errors = pc.and_(open_errors, pc.invert(pc.is_in(error_ids, value_set=fixed)))
     keep_errors = _last_of_each_id(error_ids, open_errors)
     kept_ids = pa.chunked_array(
         [*result_ids.filter(keep_results).chunks, *error_ids.filter(keep_errors).chunks],
@@ -284,6 +289,32 @@ def _filled(batch: pa.RecordBatch, place: pa.Array, order: _InputOrder) -> pa.Re
     return batch
 
 
+def fixed_places(
+    outdir: OutputDir, result_ids: pa.ChunkedArray, error_ids: pa.ChunkedArray | pa.Array
+) -> pa.Array:
+    """The errors logged under a place (``?in.jsonl line 7``: the line had no usable id)
+    whose place now holds a row with an id that is settled (has a result or an error): such
+    an error is fixed and counts no more. An input that cannot be read fixes nothing."""
+    places = set(pc.filter(error_ids, pc.starts_with(error_ids, "?")).to_pylist())
+    settings = (outdir.read_job_if_any() or {}).get("settings")
+    found: dict[str, str] = {}
+    if places and settings is not None:
+        try:
+            for raw in open_input(settings["input_path"]).rows():
+                place = f"?{raw.where}"
+                if place in places and raw.data is not None:
+                    now = row_id(raw.data, settings.get("id_column"))
+                    if now is not None and storable((now,))[0] == now:  # else still failing
+                        found[place] = now
+        except JobError:
+            found = {}
+    now_ids = pa.array(list(found.values()), pa.string())
+    settled = pc.or_(
+        pc.is_in(now_ids, value_set=result_ids), pc.is_in(now_ids, value_set=error_ids)
+    )
+    return pc.filter(pa.array(list(found), pa.string()), settled)
+
+
 def _kept(parts: Parts, keep: pa.Array) -> Iterator[pa.RecordBatch]:
     """The rows of ``parts`` where ``keep`` (one flag per row) is true, a batch at a time."""
     start = 0
@@ -403,7 +434,11 @@ def _iso(value: Any) -> str:
 
 
 def _join_input(outcomes: pa.Table, settings: dict[str, Any]) -> pa.Table:
-    """One row per input id, in input order, with the input's columns after the outcome's."""
+    """One row per input id, in input order, with the input's columns after the outcome's.
+
+    Joined by position (each input id picks its outcome's row with ``take``), not with an
+    Arrow join: those refuse list/struct columns, which inputs may hold.
+    """
     rows = []
     seen: set[str] = set()
     for raw in open_input(settings["input_path"]).rows():
@@ -414,16 +449,29 @@ def _join_input(outcomes: pa.Table, settings: dict[str, Any]) -> pa.Table:
             continue
         seen.add(rid)
         rows.append({**raw.data, "id": rid})
-    inputs = pa.Table.from_pylist(rows)
-    inputs = inputs.append_column("_order", pa.array(range(inputs.num_rows), pa.int64()))
-    clashing = [c for c in inputs.column_names if c in outcomes.column_names and c != "id"]
-    inputs = inputs.rename_columns(
-        [f"input_{c}" if c in clashing else c for c in inputs.column_names]
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    position = {rid: i for i, rid in enumerate(outcomes.column("id").to_pylist())}
+    picked = outcomes.take(pa.array([position.get(row["id"]) for row in rows], pa.int64()))
+    status = pc.if_else(pc.is_null(picked.column("status")), "pending", picked.column("status"))
+    picked = picked.set_column(picked.column_names.index("status"), "status", status)
+    picked = picked.set_column(
+        picked.column_names.index("id"), "id", pa.array([row["id"] for row in rows], pa.string())
     )
-    joined = inputs.join(outcomes, keys="id", join_type="left outer", use_threads=False)
-    joined = joined.sort_by("_order").drop_columns(["_order"])
-    status = pc.if_else(pc.is_null(joined.column("status")), "pending", joined.column("status"))
-    joined = joined.set_column(joined.column_names.index("status"), "status", status)
-    front = [c for c in outcomes.column_names if c in joined.column_names]
-    rest = [c for c in joined.column_names if c not in front]
-    return joined.select(front + rest)
+    for name in names:
+        if name != "id":
+            field, values = _input_column(name, [row.get(name) for row in rows])
+            if name in outcomes.column_names:
+                field = field.with_name(f"input_{name}")
+            picked = picked.append_column(field, values)
+    return picked
+
+
+def _input_column(name: str, values: list[Any]) -> tuple[pa.Field, pa.Array]:
+    """An input column as Arrow; a column whose values change type between rows (JSONL allows
+    it) becomes JSON text, so an export keeps every value instead of failing."""
+    try:
+        array = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        text = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+        return pa.field(name, pa.string(), metadata=JSON_TEXT), pa.array(text, pa.string())
+    return pa.field(name, array.type), array

@@ -49,7 +49,8 @@ from .limits import AdaptiveLimit, Backoff, Pacer, QuotaPause
 from .outcome import Failure, Scope, Success
 from .pipeline import RowPipeline, Work, commit
 from .progress import Progress
-from .store import PartWriter
+from .schema import ERROR_SCHEMA
+from .store import PartWriter, room_error
 from .store.journal import Journal
 
 # Answers that do not fit the job are asked again (labels.retries times): a model's next
@@ -61,6 +62,7 @@ RE_ASKED = ("invalid_label", "invalid_json")
 WORKER_START_SPACING = 0.0005
 # The first rows of a run that decide whether every request fails the same way.
 FIRST_ROWS = 20
+ANSWER = ERROR_SCHEMA.names.index("answer")  # an error row's paid answer, if it kept one
 
 
 class Runner:
@@ -149,8 +151,9 @@ class Runner:
                 try:
                     await self._flush()
                 except StoreError as exc:
-                    self.stop_reason = exc  # outranks an earlier reason: rows were not saved
-                    self.stats.outcome = f"stopped: {exc}{self._forget_unsaved()}"
+                    # Outranks an earlier reason: rows were not saved, and the message says so.
+                    self.stop_reason = StoreError(f"{exc}{self._forget_unsaved()}")
+                    self.stats.outcome = f"stopped: {self.stop_reason}"
                 self.stats.concurrency = self.limit.current
                 self.stats.concurrency_min = self.limit.minimum
                 self.stats.spent = self.budget.spent
@@ -168,10 +171,14 @@ class Runner:
         results, errors = self._writers
         self.stats.ok -= len(results.rows)
         self.stats.failed -= len(errors.rows)
+        paid = len(results.rows) + sum(row[ANSWER] is not None for row in errors.rows)
         unsaved = len(results.rows) + len(errors.rows)
         if not unsaved:
             return ""
-        return f" ({unsaved} finished rows were not saved; the next run sends them again)"
+        return (
+            f" ({paid} paid answers wait to be saved, of {unsaved} finished rows not saved; "
+            "the next run sends them again)"
+        )
 
     def stop(self, reason: ZbatchError) -> None:
         """Stop dispatching; the first reason wins."""
@@ -435,6 +442,12 @@ class Runner:
                 self.stop(exc)
                 self._work_scope.cancel()
                 return
+            results = self._writers[0]
+            # Stop buying answers the disk could not hold: the next part needs about as
+            # much room as the last one took.
+            full = room_error(results.storage, results.last_part_bytes)
+            if full is not None:
+                self.stop(full)
 
     async def _flush(self) -> None:
         """Commit the buffers as parts; the journal's sealed segments then go."""

@@ -18,99 +18,41 @@ hold the whole input.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import glob
-import gzip
-import io
-import itertools
-import json
 import shutil
 import sys
 import tempfile
-import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pa_json
-import pyarrow.parquet as pq
 
 from . import urls
 from .errors import JobError
+from .readers.base import (
+    READ_ERRORS,
+    DoneRows,
+    InputPath,
+    RawRow,
+    RemoteFile,
+    StdinFile,
+    open_text,
+)
+from .readers.delimited import csv_header, open_csv, read_csv, read_csv_skipping_done
+from .readers.jsonl import first_records, read_jsonl, read_jsonl_skipping_done
+from .readers.parquet import (
+    parquet_file,
+    parquet_schema,
+    plain_id_column,
+    read_parquet,
+    read_parquet_skipping_done,
+)
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
 STDIN = "-"
-MAX_LINE_BYTES = 16 * 1024 * 1024
-# The column check looks at the union of the keys of this many first rows of a JSONL file (a
-# column may start on a later row; CSV has its header, Parquet its schema).
-PEEK_ROWS = 100
-PARQUET_BATCH_ROWS = 4096
-JSONL_BLOCK_LINES = 4096
-# What reading a damaged file raises: a truncated or corrupt gzip, a bad Parquet page, EIO.
-READ_ERRORS = (OSError, EOFError, zlib.error, pa.ArrowException)
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteFile:
-    """A file in object storage, with the few things the readers use of a :class:`Path`."""
-
-    url: str
-    fs: Any
-
-    @property
-    def name(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
-    def __str__(self) -> str:
-        return self.url
-
-    def open(self, mode: str = "rb") -> IO[bytes]:
-        handle = self.fs.open(urls.bucket_path(self.url), mode)
-        return io.BufferedReader(handle)  # for readline(limit), which fsspec's file lacks
-
-
-@dataclass(frozen=True, slots=True)
-class StdinFile:
-    """JSONL read from stdin, spooled to a temp file so that it can be read more than once."""
-
-    spool: Any  # the open temp file: it lives (and is deleted) with this object
-
-    name = "stdin"
-
-    def __str__(self) -> str:
-        return "stdin"
-
-    def open(self, mode: str = "rb") -> IO[bytes]:
-        return open(self.spool.name, mode)
-
-
-InputPath = Path | RemoteFile | StdinFile
-
-
-@dataclass(frozen=True, slots=True)
-class RawRow:
-    """One input row, or the reason it could not be read."""
-
-    where: str  # "reviews.jsonl line 17" / "news.parquet row 4"
-    data: dict[str, Any] | None
-    problem: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DoneRows:
-    """Consecutive rows whose ids were all done before: only their ids were read."""
-
-    file: str
-    unit: str  # "row" (Parquet) or "line" (JSONL, CSV)
-    first: int  # the row or line number of ids[0]
-    ids: list[str]
-
-    def where(self, offset: int) -> str:
-        return f"{self.file} {self.unit} {self.first + offset}"
 
 
 _Item = TypeVar("_Item", RawRow, RawRow | DoneRows)
@@ -139,20 +81,20 @@ class InputFiles:
         """
         for path in self.paths:
             if _is_csv(path):
-                items = _read_csv_skipping_done(path, id_column, is_done)
+                items = read_csv_skipping_done(path, id_column, is_done)
             elif not _is_parquet(path):
-                items = _read_jsonl_skipping_done(path, id_column, is_done)
-            elif (column := _plain_id_column(path, id_column)) is not None:
-                items = _read_parquet_skipping_done(path, column, is_done)
+                items = read_jsonl_skipping_done(path, id_column, is_done)
+            elif (column := plain_id_column(path, id_column)) is not None:
+                items = read_parquet_skipping_done(path, column, is_done)
             else:
-                items = _read_parquet(path)
+                items = read_parquet(path)
             yield from _guarded(path, items)
 
     def arrow_types(self) -> dict[str, pa.DataType]:
         """Column types from the first Parquet file's schema (empty for JSONL)."""
         for path in self.paths:
             if _is_parquet(path):
-                schema = _parquet_schema(path)
+                schema = parquet_schema(path)
                 return {name: schema.field(name).type for name in schema.names}
         return {}
 
@@ -170,16 +112,16 @@ def open_input(spec: str, *, stdin: bool = False) -> InputFiles:
     for index, path in enumerate(paths):
         if _is_parquet(path):
             try:
-                names = set(_parquet_schema(path).names)
+                names = set(parquet_schema(path).names)
             except (pa.ArrowException, OSError) as exc:
                 raise JobError(
                     f"{path} is not a readable Parquet file ({exc}); "
                     "check the file or convert it to JSONL"
                 ) from None
         elif _is_csv(path):
-            names = set(_csv_header(path))
+            names = set(csv_header(path))
         else:
-            first, names = _first_records(path)
+            first, names = first_records(path)
             if index == 0:
                 first_is_batch = is_batch_line(first)
         if index == 0:
@@ -193,14 +135,14 @@ def count_rows(paths: tuple[InputPath, ...]) -> int:
     for path in paths:
         try:
             if _is_parquet(path):
-                with _parquet_file(path) as reader:
+                with parquet_file(path) as reader:
                     total += reader.metadata.num_rows
                 continue
             if _is_csv(path):
-                with _open_csv(path) as (_, records):
+                with open_csv(path) as (_, records):
                     total += sum(1 for _ in records)
                 continue
-            with _open_text(path) as handle:
+            with open_text(path) as handle:
                 last = b"\n"
                 while chunk := handle.read(1 << 20):
                     total += chunk.count(b"\n")
@@ -219,11 +161,11 @@ def is_batch_line(data: dict[str, Any]) -> bool:
 def read_file(path: InputPath) -> Iterator[RawRow]:
     """Rows of one file, by its suffix."""
     if _is_parquet(path):
-        yield from _read_parquet(path)
+        yield from read_parquet(path)
     elif _is_csv(path):
-        yield from _read_csv(path)
+        yield from read_csv(path)
     else:
-        yield from _read_jsonl(path)
+        yield from read_jsonl(path)
 
 
 def _guarded(path: InputPath, items: Iterator[_Item]) -> Iterator[_Item]:
@@ -322,336 +264,3 @@ def _spool_stdin() -> StdinFile:
         ) from None
     _stdin_spool = (source, StdinFile(spool))
     return _stdin_spool[1]
-
-
-@contextlib.contextmanager
-def _open_text(path: InputPath) -> Iterator[IO[bytes]]:
-    with path.open("rb") as raw:
-        if path.name.endswith(".gz"):
-            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-                yield unzipped  # type: ignore[misc]
-        else:
-            yield raw
-
-
-@contextlib.contextmanager
-def _parquet_file(path: InputPath) -> Iterator[pq.ParquetFile]:
-    """A Parquet reader that reads only what it is asked for (no pre-buffering)."""
-    with contextlib.ExitStack() as stack:
-        source = path if isinstance(path, Path) else stack.enter_context(path.open("rb"))
-        with pq.ParquetFile(source, pre_buffer=False) as reader:
-            yield reader
-
-
-def _parquet_schema(path: InputPath) -> pa.Schema:
-    with _parquet_file(path) as reader:
-        return reader.schema_arrow
-
-
-def _first_records(path: InputPath) -> tuple[dict[str, Any], set[str]]:
-    """The first JSON object of a JSONL file and the union of the keys of its first
-    ``PEEK_ROWS`` rows (a column may start on a later row); JobError if the file is unusable."""
-    lines = 0
-    first: dict[str, Any] | None = None
-    names: set[str] = set()
-    try:
-        for row in itertools.islice(_read_jsonl(path), PEEK_ROWS):
-            lines += 1
-            if row.data is not None:
-                first = row.data if first is None else first
-                names.update(row.data)
-            elif first is None and lines == 5:
-                break
-    except READ_ERRORS as exc:
-        raise JobError(f"cannot read {path}: {exc}") from None
-    if first is not None:
-        return first, names
-    if not lines:
-        raise JobError(f"input file {path} is empty: it has no rows")
-    raise JobError(
-        f"{path}: the first lines are not JSON objects; is this a JSONL file "
-        "(one JSON object per line)?"
-    )
-
-
-def _read_jsonl(path: InputPath) -> Iterator[RawRow]:
-    with _open_text(path) as handle:
-        for number, line in _jsonl_lines(handle):
-            yield _jsonl_row(path.name, number, line)
-
-
-def _jsonl_lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, line) for each line that is not blank; None for one over the limit."""
-    number = 0
-    while True:
-        line = handle.readline(MAX_LINE_BYTES + 1)
-        if not line:
-            return
-        number += 1
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            _skip_rest_of_line(handle)
-            yield number, None
-        elif line.strip():
-            yield number, line
-
-
-def _jsonl_row(name: str, number: int, line: bytes | None) -> RawRow:
-    where = f"{name} line {number}"
-    if line is None:
-        limit = MAX_LINE_BYTES // (1024 * 1024)
-        return RawRow(where, None, f"{where} is longer than {limit} MB; skipped")
-    return _parse_line(line, where)
-
-
-def _skip_rest_of_line(handle: IO[bytes]) -> None:
-    while True:
-        chunk = handle.readline(MAX_LINE_BYTES)
-        if not chunk or chunk.endswith(b"\n"):
-            return
-
-
-def _parse_line(line: bytes, where: str) -> RawRow:
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return RawRow(where, None, f"{where} is not valid UTF-8 (byte {exc.start})")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return RawRow(where, None, f"{where} is not valid JSON: {exc.msg} at column {exc.colno}")
-    except RecursionError:
-        return RawRow(where, None, f"{where} is nested too deeply to read")
-    if not isinstance(data, dict):
-        return RawRow(where, None, f"{where} is a JSON {type(data).__name__}, not an object")
-    return RawRow(where, data)
-
-
-def _read_jsonl_skipping_done(
-    path: InputPath, id_column: str | None, is_done: Callable[[str], bool]
-) -> Iterator[RawRow | DoneRows]:
-    block_ids = _JsonlIds(id_column)
-    with _open_text(path) as handle:
-        lines = _jsonl_lines(handle)
-        while block := list(itertools.islice(lines, JSONL_BLOCK_LINES)):
-            ids = block_ids.read(block)
-            if ids is not None and all(map(is_done, ids)):
-                yield DoneRows(path.name, "line", block[0][0], ids)
-            else:
-                for number, line in block:
-                    yield _jsonl_row(path.name, number, line)
-
-
-class _JsonlIds:
-    """The ids of a block of JSONL lines, parsed by Arrow without building the rows.
-
-    Only for a block that the row-by-row path would read the same way: consecutive lines,
-    each one JSON object whose id is a string or an integer, no line over the limit.
-    Anything else (a number that is not an integer, a repeated key, bad UTF-8, a byte-order
-    mark, a line holding two objects) gives None and the block is read row by row.
-    Arrow does take some lines Python's json refuses, such as ones nested over a thousand
-    deep; such a line with a done id counts as done.
-    """
-
-    def __init__(self, id_column: str | None) -> None:
-        self._column = id_column
-        self._id_types = [pa.string(), pa.int64()]  # the one that last worked comes first
-
-    def read(self, block: list[tuple[int, bytes | None]]) -> list[str] | None:
-        if block[-1][0] - block[0][0] != len(block) - 1:
-            return None  # blank lines in between: the line numbers would not follow on
-        lines = [line for _, line in block if line is not None]
-        if len(lines) != len(block):
-            return None  # a line over the limit
-        data = b"".join(lines)
-        if b"\xef\xbb\xbf" in data or not (data.isascii() or _is_utf8(data)):
-            return None
-        for id_type in self._id_types:
-            try:
-                table = pa_json.read_json(
-                    io.BytesIO(data),
-                    read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data)),
-                    parse_options=pa_json.ParseOptions(
-                        explicit_schema=self._schema(id_type), unexpected_field_behavior="ignore"
-                    ),
-                )
-            except pa.ArrowInvalid:
-                continue
-            if id_type is not self._id_types[0]:
-                self._id_types.reverse()
-            return self._ids(table) if table.num_rows == len(block) else None
-        return None
-
-    def _schema(self, id_type: pa.DataType) -> pa.Schema:
-        if self._column is not None:
-            return pa.schema([(self._column, id_type)])
-        return pa.schema([("id", id_type), ("custom_id", id_type), ("body", pa.struct([]))])
-
-    def _ids(self, table: pa.Table) -> list[str] | None:
-        if self._column is not None:
-            ids = table.column(self._column)
-        else:  # prompt.row_id: a batch line ({"custom_id", "body": {...}}) is known by custom_id
-            is_batch_line = pc.is_valid(table.column("body"))
-            ids = pc.if_else(is_batch_line, table.column("custom_id"), table.column("id"))
-        if ids.null_count:
-            return None  # a batch line without custom_id, or no id: row by row, to be logged
-        return ids.cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
-
-
-# A CSV record: its first line number, and its fields or why it cannot be split.
-_Record = tuple[int, list[str] | str]
-
-
-@contextlib.contextmanager
-def _open_csv(path: InputPath) -> Iterator[tuple[list[str], Iterator[_Record]]]:
-    """The header of a CSV/TSV file and its records.
-
-    Bytes that are not UTF-8 are kept as surrogates for :func:`_csv_row` to report, so one
-    bad row does not end the file."""
-    csv.field_size_limit(MAX_LINE_BYTES)
-    dialect = "excel-tab" if path.name.removesuffix(".gz").endswith(".tsv") else "excel"
-    with _open_text(path) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.reader(text, dialect)
-        header = next(reader, None)
-        if header is None:
-            raise JobError(f"input file {path} is empty: it has no header line")
-
-        def records() -> Iterator[_Record]:
-            while True:
-                start = reader.line_num + 1
-                try:
-                    fields = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:  # e.g. a field over the size limit
-                    yield start, str(exc)
-                    continue
-                if fields:
-                    yield start, fields
-
-        yield header, records()
-
-
-def _csv_header(path: InputPath) -> list[str]:
-    try:
-        with _open_csv(path) as (header, _):
-            return header
-    except (*READ_ERRORS, csv.Error) as exc:
-        raise JobError(f"cannot read {path}: {exc}") from None
-
-
-def _csv_row(name: str, header: list[str], record: _Record) -> RawRow:
-    """A CSV record as a row of strings; an empty cell is missing (CSV has no null)."""
-    number, fields = record
-    where = f"{name} line {number}"
-    if isinstance(fields, str):
-        return RawRow(where, None, f"{where} is not valid CSV: {fields}")
-    if len(fields) != len(header):
-        return RawRow(
-            where, None, f"{where} has {len(fields)} fields, the header has {len(header)}"
-        )
-    if not all(map(str.isascii, fields)) and not all(map(_encodes, fields)):
-        return RawRow(where, None, f"{where} is not valid UTF-8")
-    return RawRow(where, {k: v or None for k, v in zip(header, fields, strict=True)})
-
-
-def _encodes(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _read_csv(path: InputPath) -> Iterator[RawRow]:
-    with _open_csv(path) as (header, records):
-        for record in records:
-            yield _csv_row(path.name, header, record)
-
-
-def _read_csv_skipping_done(
-    path: InputPath, id_column: str | None, is_done: Callable[[str], bool]
-) -> Iterator[RawRow | DoneRows]:
-    """CSV rows, with a block of consecutive done rows as one DoneRows (ids only, no dicts)."""
-    with _open_csv(path) as (header, records):
-        column = id_column or "id"
-        at = header.index(column) if column in header else None
-        while block := list(itertools.islice(records, JSONL_BLOCK_LINES)):
-            ids = None if at is None else _csv_ids(block, at, len(header))
-            if ids is not None and all(map(is_done, ids)):
-                yield DoneRows(path.name, "line", block[0][0], ids)
-            else:
-                for record in block:
-                    yield _csv_row(path.name, header, record)
-
-
-def _csv_ids(block: list[_Record], at: int, width: int) -> list[str] | None:
-    """The ids of a block of records, if the row-by-row path would read each the same way:
-    one record per line, every record whole, every id present and UTF-8."""
-    if block[-1][0] - block[0][0] != len(block) - 1:
-        return None
-    ids = []
-    for _, fields in block:
-        if isinstance(fields, str) or len(fields) != width:
-            return None
-        value = fields[at].strip()
-        if not value or not (value.isascii() or _encodes(value)):
-            return None
-        ids.append(value)
-    return ids
-
-
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _read_parquet(path: InputPath) -> Iterator[RawRow]:
-    for first, batch in _parquet_batches(path):
-        yield from _batch_rows(path.name, first, batch)
-
-
-def _read_parquet_skipping_done(
-    path: InputPath, column: str, is_done: Callable[[str], bool]
-) -> Iterator[RawRow | DoneRows]:
-    for first, batch in _parquet_batches(path):
-        # A done id is stored as prompt.row_id made it; a raw value equal to one needs no
-        # normalising, and any other value takes the row-by-row path.
-        values = batch.column(column).to_pylist()
-        ids = [str(value) for value in values] if None not in values else []
-        if ids and all(map(is_done, ids)):
-            yield DoneRows(path.name, "row", first, ids)
-        else:
-            yield from _batch_rows(path.name, first, batch)
-
-
-def _parquet_batches(path: InputPath) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """Each batch of a Parquet file, with the row number of its first row."""
-    first = 0
-    # One row group at a time, in this thread: -13 MB of peak over the defaults on 1M rows.
-    with _parquet_file(path) as reader:
-        for batch in reader.iter_batches(batch_size=PARQUET_BATCH_ROWS, use_threads=False):
-            yield first, batch
-            first += batch.num_rows
-
-
-def _batch_rows(name: str, first: int, batch: pa.RecordBatch) -> Iterator[RawRow]:
-    for number, data in enumerate(batch.to_pylist(), start=first):
-        yield RawRow(f"{name} row {number}", data)
-
-
-def _plain_id_column(path: InputPath, id_column: str | None) -> str | None:
-    """The id column of a Parquet file when its values are ids as they are (strings or
-    integers); None when ids need a row's other columns (batch lines) or are of other types."""
-    schema = _parquet_schema(path)
-    column = id_column or "id"
-    if column not in schema.names:
-        return None
-    if id_column is None and {"custom_id", "body"} <= set(schema.names):
-        return None
-    kind = schema.field(column).type
-    plain = pa.types.is_string(kind) or pa.types.is_large_string(kind)
-    return column if plain or pa.types.is_integer(kind) else None

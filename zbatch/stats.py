@@ -68,6 +68,7 @@ class Stats:
     gold: Agreement = field(default_factory=Agreement)  # with labels.gold_column
     json_missing: Counter[str] = field(default_factory=Counter)  # JSON field -> answers without it
     json_mistyped: Counter[str] = field(default_factory=Counter)  # ... with a value of another type
+    keep_mistyped: Counter[str] = field(default_factory=Counter)  # keep column -> nulled rows
     concurrency: int = 0
     concurrency_min: int = 0
     price: Price | None = None
@@ -164,6 +165,7 @@ class Stats:
                 "missing": dict(self.json_missing),
                 "mistyped": dict(self.json_mistyped),
             },
+            "keep_columns_mistyped": dict(self.keep_mistyped),
             "cost_usd": None if self.cost is None else round(self.cost, 6),
             "spent_usd_all_runs": None if self.spent is None else round(self.spent, 6),
             "max_cost_usd": self.max_cost,

@@ -26,21 +26,18 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 
-from .. import prompt
 from ..errors import BatchPending, Interrupted, RunStopped, ZbatchError
 from ..job import Job
-from ..outcome import Failure, Scope, Success
+from ..outcome import Failure, Scope
 from ..pipeline import RowPipeline, Work, commit
 from ..progress import Progress
-from ..providers import Provider
 from ..runner import watch_signals
-from ..source import open_input
 from ..store import PartWriter
 from .api import BatchApi, BatchInfo
+from .collect import Lines, input_rows
 from .files import BatchFile, BatchFileWriter, LineTooBig, chat_endpoint, id_map
 from .ledger import (
     ABANDONED,
@@ -55,38 +52,12 @@ from .ledger import (
 )
 
 POLL_JITTER = 0.2
-# OpenAI puts the requests an expired or cancelled batch never ran in its error file with
-# these codes: they were not answered, so they are pending, not failed.
-NOT_RUN_CODES = frozenset({"batch_expired", "batch_cancelled"})
 
 
 class RowsLeft(RunStopped):
     """Batches ended (expired / cancelled / failed) leaving rows unanswered (exit 1)."""
 
     exit_code = 1
-
-
-def line_outcome(line: dict[str, Any], provider: Provider) -> Success | Failure | None:
-    """What one output or error line says about its row (read and classified by the
-    provider's rules, as a live answer is); None when the row was never run."""
-    response = line.get("response")
-    if not isinstance(response, dict):
-        error = line.get("error")
-        if not isinstance(error, dict):
-            error = {}
-        code = error.get("code")
-        if code in NOT_RUN_CODES:
-            return None
-        message = str(error.get("message") or "the batch refused this line")
-        return provider.classify(400, None if code is None else str(code), message)
-    status = response.get("status_code")
-    body = response.get("body")
-    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    if status == 200:
-        return provider.parse_answer(raw, None)
-    code, message = provider.error_details(raw)
-    status = status if isinstance(status, int) else 500
-    return provider.classify(status, code, message or f"HTTP {status}")
 
 
 class BatchMode:
@@ -338,11 +309,10 @@ class BatchMode:
             await self._forget_files(submission, info)
             return
         ids = self.ledger.ids(submission)
-        by_custom_id = id_map(ids)
         rows: dict[str, Work] = {}
         if self.job.keep_columns or self.job.gold_column:
-            rows = await anyio.to_thread.run_sync(self._input_rows, set(ids))
-        answered: set[str] = set()
+            rows = await anyio.to_thread.run_sync(input_rows, self.pipeline, set(ids))
+        lines = Lines(self.pipeline, self.log, id_map(ids), rows)
         with tempfile.TemporaryDirectory(prefix="zbatch-collect-") as scratch:
             for file_id in (info.output_file_id, info.error_file_id):
                 if file_id is None:
@@ -351,11 +321,12 @@ class BatchMode:
                 await self.api.download(file_id, path)
                 with path.open("rb") as handle:
                     for raw in handle:
-                        self._settle(raw, by_custom_id, rows, answered)
+                        lines.settle(raw)
                         if len(self._writers[0].rows) >= self.job.part_rows:
                             await commit(self.pipeline, *self._writers)
         await commit(self.pipeline, *self._writers)
         submission.state = COLLECTED
+        answered = lines.answered
         submission.unanswered = len(ids) - len(answered)
         self.ledger.save(submission)
         self.unanswered += submission.unanswered
@@ -367,56 +338,6 @@ class BatchMode:
             left if submission.unanswered else "",
         )
         await self._forget_files(submission, info)
-
-    def _settle(
-        self,
-        raw: bytes,
-        by_custom_id: dict[str, str],
-        rows: dict[str, Work],
-        answered: set[str],
-    ) -> None:
-        """One output or error line: a result row, an error row, or nothing (never run)."""
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            self.log.warning("skipped an output line that is not JSON: %.80r", raw)
-            return
-        custom_id = line.get("custom_id") if isinstance(line, dict) else None
-        row_id = by_custom_id.get(custom_id) if isinstance(custom_id, str) else None
-        if row_id is None or row_id in answered:
-            return
-        outcome = line_outcome(line, self.job.profile)
-        if outcome is None:
-            return
-        answered.add(row_id)
-        if self.pipeline.is_done(row_id):
-            return  # committed by a run that was killed before it could record that
-        self.stats.requests += 1
-        pipeline = self.pipeline
-        if isinstance(outcome, Failure):
-            # A fatal or quota answer is not the row's fault: it stays pending.
-            not_the_row = outcome.scope in (Scope.FATAL, Scope.QUOTA)
-            pipeline.fail(row_id, outcome, 1, retryable=True if not_the_row else None)
-            return
-        pipeline.count_usage(outcome)
-        work = rows.get(row_id) or Work(row_id, b"", 0, (None,) * len(self.job.keep_columns))
-        failure = pipeline.accept(work, outcome, 1)
-        if failure is not None:
-            pipeline.fail(row_id, failure, 1, answer=outcome.content)
-
-    def _input_rows(self, ids: set[str]) -> dict[str, Work]:
-        """The given rows' keep_columns and reference labels, read again from the input (an
-        answer is matched to its row long after the row was read)."""
-        found: dict[str, Work] = {}
-        pipeline = self.pipeline
-        for raw in open_input(self.job.input_path).rows():
-            if raw.data is None:
-                continue
-            row_id = prompt.row_id(raw.data, self.job.id_column)
-            if row_id is not None and row_id in ids and row_id not in found:
-                keep = pipeline.keep_values(raw.data)
-                found[row_id] = Work(row_id, b"", 0, keep, pipeline.gold(raw.data))
-        return found
 
     async def _forget_files(self, submission: Submission, info: BatchInfo) -> None:
         """Delete the batch's files at the provider (it stores at most 1,000); best effort."""

@@ -3,7 +3,7 @@
 from .outdir import ERRORS, RESULTS, OutputDir, RunSession, open_storage, write_batches
 from .parts import Parts, PartWriter
 from .state import ResumeState
-from .storage import LocalStorage, Storage
+from .storage import LocalStorage, Storage, room_error
 
 __all__ = [
     "ERRORS",
@@ -16,5 +16,6 @@ __all__ = [
     "RunSession",
     "Storage",
     "open_storage",
+    "room_error",
     "write_batches",
 ]

@@ -291,7 +291,9 @@ class OutputDir:
         if previous is None or _same_request(previous, fingerprint, settings):
             return None
         before = previous.get("request") or previous.get("settings") or {}
-        changed = [name for name, value in settings.items() if before.get(name) != value]
+        # A setting stored only when set (id_column, defaults) changes by its absence too.
+        names = {**before, **settings} if "request" in previous else settings
+        changed = [name for name in names if before.get(name) != settings.get(name)]
         was_simulated = bool(before.get("simulated") or previous["settings"].get("simulate"))
         if was_simulated != bool(settings.get("simulated")) and not force:
             held, run = ("simulated", "real") if was_simulated else ("real", "simulated")

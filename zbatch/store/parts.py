@@ -44,6 +44,7 @@ class PartWriter:
         self._prefix = prefix
         self._seq = 0
         self.committed_rows = 0
+        self.last_part_bytes = 0  # in memory, an upper bound of the file: the room to keep
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
@@ -64,6 +65,7 @@ class PartWriter:
             name = f"{self.folder}/part-{self._prefix}-{self._seq:05d}.parquet"
             self.storage.create(name, lambda handle: pq.write_table(table, handle))
             self.committed_rows += table.num_rows
+            self.last_part_bytes = table.nbytes
         return unstorable
 
     def to_table(self, rows: Sequence[Row]) -> tuple[pa.Table, list[tuple[Row, str]]]:

@@ -81,6 +81,25 @@ class Storage(Protocol):
         """Free space where new files go, or None when it is unknown."""
 
 
+# The least free room a run starts or goes on with: job.json, summary.json, run.log and a
+# small part fit in it; below it the first commit would fail after answers were bought.
+MIN_ROOM = 1 << 20
+
+
+def room_error(storage: Storage, needed: int = 0) -> StoreError | None:
+    """A StoreError when ``storage`` clearly cannot hold the next part (about ``needed``
+    bytes, at least MIN_ROOM); None when it can or its free space is unknown."""
+    free = storage.free_bytes()
+    needed = max(needed, MIN_ROOM)
+    if free is None or free >= needed:
+        return None
+    return StoreError(
+        f"{storage.location} has {free / 1e6:.1f} MB free, less than the next part needs "
+        f"(about {needed / 1e6:.1f} MB), so no new request is sent: free space or use another "
+        "OUTDIR, then run the same command to resume"
+    )
+
+
 def store_error(what: str, exc: OSError, *, outdir: bool = True) -> StoreError:
     """The one message for a failed write: what, why, what to do, and (in an OUTDIR) that
     nothing committed is lost."""
