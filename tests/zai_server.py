@@ -152,6 +152,13 @@ def answer_for(messages: Iterable[Any]) -> str:
     return _answer_for_text(last_user_content(messages))
 
 
+def word_for(words: str, prompt: str) -> str:
+    """With the ``answer`` setting ("w1|w2|…"), the word a prompt without a directive gets:
+    chosen by the prompt's SHA-1, so a test can tell which row got which."""
+    choices = words.split("|")
+    return choices[int(hashlib.sha1(prompt.encode()).hexdigest()[:8], 16) % len(choices)]
+
+
 def max_in_window(timestamps: Iterable[float], window: float = 60.0) -> int:
     """Most timestamps inside any half-open interval ``[t, t + window)``.
 
@@ -252,6 +259,7 @@ _CONVERTERS: dict[str, Callable[[object], Any]] = {
     "slow_seconds": _number,
     "require_key": _optional(str),
     "quota_reset": _optional(str),
+    "answer": _optional(str),
 }
 
 
@@ -269,6 +277,7 @@ class Settings:
     slow_seconds: float = 30.0
     require_key: str | None = None
     quota_reset: str | None = None  # the reset time quota answers name; None: next midnight
+    answer: str | None = None  # "w1|w2|…": a prompt with no directive gets one of these words
 
     def updated(self, changes: dict[str, Any]) -> Settings:
         """Validated copy with ``changes`` applied; ValueError lets /control answer 400."""
@@ -594,6 +603,8 @@ class _Engine:
     def _answer(self, body: dict[str, Any], prompt: str, delay: float) -> _Reply:
         self._granted += 1
         answer = _answer_for_text(prompt)
+        if self.settings.answer is not None and answer.startswith("echo:"):
+            answer = word_for(self.settings.answer, prompt)
         payload = self._completion(body, answer, answer, finish_reason="stop")
         return _Reply(body=payload, prompt=prompt, delay=delay)
 
@@ -936,6 +947,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow-seconds", type=float, help="delay of the 'slow' fault")
     parser.add_argument("--require-key", help="answer 401/1001 unless 'Bearer <key>'")
     parser.add_argument("--quota-reset", help="reset time quota answers name (default: midnight)")
+    parser.add_argument("--answer", help="'w1|w2|…': answer prompts with no directive so")
     return parser.parse_args(argv)
 
 
