@@ -19,38 +19,37 @@ usual latency is hedged on a second connection.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import replace
 
 import anyio
 
-from .budget import Budget, Spend
+from .budget import Budget
 from .client import Client
+from .committer import Committer
 from .dedupe import SharedAnswers, deterministic
 from .errors import (
     BudgetSpent,
-    EndpointDown,
     FatalApiError,
     Interrupted,
     JobError,
-    QuotaReached,
     StoreError,
     ZbatchError,
 )
-from .health import DownDetector, FirstRows, Held
+from .guards import Guards
+from .health import Held
 from .hedge import Hedger
 from .job import Job
-from .limits import AdaptiveLimit, Backoff, Pacer, QuotaPause
+from .limits import AdaptiveLimit, Backoff, Pacer
 from .outcome import Failure, Scope, Success
-from .pipeline import RowPipeline, Work, commit
+from .pipeline import RowPipeline, Work
 from .progress import Progress
+from .quota import QuotaGate
 from .schema import ERROR_SCHEMA
-from .store import PartWriter, room_error
+from .store import PartWriter
 from .store.journal import Journal
 
 # Answers that do not fit the job are asked again (labels.retries times): a model's next
@@ -60,8 +59,6 @@ RE_ASKED = ("invalid_label", "invalid_json")
 # than all at once: a server that caps concurrency answers the first ones with 1302 while the
 # rest are still unsent, and the limit is cut before it is hit by the whole ceiling.
 WORKER_START_SPACING = 0.0005
-# The first rows of a run that decide whether every request fails the same way.
-FIRST_ROWS = 20
 ANSWER = ERROR_SCHEMA.names.index("answer")  # an error row's paid answer, if it kept one
 
 
@@ -95,12 +92,11 @@ class Runner:
         self.progress = progress
         self.log = log
         self._works = works
-        self._writers = (results, errors)
         self.journal = journal
         self.budget = budget
-        self.down = DownDetector(job.down_after)
-        self.first_rows = FirstRows(FIRST_ROWS)
-        pipeline.on_added = self.buffers_changed
+        self.guards = Guards(job, pipeline, budget, journal, self._stop_with_grace)
+        self.commits = Committer(job, pipeline, results, errors, journal, budget)
+        pipeline.on_added = self.commits.changed
         self._handle_signals = handle_signals
         self._stop_when = stop_when
         self.limit = limit or AdaptiveLimit(job.concurrency)
@@ -108,15 +104,11 @@ class Runner:
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
         self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
-        self.quota = QuotaPause(patience=job.quota_wait_seconds)
+        self.quota = QuotaGate(job, client.provider, log)
         self.shared = SharedAnswers(pipeline) if job.dedupe and deterministic(job) else None
         self.stop_reason: ZbatchError | None = None
-        self._resume_at = 0.0  # monotonic time before which nothing is sent (quota pause)
-        self._probe: anyio.Event | None = None  # set when the one request of a quota stretch ends
         # anyio primitives are made where they are used: they belong to the running loop.
         self._stop = anyio.Event()
-        self._flush_now = anyio.Event()
-        self._flush_lock = anyio.Lock()
         self._work_scope = anyio.CancelScope()
         self._input_done = anyio.Event()
 
@@ -130,8 +122,8 @@ class Runner:
                 if self._stop_when is not None:
                     helpers.start_soon(self._watch_requests, self._stop_when)
                 helpers.start_soon(self._tick)
-                helpers.start_soon(self._flush_timer)
-                helpers.start_soon(self._group_commit)
+                helpers.start_soon(self.commits.timer, self._stop_for)
+                helpers.start_soon(self.commits.group_commit, self._stop_for)
                 if self.job.hedge:
                     helpers.start_soon(self.hedger.run, self._input_done, helpers, self._stopped)
                 with self._work_scope:
@@ -145,11 +137,11 @@ class Runner:
                     )
                 helpers.cancel_scope.cancel()
         finally:
-            self._release_first_rows()
+            self.guards.release_first_rows()
             with anyio.CancelScope(shield=True):
                 await self.client.aclose()
                 try:
-                    await self._flush()
+                    await self.commits.flush()
                 except StoreError as exc:
                     # Outranks an earlier reason: rows were not saved, and the message says so.
                     self.stop_reason = StoreError(f"{exc}{self._forget_unsaved()}")
@@ -168,7 +160,7 @@ class Runner:
 
     def _forget_unsaved(self) -> str:
         """Take rows that could not be committed out of the counts; say what happens to them."""
-        results, errors = self._writers
+        results, errors = self.commits.writers
         self.stats.ok -= len(results.rows)
         self.stats.failed -= len(errors.rows)
         paid = len(results.rows) + sum(row[ANSWER] is not None for row in errors.rows)
@@ -188,7 +180,19 @@ class Runner:
         self.stats.outcome = f"stopped: {reason}"
         self.log.warning("stopping: %s", reason)
         self._stop.set()
-        self._end_probe()
+        self.quota.answered()
+
+    def _stop_with_grace(self, reason: ZbatchError, grace: bool) -> None:
+        """Stop on a guard's word; ``grace``: what is in flight gets only the grace period."""
+        self.stop(reason)
+        if grace:
+            self._grace_deadline(self.job.grace_seconds)
+
+    def _stop_for(self, reason: ZbatchError, at_once: bool) -> None:
+        """Stop on the committer's word; ``at_once``: what is in flight could not be saved."""
+        self.stop(reason)
+        if at_once:
+            self._work_scope.cancel()
 
     @property
     def stopping(self) -> bool:
@@ -235,7 +239,7 @@ class Runner:
             async with self.limit.slot() as epoch:
                 if not await self._paced(work):
                     return
-                reservation = self._admit(work)
+                reservation = self.guards.admit(work)
                 if reservation is None:
                     return
                 stats.requests += 1
@@ -244,33 +248,33 @@ class Runner:
                 finally:
                     self.budget.release(reservation)
             if isinstance(outcome, Success):
-                self._bill(outcome)
+                self.guards.bill(outcome)
             if twin is not None:
-                self._bill(twin)
+                self.guards.bill(twin)
             # The requests waiting for this answer run at the next checkpoint, by when a quota
             # answer below has set the next pause.
-            self._end_probe()
+            self.quota.answered()
             attempts += 1
             if isinstance(outcome, Success):
                 self.limit.on_success()
-                self.quota.clear()
-                self.down.alive()
+                self.quota.pause.clear()
+                self.guards.down.alive()
                 if self.tpm is not None and outcome.total_tokens is not None:
                     self.tpm.adjust(outcome.total_tokens - work.tokens)
                 if self.shared is not None:
                     self.shared.resolve(work, outcome)
                 failure = pipeline.accept(work, outcome, attempts)
                 if failure is None:
-                    self._release_first_rows()
+                    self.guards.release_first_rows()
                     return
                 if answer_retries < job.label_retries and failure.error_type in RE_ASKED:
                     answer_retries += 1
                     stats.retries[failure.error_type] += 1
                     continue
-                self._row_failed(Held(work.id, failure, attempts, outcome.content))
+                self.guards.row_failed(Held(work.id, failure, attempts, outcome.content))
                 return
             failure = outcome
-            self._observe(failure)
+            self.guards.observe(failure)
             if failure.scope is Scope.SLOW_DOWN and self.limit.on_reject(epoch):
                 self.log.info(
                     "concurrency %d after a rejection (%s %s)",
@@ -289,132 +293,35 @@ class Runner:
                     return
                 continue
             if failure.scope is Scope.ROW:
-                self._row_failed(Held(work.id, failure, attempts, None))
+                self.guards.row_failed(Held(work.id, failure, attempts, None))
                 return
             remaining = job.max_attempt_seconds - (time.monotonic() - started)
             delay = self.backoff.delay(attempts - 1, failure.retry_after, remaining=remaining)
             # A wait cut to the deadline (a Retry-After past it) leaves no time for a retry.
             if attempts > job.max_retries or delay >= remaining:
-                self._release_first_rows()
+                self.guards.release_first_rows()
                 pipeline.fail(work.id, failure, attempts)
                 return
             stats.retries[failure.error_type] += 1
             if not await self._sleep(delay):
                 return
 
-    # --- unattended: budget, billing, health, hedging -------------------------------------
-
-    def _admit(self, work: Work) -> float | None:
-        """Reserve the request's worst case in the budget, or stop the run (exit 5)."""
-        prompt_tokens = work.tokens - work.answer_tokens
-        reservation = self.budget.admit(prompt_tokens, work.answer_tokens)
-        if reservation is None:
-            self.stop(BudgetSpent(self.budget.message()))
-        return reservation
-
-    def _bill(self, answer: Success) -> None:
-        """Every answer is paid for, whatever becomes of it: stats, budget, journal."""
-        self.pipeline.count_usage(answer)
-        spend = Spend.of(self.budget.price, answer)
-        self.budget.charge(spend)
-        self.journal.charge(spend)
-
-    def _observe(self, failure: Failure) -> None:
-        """A failed attempt: is the endpoint down?"""
-        self.down.observe(failure)
-        self._check_down()
-
-    def _check_down(self) -> None:
-        down_for, last = self.down.down_for, self.down.last_failure
-        if down_for is None or last is None or self.stopping:
-            return
-        status = f" {last.status_code}" if last.status_code else ""
-        self.stop(
-            EndpointDown(
-                f"the endpoint {self.job.base_url} answered nothing but connection, timeout or "
-                f"5xx failures for {down_for:.0f} s (limits.down_after = "
-                f"{self.job.down_after:g}); last error: {last.error_type}{status}: "
-                f"{last.message}. Check that it is up (and base_url, network, proxy), then run "
-                "the same command to resume"
-            )
-        )
-        # A down endpoint will not answer what is in flight: give it the grace period only.
-        self._grace_deadline(self.job.grace_seconds)
-
-    def _row_failed(self, held: Held) -> None:
-        """Log a row's failure, unless the first rows are still deciding whether the job
-        itself is wrong (then it is held, and on that verdict logged as not its fault)."""
-        first = self.first_rows
-        if not first.take(held):
-            self._release_first_rows()
-            self.pipeline.fail(held.row_id, held.failure, held.attempts, answer=held.answer)
-            return
-        if first.verdict is None:
-            return
-        for row in first.release() or [held]:
-            failure = replace(row.failure, scope=Scope.FATAL)
-            self.pipeline.fail(row.row_id, failure, row.attempts, retryable=True, answer=row.answer)
-        self.stop(FatalApiError(first.verdict))
-
-    def _release_first_rows(self) -> None:
-        if self.first_rows.deciding:
-            for row in self.first_rows.release():
-                self.pipeline.fail(row.row_id, row.failure, row.attempts, answer=row.answer)
-
     def _on_quota(self, work: Work, failure: Failure, attempts: int) -> bool:
-        """A quota answer: pause everything (--wait-for-quota; True: try again) or stop."""
-        reset = self.client.provider.quota_reset(failure.message)
-        if self.job.wait_for_quota and self._pause_for_quota(reset):
+        """A quota answer: True when the run pauses and tries again (--wait-for-quota)."""
+        reason = self.quota.on_quota(failure)
+        if reason is None:
             return True
         self.pipeline.fail(work.id, failure, attempts, retryable=True)
-        self.stop(QuotaReached(f"quota reached: {failure.message}; {self._quota_advice(reset)}"))
+        self.stop(reason)
         return False
-
-    def _quota_advice(self, reset: dt.datetime | None) -> str:
-        if not self.job.wait_for_quota:
-            when = f"it resets at {reset.isoformat()}" if reset else "wait for the reset"
-            return f"{when}, then run the same command to resume (or use --wait-for-quota)"
-        most = (
-            f"--wait-for-quota waits (limits.quota_wait_seconds = {self.job.quota_wait_seconds:g})"
-        )
-        if reset is not None and reset > dt.datetime.now(dt.UTC):
-            when = f"it resets at {reset.isoformat()}, later than {most}"
-            return f"{when}; run the same command then to resume"
-        return f"not back within what {most}; run the same command later to resume"
 
     async def _paced(self, work: Work) -> bool:
         """Wait out a quota pause and the RPM / TPM pacers; False if the run stopped meanwhile."""
-        while not self.stopping:
-            paused = self._resume_at - time.monotonic()
-            if paused > 0:
-                await self._sleep(paused)
-            elif self._probe is not None:
-                await self._probe.wait()
-            else:
-                break
-        if self.stopping:
+        if not await self.quota.wait(self._sleep, lambda: self.stopping):
             return False
-        if self.quota.exhausted:  # one request at a time finds out whether the quota is back
-            self._probe = anyio.Event()
         if self.rpm is not None and not await self._sleep(self.rpm.reserve(1)):
             return False
         return self.tpm is None or await self._sleep(self.tpm.reserve(work.tokens))
-
-    def _pause_for_quota(self, reset: dt.datetime | None) -> bool:
-        """--wait-for-quota: hold every dispatch as long as QuotaPause says; False: stop."""
-        if self._resume_at > time.monotonic():
-            return True  # another worker's quota answer has paused the run already
-        wait = self.quota.pause(reset)
-        if wait is None:
-            return False
-        self._resume_at = time.monotonic() + wait
-        self.log.warning("quota reached: pausing all requests for %.0f s (--wait-for-quota)", wait)
-        return True
-
-    def _end_probe(self) -> None:
-        if self._probe is not None:
-            self._probe.set()
-            self._probe = None
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless the run stops first; True if it is still running."""
@@ -422,52 +329,6 @@ class Runner:
             with anyio.move_on_after(seconds):
                 await self._stop.wait()
         return not self.stopping
-
-    # --- committing -----------------------------------------------------------------------
-
-    def buffers_changed(self) -> None:
-        """The pipeline added a row: commit early once a buffer holds a part's worth."""
-        results, errors = self._writers  # called per row: no generator
-        if max(len(results.rows), len(errors.rows)) >= self.job.part_rows:
-            self._flush_now.set()
-
-    async def _flush_timer(self) -> None:
-        while True:
-            with anyio.move_on_after(self.job.part_seconds):
-                await self._flush_now.wait()
-            self._flush_now = anyio.Event()
-            try:
-                await self._flush()
-            except StoreError as exc:
-                self.stop(exc)
-                self._work_scope.cancel()
-                return
-            results = self._writers[0]
-            # Stop buying answers the disk could not hold: the next part needs about as
-            # much room as the last one took.
-            full = room_error(results.storage, results.last_part_bytes)
-            if full is not None:
-                self.stop(full)
-
-    async def _flush(self) -> None:
-        """Commit the buffers as parts; the journal's sealed segments then go."""
-        async with self._flush_lock:
-            unwritten = self.journal.seal()
-            try:
-                await commit(self.pipeline, *self._writers)
-            except StoreError:
-                await self.journal.keep(unwritten)  # the rows wait in memory: journal them
-                raise
-            await self.journal.settle()
-            # Shards running at once spend from one budget: take in what the others spent.
-            self.budget.spent = await self.journal.spent()
-
-    async def _group_commit(self) -> None:
-        try:
-            await self.journal.run()
-        except StoreError as exc:
-            self.stop(exc)
-            self._work_scope.cancel()
 
     # --- signals and progress -------------------------------------------------------------
 
@@ -496,7 +357,7 @@ class Runner:
 
     async def _tick(self) -> None:
         while True:
-            self._check_down()  # also while every attempt hangs
+            self.guards.check_down()  # also while every attempt hangs
             self.stats.concurrency = self.limit.current
             self.stats.concurrency_min = self.limit.minimum
             self.progress.refresh(self.stats)
