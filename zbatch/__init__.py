@@ -36,7 +36,6 @@ except PackageNotFoundError:  # imported from a source tree or a zip, not instal
 
 if TYPE_CHECKING:
     from .api import Compacted as Compacted
-    from .api import RunResult as RunResult
     from .api import arun as arun
     from .api import compact as compact
     from .api import export as export
@@ -49,6 +48,7 @@ if TYPE_CHECKING:
     from .report import FailureGroup as FailureGroup
     from .report import Status as Status
     from .results import Exported as Exported
+    from .session import RunResult as RunResult
 
 __all__ = [
     "Compacted",

@@ -52,7 +52,7 @@ from .store.state import RetryFailed
 if TYPE_CHECKING:
     from distributed import Client
 
-    from .api import RunResult
+    from .session import RunResult
 
 log = logging.getLogger("zbatch")
 
@@ -111,8 +111,8 @@ async def arun_on_cluster(
     force: bool = False,
 ) -> RunResult:
     """Run (or resume) the whole job as shard tasks on a Dask cluster; see the module doc."""
-    from .api import RunResult, check_run, open_session
     from .runlog import run_log
+    from .session import RunResult, check_run, open_session
     from .store.outdir import SUMMARY, dumps
 
     spec = ClusterSpec.parse(cluster)

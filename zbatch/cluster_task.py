@@ -132,7 +132,7 @@ async def _run_shard(
     stop_event: str | None,
     task_slots: int | None,
 ) -> ShardOutcome:
-    from .api import execute
+    from .session import execute
 
     worker = _current_worker()
     if worker is None:  # not in a Dask task: a plain shard run
