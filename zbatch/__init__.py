@@ -47,8 +47,8 @@ if TYPE_CHECKING:
     from .dryrun import Plan as Plan
     from .report import FailureGroup as FailureGroup
     from .report import Status as Status
-    from .results import Exported as Exported
     from .session import RunResult as RunResult
+    from .writers import Exported as Exported
 
 __all__ = [
     "Compacted",

@@ -28,11 +28,12 @@ from .errors import JobError
 from .job import Job
 from .progress import Progress
 from .report import FailureGroup, Status, failure_groups, read_status
-from .results import Exported, export_outcomes, final_outcomes
+from .results import final_outcomes
 from .session import RunResult, execute
 from .shard import Shard
 from .store import OutputDir
 from .store.state import RetryFailed
+from .writers import Exported, export_outcomes
 
 if TYPE_CHECKING:
     import httpx
