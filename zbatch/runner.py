@@ -118,7 +118,7 @@ class Runner:
         try:
             async with anyio.create_task_group() as helpers:
                 if self._handle_signals:
-                    helpers.start_soon(self._watch_signals)
+                    helpers.start_soon(watch_signals, self._interrupt, self._interrupted, self.log)
                 if self._stop_when is not None:
                     helpers.start_soon(self._watch_requests, self._stop_when)
                 helpers.start_soon(self._tick)
@@ -331,10 +331,6 @@ class Runner:
         return not self.stopping
 
     # --- signals and progress -------------------------------------------------------------
-
-    async def _watch_signals(self) -> None:
-        """SIGINT/SIGTERM stop the run (the CLI asks for this; a library caller need not)."""
-        await watch_signals(self._interrupt, self._interrupted, self.log)
 
     def _interrupted(self) -> bool:
         return isinstance(self.stop_reason, Interrupted)

@@ -101,7 +101,7 @@ class BatchMode:
         try:
             async with anyio.create_task_group() as helpers:
                 if self._handle_signals:
-                    helpers.start_soon(self._watch_signals)
+                    helpers.start_soon(watch_signals, self._interrupt, self._interrupted, self.log)
                 helpers.start_soon(self._tick)
                 with self._scope:
                     try:
@@ -350,10 +350,6 @@ class BatchMode:
                 self.log.info("could not delete file %s at the provider: %s", file_id, exc)
 
     # --- signals and progress -------------------------------------------------------------
-
-    async def _watch_signals(self) -> None:
-        """SIGINT / SIGTERM: stop now; the batches keep running and the next run collects."""
-        await watch_signals(self._interrupt, self._interrupted, self.log)
 
     def _interrupted(self) -> bool:
         return isinstance(self.stop_reason, Interrupted)
