@@ -111,7 +111,7 @@ async def arun_on_cluster(
     force: bool = False,
 ) -> RunResult:
     """Run (or resume) the whole job as shard tasks on a Dask cluster; see the module doc."""
-    from .runlog import run_log
+    from .runlog import log_end, run_log
     from .session import RunResult, check_run, open_session
     from .store.outdir import SUMMARY, dumps
 
@@ -154,15 +154,7 @@ async def arun_on_cluster(
             stats.exit_code = result.exit_code
             summary = {**stats.to_json(), "cluster": {"tasks": len(tasks), "threads": threads}}
             outdir.storage.write_bytes(SUMMARY, dumps(summary))
-            runlog.info(
-                "end: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
-                stats.outcome,
-                stats.ok,
-                stats.failed,
-                stats.skipped,
-                stats.requests,
-                result.exit_code,
-            )
+            log_end(runlog, stats, result.exit_code)
     return result
 
 

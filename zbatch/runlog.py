@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+from .stats import Stats
 from .store import OutputDir
 
 FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
@@ -24,6 +25,20 @@ class _Forward(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if PUBLIC.isEnabledFor(record.levelno):
             PUBLIC.handle(record)
+
+
+def log_end(log: logging.Logger, stats: Stats, exit_code: int, where: str = "") -> None:
+    """The run's last line: how it ended and its figures."""
+    log.info(
+        "end%s: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
+        where,
+        stats.outcome,
+        stats.ok,
+        stats.failed,
+        stats.skipped,
+        stats.requests,
+        exit_code,
+    )
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from .job import Job
 from .pipeline import RowPipeline
 from .pricing import discounted, price_for
 from .progress import NullProgress, Progress
-from .runlog import run_log
+from .runlog import log_end, run_log
 from .schema import ERROR_SCHEMA, infer_type, result_schema
 from .shard import Shard
 from .source import STDIN, InputFiles, count_rows, open_input
@@ -256,16 +256,7 @@ async def execute(
                 session.write_summary(
                     summary if shard is None else {**summary, "shard": str(shard)}
                 )
-            log.info(
-                "end%s: %s, ok %d, failed %d, skipped %d, requests %d, exit %d",
-                where,
-                stats.outcome,
-                stats.ok,
-                stats.failed,
-                stats.skipped,
-                stats.requests,
-                result.exit_code,
-            )
+            log_end(log, stats, result.exit_code, where)
     return result
 
 

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from ..budget import Spend
 from ..errors import StoreError
-from .storage import store_error
+from .storage import fsync_dir, store_error
 
 if TYPE_CHECKING:
     from .outdir import OutputDir
@@ -202,7 +202,7 @@ class Journal:
         self.folder.mkdir(parents=True, exist_ok=True)
         handle = open(path, "ab")  # noqa: SIM115 - kept open across windows
         self._handle = (segment, handle)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
         return handle
 
 
@@ -228,14 +228,6 @@ def read_frames(path: Path) -> Iterator[tuple[int, bytes]]:
             return
         yield kind, payload
         offset += _FRAME.size + length
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def replay(outdir: OutputDir, folder: Path, tag: str) -> int:
@@ -290,7 +282,7 @@ def replay(outdir: OutputDir, folder: Path, tag: str) -> int:
             outdir.storage.create(part, functools.partial(pq.write_table, fresh))
             replayed += fresh.num_rows
         (folder / name).unlink(missing_ok=True)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return replayed
 
 

@@ -149,7 +149,7 @@ class LocalStorage:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._write_temp(path, write)
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except BaseException as exc:
             if tmp is not None:
                 with contextlib.suppress(OSError):
@@ -166,7 +166,7 @@ class LocalStorage:
             tmp = self._write_temp(path, write)
             _link(tmp, path)
             tmp.unlink(missing_ok=True)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except FileExistsError:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
@@ -206,9 +206,9 @@ class LocalStorage:
             target.parent.mkdir(parents=True, exist_ok=True)
             _link(source, target)
             source.unlink(missing_ok=True)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             if source.parent != target.parent:
-                _fsync_dir(source.parent)
+                fsync_dir(source.parent)
         except OSError as exc:
             if isinstance(exc, FileExistsError):
                 raise
@@ -308,7 +308,7 @@ def _link(src: Path, dst: Path) -> None:
         os.rename(src, dst)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
