@@ -176,10 +176,19 @@ def test_status_during_a_run_says_a_run_is_active_and_who_holds_it(tmp_path):
             status = run_zbatch("status", str(out))
             assert status.returncode == 0
             assert re.search(rf"^running now +pid {proc.pid} on ", status.stdout, re.MULTILINE)
+
+            def uncommitted() -> int:
+                figures = json.loads(run_zbatch("status", str(out), "--json").stdout)
+                return int(figures["uncommitted"])
+
+            # Answers received but not yet in a part (part_seconds is 30 s) are counted.
+            wait_for(lambda: uncommitted() >= 2, timeout=60, interval=0.2)
+            assert (out / "results").is_dir() and not list((out / "results").iterdir())
         finally:
             stop_process(proc)
-    after = run_zbatch("status", str(out))
-    assert "running now" not in after.stdout
+    after = json.loads(run_zbatch("status", str(out), "--json").stdout)
+    assert after["active"] == [] and after["uncommitted"] == 0
+    assert after["done"] >= 2  # what was journaled is committed by the stop
 
 
 def test_gold_labels_give_agreement_and_a_confusion_table_in_summary_and_status(tmp_path, server):

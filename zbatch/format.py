@@ -91,6 +91,8 @@ def format_status(status: Status) -> str:
         rows.extend(_agreement(status.gold))
     for holder in status.active:
         rows.insert(1, ("running now", f"{holder} (counts are of committed rows)"))
+    if status.uncommitted:
+        rows.insert(2, ("not yet committed", f"{status.uncommitted} finished rows (journaled)"))
     if status.simulated:
         rows.insert(1, ("simulated", "yes: these answers came from --simulate, not a model"))
     for batch in status.batches:

@@ -52,6 +52,7 @@ class Status:
     last_run: LastRun | None = None
     simulated: bool = False  # the answers came from --simulate, not a model
     active: list[str] = field(default_factory=list)  # runs under way: "pid N on HOST since T"
+    uncommitted: int = 0  # finished rows of runs under way, in their journal, not yet in parts
     gold: Agreement | None = None  # labels against labels.gold_column, over committed rows
     batches: list[dict[str, Any]] = field(default_factory=list)  # batch mode: see batch.mode
 
@@ -118,6 +119,7 @@ def read_status(outdir: OutputDir) -> Status:
         errors=dict(Counter(kind for kind, _ in state.open_errors().values())),
         simulated=bool(settings.get("simulate")),
         active=outdir.active_runs(),
+        uncommitted=outdir.uncommitted_rows(),
         gold=_agreement(settings, results) if settings.get("gold_column") else None,
         last_run=None
         if summary is None

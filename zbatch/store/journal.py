@@ -230,6 +230,16 @@ def read_frames(path: Path) -> Iterator[tuple[int, bytes]]:
         offset += _FRAME.size + length
 
 
+def journaled_rows(folder: Path) -> int:
+    """Finished rows the journals in ``folder`` hold: received, not yet settled into parts."""
+    total = 0
+    for path in sorted(folder.glob(f"*{SUFFIX}")):
+        for kind, payload in read_frames(path):
+            if kind in _KIND_TABLES:
+                total += pa.ipc.open_stream(payload).read_all().num_rows
+    return total
+
+
 def replay(outdir: OutputDir, folder: Path, tag: str) -> int:
     """Commit what the journals of killed runs hold and the parts do not; the rows replayed.
 

@@ -191,6 +191,18 @@ class OutputDir:
             total.journals = [*total.journals, *ledger.journals]
         return total
 
+    def uncommitted_rows(self) -> int:
+        """Finished rows a run under way holds in its journal, not yet in parts (local
+        OUTDIRs; on object storage the journal is on the running machine)."""
+        if not isinstance(self.storage, LocalStorage):
+            return 0
+        folder = self.storage.root / JOURNAL
+        if not folder.is_dir():
+            return 0
+        from .journal import journaled_rows
+
+        return journaled_rows(folder)
+
     def journal_folder(self) -> Path:
         """A local folder for the journal: inside OUTDIR on a local disk. Object storage has
         no append, so there it is a local cache folder named after the OUTDIR and the token in
