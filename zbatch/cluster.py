@@ -25,7 +25,6 @@ import dataclasses
 import functools
 import logging
 import re
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +39,7 @@ from .cluster_task import (
     figures,
     run_shard,
 )
+from .dispatch import on_signals
 from .errors import Interrupted, JobError, RunStopped, ZbatchError
 from .job import Job
 from .pricing import price_for
@@ -293,7 +293,7 @@ class _Run:
             async with anyio.create_task_group() as helpers:
                 helpers.start_soon(self._show_progress)
                 if self._handle_signals:
-                    helpers.start_soon(self._watch_signals, futures)
+                    helpers.start_soon(on_signals, functools.partial(self._on_signal, futures))
                 async for _, outcome in as_completed(
                     futures, with_results=True, raise_errors=False
                 ):
@@ -344,21 +344,10 @@ class _Run:
             self._progress.refresh(self._view.stats())
             await anyio.sleep(self._progress.interval)
 
-    async def _watch_signals(self, futures: list[Any]) -> None:
-        try:
-            receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
-        except (NotImplementedError, ValueError):  # not the main thread
-            return
-        with receiver as signals:
-            async for signum in signals:
-                code = 130 if signum == signal.SIGINT else 143
-                if isinstance(self.reason, Interrupted):
-                    log.warning("second signal: cancelling the tasks")
-                    await self._client.cancel(futures)
-                    raise Interrupted(self.reason.args[0], exit_code=code)
-                name = signal.Signals(signum).name
-                await self.stop(
-                    Interrupted(
-                        f"interrupted by {name}; run the same command to resume", exit_code=code
-                    )
-                )
+    async def _on_signal(self, futures: list[Any], code: int, name: str) -> None:
+        if isinstance(self.reason, Interrupted):
+            log.warning("second signal: cancelling the tasks")
+            await self._client.cancel(futures)
+            raise Interrupted(self.reason.args[0], exit_code=code)
+        message = f"interrupted by {name}; run the same command to resume"
+        await self.stop(Interrupted(message, exit_code=code))

@@ -11,6 +11,7 @@ from .budget import Budget
 from .errors import StoreError, ZbatchError
 from .job import Job
 from .pipeline import RowPipeline, commit
+from .schema import ERROR_SCHEMA
 from .store import PartWriter
 from .store.journal import Journal
 from .store.storage import room_error
@@ -18,6 +19,7 @@ from .store.storage import room_error
 # What a committer asks of its run when it cannot go on: stop with this reason, and (True)
 # cancel the requests in flight at once, since what they bring could not be saved.
 Stop = Callable[[ZbatchError, bool], None]
+ANSWER = ERROR_SCHEMA.names.index("answer")  # an error row's paid answer, if it kept one
 
 
 class Committer:
@@ -77,6 +79,29 @@ class Committer:
             await self.journal.settle()
             # Shards running at once spend from one budget: take in what the others spent.
             self.budget.spent = await self.journal.spent()
+
+    async def last_flush(self) -> StoreError | None:
+        """The run's last commit; rows it could not save leave the counts, and the reason
+        says how many paid answers they held."""
+        try:
+            await self.flush()
+        except StoreError as exc:
+            return StoreError(f"{exc}{self._forget_unsaved()}")
+        return None
+
+    def _forget_unsaved(self) -> str:
+        results, errors = self.writers
+        unsaved = len(results.rows) + len(errors.rows)
+        if not unsaved:
+            return ""
+        stats = self.pipeline.stats
+        stats.ok -= len(results.rows)
+        stats.failed -= len(errors.rows)
+        paid = len(results.rows) + sum(row[ANSWER] is not None for row in errors.rows)
+        return (
+            f" ({paid} paid answers wait to be saved, of {unsaved} finished rows not saved; "
+            "the next run sends them again)"
+        )
 
     async def group_commit(self, stop: Stop) -> None:
         """Make received answers durable in the journal, ~50 ms at a time, until cancelled."""

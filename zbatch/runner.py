@@ -20,25 +20,18 @@ usual latency is hedged on a second connection.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
+from anyio.abc import TaskGroup
 
 from .budget import Budget
 from .client import Client
 from .committer import Committer
 from .dedupe import SharedAnswers, deterministic
-from .errors import (
-    BudgetSpent,
-    FatalApiError,
-    Interrupted,
-    JobError,
-    StoreError,
-    ZbatchError,
-)
+from .dispatch import Dispatcher
+from .errors import BudgetSpent, FatalApiError, JobError, ZbatchError
 from .guards import Guards
 from .health import Held
 from .hedge import Hedger
@@ -48,7 +41,6 @@ from .outcome import Failure, Scope, Success
 from .pipeline import RowPipeline, Work
 from .progress import Progress
 from .quota import QuotaGate
-from .schema import ERROR_SCHEMA
 from .store import PartWriter
 from .store.journal import Journal
 
@@ -59,10 +51,9 @@ RE_ASKED = ("invalid_label", "invalid_json")
 # than all at once: a server that caps concurrency answers the first ones with 1302 while the
 # rest are still unsent, and the limit is cut before it is hit by the whole ceiling.
 WORKER_START_SPACING = 0.0005
-ANSWER = ERROR_SCHEMA.names.index("answer")  # an error row's paid answer, if it kept one
 
 
-class Runner:
+class Runner(Dispatcher):
     """Sends a job's Work with bounded, adaptive concurrency; one instance per run."""
 
     def __init__(
@@ -85,102 +76,65 @@ class Runner:
         """``limit`` replaces the run's own in-flight limit (a cluster-wide one);
         ``stop_when`` returns when someone else asks the run to stop (a cluster's driver),
         which then stops like on a signal."""
-        self.job = job
+        stats = pipeline.stats
+        super().__init__(
+            job, stats=stats, progress=progress, log=log, handle_signals=handle_signals
+        )
         self.pipeline = pipeline
-        self.stats = pipeline.stats
         self.client = client
-        self.progress = progress
-        self.log = log
         self._works = works
         self.journal = journal
         self.budget = budget
         self.guards = Guards(job, pipeline, budget, journal, self._stop_with_grace)
         self.commits = Committer(job, pipeline, results, errors, journal, budget)
         pipeline.on_added = self.commits.changed
-        self._handle_signals = handle_signals
         self._stop_when = stop_when
         self.limit = limit or AdaptiveLimit(job.concurrency)
-        self.hedger = Hedger(client, self.limit, self.stats)
+        self.hedger = Hedger(client, self.limit, stats)
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
         self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
         self.quota = QuotaGate(job, client.provider, log)
         self.shared = SharedAnswers(pipeline) if job.dedupe and deterministic(job) else None
-        self.stop_reason: ZbatchError | None = None
-        # anyio primitives are made where they are used: they belong to the running loop.
-        self._stop = anyio.Event()
-        self._work_scope = anyio.CancelScope()
         self._input_done = anyio.Event()
 
     # --- the run --------------------------------------------------------------------------
 
-    async def run(self) -> ZbatchError | None:
-        try:
-            async with anyio.create_task_group() as helpers:
-                if self._handle_signals:
-                    helpers.start_soon(watch_signals, self._interrupt, self._interrupted, self.log)
-                if self._stop_when is not None:
-                    helpers.start_soon(self._watch_requests, self._stop_when)
-                helpers.start_soon(self._tick)
-                helpers.start_soon(self.commits.timer, self._stop_for)
-                helpers.start_soon(self.commits.group_commit, self._stop_for)
-                if self.job.hedge:
-                    helpers.start_soon(self.hedger.run, self._input_done, helpers, self._stopped)
-                with self._work_scope:
-                    async with anyio.create_task_group() as work:
-                        for index in range(self.job.concurrency):
-                            work.start_soon(self._worker, index * WORKER_START_SPACING)
-                if not self.stopping:
-                    stats = self.stats
-                    self.log.info(
-                        "input read: %d rows, %d already done", stats.input_rows, stats.skipped
-                    )
-                helpers.cancel_scope.cancel()
-        finally:
-            self.guards.release_first_rows()
-            with anyio.CancelScope(shield=True):
-                await self.client.aclose()
-                try:
-                    await self.commits.flush()
-                except StoreError as exc:
-                    # Outranks an earlier reason: rows were not saved, and the message says so.
-                    self.stop_reason = StoreError(f"{exc}{self._forget_unsaved()}")
-                    self.stats.outcome = f"stopped: {self.stop_reason}"
-                self.stats.concurrency = self.limit.current
-                self.stats.concurrency_min = self.limit.minimum
-                self.stats.spent = self.budget.spent
-                self.journal.close()
-                self.progress.close(self.stats)
+    def _start_helpers(self, helpers: TaskGroup) -> None:
+        if self._stop_when is not None:
+            helpers.start_soon(self._watch_requests, self._stop_when)
+        helpers.start_soon(self.commits.timer, self._stop_for)
+        helpers.start_soon(self.commits.group_commit, self._stop_for)
+        if self.job.hedge:
+            helpers.start_soon(self.hedger.run, self._input_done, helpers, lambda: self.stopping)
+
+    async def _dispatch(self) -> None:
+        async with anyio.create_task_group() as work:
+            for index in range(self.job.concurrency):
+                work.start_soon(self._worker, index * WORKER_START_SPACING)
+        if not self.stopping:
+            stats = self.stats
+            self.log.info("input read: %d rows, %d already done", stats.input_rows, stats.skipped)
+
+    async def _close(self) -> None:
+        self.guards.release_first_rows()
+        await self.client.aclose()
+        unsaved = await self.commits.last_flush()
+        if unsaved is not None:  # outranks an earlier reason: the message says what was lost
+            self.stop_reason = unsaved
+            self.stats.outcome = f"stopped: {unsaved}"
+        self._count_concurrency()
+        self.stats.spent = self.budget.spent
+        self.journal.close()
+
+    def _ended(self) -> None:
         if isinstance(self.stop_reason, BudgetSpent):  # say what in-flight answers added
             self.stop_reason = BudgetSpent(self.budget.message())
             self.stats.outcome = f"stopped: {self.stop_reason}"
-        if self.stop_reason is None:
-            self.stats.outcome = "finished" if not self.stats.failed else "finished with errors"
-        return self.stop_reason
-
-    def _forget_unsaved(self) -> str:
-        """Take rows that could not be committed out of the counts; say what happens to them."""
-        results, errors = self.commits.writers
-        self.stats.ok -= len(results.rows)
-        self.stats.failed -= len(errors.rows)
-        paid = len(results.rows) + sum(row[ANSWER] is not None for row in errors.rows)
-        unsaved = len(results.rows) + len(errors.rows)
-        if not unsaved:
-            return ""
-        return (
-            f" ({paid} paid answers wait to be saved, of {unsaved} finished rows not saved; "
-            "the next run sends them again)"
-        )
 
     def stop(self, reason: ZbatchError) -> None:
-        """Stop dispatching; the first reason wins."""
-        if self.stop_reason is not None:
-            return
-        self.stop_reason = reason
-        self.stats.outcome = f"stopped: {reason}"
-        self.log.warning("stopping: %s", reason)
-        self._stop.set()
-        self.quota.answered()
+        super().stop(reason)
+        self.quota.answered()  # requests waiting out a quota pause see the stop
 
     def _stop_with_grace(self, reason: ZbatchError, grace: bool) -> None:
         """Stop on a guard's word; ``grace``: what is in flight gets only the grace period."""
@@ -194,12 +148,20 @@ class Runner:
         if at_once:
             self._work_scope.cancel()
 
-    @property
-    def stopping(self) -> bool:
-        return self.stop_reason is not None
+    async def _watch_requests(self, stop_when: Callable[[], Awaitable[ZbatchError]]) -> None:
+        self.stop(await stop_when())
+        self._grace_deadline(self.job.grace_seconds)
 
-    def _stopped(self) -> bool:
-        return self.stopping
+    def _resume_hint(self) -> str:
+        return f"finished rows are saved in {self.job.output_dir}: run the same command to resume"
+
+    def _on_tick(self) -> None:
+        self.guards.check_down()  # also while every attempt hangs
+        self._count_concurrency()
+
+    def _count_concurrency(self) -> None:
+        self.stats.concurrency = self.limit.current
+        self.stats.concurrency_min = self.limit.minimum
 
     # --- workers --------------------------------------------------------------------------
 
@@ -322,57 +284,3 @@ class Runner:
         if self.rpm is not None and not await self._sleep(self.rpm.reserve(1)):
             return False
         return self.tpm is None or await self._sleep(self.tpm.reserve(work.tokens))
-
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep unless the run stops first; True if it is still running."""
-        if seconds > 0:
-            with anyio.move_on_after(seconds):
-                await self._stop.wait()
-        return not self.stopping
-
-    # --- signals and progress -------------------------------------------------------------
-
-    def _interrupted(self) -> bool:
-        return isinstance(self.stop_reason, Interrupted)
-
-    def _interrupt(self, code: int, name: str) -> None:
-        message = (
-            f"interrupted by {name}; finished rows are saved in {self.job.output_dir}: "
-            "run the same command to resume"
-        )
-        self.stop(Interrupted(message, exit_code=code))
-        self._grace_deadline(self.job.grace_seconds)
-
-    async def _watch_requests(self, stop_when: Callable[[], Awaitable[ZbatchError]]) -> None:
-        self.stop(await stop_when())
-        self._grace_deadline(self.job.grace_seconds)
-
-    def _grace_deadline(self, seconds: float) -> None:
-        """Give in-flight requests ``seconds`` to finish, then cancel them."""
-        self._work_scope.deadline = min(self._work_scope.deadline, anyio.current_time() + seconds)
-
-    async def _tick(self) -> None:
-        while True:
-            self.guards.check_down()  # also while every attempt hangs
-            self.stats.concurrency = self.limit.current
-            self.stats.concurrency_min = self.limit.minimum
-            self.progress.refresh(self.stats)
-            await anyio.sleep(self.progress.interval)
-
-
-async def watch_signals(
-    on_signal: Callable[[int, str], None], interrupted: Callable[[], bool], log: logging.Logger
-) -> None:
-    """Call ``on_signal(exit code, signal name)`` on SIGINT (130) / SIGTERM (143); once
-    ``interrupted()``, a second signal exits at once. Shared by every dispatcher."""
-    try:
-        receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
-    except (NotImplementedError, ValueError):  # not the main thread
-        return
-    with receiver as signals:
-        async for signum in signals:
-            code = 130 if signum == signal.SIGINT else 143
-            if interrupted():
-                log.warning("second signal: exiting at once")
-                os._exit(code)
-            on_signal(code, signal.Signals(signum).name)

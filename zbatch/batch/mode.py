@@ -29,12 +29,12 @@ from pathlib import Path
 
 import anyio
 
-from ..errors import BatchPending, Interrupted, RunStopped, ZbatchError
+from ..dispatch import Dispatcher
+from ..errors import BatchPending, RunStopped, ZbatchError
 from ..job import Job
 from ..outcome import Failure, Scope
 from ..pipeline import RowPipeline, Work, commit
 from ..progress import Progress
-from ..runner import watch_signals
 from ..store import PartWriter
 from .api import BatchApi, BatchInfo
 from .collect import Lines, input_rows
@@ -60,7 +60,7 @@ class RowsLeft(RunStopped):
     exit_code = 1
 
 
-class BatchMode:
+class BatchMode(Dispatcher):
     """Submits, polls and collects a job's batches; one instance per run."""
 
     def __init__(
@@ -78,46 +78,30 @@ class BatchMode:
         handle_signals: bool = False,
         wait: bool = True,
     ) -> None:
-        self.job = job
+        super().__init__(
+            job, stats=pipeline.stats, progress=progress, log=log, handle_signals=handle_signals
+        )
         self.pipeline = pipeline
-        self.stats = pipeline.stats
         self.api = api
         self.ledger = Ledger(storage)
-        self.progress = progress
-        self.log = log
         self._works = works
         self._writers = (results, errors)
-        self._handle_signals = handle_signals
         self._wait = wait
         self._endpoint, self._window = chat_endpoint(job.profile)
         self._fingerprint = job.fingerprint()
-        self.stop_reason: ZbatchError | None = None
         self.unanswered = 0
-        self._scope = anyio.CancelScope()
 
     # --- the run --------------------------------------------------------------------------
 
-    async def run(self) -> ZbatchError | None:
+    async def _close(self) -> None:
+        await self.api.aclose()
         try:
-            async with anyio.create_task_group() as helpers:
-                if self._handle_signals:
-                    helpers.start_soon(watch_signals, self._interrupt, self._interrupted, self.log)
-                helpers.start_soon(self._tick)
-                with self._scope:
-                    try:
-                        await self._dispatch()
-                    except ZbatchError as exc:  # the Batch API refused, or a part write failed
-                        self.stop(exc)
-                helpers.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.api.aclose()
-                try:
-                    await commit(self.pipeline, *self._writers)
-                except ZbatchError as exc:
-                    self.stop_reason = exc
-                    self.stats.outcome = f"stopped: {exc}"
-                self.progress.close(self.stats)
+            await commit(self.pipeline, *self._writers)
+        except ZbatchError as exc:
+            self.stop_reason = exc
+            self.stats.outcome = f"stopped: {exc}"
+
+    def _ended(self) -> None:
         if self.stop_reason is None and self.unanswered:
             self.stop(
                 RowsLeft(
@@ -126,21 +110,6 @@ class BatchMode:
                     "--finish-online to send them live"
                 )
             )
-        if self.stop_reason is None:
-            self.stats.outcome = "finished" if not self.stats.failed else "finished with errors"
-        return self.stop_reason
-
-    def stop(self, reason: ZbatchError) -> None:
-        """Stop; the first reason wins."""
-        if self.stop_reason is not None:
-            return
-        self.stop_reason = reason
-        self.stats.outcome = f"stopped: {reason}"
-        self.log.warning("stopping: %s", reason)
-
-    @property
-    def stopping(self) -> bool:
-        return self.stop_reason is not None
 
     async def _dispatch(self) -> None:
         for submission in self.ledger.submissions():
@@ -349,23 +318,16 @@ class BatchMode:
             except ZbatchError as exc:
                 self.log.info("could not delete file %s at the provider: %s", file_id, exc)
 
-    # --- signals and progress -------------------------------------------------------------
+    # --- signals ------------------------------------------------------------------------
 
-    def _interrupted(self) -> bool:
-        return isinstance(self.stop_reason, Interrupted)
-
-    def _interrupt(self, code: int, name: str) -> None:
-        message = (
-            f"interrupted by {name}; submitted batches keep running at the provider: "
-            "run the same command to collect them"
+    def _resume_hint(self) -> str:
+        return (
+            "submitted batches keep running at the provider: run the same command to collect them"
         )
-        self.stop(Interrupted(message, exit_code=code))
-        self._scope.cancel()
 
-    async def _tick(self) -> None:
-        while True:
-            self.progress.refresh(self.stats)
-            await anyio.sleep(self.progress.interval)
+    # A signal stops at once: the batches run on at the provider, and a collection in
+    # progress is shielded.
+    _interrupt_grace = 0.0
 
 
 async def cancel_open(storage: LedgerStorage, api: BatchApi) -> list[Submission]:
