@@ -25,7 +25,7 @@ from zbatch.job import Job
 from zbatch.schema import ERROR_SCHEMA, infer_type, keep_caster, result_schema
 from zbatch.store import LocalStorage, OutputDir, Parts, PartWriter
 from zbatch.store import storage as storage_module
-from zbatch.store.outdir import COMPACT_JOURNAL
+from zbatch.store.compaction import COMPACT_JOURNAL
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 T0 = 1_760_000_000_000  # a completed_at / failed_at in ms

@@ -1,6 +1,7 @@
 """The output directory: where it is kept (Storage), its layout (OutputDir), its parts."""
 
-from .outdir import ERRORS, RESULTS, OutputDir, RunSession, open_storage, write_batches
+from .compaction import write_batches
+from .outdir import ERRORS, RESULTS, OutputDir, RunSession, open_storage
 from .parts import Parts, PartWriter
 from .state import ResumeState
 from .storage import LocalStorage, Storage, room_error

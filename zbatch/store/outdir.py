@@ -38,6 +38,7 @@ import pyarrow as pa
 from .. import urls
 from ..budget import Spend
 from ..errors import JobError
+from .compaction import compact_table, recover
 from .objectstore import ObjectStorage
 from .parts import Parts, PartWriter
 from .state import ResumeState, count_state, load_state
@@ -53,7 +54,6 @@ RESULTS = "results"
 ERRORS = "errors"
 LOCK = ".lock"
 TABLES = (RESULTS, ERRORS)
-COMPACT_JOURNAL = ".compact-journal.json"
 GENERATIONS = "generations"
 SPEND = "spend"  # spend.json / spend-3of8.json; outlive --force generations
 JOURNAL = "journal"
@@ -344,44 +344,19 @@ class OutputDir:
     # --- compaction -------------------------------------------------------------------------
 
     def compact(self) -> list[tuple[str, int, int]]:
-        """Merge each table's parts into one; (table, parts before, parts after) for each.
-
-        The order keeps every id at most once for any reader at any moment: the merged part
-        is staged under a hidden name, the old parts go, then the merged part takes a new name
-        in the last old part's place (so the error log keeps its order). A journal written
-        first lets :meth:`_recover` finish or undo a compaction a crash cut off."""
+        """Merge each table's parts into one (:mod:`zbatch.store.compaction`); (table, parts
+        before, parts after) for each."""
         report = []
         with self.locked():
             for table in TABLES:
                 self._recover(table)
                 parts = self.parts(table)
-                if len(parts.names) < 2:
-                    report.append((table, len(parts.names), len(parts.names)))
-                    continue
-                target = merged_name(parts.names[-1])
-                staged = f".compact-{target}"
-                journal = {"staged": staged, "target": target, "remove": parts.names}
-                self.storage.write_bytes(f"{table}/{COMPACT_JOURNAL}", dumps(journal))
-                self.storage.create(f"{table}/{staged}", functools.partial(_merge, parts))
-                self._recover(table)
-                report.append((table, len(parts.names), 1))
+                after = compact_table(self.storage, table, parts, self._read_json)
+                report.append((table, len(parts.names), after))
         return report
 
     def _recover(self, table: str) -> None:
-        """Finish (merged part staged) or forget (not staged) an interrupted compaction."""
-        journal = self._read_json(f"{table}/{COMPACT_JOURNAL}")
-        if journal is None:
-            return
-        staged, target = f"{table}/{journal['staged']}", f"{table}/{journal['target']}"
-        names = self.storage.list(table)
-        if journal["staged"] in names:
-            for name in journal["remove"]:
-                self.storage.delete(f"{table}/{name}")
-            if journal["target"] in names:  # the move was cut off after giving the new name
-                self.storage.delete(staged)
-            else:
-                self.storage.move(staged, target)
-        self.storage.delete(f"{table}/{COMPACT_JOURNAL}")
+        recover(self.storage, table, self._read_json)
 
 
 # Settings an earlier version recorded as part of the request that no longer are.
@@ -401,26 +376,3 @@ def _same_request(
         return False
     extra = set(before) - set(settings)
     return extra <= NO_LONGER_REQUEST and all(before.get(k) == v for k, v in settings.items())
-
-
-def merged_name(last: str) -> str:
-    """A new name for a merged part, sorting where the last old part did (readers and resume
-    read parts in name order): part-X-00007.parquet -> part-X-00007.merged.parquet.
-
-    Never an old part's name: a reader that listed the folder before the swap and opened
-    that name after it would get the merged rows on top of the old parts it had read."""
-    return f"{last.removesuffix('.parquet')}.merged.parquet"
-
-
-def _merge(parts: Parts, handle: Any) -> None:
-    write_batches(parts.schema, parts.batches(), handle)
-
-
-def write_batches(schema: pa.Schema, batches: Iterator[pa.RecordBatch], handle: Any) -> None:
-    """One Parquet file from batches as they come: merging or exporting a million rows holds
-    one batch, not the table."""
-    import pyarrow.parquet as pq
-
-    with pq.ParquetWriter(handle, schema) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
