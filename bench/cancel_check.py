@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 import httpx
-from common import fake_server, machine_line, prompt_for, request_body, say, table
+from common import arg_parser, fake_server, print_table, prompt_for, request_body, say, start
 
 from zbatch.transport import AiohttpTransport
 
@@ -96,7 +96,7 @@ async def churn(kind: str, url: str, args: argparse.Namespace, seed: int) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="churn time per round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per transport")
     parser.add_argument("--pool", type=int, default=8, help="max_connections")
@@ -104,9 +104,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02, help="server latency (s)")
     parser.add_argument("--max-deadline", type=float, default=0.05, help="random deadline cap")
     parser.add_argument("--probe", type=int, default=8, help="requests after the churn")
-    args = parser.parse_args()
+    args = start(parser)
     kinds = ["default", "aiohttp"]
-    print(f"machine: {machine_line()}")
     rows = []
     with fake_server(latency=args.latency) as server:
         for round_number in range(1, args.rounds + 1):
@@ -127,10 +126,10 @@ def main() -> None:
                         f"{result['probe_seconds']:.1f}",
                     ]
                 )
-    print(
-        f"\nCancellation churn: pool {args.pool}, {args.tasks} tasks, random deadlines "
+    title = (
+        f"Cancellation churn: pool {args.pool}, {args.tasks} tasks, random deadlines "
         f"0-{args.max_deadline * 1000:.0f} ms, server latency {args.latency * 1000:.0f} ms, "
-        f"{args.seconds:g} s per round; then {args.probe} plain requests (pool timeout 2 s)\n"
+        f"{args.seconds:g} s per round; then {args.probe} plain requests (pool timeout 2 s)"
     )
     headers = [
         "transport",
@@ -144,7 +143,7 @@ def main() -> None:
         "probe PoolTimeouts",
         "probe s",
     ]
-    print(table(headers, rows))
+    print_table(title, headers, rows)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ figures are not diluted by the server's work in the same process.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -175,6 +176,11 @@ class ChildRun:
     stdout: str
     stderr: str
 
+    def check(self, what: str) -> None:
+        """Stop the benchmark, with the end of the child's stderr, unless it exited 0."""
+        if self.returncode != 0:
+            raise SystemExit(f"{what} exited {self.returncode}\n{self.stderr[-3000:]}")
+
 
 def bench_env(**extra: str) -> dict[str, str]:
     """Environment for a zbatch child: no inherited key, base URL or proxy."""
@@ -291,22 +297,18 @@ def vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
+def zbatch_run(input_path: Path | str, outdir: Path | str, base_url: str, *flags: str) -> list[str]:
+    """The installed ``zbatch run -i INPUT -o OUTDIR --base-url URL FLAGS`` command line."""
+    return [ZBATCH, "run", "-i", str(input_path), "-o", str(outdir), "--base-url", base_url, *flags]
+
+
 def zbatch_cli(
-    input_path: Path,
-    outdir: Path,
-    base_url: str,
-    concurrency: int,
-    *extra: str,
+    input_path: Path | str, outdir: Path | str, base_url: str, concurrency: int, *extra: str
 ) -> list[str]:
-    """The installed ``zbatch run`` command line the benchmarks use (progress on: log lines)."""
-    return [
-        ZBATCH,
-        "run",
-        "-i",
-        str(input_path),
-        "-o",
-        str(outdir),
-        "--base-url",
+    """The ``zbatch run`` command line the benchmarks use (progress on: log lines)."""
+    return zbatch_run(
+        input_path,
+        outdir,
         base_url,
         "--concurrency",
         str(concurrency),
@@ -315,7 +317,41 @@ def zbatch_cli(
         "--log-every",
         "5",
         *extra,
-    ]
+    )
+
+
+@dataclass
+class ServedRun:
+    """A ``zbatch run`` against a fake server of its own, and what that server saw."""
+
+    child: ChildRun
+    outdir: Path
+    summary: dict[str, Any]  # the run's summary.json
+    stats: dict[str, Any]  # the server's /stats at the end
+    server_cpu: float  # the server's CPU seconds
+
+
+def run_served(
+    work: Path,
+    server_settings: dict[str, Any],
+    concurrency: int,
+    *extra: str,
+    on_tick: Callable[[float, int], None] | None = None,
+    tick_seconds: float = 15.0,
+) -> ServedRun:
+    """:func:`zbatch_cli` on ``work/input.jsonl`` into a new OUTDIR under ``work``, against a
+    fresh server started with ``server_settings``; stops the benchmark unless it exits 0."""
+    outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    with fake_server(**server_settings) as server:
+        cmd = zbatch_cli(work / "input.jsonl", outdir, server.base_url, concurrency, *extra)
+        child = run_child(
+            cmd, env=bench_env(), workdir=work, on_tick=on_tick, tick_seconds=tick_seconds
+        )
+        stats = server.stats()
+        server_cpu = cpu_seconds(server.process.pid)
+    child.check("zbatch")
+    summary = json.loads((outdir / "summary.json").read_text())
+    return ServedRun(child, outdir, summary, stats, server_cpu)
 
 
 def zbatch_overrides(
@@ -373,9 +409,34 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A blank line, the title, a blank line, then the table (one section of the output)."""
+    print(f"\n{title}\n")
+    print(table(headers, rows))
+
+
 def say(*parts: Any) -> None:
     """Progress print to stderr, flushed (stdout keeps the tables)."""
     print(*parts, file=sys.stderr, flush=True)
+
+
+def arg_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser described by the first line of the script's docstring (``doc``)."""
+    return argparse.ArgumentParser(description=(doc or "").partition("\n")[0])
+
+
+def start(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line, then print the machine line that heads every benchmark's output."""
+    args = parser.parse_args()
+    print(f"machine: {machine_line()}")
+    return args
+
+
+@contextlib.contextmanager
+def work_dir(prefix: str) -> Iterator[Path]:
+    """A temp dir for a benchmark's inputs and OUTDIRs, removed at the end."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
 
 
 def machine_line() -> str:

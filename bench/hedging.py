@@ -13,14 +13,13 @@ machine's load hits both alike.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
-from common import fake_server, machine_line, make_jsonl, median, table
+from common import arg_parser, fake_server, make_jsonl, median, start, table
 
 import zbatch
 
@@ -48,15 +47,14 @@ def one_run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency", type=float, default=0.02, help="normal answer time (s)")
     parser.add_argument("--rate", type=float, default=0.01, help="share of requests that hang")
     parser.add_argument("--hang", type=float, default=30.0, help="how long they hang (s)")
     parser.add_argument("--reps", type=int, default=2)
-    args = parser.parse_args()
-    print(f"machine: {machine_line()}")
+    args = start(parser)
     print(
         f"{args.rows:,} rows, c={args.concurrency}, answers in {args.latency * 1000:.0f} ms, "
         f"{args.rate:.0%} of requests hang {args.hang:g} s; {args.reps} rep(s) each\n"

@@ -24,23 +24,20 @@ finish with every row in the results.
 
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from common import (
-    bench_env,
-    fake_server,
-    machine_line,
+    arg_parser,
     make_jsonl,
     median,
-    run_child,
+    print_table,
+    run_served,
     say,
     spread,
-    table,
-    zbatch_cli,
+    start,
+    work_dir,
 )
 from zai_server import max_in_window
 
@@ -49,17 +46,10 @@ def run_zbatch(
     work: Path, server_settings: dict[str, Any], rows: int, concurrency: int, *extra: str
 ) -> tuple[dict[str, Any], dict[str, Any], float]:
     """One CLI run against a fresh server: (summary.json, server stats, wall seconds)."""
-    outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
-    with fake_server(**server_settings) as server:
-        cmd = zbatch_cli(work / "input.jsonl", outdir, server.base_url, concurrency, *extra)
-        child = run_child(cmd, env=bench_env(), workdir=work)
-        stats = server.stats()
-    if child.returncode != 0:
-        raise SystemExit(f"zbatch exited {child.returncode}\n{child.stderr[-3000:]}")
-    summary = json.loads((outdir / "summary.json").read_text())
-    if summary["rows"]["ok"] != rows:
-        raise SystemExit(f"expected {rows} rows ok, summary says {summary['rows']}")
-    return summary, stats, child.seconds
+    run = run_served(work, server_settings, concurrency, *extra)
+    if run.summary["rows"]["ok"] != rows:
+        raise SystemExit(f"expected {rows} rows ok, summary says {run.summary['rows']}")
+    return run.summary, run.stats, run.child.seconds
 
 
 def rpm_case(work: Path, rpm: float, rows: int, concurrency: int) -> None:
@@ -68,9 +58,9 @@ def rpm_case(work: Path, rpm: float, rows: int, concurrency: int) -> None:
     starts = stats["request_starts"]
     span = starts[-1] - starts[0]
     achieved = (len(starts) - 1) / span * 60 if span > 0 else float("nan")
-    print(
-        f"\n(a) RPM pacing: zbatch --rpm {rpm:g} --concurrency {concurrency}, {rows:,} rows, "
-        f"zero-latency server; {len(starts):,} requests over {span:.1f} s (run {seconds:.1f} s)\n"
+    title = (
+        f"(a) RPM pacing: zbatch --rpm {rpm:g} --concurrency {concurrency}, {rows:,} rows, "
+        f"zero-latency server; {len(starts):,} requests over {span:.1f} s (run {seconds:.1f} s)"
     )
     table_rows = [
         ["achieved rate (starts/min, first to last)", f"{achieved:,.1f}", f"<= {rpm:g}"],
@@ -93,7 +83,7 @@ def rpm_case(work: Path, rpm: float, rows: int, concurrency: int) -> None:
     first_second = sum(1 for s in starts if s - starts[0] < 1.0)
     table_rows.append(["starts in the first second (burst at start-up)", first_second, "-"])
     table_rows.append(["requests / rows", f"{summary['requests']} / {rows}", "-"])
-    print(table(["measure", "value", "limit"], table_rows))
+    print_table(title, ["measure", "value", "limit"], table_rows)
 
 
 def compare(
@@ -159,11 +149,11 @@ def cap_case(work: Path, rows: int, reps: int, cap: int, latency: float, ceiling
     table_rows = compare(
         work, rows, reps, [("oracle", cap, settings), ("adaptive", ceiling, settings)]
     )
-    print(
-        f"\n(b) Unknown concurrency cap: server --max-inflight {cap} --latency {latency:g}, "
-        f"{rows:,} rows, {reps} rep(s), medians; ideal {cap / latency:.0f} rows/s\n"
+    title = (
+        f"(b) Unknown concurrency cap: server --max-inflight {cap} --latency {latency:g}, "
+        f"{rows:,} rows, {reps} rep(s), medians; ideal {cap / latency:.0f} rows/s"
     )
-    print(table([h.format("oracle") for h in HEADERS], table_rows))
+    print_table(title, [h.format("oracle") for h in HEADERS], table_rows)
 
 
 def background_case(
@@ -178,16 +168,16 @@ def background_case(
         reps,
         [("no 429s", concurrency, clean), (f"{share:.0%} 1302s", concurrency, noisy)],
     )
-    print(
-        f"\n(c) Background 429s: server --latency {latency:g}, with and without --rates "
+    title = (
+        f"(c) Background 429s: server --latency {latency:g}, with and without --rates "
         f"'{{\"1302\": {share:g}}}' (rejections whatever the load), {rows:,} rows, {reps} rep(s), "
-        f"medians; ideal {concurrency / latency:,.0f} rows/s\n"
+        f"medians; ideal {concurrency / latency:,.0f} rows/s"
     )
-    print(table([h.format("no 429s") for h in HEADERS], table_rows))
+    print_table(title, [h.format("no 429s") for h in HEADERS], table_rows)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--rpm", type=float, default=1200)
     parser.add_argument("--rpm-rows", type=int, default=1300, help="rows in the RPM case")
     parser.add_argument("--rpm-concurrency", type=int, default=16)
@@ -204,10 +194,8 @@ def main() -> None:
     parser.add_argument("--skip-rpm", action="store_true")
     parser.add_argument("--skip-cap", action="store_true")
     parser.add_argument("--skip-background", action="store_true")
-    args = parser.parse_args()
-    print(f"machine: {machine_line()}")
-    with tempfile.TemporaryDirectory(prefix="zbatch-limits-") as tmp:
-        work = Path(tmp)
+    args = start(parser)
+    with work_dir("zbatch-limits-") as work:
         if not args.skip_rpm:
             make_jsonl(work / "input.jsonl", args.rpm_rows)
             rpm_case(work, args.rpm, args.rpm_rows, args.rpm_concurrency)

@@ -38,20 +38,22 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from common import (
     ZBATCH,
     ChildRun,
+    arg_parser,
     bench_env,
     fake_server,
-    machine_line,
     make_jsonl,
     make_parquet,
+    print_table,
     run_child,
     say,
+    start,
     table,
     vm_hwm_mb,
     zbatch_cli,
@@ -63,14 +65,36 @@ TARGET_RESUME_S = 5.0
 TARGET_S3_RATIO = 1.2
 
 
-def _progress(label: str, outdir: Path) -> Any:
+def _progress(label: str, outdir: Path | None) -> Callable[[float, int], None]:
+    """A ``run_child`` tick: the peak RSS so far, and the parts committed to a local
+    ``outdir`` (None: the OUTDIR is on S3)."""
+
     def tick(elapsed: float, pid: int) -> None:
-        parts = len(list((outdir / "results").glob("part-*.parquet")))
+        committed = ""
+        if outdir is not None:
+            parts = len(list((outdir / "results").glob("part-*.parquet")))
+            committed = f"{parts} parts committed, "
         peak = vm_hwm_mb(pid)
         shown = f"{peak:,.0f} MB" if peak is not None else "-"
-        say(f"    {label}: {elapsed:6.0f} s, {parts} parts committed, peak RSS so far {shown}")
+        say(f"    {label}: {elapsed:6.0f} s, {committed}peak RSS so far {shown}")
 
     return tick
+
+
+def _command(
+    input_path: Path | str, outdir: Path | str, base_url: str, args: argparse.Namespace
+) -> list[str]:
+    """The ``zbatch run`` every case measures: progress lines every 30 s, ``--part-rows``."""
+    return zbatch_cli(
+        input_path,
+        outdir,
+        base_url,
+        args.concurrency,
+        "--part-rows",
+        str(args.part_rows),
+        "--log-every",
+        "30",
+    )
 
 
 def run_case(
@@ -88,26 +112,15 @@ def run_case(
     reply lists every answered prompt, so it is only asked after runs that sent few).
     """
     with fake_server() as server:
-        cmd = zbatch_cli(
-            input_path,
-            outdir,
-            server.base_url,
-            args.concurrency,
-            "--part-rows",
-            str(args.part_rows),
-            "--log-every",
-            "30",
-        )
         child = run_child(
-            cmd,
+            _command(input_path, outdir, server.base_url, args),
             env=bench_env(),
             on_tick=_progress(label, outdir),
             tick_seconds=30.0,
             workdir=outdir.parent,
         )
         requests = int(server.stats()["requests"]) if ask_server else -1
-    if child.returncode != 0:
-        raise SystemExit(f"{label}: zbatch exited {child.returncode}\n{child.stderr[-3000:]}")
+    child.check(f"{label}: zbatch")
     summary = json.loads((outdir / "summary.json").read_text())
     settled = summary["rows"]["ok"] + summary["rows"]["skipped_already_done"]
     if settled != rows or summary["rows"]["failed"]:
@@ -160,25 +173,13 @@ def run_s3_case(
     fs.put(str(input_path), key)
     outdir = f"bench/out-{input_path.stem}-{input_path.suffix[1:]}"
     with fake_server() as server:
-        cmd = zbatch_cli(
-            f"s3://{key}",  # type: ignore[arg-type]
-            f"s3://{outdir}",  # type: ignore[arg-type]
-            server.base_url,
-            args.concurrency,
-            "--part-rows",
-            str(args.part_rows),
-            "--log-every",
-            "30",
+        child = run_child(
+            _command(f"s3://{key}", f"s3://{outdir}", server.base_url, args),
+            env=bench_env(**env),
+            on_tick=_progress(label, None),
+            tick_seconds=30.0,
         )
-
-        def tick(elapsed: float, pid: int) -> None:
-            peak = vm_hwm_mb(pid)
-            shown = f"{peak:,.0f} MB" if peak is not None else "-"
-            say(f"    {label}: {elapsed:6.0f} s, peak RSS so far {shown}")
-
-        child = run_child(cmd, env=bench_env(**env), on_tick=tick, tick_seconds=30.0)
-    if child.returncode != 0:
-        raise SystemExit(f"{label}: zbatch exited {child.returncode}\n{child.stderr[-3000:]}")
+    child.check(f"{label}: zbatch")
     summary = json.loads(fs.cat_file(f"{outdir}/summary.json"))
     if summary["rows"]["ok"] != rows or summary["rows"]["failed"]:
         raise SystemExit(f"{label}: expected {rows} rows done, summary says {summary['rows']}")
@@ -268,8 +269,7 @@ def export_and_compact(work: Path, outdir: Path, rows: int) -> list[list[Any]]:
     exported = work / "export.parquet"
     say(f"  zbatch export {outdir.name} ...")
     export = run_child([ZBATCH, "export", str(outdir), "-o", str(exported)], workdir=work)
-    if export.returncode != 0:
-        raise SystemExit(f"zbatch export exited {export.returncode}\n{export.stderr[-3000:]}")
+    export.check("zbatch export")
     ids = pq.read_table(exported, columns=["id"]).column("id")
     unique = pc.count_distinct(ids).as_py()
     if len(ids) != rows or unique != rows:
@@ -277,8 +277,7 @@ def export_and_compact(work: Path, outdir: Path, rows: int) -> list[list[Any]]:
     before = len(OutputDir(str(outdir)).parts(RESULTS).names)
     say(f"  zbatch compact {outdir.name} ...")
     compact = run_child([ZBATCH, "compact", str(outdir)], workdir=work)
-    if compact.returncode != 0:
-        raise SystemExit(f"zbatch compact exited {compact.returncode}\n{compact.stderr[-3000:]}")
+    compact.check("zbatch compact")
     after = [outdir / RESULTS / name for name in OutputDir(str(outdir)).parts(RESULTS).names]
     kept = sum(pq.ParquetFile(p).metadata.num_rows for p in after)
     if kept != rows:
@@ -318,7 +317,7 @@ def s3_row(key: tuple[str, int], local: ChildRun, remote: ChildRun) -> list[Any]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
     parser.add_argument("--formats", default="parquet,jsonl", help="parquet, jsonl or both")
     parser.add_argument("--concurrency", type=int, default=64)
@@ -328,12 +327,11 @@ def main() -> None:
     parser.add_argument(
         "--s3", action="store_true", help="also run each case on a loopback S3 (moto)"
     )
-    args = parser.parse_args()
+    args = start(parser)
     sizes = sorted(int(v) for v in args.sizes.split(",") if v.strip())
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="zbatch-mem-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine_line()}")
     print(
         f"zbatch CLI subprocess ({ZBATCH}), concurrency {args.concurrency}, "
         f"--part-rows {args.part_rows}, zero-latency fake server (fresh subprocess per run); "
@@ -403,22 +401,22 @@ def run_all(
             )
         )
         if s3_runs:
-            print(
-                "\nInput and OUTDIR on a loopback S3 (moto) against the same run on local disk:\n"
+            print_table(
+                "Input and OUTDIR on a loopback S3 (moto) against the same run on local disk:",
+                S3_HEADERS,
+                [s3_row(key, runs[key][0], s3_runs[key]) for key in s3_runs],
             )
-            print(table(S3_HEADERS, [s3_row(key, runs[key][0], s3_runs[key]) for key in s3_runs]))
         if len(sizes) >= 2:
             small, large = sizes[0], sizes[-1]
-            print(f"\nPeak RSS growth from {small:,} to {large:,} rows:\n")
             growth_rows = []
             for fmt in formats:
                 growth = runs[(fmt, large)][0].peak_rss_mb - runs[(fmt, small)][0].peak_rss_mb
                 verdict = "meets" if growth <= TARGET_GROWTH_MB else "misses"
                 growth_rows.append([fmt, round(growth), f"{verdict} (<= {TARGET_GROWTH_MB} MB)"])
-            print(table(["input", "growth MB", "target"], growth_rows))
+            title = f"Peak RSS growth from {small:,} to {large:,} rows:"
+            print_table(title, ["input", "growth MB", "target"], growth_rows)
 
         largest = sizes[-1]
-        print(f"\nResume on a finished OUTDIR ({largest:,} committed results), same command:\n")
         resume_rows = [
             [
                 "zbatch --version (baseline)",
@@ -434,24 +432,23 @@ def run_all(
             say(f"  resuming {fmt} {largest:,} ...")
             label = f"resume, {fmt} input"
             resume_rows.append(resume(label, input_path, outdirs[(fmt, largest)], args, largest))
-        print(table(RESUME_HEADERS, resume_rows))
+        title = f"Resume on a finished OUTDIR ({largest:,} committed results), same command:"
+        print_table(title, RESUME_HEADERS, resume_rows)
         fmt = formats[0]
         say(f"  resume breakdown ({fmt}) ...")
-        print(
-            f"\nWhere the resume time goes ({fmt}, {largest:,} rows; in-process, cumulative RSS):\n"
-        )
         breakdown = resume_breakdown(work / f"in-{largest}.{fmt}", outdirs[(fmt, largest)])
-        print(table(["step", "seconds", "peak RSS MB so far"], breakdown))
-        print(f"\nExport and compact on the finished {fmt} OUTDIR ({largest:,} rows):\n")
+        title = f"Where the resume time goes ({fmt}, {largest:,} rows; in-process, cumulative RSS):"
+        print_table(title, ["step", "seconds", "peak RSS MB so far"], breakdown)
         finished = export_and_compact(work, outdirs[(fmt, largest)], largest)
-        print(table(["command", "seconds", "peak RSS MB", "check"], finished))
-        print(f"\nResume on the compacted {fmt} OUTDIR (one part of {largest:,} rows):\n")
+        title = f"Export and compact on the finished {fmt} OUTDIR ({largest:,} rows):"
+        print_table(title, ["command", "seconds", "peak RSS MB", "check"], finished)
         say(f"  resuming {fmt} {largest:,} after compact ...")
         label = f"resume, {fmt} input, compacted"
         compacted = resume(
             label, work / f"in-{largest}.{fmt}", outdirs[(fmt, largest)], args, largest
         )
-        print(table(RESUME_HEADERS, [compacted]))
+        title = f"Resume on the compacted {fmt} OUTDIR (one part of {largest:,} rows):"
+        print_table(title, RESUME_HEADERS, [compacted])
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

@@ -21,12 +21,11 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import machine_line, say, table
+from common import arg_parser, machine_line, say, table, work_dir
 
 CASES = [
     "parquet, local file",
@@ -124,7 +123,7 @@ def create_only_checks() -> list[list[Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--case", help=argparse.SUPPRESS)  # a child running one case
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -149,8 +148,7 @@ def main() -> None:
         AWS_DEFAULT_REGION="us-east-1",
     )
     print(f"machine: {machine_line()}\n")
-    with tempfile.TemporaryDirectory(prefix="zbatch-objclients-") as tmp:
-        work = Path(tmp)
+    with work_dir("zbatch-objclients-") as work:
         say(f"making {args.rows:,} rows ...")
         ids = [f"r{i}" for i in range(args.rows)]
         texts = [f"review number {i} " * 5 for i in range(args.rows)]

@@ -15,13 +15,12 @@ their median. The figure to compare across changes; the network and aiohttp come
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
 
 import httpx
-from common import machine_line, make_jsonl, median, say, self_cpu_seconds
+from common import arg_parser, make_jsonl, median, say, self_cpu_seconds, start
 from throughput import run_zbatch
 
 ANSWER = {
@@ -43,15 +42,14 @@ class InstantTransport(httpx.AsyncBaseTransport):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument(
         "--no-journal", action="store_true", help="journal = false: what the journal costs"
     )
-    args = parser.parse_args()
-    print(f"machine: {machine_line()}")
+    args = start(parser)
     work = Path(tempfile.mkdtemp(prefix="zbatch-overhead-"))
     make_jsonl(work / "input.jsonl", args.rows)
     figures = []

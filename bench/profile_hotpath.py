@@ -12,17 +12,14 @@ that matter. Needs ``pip install pyinstrument`` (zbatch's ``bench`` extra).
 
 from __future__ import annotations
 
-import argparse
 import logging
-import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
-from common import fake_server, machine_line, make_jsonl, say, table
+from common import arg_parser, fake_server, machine_line, make_jsonl, say, table, work_dir
 from throughput import httpx_loop, limits, run_zbatch
 
 from zbatch.transport import AiohttpTransport
@@ -85,7 +82,7 @@ def _rows(items: list[tuple[str, float]], total: float) -> list[list[Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument(
@@ -103,8 +100,7 @@ def main() -> None:
     logging.getLogger("zbatch").setLevel(logging.INFO)  # as the CLI does: run.log gets events
     transports = ["shipped", "httpcore"] if args.transport == "both" else [args.transport]
     print(f"machine: {machine_line()}")
-    with tempfile.TemporaryDirectory(prefix="zbatch-prof-") as tmp, fake_server() as server:
-        work = Path(tmp)
+    with work_dir("zbatch-prof-") as work, fake_server() as server:
         make_jsonl(work / "input.jsonl", args.rows)
         for name in transports:
             say(f"profiling zbatch, {name} transport ...")

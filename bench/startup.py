@@ -19,16 +19,15 @@ median of ``--reps`` runs is reported; ``python -c pass`` gives the interpreter'
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from common import (
     ZBATCH,
+    arg_parser,
     bench_env,
     fake_server,
     load_average,
@@ -39,6 +38,8 @@ from common import (
     say,
     table,
     tree_state,
+    work_dir,
+    zbatch_run,
 )
 
 TARGETS = {"--help": 0.15, "--version": 0.15, "status": 1.0}
@@ -56,22 +57,9 @@ def build_outdir(root: Path, rows: int) -> Path:
     pq.write_table(pa.table({"id": [f"seed{i}" for i in range(len(seed))], "prompt": seed}), source)
     outdir = root / "out"
     with fake_server() as server:
+        flags = ["--choices", ",".join(CHOICES), "--max-retries", "0", "--quiet"]
         run = run_child(
-            [
-                ZBATCH,
-                "run",
-                "-i",
-                str(source),
-                "-o",
-                str(outdir),
-                "--base-url",
-                server.base_url,
-                "--choices",
-                ",".join(CHOICES),
-                "--max-retries",
-                "0",
-                "--quiet",
-            ],
+            zbatch_run(source, outdir, server.base_url, *flags),
             env=bench_env(ZAI_API_KEY="zk-bench"),
             timeout=120,
         )
@@ -114,8 +102,7 @@ def measure(cmd: list[str], reps: int) -> dict[str, Any]:
     runs = []
     for attempt in range(reps + 1):
         run = run_child(cmd, env=bench_env(), timeout=120)
-        if run.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} exited {run.returncode}: {run.stderr}")
+        run.check(" ".join(cmd))
         if attempt:
             runs.append(run)
     cpu = [r.cpu_seconds for r in runs]
@@ -128,14 +115,14 @@ def measure(cmd: list[str], reps: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--reps", type=int, default=9, help="measured runs of each command")
     parser.add_argument("--rows", type=int, default=1_000_000, help="input rows of the OUTDIR")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="zbatch-startup-") as tmp:
-        say(f"building a {args.rows:,}-row OUTDIR in {tmp} ...")
-        outdir = build_outdir(Path(tmp), args.rows)
+    with work_dir("zbatch-startup-") as work:
+        say(f"building a {args.rows:,}-row OUTDIR in {work} ...")
+        outdir = build_outdir(work, args.rows)
         commands = [
             ("python -c pass", None, [sys.executable, "-c", "pass"]),
             ("zbatch --help", "--help", [ZBATCH, "--help"]),

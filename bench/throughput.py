@@ -33,7 +33,6 @@ interleaved: each repetition runs every client once, so drift hits all of them a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import importlib.util
@@ -53,13 +52,14 @@ import httpx
 import httpx_aiohttp
 from common import (
     Server,
+    arg_parser,
     bench_env,
     cpu_seconds,
     fake_server,
     load_average,
-    machine_line,
     make_jsonl,
     median,
+    print_table,
     prompt_for,
     ratio,
     request_body,
@@ -67,7 +67,9 @@ from common import (
     say,
     self_cpu_seconds,
     spread,
+    start,
     table,
+    work_dir,
     zbatch_cli,
     zbatch_overrides,
 )
@@ -209,8 +211,7 @@ def zbatch_subprocess(server: Server, rows: int, concurrency: int, work: Path) -
     outdir = Path(tempfile.mkdtemp(prefix="cli-", dir=work))
     cmd = zbatch_cli(work / "input.jsonl", outdir, server.base_url, concurrency)
     child = run_child(cmd, env=bench_env(), workdir=work)
-    if child.returncode != 0:
-        raise RuntimeError(f"zbatch CLI exited {child.returncode}: {child.stderr[-2000:]}")
+    child.check("zbatch CLI")
     summary = json.loads((outdir / "summary.json").read_text())
     return int(summary["rows"]["ok"]), child.cpu_seconds
 
@@ -279,8 +280,7 @@ def run_matrix(
     server: Server, rows: int, levels: list[int], reps: int, chosen: list[tuple[str, Client]]
 ) -> Samples:
     samples: Samples = {}
-    with tempfile.TemporaryDirectory(prefix="zbatch-bench-") as tmp:
-        work = Path(tmp)
+    with work_dir("zbatch-bench-") as work:
         make_jsonl(work / "input.jsonl", rows)
         for rep in range(1, reps + 1):
             for concurrency in levels:
@@ -308,7 +308,6 @@ def print_matrix(samples: Samples, levels: list[int], names: list[str]) -> None:
     for level in levels:
         headers += [f"c={level} rows/s", f"c={level} range", f"c={level} CPU us/row"]
     print(table(headers, rows))
-    print("\nWhat the server saw (medians): TCP connections opened, server CPU share\n")
     rows = []
     for name in names:
         row = [name]
@@ -322,7 +321,9 @@ def print_matrix(samples: Samples, levels: list[int], names: list[str]) -> None:
     headers = ["client"]
     for level in levels:
         headers += [f"c={level} conns", f"c={level} server cpu"]
-    print(table(headers, rows))
+    print_table(
+        "What the server saw (medians): TCP connections opened, server CPU share", headers, rows
+    )
     loads = [s.load for values in samples.values() for s in values]
     print(f"\n1-min load average at the end of each measurement: {spread(loads)} ", end="")
     print("(2 cores; the benchmark itself accounts for about 1.3)")
@@ -358,8 +359,8 @@ def print_targets(samples: Samples, level: int) -> None:
             continue
         verdict = "meets" if a / b >= target else "misses"
         rows.append([label, ratio(a, b), f">= {target:g}x", verdict])
-    print(f"\nTarget ratios at concurrency {level} (medians):\n")
-    print(table(["ratio", "measured", "target", "verdict"], rows))
+    title = f"Target ratios at concurrency {level} (medians):"
+    print_table(title, ["ratio", "measured", "target", "verdict"], rows)
 
 
 def latency_case(rows: int, reps: int, chosen: list[tuple[str, Client]]) -> None:
@@ -377,22 +378,20 @@ def latency_case(rows: int, reps: int, chosen: list[tuple[str, Client]]) -> None
         table_rows.append(
             [name, round(value), spread(values), round(inflight), f"{value / bound:.0%}", verdict]
         )
-    print(
-        f"\nLatency-bound case: server latency {latency * 1000:.0f} ms, concurrency {concurrency},"
-        f" {rows:,} rows, {reps} rep(s); bound {bound:.0f} rows/s, target >= 90%"
-    )
     rounds = -(-rows // concurrency)
     ideal = rows / (rounds * latency)
-    print(
+    title = (
+        f"Latency-bound case: server latency {latency * 1000:.0f} ms, concurrency {concurrency},"
+        f" {rows:,} rows, {reps} rep(s); bound {bound:.0f} rows/s, target >= 90%\n"
         f"(with {rows:,} rows a perfect client needs {rounds} rounds of {latency:g} s:"
-        f" {ideal:.0f} rows/s = {ideal / bound:.0%} of the bound)\n"
+        f" {ideal:.0f} rows/s = {ideal / bound:.0%} of the bound)"
     )
     headers = ["client", "median rows/s", "range", "max in flight", "of bound", "verdict"]
-    print(table(headers, table_rows))
+    print_table(title, headers, table_rows)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--rows", type=int, default=5000, help="requests per measurement")
     parser.add_argument("--reps", type=int, default=3, help="repetitions (medians are shown)")
     parser.add_argument("--concurrency", default="8,64", help="comma-separated levels")
@@ -407,14 +406,13 @@ def main() -> None:
     parser.add_argument(
         "--latency-only", action="store_true", help="run only the latency-bound case"
     )
-    args = parser.parse_args()
+    args = start(parser)
     levels = [int(v) for v in args.concurrency.split(",") if v.strip()]
     selected = set(args.clients.split(",")) if args.clients else None
     chosen = [(name, fn) for name, fn in CLIENTS if not selected or name in selected]
     names = [name for name, _ in chosen]
     logging.getLogger("zbatch").setLevel(logging.INFO)  # as the CLI does: run.log gets events
 
-    print(f"machine: {machine_line()}")
     if not args.latency_only:
         print(
             f"zero-latency fake server (one subprocess for all clients), {args.rows:,} rows per "
