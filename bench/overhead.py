@@ -55,7 +55,7 @@ def main() -> None:
     figures = []
     for rep in range(args.reps):
         started = self_cpu_seconds()
-        ok = run_zbatch(
+        ok, _ = run_zbatch(
             "http://127.0.0.1:9/api/paas/v4",  # never dialled: the transport answers
             work / "input.jsonl",
             work / f"out-{rep}",

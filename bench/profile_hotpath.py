@@ -110,9 +110,10 @@ def main() -> None:
                 if name == "httpcore":
                     transport = httpx.AsyncHTTPTransport(limits=limits(args.concurrency))
                 outdir = work / f"out-{name}"
-                return run_zbatch(
+                ok, _ = run_zbatch(
                     server.base_url, work / "input.jsonl", outdir, args.concurrency, transport
                 )
+                return ok
 
             server.reset_stats()
             profile(f"zbatch, {name} transport, c={args.concurrency}", run, args.top)

@@ -142,31 +142,33 @@ async def _aiohttp_loop(url: str, rows: int, concurrency: int) -> int:
 
 # A client runs the rows and returns (rows answered, CPU seconds of a child process or None
 # when it ran in this process, whose own CPU time is then measured).
-Done = tuple[int, float | None]
+# What a client run gives: rows answered, the child's CPU seconds (None: this process's), and
+# requests it chose to send beyond one per row (zbatch's hedges of a stuck attempt).
+Done = tuple[int, float | None, int]
 
 
 def bare_httpx_default(server: Server, rows: int, concurrency: int, _: Path) -> Done:
-    return anyio.run(httpx_loop, server.url, rows, concurrency, None), None
+    return anyio.run(httpx_loop, server.url, rows, concurrency, None), None, 0
 
 
 def bare_httpx_aiohttp(server: Server, rows: int, concurrency: int, _: Path) -> Done:
     transport = httpx_aiohttp.AiohttpTransport(limits=limits(concurrency))
-    return anyio.run(httpx_loop, server.url, rows, concurrency, transport), None
+    return anyio.run(httpx_loop, server.url, rows, concurrency, transport), None, 0
 
 
 def bare_httpx2(server: Server, rows: int, concurrency: int, _: Path) -> Done:
     import httpx2  # the maintained fork; optional (pip install -e ".[bench]")
 
-    return anyio.run(httpx_loop, server.url, rows, concurrency, None, httpx2), None
+    return anyio.run(httpx_loop, server.url, rows, concurrency, None, httpx2), None, 0
 
 
 def bare_httpx_zbatch(server: Server, rows: int, concurrency: int, _: Path) -> Done:
     transport = AiohttpTransport(max_connections=concurrency)
-    return anyio.run(httpx_loop, server.url, rows, concurrency, transport), None
+    return anyio.run(httpx_loop, server.url, rows, concurrency, transport), None, 0
 
 
 def bare_aiohttp(server: Server, rows: int, concurrency: int, _: Path) -> Done:
-    return asyncio.run(_aiohttp_loop(server.url, rows, concurrency)), None
+    return asyncio.run(_aiohttp_loop(server.url, rows, concurrency)), None, 0
 
 
 # --- zbatch ---------------------------------------------------------------------------------
@@ -179,32 +181,37 @@ def run_zbatch(
     concurrency: int,
     transport: httpx.AsyncBaseTransport | None = None,
     **settings: Any,
-) -> int:
-    """zbatch.run in this process (rows answered); transport None = the shipped one."""
+) -> tuple[int, int]:
+    """zbatch.run in this process (rows answered, hedges sent); transport None = the shipped
+    one."""
     overrides = zbatch_overrides(input_path, outdir, base_url, concurrency, **settings)
     job = zbatch.Job.from_toml(None, **overrides)
     result = zbatch.run(job, transport=transport, progress=LogProgress(job.log_every))
     if result.exit_code != 0:
         raise RuntimeError(f"zbatch exited {result.exit_code}: {result.stopped}")
-    return result.stats.ok
+    return result.stats.ok, result.stats.hedged
 
 
 def zbatch_shipped(server: Server, rows: int, concurrency: int, work: Path) -> Done:
     outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
-    return run_zbatch(server.base_url, work / "input.jsonl", outdir, concurrency), None
+    ok, hedged = run_zbatch(server.base_url, work / "input.jsonl", outdir, concurrency)
+    return ok, None, hedged
 
 
 def zbatch_no_journal(server: Server, rows: int, concurrency: int, work: Path) -> Done:
     """zbatch with the answer journal off (--no-journal): what the journal costs."""
     outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
-    ok = run_zbatch(server.base_url, work / "input.jsonl", outdir, concurrency, journal=False)
-    return ok, None
+    ok, hedged = run_zbatch(
+        server.base_url, work / "input.jsonl", outdir, concurrency, journal=False
+    )
+    return ok, None, hedged
 
 
 def zbatch_httpcore(server: Server, rows: int, concurrency: int, work: Path) -> Done:
     outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
     transport = httpx.AsyncHTTPTransport(limits=limits(concurrency))
-    return run_zbatch(server.base_url, work / "input.jsonl", outdir, concurrency, transport), None
+    ok, hedged = run_zbatch(server.base_url, work / "input.jsonl", outdir, concurrency, transport)
+    return ok, None, hedged
 
 
 def zbatch_subprocess(server: Server, rows: int, concurrency: int, work: Path) -> Done:
@@ -213,7 +220,7 @@ def zbatch_subprocess(server: Server, rows: int, concurrency: int, work: Path) -
     child = run_child(cmd, env=bench_env(), workdir=work)
     child.check("zbatch CLI")
     summary = json.loads((outdir / "summary.json").read_text())
-    return int(summary["rows"]["ok"]), child.cpu_seconds
+    return int(summary["rows"]["ok"]), child.cpu_seconds, int(summary["hedged_requests"])
 
 
 Client = Callable[[Server, int, int, Path], Done]
@@ -253,15 +260,16 @@ def measure(server: Server, client: Client, rows: int, concurrency: int, work: P
     server_before = cpu_seconds(server.process.pid)
     self_before = self_cpu_seconds()
     started = time.perf_counter()
-    ok, child_cpu = client(server, rows, concurrency, work)
+    ok, child_cpu, hedged = client(server, rows, concurrency, work)
     seconds = time.perf_counter() - started
     client_cpu = child_cpu if child_cpu is not None else self_cpu_seconds() - self_before
     server_cpu = cpu_seconds(server.process.pid) - server_before
     stats = server.stats()
-    if ok != rows or stats["successes"] != rows or stats["requests"] != rows:
+    sent = rows + hedged
+    if ok != rows or stats["successes"] != sent or stats["requests"] != sent:
         raise RuntimeError(
-            f"expected {rows} answered rows; client ok {ok}, server requests "
-            f"{stats['requests']}, successes {stats['successes']}"
+            f"expected {rows} answered rows and {hedged} hedges; client ok {ok}, server "
+            f"requests {stats['requests']}, successes {stats['successes']}"
         )
     return Sample(
         rate=rows / seconds,
