@@ -33,6 +33,7 @@ from conftest import (
     outcome_ids,
     prompt_rows,
     read_table,
+    run_args,
     run_zbatch,
     start_zbatch,
     stop_process,
@@ -53,10 +54,6 @@ CRASH_POINTS = [
     "before_dirsync",
     "after_dirsync",
 ]
-
-
-def run_args(inp: Path, out: Path, srv: ZaiServer, *extra: str) -> list[str]:
-    return ["run", "-i", str(inp), "-o", str(out), "--base-url", srv.base_url, *extra]
 
 
 def run_wrapped(

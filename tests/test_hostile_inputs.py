@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import prompt_rows, read_export, read_table, run_zbatch, write_jsonl
-from test_crash_safety import assert_each_id_once, run_args, run_wrapped, summary
+from conftest import prompt_rows, read_export, read_table, run_args, run_zbatch, write_jsonl
+from test_crash_safety import assert_each_id_once, run_wrapped, summary
 from zai_server import ZaiServer, answer_for
 
 import zbatch

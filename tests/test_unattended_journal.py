@@ -19,6 +19,7 @@ from conftest import (
     ZBATCH,
     read_table,
     run_against,
+    run_args,
     start_zbatch,
     wait_for,
     write_jsonl,
@@ -42,18 +43,7 @@ def killed_run(srv: ZaiServer, inp: Path, out: Path) -> tuple[Counter[str], floa
     """Run with parts every 600 s, kill -9 after ~3 s of answers; (answers so far, rows/s)."""
     started = time.monotonic()
     proc = start_zbatch(
-        "run",
-        "-i",
-        str(inp),
-        "-o",
-        str(out),
-        "--base-url",
-        srv.base_url,
-        "-c",
-        str(CONCURRENCY),
-        "--part-seconds",
-        "600",
-        "-q",
+        *run_args(inp, out, srv, "-c", str(CONCURRENCY), "--part-seconds", "600", "-q")
     )
     try:
         wait_for(lambda: srv.stats()["successes"] >= 300, timeout=60)
@@ -189,7 +179,7 @@ def test_a_journal_that_cannot_be_written_stops_with_exit_74_naming_it(tmp_path:
         resource.setrlimit(resource.RLIMIT_FSIZE, (12_000, 12_000))
 
     with ZaiServer() as srv:
-        args = ["run", "-i", str(inp), "-o", str(out), "--base-url", srv.base_url]
+        args = run_args(inp, out, srv)
         failed = subprocess.run(
             [ZBATCH, *args],
             env=zbatch_env(),

@@ -13,7 +13,16 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from conftest import ZBATCH, prompt_rows, read_table, run_against, wait_for, write_jsonl, zbatch_env
+from conftest import (
+    ZBATCH,
+    prompt_rows,
+    read_table,
+    run_against,
+    run_args,
+    wait_for,
+    write_jsonl,
+    zbatch_env,
+)
 from zai_server import ZaiServer
 
 GRACE = 5.0
@@ -44,19 +53,7 @@ def test_ctrl_c_on_a_terminal_with_many_in_flight_exits_130_and_says_where_to_re
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out"
     with ZaiServer(latency=2.0) as srv:
-        args = [
-            "run",
-            "-i",
-            str(inp),
-            "-o",
-            str(out),
-            "--base-url",
-            srv.base_url,
-            "-c",
-            "32",
-            "--grace",
-            str(GRACE),
-        ]
+        args = run_args(inp, out, srv, "-c", "32", "--grace", str(GRACE))
         with warnings.catch_warnings():
             # Python 3.12+ warns about fork() beside the server's thread; the child only execs.
             warnings.simplefilter("ignore", DeprecationWarning)
