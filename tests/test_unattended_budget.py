@@ -118,28 +118,11 @@ def test_status_counts_every_billed_answer_not_only_results(tmp_path: Path) -> N
 
 def test_validate_warns_when_the_estimate_exceeds_the_budget(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompt_rows(50))
-    proc = run_zbatch(
-        "validate",
-        priced_job(tmp_path),
-        "-i",
-        str(inp),
-        "-o",
-        str(tmp_path / "out"),
-        "--max-cost",
-        "0.1",
-    )
+    validate = ["validate", priced_job(tmp_path), "-i", str(inp), "-o", str(tmp_path / "out")]
+    proc = run_zbatch(*validate, "--max-cost", "0.1")
     assert proc.returncode == 0, proc.stderr
     assert "exceeds what is left of the budget" in proc.stdout and "exit 5" in proc.stdout
-    proc = run_zbatch(
-        "validate",
-        priced_job(tmp_path),
-        "-i",
-        str(inp),
-        "-o",
-        str(tmp_path / "out"),
-        "--max-cost",
-        "100",
-    )
+    proc = run_zbatch(*validate, "--max-cost", "100")
     assert "budget" not in proc.stdout
 
 

@@ -9,6 +9,7 @@ import socket
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from conftest import (
     fast_job,
     outcome_ids,
@@ -22,6 +23,7 @@ from zai_server import ZaiServer, answer_for
 
 DOWN_AFTER = 2.0
 HANG_GUARD = DOWN_AFTER + 30
+DownRun = tuple[list[dict[str, str]], Path, Path, str]  # rows, input file, OUTDIR, job file
 
 
 def closed_port() -> int:
@@ -40,13 +42,19 @@ def assert_every_row_answered_once(out: Path, rows: list[dict[str, str]]) -> Non
         assert result["content"] == answer_for(messages)
 
 
-def test_closed_port_exits_69_naming_the_last_error_then_a_healthy_run_finishes(
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+def down_run(tmp_path: Path) -> DownRun:
+    """A run whose job retries a failing endpoint until it has been down for DOWN_AFTER s."""
     rows = prompt_rows(30)
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
     job = fast_job(tmp_path, down_after=DOWN_AFTER, max_retries=1000)
+    return rows, inp, tmp_path / "out", job
+
+
+def test_closed_port_exits_69_naming_the_last_error_then_a_healthy_run_finishes(
+    down_run: DownRun,
+) -> None:
+    rows, inp, out, job = down_run
     dead = f"http://127.0.0.1:{closed_port()}/v1"
 
     proc = run_zbatch(
@@ -65,12 +73,9 @@ def test_closed_port_exits_69_naming_the_last_error_then_a_healthy_run_finishes(
 
 
 def test_a_server_answering_only_503_exits_69_then_the_same_command_finishes(
-    tmp_path: Path,
+    down_run: DownRun,
 ) -> None:
-    rows = prompt_rows(30)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
-    job = fast_job(tmp_path, down_after=DOWN_AFTER, max_retries=1000)
+    rows, inp, out, job = down_run
     with ZaiServer(rates={"503": 1.0}) as srv:
         proc = run_against(srv, job, "-i", str(inp), "-o", str(out), expect=69, timeout=HANG_GUARD)
         assert "server_error 503" in proc.stderr
