@@ -173,6 +173,11 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
     return path
 
 
+def input_and_outdir(tmp_path: Path, rows: Iterable[dict[str, Any]]) -> tuple[Path, Path]:
+    """A run's INPUT, ``rows`` written to tmp_path/in.jsonl, and its OUTDIR, tmp_path/out."""
+    return write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out"
+
+
 def prompt_rows(count: int, *, prefix: str = "row", start: int = 0) -> list[dict[str, Any]]:
     """Rows with unique ids and prompts whose fake answer is derived from the prompt."""
     return [

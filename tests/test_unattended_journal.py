@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from conftest import (
     ZBATCH,
+    input_and_outdir,
     read_table,
     run_against,
     run_args,
     start_zbatch,
     wait_for,
-    write_jsonl,
     zbatch_env,
 )
 from zai_server import ZaiServer, answer_for
@@ -76,8 +76,7 @@ def assert_exactly_once(out: Path, rows: list[dict[str, str]]) -> None:
 
 def test_kill_9_rebuys_at_most_what_was_in_flight_and_the_last_window(tmp_path: Path) -> None:
     rows = journal_rows(2000)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=LATENCY) as srv:
         before, rate = killed_run(srv, inp, out)
         assert not list((out / "results").glob("*.parquet")), "parts every 600 s: none yet"
@@ -131,8 +130,7 @@ def test_kill_9_during_the_replay_still_records_every_answer_exactly_once(
     tmp_path: Path, point: str
 ) -> None:
     rows = journal_rows(1000)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=LATENCY) as srv:
         before, _ = killed_run(srv, inp, out)
         replaying = subprocess.run(
@@ -160,8 +158,7 @@ def test_kill_9_during_the_replay_still_records_every_answer_exactly_once(
 
 def test_no_journal_writes_no_journal_and_still_keeps_the_spend_ledger(tmp_path: Path) -> None:
     rows = journal_rows(40)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer() as srv:
         run_against(srv, "-i", str(inp), "-o", str(out), "--no-journal", expect=1)
         answers = srv.stats()["successes"]
@@ -174,8 +171,7 @@ def test_a_journal_that_cannot_be_written_stops_with_exit_74_naming_it(tmp_path:
     """A real kernel write failure (RLIMIT_FSIZE -> EFBIG) on the journal: exit 74 and one
     line naming the journal; without the limit, the same command settles every row once."""
     rows = journal_rows(400)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
 
     def small_files() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # stays ignored across exec

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from conftest import (
     ZBATCH,
+    input_and_outdir,
     prompt_rows,
     read_table,
     run_against,
     run_args,
     wait_for,
-    write_jsonl,
     zbatch_env,
 )
 from zai_server import ZaiServer
@@ -50,8 +50,7 @@ def test_ctrl_c_on_a_terminal_with_many_in_flight_exits_130_and_says_where_to_re
     tmp_path: Path,
 ) -> None:
     rows = prompt_rows(300)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=2.0) as srv:
         args = run_args(inp, out, srv, "-c", "32", "--grace", str(GRACE))
         with warnings.catch_warnings():
@@ -86,8 +85,7 @@ def test_a_stuck_attempt_at_the_end_is_hedged_and_its_row_recorded_once(tmp_path
     both attempts billed."""
     rows = prompt_rows(100)
     rows[-1]["prompt"] = "the stuck one FAIL=slow"
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=0.01, slow_seconds=60) as srv:
         run_against(srv, "-i", str(inp), "-o", str(out), "-c", "4", timeout=120)
         assert srv.stats()["answered_prompts"].count("the stuck one FAIL=slow") == 1
@@ -102,8 +100,7 @@ def test_a_stuck_attempt_at_the_end_is_hedged_and_its_row_recorded_once(tmp_path
 def test_no_hedge_leaves_a_stuck_attempt_alone(tmp_path: Path) -> None:
     rows = prompt_rows(30)
     rows[-1]["prompt"] = "the stuck one FAIL=slow"
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=0.01, slow_seconds=1.5) as srv:
         run_against(srv, "-i", str(inp), "-o", str(out), "-c", "4", "--no-hedge")
         assert srv.stats()["requests"] == 30
