@@ -38,13 +38,14 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from zai_server import BASE_PATH, HOST, Settings, _Engine, _Request, http_status_for
 
 ENDPOINTS = ("/v4/chat/completions", "/v1/chat/completions")
 TERMINAL = frozenset({"completed", "expired", "cancelled", "failed"})
 MAX_LINES = 50_000
+T = TypeVar("T")
 MAX_BYTES = 100 * 1024 * 1024
 ROUTES = frozenset(
     {"upload", "list_files", "content", "delete", "create", "get", "list", "cancel", "chat"}
@@ -124,6 +125,14 @@ def _error(code: str, message: str, status: int | None = None) -> _Fault:
     return _Fault(status or http_status_for(code), code, message)
 
 
+def _found(records: dict[str, T], kind: str, key: str) -> T:
+    """The record ``key`` names, or the provider's 404."""
+    record = records.get(key)
+    if record is None:
+        raise _Fault(404, "404", f"no {kind} {key}")
+    return record
+
+
 class _State:
     """Everything the server knows; guarded by ``lock`` (the HTTP server is threaded)."""
 
@@ -194,10 +203,7 @@ class _State:
         return record.as_json()
 
     def file(self, file_id: str) -> _File:
-        record = self.files.get(file_id)
-        if record is None:
-            raise _Fault(404, "404", f"no file {file_id}")
-        return record
+        return _found(self.files, "file", file_id)
 
     def delete(self, file_id: str) -> dict[str, Any]:
         self.file(file_id)
@@ -233,10 +239,7 @@ class _State:
         return batch.as_json()
 
     def batch(self, batch_id: str) -> _Batch:
-        batch = self.batches.get(batch_id)
-        if batch is None:
-            raise _Fault(404, "404", f"no batch {batch_id}")
-        return batch
+        return _found(self.batches, "batch", batch_id)
 
     def cancel(self, batch_id: str) -> dict[str, Any]:
         batch = self.batch(batch_id)

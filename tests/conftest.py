@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,11 @@ def run_against(
     return proc
 
 
+def run_args(inp: Path | str, out: Path | str, srv: ZaiServer, *extra: str) -> list[str]:
+    """``zbatch run``'s arguments for rows from ``inp`` into ``out``, sent to ``srv``."""
+    return ["run", "-i", str(inp), "-o", str(out), "--base-url", srv.base_url, *extra]
+
+
 def fast_job(tmp_path: Path, **limits: Any) -> str:
     """A job file with a quick backoff, plus any other [limits] settings."""
     settings = {"backoff_base": 0.02, "backoff_cap": 0.2, **limits}
@@ -141,12 +147,35 @@ def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tupl
         raise AssertionError(f"zbatch did not exit after {sig}: {err}") from None
 
 
+@contextmanager
+def local_cluster(*, threads_per_worker: int) -> Iterator[Any]:
+    """A client of a Dask LocalCluster of two worker processes, its dashboards on free ports."""
+    import distributed  # here, so that only the cluster tests pay for importing Dask
+
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address="127.0.0.1:0",
+            worker_dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+def input_and_outdir(tmp_path: Path, rows: Iterable[dict[str, Any]]) -> tuple[Path, Path]:
+    """A run's INPUT, ``rows`` written to tmp_path/in.jsonl, and its OUTDIR, tmp_path/out."""
+    return write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out"
 
 
 def prompt_rows(count: int, *, prefix: str = "row", start: int = 0) -> list[dict[str, Any]]:

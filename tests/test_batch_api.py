@@ -14,7 +14,7 @@ import pytest
 from batch_server import BatchServer
 from zai_server import answer_for
 
-from zbatch.batch.api import BatchApi
+from zbatch.batch.api import BatchApi, BatchInfo
 from zbatch.batch.simulate import SimulatedBatchApi
 from zbatch.errors import EndpointDown, FatalApiError, JobError, QuotaReached
 from zbatch.job import Job
@@ -46,6 +46,12 @@ def run(factory: Callable[[BatchApi], Awaitable[T]], base_url: str, **options: A
             await api.aclose()
 
     return anyio.run(main)
+
+
+async def submit(api: BatchApi, source: Path) -> BatchInfo:
+    """Upload ``source`` and create a batch of it."""
+    uploaded = await api.upload(source, "f.jsonl")
+    return await api.create(uploaded.id, endpoint=ENDPOINT, metadata={})
 
 
 def line(custom_id: str, prompt: str, model: str = "glm-4.6") -> dict[str, Any]:
@@ -115,12 +121,7 @@ def test_the_server_moves_batches_only_when_told(tmp_path: Path) -> None:
     """advance="manual": polling never moves a batch; step() does, one status at a time."""
     source = write_lines(tmp_path / "in.jsonl", [line("abcdef", "hi")])
     with BatchServer(advance="manual") as srv:
-
-        async def create(api: BatchApi) -> str:
-            uploaded = await api.upload(source, "f.jsonl")
-            return (await api.create(uploaded.id, endpoint=ENDPOINT, metadata={})).id
-
-        batch_id = run(create, srv.base_url)
+        batch_id = run(lambda api: submit(api, source), srv.base_url).id
         statuses = [run(lambda api: api.get(batch_id), srv.base_url).status for _ in range(3)]
         assert statuses == ["validating"] * 3
         srv.step(batch_id)
@@ -133,8 +134,7 @@ def test_an_expired_batch_delivers_only_the_lines_it_finished(tmp_path: Path) ->
         srv.expire_next(after_lines=4)
 
         async def scenario(api: BatchApi) -> None:
-            uploaded = await api.upload(source, "f.jsonl")
-            batch = await api.create(uploaded.id, endpoint=ENDPOINT, metadata={})
+            batch = await submit(api, source)
             srv.settle()
             batch = await api.get(batch.id)
             assert batch.status == "expired"
@@ -152,8 +152,7 @@ def test_a_failed_validation_is_a_failed_batch_with_the_reason(tmp_path: Path) -
         srv.fail_next_validation("line 1: the body is not valid")
 
         async def scenario(api: BatchApi) -> None:
-            uploaded = await api.upload(source, "f.jsonl")
-            batch = await api.create(uploaded.id, endpoint=ENDPOINT, metadata={})
+            batch = await submit(api, source)
             srv.step()
             batch = await api.get(batch.id)
             assert batch.status == "failed"
@@ -168,8 +167,7 @@ def test_cancel_then_the_batch_delivers_what_it_finished(tmp_path: Path) -> None
     with BatchServer(advance="manual", lines_per_step=2) as srv:
 
         async def scenario(api: BatchApi) -> None:
-            uploaded = await api.upload(source, "f.jsonl")
-            batch = await api.create(uploaded.id, endpoint=ENDPOINT, metadata={})
+            batch = await submit(api, source)
             srv.step(times=2)  # in_progress, 2 lines answered
             assert (await api.cancel(batch.id)).status == "cancelling"
             srv.step()
@@ -214,12 +212,8 @@ def test_fatal_answers_to_upload_or_create_stop_with_what_to_do(
     source = write_lines(tmp_path / "in.jsonl", [line("abcdef", "hi")])
     server.inject(route, status, code)
 
-    async def scenario(api: BatchApi) -> None:
-        uploaded = await api.upload(source, "f.jsonl")
-        await api.create(uploaded.id, endpoint=ENDPOINT, metadata={})
-
     with pytest.raises(FatalApiError, match=expected.replace("[", r"\[")) as caught:
-        run(scenario, server.base_url)
+        run(lambda api: submit(api, source), server.base_url)
     assert caught.value.exit_code == 3
     assert KEY not in str(caught.value)
     assert server.submitted == {}
@@ -229,12 +223,8 @@ def test_quota_on_create_is_exit_4(server: BatchServer, tmp_path: Path) -> None:
     source = write_lines(tmp_path / "in.jsonl", [line("abcdef", "hi")])
     server.inject("create", code="1308")
 
-    async def scenario(api: BatchApi) -> None:
-        uploaded = await api.upload(source, "f.jsonl")
-        await api.create(uploaded.id, endpoint=ENDPOINT, metadata={})
-
     with pytest.raises(QuotaReached):
-        run(scenario, server.base_url)
+        run(lambda api: submit(api, source), server.base_url)
 
 
 def test_model_and_short_custom_ids_are_checked_at_upload(tmp_path: Path) -> None:
@@ -268,8 +258,7 @@ def test_retryable_failures_back_off_then_succeed(server: BatchServer, tmp_path:
     server.inject("get", 503, times=1)
 
     async def scenario(api: BatchApi) -> str:
-        uploaded = await api.upload(source, "f.jsonl")
-        batch = await api.create(uploaded.id, endpoint=ENDPOINT, metadata={})
+        batch = await submit(api, source)
         return (await api.get(batch.id)).status
 
     assert run(scenario, server.base_url) == "in_progress"

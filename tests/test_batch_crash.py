@@ -70,6 +70,26 @@ STEPS = [
 ]
 
 
+def kill_then_resume(args: list[str], env: dict[str, str], step: str) -> None:
+    """``zbatch ARGS`` kills itself at ``step`` (see KILLER), then the same command finishes."""
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, *args],
+        env={**env, "KILL_AT": step},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = subprocess.run(
+        [sys.executable, "-m", "zbatch", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+
+
 @pytest.mark.parametrize("step", STEPS)
 def test_a_kill_at_each_step_then_a_resume_submits_each_row_once(tmp_path: Path, step: str) -> None:
     write_jsonl(tmp_path / "in.jsonl", ROWS)
@@ -87,22 +107,7 @@ def test_a_kill_at_each_step_then_a_resume_submits_each_row_once(tmp_path: Path,
             "--poll-seconds",
             "0.01",
         ]
-        killed = subprocess.run(
-            [sys.executable, "-c", KILLER, *args],
-            env=zbatch_env(KILL_AT=step),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert killed.returncode == -signal.SIGKILL, killed.stderr
-        resumed = subprocess.run(
-            [sys.executable, "-m", "zbatch", *args],
-            env=zbatch_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert resumed.returncode == 0, resumed.stderr
+        kill_then_resume(args, zbatch_env(), step)
         assert srv.submitted == {row["id"]: 1 for row in ROWS}
         assert len(srv.uploads) == 3  # no file uploaded twice
         known = {

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-import signal
-import subprocess
-import sys
 
 import pyarrow.parquet as pq
 from batch_server import BatchServer
 from conftest import prompt_rows, zbatch_env
 from s3_server import S3, moto_endpoint_fixture, s3_fixture  # noqa: F401 (fixtures)
-from test_batch_crash import KILLER
+from test_batch_crash import kill_then_resume
 from zai_server import answer_for
 
 
@@ -25,23 +22,7 @@ def test_a_batch_run_on_s3_resumes_after_kill_9_and_submits_each_row_once(s3: S3
     with BatchServer() as srv:
         args = ["run", "-i", source, "-o", outdir, "--base-url", srv.base_url, "--mode", "batch"]
         args += ["--poll-seconds", "0.01"]
-        env = zbatch_env(**s3.env)
-        killed = subprocess.run(
-            [sys.executable, "-c", KILLER, *args],
-            env={**env, "KILL_AT": "after:create"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert killed.returncode == -signal.SIGKILL, killed.stderr
-        resumed = subprocess.run(
-            [sys.executable, "-m", "zbatch", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert resumed.returncode == 0, resumed.stderr
+        kill_then_resume(args, zbatch_env(**s3.env), "after:create")
         assert srv.submitted == {row["id"]: 1 for row in rows}
         assert len(srv.uploads) == 1
     records = s3.fs().ls(f"{s3.bucket}/runs/batch/batches", detail=False)

@@ -347,37 +347,25 @@ def test_parse_answer_is_usable_without_a_client():
 # --- transport failures ---------------------------------------------------------------------
 
 
-def test_a_connection_error_is_a_retryable_connection_failure():
+@pytest.mark.parametrize(
+    ("error", "text", "error_type"),
+    [
+        (httpx.ConnectError, "connection refused", "connection"),
+        (httpx.ReadTimeout, "timed out reading", "timeout"),
+        (httpx.RemoteProtocolError, "peer closed connection", "connection"),  # a dropped one
+    ],
+)
+def test_a_transport_error_is_a_retryable_failure_naming_it(error, text, error_type):
     def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
+        raise error(text, request=request)
 
     outcome = send(handler)
     assert isinstance(outcome, Failure)
-    assert outcome.error_type == "connection"
+    assert outcome.error_type == error_type
     assert outcome.scope is Scope.RETRY
     assert outcome.status_code is None
-    assert "ConnectError" in outcome.message
-    assert "connection refused" in outcome.message
-
-
-def test_a_read_timeout_is_a_retryable_timeout():
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out reading", request=request)
-
-    outcome = send(handler)
-    assert isinstance(outcome, Failure)
-    assert outcome.error_type == "timeout"
-    assert outcome.scope is Scope.RETRY
-    assert "ReadTimeout" in outcome.message
-
-
-def test_a_dropped_connection_is_a_retryable_connection_failure():
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.RemoteProtocolError("peer closed connection", request=request)
-
-    outcome = send(handler)
-    assert isinstance(outcome, Failure)
-    assert (outcome.error_type, outcome.scope) == ("connection", Scope.RETRY)
+    assert error.__name__ in outcome.message
+    assert text in outcome.message
 
 
 # --- the key never leaks --------------------------------------------------------------------

@@ -9,9 +9,9 @@ from typing import Any
 
 import anyio
 import cloudpickle
-import distributed
 import httpx
 import pytest
+from conftest import local_cluster
 from zai_server import ZaiServer, answer_for
 
 from zbatch.cluster_limit import LINGER_SECONDS, ClusterLease, ClusterLimit
@@ -24,17 +24,8 @@ CAP = 6
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=2,
-            processes=True,
-            dashboard_address="127.0.0.1:0",
-            worker_dashboard_address="127.0.0.1:0",
-        ) as cluster,
-        distributed.Client(cluster) as dask_client,
-    ):
-        yield dask_client
+    with local_cluster(threads_per_worker=2) as connected:
+        yield connected
 
 
 def send_through_cap(

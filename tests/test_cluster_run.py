@@ -6,12 +6,13 @@ import json
 import os
 import signal
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import distributed
 import pytest
 from conftest import (
+    local_cluster,
     outcome_ids,
     prompt_rows,
     read_table,
@@ -189,17 +190,25 @@ def answers_match_with_errors_retried(outdir: Path, rows: list[dict[str, Any]]) 
     assert {(e["error_code"], e["retryable"]) for e in errors} <= {("1113", True)}
 
 
+def job_over(
+    tmp_path: Path, rows: list[dict[str, Any]], server: ZaiServer, concurrency: int
+) -> Job:
+    """The Job of the Python API tests: ``rows`` in tmp_path/in.jsonl, answered into
+    tmp_path/out by ``server``."""
+    path = write_jsonl(tmp_path / "in.jsonl", rows)
+    return Job(
+        input_path=str(path),
+        output_dir=str(tmp_path / "out"),
+        base_url=server.base_url,
+        concurrency=concurrency,
+    )
+
+
 def test_python_api_runs_a_job_on_a_cluster(tmp_path: Path) -> None:
     """`zbatch.run(job, cluster="local:2")` is the same run as the CLI's."""
     rows = prompt_rows(60)
-    path = write_jsonl(tmp_path / "in.jsonl", rows)
     with ZaiServer(latency=0.02) as server:
-        job = Job(
-            input_path=str(path),
-            output_dir=str(tmp_path / "out"),
-            base_url=server.base_url,
-            concurrency=4,
-        )
+        job = job_over(tmp_path, rows, server, concurrency=4)
         result = run_job(job, api_key="zk-test", cluster="local:2")
         assert server.stats()["max_inflight_seen"] <= 4
     assert result.exit_code == 0
@@ -222,32 +231,17 @@ def test_bad_cluster_flag_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def dask_client() -> Any:
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address="127.0.0.1:0",
-            worker_dashboard_address="127.0.0.1:0",
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
+def dask_client() -> Iterator[Any]:
+    with local_cluster(threads_per_worker=1) as connected:
+        yield connected
 
 
 def test_one_shard_per_task_in_a_users_own_dask_graph(tmp_path: Path, dask_client: Any) -> None:
     """`zbatch.cluster.run_shard(job, "K/N")` as tasks of a user's own graph: the shards
     share the job's cluster-wide cap and together land every row exactly once."""
     rows = prompt_rows(120)
-    path = write_jsonl(tmp_path / "in.jsonl", rows)
     with ZaiServer(latency=0.05) as server:
-        job = Job(
-            input_path=str(path),
-            output_dir=str(tmp_path / "out"),
-            base_url=server.base_url,
-            concurrency=3,
-        )
+        job = job_over(tmp_path, rows, server, concurrency=3)
         futures = [
             dask_client.submit(run_shard, job, f"{k}/4", api_key="zk-test", pure=False)
             for k in range(4)

@@ -22,6 +22,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from conftest import (
+    input_and_outdir,
     outcome_ids,
     prompt_rows,
     read_table,
+    run_args,
     run_zbatch,
     start_zbatch,
     stop_process,
@@ -53,10 +57,6 @@ CRASH_POINTS = [
     "before_dirsync",
     "after_dirsync",
 ]
-
-
-def run_args(inp: Path, out: Path, srv: ZaiServer, *extra: str) -> list[str]:
-    return ["run", "-i", str(inp), "-o", str(out), "--base-url", srv.base_url, *extra]
 
 
 def run_wrapped(
@@ -80,6 +80,18 @@ def kill_hard(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.communicate(timeout=60)
+
+
+@contextmanager
+def running(args: list[str], *, until: Callable[[], bool]) -> Iterator[subprocess.Popen[str]]:
+    """zbatch ARGS in the background, handed over once ``until()`` holds; killed and reaped on
+    the way out if it is still running."""
+    proc = start_zbatch(*args)
+    try:
+        wait_for(until, timeout=60)
+        yield proc
+    finally:
+        kill_hard(proc)
 
 
 def visible_rows(folder: Path) -> list[dict[str, Any]]:
@@ -173,17 +185,12 @@ def test_signal_commits_every_paid_answer_and_rerun_finishes(
     """SIGINT/SIGTERM mid-run exits 130/143 after in-flight requests finish in the grace period;
     every answer the server sent is committed (none lost) and a rerun sends only the rest."""
     rows = prompt_rows(300)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=0.2) as srv:
         args = run_args(inp, out, srv, "-c", "8", "--part-seconds", "3600", "--grace", "30")
-        proc = start_zbatch(*args)
-        try:
-            wait_for(lambda: srv.stats()["successes"] >= 16, timeout=60)
+        with running(args, until=lambda: srv.stats()["successes"] >= 16) as proc:
             assert not list((out / "results").glob("*.parquet")), "committed before the signal"
             _, err = stop_process(proc, sig)
-        finally:
-            kill_hard(proc)
         assert proc.returncode == code, err
         assert f"interrupted by {signal.Signals(sig).name}" in err
         assert "run the same command" in err
@@ -212,16 +219,11 @@ def test_grace_period_cancels_requests_that_outlast_it(tmp_path: Path) -> None:
     """After SIGTERM, requests still running when the grace period ends are abandoned: the run
     exits 143 soon after the grace, not after the slow answers, and a rerun finishes them."""
     rows = prompt_rows(40)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=30) as srv:
         args = run_args(inp, out, srv, "-c", "4", "--grace", "0.5", "--part-seconds", "3600")
-        proc = start_zbatch(*args)
-        try:
-            wait_for(lambda: srv.stats()["inflight"] >= 4, timeout=60)
+        with running(args, until=lambda: srv.stats()["inflight"] >= 4) as proc:
             _, err = stop_process(proc, signal.SIGTERM)
-        finally:
-            kill_hard(proc)
         assert proc.returncode == 143, err
         # It did not wait for the 30 s answers: had it waited, they would be committed.
         assert outcome_ids(out) == ([], [])  # nothing completed, nothing invented
@@ -244,14 +246,10 @@ def test_second_signal_exits_at_once_and_committed_parts_stay_valid(tmp_path: Pa
         assert first.returncode == 0, first.stderr
         write_jsonl(inp, rows)
         srv.configure(latency=30.0)
-        proc = start_zbatch(*args)
-        try:
-            wait_for(lambda: srv.stats()["inflight"] >= 8, timeout=60)
+        with running(args, until=lambda: srv.stats()["inflight"] >= 8) as proc:
             proc.send_signal(signal.SIGTERM)
             wait_for(lambda: "stopping: interrupted" in (out / "run.log").read_text(), timeout=30)
             _, err = stop_process(proc, signal.SIGTERM)
-        finally:
-            kill_hard(proc)
         assert proc.returncode == 143, err
         # At once: within its 60 s grace the first signal would have waited for the 30 s
         # answers and committed them; only the first run's 40 rows are there.
@@ -276,8 +274,7 @@ def test_kill_9_at_random_moments_never_loses_or_doubles_an_id(tmp_path: Path) -
     settles every input id exactly once, including the content-filtered ones."""
     rng = random.Random(20240917)
     rows = filtered_rows(300)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     kills = finished = 0
     committed_before: set[str] = set()
     with ZaiServer(latency=0.2) as srv:
@@ -331,8 +328,7 @@ def test_crash_at_each_commit_step_leaves_whole_files_and_resumes(
     fsync — leaves readers only whole files, and the rerun settles each id exactly once
     without re-sending committed rows."""
     rows = filtered_rows(120, every=9)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer() as srv:
         # The part commit alone: with the answer journal (the default) the rerun would also
         # replay the answers the crash cut off (tests/test_unattended_journal.py).
@@ -500,8 +496,7 @@ def test_write_error_stops_with_exit_74_and_same_command_resumes(
     rerun; committed parts stay intact and, once the fault is gone, the same command completes
     with each id exactly once."""
     rows = prompt_rows(200)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=0.005) as srv:
         args = run_args(inp, out, srv, "-c", "8", "--part-rows", "20")
         failed = run_wrapped({"errno": err, "nth": 3}, *args)
@@ -564,13 +559,10 @@ def test_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path: Path) -> N
     holder's pid, host and start time, sending nothing; after kill -9 of the holder a new run
     is not blocked; .lock is never removed."""
     rows = prompt_rows(30)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=30) as srv:
         args = run_args(inp, out, srv, "-c", "2")
-        holder = start_zbatch(*args)
-        try:
-            wait_for(lambda: srv.stats()["inflight"] >= 2, timeout=60)
+        with running(args, until=lambda: srv.stats()["inflight"] >= 2) as holder:
             before = srv.stats()["requests"]
             second = run_zbatch(*args, timeout=60)
             assert second.returncode == 75, second.stderr
@@ -582,8 +574,6 @@ def test_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path: Path) -> N
             assert re.search(r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", second.stderr)
             assert_no_traceback(second)
             assert srv.stats()["requests"] == before
-        finally:
-            kill_hard(holder)
         assert holder.returncode == -signal.SIGKILL
         assert (out / ".lock").exists()
 
@@ -597,8 +587,7 @@ def test_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path: Path) -> N
 def test_a_symlink_at_the_lock_path_stops_the_run_with_exit_74(tmp_path: Path) -> None:
     """A symbolic link planted at OUTDIR/.lock is not followed: the run exits 74 with one
     'Error:' line naming it, before sending anything, and the file it points to is unchanged."""
-    inp = write_jsonl(tmp_path / "in.jsonl", prompt_rows(5))
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, prompt_rows(5))
     out.mkdir()
     target = tmp_path / "victim.txt"
     target.write_text("someone else's file\n")
@@ -622,8 +611,7 @@ def test_off_a_terminal_progress_is_plain_lines_every_log_every_seconds(tmp_path
     """With stderr a pipe there are no bar redraws ('\\r'), a progress line comes every
     --log-every seconds, and run.log has start and end lines but no prompt text."""
     rows = prompt_rows(60)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=0.1) as srv:
         proc = run_zbatch(*run_args(inp, out, srv, "-c", "2", "--log-every", "0.5"))
     assert proc.returncode == 0, proc.stderr
@@ -668,8 +656,7 @@ def test_summary_json_is_rewritten_by_every_run(tmp_path: Path) -> None:
     """summary.json describes the last run: a run with nothing left to do replaces the first
     run's figures with its own (0 ok, all skipped, no requests)."""
     rows = prompt_rows(25)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer() as srv:
         args = run_args(inp, out, srv, "--quiet")
         assert run_zbatch(*args).returncode == 0
@@ -726,8 +713,7 @@ def test_api_key_appears_in_no_output_file_or_stream(tmp_path: Path) -> None:
     rows[6]["prompt"] += " FAIL=1302,429"
     long_id = "dup-" + "x" * 800
     rows += [{"id": long_id, "prompt": "first"}, {"id": long_id, "prompt": "second"}]
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     job = tmp_path / "job.toml"
     job.write_text(
         "[limits]\nmax_retries = 2\nbackoff_base = 0.05\nbackoff_cap = 0.1\n", encoding="utf-8"
@@ -773,8 +759,7 @@ def test_proxy_credentials_appear_in_no_output_file_or_stream(tmp_path: Path) ->
     CONNECT, so every row fails with an error that aiohttp words with the proxy's URL. The
     rows are logged as retryable connection failures, and the password is in no file under
     OUTDIR nor in stdout/stderr, as written or percent-decoded."""
-    inp = write_jsonl(tmp_path / "in.jsonl", prompt_rows(3))
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, prompt_rows(3))
     with ZaiServer() as proxy:
         env = zbatch_env(HTTPS_PROXY=f"http://proxy-user:pr0xy%2Fpw@127.0.0.1:{proxy.port}")
         env["NO_PROXY"] = "localhost"

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import outcome_ids, read_table, run_against, write_jsonl
+from conftest import input_and_outdir, outcome_ids, read_table, run_against
 from zai_server import ZaiServer, answer_for
 
 
@@ -28,8 +28,7 @@ def test_an_error_object_sent_with_status_200_stops_the_run_like_its_code(
     """1113 ("no balance") inside a 200 stops the run at once (exit 3), as a 429 would;
     retried as a bad answer it cost 180 requests for 20 rows."""
     rows = rows_with("error200*", 20, prefix="e")
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     proc = run_against(server, "-i", str(inp), "-o", str(out), "--concurrency", "4", expect=3)
     assert "top up" in proc.stderr
     assert server.stats()["requests"] <= 4 + 2
@@ -49,8 +48,7 @@ def test_answers_with_fields_of_the_wrong_types_are_stored_and_their_usage_count
     (with a text request_id and a null token count), and summary.json counts the bad usage."""
     odd = rows_with("oddtypes*", 12, prefix="odd")
     plain = [{"id": f"ok{i}", "prompt": f"plain question {i}"} for i in range(8)]
-    inp = write_jsonl(tmp_path / "in.jsonl", odd + plain)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, odd + plain)
     run_against(server, "-i", str(inp), "-o", str(out), "--part-rows", "5")
     stored = {r["id"]: r for r in read_table(out / "results").to_pylist()}
     assert sorted(stored) == sorted(r["id"] for r in odd + plain)
@@ -69,8 +67,7 @@ def test_an_answer_without_a_message_is_retried_and_never_an_empty_result(
 ) -> None:
     once = rows_with("nomessage", 3, prefix="once")  # the second attempt answers
     always = rows_with("nomessage*", 2, prefix="always")
-    inp = write_jsonl(tmp_path / "in.jsonl", once + always)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, once + always)
     quick = ("--max-retries", "2", "--backoff-base", "0.01", "--backoff-cap", "0.05")
     run_against(server, "-i", str(inp), "-o", str(out), *quick, expect=1)
     stored = {r["id"]: r["content"] for r in read_table(out / "results").to_pylist()}
@@ -86,8 +83,7 @@ def test_a_huge_retry_after_ends_at_the_rows_deadline(server: ZaiServer, tmp_pat
     """`Retry-After: 99999999` kept a row waiting for ever; it now waits at most until the
     row's max_attempt_seconds (the run's timeout below is only a hang guard)."""
     rows = [*rows_with("hugeretry*", 2, prefix="wait"), {"id": "fine", "prompt": "plain"}]
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     args = ("-i", str(inp), "-o", str(out), "--max-attempt-seconds", "1", "--backoff-cap", "1")
     run_against(server, *args, expect=1, timeout=90)
     results, errors = outcome_ids(out)

@@ -10,8 +10,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import prompt_rows, read_export, read_table, run_zbatch, write_jsonl
-from test_crash_safety import assert_each_id_once, run_args, run_wrapped, summary
+from conftest import (
+    input_and_outdir,
+    prompt_rows,
+    read_export,
+    read_table,
+    run_args,
+    run_zbatch,
+    write_jsonl,
+)
+from test_crash_safety import assert_each_id_once, run_wrapped, summary
 from zai_server import ZaiServer, answer_for
 
 import zbatch
@@ -97,8 +105,7 @@ def test_no_room_at_the_start_stops_before_the_first_request(tmp_path: Path) -> 
     """A fresh OUTDIR and one that holds earlier results: with no room on the disk, the run
     exits 74 with one line naming the OUTDIR and what to do, and sends nothing."""
     rows = prompt_rows(30)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows[:10])
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows[:10])
     with ZaiServer() as srv:
         args = run_args(inp, out, srv)
         first = run_wrapped({"free": 5000}, *args)
@@ -124,8 +131,7 @@ def test_a_disk_filling_up_between_commits_stops_sending_and_keeps_what_it_bough
     """The disk fills after the first part: the run stops sending (exit 74), commits the
     answers in flight, and every answer it paid for is in results/ (none bought twice)."""
     rows = prompt_rows(300)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=0.01) as srv:
         args = run_args(inp, out, srv, "-c", "4", "--part-rows", "20")
         stopped = run_wrapped({"free": 1000, "nth": 2}, *args)
@@ -150,8 +156,7 @@ def test_a_commit_failing_for_room_says_how_many_paid_answers_wait(
     """When no part can be written (disk full, quota), exit 74 says how many paid answers
     were not saved; the next run sends them again."""
     rows = prompt_rows(12)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer() as srv:
         failed = run_wrapped(fault, *run_args(inp, out, srv))
         assert failed.returncode == 74, failed.stderr
@@ -169,8 +174,7 @@ def test_a_commit_failing_for_room_says_how_many_paid_answers_wait(
 def test_changing_id_column_against_an_outdir_is_refused(tmp_path: Path) -> None:
     """Setting, changing or dropping --id-column on an existing OUTDIR: exit 2, one line."""
     rows = [{"id": f"r{i}", "key": f"k{i}", "other": f"o{i}", "prompt": f"q{i}"} for i in range(3)]
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     refused = (
         f"Error: {out} holds results of a different request (id_column changed). Use a new "
         "output directory, or --force to start a new generation of results here"

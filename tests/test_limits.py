@@ -258,12 +258,18 @@ def test_a_cancelled_waiter_does_not_lose_a_slot():
 # --- AdaptiveLimit: when rejections are evidence of load ------------------------------------
 
 
-def test_one_rejection_among_many_successes_does_not_cut_a_high_limit():
-    limit = AdaptiveLimit(ceiling=100)
-    for _ in range(50):
+@pytest.mark.parametrize(
+    ("ceiling", "successes", "cut", "after"),
+    [(100, 50, False, (100, 0, 1)), (9, 100, True, (6, 1, 1))],
+)
+def test_one_rejection_among_many_successes_cuts_only_below_ten_in_flight(
+    ceiling, successes, cut, after
+):
+    limit = AdaptiveLimit(ceiling=ceiling)
+    for _ in range(successes):
         limit.on_success()
-    assert limit.on_reject(0) is False
-    assert (limit.current, limit.epoch, limit.rejections) == (100, 0, 1)
+    assert limit.on_reject(0) is cut
+    assert (limit.current, limit.epoch, limit.rejections) == after
 
 
 def test_more_than_a_tenth_of_one_window_rejected_cuts():
@@ -297,14 +303,6 @@ def test_the_window_shrinks_with_the_limit():
             assert limit.on_reject(0) is False
     assert limit.on_reject(0) is True  # now 3 in the last 20 (and 4 > 2 in all)
     assert limit.current == 14
-
-
-def test_below_ten_in_flight_one_rejection_cuts():
-    limit = AdaptiveLimit(ceiling=9)
-    for _ in range(100):
-        limit.on_success()
-    assert limit.on_reject(0) is True
-    assert limit.current == 6
 
 
 def test_rejections_from_before_a_cut_do_not_count_towards_the_next():

@@ -17,13 +17,13 @@ from typing import Any
 
 from conftest import (
     fast_job,
+    input_and_outdir,
     outcome_ids,
     prompt_rows,
     read_table,
     run_against,
     start_zbatch,
     wait_for,
-    write_jsonl,
     zbatch_env,
 )
 from zai_server import ZaiServer, answer_for, max_in_window
@@ -71,8 +71,7 @@ def test_adaptive_concurrency_finds_an_unknown_in_flight_cap(tmp_path: Path) -> 
     starved client). Throughput against a run told the cap is measured in bench/limits.py.
     """
     data = prompt_rows(1500)
-    inp = write_jsonl(tmp_path / "in.jsonl", data)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, data)
     with ZaiServer(max_inflight=6, latency=0.02) as srv:
         job = limits_job(tmp_path)
         run_against(srv, job, "-i", str(inp), "-o", str(out), "--concurrency", "48")
@@ -100,8 +99,7 @@ def test_rpm_spaces_starts_evenly_and_uses_the_cap(tmp_path: Path) -> None:
     rpm = 600
     data = prompt_rows(39)
     data.append({"id": "retried", "prompt": "Paced retry FAIL=500"})
-    inp = write_jsonl(tmp_path / "in.jsonl", data)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, data)
     with ZaiServer(rpm=rpm) as srv:
         run_against(srv, limits_job(tmp_path), "-i", str(inp), "-o", str(out), "--rpm", str(rpm))
         stats = srv.stats()
@@ -126,8 +124,7 @@ def test_retry_after_header_is_honoured(tmp_path: Path) -> None:
     the backoff alone would retry within a few hundredths of a second."""
     data = prompt_rows(4)
     data.append({"id": "wait", "prompt": "Please wait FAIL=retryafter"})
-    inp = write_jsonl(tmp_path / "in.jsonl", data)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, data)
     with ZaiServer() as srv:
         job = limits_job(tmp_path, backoff_base=0.01, backoff_cap=0.05)
         run_against(srv, job, "-i", str(inp), "-o", str(out))
@@ -156,8 +153,7 @@ def test_quota_stop_names_the_reset_and_resumes_afterwards(tmp_path: Path) -> No
     data = prompt_rows(40)
     data[10] = {"id": data[10]["id"], "prompt": "Over the quota FAIL=1304"}
     prompts = {r["id"]: r["prompt"] for r in data}
-    inp = write_jsonl(tmp_path / "in.jsonl", data)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, data)
     args = ("-i", str(inp), "-o", str(out), "--concurrency", "4")
     with ZaiServer(latency=0.01) as srv:
         first = run_against(srv, *args, expect=4)
@@ -191,8 +187,7 @@ def test_wait_for_quota_past_its_reset_backs_off_and_stops_after_the_bounded_wai
     each of those first answers that might end a probe early on a starved machine (7) - 18,
     where all 8 workers sending after each pause would make at least 25."""
     data = prompt_rows(20)
-    inp = write_jsonl(tmp_path / "in.jsonl", data)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, data)
     job = limits_job(tmp_path, quota_wait_seconds=7.5)
     with ZaiServer(fatal_code="1304", quota_reset="2020-01-01 00:00:00") as srv:
         proc = run_against(
@@ -216,8 +211,7 @@ def test_wait_for_quota_carries_on_when_the_quota_comes_back(tmp_path: Path) -> 
     carries on and answers every row exactly once (exit 0)."""
     data = prompt_rows(30)
     prompts = {r["id"]: r["prompt"] for r in data}
-    inp = write_jsonl(tmp_path / "in.jsonl", data)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, data)
     job = limits_job(tmp_path, quota_wait_seconds=120)
     with ZaiServer(fatal_code="1304", quota_reset="2020-01-01 00:00:00", latency=0.01) as srv:
         args = ("run", job, "-i", str(inp), "-o", str(out), "-c", "4", "--wait-for-quota")
@@ -248,8 +242,7 @@ def test_a_retry_after_past_the_rows_deadline_gives_the_row_up_at_once(tmp_path:
     other rows are answered."""
     data = prompt_rows(5)
     data.append({"id": "parked", "prompt": "Wait for me FAIL=retryafter*"})
-    inp = write_jsonl(tmp_path / "in.jsonl", data)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, data)
     with ZaiServer() as srv:
         job = limits_job(tmp_path, max_attempt_seconds=0.3)
         run_against(srv, job, "-i", str(inp), "-o", str(out), expect=1)
@@ -268,8 +261,7 @@ def test_an_unbounded_backoff_still_ends_by_the_rows_deadline(tmp_path: Path) ->
     the row's remaining time, so a row that always fails ends by --max-attempt-seconds rather
     than sleeping for ever."""
     data = [{"id": "doomed", "prompt": "Never FAIL=500*"}, *prompt_rows(3)]
-    inp = write_jsonl(tmp_path / "in.jsonl", data)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, data)
     job = tmp_path / "unbounded.toml"
     job.write_text(
         "[limits]\nbackoff_base = 1e300\nbackoff_cap = inf\nmax_retries = 1000\n"
@@ -294,8 +286,7 @@ def test_transient_fault_storm_ends_with_every_row_answered_once(tmp_path: Path)
     --max-retries 10 every row still ends in results exactly once with its own answer."""
     rates = {"1302": 0.05, "500": 0.02, "503": 0.02, "reset": 0.01, "slow": 0.01, "badjson": 0.01}
     data = prompt_rows(300)
-    inp = write_jsonl(tmp_path / "in.jsonl", data)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, data)
     with ZaiServer(rates=rates, slow_seconds=3.0, seed=7, latency=0.005) as srv:
         run_against(
             srv,
@@ -332,8 +323,7 @@ def test_wrong_key_stops_at_once_and_never_leaks(tmp_path: Path) -> None:
     file and not on stdout/stderr."""
     secret = "zk-wrong-7f3a9c1d2e5b4a60"
     data = prompt_rows(100)
-    inp = write_jsonl(tmp_path / "in.jsonl", data)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, data)
     with ZaiServer(require_key="zk-the-right-one-00000000", latency=0.01) as srv:
         proc = run_against(
             srv,

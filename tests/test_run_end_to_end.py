@@ -24,6 +24,7 @@ from conftest import (
     SPEC_RESULT_COLUMNS,
     TEST_KEY,
     fast_job,
+    input_and_outdir,
     outcome_ids,
     prompt_rows,
     read_export,
@@ -54,6 +55,13 @@ def results_by_id(outdir: Path) -> dict[str, dict[str, Any]]:
     by_id = {row["id"]: row for row in rows}
     assert len(by_id) == len(rows), "an id appears twice in results/"
     return by_id
+
+
+def bodies_sent(srv: ZaiServer, requests: int) -> list[dict[str, Any]]:
+    """The bodies ``srv`` received (it keeps the first 50), checked to be ``requests`` many."""
+    bodies: list[dict[str, Any]] = srv.stats()["bodies_sample"]
+    assert len(bodies) == requests
+    return bodies
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -98,8 +106,7 @@ def test_full_run_answers_every_row_once_with_the_spec_schema(
     the exact result schema, and job.json / summary.json figures that match what the server saw.
     """
     rows = prompt_rows(300)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
 
     run_against(server, "-i", str(inp), "-o", str(out))
 
@@ -181,9 +188,7 @@ def test_batch_format_lines_send_each_body_under_its_custom_id(
     run_against(server, "-i", str(inp), "-o", str(out), "--temperature", "0.5")
 
     assert_answers(out, {f"req-{i}": f"Batch question {i}" for i in range(20)})
-    bodies = server.stats()["bodies_sample"]
-    assert len(bodies) == 20
-    for sent in bodies:
+    for sent in bodies_sent(server, 20):
         assert sent["messages"][0] == {"role": "system", "content": "Answer briefly."}
         assert sent["max_tokens"] == 16  # the body's own value
         assert sent["temperature"] == 0.5  # filled in from the job: the body lacks it
@@ -340,8 +345,7 @@ def test_request_bodies_validate_against_the_openapi_schema(
     assert not validator.is_valid({"model": "glm-4.6", "messages": user("hi"), "thinking": True})
 
     rows = [{"id": f"j{i}", "text": f'JSON={{"n": {i}, "tag": "t{i}"}}'} for i in range(20)]
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     run_against(
         server,
         "-i",
@@ -365,9 +369,7 @@ def test_request_bodies_validate_against_the_openapi_schema(
         "json_object",
     )
 
-    bodies = server.stats()["bodies_sample"]
-    assert len(bodies) == 20
-    for body in bodies:
+    for body in bodies_sent(server, 20):
         errors = [e.message for e in validator.iter_errors(body)]
         assert not errors, (body, errors)
         assert body["model"] == "glm-4.6"
@@ -407,14 +409,29 @@ def test_request_bodies_validate_against_the_openapi_schema(
         "--max-tokens",
         "8",
     )
-    bodies = server.stats()["bodies_sample"]
-    assert len(bodies) == 10
-    for body in bodies:
+    for body in bodies_sent(server, 10):
         assert not [e.message for e in validator.iter_errors(body)], body
         assert body["thinking"] == {"type": "disabled"}
 
 
 # --------------------------------------------------------------------------- resume
+
+
+def stop_for_balance(
+    server: ZaiServer,
+    tmp_path: Path,
+    rows: list[dict[str, Any]],
+    answers: int,
+    *,
+    concurrency: int,
+    latency: float,
+) -> tuple[Path, tuple[str, ...], subprocess.CompletedProcess[str]]:
+    """Run ``rows`` against a server whose balance runs out (1113) after ``answers`` answers:
+    the OUTDIR, the run's arguments (the same command resumes it) and the stopped run (exit 3)."""
+    inp, out = input_and_outdir(tmp_path, rows)
+    args = ("-i", str(inp), "-o", str(out), "--concurrency", str(concurrency))
+    server.configure(fatal_after=answers, latency=latency)
+    return out, args, run_against(server, *args, expect=3)
 
 
 def test_resume_after_a_stop_sends_only_the_remaining_rows(
@@ -425,12 +442,7 @@ def test_resume_after_a_stop_sends_only_the_remaining_rows(
     in results, and running the finished job again sends nothing and exits 0."""
     rows = prompt_rows(200)
     prompts = {r["id"]: r["prompt"] for r in rows}
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
-    args = ("-i", str(inp), "-o", str(out), "--concurrency", "8")
-    server.configure(fatal_after=60, latency=0.005)
-
-    first = run_against(server, *args, expect=3)
+    out, args, first = stop_for_balance(server, tmp_path, rows, 60, concurrency=8, latency=0.005)
     assert "top up" in first.stderr
     assert "run the same command" in first.stderr
     done_first, _ = outcome_ids(out)
@@ -499,12 +511,7 @@ def test_no_balance_1113_stops_at_once_even_with_many_in_flight(
     command then completes the job with no id twice."""
     rows = prompt_rows(400)
     prompts = {r["id"]: r["prompt"] for r in rows}
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
-    args = ("-i", str(inp), "-o", str(out), "--concurrency", "16")
-    server.configure(fatal_after=100, latency=0.05)
-
-    first = run_against(server, *args, expect=3)
+    out, args, first = stop_for_balance(server, tmp_path, rows, 100, concurrency=16, latency=0.05)
     assert "1113" in first.stderr and "top up" in first.stderr
     stats = server.stats()
     assert stats["successes"] == 100
@@ -533,8 +540,7 @@ def test_content_filter_rows_are_logged_once_and_never_retried(
     rows = prompt_rows(10)
     rows.append({"id": "cf-1301", "prompt": "Something risky FAIL=1301*"})
     rows.append({"id": "cf-sens", "prompt": "Something else FAIL=sensitive*"})
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     job = fast_job(tmp_path)
 
     run_against(server, job, "-i", str(inp), "-o", str(out), expect=1)
@@ -580,8 +586,7 @@ def test_retryable_faults_are_retried_and_exhausted_rows_resent_next_run(
     rows += [{"id": k, "prompt": f"Question {k} FAIL={v}"} for k, v in faults.items()]
     rows.append({"id": "f-exhaust", "prompt": "Question exhaust FAIL=" + ",".join(["500"] * 6)})
     prompts = {r["id"]: r["prompt"] for r in rows}
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     args = (fast_job(tmp_path), "-i", str(inp), "-o", str(out), "--max-retries", "5")
 
     run_against(server, *args, expect=1)
@@ -658,8 +663,7 @@ def test_unusable_rows_become_error_rows_and_are_never_sent(
 
 def test_template_field_no_row_has_stops_before_sending(server: ZaiServer, tmp_path: Path) -> None:
     """A template field that the input lacks altogether: exit 2 naming the field, nothing sent."""
-    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": "x"} for i in range(5)])
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, [{"id": f"r{i}", "text": "x"} for i in range(5)])
 
     proc = run_against(
         server,
@@ -689,8 +693,7 @@ def test_changed_template_is_refused_unless_forced_into_a_new_generation(
     nothing; with --force the old outputs move under OUTDIR/generations/ and the new template's
     answers fill results/."""
     rows = [{"id": f"r{i}", "text": f"item {i}"} for i in range(10)]
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     run_against(server, "-i", str(inp), "-o", str(out), "--template", "Say: {text}")
     old_parts = sorted(p.name for p in (out / "results").glob("*.parquet"))
 
@@ -733,8 +736,7 @@ def test_status_and_export_report_the_final_outcome_of_every_input_id(
     ]
     rows.append({"id": "cf", "prompt": "Blocked FAIL=1301*", "topic": "t9"})
     rows.append({"id": "tr", "prompt": "Flaky FAIL=500*", "topic": "t9"})
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     run_against(server, "-i", str(inp), "-o", str(out), "--max-retries", "0", expect=1)
     new_rows = [{"id": f"n{i}", "prompt": f"New question {i}", "topic": "new"} for i in range(3)]
     write_jsonl(inp, rows + new_rows)  # the input grew since the run: 3 pending rows

@@ -12,6 +12,7 @@ from conftest import (
     outcome_ids,
     prompt_rows,
     read_export,
+    run_args,
     run_zbatch,
     start_zbatch,
     write_jsonl,
@@ -54,17 +55,9 @@ def test_three_shard_processes_share_one_outdir(
         servers = [stack.enter_context(ZaiServer(latency=0.02)) for _ in range(SHARDS)]
         procs = [
             start_zbatch(
-                "run",
-                "-i",
-                str(path),
-                "-o",
-                str(outdir),
-                "--concurrency",
-                "4",
-                "--shard",
-                f"{k}/{SHARDS}",
-                "--base-url",
-                servers[k].base_url,
+                *run_args(
+                    path, outdir, servers[k], "--concurrency", "4", "--shard", f"{k}/{SHARDS}"
+                )
             )
             for k in range(SHARDS)
         ]
@@ -99,7 +92,7 @@ def test_three_shard_processes_share_one_outdir(
 
     # A whole-job resume against a new server sends nothing: every shard's ids count as done.
     with ZaiServer() as again:
-        proc = run_zbatch("run", "-i", str(path), "-o", str(outdir), "--base-url", again.base_url)
+        proc = run_zbatch(*run_args(path, outdir, again))
         assert proc.returncode == 0, proc.stderr
         assert again.stats()["requests"] == 0
 
@@ -112,20 +105,10 @@ def test_a_shard_never_resends_an_id_another_shard_committed(
     path, id_of = job_input
     outdir = tmp_path / "out"
     with ZaiServer() as server:
-        first = run_zbatch("run", "-i", str(path), "-o", str(outdir), "--base-url", server.base_url)
+        first = run_zbatch(*run_args(path, outdir, server))
         assert first.returncode == 0, first.stderr
         server.reset_stats()
-        proc = run_zbatch(
-            "run",
-            "-i",
-            str(path),
-            "-o",
-            str(outdir),
-            "--shard",
-            "1/2",
-            "--base-url",
-            server.base_url,
-        )
+        proc = run_zbatch(*run_args(path, outdir, server, "--shard", "1/2"))
         assert proc.returncode == 0, proc.stderr
         assert server.stats()["requests"] == 0
     mine = sum(
@@ -147,7 +130,7 @@ def test_a_shard_of_another_job_is_refused(
     path, _ = job_input
     outdir = tmp_path / "out"
     with ZaiServer() as server:
-        base = ["run", "-i", str(path), "-o", str(outdir), "--base-url", server.base_url]
+        base = run_args(path, outdir, server)
         assert run_zbatch(*base, "--shard", "0/3").returncode == 0
         sent = server.stats()["requests"]
         job_json = (outdir / "job.json").read_bytes()
@@ -193,17 +176,7 @@ def test_compact_refuses_while_a_shard_runs(
     outdir = tmp_path / "out"
     with ZaiServer() as server:
         for k in range(SHARDS):
-            proc = run_zbatch(
-                "run",
-                "-i",
-                str(path),
-                "-o",
-                str(outdir),
-                "--shard",
-                f"{k}/{SHARDS}",
-                "--base-url",
-                server.base_url,
-            )
+            proc = run_zbatch(*run_args(path, outdir, server, "--shard", f"{k}/{SHARDS}"))
             assert proc.returncode == 0, proc.stderr
     before = sorted(p.name for p in (outdir / "results").glob("*.parquet"))
     assert len(before) == SHARDS
@@ -229,17 +202,7 @@ def test_shard_processes_share_an_outdir_on_object_storage(
     with ZaiServer(latency=0.02) as server:
         procs = [
             start_zbatch(
-                "run",
-                "-i",
-                str(path),
-                "-o",
-                outdir,
-                "--concurrency",
-                "4",
-                "--shard",
-                f"{k}/{SHARDS}",
-                "--base-url",
-                server.base_url,
+                *run_args(path, outdir, server, "--concurrency", "4", "--shard", f"{k}/{SHARDS}"),
                 env=env,
             )
             for k in range(SHARDS)

@@ -305,13 +305,6 @@ def test_open_input_reads_parquet_columns_and_types_from_the_schema(tmp_path):
     assert files.arrow_types() == {"id": pa.string(), "stars": pa.int32()}
 
 
-def test_a_file_named_parquet_that_is_not_parquet_is_a_job_error_naming_it(tmp_path):
-    path = tmp_path / "fake.parquet"
-    path.write_text('{"id": 1}\n')
-    with pytest.raises(JobError, match=r"fake\.parquet is not a readable Parquet file"):
-        open_input(str(path))
-
-
 def test_a_bad_parquet_file_in_a_folder_is_a_job_error_naming_it(tmp_path):
     jsonl(tmp_path / "a.jsonl", [{"id": 1}])
     (tmp_path / "b.parquet").write_bytes(b"PAR1 but not really")
@@ -319,30 +312,25 @@ def test_a_bad_parquet_file_in_a_folder_is_a_job_error_naming_it(tmp_path):
         open_input(str(tmp_path))
 
 
-@pytest.mark.parametrize("name", ["empty.jsonl", "empty.ndjson"])
-def test_an_empty_jsonl_file_is_a_job_error_naming_it(tmp_path, name):
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("fake.parquet", b'{"id": 1}\n', "fake.parquet is not a readable Parquet file"),
+        ("empty.parquet", b"", "empty.parquet"),
+        ("empty.jsonl", b"", "empty.jsonl is empty"),
+        ("empty.ndjson", b"", "empty.ndjson is empty"),
+        ("broken.jsonl.gz", b"this is not gzip data", "broken.jsonl.gz"),
+        (
+            "table.jsonl",
+            b"id,prompt\n1,hello\n",
+            "table.jsonl: the first lines are not JSON objects",
+        ),
+    ],
+)
+def test_an_unreadable_input_file_is_a_job_error_naming_it(tmp_path, name, content, message):
     path = tmp_path / name
-    path.write_bytes(b"")
-    with pytest.raises(JobError, match=re.escape(f"{name} is empty")):
-        open_input(str(path))
-
-
-def test_an_empty_parquet_file_is_a_job_error_naming_it(tmp_path):
-    (tmp_path / "empty.parquet").write_bytes(b"")
-    with pytest.raises(JobError, match=r"empty\.parquet"):
-        open_input(str(tmp_path / "empty.parquet"))
-
-
-def test_a_corrupt_gzip_file_is_a_job_error_naming_it(tmp_path):
-    (tmp_path / "broken.jsonl.gz").write_bytes(b"this is not gzip data")
-    with pytest.raises(JobError, match=r"broken\.jsonl\.gz"):
-        open_input(str(tmp_path / "broken.jsonl.gz"))
-
-
-def test_a_jsonl_file_whose_first_lines_are_not_objects_is_a_job_error(tmp_path):
-    path = tmp_path / "table.jsonl"
-    path.write_text("id,prompt\n1,hello\n")
-    with pytest.raises(JobError, match=r"table\.jsonl: the first lines are not JSON objects"):
+    path.write_bytes(content)
+    with pytest.raises(JobError, match=re.escape(message)):
         open_input(str(path))
 
 

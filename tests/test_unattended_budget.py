@@ -7,7 +7,15 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from conftest import outcome_ids, prompt_rows, read_table, run_against, run_zbatch, write_jsonl
+from conftest import (
+    input_and_outdir,
+    outcome_ids,
+    prompt_rows,
+    read_table,
+    run_against,
+    run_zbatch,
+    write_jsonl,
+)
 from zai_server import ZaiServer, answer_for
 
 # USD per 1M tokens: a row of the loopback server costs about $0.012, at worst $0.017.
@@ -37,8 +45,7 @@ def test_budget_stops_with_exit_5_within_budget_and_a_larger_one_finishes_withou
     tmp_path: Path,
 ) -> None:
     rows = prompt_rows(50)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     job = priced_job(tmp_path)
     budget = 0.4 * 50 * 0.012  # 40% of the rows fit
     with ZaiServer() as srv:
@@ -79,8 +86,7 @@ def test_budget_stops_with_exit_5_within_budget_and_a_larger_one_finishes_withou
 
 
 def test_a_spent_budget_sends_nothing(tmp_path: Path) -> None:
-    inp = write_jsonl(tmp_path / "in.jsonl", prompt_rows(5))
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, prompt_rows(5))
     with ZaiServer() as srv:
         run_against(
             srv, priced_job(tmp_path), "-i", str(inp), "-o", str(out), "--max-cost", "0", expect=5
@@ -94,8 +100,7 @@ def test_status_counts_every_billed_answer_not_only_results(tmp_path: Path) -> N
         {"id": f"r{i:02d}", "prompt": f"row {i} LABEL={'yes' if i % 2 else 'maybe'}"}
         for i in range(40)
     ]
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer() as srv:
         run_against(
             srv,
@@ -118,28 +123,11 @@ def test_status_counts_every_billed_answer_not_only_results(tmp_path: Path) -> N
 
 def test_validate_warns_when_the_estimate_exceeds_the_budget(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", prompt_rows(50))
-    proc = run_zbatch(
-        "validate",
-        priced_job(tmp_path),
-        "-i",
-        str(inp),
-        "-o",
-        str(tmp_path / "out"),
-        "--max-cost",
-        "0.1",
-    )
+    validate = ["validate", priced_job(tmp_path), "-i", str(inp), "-o", str(tmp_path / "out")]
+    proc = run_zbatch(*validate, "--max-cost", "0.1")
     assert proc.returncode == 0, proc.stderr
     assert "exceeds what is left of the budget" in proc.stdout and "exit 5" in proc.stdout
-    proc = run_zbatch(
-        "validate",
-        priced_job(tmp_path),
-        "-i",
-        str(inp),
-        "-o",
-        str(tmp_path / "out"),
-        "--max-cost",
-        "100",
-    )
+    proc = run_zbatch(*validate, "--max-cost", "100")
     assert "budget" not in proc.stdout
 
 
@@ -164,8 +152,7 @@ def test_max_cost_without_a_price_is_a_job_error(tmp_path: Path) -> None:
 
 def test_spend_of_earlier_force_generations_stays_in_the_budget(tmp_path: Path) -> None:
     """--force archives the results, not what they cost: the budget covers every generation."""
-    inp = write_jsonl(tmp_path / "in.jsonl", prompt_rows(10))
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, prompt_rows(10))
     job = priced_job(tmp_path)
     with ZaiServer() as srv:
         run_against(srv, job, "-i", str(inp), "-o", str(out))

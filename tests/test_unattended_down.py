@@ -9,8 +9,10 @@ import socket
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from conftest import (
     fast_job,
+    input_and_outdir,
     outcome_ids,
     prompt_rows,
     read_table,
@@ -22,6 +24,7 @@ from zai_server import ZaiServer, answer_for
 
 DOWN_AFTER = 2.0
 HANG_GUARD = DOWN_AFTER + 30
+DownRun = tuple[list[dict[str, str]], Path, Path, str]  # rows, input file, OUTDIR, job file
 
 
 def closed_port() -> int:
@@ -40,13 +43,19 @@ def assert_every_row_answered_once(out: Path, rows: list[dict[str, str]]) -> Non
         assert result["content"] == answer_for(messages)
 
 
-def test_closed_port_exits_69_naming_the_last_error_then_a_healthy_run_finishes(
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+def down_run(tmp_path: Path) -> DownRun:
+    """A run whose job retries a failing endpoint until it has been down for DOWN_AFTER s."""
     rows = prompt_rows(30)
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
     job = fast_job(tmp_path, down_after=DOWN_AFTER, max_retries=1000)
+    return rows, inp, tmp_path / "out", job
+
+
+def test_closed_port_exits_69_naming_the_last_error_then_a_healthy_run_finishes(
+    down_run: DownRun,
+) -> None:
+    rows, inp, out, job = down_run
     dead = f"http://127.0.0.1:{closed_port()}/v1"
 
     proc = run_zbatch(
@@ -65,12 +74,9 @@ def test_closed_port_exits_69_naming_the_last_error_then_a_healthy_run_finishes(
 
 
 def test_a_server_answering_only_503_exits_69_then_the_same_command_finishes(
-    tmp_path: Path,
+    down_run: DownRun,
 ) -> None:
-    rows = prompt_rows(30)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
-    job = fast_job(tmp_path, down_after=DOWN_AFTER, max_retries=1000)
+    rows, inp, out, job = down_run
     with ZaiServer(rates={"503": 1.0}) as srv:
         proc = run_against(srv, job, "-i", str(inp), "-o", str(out), expect=69, timeout=HANG_GUARD)
         assert "server_error 503" in proc.stderr
@@ -84,8 +90,7 @@ def test_a_server_answering_only_503_exits_69_then_the_same_command_finishes(
 def test_a_slow_but_alive_endpoint_never_trips_down_after(tmp_path: Path) -> None:
     """Every answer takes longer than down_after: no failure, so the endpoint is not down."""
     rows = prompt_rows(8)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     job = fast_job(tmp_path, down_after=0.3)
     with ZaiServer(latency=1.0) as srv:
         run_against(srv, job, "-i", str(inp), "-o", str(out), "-c", "8")
@@ -98,8 +103,7 @@ def test_first_rows_all_failing_with_one_code_stop_with_exit_3_and_stay_pending(
     """Z.AI 1211 (no such model) on every request: stop after 20 rows, not 300; name the code
     and the setting; the rows stay pending (retryable) for the fixed job."""
     rows = [{"id": f"r{i:03d}", "prompt": f"row {i} FAIL=1211*"} for i in range(300)]
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer() as srv:
         proc = run_against(
             srv, fast_job(tmp_path), "-i", str(inp), "-o", str(out), "-c", "4", expect=3
@@ -118,8 +122,7 @@ def test_a_labels_prompt_that_never_yields_a_label_stops_after_the_first_rows(
     tmp_path: Path,
 ) -> None:
     rows = [{"id": f"r{i:03d}", "prompt": f"row {i} LABEL=maybe"} for i in range(300)]
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer() as srv:
         proc = run_against(
             srv, "-i", str(inp), "-o", str(out), "-c", "4", "--choices", "yes,no", expect=3
@@ -139,8 +142,7 @@ def test_a_mix_of_answers_and_one_failing_code_is_not_systematic(tmp_path: Path)
         {"id": f"r{i:03d}", "prompt": f"row {i}" + (" FAIL=1214*" if i % 2 else "")}
         for i in range(60)
     ]
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer() as srv:
         run_against(srv, "-i", str(inp), "-o", str(out), "-c", "4", expect=1)
     results, errors = outcome_ids(out)

@@ -13,7 +13,16 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from conftest import ZBATCH, prompt_rows, read_table, run_against, wait_for, write_jsonl, zbatch_env
+from conftest import (
+    ZBATCH,
+    input_and_outdir,
+    prompt_rows,
+    read_table,
+    run_against,
+    run_args,
+    wait_for,
+    zbatch_env,
+)
 from zai_server import ZaiServer
 
 GRACE = 5.0
@@ -41,22 +50,9 @@ def test_ctrl_c_on_a_terminal_with_many_in_flight_exits_130_and_says_where_to_re
     tmp_path: Path,
 ) -> None:
     rows = prompt_rows(300)
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=2.0) as srv:
-        args = [
-            "run",
-            "-i",
-            str(inp),
-            "-o",
-            str(out),
-            "--base-url",
-            srv.base_url,
-            "-c",
-            "32",
-            "--grace",
-            str(GRACE),
-        ]
+        args = run_args(inp, out, srv, "-c", "32", "--grace", str(GRACE))
         with warnings.catch_warnings():
             # Python 3.12+ warns about fork() beside the server's thread; the child only execs.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -89,8 +85,7 @@ def test_a_stuck_attempt_at_the_end_is_hedged_and_its_row_recorded_once(tmp_path
     both attempts billed."""
     rows = prompt_rows(100)
     rows[-1]["prompt"] = "the stuck one FAIL=slow"
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=0.01, slow_seconds=60) as srv:
         run_against(srv, "-i", str(inp), "-o", str(out), "-c", "4", timeout=120)
         assert srv.stats()["answered_prompts"].count("the stuck one FAIL=slow") == 1
@@ -105,8 +100,7 @@ def test_a_stuck_attempt_at_the_end_is_hedged_and_its_row_recorded_once(tmp_path
 def test_no_hedge_leaves_a_stuck_attempt_alone(tmp_path: Path) -> None:
     rows = prompt_rows(30)
     rows[-1]["prompt"] = "the stuck one FAIL=slow"
-    inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out"
+    inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=0.01, slow_seconds=1.5) as srv:
         run_against(srv, "-i", str(inp), "-o", str(out), "-c", "4", "--no-hedge")
         assert srv.stats()["requests"] == 30
