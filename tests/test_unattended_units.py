@@ -13,9 +13,12 @@ import pytest
 
 from zbatch.budget import Budget, Spend
 from zbatch.health import DownDetector, FirstRows, Held
-from zbatch.hedge import Latencies
-from zbatch.outcome import Failure, Scope
+from zbatch.hedge import Hedger, Latencies
+from zbatch.limits import AdaptiveLimit
+from zbatch.outcome import Failure, Scope, Success
+from zbatch.pipeline import Work
 from zbatch.pricing import Price
+from zbatch.stats import Stats
 from zbatch.store import OutputDir, Storage
 from zbatch.store.journal import Journal, _frame, read_frames
 
@@ -121,6 +124,69 @@ def test_hedge_threshold_is_max_of_five_p50_and_p99_and_never_under_a_second() -
     fast = Latencies(minimum=1)
     fast.add(0.01)
     assert fast.hedge_after() == 1.0  # a fast endpoint: scheduling jitter is not a stuck attempt
+
+
+def answer_of(content: str) -> Success:
+    return Success(content, None, "stop", "m", 1, 1, 2, None, content, 10)
+
+
+class StuckFirstClient:
+    """The first attempt never answers; every later one answers at once."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send(self, body: bytes) -> Success:
+        self.sent += 1
+        if self.sent == 1:
+            await anyio.sleep_forever()
+        return answer_of(f"attempt {self.sent}")
+
+
+def hedger_with(client: StuckFirstClient, answered: int) -> Hedger:
+    hedger = Hedger(client, AdaptiveLimit(4), Stats())  # type: ignore[arg-type]
+    for _ in range(answered):
+        hedger.latencies.add(0.01)  # hedge after the floor of a second
+    return hedger
+
+
+WORK = Work("row-1", b"{}", 10, ())
+
+
+def test_a_stuck_attempt_gets_its_hedges_answer_and_the_hedge_is_paid_for_twice() -> None:
+    """Once the input is used up the stuck attempt is sent again; the hedge's answer ends
+    the first attempt, and is what both attempts are billed at."""
+    client = StuckFirstClient()
+    hedger = hedger_with(client, answered=20)
+
+    async def main() -> tuple[object, object]:
+        async with anyio.create_task_group() as helpers:
+            done = anyio.Event()
+            done.set()
+            helpers.start_soon(hedger.run, done, helpers, lambda: False)
+            outcome, twin = await hedger.send(WORK)
+            helpers.cancel_scope.cancel()
+        return outcome, twin
+
+    outcome, twin = anyio.run(main)
+    assert outcome == answer_of("attempt 2") and twin is outcome
+    assert client.sent == 2 and not hedger._attempts
+
+
+def test_a_stop_still_cancels_an_attempt_that_could_be_hedged() -> None:
+    """The cancellation of a run's stop passes through the attempt's hedge handle: the
+    attempt ends with the stop, not with an answer."""
+    client = StuckFirstClient()
+    hedger = hedger_with(client, answered=0)
+    got: list[object] = []
+
+    async def main() -> bool:
+        with anyio.move_on_after(0.05) as scope:
+            got.append(await hedger.send(WORK))
+        return scope.cancelled_caught
+
+    assert anyio.run(main) is True
+    assert got == [] and client.sent == 1 and not hedger._attempts
 
 
 PRICE = Price(input=1000.0, cached=1000.0, output=2000.0)  # USD per 1M tokens
