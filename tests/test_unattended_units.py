@@ -192,6 +192,15 @@ def test_a_stop_still_cancels_an_attempt_that_could_be_hedged() -> None:
 PRICE = Price(input=1000.0, cached=1000.0, output=2000.0)  # USD per 1M tokens
 
 
+class Answer:
+    """The usage fields of an answer, as billing reads them."""
+
+    def __init__(self, *, prompt: int, completion: int, cached: int | None = None) -> None:
+        self.prompt_tokens = prompt
+        self.completion_tokens = completion
+        self.cached_tokens = cached
+
+
 def test_budget_admits_while_spend_plus_in_flight_worst_cases_fit() -> None:
     budget = Budget(limit=1.0, price=PRICE, spent=0.5)
     worst = budget.worst_case(100, 50)  # 100 * 1000/1e6 + 50 * 2000/1e6
@@ -201,7 +210,7 @@ def test_budget_admits_while_spend_plus_in_flight_worst_cases_fit() -> None:
     assert first == second == 0.2
     assert budget.admit(100, 50) is None  # 0.5 + 0.4 + 0.2 > 1.0
     budget.release(first or 0)
-    budget.charge(Spend(usd=0.05))
+    assert budget.charge(Answer(prompt=50, completion=0)) == 0.05
     assert budget.admit(100, 50) == 0.2  # 0.55 + 0.2 + 0.2 <= 1.0
     assert "spent $0.5500 of $1.0000" in budget.message()
     assert "--max-cost" in budget.message()
@@ -214,13 +223,12 @@ def test_without_max_tokens_the_budget_assumes_a_bounded_answer() -> None:
 
 
 def test_spend_of_an_answer_counts_cached_tokens_at_their_price() -> None:
-    class Answer:
-        prompt_tokens = 1000
-        cached_tokens = 400
-        completion_tokens = 100
-
-    spend = Spend.of(Price(1.0, 0.5, 2.0), Answer())
-    assert spend.usd == (600 * 1.0 + 400 * 0.5 + 100 * 2.0) / 1e6
+    answer = Answer(prompt=1000, completion=100, cached=400)
+    usd = Budget(limit=None, price=Price(1.0, 0.5, 2.0), spent=0).charge(answer)
+    assert usd == (600 * 1.0 + 400 * 0.5 + 100 * 2.0) / 1e6
+    spend = Spend()
+    spend.count(answer, usd)
+    assert spend.usd == usd
     assert (spend.prompt_tokens, spend.cached_tokens, spend.answers) == (1000, 400, 1)
 
 
@@ -300,10 +308,10 @@ def test_the_budget_takes_in_what_other_shards_spent_at_each_part_commit(tmp_pat
     )
 
     async def commit_then_spend() -> tuple[float, float]:
-        journal.charge(Spend(usd=0.5, answers=1))
+        journal.charge(Answer(prompt=10, completion=1), 0.5)
         journal.seal()
         await journal.settle()  # this shard's 0.5 is now in its ledger
-        journal.charge(Spend(usd=0.25, answers=1))  # and this is not yet
+        journal.charge(Answer(prompt=10, completion=1), 0.25)  # and this is not yet
         before = await journal.spent()
         outdir.write_spend(Spend(usd=3.0, answers=6), "1of2")  # the other shard commits again
         return before, await journal.spent()
