@@ -19,7 +19,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskGroup
@@ -57,10 +57,6 @@ class Latencies:
         return max(5 * p50, p99, FLOOR)
 
 
-def _never() -> asyncio.Timeout:
-    return asyncio.timeout(None)
-
-
 @dataclass(eq=False, slots=True)
 class Attempt:
     """An attempt in flight, as the hedger sees it.
@@ -72,7 +68,7 @@ class Attempt:
 
     work: Work
     started: float
-    cut: asyncio.Timeout = field(default_factory=_never)
+    cut: asyncio.Timeout
     hedge: anyio.CancelScope | None = None  # the second attempt, once sent
     hedge_answer: Success | None = None  # the second attempt's answer, when it came first
 
@@ -90,7 +86,7 @@ class Hedger:
     async def send(self, work: Work) -> tuple[Outcome, Success | None]:
         """One attempt (or its hedge's answer, if that came first), and the answer its twin is
         paid for with: the twin's own if it came, else this one's (None: no twin was sent)."""
-        attempt = Attempt(work, time.monotonic())
+        attempt = Attempt(work, time.monotonic(), asyncio.timeout(None))
         self._attempts.add(attempt)
         try:
             async with attempt.cut:
