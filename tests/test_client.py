@@ -448,6 +448,27 @@ def test_requests_carry_the_key_and_json_headers() -> None:
     assert request.headers["user-agent"].startswith("zbatch/")
 
 
+def test_requests_are_what_httpx_would_build_from_the_body() -> None:
+    """The client builds its requests from precomputed parts; they match httpx's own
+    Request(content=...) header for header, in order, with the body readable."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=answer())
+
+    body = {"model": "glm-4.6", "messages": [{"role": "user", "content": "é 漢字"}]}
+    send(handler, body)
+    [request] = seen
+    own = [(k, v) for k, v in request.headers.raw if k not in (b"Host", b"Content-Length")]
+    expected = httpx.Request("POST", request.url, headers=own, content=request.content)
+    assert request.headers.raw == expected.headers.raw
+    assert request.headers.raw[0] == (b"Host", b"api.example.test")
+    assert request.headers["content-length"] == str(len(json.dumps(body).encode()))
+    assert json.loads(request.content) == body
+    assert request.extensions["timeout"]["total"] == 5.0
+
+
 # --- construction ---------------------------------------------------------------------------
 
 

@@ -13,9 +13,12 @@ import pytest
 
 from zbatch.budget import Budget, Spend
 from zbatch.health import DownDetector, FirstRows, Held
-from zbatch.hedge import Latencies
-from zbatch.outcome import Failure, Scope
+from zbatch.hedge import Hedger, Latencies
+from zbatch.limits import AdaptiveLimit
+from zbatch.outcome import Failure, Scope, Success
+from zbatch.pipeline import Work
 from zbatch.pricing import Price
+from zbatch.stats import Stats
 from zbatch.store import OutputDir, Storage
 from zbatch.store.journal import Journal, _frame, read_frames
 
@@ -123,7 +126,79 @@ def test_hedge_threshold_is_max_of_five_p50_and_p99_and_never_under_a_second() -
     assert fast.hedge_after() == 1.0  # a fast endpoint: scheduling jitter is not a stuck attempt
 
 
+def answer_of(content: str) -> Success:
+    return Success(content, None, "stop", "m", 1, 1, 2, None, content, 10)
+
+
+class StuckFirstClient:
+    """The first attempt never answers; every later one answers at once."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send(self, body: bytes) -> Success:
+        self.sent += 1
+        if self.sent == 1:
+            await anyio.sleep_forever()
+        return answer_of(f"attempt {self.sent}")
+
+
+def hedger_with(client: StuckFirstClient, answered: int) -> Hedger:
+    hedger = Hedger(client, AdaptiveLimit(4), Stats())  # type: ignore[arg-type]
+    for _ in range(answered):
+        hedger.latencies.add(0.01)  # hedge after the floor of a second
+    return hedger
+
+
+WORK = Work("row-1", b"{}", 10, ())
+
+
+def test_a_stuck_attempt_gets_its_hedges_answer_and_the_hedge_is_paid_for_twice() -> None:
+    """Once the input is used up the stuck attempt is sent again; the hedge's answer ends
+    the first attempt, and is what both attempts are billed at."""
+    client = StuckFirstClient()
+    hedger = hedger_with(client, answered=20)
+
+    async def main() -> tuple[object, object]:
+        async with anyio.create_task_group() as helpers:
+            done = anyio.Event()
+            done.set()
+            helpers.start_soon(hedger.run, done, helpers, lambda: False)
+            outcome, twin = await hedger.send(WORK)
+            helpers.cancel_scope.cancel()
+        return outcome, twin
+
+    outcome, twin = anyio.run(main)
+    assert outcome == answer_of("attempt 2") and twin is outcome
+    assert client.sent == 2 and not hedger._attempts
+
+
+def test_a_stop_still_cancels_an_attempt_that_could_be_hedged() -> None:
+    """The cancellation of a run's stop passes through the attempt's hedge handle: the
+    attempt ends with the stop, not with an answer."""
+    client = StuckFirstClient()
+    hedger = hedger_with(client, answered=0)
+    got: list[object] = []
+
+    async def main() -> bool:
+        with anyio.move_on_after(0.05) as scope:
+            got.append(await hedger.send(WORK))
+        return scope.cancelled_caught
+
+    assert anyio.run(main) is True
+    assert got == [] and client.sent == 1 and not hedger._attempts
+
+
 PRICE = Price(input=1000.0, cached=1000.0, output=2000.0)  # USD per 1M tokens
+
+
+class Answer:
+    """The usage fields of an answer, as billing reads them."""
+
+    def __init__(self, *, prompt: int, completion: int, cached: int | None = None) -> None:
+        self.prompt_tokens = prompt
+        self.completion_tokens = completion
+        self.cached_tokens = cached
 
 
 def test_budget_admits_while_spend_plus_in_flight_worst_cases_fit() -> None:
@@ -135,7 +210,7 @@ def test_budget_admits_while_spend_plus_in_flight_worst_cases_fit() -> None:
     assert first == second == 0.2
     assert budget.admit(100, 50) is None  # 0.5 + 0.4 + 0.2 > 1.0
     budget.release(first or 0)
-    budget.charge(Spend(usd=0.05))
+    assert budget.charge(Answer(prompt=50, completion=0)) == 0.05
     assert budget.admit(100, 50) == 0.2  # 0.55 + 0.2 + 0.2 <= 1.0
     assert "spent $0.5500 of $1.0000" in budget.message()
     assert "--max-cost" in budget.message()
@@ -148,13 +223,12 @@ def test_without_max_tokens_the_budget_assumes_a_bounded_answer() -> None:
 
 
 def test_spend_of_an_answer_counts_cached_tokens_at_their_price() -> None:
-    class Answer:
-        prompt_tokens = 1000
-        cached_tokens = 400
-        completion_tokens = 100
-
-    spend = Spend.of(Price(1.0, 0.5, 2.0), Answer())
-    assert spend.usd == (600 * 1.0 + 400 * 0.5 + 100 * 2.0) / 1e6
+    answer = Answer(prompt=1000, completion=100, cached=400)
+    usd = Budget(limit=None, price=Price(1.0, 0.5, 2.0), spent=0).charge(answer)
+    assert usd == (600 * 1.0 + 400 * 0.5 + 100 * 2.0) / 1e6
+    spend = Spend()
+    spend.count(answer, usd)
+    assert spend.usd == usd
     assert (spend.prompt_tokens, spend.cached_tokens, spend.answers) == (1000, 400, 1)
 
 
@@ -234,10 +308,10 @@ def test_the_budget_takes_in_what_other_shards_spent_at_each_part_commit(tmp_pat
     )
 
     async def commit_then_spend() -> tuple[float, float]:
-        journal.charge(Spend(usd=0.5, answers=1))
+        journal.charge(Answer(prompt=10, completion=1), 0.5)
         journal.seal()
         await journal.settle()  # this shard's 0.5 is now in its ledger
-        journal.charge(Spend(usd=0.25, answers=1))  # and this is not yet
+        journal.charge(Answer(prompt=10, completion=1), 0.25)  # and this is not yet
         before = await journal.spent()
         outdir.write_spend(Spend(usd=3.0, answers=6), "1of2")  # the other shard commits again
         return before, await journal.spent()

@@ -3,7 +3,7 @@
     budget = Budget(limit=5.0, price=price, spent=ledger.usd)
     hold = budget.admit(work)            # None: this request could pass the budget
     ...
-    budget.release(hold); budget.charge(answer)
+    budget.release(hold); usd = budget.charge(answer)
 
 Spend counts every billed answer (also answers that failed a label or JSON check, label
 re-asks, hedged duplicates), at the job's prices, and is kept in OUTDIR/spend.json across runs
@@ -39,14 +39,13 @@ class Spend:
         self.cached_tokens += other.cached_tokens
         self.answers += other.answers
 
-    @classmethod
-    def of(cls, price: Price | None, answer: Any) -> Spend:
-        """The spend of one answer (anything with the usage fields of a Success)."""
-        prompt = answer.prompt_tokens or 0
-        cached = answer.cached_tokens or 0
-        completion = answer.completion_tokens or 0
-        usd = cost(price, prompt, cached, completion) or 0.0
-        return cls(usd, prompt, completion, cached, 1)
+    def count(self, answer: Any, usd: float) -> None:
+        """Add one billed answer (anything with the usage fields of a Success) costing ``usd``."""
+        self.usd += usd
+        self.prompt_tokens += answer.prompt_tokens or 0
+        self.completion_tokens += answer.completion_tokens or 0
+        self.cached_tokens += answer.cached_tokens or 0
+        self.answers += 1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,8 +75,10 @@ class Budget:
 
     def admit(self, prompt_tokens: int, answer_tokens: int) -> float | None:
         """Reserve a request's worst case; None when it could take the spend past the limit."""
+        if self.limit is None:
+            return 0.0  # nothing to reserve against
         worst = self.worst_case(prompt_tokens, answer_tokens)
-        if self.limit is not None and self.spent + self.reserved + worst > self.limit:
+        if self.spent + self.reserved + worst > self.limit:
             return None
         self.reserved += worst
         return worst
@@ -85,8 +86,14 @@ class Budget:
     def release(self, reservation: float) -> None:
         self.reserved = max(0.0, self.reserved - reservation)
 
-    def charge(self, spend: Spend) -> None:
-        self.spent += spend.usd
+    def charge(self, answer: Any) -> float:
+        """Add one billed answer (anything with the usage fields of a Success) to the spend;
+        returns what it cost."""
+        prompt = answer.prompt_tokens or 0
+        cached, completion = answer.cached_tokens or 0, answer.completion_tokens or 0
+        usd = cost(self.price, prompt, cached, completion) or 0.0
+        self.spent += usd
+        return usd
 
     def message(self) -> str:
         return (

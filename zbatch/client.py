@@ -67,7 +67,10 @@ class Client:
         )
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._headers = headers
+        # The headers httpx's Request(content=...) would send, in its order (Host first,
+        # Content-Length last); each request adds its length to them (see _request).
+        host = [(b"Host", self._url.netloc)] if self._url.host else []
+        self._headers = httpx.Headers(host + headers.raw)
         # "total" is zbatch's own key, read by AiohttpTransport (httpx's transports ignore it):
         # without it a server trickling bytes could hold an attempt for ever.
         timeouts = httpx.Timeout(timeout, connect=min(timeout, 10.0)).as_dict()
@@ -82,9 +85,7 @@ class Client:
     async def send(self, body: bytes) -> Outcome:
         """One attempt: POST the body, classify what comes back."""
         started = time.monotonic()
-        request = httpx.Request(
-            "POST", self._url, headers=self._headers, content=body, extensions=self._extensions
-        )
+        request = self._request(body)
         try:
             response = await self._transport.handle_async_request(request)
             try:
@@ -102,6 +103,23 @@ class Client:
         if isinstance(outcome, Failure):  # its message may quote the body
             return replace(outcome, message=redact(outcome.message, self._api_key))
         return outcome
+
+    def _request(self, body: bytes) -> httpx.Request:
+        """The request httpx's ``Request(content=body)`` would build, made from parts worked
+        out once: its generic path (content sniffing, header defaults) took ~5 µs a request."""
+        request = httpx.Request(
+            "POST",
+            self._url,
+            headers=self._headers,  # copied by the request
+            stream=httpx.ByteStream(body),
+            extensions=self._extensions,
+        )
+        headers = request.headers
+        headers["Content-Length"] = str(len(body))
+        # Every header is ASCII (httpx encodes str headers so): no need to sniff it per request.
+        headers.encoding = "ascii"
+        request.read()  # the body is there: makes request.content available, as content= does
+        return request
 
     def _scrub(self, raw: bytes) -> bytes:
         """The body with the whole key replaced, so no truncation can leave a prefix of it."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from .budget import Budget, Spend
+from .budget import Budget
 from .errors import BudgetSpent, EndpointDown, FatalApiError, ZbatchError
 from .health import DownDetector, FirstRows, Held
 from .job import Job
@@ -52,9 +52,7 @@ class Guards:
     def bill(self, answer: Success) -> None:
         """Every answer is paid for, whatever becomes of it: stats, budget, journal."""
         self.pipeline.count_usage(answer)
-        spend = Spend.of(self.budget.price, answer)
-        self.budget.charge(spend)
-        self.journal.charge(spend)
+        self.journal.charge(answer, self.budget.charge(answer))
 
     def observe(self, failure: Failure) -> None:
         """A failed attempt: is the endpoint down?"""

@@ -14,10 +14,12 @@ charged as much as its twin.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskGroup
@@ -55,13 +57,18 @@ class Latencies:
         return max(5 * p50, p99, FLOOR)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Attempt:
-    """An attempt in flight, as the hedger sees it."""
+    """An attempt in flight, as the hedger sees it.
+
+    ``cut`` is what cancels it when its hedge answers first: asyncio's own timeout, due only
+    then. An anyio CancelScope per attempt cost ~4 µs of CPU per row (bench/overhead.py);
+    zbatch runs on asyncio only (aiohttp), and asyncio's timeout counts its cancellation apart
+    from anyio's, so a run's stop still cancels the attempt as such."""
 
     work: Work
     started: float
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    cut: asyncio.Timeout
     hedge: anyio.CancelScope | None = None  # the second attempt, once sent
     hedge_answer: Success | None = None  # the second attempt's answer, when it came first
 
@@ -79,21 +86,24 @@ class Hedger:
     async def send(self, work: Work) -> tuple[Outcome, Success | None]:
         """One attempt (or its hedge's answer, if that came first), and the answer its twin is
         paid for with: the twin's own if it came, else this one's (None: no twin was sent)."""
-        attempt = Attempt(work, time.monotonic())
-        outcome: Outcome | None = None
+        attempt = Attempt(work, time.monotonic(), asyncio.timeout(None))
         self._attempts.add(attempt)
         try:
-            with attempt.scope:
+            async with attempt.cut:
                 outcome = await self._client.send(work.body)
+        except TimeoutError:
+            if not attempt.cut.expired():
+                raise
+            # the hedge answered first; this attempt was cancelled
+            assert attempt.hedge_answer is not None
+            outcome = attempt.hedge_answer
+        else:
+            if isinstance(outcome, Success) and outcome.latency_ms is not None:
+                self.latencies.add(outcome.latency_ms / 1000)
         finally:
             self._attempts.discard(attempt)
             if attempt.hedge is not None:
                 attempt.hedge.cancel()
-        if outcome is None:  # the hedge answered first; this attempt was cancelled
-            assert attempt.hedge_answer is not None
-            outcome = attempt.hedge_answer
-        elif isinstance(outcome, Success) and outcome.latency_ms is not None:
-            self.latencies.add(outcome.latency_ms / 1000)
         if attempt.hedge is None or not isinstance(outcome, Success):
             return outcome, None
         twin = attempt.hedge_answer if attempt.hedge_answer is not outcome else None
@@ -125,4 +135,5 @@ class Hedger:
                 outcome = await self._client.send(attempt.work.body)
             if isinstance(outcome, Success):
                 attempt.hedge_answer = outcome
-                attempt.scope.cancel()
+                if attempt in self._attempts:  # the first attempt is still in flight
+                    attempt.cut.reschedule(-math.inf)  # due at once

@@ -99,7 +99,8 @@ class AdaptiveLimit:
 
     def _release(self) -> None:
         self.in_flight -= 1
-        self._wake(1)
+        if self._waiters:  # per request: most often nobody waits
+            self._wake(1)
 
     def _wake(self, count: int) -> None:
         free = self.current - self.in_flight

@@ -162,6 +162,8 @@ class RowPipeline:
         rows or files) is stored as null: it is counted per column and the first one warned
         about in run.log, never dropped silently. (Widening the column instead would change
         the schema of an OUTDIR that already holds parts.)"""
+        if not self._keep_casts:  # most jobs keep no column; this runs for every row
+            return ()
         values = []
         for cast, name in zip(self._keep_casts, self.job.keep_columns, strict=True):
             value = data.get(name)

@@ -105,8 +105,9 @@ class Journal:
         self._rows[table].append(row)
         self._dirty = True
 
-    def charge(self, spend: Spend) -> None:
-        self._spend.add(spend)
+    def charge(self, answer: Any, usd: float) -> None:
+        """A billed answer (anything with the usage fields of a Success) costing ``usd``."""
+        self._spend.count(answer, usd)
         self._dirty = True
 
     async def run(self) -> None:
