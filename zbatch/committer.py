@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import anyio
 
 from .budget import Budget
-from .errors import StoreError, ZbatchError
+from .dispatch import Stop
+from .errors import StoreError
 from .job import Job
 from .pipeline import RowPipeline, commit
 from .schema import ERROR_SCHEMA
@@ -16,9 +15,6 @@ from .store import PartWriter
 from .store.journal import Journal
 from .store.storage import room_error
 
-# What a committer asks of its run when it cannot go on: stop with this reason, and (True)
-# cancel the requests in flight at once, since what they bring could not be saved.
-Stop = Callable[[ZbatchError, bool], None]
 ANSWER = ERROR_SCHEMA.names.index("answer")  # an error row's paid answer, if it kept one
 
 
@@ -58,14 +54,14 @@ class Committer:
             try:
                 await self.flush()
             except StoreError as exc:
-                stop(exc, True)
+                stop(exc, 0.0)  # what is in flight brings what can't be saved
                 return
             results = self.writers[0]
             # Stop buying answers the disk could not hold: the next part needs about as
             # much room as the last one took.
             full = room_error(results.storage, results.last_part_bytes)
             if full is not None:
-                stop(full, False)
+                stop(full, None)
 
     async def flush(self) -> None:
         """Commit the buffers as parts; the journal's sealed segments then go."""
@@ -108,4 +104,4 @@ class Committer:
         try:
             await self.journal.run()
         except StoreError as exc:
-            stop(exc, True)
+            stop(exc, 0.0)  # what is in flight brings what can't be saved

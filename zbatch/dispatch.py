@@ -18,6 +18,10 @@ from .job import Job
 from .progress import Progress
 from .stats import Stats
 
+# How a part of a run stops it: the reason, and how long what is in flight may still take
+# (None: as long as it needs; 0: cancelled at once, say because what it brings can't be saved).
+Stop = Callable[[ZbatchError, "float | None"], None]
+
 
 class Dispatcher:
     """One run's scaffolding. A subclass supplies ``_dispatch`` (the work), ``_close`` (what
@@ -85,8 +89,13 @@ class Dispatcher:
 
     # --- stopping -------------------------------------------------------------------------
 
-    def stop(self, reason: ZbatchError) -> None:
-        """Stop dispatching; the first reason wins."""
+    def stop(self, reason: ZbatchError, in_flight: float | None = None) -> None:
+        """Stop dispatching; the first reason wins. What is in flight may take ``in_flight``
+        seconds more (None: as long as it needs)."""
+        if in_flight is not None:
+            self._work_scope.deadline = min(
+                self._work_scope.deadline, anyio.current_time() + in_flight
+            )
         if self.stop_reason is not None:
             return
         self.stop_reason = reason
@@ -105,10 +114,6 @@ class Dispatcher:
                 await self._stop.wait()
         return not self.stopping
 
-    def _grace_deadline(self, seconds: float) -> None:
-        """Give the work ``seconds`` to finish what it has in hand, then cancel it."""
-        self._work_scope.deadline = min(self._work_scope.deadline, anyio.current_time() + seconds)
-
     @property
     def _interrupt_grace(self) -> float:
         return self.job.grace_seconds
@@ -117,8 +122,8 @@ class Dispatcher:
         if isinstance(self.stop_reason, Interrupted):
             self.log.warning("second signal: exiting at once")
             os._exit(code)
-        self.stop(Interrupted(f"interrupted by {name}; {self._resume_hint()}", exit_code=code))
-        self._grace_deadline(self._interrupt_grace)
+        message = f"interrupted by {name}; {self._resume_hint()}"
+        self.stop(Interrupted(message, exit_code=code), self._interrupt_grace)
 
     async def _tick(self) -> None:
         while True:

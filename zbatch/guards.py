@@ -4,11 +4,11 @@ its first rows stops the run (zbatch/budget.py and zbatch/health.py hold the rul
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 
 from .budget import Budget
-from .errors import BudgetSpent, EndpointDown, FatalApiError, ZbatchError
+from .dispatch import Stop
+from .errors import BudgetSpent, EndpointDown, FatalApiError
 from .health import DownDetector, FirstRows, Held
 from .job import Job
 from .outcome import Failure, Scope, Success
@@ -21,8 +21,7 @@ FIRST_ROWS = 20
 
 
 class Guards:
-    """Admission, billing and the stops of an unattended run; ``stop(reason, grace)`` stops
-    the run (``grace``: give what is in flight only the grace period)."""
+    """Admission, billing and the stops of an unattended run, which ``stop`` carries out."""
 
     def __init__(
         self,
@@ -30,7 +29,7 @@ class Guards:
         pipeline: RowPipeline,
         budget: Budget,
         journal: Journal,
-        stop: Callable[[ZbatchError, bool], None],
+        stop: Stop,
     ) -> None:
         self.job = job
         self.pipeline = pipeline
@@ -46,7 +45,7 @@ class Guards:
         prompt_tokens = work.tokens - work.answer_tokens
         reservation = self.budget.admit(prompt_tokens, work.answer_tokens)
         if reservation is None:
-            self._stop(BudgetSpent(self.budget.message()), False)
+            self._stop(BudgetSpent(self.budget.message()), None)
         return reservation
 
     def bill(self, answer: Success) -> None:
@@ -74,7 +73,7 @@ class Guards:
             "the same command to resume"
         )
         # A down endpoint will not answer what is in flight: give it the grace period only.
-        self._stop(reason, True)
+        self._stop(reason, self.job.grace_seconds)
 
     def row_failed(self, held: Held) -> None:
         """Log a row's failure, unless the first rows are still deciding whether the job
@@ -89,7 +88,7 @@ class Guards:
         for row in first.release() or [held]:
             failure = replace(row.failure, scope=Scope.FATAL)
             self.pipeline.fail(row.row_id, failure, row.attempts, retryable=True, answer=row.answer)
-        self._stop(FatalApiError(first.verdict), False)
+        self._stop(FatalApiError(first.verdict), None)
 
     def release_first_rows(self) -> None:
         """A row settled well (or the run ends): the rows held meanwhile are logged."""

@@ -85,7 +85,7 @@ class Runner(Dispatcher):
         self._works = works
         self.journal = journal
         self.budget = budget
-        self.guards = Guards(job, pipeline, budget, journal, self._stop_with_grace)
+        self.guards = Guards(job, pipeline, budget, journal, self.stop)
         self.commits = Committer(job, pipeline, results, errors, journal, budget)
         pipeline.on_added = self.commits.changed
         self._stop_when = stop_when
@@ -103,8 +103,8 @@ class Runner(Dispatcher):
     def _start_helpers(self, helpers: TaskGroup) -> None:
         if self._stop_when is not None:
             helpers.start_soon(self._watch_requests, self._stop_when)
-        helpers.start_soon(self.commits.timer, self._stop_for)
-        helpers.start_soon(self.commits.group_commit, self._stop_for)
+        helpers.start_soon(self.commits.timer, self.stop)
+        helpers.start_soon(self.commits.group_commit, self.stop)
         if self.job.hedge:
             helpers.start_soon(self.hedger.run, self._input_done, helpers, lambda: self.stopping)
 
@@ -132,25 +132,12 @@ class Runner(Dispatcher):
             self.stop_reason = BudgetSpent(self.budget.message())
             self.stats.outcome = f"stopped: {self.stop_reason}"
 
-    def stop(self, reason: ZbatchError) -> None:
-        super().stop(reason)
+    def stop(self, reason: ZbatchError, in_flight: float | None = None) -> None:
+        super().stop(reason, in_flight)
         self.quota.answered()  # requests waiting out a quota pause see the stop
 
-    def _stop_with_grace(self, reason: ZbatchError, grace: bool) -> None:
-        """Stop on a guard's word; ``grace``: what is in flight gets only the grace period."""
-        self.stop(reason)
-        if grace:
-            self._grace_deadline(self.job.grace_seconds)
-
-    def _stop_for(self, reason: ZbatchError, at_once: bool) -> None:
-        """Stop on the committer's word; ``at_once``: what is in flight could not be saved."""
-        self.stop(reason)
-        if at_once:
-            self._work_scope.cancel()
-
     async def _watch_requests(self, stop_when: Callable[[], Awaitable[ZbatchError]]) -> None:
-        self.stop(await stop_when())
-        self._grace_deadline(self.job.grace_seconds)
+        self.stop(await stop_when(), self.job.grace_seconds)
 
     def _resume_hint(self) -> str:
         return f"finished rows are saved in {self.job.output_dir}: run the same command to resume"
@@ -279,8 +266,11 @@ class Runner(Dispatcher):
 
     async def _paced(self, work: Work) -> bool:
         """Wait out a quota pause and the RPM / TPM pacers; False if the run stopped meanwhile."""
-        if not await self.quota.wait(self._sleep, lambda: self.stopping):
+        quota, rpm, tpm = self.quota, self.rpm, self.tpm
+        if quota.may_pause and not await quota.wait(self._sleep, lambda: self.stopping):
             return False
-        if self.rpm is not None and not await self._sleep(self.rpm.reserve(1)):
+        if rpm is not None and not await self._sleep(rpm.reserve(1)):
             return False
-        return self.tpm is None or await self._sleep(self.tpm.reserve(work.tokens))
+        if tpm is not None and not await self._sleep(tpm.reserve(work.tokens)):
+            return False
+        return not self.stopping
