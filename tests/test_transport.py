@@ -27,7 +27,7 @@ from zbatch.client import MAX_RETRY_AFTER, Client
 from zbatch.errors import JobError
 from zbatch.outcome import Failure, Success
 from zbatch.providers import ZAI
-from zbatch.transport import env_proxy
+from zbatch.transport import AiohttpTransport, env_proxy
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
@@ -338,3 +338,25 @@ def test_a_malformed_proxy_url_is_one_clear_job_error_without_its_password(
     assert problem in message
     assert "fix it or unset it" in message
     assert "s3cret" not in message
+
+
+def test_timers_the_whole_attempt_deadline_covers_are_not_armed_as_well() -> None:
+    """With zbatch's ``total`` deadline, a read or pool timer as long as it would only cost a
+    loop timer per request; a shorter connect timer still counts. Without it, httpx's four."""
+    transport = AiohttpTransport(max_connections=1)
+    covered = transport._timeout(
+        {"connect": 10.0, "read": 60.0, "write": 60.0, "pool": 60.0, "total": 60.0}
+    )
+    assert (covered.total, covered.sock_connect, covered.sock_read, covered.connect) == (
+        60.0,
+        10.0,
+        None,
+        None,
+    )
+    plain = transport._timeout({"connect": 5.0, "read": 30.0, "write": 30.0, "pool": 7.0})
+    assert (plain.total, plain.sock_connect, plain.sock_read, plain.connect) == (
+        None,
+        5.0,
+        30.0,
+        7.0,
+    )
