@@ -4,28 +4,23 @@ hedging threshold, the budget's admission control, and the journal's frames."""
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
 
 import anyio
-import httpx
 import pytest
 
 from zbatch.budget import Budget, Spend
-from zbatch.client import Client
 from zbatch.health import DownDetector, FirstRows, Held
 from zbatch.hedge import Hedger, Latencies
 from zbatch.limits import AdaptiveLimit
 from zbatch.outcome import Failure, Scope, Success
 from zbatch.pipeline import Work
 from zbatch.pricing import Price
-from zbatch.providers import ZAI
 from zbatch.stats import Stats
 from zbatch.store import OutputDir, Storage
 from zbatch.store.journal import Journal, _frame, read_frames
-from zbatch.testing import chat_completion
 
 
 class FakeClock:
@@ -131,48 +126,38 @@ def test_hedge_threshold_is_max_of_five_p50_and_p99_and_never_under_a_second() -
     assert fast.hedge_after() == 1.0  # a fast endpoint: scheduling jitter is not a stuck attempt
 
 
-class StuckFirst(httpx.AsyncBaseTransport):
-    """The first request never answers; every later one answers at once, "attempt N"."""
+def answer_of(content: str) -> Success:
+    return Success(content, None, "stop", "m", 1, 1, 2, None, content, 10)
+
+
+class StuckFirstClient:
+    """The first attempt never answers; every later one answers at once."""
 
     def __init__(self) -> None:
         self.sent = 0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def send(self, body: bytes) -> Success:
         self.sent += 1
         if self.sent == 1:
             await anyio.sleep_forever()
-        body = json.loads(request.content)
-        answer = chat_completion(
-            body, f"attempt {self.sent}", model="m", answer_id="a", request_id="r"
-        )
-        return httpx.Response(200, json=answer)
+        return answer_of(f"attempt {self.sent}")
 
 
-def hedger_with(transport: StuckFirst, answered: int) -> Hedger:
-    """A hedger over a real Client; ``answered`` earlier attempts put the hedging threshold
-    at its floor of a second (the stuck attempt's own deadline is an hour away)."""
-    client = Client(
-        base_url="http://127.0.0.1:9/api/paas/v4",
-        api_key=None,
-        timeout=3600.0,
-        max_connections=4,
-        provider=ZAI,
-        transport=transport,
-    )
-    hedger = Hedger(client, AdaptiveLimit(4), Stats())
+def hedger_with(client: StuckFirstClient, answered: int) -> Hedger:
+    hedger = Hedger(client, AdaptiveLimit(4), Stats())  # type: ignore[arg-type]
     for _ in range(answered):
-        hedger.latencies.add(0.01)
+        hedger.latencies.add(0.01)  # hedge after the floor of a second
     return hedger
 
 
-WORK = Work("row-1", json.dumps({"model": "m", "messages": []}).encode(), 10, ())
+WORK = Work("row-1", b"{}", 10, ())
 
 
 def test_a_stuck_attempt_gets_its_hedges_answer_and_the_hedge_is_paid_for_twice() -> None:
     """Once the input is used up the stuck attempt is sent again; the hedge's answer ends
     the first attempt, and is what both attempts are billed at."""
-    transport = StuckFirst()
-    hedger = hedger_with(transport, answered=20)
+    client = StuckFirstClient()
+    hedger = hedger_with(client, answered=20)
 
     async def main() -> tuple[object, object]:
         async with anyio.create_task_group() as helpers:
@@ -184,16 +169,15 @@ def test_a_stuck_attempt_gets_its_hedges_answer_and_the_hedge_is_paid_for_twice(
         return outcome, twin
 
     outcome, twin = anyio.run(main)
-    assert isinstance(outcome, Success) and outcome.content == "attempt 2"
-    assert twin is outcome
-    assert transport.sent == 2 and not hedger._attempts
+    assert outcome == answer_of("attempt 2") and twin is outcome
+    assert client.sent == 2 and not hedger._attempts
 
 
 def test_a_stop_still_cancels_an_attempt_that_could_be_hedged() -> None:
     """The cancellation of a run's stop passes through the attempt's hedge handle: the
     attempt ends with the stop, not with an answer."""
-    transport = StuckFirst()
-    hedger = hedger_with(transport, answered=0)
+    client = StuckFirstClient()
+    hedger = hedger_with(client, answered=0)
     got: list[object] = []
 
     async def main() -> bool:
@@ -202,7 +186,7 @@ def test_a_stop_still_cancels_an_attempt_that_could_be_hedged() -> None:
         return scope.cancelled_caught
 
     assert anyio.run(main) is True
-    assert got == [] and transport.sent == 1 and not hedger._attempts
+    assert got == [] and client.sent == 1 and not hedger._attempts
 
 
 PRICE = Price(input=1000.0, cached=1000.0, output=2000.0)  # USD per 1M tokens

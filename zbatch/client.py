@@ -8,7 +8,6 @@ decide what to do. What a provider's bodies and codes mean is its profile's busi
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from dataclasses import replace
@@ -72,12 +71,10 @@ class Client:
         # Content-Length last); each request adds its length to them (see _request).
         host = [(b"Host", self._url.netloc)] if self._url.host else []
         self._headers = httpx.Headers(host + headers.raw)
-        # The attempt's deadline (send) bounds everything, however slowly a server trickles
-        # bytes; of the transport's own timers only a shorter connect one is left, so that a
-        # dead host fails fast (a read timer more would cost a loop timer per chunk).
-        self._timeout = timeout
-        timeouts = httpx.Timeout(None, connect=min(timeout, 10.0)).as_dict()
-        self._extensions = {"timeout": timeouts}
+        # "total" is zbatch's own key, read by AiohttpTransport (httpx's transports ignore it):
+        # without it a server trickling bytes could hold an attempt for ever.
+        timeouts = httpx.Timeout(timeout, connect=min(timeout, 10.0)).as_dict()
+        self._extensions = {"timeout": {**timeouts, "total": timeout}}
         self._transport = transport or AiohttpTransport(
             max_connections=max_connections, proxy=env_proxy(self._url)
         )
@@ -85,28 +82,18 @@ class Client:
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-    def deadline(self) -> asyncio.Timeout:
-        """An attempt's deadline, ``timeout`` seconds from now: the whole attempt, from waiting
-        for a connection to the last byte of the answer."""
-        return asyncio.timeout(self._timeout)
-
-    async def send(self, body: bytes, deadline: asyncio.Timeout | None = None) -> Outcome:
-        """One attempt: POST the body, classify what comes back. It ends as a ``timeout``
-        failure at its deadline: a fresh one, or ``deadline`` (which the caller may move)."""
+    async def send(self, body: bytes) -> Outcome:
+        """One attempt: POST the body, classify what comes back."""
         started = time.monotonic()
         request = self._request(body)
         try:
-            async with deadline if deadline is not None else self.deadline():
-                response = await self._transport.handle_async_request(request)
-                try:
-                    content = await response.aread()
-                finally:
-                    await response.aclose()
+            response = await self._transport.handle_async_request(request)
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
         except httpx.TransportError as exc:
             return self._transport_failure(exc)
-        except TimeoutError:
-            message = f"no whole answer within the attempt's timeout ({self._timeout:g} s)"
-            return Failure("timeout", Scope.RETRY, message)
         latency_ms = int((time.monotonic() - started) * 1000)
         # A body may echo the key; cut it out before any part of the body is quoted.
         raw = self._scrub(content)

@@ -101,17 +101,30 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
-        """httpx's timeouts (connect, read, write, pool) as aiohttp's; made once per set."""
+        """httpx's timeouts (connect, read, write, pool) as aiohttp's; made once per set.
+
+        A ``total`` key (zbatch's own) bounds the whole request, from waiting for a connection
+        to the last byte of the body, however slowly the server sends it.
+        """
         last, made = self._last
         if timeouts is last and made is not None:  # a client sends one set with every request
             return made
         key = tuple(sorted(timeouts.items()))
         made = self._timeouts.get(key)
         if made is None:
+            total = timeouts.get("total")
+
+            def within_total(name: str) -> float | None:
+                # A timer the total one already covers is dropped: each costs a loop timer
+                # per request (the read timer one per chunk received).
+                value = timeouts.get(name)
+                return None if total is not None and value is not None and value >= total else value
+
             made = aiohttp.ClientTimeout(
-                connect=timeouts.get("pool"),  # waiting for a free connection, then connecting
-                sock_connect=timeouts.get("connect"),
-                sock_read=timeouts.get("read"),
+                total=total,
+                connect=within_total("pool"),  # waiting for a free connection, then connecting
+                sock_connect=within_total("connect"),
+                sock_read=within_total("read"),
             )
             self._timeouts[key] = made
         self._last = (timeouts, made)
