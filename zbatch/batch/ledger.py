@@ -77,7 +77,6 @@ class Submission:
     provider_errors: str | None = None
     created_at: float | None = None  # when the batch was created (Unix seconds)
     updated_at: float | None = None
-    ok: int | None = None  # rows committed as results when collected
     unanswered: int | None = None  # rows it left pending (expired / cancelled / failed)
 
     @property
