@@ -92,3 +92,16 @@ def open_text(path: InputPath) -> Iterator[IO[bytes]]:
                 yield unzipped  # type: ignore[misc]
         else:
             yield raw
+
+
+def is_utf8(text: str | bytes) -> bool:
+    """Whether ``text`` is valid UTF-8 as read: bytes that decode, or a str decoded with
+    ``errors="surrogateescape"`` that holds no escaped byte."""
+    try:
+        if isinstance(text, bytes):
+            text.decode("utf-8")
+        else:
+            text.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True

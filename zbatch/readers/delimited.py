@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 from ..errors import JobError
 from . import base
-from .base import READ_ERRORS, DoneRows, InputPath, RawRow, open_text
+from .base import READ_ERRORS, DoneRows, InputPath, RawRow, is_utf8, open_text
 
 # A CSV record: its first line number, and its fields or why it cannot be split.
 _Record = tuple[int, list[str] | str]
@@ -65,17 +65,9 @@ def _csv_row(name: str, header: list[str], record: _Record) -> RawRow:
         return RawRow(
             where, None, f"{where} has {len(fields)} fields, the header has {len(header)}"
         )
-    if not all(map(str.isascii, fields)) and not all(map(_encodes, fields)):
+    if not all(map(str.isascii, fields)) and not all(map(is_utf8, fields)):
         return RawRow(where, None, f"{where} is not valid UTF-8")
     return RawRow(where, {k: v or None for k, v in zip(header, fields, strict=True)})
-
-
-def _encodes(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def read_csv(path: InputPath) -> Iterator[RawRow]:
@@ -110,7 +102,7 @@ def _csv_ids(block: list[_Record], at: int, width: int) -> list[str] | None:
         if isinstance(fields, str) or len(fields) != width:
             return None
         value = fields[at].strip()
-        if not value or not (value.isascii() or _encodes(value)):
+        if not value or not (value.isascii() or is_utf8(value)):
             return None
         ids.append(value)
     return ids

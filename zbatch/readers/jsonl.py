@@ -20,7 +20,7 @@ import pyarrow.json as pa_json
 
 from ..errors import JobError
 from . import base
-from .base import READ_ERRORS, DoneRows, InputPath, RawRow, open_text
+from .base import READ_ERRORS, DoneRows, InputPath, RawRow, is_utf8, open_text
 
 # The column check looks at the union of the keys of this many first rows of a JSONL file (a
 # column may start on a later row; CSV has its header, Parquet its schema).
@@ -144,7 +144,7 @@ class _JsonlIds:
         if len(lines) != len(block):
             return None  # a line over the limit
         data = b"".join(lines)
-        if b"\xef\xbb\xbf" in data or not (data.isascii() or _is_utf8(data)):
+        if b"\xef\xbb\xbf" in data or not (data.isascii() or is_utf8(data)):
             return None
         for id_type in self._id_types:
             try:
@@ -176,11 +176,3 @@ class _JsonlIds:
         if ids.null_count:
             return None  # a batch line without custom_id, or no id: row by row, to be logged
         return ids.cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
-
-
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
