@@ -1,8 +1,8 @@
 """The provider's Batch API over HTTP: files and batches, with retries and clear failures.
 
-    api = BatchApi(base_url=job.base_url, api_key=key, timeout=job.timeout)
-    uploaded = await api.upload(path)                  # POST /files (multipart, purpose=batch)
-    batch = await api.create(uploaded.id, endpoint="/v4/chat/completions")
+    api = BatchApi(job.profile, base_url=job.base_url, api_key=key, timeout=job.timeout)
+    uploaded = await api.upload(path, name)            # POST /files (multipart, purpose=batch)
+    batch = await api.create(uploaded.id, endpoint="/v4/chat/completions", metadata={})
     batch = await api.get(batch.id)                    # status, request_counts
     await api.download(batch.output_file_id, target)   # streamed to disk
 
