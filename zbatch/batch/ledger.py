@@ -114,7 +114,10 @@ class Ledger:
 
     def add(self, file: BatchFile, fingerprint: str) -> Submission:
         """Record a written file, ids first, before it is uploaded."""
-        seq = max((s.seq for s in self.submissions()), default=0) + 1
+        # The numbers taken, from one listing: the ids file is the first a number gets.
+        names = self._storage.list(FOLDER)
+        taken = (int(name[:-4]) for name in names if name.endswith(".ids") and name[:-4].isdigit())
+        seq = max(taken, default=0) + 1
         while True:
             submission = Submission(
                 seq=seq,
