@@ -124,7 +124,7 @@ def test_the_ledger_records_ids_before_the_record_and_reads_them_back(tmp_path: 
     second = ledger.add(batch_file(tmp_path, ["row-000003"]), "fp1")
     assert (first.seq, second.seq, first.state) == (1, 2, "written")
     assert ledger.ids(first) == ["ab", "row-000002"]
-    assert ledger.id_map(first) == {"zbrow-000000": "ab", "row-000002": "row-000002"}
+    assert id_map(ledger.ids(first)) == {"zbrow-000000": "ab", "row-000002": "row-000002"}
 
     second.state, second.file_id = "uploaded", "file-9"
     ledger.save(second)

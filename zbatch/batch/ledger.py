@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 from ..idset import IdSet
-from .files import BatchFile, id_map
+from .files import BatchFile
 
 FOLDER = "batches"
 WRITTEN, UPLOADED, CREATED, COLLECTED, ABANDONED = (
@@ -149,10 +149,6 @@ class Ledger:
         if data is None:
             raise FileNotFoundError(f"{submission.ids_name} is missing")
         return [json.loads(line) for line in data.splitlines()]
-
-    def id_map(self, submission: Submission) -> dict[str, str]:
-        """custom_id -> row id for a submission."""
-        return id_map(self.ids(submission))
 
     def open_ids(self, fingerprint: str) -> IdSet:
         """Ids that open submissions of this request hold: not to be packed again."""
