@@ -18,7 +18,7 @@ from .budget import Spend
 from .errors import JobError
 from .job import Job
 from .pipeline import Row, RowPipeline
-from .pricing import cost, discounted, price_for
+from .pricing import cost
 from .schema import result_schema
 from .source import count_rows, open_input
 from .stats import Stats
@@ -45,10 +45,7 @@ class Plan:
 
     @property
     def cost(self) -> float | None:
-        price = price_for(self.job.effective_model, self.job.prices, self.job.profile.prices)
-        if self.job.mode == "batch":
-            price = discounted(price, self.job.batch_discount)
-        return cost(price, self.prompt_tokens, 0, self.completion_tokens)
+        return cost(self.job.price, self.prompt_tokens, 0, self.completion_tokens)
 
 
 class _Tally:
