@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from .job import DEFAULT_MODEL
+from .jobcheck import MODES, RESPONSE_FORMATS
 from .jobfile import default_of
 from .providers import PROVIDERS
 
@@ -62,7 +63,7 @@ def job_options(func: F) -> F:
         ),
         click.option(
             "--response-format",
-            type=click.Choice(["json_object", "text"]),
+            type=click.Choice(RESPONSE_FORMATS),
             help="Ask for a JSON object answer.",
         ),
         click.option(
@@ -170,7 +171,7 @@ def job_options(func: F) -> F:
         ),
         click.option(
             "--mode",
-            type=click.Choice(["online", "batch"]),
+            type=click.Choice(MODES),
             help="online: live requests; batch: the provider's Batch API, at its batch price "
             f"{_default('mode')}.",
         ),
