@@ -95,19 +95,19 @@ def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
         if work.id in held:
             plan.in_batches += 1
             continue
-        body = json.loads(work.body)
         if job.mode == "batch":
             try:
-                model = body.get("model") or job.effective_model
+                model = json.loads(work.body).get("model") or job.effective_model
                 packer.place(model, len(batch_line(work.id, 0, endpoint, work.body)))
             except LineTooBig as exc:
                 tally.add((work.id, "bad_request", None, None, str(exc)))
                 continue
         plan.to_send += 1
-        plan.prompt_tokens += prompt.estimate_tokens(body)
-        plan.completion_tokens += int(body.get("max_tokens") or 0)
+        # The pipeline's own estimates, as a run paces and budgets with them.
+        plan.prompt_tokens += work.tokens - work.answer_tokens
+        plan.completion_tokens += work.answer_tokens
         if plan.first_request is None:
-            plan.first_request = body
+            plan.first_request = json.loads(work.body)
     plan.rows = stats.input_rows
     plan.done = stats.skipped
     if job.mode == "batch":
