@@ -268,11 +268,12 @@ def compact(outdir: str) -> None:
 
 def _beside_bar(progress: object) -> contextlib.AbstractContextManager[object]:
     """With a bar on the terminal, log lines are written above it, not over it."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from .progress import BarProgress
 
     if isinstance(progress, BarProgress):
+        # Only here: a run off a terminal (cron) never imports tqdm, as progress.choose intends.
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         redirect: contextlib.AbstractContextManager[object] = logging_redirect_tqdm(loggers=[log])
         return redirect
     return contextlib.nullcontext()

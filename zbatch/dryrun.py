@@ -18,7 +18,7 @@ from .budget import Spend
 from .errors import JobError
 from .job import Job
 from .pipeline import Row, RowPipeline
-from .pricing import cost, discounted, price_for
+from .pricing import cost
 from .schema import result_schema
 from .source import count_rows, open_input
 from .stats import Stats
@@ -45,10 +45,7 @@ class Plan:
 
     @property
     def cost(self) -> float | None:
-        price = price_for(self.job.effective_model, self.job.prices, self.job.profile.prices)
-        if self.job.mode == "batch":
-            price = discounted(price, self.job.batch_discount)
-        return cost(price, self.prompt_tokens, 0, self.completion_tokens)
+        return cost(self.job.price, self.prompt_tokens, 0, self.completion_tokens)
 
 
 class _Tally:
@@ -98,19 +95,19 @@ def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
         if work.id in held:
             plan.in_batches += 1
             continue
-        body = json.loads(work.body)
         if job.mode == "batch":
             try:
-                model = body.get("model") or job.effective_model
+                model = json.loads(work.body).get("model") or job.effective_model
                 packer.place(model, len(batch_line(work.id, 0, endpoint, work.body)))
             except LineTooBig as exc:
                 tally.add((work.id, "bad_request", None, None, str(exc)))
                 continue
         plan.to_send += 1
-        plan.prompt_tokens += prompt.estimate_tokens(body)
-        plan.completion_tokens += int(body.get("max_tokens") or 0)
+        # The pipeline's own estimates, as a run paces and budgets with them.
+        plan.prompt_tokens += work.tokens - work.answer_tokens
+        plan.completion_tokens += work.answer_tokens
         if plan.first_request is None:
-            plan.first_request = body
+            plan.first_request = json.loads(work.body)
     plan.rows = stats.input_rows
     plan.done = stats.skipped
     if job.mode == "batch":

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .jobcheck import check, fit
+from .pricing import Price, discounted, price_for
 from .providers import ZAI, Provider, provider_for
 
 # Z.AI's, the provider zbatch is built for (a profile of its own for OpenAI-compatible servers).
@@ -122,6 +123,13 @@ class Job:
     @property
     def effective_model(self) -> str:
         return self.model or DEFAULT_MODEL
+
+    @property
+    def price(self) -> Price | None:
+        """What a run pays per 1M tokens: [prices] over the profile's table, at
+        batch_discount of it in batch mode; None when neither knows the model."""
+        price = price_for(self.effective_model, self.prices, self.profile.prices)
+        return discounted(price, self.batch_discount) if self.mode == "batch" else price
 
     def fingerprint(self) -> str:
         """A digest of the settings that shape a request; resume refuses a change."""

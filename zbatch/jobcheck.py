@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from .job import Job
 
 JSON_FIELD_KINDS = ("string", "int", "float", "bool", "json")
+# The values of two settings with a fixed choice (the flags offer the same ones).
+MODES = ("online", "batch")
+RESPONSE_FORMATS = ("json_object", "text")
 # A template's format spec may pad a value: refuse widths that would inflate a prompt.
 MAX_TEMPLATE_WIDTH = 10_000
 
@@ -143,8 +146,8 @@ def check(job: Job) -> None:
         raise fail("top_p", "must be greater than 0 and at most 1")
     if job.max_tokens is not None and job.max_tokens < 1:
         raise fail("max_tokens", "must be at least 1")
-    if job.mode not in ("online", "batch"):
-        raise fail("mode", 'must be "online" or "batch"')
+    if job.mode not in MODES:
+        raise fail("mode", _one_of(MODES))
     if job.batch_max_rows > 50_000:
         raise fail("batch_max_rows", "must be at most 50000 (the providers' limit per file)")
     for name in (
@@ -157,8 +160,8 @@ def check(job: Job) -> None:
             raise fail(name, "must be a fraction between 0 and 1")
     _check_base_url(job.base_url)
     provider_for(job.base_url, job.provider)  # refuses a provider it has no profile for
-    if job.response_format not in (None, "json_object", "text"):
-        raise fail("response_format", 'must be "json_object" or "text"')
+    if job.response_format is not None and job.response_format not in RESPONSE_FORMATS:
+        raise fail("response_format", _one_of(RESPONSE_FORMATS))
     if job.json_fields and job.response_format != "json_object":
         raise JobError('request.json_fields needs request.response_format = "json_object"')
     if job.gold_column is not None and not job.choices:
@@ -174,6 +177,10 @@ def check(job: Job) -> None:
             "request.extra must not set 'messages' or 'model': use request.template / "
             "request.messages_column and request.model"
         )
+
+
+def _one_of(values: tuple[str, ...]) -> str:
+    return "must be " + " or ".join(f'"{value}"' for value in values)
 
 
 def _check_base_url(url: str) -> None:

@@ -119,10 +119,8 @@ def load_job(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) 
     if not values.get("base_url"):
         values["base_url"] = os.environ.get("ZAI_BASE_URL") or DEFAULT_BASE_URL
     source = str(path) if path else "the command line"
-    for name in _PATH_FIELDS:
-        if not values.get(name):
-            flag = "--input" if name == "input_path" else "--output"
-            raise JobError(f"{source}: {key_for(name)} is not set: set it or pass {flag}")
+    for name in _PATH_FIELDS:  # unset: the Job's own check says so, naming the flag
+        values.setdefault(name, "")
     try:
         return Job(**values)
     except JobError as exc:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from .job import DEFAULT_MODEL
+from .jobcheck import MODES, RESPONSE_FORMATS
 from .jobfile import default_of
 from .providers import PROVIDERS
 
@@ -18,6 +19,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _default(name: str) -> str:
     """ " [default: X]" for a help text, from the Job's own default."""
     value = default_of(name)
+    if isinstance(value, bool):
+        return f" [default: {'on' if value else 'off'}]"
     return f" [default: {value:g}]" if isinstance(value, float) else f" [default: {value}]"
 
 
@@ -60,7 +63,7 @@ def job_options(func: F) -> F:
         ),
         click.option(
             "--response-format",
-            type=click.Choice(["json_object", "text"]),
+            type=click.Choice(RESPONSE_FORMATS),
             help="Ask for a JSON object answer.",
         ),
         click.option(
@@ -139,7 +142,8 @@ def job_options(func: F) -> F:
         click.option(
             "--wait-for-quota/--no-wait-for-quota",
             default=None,
-            help="On a quota stop, sleep until the reset (at most 1 h) and continue.",
+            help="On a quota stop, sleep until the reset (at most "
+            f"{default_of('quota_wait_seconds') / 3600:g} h) and continue.",
         ),
         click.option(
             "--down-after",
@@ -157,17 +161,17 @@ def job_options(func: F) -> F:
             "--hedge/--no-hedge",
             default=None,
             help="Once the input is used up, re-send an attempt stuck far beyond the usual "
-            "latency on a second connection [default: on].",
+            f"latency on a second connection{_default('hedge')}.",
         ),
         click.option(
             "--journal/--no-journal",
             default=None,
             help="Make each answer durable in OUTDIR within ~50 ms, so a kill -9 never buys "
-            "it twice [default: on].",
+            f"it twice{_default('journal')}.",
         ),
         click.option(
             "--mode",
-            type=click.Choice(["online", "batch"]),
+            type=click.Choice(MODES),
             help="online: live requests; batch: the provider's Batch API, at its batch price "
             f"{_default('mode')}.",
         ),
@@ -184,7 +188,7 @@ def job_options(func: F) -> F:
         click.option(
             "--dedupe/--no-dedupe",
             default=None,
-            help="Send identical deterministic requests (temperature 0) once [default: on].",
+            help=f"Send identical deterministic requests (temperature 0) once{_default('dedupe')}.",
         ),
         click.option(
             "--simulate",

@@ -70,8 +70,6 @@ class BarProgress:
 class LogProgress:
     """A plain log line every ``every`` seconds: no redraws, made for cron and CI logs."""
 
-    interval = 1.0
-
     def __init__(self, every: float) -> None:
         self._every = every
         self._last = time.monotonic()

@@ -28,14 +28,19 @@ class RenderError(ValueError):
 
 def row_id(data: dict[str, Any], id_column: str | None) -> str | None:
     """The row's id as a string, or None when it has no usable one."""
-    column = id_column or ("custom_id" if is_batch_line(data) else "id")
-    value = data.get(column)
+    value = data.get(id_column_for(id_column, batch_line=is_batch_line(data)))
     if value is None or isinstance(value, dict | list | bool):
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return None  # NaN, inf (1e400 in JSON): no id two runs would agree on
     text = str(value).strip()
     return text or None
+
+
+def id_column_for(id_column: str | None, *, batch_line: bool) -> str:
+    """The column holding a row's id: the job's id_column, else "custom_id" on a batch-format
+    line and "id" on any other."""
+    return id_column or ("custom_id" if batch_line else "id")
 
 
 @functools.cache
@@ -60,7 +65,7 @@ def check_input(job: Job, inputs: InputFiles) -> None:
             f"{inputs.paths[0]}: the job needs column(s) {names} that the input lacks "
             f"(it has: {have}). Fix the template/columns or the input; nothing was sent"
         )
-    id_column = job.id_column or ("custom_id" if inputs.first_is_batch_line else "id")
+    id_column = id_column_for(job.id_column, batch_line=inputs.first_is_batch_line)
     if id_column not in inputs.columns:
         raise JobError(
             f"{inputs.paths[0]}: no id column '{id_column}' (columns: "
