@@ -608,7 +608,7 @@ def test_a_symlink_at_the_lock_path_stops_the_run_with_exit_74(tmp_path: Path) -
 
 
 def test_off_a_terminal_progress_is_plain_lines_every_log_every_seconds(tmp_path: Path) -> None:
-    """With stderr a pipe there are no bar redraws ('\\r'), a progress line comes every
+    """With stderr a pipe there are no bar redraws ('\\r'), progress lines come at most every
     --log-every seconds, and run.log has start and end lines but no prompt text."""
     rows = prompt_rows(60)
     inp, out = input_and_outdir(tmp_path, rows)
@@ -621,9 +621,11 @@ def test_off_a_terminal_progress_is_plain_lines_every_log_every_seconds(tmp_path
         for line in proc.stderr.splitlines()
         if " INFO progress " in line
     ]
-    assert len(stamps) >= 4, proc.stderr
-    gaps = sorted(b - a for a, b in itertools.pairwise(stamps[:-1]))  # the last is the close
-    assert gaps[len(gaps) // 2] < 0.9, f"progress lines {gaps} s apart with --log-every 0.5"
+    # The run takes at least 60 * 0.1 / 2 = 3 s of server latency (load only lengthens it):
+    # lines come during it, and never more often than --log-every (load only widens gaps).
+    assert len(stamps) >= 3, proc.stderr  # two ticks and the close, at the least
+    gaps = [b - a for a, b in itertools.pairwise(stamps[:-1])]  # the last is the close
+    assert min(gaps) >= 0.45, f"progress lines {gaps} s apart with --log-every 0.5"
     log_text = (out / "run.log").read_text()
     assert " INFO start: " in log_text and " INFO end: finished" in log_text
     assert "Question number" not in log_text and "Question number" not in proc.stderr
