@@ -140,7 +140,8 @@ def test_retry_after_header_is_honoured(tmp_path: Path) -> None:
     ]
     assert len(times) == 2
     gap = times[1] - times[0]
-    assert 0.95 <= gap < 5, f"retried {gap:.3f} s after a Retry-After: 1 answer"
+    # A lower bound only: load can delay the retry further, never bring it forward.
+    assert gap >= 0.95, f"retried {gap:.3f} s after a Retry-After: 1 answer"
 
 
 # --------------------------------------------------------------------------- quota
