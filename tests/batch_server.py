@@ -42,6 +42,8 @@ from typing import Any, TypeVar
 
 from zai_server import BASE_PATH, HOST, Settings, _Engine, _Request, http_status_for
 
+from zbatch.testing import multipart_fields
+
 ENDPOINTS = ("/v4/chat/completions", "/v1/chat/completions")
 TERMINAL = frozenset({"completed", "expired", "cancelled", "failed"})
 MAX_LINES = 50_000
@@ -351,35 +353,6 @@ def _parse_lines(data: bytes) -> list[dict[str, Any]]:
     return lines
 
 
-def _multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
-    """Fields of a multipart/form-data body: name -> (filename, content)."""
-    _, _, params = content_type.partition(";")
-    boundary = ""
-    for param in params.split(";"):
-        key, _, value = param.strip().partition("=")
-        if key == "boundary":
-            boundary = value.strip('"')
-    if not boundary:
-        raise _Fault(400, "1214", "multipart body without a boundary")
-    fields: dict[str, tuple[str | None, bytes]] = {}
-    for part in body.split(b"--" + boundary.encode())[1:]:
-        if part.startswith(b"--"):
-            break
-        head, _, content = part.partition(b"\r\n\r\n")
-        name = filename = None
-        for header in head.decode("utf-8").split("\r\n"):
-            if header.lower().startswith("content-disposition"):
-                for item in header.split(";")[1:]:
-                    key, _, value = item.strip().partition("=")
-                    if key == "name":
-                        name = value.strip('"')
-                    elif key == "filename":
-                        filename = value.strip('"')
-        if name is not None:
-            fields[name] = (filename, content.removesuffix(b"\r\n"))
-    return fields
-
-
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     state: _State  # set on the subclass made per server
@@ -455,7 +428,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise _Fault(404, "404", f"no route for {method} {path}")
         state.take_fault(route)
         if route == "upload":
-            fields = _multipart(self.headers.get("Content-Type", ""), body)
+            try:
+                fields = multipart_fields(self.headers.get("Content-Type", ""), body)
+            except ValueError as exc:
+                raise _Fault(400, "1214", str(exc)) from None
             filename, data = fields.get("file", (None, b""))
             purpose = fields.get("purpose", (None, b""))[1].decode()
             return 200, state.upload(filename or "upload.jsonl", purpose, data)

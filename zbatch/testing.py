@@ -16,6 +16,8 @@ can never disagree on its shape:
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -79,3 +81,19 @@ def chat_completion(
             "prompt_tokens_details": {"cached_tokens": 0},
         },
     }
+
+
+def multipart_fields(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """The fields of a multipart/form-data body (a Batch API upload): name -> (filename,
+    content). ValueError when it is not multipart (no boundary)."""
+    head = f"Content-Type: {content_type}\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise ValueError("multipart body without a boundary")
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str):
+            fields[name] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
+    return fields

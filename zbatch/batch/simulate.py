@@ -10,8 +10,6 @@ first poll: a rehearsal does not wait for a provider.
 from __future__ import annotations
 
 import dataclasses
-import email.parser
-import email.policy
 import itertools
 import json
 import time
@@ -21,6 +19,7 @@ import httpx
 
 from ..job import Job
 from ..simulate import SimulatedEndpoint, SimulationSpec
+from ..testing import multipart_fields
 
 
 class SimulatedBatchApi(httpx.AsyncBaseTransport):
@@ -72,14 +71,11 @@ class SimulatedBatchApi(httpx.AsyncBaseTransport):
         return {"id": file_id, "object": "file", "bytes": len(data), "filename": name}
 
     def _upload(self, content_type: str, content: bytes) -> httpx.Response:
-        head = f"Content-Type: {content_type}\r\n\r\n".encode()
-        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + content)
         file_id = self._new_id("file")
-        for part in message.iter_parts():
-            if part.get_param("name", header="content-disposition") == "file":
-                payload = part.get_payload(decode=True)
-                data = payload if isinstance(payload, bytes) else b""
-                self._files[file_id] = (part.get_filename() or "batch.jsonl", data)
+        fields = multipart_fields(content_type, content)
+        if "file" in fields:
+            filename, data = fields["file"]
+            self._files[file_id] = (filename or "batch.jsonl", data)
         return httpx.Response(200, json=self._file_json(file_id))
 
     async def _create(self, request: dict[str, Any]) -> httpx.Response:
