@@ -29,7 +29,6 @@ def deterministic(job: Job) -> bool:
 
 @dataclass
 class _Entry:
-    leader: str
     done: anyio.Event = field(default_factory=anyio.Event)
     answer: Any = None  # the leader's answer (a Success), once it has one
 
@@ -41,6 +40,8 @@ class SharedAnswers:
         self.pipeline = pipeline
         self._capacity = capacity
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        # The entries of the rows leading now, by id: the body is hashed once per row.
+        self._leading: dict[str, _Entry] = {}
 
     async def reuse(self, work: Work) -> bool:
         """True when ``work`` was answered by an identical earlier request; otherwise it
@@ -48,7 +49,7 @@ class SharedAnswers:
         key = hashlib.blake2b(work.body, digest_size=16).digest()
         entry = self._entries.get(key)
         if entry is None:
-            self._entries[key] = _Entry(work.id)
+            self._entries[key] = self._leading[work.id] = _Entry()
             self._forget_oldest()
             return False
         self._entries.move_to_end(key)
@@ -64,14 +65,14 @@ class SharedAnswers:
 
     def resolve(self, work: Work, answer: Any) -> None:
         """The answer ``work`` settled with (called by the dispatcher for a leader)."""
-        entry = self._entries.get(hashlib.blake2b(work.body, digest_size=16).digest())
-        if entry is not None and entry.leader == work.id:
+        entry = self._leading.get(work.id)
+        if entry is not None:
             entry.answer = answer
 
     def settle(self, work: Work) -> None:
         """The leader is done, with or without an answer: wake the rows waiting on it."""
-        entry = self._entries.get(hashlib.blake2b(work.body, digest_size=16).digest())
-        if entry is not None and entry.leader == work.id:
+        entry = self._leading.pop(work.id, None)
+        if entry is not None:
             entry.done.set()
 
     def _forget_oldest(self) -> None:
