@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -27,10 +27,13 @@ def deterministic(job: Job) -> bool:
     return job.temperature == 0 or job.extra.get("do_sample") is False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
-    done: anyio.Event = field(default_factory=anyio.Event)
     answer: Any = None  # the leader's answer (a Success), once it has one
+    done: bool = False
+    # Made by the first row that waits: most bodies are never repeated, and an Event per
+    # remembered body cost more CPU per row than the rest of the dedupe.
+    waiters: anyio.Event | None = None
 
 
 class SharedAnswers:
@@ -53,7 +56,12 @@ class SharedAnswers:
             self._forget_oldest()
             return False
         self._entries.move_to_end(key)
-        await entry.done.wait()
+        if entry.done:  # still a checkpoint, as Event.wait is: a run of repeats lets others run
+            await anyio.lowlevel.checkpoint()
+        else:
+            if entry.waiters is None:
+                entry.waiters = anyio.Event()
+            await entry.waiters.wait()
         if entry.answer is None:
             return False
         answer, pipeline = entry.answer, self.pipeline
@@ -73,11 +81,13 @@ class SharedAnswers:
         """The leader is done, with or without an answer: wake the rows waiting on it."""
         entry = self._leading.pop(work.id, None)
         if entry is not None:
-            entry.done.set()
+            entry.done = True
+            if entry.waiters is not None:
+                entry.waiters.set()
 
     def _forget_oldest(self) -> None:
         while len(self._entries) > self._capacity:
             key, entry = next(iter(self._entries.items()))
-            if not entry.done.is_set():
+            if not entry.done:
                 return  # still in flight: kept until it is done
             del self._entries[key]
