@@ -196,15 +196,14 @@ class Runner(Dispatcher):
                     outcome, twin = await self.hedger.send(work)
                 finally:
                     self.budget.release(reservation)
-            if isinstance(outcome, Success):
-                self.guards.bill(outcome)
-            if twin is not None:
-                self.guards.bill(twin)
             # The requests waiting for this answer run at the next checkpoint, by when a quota
             # answer below has set the next pause.
             self.quota.answered()
             attempts += 1
             if isinstance(outcome, Success):
+                self.guards.bill(outcome)
+                if twin is not None:  # a hedge's twin comes only with an answer
+                    self.guards.bill(twin)
                 self.limit.on_success()
                 self.quota.pause.clear()
                 self.guards.down.alive()
