@@ -90,7 +90,9 @@ class Runner(Dispatcher):
         pipeline.on_added = self.commits.changed
         self._stop_when = stop_when
         self.limit = limit or AdaptiveLimit(job.concurrency)
-        self.hedger = Hedger(client, self.limit, stats)
+        # Without hedging nothing needs to track an attempt (~3 us of CPU each): _process
+        # sends it through the client directly.
+        self.hedger = Hedger(client, self.limit, stats) if job.hedge else None
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
         self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
@@ -105,7 +107,7 @@ class Runner(Dispatcher):
             helpers.start_soon(self._watch_requests, self._stop_when)
         helpers.start_soon(self.commits.timer, self.stop)
         helpers.start_soon(self.commits.group_commit, self.stop)
-        if self.job.hedge:
+        if self.hedger is not None:
             helpers.start_soon(self.hedger.run, self._input_done, helpers, lambda: self.stopping)
 
     async def _dispatch(self) -> None:
@@ -192,8 +194,12 @@ class Runner(Dispatcher):
                 if reservation is None:
                     return
                 stats.requests += 1
+                twin: Success | None = None
                 try:
-                    outcome, twin = await self.hedger.send(work)
+                    if self.hedger is None:
+                        outcome = await self.client.send(work.body)
+                    else:
+                        outcome, twin = await self.hedger.send(work)
                 finally:
                     self.budget.release(reservation)
             # The requests waiting for this answer run at the next checkpoint, by when a quota
