@@ -253,8 +253,7 @@ class Runner(Dispatcher):
             delay = self.backoff.delay(attempts - 1, failure.retry_after, remaining=remaining)
             # A wait cut to the deadline (a Retry-After past it) leaves no time for a retry.
             if attempts > job.max_retries or delay >= remaining:
-                self.guards.release_first_rows()
-                pipeline.fail(work.id, failure, attempts)
+                self.guards.row_failed(Held(work.id, failure, attempts, None))
                 return
             stats.retries[failure.error_type] += 1
             if not await self._sleep(delay):
