@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -27,11 +27,13 @@ def deterministic(job: Job) -> bool:
     return job.temperature == 0 or job.extra.get("do_sample") is False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
-    leader: str
-    done: anyio.Event = field(default_factory=anyio.Event)
     answer: Any = None  # the leader's answer (a Success), once it has one
+    done: bool = False
+    # Made by the first row that waits: most bodies are never repeated, and an Event per
+    # remembered body cost more CPU per row than the rest of the dedupe.
+    waiters: anyio.Event | None = None
 
 
 class SharedAnswers:
@@ -41,6 +43,8 @@ class SharedAnswers:
         self.pipeline = pipeline
         self._capacity = capacity
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        # The entries of the rows leading now, by id: the body is hashed once per row.
+        self._leading: dict[str, _Entry] = {}
 
     async def reuse(self, work: Work) -> bool:
         """True when ``work`` was answered by an identical earlier request; otherwise it
@@ -48,11 +52,16 @@ class SharedAnswers:
         key = hashlib.blake2b(work.body, digest_size=16).digest()
         entry = self._entries.get(key)
         if entry is None:
-            self._entries[key] = _Entry(work.id)
+            self._entries[key] = self._leading[work.id] = _Entry()
             self._forget_oldest()
             return False
         self._entries.move_to_end(key)
-        await entry.done.wait()
+        if entry.done:  # still a checkpoint, as Event.wait is: a run of repeats lets others run
+            await anyio.lowlevel.checkpoint()
+        else:
+            if entry.waiters is None:
+                entry.waiters = anyio.Event()
+            await entry.waiters.wait()
         if entry.answer is None:
             return False
         answer, pipeline = entry.answer, self.pipeline
@@ -64,19 +73,21 @@ class SharedAnswers:
 
     def resolve(self, work: Work, answer: Any) -> None:
         """The answer ``work`` settled with (called by the dispatcher for a leader)."""
-        entry = self._entries.get(hashlib.blake2b(work.body, digest_size=16).digest())
-        if entry is not None and entry.leader == work.id:
+        entry = self._leading.get(work.id)
+        if entry is not None:
             entry.answer = answer
 
     def settle(self, work: Work) -> None:
         """The leader is done, with or without an answer: wake the rows waiting on it."""
-        entry = self._entries.get(hashlib.blake2b(work.body, digest_size=16).digest())
-        if entry is not None and entry.leader == work.id:
-            entry.done.set()
+        entry = self._leading.pop(work.id, None)
+        if entry is not None:
+            entry.done = True
+            if entry.waiters is not None:
+                entry.waiters.set()
 
     def _forget_oldest(self) -> None:
         while len(self._entries) > self._capacity:
             key, entry = next(iter(self._entries.items()))
-            if not entry.done.is_set():
+            if not entry.done:
                 return  # still in flight: kept until it is done
             del self._entries[key]

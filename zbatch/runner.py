@@ -90,7 +90,9 @@ class Runner(Dispatcher):
         pipeline.on_added = self.commits.changed
         self._stop_when = stop_when
         self.limit = limit or AdaptiveLimit(job.concurrency)
-        self.hedger = Hedger(client, self.limit, stats)
+        # Without hedging nothing needs to track an attempt (~3 us of CPU each): _process
+        # sends it through the client directly.
+        self.hedger = Hedger(client, self.limit, stats) if job.hedge else None
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
         self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
@@ -105,7 +107,7 @@ class Runner(Dispatcher):
             helpers.start_soon(self._watch_requests, self._stop_when)
         helpers.start_soon(self.commits.timer, self.stop)
         helpers.start_soon(self.commits.group_commit, self.stop)
-        if self.job.hedge:
+        if self.hedger is not None:
             helpers.start_soon(self.hedger.run, self._input_done, helpers, lambda: self.stopping)
 
     async def _dispatch(self) -> None:
@@ -192,19 +194,22 @@ class Runner(Dispatcher):
                 if reservation is None:
                     return
                 stats.requests += 1
+                twin: Success | None = None
                 try:
-                    outcome, twin = await self.hedger.send(work)
+                    if self.hedger is None:
+                        outcome = await self.client.send(work.body)
+                    else:
+                        outcome, twin = await self.hedger.send(work)
                 finally:
                     self.budget.release(reservation)
-            if isinstance(outcome, Success):
-                self.guards.bill(outcome)
-            if twin is not None:
-                self.guards.bill(twin)
             # The requests waiting for this answer run at the next checkpoint, by when a quota
             # answer below has set the next pause.
             self.quota.answered()
             attempts += 1
             if isinstance(outcome, Success):
+                self.guards.bill(outcome)
+                if twin is not None:  # a hedge's twin comes only with an answer
+                    self.guards.bill(twin)
                 self.limit.on_success()
                 self.quota.pause.clear()
                 self.guards.down.alive()
@@ -248,8 +253,7 @@ class Runner(Dispatcher):
             delay = self.backoff.delay(attempts - 1, failure.retry_after, remaining=remaining)
             # A wait cut to the deadline (a Retry-After past it) leaves no time for a retry.
             if attempts > job.max_retries or delay >= remaining:
-                self.guards.release_first_rows()
-                pipeline.fail(work.id, failure, attempts)
+                self.guards.row_failed(Held(work.id, failure, attempts, None))
                 return
             stats.retries[failure.error_type] += 1
             if not await self._sleep(delay):

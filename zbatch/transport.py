@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import urllib.parse
 import urllib.request
-from typing import Any
 
 import aiohttp
 import httpx
@@ -57,7 +56,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._proxy_secrets = _credentials(proxy)  # aiohttp's proxy errors quote the URL
         self._ssl = httpx.create_ssl_context()  # certifi, or SSL_CERT_FILE
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
         self._last: tuple[object, aiohttp.ClientTimeout | None] = (None, None)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -101,32 +99,29 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
-        """httpx's timeouts (connect, read, write, pool) as aiohttp's; made once per set.
+        """httpx's timeouts (connect, read, write, pool) as aiohttp's; made again only when a
+        request carries another dict than the last one (zbatch's Client sends the same one).
 
         A ``total`` key (zbatch's own) bounds the whole request, from waiting for a connection
         to the last byte of the body, however slowly the server sends it.
         """
         last, made = self._last
-        if timeouts is last and made is not None:  # a client sends one set with every request
+        if timeouts is last and made is not None:
             return made
-        key = tuple(sorted(timeouts.items()))
-        made = self._timeouts.get(key)
-        if made is None:
-            total = timeouts.get("total")
+        total = timeouts.get("total")
 
-            def within_total(name: str) -> float | None:
-                # A timer the total one already covers is dropped: each costs a loop timer
-                # per request (the read timer one per chunk received).
-                value = timeouts.get(name)
-                return None if total is not None and value is not None and value >= total else value
+        def within_total(name: str) -> float | None:
+            # A timer the total one already covers is dropped: each costs a loop timer
+            # per request (the read timer one per chunk received).
+            value = timeouts.get(name)
+            return None if total is not None and value is not None and value >= total else value
 
-            made = aiohttp.ClientTimeout(
-                total=total,
-                connect=within_total("pool"),  # waiting for a free connection, then connecting
-                sock_connect=within_total("connect"),
-                sock_read=within_total("read"),
-            )
-            self._timeouts[key] = made
+        made = aiohttp.ClientTimeout(
+            total=total,
+            connect=within_total("pool"),  # waiting for a free connection, then connecting
+            sock_connect=within_total("connect"),
+            sock_read=within_total("read"),
+        )
         self._last = (timeouts, made)
         return made
 
