@@ -8,6 +8,7 @@ tells the scheduler whether to retry the row, give it up, or stop the whole run.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 
@@ -59,3 +60,16 @@ class Success:
 
 
 Outcome = Success | Failure
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(value: str) -> str:
+    """``value`` as UTF-8, and so the output parts, can hold it: lone surrogates (valid in a
+    JSON escape or a Python string, not in UTF-8) become U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", value)
+    return value

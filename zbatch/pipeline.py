@@ -24,7 +24,7 @@ from .answers import NotJson, json_field_value, normalize_label, parse_json_obje
 from .errors import redact
 from .idset import IdSet
 from .job import Job
-from .outcome import Failure, Scope, Success
+from .outcome import Failure, Scope, Success, storable_text
 from .readers.base import DoneRows, RawRow
 from .schema import keep_caster
 from .stats import Stats
@@ -368,7 +368,4 @@ async def commit(pipeline: RowPipeline, results: Any, errors: Any) -> None:
 
 def storable(row: Row) -> Row:
     """An error row whose text can be stored: what UTF-8 cannot hold becomes U+FFFD."""
-    return tuple(
-        value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
-        for value in row
-    )
+    return tuple(storable_text(value) if isinstance(value, str) else value for value in row)

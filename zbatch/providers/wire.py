@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..outcome import Failure, Outcome, Scope, Success
+from ..outcome import Failure, Outcome, Scope, Success, storable_text
 
 # No request comes near this many tokens; a larger count is a broken answer, and it also fits
 # every integer column zbatch writes.
 MAX_TOKENS = 2**31 - 1
 _SNIPPET = 200
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +85,7 @@ def error_details(raw: bytes) -> tuple[str | None, str]:
 def text(value: Any) -> str | None:
     """A string field as a string a result file can hold: numbers as text, others None."""
     if type(value) is str:  # first: this runs for several fields of every answer
-        return value if value.isascii() else _storable(value)
+        return value if value.isascii() else storable_text(value)
     if value is None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
@@ -127,7 +125,7 @@ def _content(message: dict[str, Any]) -> str | None:
     """The answer text; None when there is none (which is not an empty answer)."""
     content = message.get("content")
     if isinstance(content, str):
-        return content if content.isascii() else _storable(content)
+        return content if content.isascii() else storable_text(content)
     if content is None:
         # A tool call is an answer without content: keep the call itself.
         content = message.get("tool_calls") or None
@@ -166,15 +164,6 @@ def _tokens(value: Any) -> int | None:
     if type(value) is int and 0 <= value <= MAX_TOKENS:  # not a bool: type(True) is bool
         return value
     return None
-
-
-def _storable(value: str) -> str:
-    """``value`` with lone surrogates (valid in JSON escapes, not in UTF-8) replaced."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return _SURROGATE.sub("\ufffd", value)
-    return value
 
 
 def _snippet(raw: bytes, limit: int = _SNIPPET) -> str:
