@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -115,17 +115,12 @@ class RunSession:
     ) -> None:
         """Write job.json; with ``once`` (shards) only if no run wrote it yet, and then check
         that the one written is this job's (two shards may start at the same moment)."""
-        record = {"fingerprint": fingerprint, "settings": dict(settings), **extra}
+        blob = dumps({"fingerprint": fingerprint, "settings": dict(settings), **extra})
         if not once:
-            self.outdir.storage.write_bytes(JOB, dumps(record))
+            self.outdir.storage.write_bytes(JOB, blob)
             return
-        blob = dumps(record)
-
-        def write(handle: BinaryIO) -> None:
-            handle.write(blob)
-
         try:
-            self.outdir.storage.create(JOB, write)
+            self.outdir.storage.create(JOB, lambda handle: handle.write(blob))
         except FileExistsError:
             self.outdir._check_job(fingerprint, extra.get("request") or {}, force=False)
 
@@ -214,12 +209,8 @@ class OutputDir:
         token = self.storage.read_bytes(JOURNAL_ID)
         if token is None:
             fresh = secrets.token_hex(8).encode()
-
-            def write(handle: BinaryIO) -> None:
-                handle.write(fresh)
-
             try:
-                self.storage.create(JOURNAL_ID, write)
+                self.storage.create(JOURNAL_ID, lambda handle: handle.write(fresh))
                 token = fresh
             except FileExistsError:  # another shard made it first
                 token = self.storage.read_bytes(JOURNAL_ID) or b""

@@ -48,7 +48,7 @@ class Storage(Protocol):
         """Write (or replace) a whole file by ``write(handle)``, streamed; readers see the old
         or the new one (``outdir=False``: a file outside any OUTDIR, such as an export)."""
 
-    def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+    def create(self, name: str, write: Callable[[BinaryIO], object]) -> None:
         """Create a file by ``write(handle)``: create-only (FileExistsError when the name is
         taken) and never visible half-written."""
 
@@ -158,7 +158,7 @@ class LocalStorage:
                 raise store_error(str(path), exc, outdir=outdir) from exc
             raise
 
-    def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+    def create(self, name: str, write: Callable[[BinaryIO], object]) -> None:
         path = self._path(name)
         tmp: Path | None = None
         try:
