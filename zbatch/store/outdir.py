@@ -82,6 +82,12 @@ def shard_tag(shard: tuple[int, int] | None) -> str:
     return "" if shard is None else f"{shard[0]}of{shard[1]}"
 
 
+def shard_owns(name: str, tag: str) -> bool:
+    """Whether a run with this shard ``tag`` made the file ``name`` (its run prefix holds the
+    tag); a whole-job run (tag "") owns every file."""
+    return not tag or f"-{tag}-" in name
+
+
 @dataclass
 class RunSession:
     """An OUTDIR held by one run: its resume state, and where its parts go."""
@@ -328,8 +334,7 @@ class OutputDir:
             if not tag:
                 self._recover(table)
             for name in self.storage.list(table):
-                mine = not tag or f"-{tag}-" in name
-                if name.startswith(".") and name.endswith(".tmp") and mine:
+                if name.startswith(".") and name.endswith(".tmp") and shard_owns(name, tag):
                     self.storage.delete(f"{table}/{name}")
 
     # --- compaction -------------------------------------------------------------------------

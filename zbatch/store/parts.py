@@ -24,6 +24,11 @@ def _run_of(name: str) -> str:
     return name.removesuffix(".parquet").removesuffix(".merged").rsplit("-", 1)[0]
 
 
+def part_name(prefix: str, number: str) -> str:
+    """A committed part's name: the run's (and shard's) ``prefix``, then its number in the run."""
+    return f"part-{prefix}-{number}.parquet"
+
+
 def is_part(name: str) -> bool:
     """Committed parts are ``part-*.parquet``; hidden temp files and staging names are not."""
     return name.startswith("part-") and name.endswith(".parquet")
@@ -62,7 +67,7 @@ class PartWriter:
         table, unstorable = self.to_table(rows)
         if table.num_rows:
             self._seq += 1
-            name = f"{self.folder}/part-{self._prefix}-{self._seq:05d}.parquet"
+            name = f"{self.folder}/{part_name(self._prefix, f'{self._seq:05d}')}"
             self.storage.create(name, lambda handle: pq.write_table(table, handle))
             self.committed_rows += table.num_rows
             self.last_part_bytes = table.nbytes
