@@ -74,7 +74,8 @@ def read_status(outdir: OutputDir) -> Status:
     done, state = outdir.count_state()
     if any(row_id.startswith("?") for row_id in state.latest_error):
         errored = pa.array(list(state.latest_error), pa.string())
-        for place in fixed_places(outdir, results.column("id", pa.string()), errored).to_pylist():
+        ids = results.column("id", pa.string())
+        for place in fixed_places(settings, ids, errored).to_pylist():
             del state.latest_error[place]  # fixed since, and settled under its real id
     counted = {"prompt": 0, "completion": 0, "cached": 0}
     labels: Counter[str] = Counter()
