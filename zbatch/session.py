@@ -254,9 +254,7 @@ async def execute(
             stats.exit_code = result.exit_code
             if write_summary:
                 summary = stats.to_json()
-                session.write_summary(
-                    summary if shard is None else {**summary, "shard": str(shard)}
-                )
+                outdir.write_summary(summary if shard is None else {**summary, "shard": str(shard)})
             log_end(log, stats, result.exit_code, where)
     return result
 
