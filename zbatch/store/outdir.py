@@ -203,9 +203,12 @@ class OutputDir:
         OUTDIRs; on object storage the journal is on the running machine)."""
         if not isinstance(self.storage, LocalStorage):
             return 0
+        folder = self.storage.root / JOURNAL
+        if not folder.is_dir():
+            return 0
         from .journal import journaled_rows
 
-        return journaled_rows(self.journal_folder())
+        return journaled_rows(folder)
 
     def journal_folder(self) -> Path:
         """A local folder for the journal: inside OUTDIR on a local disk. Object storage has
