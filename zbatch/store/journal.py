@@ -260,12 +260,13 @@ def replay(outdir: OutputDir, folder: Path, tag: str) -> int:
         return 0
     if not names:
         return 0
-    state = outdir.load_state()
-    done_results: set[Any] = {(row_id,) for row_id in state.succeeded}
-    done_errors: set[Any] = {
-        (row["id"], row["failed_at"])
-        for batch in outdir.parts(ERRORS).batches(_KEY_COLUMNS[ERRORS])
-        for row in batch.to_pylist()
+    seen: dict[str, set[Any]] = {
+        table: {
+            key
+            for batch in outdir.parts(table).batches(columns)
+            for key in zip(*(column.to_pylist() for column in batch.columns), strict=True)
+        }
+        for table, columns in _KEY_COLUMNS.items()
     }
     replayed = 0
     for name in names:
@@ -289,8 +290,8 @@ def replay(outdir: OutputDir, folder: Path, tag: str) -> int:
             outdir.write_spend(ledger, tag)
         stem = name.removesuffix(SUFFIX)
         prefix, segment = stem.rsplit("-", 1)
-        for table, seen in ((RESULTS, done_results), (ERRORS, done_errors)):
-            fresh = _not_seen(tables[table], _KEY_COLUMNS[table], seen)
+        for table, columns in _KEY_COLUMNS.items():
+            fresh = _not_seen(tables[table], columns, seen[table])
             if fresh is None:
                 continue
             part = f"{table}/{part_name(prefix, f'r{segment}')}"
