@@ -194,16 +194,6 @@ class Parts:
     def column(self, name: str, kind: pa.DataType) -> pa.ChunkedArray:
         return pa.chunked_array([batch.column(0) for batch in self.batches([name])], kind)
 
-    def count_rows(self) -> int:
-        with self._reading():
-            return int(self._dataset.count_rows())
-
-    def num_rows(self, name: str) -> int:
-        """Rows in one part, from its footer."""
-        filesystem, root = self.storage.arrow()
-        with self._reading(name), filesystem.open_input_file(f"{root}/{self.folder}/{name}") as f:
-            return int(pq.ParquetFile(f).metadata.num_rows)
-
     @contextlib.contextmanager
     def _reading(self, part: str | None = None) -> Iterator[None]:
         try:
