@@ -109,15 +109,6 @@ def _array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     return pa.array(values, type=kind)
 
 
-def _widened(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """A part's rows in the schema of all parts: the columns it lacks are null."""
-    columns = [
-        table.column(f.name) if f.name in table.column_names else pa.nulls(len(table), f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
 # Read a part's row groups one by one as they are needed (docs/performance.md: pre-buffering
 # fetches the column chunks of many at once).
 _ONE_AT_A_TIME = ds.ParquetFragmentScanOptions(pre_buffer=False)
@@ -182,11 +173,11 @@ class Parts:
         return groups
 
     def read_row_group(self, name: str, group: int) -> pa.Table:
-        """One row group of a part, in the schema of all parts."""
+        """One row group of a part, in the part's own schema (an earlier run's part may lack
+        a column: the reader conforms the rows to the schema it writes)."""
         filesystem, _ = self.storage.arrow()
         with self._reading(name), filesystem.open_input_file(self._path(name)) as f:
-            table = pq.ParquetFile(f, pre_buffer=False).read_row_group(group, use_threads=False)
-        return _widened(table, self.schema)
+            return pq.ParquetFile(f, pre_buffer=False).read_row_group(group, use_threads=False)
 
     def _path(self, name: str) -> str:
         return self._paths[self.names.index(name)]
