@@ -74,18 +74,21 @@ def read_status(outdir: OutputDir) -> Status:
     done, state = outdir.count_state()
     if any(row_id.startswith("?") for row_id in state.latest_error):
         errored = pa.array(list(state.latest_error), pa.string())
-        for place in fixed_places(outdir, results.column("id", pa.string()), errored).to_pylist():
+        ids = results.column("id", pa.string())
+        for place in fixed_places(settings, ids, errored).to_pylist():
             del state.latest_error[place]  # fixed since, and settled under its real id
     counted = {"prompt": 0, "completion": 0, "cached": 0}
     labels: Counter[str] = Counter()
-    if results.names:
+    columns = ["attempts", *(f"{key}_tokens" for key in counted)]
+    if "label" in results.schema.names:
+        columns.append("label")
+    for batch in results.batches(columns):  # one pass over the parts for all these columns
         # A row with attempts 0 took an identical request's answer: its tokens were not paid.
-        paid = pc.greater(results.column("attempts", pa.int32()), 0)
+        paid = pc.greater(batch.column("attempts"), 0)
         for key in counted:
-            column = results.column(f"{key}_tokens", pa.int64())
-            counted[key] = int(pc.sum(pc.filter(column, paid)).as_py() or 0)
-        if "label" in results.schema.names:
-            for count in pc.value_counts(results.column("label", pa.string())).to_pylist():
+            counted[key] += int(pc.sum(pc.filter(batch.column(f"{key}_tokens"), paid)).as_py() or 0)
+        if "label" in columns:
+            for count in pc.value_counts(batch.column("label")).to_pylist():
                 if count["values"] is not None:
                     labels[count["values"]] += count["counts"]
     tokens = Tokens(**counted)

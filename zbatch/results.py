@@ -87,7 +87,8 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
         pc.not_equal(error_types, "duplicate_id"),
         pc.invert(pc.is_in(error_ids, value_set=result_ids)),
     )
-    fixed = fixed_places(outdir, result_ids, error_ids)
+    settings = (outdir.read_job_if_any() or {}).get("settings", {})
+    fixed = fixed_places(settings, result_ids, error_ids)
     if len(fixed):  # an unreadable line fixed since: its row is settled under its real id
         open_errors = pc.and_(open_errors, pc.invert(pc.is_in(error_ids, value_set=fixed)))
     keep_errors = _last_of_each_id(error_ids, open_errors)
@@ -99,7 +100,6 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
     schema = pa.unify_schemas(
         [results.schema.append(STATUS), errors.schema.append(STATUS)], promote_options="default"
     )
-    settings = (outdir.read_job_if_any() or {}).get("settings", {})
     metadata = {SIMULATED: b"true"} if settings.get("simulate") else {}
     tables = [_Table(0, results, keep_results), _Table(1, errors, keep_errors)]
     try:
@@ -284,15 +284,15 @@ def _filled(batch: pa.RecordBatch, place: pa.Array, order: _InputOrder) -> pa.Re
 
 
 def fixed_places(
-    outdir: OutputDir, result_ids: pa.ChunkedArray, error_ids: pa.ChunkedArray | pa.Array
+    settings: dict[str, Any], result_ids: pa.ChunkedArray, error_ids: pa.ChunkedArray | pa.Array
 ) -> pa.Array:
     """The errors logged under a place (``?in.jsonl line 7``: the line had no usable id)
     whose place now holds a row with an id that is settled (has a result or an error): such
-    an error is fixed and counts no more. An input that cannot be read fixes nothing."""
+    an error is fixed and counts no more. An input that cannot be read (``settings``, of
+    job.json, name none) fixes nothing."""
     places = set(pc.filter(error_ids, pc.starts_with(error_ids, "?")).to_pylist())
-    settings = (outdir.read_job_if_any() or {}).get("settings")
     found: dict[str, str] = {}
-    if places and settings is not None:
+    if places and "input_path" in settings:
         try:
             for raw in open_input(settings["input_path"]).rows():
                 place = f"?{raw.where}"

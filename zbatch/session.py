@@ -163,7 +163,8 @@ async def execute(
         stats = Stats(price=price, spent=budget.spent, max_cost=job.max_cost)
         stats.concurrency = stats.concurrency_min = job.concurrency
         # A shard's rows are known only once its part of the input has been read.
-        stats.total = count_rows(inputs.paths) if shard is None else None
+        input_rows = count_rows(inputs.paths)  # reads a JSONL or CSV input to the end
+        stats.total = input_rows if shard is None else None
         state = session.state
         pipeline = RowPipeline(
             job,
@@ -191,7 +192,7 @@ async def execute(
                 "start%s: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
                 where,
                 job.input_path,
-                count_rows(inputs.paths),
+                input_rows,
                 len(state.succeeded) + len(state.latest_error),
                 job.effective_model,
                 job.concurrency,
@@ -253,9 +254,7 @@ async def execute(
             stats.exit_code = result.exit_code
             if write_summary:
                 summary = stats.to_json()
-                session.write_summary(
-                    summary if shard is None else {**summary, "shard": str(shard)}
-                )
+                outdir.write_summary(summary if shard is None else {**summary, "shard": str(shard)})
             log_end(log, stats, result.exit_code, where)
     return result
 

@@ -9,37 +9,38 @@ first lets :func:`recover` finish or undo a compaction a crash cut off.
 from __future__ import annotations
 
 import functools
-import json
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from .parts import Parts
-from .storage import Storage
+
+if TYPE_CHECKING:
+    from .outdir import OutputDir
 
 COMPACT_JOURNAL = ".compact-journal.json"
-ReadJson = Callable[[str], "dict[str, Any] | None"]
 
 
-def compact_table(storage: Storage, table: str, parts: Parts, read_json: ReadJson) -> int:
+def compact_table(outdir: OutputDir, table: str, parts: Parts) -> int:
     """Merge the table's parts (after :func:`recover`); how many parts it has then."""
     if len(parts.names) < 2:
         return len(parts.names)
     target = merged_name(parts.names[-1])
     staged = f".compact-{target}"
     journal = {"staged": staged, "target": target, "remove": parts.names}
-    storage.write_bytes(f"{table}/{COMPACT_JOURNAL}", json.dumps(journal).encode())
-    storage.create(f"{table}/{staged}", functools.partial(_merge, parts))
-    recover(storage, table, read_json)
+    outdir.write_json(f"{table}/{COMPACT_JOURNAL}", journal)
+    outdir.storage.create(f"{table}/{staged}", functools.partial(_merge, parts))
+    recover(outdir, table)
     return 1
 
 
-def recover(storage: Storage, table: str, read_json: ReadJson) -> None:
+def recover(outdir: OutputDir, table: str) -> None:
     """Finish (merged part staged) or forget (not staged) an interrupted compaction."""
-    journal = read_json(f"{table}/{COMPACT_JOURNAL}")
+    journal = outdir.read_json(f"{table}/{COMPACT_JOURNAL}")
     if journal is None:
         return
+    storage = outdir.storage
     staged, target = f"{table}/{journal['staged']}", f"{table}/{journal['target']}"
     names = storage.list(table)
     if journal["staged"] in names:

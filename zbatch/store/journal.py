@@ -43,17 +43,18 @@ import pyarrow.parquet as pq
 
 from ..budget import Spend
 from ..errors import StoreError
+from .outdir import ERRORS, RESULTS, OutputDir, shard_owns
+from .parts import part_name
 from .storage import fsync_dir, store_error
 
 if TYPE_CHECKING:
-    from .outdir import OutputDir
     from .parts import PartWriter
 
 SUFFIX = ".journal"
 WINDOW = 0.05  # seconds between group commits
 _FRAME = struct.Struct("<2sBII")
 _MAGIC = b"ZJ"
-_KIND_TABLES = {1: "results", 2: "errors"}
+_KIND_TABLES = {1: RESULTS, 2: ERRORS}
 _KIND_SPEND = 3
 _TABLE_KINDS = {table: kind for kind, table in _KIND_TABLES.items()}
 
@@ -258,19 +259,18 @@ def replay(outdir: OutputDir, folder: Path, tag: str) -> int:
     spend goes to the replaying run's ledger unless a ledger names the journal already.
     Nothing is sent before this is done."""
     try:
-        names = sorted(
-            n for n in os.listdir(folder) if n.endswith(SUFFIX) and (not tag or f"-{tag}-" in n)
-        )
+        names = sorted(n for n in os.listdir(folder) if n.endswith(SUFFIX) and shard_owns(n, tag))
     except FileNotFoundError:
         return 0
     if not names:
         return 0
-    state = outdir.load_state()
-    done_results: set[Any] = {(row_id,) for row_id in state.succeeded}
-    done_errors: set[Any] = {
-        (row["id"], row["failed_at"])
-        for batch in outdir.parts("errors").batches(_KEY_COLUMNS["errors"])
-        for row in batch.to_pylist()
+    seen: dict[str, set[Any]] = {
+        table: {
+            key
+            for batch in outdir.parts(table).batches(columns)
+            for key in zip(*(column.to_pylist() for column in batch.columns), strict=True)
+        }
+        for table, columns in _KEY_COLUMNS.items()
     }
     replayed = 0
     for name in names:
@@ -294,11 +294,11 @@ def replay(outdir: OutputDir, folder: Path, tag: str) -> int:
             outdir.write_spend(ledger, tag)
         stem = name.removesuffix(SUFFIX)
         prefix, segment = stem.rsplit("-", 1)
-        for table, seen in (("results", done_results), ("errors", done_errors)):
-            fresh = _not_seen(tables[table], _KEY_COLUMNS[table], seen)
+        for table, columns in _KEY_COLUMNS.items():
+            fresh = _not_seen(tables[table], columns, seen[table])
             if fresh is None:
                 continue
-            part = f"{table}/part-{prefix}-r{segment}.parquet"
+            part = f"{table}/{part_name(prefix, f'r{segment}')}"
             outdir.storage.create(part, functools.partial(pq.write_table, fresh))
             replayed += fresh.num_rows
         (folder / name).unlink(missing_ok=True)
@@ -308,7 +308,7 @@ def replay(outdir: OutputDir, folder: Path, tag: str) -> int:
 
 # What identifies a row of each table: an id is in results/ at most once; the error log may
 # hold an id many times, each at its own time.
-_KEY_COLUMNS = {"results": ["id"], "errors": ["id", "failed_at"]}
+_KEY_COLUMNS = {RESULTS: ["id"], ERRORS: ["id", "failed_at"]}
 
 
 def _not_seen(tables: list[pa.Table], columns: list[str], seen: set[Any]) -> pa.Table | None:

@@ -103,7 +103,7 @@ class ObjectStorage:
         with self._errors(name):
             self._fs.pipe_file(self._key(name), data)  # one PUT: readers see old or new
 
-    def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+    def create(self, name: str, write: Callable[[BinaryIO], object]) -> None:
         with self._errors(name):
             self._write(name, "xb", write)
 
@@ -191,10 +191,10 @@ class Lease(contextlib.AbstractContextManager[None]):
         return json.dumps(record).encode()
 
     def __enter__(self) -> None:
-        name = self._name
+        name, record = self._name, self._record()
         for _ in range(3):  # the lease may be released between our create and our read
             try:
-                self._storage.create(name, _writer(self._record()))
+                self._storage.create(name, lambda handle: handle.write(record))
                 break
             except FileExistsError:
                 current = self._read()
@@ -216,7 +216,8 @@ class Lease(contextlib.AbstractContextManager[None]):
             raise self._locked(current)
         previous = str(current.get("token", "unreadable"))
         try:  # one create-only marker per expired lease: only one run takes it over
-            storage.create(f"{LEASES}/{name}.{previous}", _writer(self._token.encode()))
+            marker = self._token.encode()
+            storage.create(f"{LEASES}/{name}.{previous}", lambda handle: handle.write(marker))
         except FileExistsError:
             raise self._locked(self._read()) from None
         storage.write_bytes(name, self._record())
@@ -274,13 +275,6 @@ def read_lease(storage: ObjectStorage, name: str) -> dict[str, Any] | None:
     except ValueError:
         return {}
     return lease if isinstance(lease, dict) else {}
-
-
-def _writer(data: bytes) -> Callable[[BinaryIO], None]:
-    def write(handle: BinaryIO) -> None:
-        handle.write(data)
-
-    return write
 
 
 def _alive(lease: dict[str, Any]) -> bool:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -82,6 +82,12 @@ def shard_tag(shard: tuple[int, int] | None) -> str:
     return "" if shard is None else f"{shard[0]}of{shard[1]}"
 
 
+def shard_owns(name: str, tag: str) -> bool:
+    """Whether a run with this shard ``tag`` made the file ``name`` (its run prefix holds the
+    tag); a whole-job run (tag "") owns every file."""
+    return not tag or f"-{tag}-" in name
+
+
 @dataclass
 class RunSession:
     """An OUTDIR held by one run: its resume state, and where its parts go."""
@@ -117,20 +123,13 @@ class RunSession:
         that the one written is this job's (two shards may start at the same moment)."""
         record = {"fingerprint": fingerprint, "settings": dict(settings), **extra}
         if not once:
-            self.outdir.storage.write_bytes(JOB, dumps(record))
+            self.outdir.write_json(JOB, record)
             return
         blob = dumps(record)
-
-        def write(handle: BinaryIO) -> None:
-            handle.write(blob)
-
         try:
-            self.outdir.storage.create(JOB, write)
+            self.outdir.storage.create(JOB, lambda handle: handle.write(blob))
         except FileExistsError:
             self.outdir._check_job(fingerprint, extra.get("request") or {}, force=False)
-
-    def write_summary(self, data: Mapping[str, Any]) -> None:
-        self.outdir.storage.write_bytes(SUMMARY, dumps(data))
 
 
 class OutputDir:
@@ -144,19 +143,21 @@ class OutputDir:
 
     def read_job(self) -> dict[str, Any]:
         """job.json; JobError when this is not an output directory."""
-        data = self._read_json(JOB)
+        data = self.read_json(JOB)
         if data is None:
             raise JobError(f"{self.location} is not a zbatch output directory (no job.json)")
         return data
 
     def read_job_if_any(self) -> dict[str, Any] | None:
         """job.json, or None before the first run."""
-        return self._read_json(JOB)
+        return self.read_json(JOB)
 
     def read_summary(self) -> dict[str, Any] | None:
-        return self._read_json(SUMMARY)
+        return self.read_json(SUMMARY)
 
-    def _read_json(self, name: str) -> dict[str, Any] | None:
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        """A JSON object the OUTDIR holds (as :meth:`write_json` wrote it), None when absent;
+        JobError when it is damaged."""
         blob = self.storage.read_bytes(name)
         if blob is None:
             return None
@@ -172,11 +173,17 @@ class OutputDir:
 
     def read_spend(self, tag: str = "") -> Spend:
         """One ledger: the whole-job runs' (tag "") or a shard's (an empty one at first)."""
-        data = self._read_json(spend_name(tag))
+        data = self.read_json(spend_name(tag))
         return Spend() if data is None else Spend.from_json(data)
 
     def write_spend(self, spend: Spend, tag: str = "") -> None:
-        self.storage.write_bytes(spend_name(tag), dumps(spend.to_json()))
+        self.write_json(spend_name(tag), spend.to_json())
+
+    def write_summary(self, data: Mapping[str, Any]) -> None:
+        self.write_json(SUMMARY, data)
+
+    def write_json(self, name: str, data: Mapping[str, Any]) -> None:
+        self.storage.write_bytes(name, dumps(data))
 
     def total_spend(self) -> Spend | None:
         """What all runs and shards together have spent; None before the first ledger."""
@@ -185,7 +192,7 @@ class OutputDir:
             return None
         total = Spend()
         for name in names:
-            data = self._read_json(name) or {}
+            data = self.read_json(name) or {}
             ledger = Spend.from_json(data)
             total.add(ledger)
             total.journals = [*total.journals, *ledger.journals]
@@ -214,12 +221,8 @@ class OutputDir:
         token = self.storage.read_bytes(JOURNAL_ID)
         if token is None:
             fresh = secrets.token_hex(8).encode()
-
-            def write(handle: BinaryIO) -> None:
-                handle.write(fresh)
-
             try:
-                self.storage.create(JOURNAL_ID, write)
+                self.storage.create(JOURNAL_ID, lambda handle: handle.write(fresh))
                 token = fresh
             except FileExistsError:  # another shard made it first
                 token = self.storage.read_bytes(JOURNAL_ID) or b""
@@ -293,13 +296,13 @@ class OutputDir:
     def holds_request(self, fingerprint: str | Sequence[str], settings: Mapping[str, Any]) -> bool:
         """True when job.json is absent or records this request (``fingerprint`` as
         :meth:`open_run` takes it; ``settings`` the request settings)."""
-        previous = self._read_json(JOB)
+        previous = self.read_json(JOB)
         return previous is None or _same_request(previous, fingerprint, settings)
 
     def _check_job(
         self, fingerprint: str | Sequence[str], settings: Mapping[str, Any], *, force: bool
     ) -> str | None:
-        previous = self._read_json(JOB)
+        previous = self.read_json(JOB)
         if previous is None or _same_request(previous, fingerprint, settings):
             return None
         before = previous.get("request") or previous.get("settings") or {}
@@ -335,10 +338,9 @@ class OutputDir:
         A shard removes only its own temp files (``tag``): the others may be writing theirs."""
         for table in TABLES:
             if not tag:
-                self._recover(table)
+                recover(self, table)
             for name in self.storage.list(table):
-                mine = not tag or f"-{tag}-" in name
-                if name.startswith(".") and name.endswith(".tmp") and mine:
+                if name.startswith(".") and name.endswith(".tmp") and shard_owns(name, tag):
                     self.storage.delete(f"{table}/{name}")
 
     # --- compaction -------------------------------------------------------------------------
@@ -349,14 +351,11 @@ class OutputDir:
         report = []
         with self.locked():
             for table in TABLES:
-                self._recover(table)
+                recover(self, table)
                 parts = self.parts(table)
-                after = compact_table(self.storage, table, parts, self._read_json)
+                after = compact_table(self, table, parts)
                 report.append((table, len(parts.names), after))
         return report
-
-    def _recover(self, table: str) -> None:
-        recover(self.storage, table, self._read_json)
 
 
 # Settings an earlier version recorded as part of the request that no longer are.

@@ -24,6 +24,11 @@ def _run_of(name: str) -> str:
     return name.removesuffix(".parquet").removesuffix(".merged").rsplit("-", 1)[0]
 
 
+def part_name(prefix: str, number: str) -> str:
+    """A committed part's name: the run's (and shard's) ``prefix``, then its number in the run."""
+    return f"part-{prefix}-{number}.parquet"
+
+
 def is_part(name: str) -> bool:
     """Committed parts are ``part-*.parquet``; hidden temp files and staging names are not."""
     return name.startswith("part-") and name.endswith(".parquet")
@@ -62,7 +67,7 @@ class PartWriter:
         table, unstorable = self.to_table(rows)
         if table.num_rows:
             self._seq += 1
-            name = f"{self.folder}/part-{self._prefix}-{self._seq:05d}.parquet"
+            name = f"{self.folder}/{part_name(self._prefix, f'{self._seq:05d}')}"
             self.storage.create(name, lambda handle: pq.write_table(table, handle))
             self.committed_rows += table.num_rows
             self.last_part_bytes = table.nbytes
@@ -102,15 +107,6 @@ def _array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
             raise pa.ArrowInvalid(f"{odd!r} is not a number, for an {kind} column")
         return inferred.cast(kind)
     return pa.array(values, type=kind)
-
-
-def _widened(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """A part's rows in the schema of all parts: the columns it lacks are null."""
-    columns = [
-        table.column(f.name) if f.name in table.column_names else pa.nulls(len(table), f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
 
 
 # Read a part's row groups one by one as they are needed (docs/performance.md: pre-buffering
@@ -177,27 +173,17 @@ class Parts:
         return groups
 
     def read_row_group(self, name: str, group: int) -> pa.Table:
-        """One row group of a part, in the schema of all parts."""
+        """One row group of a part, in the part's own schema (an earlier run's part may lack
+        a column: the reader conforms the rows to the schema it writes)."""
         filesystem, _ = self.storage.arrow()
         with self._reading(name), filesystem.open_input_file(self._path(name)) as f:
-            table = pq.ParquetFile(f, pre_buffer=False).read_row_group(group, use_threads=False)
-        return _widened(table, self.schema)
+            return pq.ParquetFile(f, pre_buffer=False).read_row_group(group, use_threads=False)
 
     def _path(self, name: str) -> str:
         return self._paths[self.names.index(name)]
 
     def column(self, name: str, kind: pa.DataType) -> pa.ChunkedArray:
         return pa.chunked_array([batch.column(0) for batch in self.batches([name])], kind)
-
-    def count_rows(self) -> int:
-        with self._reading():
-            return int(self._dataset.count_rows())
-
-    def num_rows(self, name: str) -> int:
-        """Rows in one part, from its footer."""
-        filesystem, root = self.storage.arrow()
-        with self._reading(name), filesystem.open_input_file(f"{root}/{self.folder}/{name}") as f:
-            return int(pq.ParquetFile(f).metadata.num_rows)
 
     @contextlib.contextmanager
     def _reading(self, part: str | None = None) -> Iterator[None]:

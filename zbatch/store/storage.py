@@ -48,7 +48,7 @@ class Storage(Protocol):
         """Write (or replace) a whole file by ``write(handle)``, streamed; readers see the old
         or the new one (``outdir=False``: a file outside any OUTDIR, such as an export)."""
 
-    def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+    def create(self, name: str, write: Callable[[BinaryIO], object]) -> None:
         """Create a file by ``write(handle)``: create-only (FileExistsError when the name is
         taken) and never visible half-written."""
 
@@ -143,41 +143,40 @@ class LocalStorage:
     ) -> None:
         """Write (or replace) a whole file by ``write(handle)``, streamed, atomically
         (``outdir=False``: a file outside any OUTDIR, such as an export)."""
+        self._publish(name, write, create_only=False, outdir=outdir)
+
+    def create(self, name: str, write: Callable[[BinaryIO], object]) -> None:
+        self._publish(name, write, create_only=True)
+
+    def _publish(
+        self,
+        name: str,
+        write: Callable[[BinaryIO], object],
+        *,
+        create_only: bool,
+        outdir: bool = True,
+    ) -> None:
+        """A synced temp file by ``write``, then its name (replacing the file there, or
+        ``create_only``: FileExistsError when the name is taken), then the folder synced. The
+        temp file goes however it ends; any other OSError is a StoreError."""
         path = self._path(name)
         tmp: Path | None = None  # _write_temp removes its file itself if it fails
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._write_temp(path, write)
-            os.replace(tmp, path)
+            if create_only:
+                _link(tmp, path)
+                tmp.unlink(missing_ok=True)  # gone already if _link had to rename it
+            else:
+                os.replace(tmp, path)
             fsync_dir(path.parent)
         except BaseException as exc:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
-            if isinstance(exc, OSError):
-                raise store_error(str(path), exc, outdir=outdir) from exc
-            raise
-
-    def create(self, name: str, write: Callable[[BinaryIO], None]) -> None:
-        path = self._path(name)
-        tmp: Path | None = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._write_temp(path, write)
-            _link(tmp, path)
-            tmp.unlink(missing_ok=True)
-            fsync_dir(path.parent)
-        except FileExistsError:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-            raise
-        except BaseException as exc:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-            if isinstance(exc, OSError):
-                raise store_error(str(path), exc) from exc
-            raise
+            if not isinstance(exc, OSError) or (create_only and isinstance(exc, FileExistsError)):
+                raise
+            raise store_error(str(path), exc, outdir=outdir) from exc
 
     def _write_temp(self, path: Path, write: Callable[[BinaryIO], object]) -> Path:
         """Write and sync a hidden temp file beside ``path``; its path. It is ``.NAME.tmp``
