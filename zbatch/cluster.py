@@ -42,7 +42,6 @@ from .cluster_task import (
 from .dispatch import on_signals
 from .errors import Interrupted, JobError, RunStopped, ZbatchError
 from .job import Job
-from .pricing import price_for
 from .progress import NullProgress, Progress
 from .shard import Shard
 from .source import count_rows
@@ -111,16 +110,15 @@ async def arun_on_cluster(
     force: bool = False,
 ) -> RunResult:
     """Run (or resume) the whole job as shard tasks on a Dask cluster; see the module doc."""
-    from .runlog import log_end, run_log
-    from .session import RunResult, check_run, open_session
-    from .store.outdir import SUMMARY, dumps
+    from .runlog import run_log
+    from .session import check_run, finish, open_session
 
     spec = ClusterSpec.parse(cluster)
     _require_distributed()
     inputs, key = check_run(job, api_key, None)
     # job.json is written (and --force applied) once, here, before any task starts.
-    with open_session(job, inputs, force=force, shard=None) as (outdir, session, _):
-        notice = session.notice
+    with open_session(job, inputs, force=force, shard=None) as (session, _):
+        outdir, notice = session.outdir, session.notice
     view = _View(job, count_rows(inputs.paths))
     async with _connect(spec) as client:
         threads = await _worker_threads(client, spec)
@@ -149,13 +147,8 @@ async def arun_on_cluster(
                     task_slots=threads if rated else None,
                 ),
             )
-            stats = view.stats(stopped)
-            result = RunResult(stats, stopped, notice)
-            stats.exit_code = result.exit_code
-            summary = {**stats.to_json(), "cluster": {"tasks": len(tasks), "threads": threads}}
-            outdir.storage.write_bytes(SUMMARY, dumps(summary))
-            log_end(runlog, stats, result.exit_code)
-    return result
+            also = {"cluster": {"tasks": len(tasks), "threads": threads}}
+            return finish(outdir, runlog, view.stats(stopped), stopped, notice, summary=also)
 
 
 def _require_distributed() -> None:
@@ -241,9 +234,7 @@ class _View:
         self.by_shard[int(figures_.pop("shard"))] = figures_
 
     def stats(self, stopped: ZbatchError | None = None) -> Stats:
-        stats = Stats(
-            price=price_for(self._job.effective_model, self._job.prices, self._job.profile.prices)
-        )
+        stats = Stats(price=self._job.price)
         stats.started = self._started
         stats.total = self._total
         stats.concurrency = stats.concurrency_min = self._job.concurrency

@@ -8,10 +8,11 @@ tasks call.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -20,7 +21,6 @@ from .budget import Budget
 from .errors import JobError, ZbatchError
 from .job import Job
 from .pipeline import RowPipeline
-from .pricing import discounted, price_for
 from .progress import NullProgress, Progress
 from .runlog import log_end, run_log
 from .schema import ERROR_SCHEMA, infer_type, result_schema
@@ -78,10 +78,7 @@ def check_run(
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
         )
-    if (
-        job.max_cost is not None
-        and price_for(job.effective_model, job.prices, job.profile.prices) is None
-    ):
+    if job.max_cost is not None and job.price is None:
         raise JobError(
             f"limits.max_cost needs a price for model {job.effective_model}: add it to [prices], "
             f'e.g. "{job.effective_model}" = {{ input = 0.6, output = 2.2 }}'
@@ -92,7 +89,7 @@ def check_run(
 @contextlib.contextmanager
 def open_session(
     job: Job, inputs: InputFiles, *, force: bool, shard: Shard | None
-) -> Iterator[tuple[OutputDir, RunSession, pa.Schema]]:
+) -> Iterator[tuple[RunSession, pa.Schema]]:
     """Hold the OUTDIR (or one shard of it) for a run: job.json checked and saved, and the
     result schema the run writes."""
     outdir = OutputDir(job.output_dir)
@@ -108,7 +105,7 @@ def open_session(
             request=job.shaping(),
             keep_types={name: str(kind) for name, kind in keep_types.items()},
         )
-        yield outdir, session, result_schema(job, keep_types)
+        yield session, result_schema(job, keep_types)
 
 
 async def execute(
@@ -147,12 +144,11 @@ async def execute(
         transport = SimulatedBatchApi(job)
     elif job.simulate:
         transport = SimulatedEndpoint(SimulationSpec.from_job(job))
-    with open_session(job, inputs, force=force, shard=shard) as (outdir, session, schema):
+    with open_session(job, inputs, force=force, shard=shard) as (session, schema):
+        outdir = session.outdir
         results = session.writer(RESULTS, schema)
         errors = session.writer(ERRORS, ERROR_SCHEMA)
-        price = price_for(job.effective_model, job.prices, provider.prices)
-        if job.mode == "batch":
-            price = discounted(price, job.batch_discount)
+        price = job.price
         # Batch mode keeps its answers in the provider's files and its own ledger: the answer
         # journal and the budget check are the online runner's.
         online = job.mode != "batch"
@@ -250,12 +246,27 @@ async def execute(
                 items.close()
             if shard is not None and stopped is None:
                 stats.total = stats.input_rows
-            result = RunResult(stats, stopped, session.notice)
-            stats.exit_code = result.exit_code
-            if write_summary:
-                summary = stats.to_json()
-                outdir.write_summary(summary if shard is None else {**summary, "shard": str(shard)})
-            log_end(log, stats, result.exit_code, where)
+            also = ({} if shard is None else {"shard": str(shard)}) if write_summary else None
+            return finish(outdir, log, stats, stopped, session.notice, summary=also, where=where)
+
+
+def finish(
+    outdir: OutputDir,
+    log: logging.Logger,
+    stats: Stats,
+    stopped: ZbatchError | None,
+    notice: str | None,
+    *,
+    summary: Mapping[str, Any] | None,
+    where: str = "",
+) -> RunResult:
+    """The end of a run (or a shard's, or a cluster's): its result and exit code in the
+    figures, summary.json with ``summary`` added (None: no summary.json), the last log line."""
+    result = RunResult(stats, stopped, notice)
+    stats.exit_code = result.exit_code
+    if summary is not None:
+        outdir.write_summary({**stats.to_json(), **summary})
+    log_end(log, stats, result.exit_code, where)
     return result
 
 
