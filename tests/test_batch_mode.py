@@ -29,7 +29,6 @@ from zai_server import answer_for
 
 import zbatch
 from zbatch.batch.collect import line_outcome
-from zbatch.batch.files import chat_endpoint
 from zbatch.outcome import Failure
 from zbatch.providers import ZAI, provider_for
 
@@ -349,14 +348,10 @@ def test_force_keeps_an_earlier_requests_batch_out_of_the_new_results(tmp_path: 
 
 def test_the_batch_endpoint_follows_the_provider() -> None:
     """Z.AI / bigmodel name the chat path /v4/...; OpenAI /v1/... and needs a 24 h window."""
-    assert chat_endpoint(provider_for("https://open.bigmodel.cn/api/paas/v4")) == (
-        "/v4/chat/completions",
-        None,
-    )
-    assert chat_endpoint(provider_for("https://api.openai.com/v1/")) == (
-        "/v1/chat/completions",
-        "24h",
-    )
+    zai = provider_for("https://open.bigmodel.cn/api/paas/v4")
+    assert (zai.batch_endpoint, zai.batch_window) == ("/v4/chat/completions", None)
+    openai = provider_for("https://api.openai.com/v1/")
+    assert (openai.batch_endpoint, openai.batch_window) == ("/v1/chat/completions", "24h")
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import prompt
-from .batch.files import FilePacker, LineTooBig, batch_line, chat_endpoint
+from .batch.files import FilePacker, LineTooBig, batch_line
 from .batch.ledger import Ledger
 from .budget import Spend
 from .errors import JobError
@@ -86,7 +86,7 @@ def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
         schema=result_schema(job, {name: pa.null() for name in job.keep_columns}),
         retry_failed=retry_failed,
     )
-    endpoint, _ = chat_endpoint(job.profile)
+    endpoint = job.profile.batch_endpoint
     packer = FilePacker(max_rows=job.batch_max_rows, max_bytes=job.batch_max_bytes)
     held = Ledger(outdir.storage).open_ids(job.fingerprint()) if job.mode == "batch" else ()
     for work in pipeline.works(inputs.rows()):

@@ -24,10 +24,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
-
-if TYPE_CHECKING:
-    from ..providers import Provider
+from typing import BinaryIO
 
 MAPPED_PREFIX = "zbrow-"
 _ACCEPTED = re.compile(r"[A-Za-z0-9_\-.:@]{6,64}")
@@ -43,12 +40,6 @@ def custom_id(row_id: str, line: int) -> str:
 def id_map(ids: Iterable[str]) -> dict[str, str]:
     """custom_id -> row id for a file whose lines hold ``ids`` in order."""
     return {custom_id(row_id, line): row_id for line, row_id in enumerate(ids)}
-
-
-def chat_endpoint(provider: Provider) -> tuple[str, str | None]:
-    """The batch ``endpoint`` a provider expects, and the ``completion_window`` it needs:
-    OpenAI requires "24h"; Z.AI / bigmodel deprecated the field (auto-cancel at 7 days)."""
-    return provider.batch_endpoint, "24h" if provider.name == "openai" else None
 
 
 class LineTooBig(ValueError):

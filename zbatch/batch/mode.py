@@ -38,7 +38,7 @@ from ..progress import Progress
 from ..store import PartWriter
 from .api import BatchApi, BatchInfo
 from .collect import Lines, input_rows
-from .files import BatchFile, BatchFileWriter, LineTooBig, chat_endpoint, id_map
+from .files import BatchFile, BatchFileWriter, LineTooBig, id_map
 from .ledger import (
     ABANDONED,
     COLLECTED,
@@ -87,7 +87,6 @@ class BatchMode(Dispatcher):
         self._works = works
         self._writers = (results, errors)
         self._wait = wait
-        self._endpoint, self._window = chat_endpoint(job.profile)
         self._fingerprint = job.fingerprint()
         self.unanswered = 0
 
@@ -128,7 +127,7 @@ class BatchMode(Dispatcher):
         with tempfile.TemporaryDirectory(prefix="zbatch-batch-") as scratch:
             writer = BatchFileWriter(
                 Path(scratch),
-                endpoint=self._endpoint,
+                endpoint=self.job.profile.batch_endpoint,
                 max_rows=job.batch_max_rows,
                 max_bytes=job.batch_max_bytes,
             )
@@ -171,9 +170,9 @@ class BatchMode(Dispatcher):
         assert submission.file_id is not None
         info = await self.api.create(
             submission.file_id,
-            endpoint=self._endpoint,
+            endpoint=self.job.profile.batch_endpoint,
             metadata={"zbatch_file": f"{submission.seq:05d}"},
-            completion_window=self._window,
+            completion_window=self.job.profile.batch_window,
         )
         self._created(submission, info)
         self.log.info(

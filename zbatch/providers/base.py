@@ -69,6 +69,8 @@ class Provider:
     batch_endpoint: str
     simulated: SimulatedFaults
     chat_path: str = "/chat/completions"
+    # The Batch API's completion_window, where the provider requires one (None: not sent).
+    batch_window: str | None = None
     prices: Mapping[str, Price] = field(default_factory=dict)  # lower-case model -> price
     codes: Mapping[str, Kind] = field(default_factory=dict)  # business code -> kind
     hints: Mapping[str, str] = field(default_factory=dict)  # business code -> what to do

@@ -15,6 +15,7 @@ OPENAI = Provider(
     default_model="gpt-4o-mini",
     default_base_url="https://api.openai.com/v1",
     batch_endpoint="/v1/chat/completions",
+    batch_window="24h",  # required
     codes={"insufficient_quota": FATAL, "invalid_api_key": FATAL},
     hints={
         "insufficient_quota": f"the account has no credits left: add credits, {RESUME}",
