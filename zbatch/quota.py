@@ -26,8 +26,6 @@ class QuotaGate:
         self.provider = provider
         self.log = log
         self.pause = QuotaPause(patience=job.quota_wait_seconds)
-        # Without --wait-for-quota a quota answer stops the run: no request ever waits here.
-        self.may_pause = job.wait_for_quota
         self._resume_at = 0.0  # monotonic time before which nothing is sent
         self._probe: anyio.Event | None = None  # set when the one request of a stretch ends
 

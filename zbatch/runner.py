@@ -271,7 +271,9 @@ class Runner(Dispatcher):
     async def _paced(self, work: Work) -> bool:
         """Wait out a quota pause and the RPM / TPM pacers; False if the run stopped meanwhile."""
         quota, rpm, tpm = self.quota, self.rpm, self.tpm
-        if quota.may_pause and not await quota.wait(self._sleep, lambda: self.stopping):
+        # Without --wait-for-quota a quota answer stops the run: nothing ever waits on quota.
+        paused = self.job.wait_for_quota
+        if paused and not await quota.wait(self._sleep, lambda: self.stopping):
             return False
         if rpm is not None and not await self._sleep(rpm.reserve(1)):
             return False
