@@ -272,8 +272,7 @@ class Runner(Dispatcher):
         """Wait out a quota pause and the RPM / TPM pacers; False if the run stopped meanwhile."""
         quota, rpm, tpm = self.quota, self.rpm, self.tpm
         # Without --wait-for-quota a quota answer stops the run: nothing ever waits on quota.
-        paused = self.job.wait_for_quota
-        if paused and not await quota.wait(self._sleep, lambda: self.stopping):
+        if self.job.wait_for_quota and not await quota.wait(self._sleep, lambda: self.stopping):
             return False
         if rpm is not None and not await self._sleep(rpm.reserve(1)):
             return False
