@@ -97,8 +97,7 @@ def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
             continue
         if job.mode == "batch":
             try:
-                model = json.loads(work.body).get("model") or job.effective_model
-                packer.place(model, len(batch_line(work.id, 0, endpoint, work.body)))
+                packer.place(work.model, len(batch_line(work.id, 0, endpoint, work.body)))
             except LineTooBig as exc:
                 tally.add((work.id, "bad_request", None, None, str(exc)))
                 continue

@@ -47,6 +47,7 @@ class Work:
     keep: tuple[Any, ...]
     gold: str | None = None  # the row's reference label (labels.gold_column), normalised
     answer_tokens: int = 0  # the body's max_tokens (0: unbounded), part of ``tokens``
+    model: str = ""  # the body's model (a batch file holds one model's rows)
 
 
 class Sink(Protocol):
@@ -153,7 +154,8 @@ class RowPipeline:
         answer_tokens = int(body.get("max_tokens") or 0)
         tokens = prompt.estimate_tokens(body) + answer_tokens
         keep = self.keep_values(data, raw.where)
-        return Work(row_id, encoded, tokens, keep, self.gold(data), answer_tokens)
+        model = body.get("model") or self.job.effective_model
+        return Work(row_id, encoded, tokens, keep, self.gold(data), answer_tokens, model)
 
     def keep_values(self, data: dict[str, Any], where: str) -> tuple[Any, ...]:
         """The keep_columns of an input row, fitted to their result columns.

@@ -19,7 +19,6 @@ shielded, so answers downloaded are committed before the run ends.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import tempfile
@@ -138,9 +137,8 @@ class BatchMode(Dispatcher):
                         continue
                     if work.id in held:
                         continue  # an open batch holds it: collected, not sent again
-                    model = json.loads(work.body).get("model") or job.effective_model
                     try:
-                        full = writer.add(work.id, model, work.body)
+                        full = writer.add(work.id, work.model, work.body)
                     except LineTooBig as exc:
                         self.pipeline.fail(work.id, Failure("bad_request", Scope.ROW, str(exc)), 0)
                         continue
