@@ -185,6 +185,17 @@ def test_compact_on_a_folder_that_is_not_an_outdir_is_refused_and_leaves_it_as_i
     assert list(folder.iterdir()) == []
 
 
+def test_unknown_error_types_to_retry_are_refused_before_anything_is_sent(tmp_path, server):
+    """A library caller's misspelt type is the same error the CLI gives, not a silent no-op."""
+    job = make_job(tmp_path, server)
+    refused = r"^retry_failed: unknown error type\(s\) invalid_lable;"
+    for call in (zbatch.run, zbatch.plan):
+        with pytest.raises(JobError, match=refused):
+            call(job, retry_failed=frozenset({"invalid_lable"}))
+    assert server.stats()["requests"] == 0
+    assert not Path(job.output_dir).exists()
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [

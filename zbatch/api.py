@@ -32,7 +32,7 @@ from .results import final_outcomes
 from .session import RunResult, execute
 from .shard import Shard
 from .store import OutputDir
-from .store.state import RetryFailed
+from .store.state import RetryFailed, retry_failed_problem
 from .writers import Exported, export_outcomes
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ async def arun(
     rows are submitted (exit code 10 while batches run); the same call later collects them.
     Raises JobError / LockedError / StoreError before anything is sent; a stop during the run
     is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    _check_retry_failed(retry_failed)
     if job.mode == "batch" and (shard is not None or cluster is not None):
         raise JobError(
             "--mode batch does not go with --shard or --cluster: the provider runs the batches; "
@@ -192,7 +193,14 @@ cancel.__name__ = cancel.__qualname__ = "cancel"
 
 def plan(job: Job, *, retry_failed: RetryFailed = False) -> Plan:
     """What a run of the job would send now and what it would cost; sends nothing."""
+    _check_retry_failed(retry_failed)
     return plan_job(job, retry_failed=retry_failed)
+
+
+def _check_retry_failed(retry_failed: RetryFailed) -> None:
+    problem = retry_failed_problem(retry_failed)
+    if problem is not None:
+        raise JobError(f"retry_failed: {problem}")
 
 
 def status(outdir: str | os.PathLike[str]) -> Status:

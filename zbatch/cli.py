@@ -149,18 +149,14 @@ def validate(job_file: str | None, **flags: Any) -> None:
 
 def _retry_types(value: str | None) -> bool | frozenset[str]:
     """--retry-failed: every type ("all", the bare flag), or the named ones."""
-    from .schema import ERROR_TYPES
+    from .store.state import retry_failed_problem
 
     if value is None or value == "all":
         return value is not None
     types = frozenset(part.strip() for part in value.split(",") if part.strip())
-    unknown = sorted(types - set(ERROR_TYPES))
-    if unknown or not types:
-        raise click.BadParameter(
-            f"unknown error type(s) {', '.join(unknown) or repr(value)}; "
-            f"known: {', '.join(ERROR_TYPES)}",
-            param_hint="'--retry-failed'",
-        )
+    problem = retry_failed_problem(types)
+    if problem is not None:  # a usage error: said before the job is loaded
+        raise click.BadParameter(problem, param_hint="'--retry-failed'")
     return types
 
 

@@ -8,10 +8,24 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..schema import ERROR_TYPES
 from .parts import Parts
 
 # What --retry-failed re-sends: every non-retryable error (True), or those of some types.
 RetryFailed = bool | Collection[str]
+
+
+def retry_failed_problem(retry_failed: RetryFailed) -> str | None:
+    """What is wrong with the error types to send again (None: nothing): each must be one of
+    ERROR_TYPES, and a set must name at least one."""
+    if isinstance(retry_failed, bool):
+        return None
+    unknown = sorted(set(retry_failed) - set(ERROR_TYPES))
+    if unknown or not retry_failed:
+        return f"unknown error type(s) {', '.join(unknown) or 'none named'}; known: " + ", ".join(
+            ERROR_TYPES
+        )
+    return None
 
 
 @dataclass
