@@ -87,7 +87,7 @@ class Guards:
             return
         for row in first.release() or [held]:
             failure = replace(row.failure, scope=Scope.FATAL)
-            self.pipeline.fail(row.row_id, failure, row.attempts, retryable=True, answer=row.answer)
+            self.pipeline.fail(row.row_id, failure, row.attempts, answer=row.answer)
         self._stop(FatalApiError(first.verdict), None)
 
     def release_first_rows(self) -> None:

@@ -262,18 +262,18 @@ class RowPipeline:
         failure: Failure,
         attempts: int,
         *,
-        retryable: bool | None = None,
         answer: str | None = None,
     ) -> None:
-        """Log a failed row; ``retryable=True`` on a fatal or quota failure leaves it pending
-        (not the row's fault). ``answer`` keeps a paid answer that did not fit."""
+        """Log a failed row. A fatal or quota failure is not the row's fault: it stays
+        pending (retryable, not counted as failed). ``answer`` keeps a paid answer that did
+        not fit."""
         message = redact(failure.message, self._secret)
-        flag = failure.retryable if retryable is None else retryable
+        pending = failure.scope in (Scope.FATAL, Scope.QUOTA)
+        flag = pending or failure.retryable
         self.errors.add(error_row(row_id, failure, attempts, flag, message, answer))
         self.on_added()
-        if retryable and failure.scope in (Scope.FATAL, Scope.QUOTA):
-            return
-        self.stats.count_failure(failure.error_type)
+        if not pending:
+            self.stats.count_failure(failure.error_type)
 
     def unstorable(self, row: Row, reason: str) -> None:
         """A result row whose values do not fit the result schema: an error row instead,

@@ -237,7 +237,7 @@ class Runner(Dispatcher):
                     failure.error_code or "",
                 )
             if failure.scope is Scope.FATAL:
-                pipeline.fail(work.id, failure, attempts, retryable=True)
+                pipeline.fail(work.id, failure, attempts)
                 code = failure.error_code or failure.status_code
                 hint = self.client.provider.fatal_hint(failure)
                 self.stop(FatalApiError(f"{failure.message} ({code}); {hint}"))
@@ -264,7 +264,7 @@ class Runner(Dispatcher):
         reason = self.quota.on_quota(failure)
         if reason is None:
             return True
-        self.pipeline.fail(work.id, failure, attempts, retryable=True)
+        self.pipeline.fail(work.id, failure, attempts)
         self.stop(reason)
         return False
 

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from .. import prompt
-from ..outcome import Failure, Scope, Success
+from ..outcome import Failure, Success
 from ..pipeline import RowPipeline, Work
 from ..providers import Provider
 from ..source import open_input
@@ -76,9 +76,7 @@ class Lines:
         self.pipeline.stats.requests += 1
         pipeline = self.pipeline
         if isinstance(outcome, Failure):
-            # A fatal or quota answer is not the row's fault: it stays pending.
-            not_the_row = outcome.scope in (Scope.FATAL, Scope.QUOTA)
-            pipeline.fail(row_id, outcome, 1, retryable=True if not_the_row else None)
+            pipeline.fail(row_id, outcome, 1)  # a fatal or quota answer leaves it pending
             return
         pipeline.count_usage(outcome)
         work = self.rows.get(row_id) or Work(
