@@ -18,7 +18,7 @@ import urllib.request
 import aiohttp
 import httpx
 
-from .errors import JobError
+from .errors import JobError, redact
 
 # aiohttp's errors as httpx's, the most specific first (the classes nest).
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -73,9 +73,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 content = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             kind = next(kind for cause, kind in _ERRORS if isinstance(exc, cause))
-            message = f"{type(exc).__name__}: {exc}"
-            for secret in self._proxy_secrets:
-                message = message.replace(secret, "[redacted]")
+            message = redact(f"{type(exc).__name__}: {exc}", *self._proxy_secrets)
             raise kind(message, request=request) from None
         headers = response.raw_headers
         if response.headers.get("Content-Encoding"):  # aiohttp decoded the body
@@ -141,9 +139,7 @@ def _check_proxy(url: str, setting: str) -> None:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 -- reading it is the check: a port that is not a number raises
     except ValueError as exc:  # its text may quote the URL's user:password
-        problem = str(exc)
-        for secret in _credentials(url):
-            problem = problem.replace(secret, "[redacted]")
+        problem = redact(str(exc), *_credentials(url))
     else:
         if parts.scheme not in ("http", "https"):
             problem = f"zbatch supports http:// and https:// proxies, not {parts.scheme}://"
