@@ -93,12 +93,12 @@ class Client:
             finally:
                 await response.aclose()
         except httpx.TransportError as exc:
-            return self._transport_failure(exc)
+            return transport_failure(exc, self._api_key)
         latency_ms = int((time.monotonic() - started) * 1000)
         # A body may echo the key; cut it out before any part of the body is quoted.
-        raw = self._scrub(content)
+        raw = scrub(content, self._api_key)
         if response.status_code != 200:
-            return self._error(response, raw)
+            return error_failure(self.provider, response, raw, self._api_key)
         outcome = self.provider.parse_answer(raw, latency_ms)
         if isinstance(outcome, Failure):  # its message may quote the body
             return replace(outcome, message=redact(outcome.message, self._api_key))
@@ -121,24 +121,28 @@ class Client:
         request.read()  # the body is there: makes request.content available, as content= does
         return request
 
-    def _scrub(self, raw: bytes) -> bytes:
-        """The body with the whole key replaced, so no truncation can leave a prefix of it."""
-        return raw.replace(self._api_key.encode(), b"[redacted]") if self._api_key else raw
 
-    def _error(self, response: httpx.Response, raw: bytes) -> Failure:
-        code, message = self.provider.error_details(raw)
-        message = redact(message or response.reason_phrase or "", self._api_key)
-        failure = self.provider.classify(response.status_code, code, message)
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        if retry_after is None:
-            return failure
-        return replace(failure, retry_after=retry_after)
+def scrub(raw: bytes, key: str) -> bytes:
+    """An answer body with the whole key replaced, so no truncation can leave a prefix of it."""
+    return raw.replace(key.encode(), b"[redacted]") if key else raw
 
-    def _transport_failure(self, exc: httpx.TransportError) -> Failure:
-        message = redact(f"{type(exc).__name__}: {exc}", self._api_key)
-        if isinstance(exc, httpx.TimeoutException):
-            return Failure("timeout", Scope.RETRY, message or "request timed out")
-        return Failure("connection", Scope.RETRY, message)
+
+def error_failure(provider: Provider, response: httpx.Response, raw: bytes, key: str) -> Failure:
+    """An error answer (``raw``: its scrubbed body) classified by the provider's rules, with
+    its Retry-After."""
+    code, message = provider.error_details(raw)
+    message = redact(message or response.reason_phrase or "", key)
+    failure = provider.classify(response.status_code, code, message)
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    return failure if retry_after is None else replace(failure, retry_after=retry_after)
+
+
+def transport_failure(exc: httpx.TransportError, key: str) -> Failure:
+    """A request that got no answer: a timeout, or a connection that failed."""
+    message = redact(f"{type(exc).__name__}: {exc}", key)
+    if isinstance(exc, httpx.TimeoutException):
+        return Failure("timeout", Scope.RETRY, message or "request timed out")
+    return Failure("connection", Scope.RETRY, message)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -20,7 +20,7 @@ import functools
 import json
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
-from ..client import parse_retry_after
-from ..errors import EndpointDown, FatalApiError, JobError, QuotaReached, RunStopped, redact
+from ..client import error_failure, scrub, transport_failure
+from ..errors import EndpointDown, FatalApiError, JobError, QuotaReached, RunStopped
 from ..limits import Backoff
 from ..outcome import Failure, Scope
 from ..providers import Provider
@@ -246,13 +246,9 @@ class BatchApi:
     ) -> dict[str, Any] | Failure:
         try:
             response = await send()
-        except httpx.TimeoutException as exc:
-            return Failure("timeout", Scope.RETRY, self._redact(f"{type(exc).__name__}: {exc}"))
         except httpx.TransportError as exc:
-            return Failure("connection", Scope.RETRY, self._redact(f"{type(exc).__name__}: {exc}"))
-        raw = response.content
-        if self._api_key:
-            raw = raw.replace(self._api_key.encode(), b"[redacted]")
+            return transport_failure(exc, self._api_key)
+        raw = scrub(response.content, self._api_key)
         if response.status_code == 200:
             try:
                 data = json.loads(raw)
@@ -262,16 +258,14 @@ class BatchApi:
                 return data
             snippet = raw[:200].decode("utf-8", "replace")
             return Failure("invalid_response", Scope.RETRY, f"unusable answer: {snippet}", 200)
-        code, message = self._provider.error_details(raw)
-        message = self._redact(message or response.reason_phrase or "")
         if route == "delete" and response.status_code == 404:
             return {}  # already gone: what deleting wanted
+        failure = error_failure(self._provider, response, raw, self._api_key)
+        code = failure.error_code
         if code == "1222" or (response.status_code == 404 and route in _API_ROUTES):
             detail = f"HTTP {response.status_code}" + (f", code {code}" if code else "")
             raise JobError(NO_BATCH_API.format(url=self._base_url, detail=detail))
-        failure = self._provider.classify(response.status_code, code, message)
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        return failure if retry_after is None else replace(failure, retry_after=retry_after)
+        return failure
 
     def _stop(self, route: str, failure: Failure) -> RunStopped:
         """The exception for a failure that retrying cannot fix."""
@@ -286,9 +280,6 @@ class BatchApi:
         else:
             hint = _refusal_hint(failure)
         return FatalApiError(f"{where}; {hint}")
-
-    def _redact(self, message: str) -> str:
-        return redact(message, self._api_key)
 
 
 _ACTIONS = {
