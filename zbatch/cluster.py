@@ -240,10 +240,7 @@ class _View:
         stats.concurrency = stats.concurrency_min = self._job.concurrency
         for shard_figures in self.by_shard.values():
             add_figures(stats, shard_figures)
-        if stopped is not None:
-            stats.outcome = f"stopped: {stopped}"
-        else:
-            stats.outcome = "finished" if not stats.failed else "finished with errors"
+        stats.end(stopped)
         return stats
 
 

@@ -65,8 +65,7 @@ class Dispatcher:
                 await self._close()
                 self.progress.close(self.stats)
         self._ended()
-        if self.stop_reason is None:
-            self.stats.outcome = "finished" if not self.stats.failed else "finished with errors"
+        self.stats.end(self.stop_reason)
         return self.stop_reason
 
     async def _dispatch(self) -> None:
@@ -99,7 +98,6 @@ class Dispatcher:
         if self.stop_reason is not None:
             return
         self.stop_reason = reason
-        self.stats.outcome = f"stopped: {reason}"
         self.log.warning("stopping: %s", reason)
         self._stop.set()
 

@@ -124,7 +124,6 @@ class Runner(Dispatcher):
         unsaved = await self.commits.last_flush()
         if unsaved is not None:  # outranks an earlier reason: the message says what was lost
             self.stop_reason = unsaved
-            self.stats.outcome = f"stopped: {unsaved}"
         self._count_concurrency()
         self.stats.spent = self.budget.spent
         self.journal.close()
@@ -132,7 +131,6 @@ class Runner(Dispatcher):
     def _ended(self) -> None:
         if isinstance(self.stop_reason, BudgetSpent):  # say what in-flight answers added
             self.stop_reason = BudgetSpent(self.budget.message())
-            self.stats.outcome = f"stopped: {self.stop_reason}"
 
     def stop(self, reason: ZbatchError, in_flight: float | None = None) -> None:
         super().stop(reason, in_flight)

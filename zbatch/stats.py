@@ -79,6 +79,13 @@ class Stats:
     outcome: str = "running"
     exit_code: int | None = None
 
+    def end(self, stopped: BaseException | None) -> None:
+        """Say how the run ended: finished (with errors or not), or why it stopped."""
+        if stopped is not None:
+            self.outcome = f"stopped: {stopped}"
+        else:
+            self.outcome = "finished" if not self.failed else "finished with errors"
+
     def count_deduplicated(self, answer: Any) -> None:
         """A row answered by another row's identical request: its tokens were not paid."""
         self.deduplicated += 1

@@ -97,7 +97,6 @@ class BatchMode(Dispatcher):
             await commit(self.pipeline, *self._writers)
         except ZbatchError as exc:
             self.stop_reason = exc
-            self.stats.outcome = f"stopped: {exc}"
 
     def _ended(self) -> None:
         if self.stop_reason is None and self.unanswered:
