@@ -13,7 +13,7 @@ from conftest import prompt_rows, write_jsonl
 
 from zbatch.cli import cli
 from zbatch.job import Job
-from zbatch.jobfile import load_job
+from zbatch.job.file import load_job
 
 
 def _commands() -> list[click.Command]:

@@ -14,7 +14,7 @@ import pytest
 from conftest import local_cluster
 from zai_server import ZaiServer, answer_for
 
-from zbatch.cluster_limit import LINGER_SECONDS, ClusterLease, ClusterLimit
+from zbatch.cluster.limit import LINGER_SECONDS, ClusterLease, ClusterLimit
 
 # The task below runs in worker processes, which cannot import this test module by name.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

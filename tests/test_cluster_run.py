@@ -26,7 +26,7 @@ from zai_server import ZaiServer, answer_for
 
 from zbatch import Job
 from zbatch.api import run as run_job
-from zbatch.cluster_task import run_shard
+from zbatch.cluster.task import run_shard
 from zbatch.store import OutputDir
 
 CAP = 6

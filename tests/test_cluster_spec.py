@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zbatch.cluster import ClusterSpec
-from zbatch.cluster_task import Secret
+from zbatch.cluster.driver import ClusterSpec
+from zbatch.cluster.task import Secret
 from zbatch.errors import JobError
 
 

@@ -16,7 +16,7 @@ import zbatch.readers.base
 import zbatch.readers.parquet
 from zbatch.errors import JobError
 from zbatch.job import DEFAULT_BASE_URL, DEFAULT_MODEL, Job
-from zbatch.jobfile import load_job
+from zbatch.job.file import load_job
 from zbatch.source import DoneRows, RawRow, count_rows, open_input, read_file
 
 

@@ -12,9 +12,9 @@ import anyio
 import pytest
 
 from zbatch.budget import Budget, Spend
-from zbatch.health import DownDetector, FirstRows, Held
-from zbatch.hedge import Hedger, Latencies
 from zbatch.limits import AdaptiveLimit
+from zbatch.online.health import DownDetector, FirstRows, Held
+from zbatch.online.hedge import Hedger, Latencies
 from zbatch.outcome import Failure, Scope, Success
 from zbatch.pipeline import Work
 from zbatch.pricing import Price

@@ -305,9 +305,9 @@ def test_read_results_is_in_input_order_for_parquet_input(tmp_path, server):
 
 
 def test_export_over_many_windows_keeps_input_order(tmp_path, server, monkeypatch):
-    import zbatch.results
+    import zbatch.results.outcomes
 
-    monkeypatch.setattr(zbatch.results, "WINDOW_ROWS", 3)
+    monkeypatch.setattr(zbatch.results.outcomes, "WINDOW_ROWS", 3)
     out, ids, prompts = shuffled_outdir(tmp_path, server, "jsonl")
     table = zbatch.read_results(out).to_pylist()
     assert [row["id"] for row in table] == [*ids, "zz-gone"]

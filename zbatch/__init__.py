@@ -27,7 +27,7 @@ from .errors import (
     StoreError,
     ZbatchError,
 )
-from .job import Job
+from .job.settings import Job
 
 try:
     __version__ = version("zbatch")
@@ -44,11 +44,11 @@ if TYPE_CHECKING:
     from .api import read_results as read_results
     from .api import run as run
     from .api import status as status
-    from .dryrun import Plan as Plan
-    from .report import FailureGroup as FailureGroup
-    from .report import Status as Status
-    from .session import RunResult as RunResult
-    from .writers import Exported as Exported
+    from .execution.plan import Plan as Plan
+    from .execution.setup import RunResult as RunResult
+    from .results.export import Exported as Exported
+    from .results.status import FailureGroup as FailureGroup
+    from .results.status import Status as Status
 
 __all__ = [
     "Compacted",

@@ -1,5 +1,5 @@
 """`python -m zbatch` works like `zbatch`."""
 
-from .cli import main
+from .cli.commands import main
 
 main()

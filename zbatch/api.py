@@ -23,17 +23,17 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pyarrow as pa
 
-from .dryrun import Plan, plan_job
 from .errors import JobError
-from .job import Job
+from .execution.plan import Plan, plan_job
+from .execution.setup import RunResult, execute
+from .job.settings import Job
 from .progress import Progress
-from .report import FailureGroup, Status, failure_groups, read_status
-from .results import final_outcomes
-from .session import RunResult, execute
+from .results.export import Exported, export_outcomes
+from .results.outcomes import final_outcomes
+from .results.status import FailureGroup, Status, failure_groups, read_status
 from .shard import Shard
 from .store import OutputDir
 from .store.state import RetryFailed, retry_failed_problem
-from .writers import Exported, export_outcomes
 
 if TYPE_CHECKING:
     import httpx
@@ -87,7 +87,7 @@ async def arun(
         if shard is not None or limit is not None:
             what = "--shard" if shard is not None else "--limit"
             raise JobError(f"{what} and --cluster do not go together: --cluster makes the shards")
-        from .cluster import arun_on_cluster
+        from .cluster.driver import arun_on_cluster
 
         return await arun_on_cluster(
             job,

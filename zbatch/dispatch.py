@@ -1,5 +1,5 @@
 """The shape every way of running a job in one process shares (the online
-:class:`~zbatch.runner.Runner`, :class:`~zbatch.batch.mode.BatchMode`): the work runs beside
+:class:`~zbatch.online.runner.Runner`, :class:`~zbatch.batch.mode.BatchMode`): the work runs beside
 its helpers (signals, the progress tick), the first reason to stop wins, and whatever the
 work leaves behind is saved in a shielded close, however the run ends."""
 
@@ -14,7 +14,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .errors import Interrupted, ZbatchError
-from .job import Job
+from .job.settings import Job
 from .progress import Progress
 from .stats import Stats
 

@@ -23,7 +23,7 @@ from . import prompt
 from .answers import NotJson, json_field_value, normalize_label, parse_json_object
 from .errors import redact
 from .idset import IdSet
-from .job import Job
+from .job.settings import Job
 from .outcome import Failure, Scope, Success, storable_text
 from .readers.base import DoneRows, RawRow
 from .schema import keep_caster

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import JobError
-from .job import Job
+from .job.settings import Job
 from .source import InputFiles, is_batch_line
 
 

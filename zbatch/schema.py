@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from .job import Job
+    from .job.settings import Job
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 

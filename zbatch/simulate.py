@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import httpx
 
-from .job import Job
+from .job.settings import Job
 from .providers import ZAI, Provider
 from .testing import chat_completion, last_user_content, message_text
 

@@ -30,7 +30,7 @@ import anyio
 
 from ..dispatch import Dispatcher
 from ..errors import BatchPending, RunStopped, ZbatchError
-from ..job import Job
+from ..job.settings import Job
 from ..outcome import Failure, Scope
 from ..pipeline import RowPipeline, Work, commit
 from ..progress import Progress

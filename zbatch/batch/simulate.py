@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from ..job import Job
+from ..job.settings import Job
 from ..simulate import SimulatedEndpoint, SimulationSpec
 from ..testing import multipart_fields
 

@@ -1,19 +1,19 @@
 """The guards of an unattended run, around every request: the budget admits it, every answer
 is billed (stats, budget, journal), and a dead endpoint or a job that fails the same way on
-its first rows stops the run (zbatch/budget.py and zbatch/health.py hold the rules)."""
+its first rows stops the run (zbatch/budget.py and online/health.py hold the rules)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from .budget import Budget
-from .dispatch import Stop
-from .errors import BudgetSpent, EndpointDown, FatalApiError
+from ..budget import Budget
+from ..dispatch import Stop
+from ..errors import BudgetSpent, EndpointDown, FatalApiError
+from ..job.settings import Job
+from ..outcome import Failure, Scope, Success
+from ..pipeline import RowPipeline, Work
+from ..store.journal import Journal
 from .health import DownDetector, FirstRows, Held
-from .job import Job
-from .outcome import Failure, Scope, Success
-from .pipeline import RowPipeline, Work
-from .store.journal import Journal
 
 # The first rows of a run that decide whether the job itself is wrong (a model that does not
 # exist, a labels prompt that never yields a label): so many failing the same way stop it.

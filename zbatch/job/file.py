@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import JobError
-from .job import DEFAULT_BASE_URL, Job
+from ..errors import JobError
+from .settings import DEFAULT_BASE_URL, Job
 
 # TOML table -> {key in the file: Job field}
 SECTIONS: dict[str, dict[str, str]] = {

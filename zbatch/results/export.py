@@ -15,13 +15,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from .errors import JobError
-from .prompt import row_id
-from .results import Outcomes, final_outcomes
-from .schema import JSON_TEXT
-from .source import open_input
-from .store import OutputDir, open_storage, write_batches
-from .urls import is_remote, local_path
+from ..errors import JobError
+from ..prompt import row_id
+from ..schema import JSON_TEXT
+from ..source import open_input
+from ..store import OutputDir, open_storage, write_batches
+from ..urls import is_remote, local_path
+from .outcomes import Outcomes, final_outcomes
 
 
 def export_outcomes(outdir: OutputDir, target: str, *, with_input: bool) -> Exported:

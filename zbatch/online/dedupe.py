@@ -16,8 +16,8 @@ from typing import Any
 
 import anyio
 
-from .job import Job
-from .pipeline import RowPipeline, Work
+from ..job.settings import Job
+from ..pipeline import RowPipeline, Work
 
 CAPACITY = 65_536
 

@@ -11,11 +11,11 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import JobError
-from .providers import ZAI, provider_for
+from ..errors import JobError
+from ..providers import ZAI, provider_for
 
 if TYPE_CHECKING:
-    from .job import Job
+    from .settings import Job
 
 JSON_FIELD_KINDS = ("string", "int", "float", "bool", "json")
 # The values of two settings with a fixed choice (the flags offer the same ones).
@@ -27,7 +27,7 @@ MAX_TEMPLATE_WIDTH = 10_000
 
 def key_for(name: str) -> str:
     """A field's name as a job file writes it ("limits.concurrency")."""
-    from .jobfile import key_for
+    from .file import key_for
 
     return key_for(name)
 

@@ -12,7 +12,7 @@ flight and take no new row, and everything completed is committed in a shielded 
 
 Unattended runs (docs/performance.md, README "Unattended runs"): every billed answer is
 charged to the :class:`~zbatch.budget.Budget` and the journal; a request goes out only if its
-worst case fits the budget; :mod:`zbatch.health` says when the endpoint is down or the first
+worst case fits the budget; :mod:`zbatch.online.health` says when the endpoint is down or the first
 rows show the job itself is wrong; once the input is used up, an attempt stuck far beyond the
 usual latency is hedged on a second connection.
 """
@@ -26,23 +26,23 @@ from collections.abc import Awaitable, Callable, Iterator
 import anyio
 from anyio.abc import TaskGroup
 
-from .budget import Budget
-from .client import Client
+from ..budget import Budget
+from ..client import Client
+from ..dispatch import Dispatcher
+from ..errors import BudgetSpent, FatalApiError, JobError, ZbatchError
+from ..job.settings import Job
+from ..limits import AdaptiveLimit, Backoff, Pacer
+from ..outcome import Failure, Scope, Success
+from ..pipeline import RowPipeline, Work
+from ..progress import Progress
+from ..store import PartWriter
+from ..store.journal import Journal
 from .committer import Committer
 from .dedupe import SharedAnswers, deterministic
-from .dispatch import Dispatcher
-from .errors import BudgetSpent, FatalApiError, JobError, ZbatchError
 from .guards import Guards
 from .health import Held
 from .hedge import Hedger
-from .job import Job
-from .limits import AdaptiveLimit, Backoff, Pacer
-from .outcome import Failure, Scope, Success
-from .pipeline import RowPipeline, Work
-from .progress import Progress
 from .quota import QuotaGate
-from .store import PartWriter
-from .store.journal import Journal
 
 # Answers that do not fit the job are asked again (labels.retries times): a model's next
 # answer to the same request often does.

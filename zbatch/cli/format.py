@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from .dryrun import Plan
-from .report import FailureGroup, Status
-from .stats import Agreement, Stats
+from ..execution.plan import Plan
+from ..results.status import FailureGroup, Status
+from ..stats import Agreement, Stats
 
 
 def table(rows: Sequence[tuple[str, object]]) -> str:

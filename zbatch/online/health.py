@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .limits import Clock
-from .outcome import Failure, Scope
+from ..limits import Clock
+from ..outcome import Failure, Scope
 
 # The failures that say "nothing is answering": no connection, no answer in time, or a 5xx.
 _DOWN_TYPES = frozenset({"connection", "timeout"})

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskGroup
 
-from .client import Client
-from .limits import AdaptiveLimit
-from .outcome import Outcome, Success
-from .pipeline import Work
-from .stats import Stats
+from ..client import Client
+from ..limits import AdaptiveLimit
+from ..outcome import Outcome, Success
+from ..pipeline import Work
+from ..stats import Stats
 
 # How often the hedger looks for stuck attempts once the input is used up.
 POLL = 0.05

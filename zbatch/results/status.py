@@ -9,17 +9,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import prompt
-from .batch.ledger import describe, open_batches
-from .errors import JobError
-from .job import DEFAULT_MODEL
-from .pipeline import gold_label
-from .pricing import cost, discounted, price_for
-from .providers import provider_for
-from .results import final_outcomes, fixed_places
-from .source import count_rows, open_input
-from .stats import Agreement
-from .store import RESULTS, OutputDir, Parts
+from .. import prompt
+from ..batch.ledger import describe, open_batches
+from ..errors import JobError
+from ..job.settings import DEFAULT_MODEL
+from ..pipeline import gold_label
+from ..pricing import cost, discounted, price_for
+from ..providers import provider_for
+from ..source import count_rows, open_input
+from ..stats import Agreement
+from ..store import RESULTS, OutputDir, Parts
+from .outcomes import final_outcomes, fixed_places
 
 
 @dataclass(frozen=True)

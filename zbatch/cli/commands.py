@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__
-from .errors import ZbatchError
-from .job import Job
-from .jobfile import load_job
+from .. import __version__
+from ..errors import ZbatchError
+from ..job.file import load_job
+from ..job.settings import Job
+from ..urls import is_remote
 from .options import job_options
-from .urls import is_remote
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("zbatch")
@@ -105,9 +105,9 @@ def run(
     **flags: Any,
 ) -> None:
     """Run or resume JOB_FILE (a TOML job); flags override its settings."""
-    from . import api
+    from .. import api
+    from ..progress import choose
     from .format import format_failures, format_summary
-    from .progress import choose
 
     job = load_job(job_file, flags)
     retry = _retry_types(retry_failed)
@@ -149,7 +149,7 @@ def validate(job_file: str | None, **flags: Any) -> None:
 
 def _retry_types(value: str | None) -> bool | frozenset[str]:
     """--retry-failed: every type ("all", the bare flag), or the named ones."""
-    from .store.state import retry_failed_problem
+    from ..store.state import retry_failed_problem
 
     if value is None or value == "all":
         return value is not None
@@ -161,7 +161,7 @@ def _retry_types(value: str | None) -> bool | frozenset[str]:
 
 
 def _print_plan(job: Job, *, retry_failed: bool | frozenset[str]) -> None:
-    from . import api
+    from .. import api
     from .format import format_plan
 
     click.echo(format_plan(api.plan(job, retry_failed=retry_failed)))
@@ -180,7 +180,7 @@ def _outdir(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @_reports_errors
 def status(outdir: str, as_json: bool) -> None:
     """Show done / failed / pending counts, tokens, cost and the last run's outcome."""
-    from . import api
+    from .. import api
     from .format import format_status
 
     report = api.status(outdir)
@@ -204,7 +204,7 @@ def status(outdir: str, as_json: bool) -> None:
 @_reports_errors
 def errors(outdir: str, error_type: str | None, limit: int, as_json: bool) -> None:
     """Failed rows by error type and code, with sample ids and messages."""
-    from . import api
+    from .. import api
     from .format import format_failure_groups
 
     groups = api.failures(outdir, error_type=error_type, limit=limit)
@@ -228,7 +228,7 @@ def errors(outdir: str, error_type: str | None, limit: int, as_json: bool) -> No
 @_reports_errors
 def export(outdir: str, output: str, with_input: bool) -> None:
     """Write one table with the final outcome of every id (latest success, else latest error)."""
-    from . import api
+    from .. import api
 
     done = api.export(outdir, output, with_input=with_input)
     note = " (simulated answers from --simulate, not a model's)" if done.simulated else ""
@@ -243,7 +243,7 @@ def export(outdir: str, output: str, with_input: bool) -> None:
 @_reports_errors
 def cancel(outdir: str) -> None:
     """Cancel OUTDIR's open batches (batch mode); the next run collects what they finished."""
-    from . import api
+    from .. import api
 
     cancelled = api.cancel(outdir)
     for batch in cancelled:
@@ -256,7 +256,7 @@ def cancel(outdir: str) -> None:
 @_reports_errors
 def compact(outdir: str) -> None:
     """Merge each folder's part files into one; no reader ever sees an id twice."""
-    from . import api
+    from .. import api
 
     for done in api.compact(outdir):
         click.echo(f"{done.table}: {done.parts_before} parts -> {done.parts_after}")
@@ -264,7 +264,7 @@ def compact(outdir: str) -> None:
 
 def _beside_bar(progress: object) -> contextlib.AbstractContextManager[object]:
     """With a bar on the terminal, log lines are written above it, not over it."""
-    from .progress import BarProgress
+    from ..progress import BarProgress
 
     if isinstance(progress, BarProgress):
         # Only here: a run off a terminal (cron) never imports tqdm, as progress.choose intends.

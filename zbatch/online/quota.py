@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from .errors import QuotaReached
-from .job import Job
-from .limits import QuotaPause
-from .outcome import Failure
-from .providers import Provider
+from ..errors import QuotaReached
+from ..job.settings import Job
+from ..limits import QuotaPause
+from ..outcome import Failure
+from ..providers import Provider
 
 
 class QuotaGate:

@@ -32,26 +32,26 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .cluster_task import (
+from ..dispatch import on_signals
+from ..errors import Interrupted, JobError, RunStopped, ZbatchError
+from ..job.settings import Job
+from ..progress import NullProgress, Progress
+from ..shard import Shard
+from ..source import count_rows
+from ..stats import Stats
+from ..store.state import RetryFailed
+from .task import (
     Secret,
     ShardOutcome,
     add_figures,
     figures,
     run_shard,
 )
-from .dispatch import on_signals
-from .errors import Interrupted, JobError, RunStopped, ZbatchError
-from .job import Job
-from .progress import NullProgress, Progress
-from .shard import Shard
-from .source import count_rows
-from .stats import Stats
-from .store.state import RetryFailed
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from .session import RunResult
+    from ..execution.setup import RunResult
 
 log = logging.getLogger("zbatch")
 
@@ -110,8 +110,8 @@ async def arun_on_cluster(
     force: bool = False,
 ) -> RunResult:
     """Run (or resume) the whole job as shard tasks on a Dask cluster; see the module doc."""
-    from .runlog import run_log
-    from .session import check_run, finish, open_session
+    from ..execution.runlog import run_log
+    from ..execution.setup import check_run, finish, open_session
 
     spec = ClusterSpec.parse(cluster)
     _require_distributed()

@@ -32,7 +32,7 @@ from typing import TypeVar
 
 from distributed import Semaphore
 
-from .limits import AdaptiveLimit
+from ..limits import AdaptiveLimit
 
 log = logging.getLogger("zbatch")
 

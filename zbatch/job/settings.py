@@ -4,7 +4,7 @@
     job = Job.from_toml("jobs/sentiment.toml", concurrency=8)
 
 A bad value raises JobError naming the setting as it is written in a job file
-(``limits.concurrency``). Loading job files and merging flags is in :mod:`zbatch.jobfile`.
+(``limits.concurrency``). Loading job files and merging flags is in :mod:`zbatch.job.file`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .jobcheck import check, fit
-from .pricing import Price, discounted, price_for
-from .providers import ZAI, Provider, provider_for
+from ..pricing import Price, discounted, price_for
+from ..providers import ZAI, Provider, provider_for
+from .rules import check, fit
 
 # Z.AI's, the provider zbatch is built for (a profile of its own for OpenAI-compatible servers).
 DEFAULT_MODEL = ZAI.default_model
@@ -80,7 +80,7 @@ class Job:
     part_seconds: float = 30.0
     journal: bool = True  # every answer durable within ~50 ms, before parts commit it
     # [run]
-    dedupe: bool = True  # send identical deterministic requests once (zbatch.dedupe)
+    dedupe: bool = True  # send identical deterministic requests once (zbatch.online.dedupe)
     log_every: float = 30.0
     grace_seconds: float = 10.0
     mode: str = "online"  # or "batch": the provider's Batch API (zbatch.batch)
@@ -110,7 +110,7 @@ class Job:
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str] | None, **overrides: Any) -> Job:
         """Load a job file (or none) and apply overrides named like the fields, which win."""
-        from .jobfile import load_job
+        from .file import load_job
 
         return load_job(path, overrides)
 
@@ -165,7 +165,7 @@ class Job:
 # Settings that change what is sent or the result schema: changing one against an existing
 # OUTDIR is refused (without --force), so results/ never mixes two requests or two schemas.
 # Not keep_columns: a result's keep columns come from its input row, whatever was asked, so a
-# new one widens the results (zbatch.results fills the earlier rows in from the input).
+# new one widens the results (zbatch.results.outcomes fills the earlier rows in from the input).
 FINGERPRINTED = (
     "model",
     "system",

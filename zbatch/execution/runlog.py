@@ -12,8 +12,8 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from .stats import Stats
-from .store import OutputDir
+from ..stats import Stats
+from ..store import OutputDir
 
 FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
 PUBLIC = logging.getLogger("zbatch")

@@ -11,19 +11,19 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import prompt
-from .batch.files import FilePacker, LineTooBig, batch_line
-from .batch.ledger import Ledger
-from .budget import Spend
-from .errors import JobError
-from .job import Job
-from .pipeline import Row, RowPipeline
-from .pricing import cost
-from .schema import result_schema
-from .source import count_rows, open_input
-from .stats import Stats
-from .store import OutputDir, ResumeState
-from .store.state import RetryFailed
+from .. import prompt
+from ..batch.files import FilePacker, LineTooBig, batch_line
+from ..batch.ledger import Ledger
+from ..budget import Spend
+from ..errors import JobError
+from ..job.settings import Job
+from ..pipeline import Row, RowPipeline
+from ..pricing import cost
+from ..schema import result_schema
+from ..source import count_rows, open_input
+from ..stats import Stats
+from ..store import OutputDir, ResumeState
+from ..store.state import RetryFailed
 
 
 @dataclass

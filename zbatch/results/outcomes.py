@@ -11,13 +11,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import JobError
-from .pipeline import storable
-from .prompt import row_id
-from .readers.base import DoneRows
-from .schema import RESULT_FIELDS, infer_type, keep_caster
-from .source import open_input
-from .store import ERRORS, RESULTS, OutputDir, Parts
+from ..errors import JobError
+from ..pipeline import storable
+from ..prompt import row_id
+from ..readers.base import DoneRows
+from ..schema import RESULT_FIELDS, infer_type, keep_caster
+from ..source import open_input
+from ..store import ERRORS, RESULTS, OutputDir, Parts
 
 STATUS = pa.field("status", pa.string())
 SIMULATED = b"zbatch.simulated"  # ok, failed, failed_retryable (pending: --with-input)

@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 
 import click
 
-from .job import DEFAULT_MODEL
-from .jobcheck import MODES, RESPONSE_FORMATS
-from .jobfile import default_of
-from .providers import PROVIDERS
+from ..job.file import default_of
+from ..job.rules import MODES, RESPONSE_FORMATS
+from ..job.settings import DEFAULT_MODEL
+from ..providers import PROVIDERS
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import anyio
 
-from .budget import Budget
-from .dispatch import Stop
-from .errors import StoreError
-from .job import Job
-from .pipeline import RowPipeline, commit
-from .schema import ERROR_SCHEMA
-from .store import PartWriter
-from .store.journal import Journal
-from .store.storage import room_error
+from ..budget import Budget
+from ..dispatch import Stop
+from ..errors import StoreError
+from ..job.settings import Job
+from ..pipeline import RowPipeline, commit
+from ..schema import ERROR_SCHEMA
+from ..store import PartWriter
+from ..store.journal import Journal
+from ..store.storage import room_error
 
 ANSWER = ERROR_SCHEMA.names.index("answer")  # an error row's paid answer, if it kept one
 

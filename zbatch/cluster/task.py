@@ -1,6 +1,6 @@
-"""One shard of a job as a Dask task: what runs inside a worker (the driver is cluster.py).
+"""One shard of a job as a Dask task: what runs inside a worker (the driver is driver.py).
 
-    from zbatch.cluster_task import run_shard
+    from zbatch.cluster.task import run_shard
     outcome = run_shard(job, "3/8")   # in a task of your own Dask graph
 
 Inside a worker the shard's requests share the job's cluster-wide in-flight cap
@@ -21,12 +21,12 @@ from typing import Any
 
 import anyio
 
-from . import errors
-from .errors import Interrupted, RunStopped, ZbatchError
-from .job import Job
-from .shard import Shard
-from .stats import Stats
-from .store.state import RetryFailed
+from .. import errors
+from ..errors import Interrupted, RunStopped, ZbatchError
+from ..job.settings import Job
+from ..shard import Shard
+from ..stats import Stats
+from ..store.state import RetryFailed
 
 STOP_POLL_SECONDS = 0.5
 # Figures of a task's Stats that do not add up across tasks: the driver sets its own.
@@ -132,14 +132,14 @@ async def _run_shard(
     stop_event: str | None,
     task_slots: int | None,
 ) -> ShardOutcome:
-    from .session import execute
+    from ..execution.setup import execute
 
     worker = _current_worker()
     if worker is None:  # not in a Dask task: a plain shard run
         result = await execute(job, api_key=api_key, retry_failed=retry_failed, shard=shard)
         return ShardOutcome.of(shard, result.stats, result.stopped, result.exit_code)
 
-    from .cluster_limit import ClusterLease, ClusterLimit
+    from .limit import ClusterLease, ClusterLimit
 
     stop = None if stop_event is None else _DriverStop(stop_event, worker.loop.asyncio_loop)
     async with contextlib.AsyncExitStack() as stack:
@@ -191,7 +191,7 @@ class _DriverStop:
         self._loop = dask_loop
 
     async def _ask(self, make: Callable[[], Awaitable[bool]]) -> bool:
-        from .cluster_limit import on_loop
+        from .limit import on_loop
 
         return await asyncio.wrap_future(on_loop(self._loop, make))
 

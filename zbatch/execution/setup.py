@@ -16,24 +16,24 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from . import prompt
-from .budget import Budget
-from .errors import JobError, ZbatchError
-from .job import Job
-from .pipeline import RowPipeline
-from .progress import NullProgress, Progress
+from .. import prompt
+from ..budget import Budget
+from ..errors import JobError, ZbatchError
+from ..job.settings import Job
+from ..pipeline import RowPipeline
+from ..progress import NullProgress, Progress
+from ..schema import ERROR_SCHEMA, infer_type, result_schema
+from ..shard import Shard
+from ..source import STDIN, InputFiles, count_rows, open_input
+from ..stats import Stats
+from ..store import ERRORS, RESULTS, OutputDir, RunSession, room_error
+from ..store.state import RetryFailed
 from .runlog import log_end, run_log
-from .schema import ERROR_SCHEMA, infer_type, result_schema
-from .shard import Shard
-from .source import STDIN, InputFiles, count_rows, open_input
-from .stats import Stats
-from .store import ERRORS, RESULTS, OutputDir, RunSession, room_error
-from .store.state import RetryFailed
 
 if TYPE_CHECKING:
     import httpx
 
-    from .limits import AdaptiveLimit
+    from ..limits import AdaptiveLimit
 
 
 @dataclass
@@ -129,14 +129,14 @@ async def execute(
     its own."""
     # The HTTP stack is imported here, not with the module: `zbatch status` and the other
     # commands that only read an OUTDIR then start without it (docs/performance.md).
-    from .batch.api import BatchApi
-    from .batch.mode import BatchMode
-    from .batch.simulate import SimulatedBatchApi
-    from .client import Client
-    from .limits import Backoff
-    from .runner import Runner
-    from .simulate import SimulatedEndpoint, SimulationSpec
-    from .store.journal import JournaledSink
+    from ..batch.api import BatchApi
+    from ..batch.mode import BatchMode
+    from ..batch.simulate import SimulatedBatchApi
+    from ..client import Client
+    from ..limits import Backoff
+    from ..online.runner import Runner
+    from ..simulate import SimulatedEndpoint, SimulationSpec
+    from ..store.journal import JournaledSink
 
     inputs, key = check_run(job, api_key, transport, stdin=shard is None)
     provider = job.profile
