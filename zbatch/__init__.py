@@ -14,9 +14,9 @@ stays cheap.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import (
     FatalApiError,
     Interrupted,
@@ -28,11 +28,6 @@ from .errors import (
     ZbatchError,
 )
 from .job.settings import Job
-
-try:
-    __version__ = version("zbatch")
-except PackageNotFoundError:  # imported from a source tree or a zip, not installed
-    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from .api import Compacted as Compacted

@@ -25,7 +25,6 @@ import pyarrow as pa
 
 from .errors import JobError
 from .execution.plan import Plan, plan_job
-from .execution.setup import RunResult, execute
 from .job.settings import Job
 from .progress import Progress
 from .results.export import Exported, export_outcomes
@@ -37,6 +36,8 @@ from .store.state import RetryFailed, retry_failed_problem
 
 if TYPE_CHECKING:
     import httpx
+
+    from .execution.setup import RunResult
 
 
 P = ParamSpec("P")
@@ -77,6 +78,10 @@ async def arun(
     rows are submitted (exit code 10 while batches run); the same call later collects them.
     Raises JobError / LockedError / StoreError before anything is sent; a stop during the run
     is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    # The run's machinery (the journal, anyio, the HTTP stack) comes with the first run: the
+    # commands that only read an OUTDIR start without it (docs/performance.md).
+    from .execution.setup import execute
+
     _check_retry_failed(retry_failed)
     if job.mode == "batch" and (shard is not None or cluster is not None):
         raise JobError(

@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from . import __version__
+from ._version import __version__
 from .errors import JobError, redact
 from .outcome import Failure, Outcome, Scope
 from .providers import Provider

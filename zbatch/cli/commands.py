@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ZbatchError
 from ..job.file import load_job
 from ..job.settings import Job

@@ -26,7 +26,8 @@ from ..schema import ERROR_SCHEMA, infer_type, result_schema
 from ..shard import Shard
 from ..source import STDIN, InputFiles, count_rows, open_input
 from ..stats import Stats
-from ..store import ERRORS, RESULTS, OutputDir, RunSession, room_error
+from ..store import ERRORS, RESULTS, OutputDir, room_error
+from ..store.session import RunSession, open_run
 from ..store.state import RetryFailed
 from .runlog import log_end, run_log
 
@@ -93,7 +94,8 @@ def open_session(
     """Hold the OUTDIR (or one shard of it) for a run: job.json checked and saved, and the
     result schema the run writes."""
     outdir = OutputDir(job.output_dir)
-    with outdir.open_run(job.fingerprints(), job.shaping(), force=force, shard=shard) as session:
+    fingerprints, request = job.fingerprints(), job.shaping()
+    with open_run(outdir, fingerprints, request, force=force, shard=shard) as session:
         full = room_error(outdir.storage)  # before the first request, not after paying
         if full is not None:
             raise full

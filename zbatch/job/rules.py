@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JobError
 from ..providers import ZAI, provider_for
+from .keys import key_for
 
 if TYPE_CHECKING:
     from .settings import Job
@@ -23,13 +24,6 @@ MODES = ("online", "batch")
 RESPONSE_FORMATS = ("json_object", "text")
 # A template's format spec may pad a value: refuse widths that would inflate a prompt.
 MAX_TEMPLATE_WIDTH = 10_000
-
-
-def key_for(name: str) -> str:
-    """A field's name as a job file writes it ("limits.concurrency")."""
-    from .file import key_for
-
-    return key_for(name)
 
 
 def fit(name: str, value: Any, hint: Any) -> Any:

@@ -43,11 +43,12 @@ import pyarrow.parquet as pq
 
 from ..budget import Spend
 from ..errors import StoreError
-from .outdir import ERRORS, RESULTS, OutputDir, shard_owns
+from .layout import ERRORS, RESULTS, shard_owns
 from .parts import part_name
 from .storage import fsync_dir, store_error
 
 if TYPE_CHECKING:
+    from .outdir import OutputDir
     from .parts import PartWriter
 
 SUFFIX = ".journal"

@@ -1,37 +1,22 @@
-"""The output directory as one object: every layout name, the lock, and the setup order.
+"""The output directory as one object: reading and writing what it holds, the locks, tidying
+and compaction. Its names are in :mod:`zbatch.store.layout`.
 
-    OUTDIR/
-      job.json          resolved settings + fingerprint (never the API key)
-      results/*.parquet committed result parts (each id at most once)
-      errors/*.parquet  committed error parts (an append-only log)
-      summary.json      the last run's figures
-      run.log           one line per event
-      spend.json        what the runs have spent (tokens, USD), for max_cost
-                        ("spend-KofN.json" for shard K of N: shards run at once)
-      journal/          answers not yet in parts (see zbatch.store.journal)
-      journal.id        on object storage: which local folder holds the journal
-      .lock             held while a run is active (".lock-KofN" for shard K of N)
-
-A run opens it with :meth:`OutputDir.open_run`, which holds the lock and does the setup in
-its one right order: finish what a crash left (tidy) → check job.json against the job
-(or archive the old generation with --force) → read the resume state. Everything here goes
-through a :class:`~zbatch.store.storage.Storage`, so the same code serves a local disk and
-object storage.
+A run opens it with :func:`zbatch.store.session.open_run`, which holds the lock and does the
+setup in its one right order. Everything here goes through a
+:class:`~zbatch.store.storage.Storage`, so the same code serves a local disk and object
+storage.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import json
 import logging
 import secrets
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
@@ -39,25 +24,27 @@ from .. import urls
 from ..budget import Spend
 from ..errors import JobError
 from .compaction import compact_table, recover
+from .layout import (
+    ERRORS,
+    GENERATIONS,
+    JOB,
+    JOURNAL,
+    JOURNAL_ID,
+    LOCK,
+    RESULTS,
+    RUN_LOG,
+    SPEND,
+    SUMMARY,
+    TABLES,
+    dumps,
+    shard_owns,
+    shard_tag,
+    spend_name,
+)
 from .objectstore import ObjectStorage
-from .parts import Parts, PartWriter
+from .parts import Parts
 from .state import ResumeState, count_state, load_state
 from .storage import LocalStorage, Storage
-
-if TYPE_CHECKING:  # the journal (and anyio) come with a run: `status` starts without them
-    from .journal import Journal
-
-JOB = "job.json"
-SUMMARY = "summary.json"
-RUN_LOG = "run.log"
-RESULTS = "results"
-ERRORS = "errors"
-LOCK = ".lock"
-TABLES = (RESULTS, ERRORS)
-GENERATIONS = "generations"
-SPEND = "spend"  # spend.json / spend-3of8.json; outlive --force generations
-JOURNAL = "journal"
-JOURNAL_ID = "journal.id"  # object storage: names this OUTDIR's local journal folder
 
 
 def open_storage(location: str) -> Storage:
@@ -66,70 +53,6 @@ def open_storage(location: str) -> Storage:
     if urls.is_remote(location):
         return ObjectStorage(location)
     return LocalStorage(urls.local_path(location))
-
-
-def dumps(data: Mapping[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
-
-
-def spend_name(tag: str) -> str:
-    """A run's spend ledger: one per shard, so shards running at once never race for one."""
-    return f"{SPEND}-{tag}.json" if tag else f"{SPEND}.json"
-
-
-def shard_tag(shard: tuple[int, int] | None) -> str:
-    """How a shard is named in lock and part names: "3of8"; "" for a whole-job run."""
-    return "" if shard is None else f"{shard[0]}of{shard[1]}"
-
-
-def shard_owns(name: str, tag: str) -> bool:
-    """Whether a run with this shard ``tag`` made the file ``name`` (its run prefix holds the
-    tag); a whole-job run (tag "") owns every file."""
-    return not tag or f"-{tag}-" in name
-
-
-@dataclass
-class RunSession:
-    """An OUTDIR held by one run: its resume state, and where its parts go."""
-
-    outdir: OutputDir
-    state: ResumeState
-    notice: str | None  # what --force did, to tell the user
-    prefix: str  # makes this run's part names unique
-    tag: str = ""  # the shard's tag ("3of8"), "" for a whole-job run
-    replayed: int = 0  # rows the journals of a killed run held, committed at the start
-
-    def writer(self, table: str, schema: pa.Schema) -> PartWriter:
-        return PartWriter(self.outdir.storage, table, schema, prefix=self.prefix)
-
-    def journal(self, writers: dict[str, PartWriter], *, enabled: bool) -> Journal:
-        """This run's answer journal over its part writers (``enabled=False``: spend only)."""
-        from .journal import Journal
-
-        outdir = self.outdir
-        return Journal(
-            outdir.journal_folder() if enabled else None,
-            self.prefix,
-            writers,
-            ledger=outdir.read_spend(self.tag),
-            save_ledger=functools.partial(outdir.write_spend, tag=self.tag),
-            read_total=outdir.total_spend,
-        )
-
-    def save_job(
-        self, fingerprint: str, settings: Mapping[str, Any], *, once: bool = False, **extra: Any
-    ) -> None:
-        """Write job.json; with ``once`` (shards) only if no run wrote it yet, and then check
-        that the one written is this job's (two shards may start at the same moment)."""
-        record = {"fingerprint": fingerprint, "settings": dict(settings), **extra}
-        if not once:
-            self.outdir.write_json(JOB, record)
-            return
-        blob = dumps(record)
-        try:
-            self.outdir.storage.create(JOB, lambda handle: handle.write(blob))
-        except FileExistsError:
-            self.outdir._check_job(fingerprint, extra.get("request") or {}, force=False)
 
 
 class OutputDir:
@@ -264,34 +187,6 @@ class OutputDir:
                     if name.startswith(f"{LOCK}-"):
                         stack.enter_context(self.storage.lock(name))
             yield
-
-    @contextlib.contextmanager
-    def open_run(
-        self,
-        fingerprint: str | Sequence[str],
-        settings: Mapping[str, Any],
-        *,
-        force: bool,
-        shard: Any = None,
-    ) -> Iterator[RunSession]:
-        """Lock, tidy, check job.json (or archive with ``force``), read the resume state.
-
-        ``fingerprint`` may list the job's fingerprint and those earlier versions gave the
-        same settings: job.json holding any of them is the same request."""
-        key = None if shard is None else (shard.index, shard.count)
-        with self.locked(key):
-            tag = shard_tag(key)
-            self.tidy(tag)
-            for table in TABLES:
-                self.storage.make_folder(table)
-            # Before the job check: a killed run's answers belong to its own generation.
-            from .journal import replay
-
-            replayed = replay(self, self.journal_folder(), tag)
-            notice = self._check_job(fingerprint, settings, force=force)
-            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
-            prefix = f"{stamp}-{secrets.token_hex(2)}" + (f"-{tag}" if tag else "")
-            yield RunSession(self, self.load_state(), notice, prefix, tag, replayed)
 
     def holds_request(self, fingerprint: str | Sequence[str], settings: Mapping[str, Any]) -> bool:
         """True when job.json is absent or records this request (``fingerprint`` as
