@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from zbatch.cluster.driver import ClusterSpec
-from zbatch.cluster.task import Secret
 from zbatch.errors import JobError
+from zbatch.execution.options import RunOptions
 
 
 @pytest.mark.parametrize(
@@ -40,11 +40,12 @@ def test_bad_specs_are_one_line_job_errors(text: str, message: str) -> None:
     assert str(caught.value) == message
 
 
-def test_secret_never_shows_its_value() -> None:
-    """The API key travels to the workers inside task arguments, which Dask prints in its
-    logs when a task fails: its repr must not show it."""
-    secret = Secret("sk-very-secret")
-    assert "sk-very-secret" not in repr(secret)
-    assert "sk-very-secret" not in str(secret)
-    assert "sk-very-secret" not in repr((secret,))
-    assert secret.value == "sk-very-secret"
+def test_run_options_never_show_the_api_key() -> None:
+    """The API key travels to the workers inside the task's RunOptions, which Dask prints in
+    its logs when a task fails: their repr must not show it."""
+    options = RunOptions(api_key="sk-very-secret", retry_failed=True)
+    assert "sk-very-secret" not in repr(options)
+    assert "sk-very-secret" not in str(options)
+    assert "sk-very-secret" not in repr((options,))
+    assert "retry_failed=True" in repr(options)
+    assert options.api_key == "sk-very-secret"

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import pyarrow as pa
 
 from .errors import JobError
-from .execution.plan import Plan, plan_job
+from .execution.options import RunOptions, shard_of
 from .job.settings import Job
-from .progress import Progress
+from .progress import NullProgress, Progress
 from .results.export import Exported, export_outcomes
 from .results.outcomes import final_outcomes
 from .results.status import FailureGroup, Status, failure_groups, read_status
@@ -37,6 +37,7 @@ from .store.state import RetryFailed, retry_failed_problem
 if TYPE_CHECKING:
     import httpx
 
+    from .execution.plan import Plan
     from .execution.setup import RunResult
 
 
@@ -77,7 +78,10 @@ async def arun(
     Dask cluster. In batch mode (``job.mode == "batch"``), ``wait=False`` returns once the
     rows are submitted (exit code 10 while batches run); the same call later collects them.
     Raises JobError / LockedError / StoreError before anything is sent; a stop during the run
-    is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    is in ``RunResult.stopped``. :func:`run` is the same, blocking.
+
+    The keywords are gathered once into a :class:`~zbatch.execution.options.RunOptions`
+    (``limit`` is its ``max_rows``), which goes down whole to the run's setup."""
     # The run's machinery (the journal, anyio, the HTTP stack) comes with the first run: the
     # commands that only read an OUTDIR start without it (docs/performance.md).
     from .execution.setup import execute
@@ -88,54 +92,40 @@ async def arun(
             "--mode batch does not go with --shard or --cluster: the provider runs the batches; "
             "run the job once, without them"
         )
-    if cluster is not None:
-        if shard is not None or limit is not None:
-            what = "--shard" if shard is not None else "--limit"
-            raise JobError(f"{what} and --cluster do not go together: --cluster makes the shards")
-        from .cluster.driver import arun_on_cluster
-
-        return await arun_on_cluster(
-            job,
-            cluster,
-            api_key=api_key,
-            progress=progress,
-            handle_signals=handle_signals,
-            retry_failed=retry_failed,
-            force=force,
-        )
-    if isinstance(shard, str):
-        shard = Shard.parse(shard, os.environ)
-    if shard is not None and force:
-        raise JobError(
-            "--force with --shard would move the other shards' results away: start the new "
-            "generation with one run without --shard, or use a new output directory"
-        )
-    result = await execute(
-        job,
+    if cluster is not None and (shard is not None or limit is not None):
+        what = "--shard" if shard is not None else "--limit"
+        raise JobError(f"{what} and --cluster do not go together: --cluster makes the shards")
+    options = RunOptions(
         api_key=api_key,
-        progress=progress,
+        progress=progress or NullProgress(),
         handle_signals=handle_signals,
         transport=transport,
         retry_failed=retry_failed,
         force=force,
-        limit=limit,
-        shard=shard,
+        max_rows=limit,
+        shard=shard_of(shard),
         wait=wait,
     )
+    if cluster is not None:
+        from .cluster.driver import arun_on_cluster
+
+        return await arun_on_cluster(job, cluster, options)
+    if options.shard is not None and force:
+        raise JobError(
+            "--force with --shard would move the other shards' results away: start the new "
+            "generation with one run without --shard, or use a new output directory"
+        )
+    result = await execute(job, options)
     if job.mode == "batch" and job.finish_online:
         from .batch.mode import RowsLeft
 
         if not isinstance(result.stopped, RowsLeft | None):
             return result
         # Every batch is collected: what they left unanswered goes live, exactly once.
-        return await execute(
-            dataclasses.replace(job, mode="online", finish_online=False),
-            api_key=api_key,
-            progress=progress,
-            handle_signals=handle_signals,
-            transport=None if job.simulate else transport,
-            retry_failed=retry_failed,
+        live = dataclasses.replace(
+            options, transport=None if job.simulate else transport, force=False, max_rows=None
         )
+        return await execute(dataclasses.replace(job, mode="online", finish_online=False), live)
     return result
 
 
@@ -179,7 +169,7 @@ async def acancel(
 
     target = OutputDir(str(outdir))
     settings = target.read_job()["settings"]
-    job_key = api_key if api_key is not None else os.environ.get(settings["api_key_env"])
+    job_key = RunOptions(api_key=api_key).key(settings["api_key_env"])
     api = BatchApi(
         provider_for(settings["base_url"], settings.get("provider")),
         base_url=settings["base_url"],
@@ -198,6 +188,8 @@ cancel.__name__ = cancel.__qualname__ = "cancel"
 
 def plan(job: Job, *, retry_failed: RetryFailed = False) -> Plan:
     """What a run of the job would send now and what it would cost; sends nothing."""
+    from .execution.plan import plan_job  # reads the input as a run does: with a run's imports
+
     _check_retry_failed(retry_failed)
     return plan_job(job, retry_failed=retry_failed)
 
@@ -217,7 +209,7 @@ def failures(
     outdir: str | os.PathLike[str], *, error_type: str | None = None, limit: int = 5
 ) -> list[FailureGroup]:
     """The failed ids of an OUTDIR grouped by error type and code, largest group first."""
-    return failure_groups(OutputDir(str(outdir)), error_type=error_type, limit=limit)
+    return failure_groups(OutputDir(str(outdir)), error_type=error_type, sample=limit)
 
 
 def export(

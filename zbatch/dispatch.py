@@ -1,26 +1,89 @@
-"""The shape every way of running a job in one process shares (the online
-:class:`~zbatch.online.runner.Runner`, :class:`~zbatch.batch.mode.BatchMode`): the work runs beside
-its helpers (signals, the progress tick), the first reason to stop wins, and whatever the
-work leaves behind is saved in a shielded close, however the run ends."""
+"""The base every way of dispatching a run in one process implements, and what it is given.
+
+    setup (zbatch.execution.setup)          a family (zbatch.online.runner, zbatch.batch.mode)
+      prepare ──> RunContext ──> build(ctx, options) ──> Dispatcher ──> run() ──> finish
+
+The setup prepares what every way of dispatching shares (the :class:`RunContext`: the job,
+the row pipeline and its work, the part writers, the figures, run.log, the journal and the
+budget) and hands it, with the run's :class:`~zbatch.execution.options.RunOptions`, to one
+family's :data:`Build` function. That function makes the family's own parts (an HTTP client,
+a Batch API client) and returns its :class:`Dispatcher`, whose :meth:`~Dispatcher.run` does
+the work. A new way of dispatching is a new module with a ``build`` and a Dispatcher subclass;
+the setup and the other families do not change.
+
+The :class:`Dispatcher` shape (the online :class:`~zbatch.online.runner.Runner`,
+:class:`~zbatch.batch.mode.BatchMode`): the work runs beside its helpers (signals, the progress
+tick), the first reason to stop wins, and whatever the work leaves behind is saved in a
+shielded close, however the run ends."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 
+from .budget import Budget
 from .errors import Interrupted, ZbatchError
 from .job.settings import Job
+from .limits import Backoff
+from .pipeline import RowPipeline, Work
 from .progress import Progress
 from .stats import Stats
+from .store import PartWriter, Storage
+
+if TYPE_CHECKING:
+    from .execution.options import RunOptions
+    from .store.journal import Journal
 
 # How a part of a run stops it: the reason, and how long what is in flight may still take
 # (None: as long as it needs; 0: cancelled at once, say because what it brings can't be saved).
 Stop = Callable[[ZbatchError, "float | None"], None]
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What the setup prepares for every way of dispatching, once per run.
+
+    ``works`` is the pipeline's Work for this run (None: a row that needs nothing sent,
+    yielded so a dispatcher can let others run); ``results`` and ``errors`` are the part
+    writers under the pipeline's sinks; ``journal`` and ``budget`` are the online runner's
+    (batch mode keeps its answers in the provider's files and its own ledger); ``storage`` is
+    the OUTDIR's; ``api_key`` the key the run uses (never shown in a repr)."""
+
+    job: Job
+    pipeline: RowPipeline
+    works: Iterator[Work | None]
+    results: PartWriter
+    errors: PartWriter
+    log: logging.Logger
+    progress: Progress
+    handle_signals: bool
+    journal: Journal
+    budget: Budget
+    storage: Storage
+    api_key: str | None = dataclasses.field(repr=False)
+
+    @property
+    def stats(self) -> Stats:
+        return self.pipeline.stats
+
+    def backoff(self) -> Backoff:
+        """The backoff between retries the job asks for (every family waits the same way)."""
+        return Backoff(base=self.job.backoff_base, cap=self.job.backoff_cap)
+
+
+class Build(Protocol):
+    """What each way of dispatching provides as ``build(ctx, options)``: make the family's own
+    parts from the context and the options (its HTTP client or API client; nothing is sent
+    yet) and return its Dispatcher. Called once per run, in the run's event loop."""
+
+    def __call__(self, ctx: RunContext, options: RunOptions) -> Dispatcher: ...
 
 
 class Dispatcher:
@@ -28,20 +91,12 @@ class Dispatcher:
     must happen however it ends) and ``_resume_hint`` (what a signal's message tells the user
     to do next); ``_interrupt_grace`` is how long the work may still take after a signal."""
 
-    def __init__(
-        self,
-        job: Job,
-        *,
-        stats: Stats,
-        progress: Progress,
-        log: logging.Logger,
-        handle_signals: bool,
-    ) -> None:
-        self.job = job
-        self.stats = stats
-        self.progress = progress
-        self.log = log
-        self._handle_signals = handle_signals
+    def __init__(self, ctx: RunContext) -> None:
+        self.job = ctx.job
+        self.stats = ctx.stats
+        self.progress = ctx.progress
+        self.log = ctx.log
+        self._handle_signals = ctx.handle_signals
         self.stop_reason: ZbatchError | None = None
         # anyio primitives belong to the running loop; these are made in the run's own task.
         self._stop = anyio.Event()

@@ -91,16 +91,16 @@ class RowPipeline:
     # --- input side -------------------------------------------------------------------------
 
     def works(
-        self, items: Iterator[RawRow | DoneRows], *, limit: int | None = None
+        self, items: Iterator[RawRow | DoneRows], *, max_rows: int | None = None
     ) -> Iterator[Work | None]:
         """Work for each row to send; None now and then, as a turn for an event loop.
 
         Rows that need no request (done before, repeated, unreadable) are dealt with on the
-        way. ``limit`` ends it after that many rows to send (a paid sample; the next run goes
+        way. ``max_rows`` ends it after that many rows to send (a paid sample; the next run goes
         on with the rest). A file that breaks off part-way raises JobError from here."""
         quiet = sent = 0
         for item in items:
-            if sent == limit:
+            if sent == max_rows:
                 return
             if isinstance(item, DoneRows):
                 self.skip_done(item)

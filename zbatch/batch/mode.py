@@ -19,22 +19,18 @@ shielded, so answers downloaded are committed before the run ends.
 
 from __future__ import annotations
 
-import logging
 import random
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 
-from ..dispatch import Dispatcher
+from ..dispatch import Dispatcher, RunContext
 from ..errors import BatchPending, RunStopped, ZbatchError
-from ..job.settings import Job
+from ..execution.options import RunOptions
 from ..outcome import Failure, Scope
-from ..pipeline import RowPipeline, Work, commit
-from ..progress import Progress
-from ..store import PartWriter
+from ..pipeline import Work, commit
 from .api import BatchApi, BatchInfo
 from .collect import Lines, input_rows
 from .files import BatchFile, BatchFileWriter, LineTooBig, id_map
@@ -49,6 +45,7 @@ from .ledger import (
     LedgerStorage,
     Submission,
 )
+from .simulate import SimulatedBatchApi
 
 POLL_JITTER = 0.2
 
@@ -62,31 +59,16 @@ class RowsLeft(RunStopped):
 class BatchMode(Dispatcher):
     """Submits, polls and collects a job's batches; one instance per run."""
 
-    def __init__(
-        self,
-        job: Job,
-        *,
-        pipeline: RowPipeline,
-        works: Iterator[Work | None],
-        results: PartWriter,
-        errors: PartWriter,
-        api: BatchApi,
-        storage: LedgerStorage,
-        progress: Progress,
-        log: logging.Logger,
-        handle_signals: bool = False,
-        wait: bool = True,
-    ) -> None:
-        super().__init__(
-            job, stats=pipeline.stats, progress=progress, log=log, handle_signals=handle_signals
-        )
-        self.pipeline = pipeline
+    def __init__(self, ctx: RunContext, *, api: BatchApi, wait: bool = True) -> None:
+        """``wait=False`` returns once the rows are submitted (the next run collects them)."""
+        super().__init__(ctx)
+        self.pipeline = ctx.pipeline
         self.api = api
-        self.ledger = Ledger(storage)
-        self._works = works
-        self._writers = (results, errors)
+        self.ledger = Ledger(ctx.storage)
+        self._works = ctx.works
+        self._writers = (ctx.results, ctx.errors)
         self._wait = wait
-        self._fingerprint = job.fingerprint()
+        self._fingerprint = ctx.job.fingerprint()
         self.unanswered = 0
 
     # --- the run --------------------------------------------------------------------------
@@ -342,3 +324,20 @@ async def cancel_open(storage: LedgerStorage, api: BatchApi) -> list[Submission]
     finally:
         await api.aclose()
     return cancelled
+
+
+def build(ctx: RunContext, options: RunOptions) -> BatchMode:
+    """The batch family's parts (see :class:`~zbatch.dispatch.Build`): the provider's Batch API
+    client (the simulated one for --simulate) and the dispatcher that submits and collects."""
+    job = ctx.job
+    transport = SimulatedBatchApi(job) if job.simulate else options.transport
+    api = BatchApi(
+        job.profile,
+        base_url=job.base_url,
+        api_key=ctx.api_key,
+        timeout=job.timeout,
+        max_retries=job.max_retries,
+        backoff=ctx.backoff(),
+        transport=transport,
+    )
+    return BatchMode(ctx, api=api, wait=options.wait)

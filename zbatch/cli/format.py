@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from ..execution.plan import Plan
 from ..results.status import FailureGroup, Status
 from ..stats import Agreement, Stats
+
+if TYPE_CHECKING:  # the dry run comes with a run's imports; status starts without them
+    from ..execution.plan import Plan
 
 
 def table(rows: Sequence[tuple[str, object]]) -> str:

@@ -34,24 +34,16 @@ import anyio
 
 from ..dispatch import on_signals
 from ..errors import Interrupted, JobError, RunStopped, ZbatchError
+from ..execution.options import RunOptions
+from ..execution.setup import RunResult, finish, prepare
 from ..job.settings import Job
-from ..progress import NullProgress, Progress
+from ..progress import Progress
 from ..shard import Shard
-from ..source import count_rows
 from ..stats import Stats
-from ..store.state import RetryFailed
-from .task import (
-    Secret,
-    ShardOutcome,
-    add_figures,
-    figures,
-    run_shard,
-)
+from .task import ShardOutcome, add_figures, figures, run_shard
 
 if TYPE_CHECKING:
     from distributed import Client
-
-    from ..execution.setup import RunResult
 
 log = logging.getLogger("zbatch")
 
@@ -99,37 +91,22 @@ class ClusterSpec:
 # --- the driver -----------------------------------------------------------------------------
 
 
-async def arun_on_cluster(
-    job: Job,
-    cluster: str,
-    *,
-    api_key: str | None = None,
-    progress: Progress | None = None,
-    handle_signals: bool = False,
-    retry_failed: RetryFailed = False,
-    force: bool = False,
-) -> RunResult:
-    """Run (or resume) the whole job as shard tasks on a Dask cluster; see the module doc."""
-    from ..execution.runlog import run_log
-    from ..execution.setup import check_run, finish, open_session
+async def arun_on_cluster(job: Job, cluster: str, options: RunOptions) -> RunResult:
+    """Run (or resume) the whole job as shard tasks on a Dask cluster; see the module doc.
 
+    Of the options, the tasks take the key and ``retry_failed``; the driver shows the progress
+    and handles the signals (a transport does not travel to the workers)."""
     spec = ClusterSpec.parse(cluster)
     _require_distributed()
-    inputs, key = check_run(job, api_key, None)
     # job.json is written (and --force applied) once, here, before any task starts.
-    with open_session(job, inputs, force=force, shard=None) as (session, _):
-        outdir, notice = session.outdir, session.notice
-    view = _View(job, count_rows(inputs.paths))
-    async with _connect(spec) as client:
-        threads = await _worker_threads(client, spec)
-        tasks = [
-            Shard(index, TASKS_PER_THREAD * threads) for index in range(TASKS_PER_THREAD * threads)
-        ]
-        run = _Run(client, job, view, progress or NullProgress(), handle_signals)
-        with run_log(outdir) as runlog:
-            if notice:
-                runlog.warning(notice)
-            runlog.info(
+    with prepare(job, options, tasks=True) as prepared:
+        view = _View(job, prepared.input_rows)
+        async with _connect(spec) as client:
+            threads = await _worker_threads(client, spec)
+            count = TASKS_PER_THREAD * threads
+            tasks = [Shard(index, count) for index in range(count)]
+            run = _Run(client, job, view, options.progress, options.handle_signals)
+            prepared.log.info(
                 "start on %s: %d shard tasks, %d worker threads, cluster-wide concurrency %d",
                 spec,
                 len(tasks),
@@ -137,18 +114,18 @@ async def arun_on_cluster(
                 job.concurrency,
             )
             rated = job.rpm is not None or job.tpm is not None
+            task_options = RunOptions(api_key=prepared.api_key, retry_failed=options.retry_failed)
             stopped = await run.run(
                 tasks,
                 functools.partial(
                     run_shard,
                     _split_rates(job, threads),
-                    api_key=None if key is None else Secret(key),
-                    retry_failed=retry_failed,
+                    options=task_options,
                     task_slots=threads if rated else None,
                 ),
             )
             also = {"cluster": {"tasks": len(tasks), "threads": threads}}
-            return finish(outdir, runlog, view.stats(stopped), stopped, notice, summary=also)
+            return finish(prepared, view.stats(stopped), stopped, summary=also)
 
 
 def _require_distributed() -> None:

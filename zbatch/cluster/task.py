@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +22,8 @@ import anyio
 
 from .. import errors
 from ..errors import Interrupted, RunStopped, ZbatchError
+from ..execution.options import RunOptions, shard_of
+from ..execution.setup import execute
 from ..job.settings import Job
 from ..shard import Shard
 from ..stats import Stats
@@ -33,19 +34,6 @@ STOP_POLL_SECONDS = 0.5
 _NOT_SUMMED = frozenset({"total", "concurrency", "exit_code"})
 # ... and the lowest concurrency any task's adaptive limit fell to.
 _LOWEST = "concurrency_min"
-
-
-class Secret:
-    """The API key on its way to the workers: Dask prints a failed task's arguments in its
-    logs, so the repr never shows the value."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return "Secret(***)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +80,9 @@ def semaphore_name(job: Job) -> str:
 def run_shard(
     job: Job,
     shard: Shard | str,
+    options: RunOptions | None = None,
     *,
-    api_key: Secret | str | None = None,
+    api_key: str | None = None,
     retry_failed: RetryFailed = False,
     progress_topic: str | None = None,
     stop_event: str | None = None,
@@ -101,19 +90,22 @@ def run_shard(
 ) -> ShardOutcome:
     """Run one shard of a job into its OUTDIR; made to be a task in a Dask graph.
 
-    Inside a Dask worker its requests share the job's cluster-wide in-flight cap
-    (``concurrency``) with every other shard of the job. ``progress_topic``,
-    ``stop_event`` and ``task_slots`` are how ``--cluster``'s driver follows, stops and
-    spaces its tasks. Without a driver, each shard writes summary.json when it ends."""
-    if isinstance(shard, str):
-        shard = Shard.parse(shard, os.environ)
-    key = api_key.value if isinstance(api_key, Secret) else api_key
+    ``options`` says how (a :class:`~zbatch.execution.options.RunOptions`, whose ``api_key``
+    never shows in the task's repr); ``api_key`` and ``retry_failed`` are shorthands for the
+    two a task of your own graph most often sets. Inside a Dask worker its requests share the
+    job's cluster-wide in-flight cap (``concurrency``) with every other shard of the job.
+    ``progress_topic``, ``stop_event`` and ``task_slots`` are how ``--cluster``'s driver
+    follows, stops and spaces its tasks. Without a driver, each shard writes summary.json
+    when it ends."""
+    if options is None:
+        options = RunOptions(api_key=api_key, retry_failed=retry_failed)
+    elif api_key is not None or retry_failed:
+        raise TypeError("run_shard: pass api_key and retry_failed inside options, not beside")
+    options = dataclasses.replace(options, shard=shard_of(shard))
     call = functools.partial(
         _run_shard,
         job,
-        shard,
-        api_key=key,
-        retry_failed=retry_failed,
+        options,
         progress_topic=progress_topic,
         stop_event=stop_event,
         task_slots=task_slots,
@@ -124,19 +116,17 @@ def run_shard(
 
 async def _run_shard(
     job: Job,
-    shard: Shard,
+    options: RunOptions,
     *,
-    api_key: str | None,
-    retry_failed: RetryFailed,
     progress_topic: str | None,
     stop_event: str | None,
     task_slots: int | None,
 ) -> ShardOutcome:
-    from ..execution.setup import execute
-
+    shard = options.shard
+    assert shard is not None
     worker = _current_worker()
     if worker is None:  # not in a Dask task: a plain shard run
-        result = await execute(job, api_key=api_key, retry_failed=retry_failed, shard=shard)
+        result = await execute(job, options)
         return ShardOutcome.of(shard, result.stats, result.stopped, result.exit_code)
 
     from .limit import ClusterLease, ClusterLimit
@@ -151,21 +141,21 @@ async def _run_shard(
             stats = Stats(outcome="not started: the run was stopped")
             stats.concurrency = stats.concurrency_min = job.concurrency
             return ShardOutcome.of(shard, stats, None, 0)
-        limit = ClusterLimit(
+        in_flight = ClusterLimit(
             job.concurrency, await ClusterLease.open(semaphore_name(job), job.concurrency)
         )
-        stack.callback(limit.close)
-        progress = None if progress_topic is None else _TopicProgress(worker, progress_topic, shard)
-        result = await execute(
-            job,
-            api_key=api_key,
-            progress=progress,
-            retry_failed=retry_failed,
-            shard=shard,
-            in_flight=limit,
+        stack.callback(in_flight.close)
+        in_task = dataclasses.replace(
+            options,
+            in_flight=in_flight,
             stop_when=None if stop is None else stop.wait,
             write_summary=progress_topic is None,
         )
+        if progress_topic is not None:
+            in_task = dataclasses.replace(
+                in_task, progress=_TopicProgress(worker, progress_topic, shard)
+            )
+        result = await execute(job, in_task)
     return ShardOutcome.of(shard, result.stats, result.stopped, result.exit_code)
 
 

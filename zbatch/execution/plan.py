@@ -1,7 +1,8 @@
 """The dry run: what a run would send and what it would cost, without sending anything.
 
-It drives the input through the same :class:`~zbatch.pipeline.RowPipeline` as a run, so a
-plan and a run cannot disagree on which rows are sent."""
+It checks the input as a run does (:func:`~zbatch.execution.setup.check_input`) and drives it
+through the same :class:`~zbatch.pipeline.RowPipeline`, so a plan and a run cannot disagree on
+which rows are sent. It holds no lock and writes nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from .. import prompt
 from ..batch.files import FilePacker, LineTooBig, batch_line
 from ..batch.ledger import Ledger
 from ..budget import Spend
@@ -20,10 +20,11 @@ from ..job.settings import Job
 from ..pipeline import Row, RowPipeline
 from ..pricing import cost
 from ..schema import result_schema
-from ..source import count_rows, open_input
+from ..source import count_rows
 from ..stats import Stats
 from ..store import OutputDir, ResumeState
 from ..store.state import RetryFailed
+from .setup import check_input
 
 
 @dataclass
@@ -62,8 +63,7 @@ class _Tally:
 
 def plan_job(job: Job, *, retry_failed: RetryFailed) -> Plan:
     """Read the whole input as a run would, render every row, and count; sends nothing."""
-    inputs = open_input(job.input_path, stdin=True)
-    prompt.check_input(job, inputs)
+    inputs = check_input(job, stdin=True)
     outdir = OutputDir(job.output_dir)
     state = ResumeState()
     previous = outdir.read_job_if_any()

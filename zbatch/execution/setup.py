@@ -1,40 +1,46 @@
-"""One run of a job (or of one shard of it), wired up: the input checked, the OUTDIR held,
-the pipeline and a dispatcher (the online runner or batch mode), the summary written.
+"""One run of a job (or of one shard of it), assembled in one place, in four steps:
 
-:mod:`zbatch.api` is the public face; :func:`execute` is what ``arun`` and a cluster's shard
-tasks call.
+    prepare   the input and the API key checked; the OUTDIR held (lock, tidy, a killed run's
+              journal replayed, job.json checked and saved); the rows counted; run.log open
+    build     the parts every way of dispatching shares (part writers, journal, budget,
+              figures, the row pipeline) in a RunContext, then the family's own parts and its
+              dispatcher: ``build(ctx, options)`` of zbatch.online.runner or zbatch.batch.mode
+    run       the dispatcher's run(), until the input is used up or something stops it
+    finish    the result and exit code in the figures, summary.json, run.log's last line
+
+:func:`execute` does the four for ``arun``, ``--shard`` and a cluster's shard task. The cluster
+driver (:mod:`zbatch.cluster.driver`) runs :func:`prepare` (``tasks=True``: the OUTDIR is left
+to its shard tasks) and :func:`finish` around its tasks; the dry run (:mod:`.plan`) checks the
+input with :func:`check_input`; cancel takes its key from :meth:`RunOptions.key`, like a run.
+
+Hooks that watch a whole run (metrics, reports) belong in :func:`finish` or beside the
+dispatcher's run in :func:`execute`; per-run parts every family needs go in :func:`build`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
 from .. import prompt
 from ..budget import Budget
+from ..dispatch import Build, RunContext
 from ..errors import JobError, ZbatchError
 from ..job.settings import Job
 from ..pipeline import RowPipeline
-from ..progress import NullProgress, Progress
 from ..schema import ERROR_SCHEMA, infer_type, result_schema
-from ..shard import Shard
 from ..source import STDIN, InputFiles, count_rows, open_input
 from ..stats import Stats
 from ..store import ERRORS, RESULTS, OutputDir, room_error
+from ..store.journal import JournaledSink
 from ..store.session import RunSession, open_run
-from ..store.state import RetryFailed
+from .options import RunOptions
 from .runlog import log_end, run_log
-
-if TYPE_CHECKING:
-    import httpx
-
-    from ..limits import AdaptiveLimit
 
 
 @dataclass
@@ -52,14 +58,68 @@ class RunResult:
         return 1 if self.stats.failed else 0
 
 
-def check_run(
-    job: Job,
-    api_key: str | None,
-    transport: httpx.AsyncBaseTransport | None,
-    *,
-    stdin: bool = False,
-) -> tuple[InputFiles, str | None]:
-    """The input and the API key a run would use; JobError when either is unusable.
+@dataclass
+class Prepared:
+    """A run between :func:`prepare` and :func:`finish`: its input, its OUTDIR, its run.log."""
+
+    job: Job
+    inputs: InputFiles
+    session: RunSession
+    schema: pa.Schema  # of the result parts this run writes
+    log: logging.Logger
+    input_rows: int
+    where: str  # how log lines name the run: "" or " shard 3/8"
+    api_key: str | None = field(repr=False)
+
+    @property
+    def outdir(self) -> OutputDir:
+        return self.session.outdir
+
+
+async def execute(job: Job, options: RunOptions) -> RunResult:
+    """:func:`zbatch.arun` for the whole job or one shard (``options.shard``), in this process:
+    prepare → build → run → finish."""
+    with prepare(job, options) as run:
+        with build(run, options) as ctx:
+            dispatcher = _builder(job)(ctx, options)
+            _log_start(run)
+            stopped = await dispatcher.run()
+        if options.shard is not None and stopped is None:
+            ctx.stats.total = ctx.stats.input_rows
+        also = {} if options.shard is None else {"shard": str(options.shard)}
+        return finish(run, ctx.stats, stopped, summary=also if options.write_summary else None)
+
+
+# --- prepare ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def prepare(job: Job, options: RunOptions, *, tasks: bool = False) -> Iterator[Prepared]:
+    """Check the input and the key, hold the OUTDIR, count the rows, open run.log.
+
+    ``tasks``: the run is split into shard tasks (the cluster driver): job.json is settled
+    (and --force applied) once here, then the OUTDIR is let go for the tasks to hold."""
+    inputs = check_input(job, stdin=options.shard is None and not tasks)
+    key = check_key(job, options, transport=None if tasks else options.transport)
+    with contextlib.ExitStack() as held:
+        session, schema = held.enter_context(open_session(job, inputs, options))
+        if tasks:
+            held.close()
+        input_rows = count_rows(inputs.paths)  # reads a JSONL or CSV input to the end
+        with run_log(session.outdir) as log:
+            if session.notice:
+                log.warning(session.notice)
+            if session.replayed:
+                log.warning(
+                    "replayed %d answers from the journal of a run that was cut off",
+                    session.replayed,
+                )
+            where = "" if options.shard is None else f" shard {options.shard}"
+            yield Prepared(job, inputs, session, schema, log, input_rows, where, key)
+
+
+def check_input(job: Job, *, stdin: bool) -> InputFiles:
+    """The input a run (or the dry run) reads; JobError when it is unusable.
 
     ``stdin``: this process may read ``-i -`` (a run in one process; shards cannot share
     one pipe). Batch mode reads the input again when it collects answers, maybe in a later
@@ -72,7 +132,13 @@ def check_run(
         )
     inputs = open_input(job.input_path, stdin=stdin)
     prompt.check_input(job, inputs)
-    key = api_key if api_key is not None else os.environ.get(job.api_key_env) or None
+    return inputs
+
+
+def check_key(job: Job, options: RunOptions, *, transport: object) -> str | None:
+    """The API key the run uses; JobError when a run would need one and has none (or a
+    budget without a price to count it in)."""
+    key = options.key(job.api_key_env)
     default_url = job.profile.default_base_url
     if not job.simulate and key is None and transport is None and job.base_url == default_url:
         raise JobError(
@@ -84,18 +150,18 @@ def check_run(
             f"limits.max_cost needs a price for model {job.effective_model}: add it to [prices], "
             f'e.g. "{job.effective_model}" = {{ input = 0.6, output = 2.2 }}'
         )
-    return inputs, key
+    return key
 
 
 @contextlib.contextmanager
 def open_session(
-    job: Job, inputs: InputFiles, *, force: bool, shard: Shard | None
+    job: Job, inputs: InputFiles, options: RunOptions
 ) -> Iterator[tuple[RunSession, pa.Schema]]:
     """Hold the OUTDIR (or one shard of it) for a run: job.json checked and saved, and the
     result schema the run writes."""
-    outdir = OutputDir(job.output_dir)
+    outdir, shard = OutputDir(job.output_dir), options.shard
     fingerprints, request = job.fingerprints(), job.shaping()
-    with open_run(outdir, fingerprints, request, force=force, shard=shard) as session:
+    with open_run(outdir, fingerprints, request, force=options.force, shard=shard) as session:
         full = room_error(outdir.storage)  # before the first request, not after paying
         if full is not None:
             raise full
@@ -104,172 +170,10 @@ def open_session(
             job.fingerprint(),
             job.to_json(),
             once=shard is not None,
-            request=job.shaping(),
+            request=request,
             keep_types={name: str(kind) for name, kind in keep_types.items()},
         )
         yield session, result_schema(job, keep_types)
-
-
-async def execute(
-    job: Job,
-    *,
-    api_key: str | None = None,
-    progress: Progress | None = None,
-    handle_signals: bool = False,
-    transport: httpx.AsyncBaseTransport | None = None,
-    retry_failed: RetryFailed = False,
-    force: bool = False,
-    limit: int | None = None,
-    shard: Shard | None = None,
-    in_flight: AdaptiveLimit | None = None,
-    stop_when: Callable[[], Awaitable[ZbatchError]] | None = None,
-    write_summary: bool = True,
-    wait: bool = True,
-) -> RunResult:
-    """:func:`arun` for the whole job or one shard, with what a cluster task changes: a
-    cluster-wide ``in_flight`` limit, a ``stop_when`` from the driver, and no summary of
-    its own."""
-    # The HTTP stack is imported here, not with the module: `zbatch status` and the other
-    # commands that only read an OUTDIR then start without it (docs/performance.md).
-    from ..batch.api import BatchApi
-    from ..batch.mode import BatchMode
-    from ..batch.simulate import SimulatedBatchApi
-    from ..client import Client
-    from ..limits import Backoff
-    from ..online.runner import Runner
-    from ..simulate import SimulatedEndpoint, SimulationSpec
-    from ..store.journal import JournaledSink
-
-    inputs, key = check_run(job, api_key, transport, stdin=shard is None)
-    provider = job.profile
-    if job.simulate and job.mode == "batch":
-        transport = SimulatedBatchApi(job)
-    elif job.simulate:
-        transport = SimulatedEndpoint(SimulationSpec.from_job(job))
-    with open_session(job, inputs, force=force, shard=shard) as (session, schema):
-        outdir = session.outdir
-        results = session.writer(RESULTS, schema)
-        errors = session.writer(ERRORS, ERROR_SCHEMA)
-        price = job.price
-        # Batch mode keeps its answers in the provider's files and its own ledger: the answer
-        # journal and the budget check are the online runner's.
-        online = job.mode != "batch"
-        journal = session.journal({RESULTS: results, ERRORS: errors}, enabled=job.journal)
-        # Other shards' spend counts as of now; the runner takes in theirs at each part commit.
-        spent = outdir.total_spend()
-        budget = Budget(limit=job.max_cost, price=price, spent=0.0 if spent is None else spent.usd)
-        stats = Stats(price=price, spent=budget.spent, max_cost=job.max_cost)
-        stats.concurrency = stats.concurrency_min = job.concurrency
-        # A shard's rows are known only once its part of the input has been read.
-        input_rows = count_rows(inputs.paths)  # reads a JSONL or CSV input to the end
-        stats.total = input_rows if shard is None else None
-        state = session.state
-        pipeline = RowPipeline(
-            job,
-            state=state,
-            stats=stats,
-            results=JournaledSink(results, journal, RESULTS) if online else results,
-            errors=JournaledSink(errors, journal, ERRORS) if online else errors,
-            schema=schema,
-            retry_failed=retry_failed,
-            in_shard=None if shard is None else shard.contains,
-            secret=key or "",
-        )
-        items = inputs.rows_or_done(job.id_column, pipeline.is_done)
-        where = "" if shard is None else f" shard {shard}"
-        with run_log(outdir) as log:
-            pipeline.warn = log.warning
-            if session.notice:
-                log.warning(session.notice)
-            if session.replayed:
-                log.warning(
-                    "replayed %d answers from the journal of a run that was cut off",
-                    session.replayed,
-                )
-            log.info(
-                "start%s: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
-                where,
-                job.input_path,
-                input_rows,
-                len(state.succeeded) + len(state.latest_error),
-                job.effective_model,
-                job.concurrency,
-            )
-            runner: Runner | BatchMode
-            if job.mode == "batch":
-                runner = BatchMode(
-                    job,
-                    pipeline=pipeline,
-                    works=pipeline.works(items, limit=limit),
-                    results=results,
-                    errors=errors,
-                    api=BatchApi(
-                        provider,
-                        base_url=job.base_url,
-                        api_key=key,
-                        timeout=job.timeout,
-                        max_retries=job.max_retries,
-                        backoff=Backoff(base=job.backoff_base, cap=job.backoff_cap),
-                        transport=transport,
-                    ),
-                    storage=outdir.storage,
-                    progress=progress or NullProgress(),
-                    log=log,
-                    handle_signals=handle_signals,
-                    wait=wait,
-                )
-            else:
-                client = Client(
-                    base_url=job.base_url,
-                    api_key=key,
-                    timeout=job.timeout,
-                    max_connections=job.concurrency,
-                    provider=provider,
-                    transport=transport,
-                )
-                runner = Runner(
-                    job,
-                    pipeline=pipeline,
-                    works=pipeline.works(items, limit=limit),
-                    results=results,
-                    errors=errors,
-                    journal=journal,
-                    budget=budget,
-                    client=client,
-                    progress=progress or NullProgress(),
-                    log=log,
-                    handle_signals=handle_signals,
-                    limit=in_flight,
-                    stop_when=stop_when,
-                )
-            try:
-                stopped = await runner.run()
-            finally:
-                items.close()
-            if shard is not None and stopped is None:
-                stats.total = stats.input_rows
-            also = ({} if shard is None else {"shard": str(shard)}) if write_summary else None
-            return finish(outdir, log, stats, stopped, session.notice, summary=also, where=where)
-
-
-def finish(
-    outdir: OutputDir,
-    log: logging.Logger,
-    stats: Stats,
-    stopped: ZbatchError | None,
-    notice: str | None,
-    *,
-    summary: Mapping[str, Any] | None,
-    where: str = "",
-) -> RunResult:
-    """The end of a run (or a shard's, or a cluster's): its result and exit code in the
-    figures, summary.json with ``summary`` added (None: no summary.json), the last log line."""
-    result = RunResult(stats, stopped, notice)
-    stats.exit_code = result.exit_code
-    if summary is not None:
-        outdir.write_summary({**stats.to_json(), **summary})
-    log_end(log, stats, result.exit_code, where)
-    return result
 
 
 def keep_column_types(
@@ -287,3 +191,104 @@ def keep_column_types(
         return {**fixed, **{name: types[name] for name in new if name in types}}
     first = next((row.data for row in inputs.rows() if row.data is not None), {})
     return {**fixed, **{name: infer_type(first.get(name)) for name in new}}
+
+
+# --- build ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def build(run: Prepared, options: RunOptions) -> Iterator[RunContext]:
+    """The parts every way of dispatching shares, made once: part writers, the answer journal,
+    the budget and the figures, the row pipeline and its Work (the input is read as the
+    dispatcher takes it, and closed when the run ends)."""
+    job, session = run.job, run.session
+    outdir = session.outdir
+    results = session.writer(RESULTS, run.schema)
+    errors = session.writer(ERRORS, ERROR_SCHEMA)
+    # Batch mode keeps its answers in the provider's files and its own ledger: the answer
+    # journal and the budget check are the online runner's.
+    online = job.mode != "batch"
+    journal = session.journal({RESULTS: results, ERRORS: errors}, enabled=job.journal)
+    # Other shards' spend counts as of now; the runner takes in theirs at each part commit.
+    spent = outdir.total_spend()
+    budget = Budget(limit=job.max_cost, price=job.price, spent=0.0 if spent is None else spent.usd)
+    stats = Stats(price=job.price, spent=budget.spent, max_cost=job.max_cost)
+    stats.concurrency = stats.concurrency_min = job.concurrency
+    # A shard's rows are known only once its part of the input has been read.
+    stats.total = run.input_rows if options.shard is None else None
+    shard = options.shard
+    pipeline = RowPipeline(
+        job,
+        state=session.state,
+        stats=stats,
+        results=JournaledSink(results, journal, RESULTS) if online else results,
+        errors=JournaledSink(errors, journal, ERRORS) if online else errors,
+        schema=run.schema,
+        retry_failed=options.retry_failed,
+        in_shard=None if shard is None else shard.contains,
+        secret=run.api_key or "",
+    )
+    pipeline.warn = run.log.warning
+    items = run.inputs.rows_or_done(job.id_column, pipeline.is_done)
+    try:
+        yield RunContext(
+            job=job,
+            pipeline=pipeline,
+            works=pipeline.works(items, max_rows=options.max_rows),
+            results=results,
+            errors=errors,
+            log=run.log,
+            progress=options.progress,
+            handle_signals=options.handle_signals,
+            journal=journal,
+            budget=budget,
+            storage=outdir.storage,
+            api_key=run.api_key,
+        )
+    finally:
+        items.close()
+
+
+def _builder(job: Job) -> Build:
+    """The way of dispatching the job's mode asks for. Each family is imported here, not with
+    the module: the HTTP stack comes with a run (docs/performance.md)."""
+    if job.mode == "batch":
+        from ..batch.mode import build as build_batch
+
+        return build_batch
+    from ..online.runner import build as build_online
+
+    return build_online
+
+
+def _log_start(run: Prepared) -> None:
+    job, state = run.job, run.session.state
+    run.log.info(
+        "start%s: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
+        run.where,
+        job.input_path,
+        run.input_rows,
+        len(state.succeeded) + len(state.latest_error),
+        job.effective_model,
+        job.concurrency,
+    )
+
+
+# --- finish -----------------------------------------------------------------------------------
+
+
+def finish(
+    run: Prepared,
+    stats: Stats,
+    stopped: ZbatchError | None,
+    *,
+    summary: Mapping[str, Any] | None,
+) -> RunResult:
+    """The end of a run (or a shard's, or a cluster's): its result and exit code in the
+    figures, summary.json with ``summary`` added (None: no summary.json), the last log line."""
+    result = RunResult(stats, stopped, run.session.notice)
+    stats.exit_code = result.exit_code
+    if summary is not None:
+        run.outdir.write_summary({**stats.to_json(), **summary})
+    log_end(run.log, stats, result.exit_code, run.where)
+    return result

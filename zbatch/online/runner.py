@@ -19,24 +19,20 @@ usual latency is hedged on a second connection.
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ..budget import Budget
 from ..client import Client
-from ..dispatch import Dispatcher
+from ..dispatch import Dispatcher, RunContext
 from ..errors import BudgetSpent, FatalApiError, JobError, ZbatchError
-from ..job.settings import Job
-from ..limits import AdaptiveLimit, Backoff, Pacer
+from ..execution.options import RunOptions
+from ..limits import AdaptiveLimit, Pacer
 from ..outcome import Failure, Scope, Success
-from ..pipeline import RowPipeline, Work
-from ..progress import Progress
-from ..store import PartWriter
-from ..store.journal import Journal
+from ..pipeline import Work
+from ..simulate import SimulatedEndpoint, SimulationSpec
 from .committer import Committer
 from .dedupe import SharedAnswers, deterministic
 from .guards import Guards
@@ -58,45 +54,34 @@ class Runner(Dispatcher):
 
     def __init__(
         self,
-        job: Job,
+        ctx: RunContext,
         *,
-        pipeline: RowPipeline,
-        works: Iterator[Work | None],
-        results: PartWriter,
-        errors: PartWriter,
-        journal: Journal,
-        budget: Budget,
         client: Client,
-        progress: Progress,
-        log: logging.Logger,
-        handle_signals: bool = False,
-        limit: AdaptiveLimit | None = None,
+        in_flight: AdaptiveLimit | None = None,
         stop_when: Callable[[], Awaitable[ZbatchError]] | None = None,
     ) -> None:
-        """``limit`` replaces the run's own in-flight limit (a cluster-wide one);
+        """``in_flight`` replaces the run's own adaptive in-flight limit (a cluster-wide one);
         ``stop_when`` returns when someone else asks the run to stop (a cluster's driver),
         which then stops like on a signal."""
-        stats = pipeline.stats
-        super().__init__(
-            job, stats=stats, progress=progress, log=log, handle_signals=handle_signals
-        )
+        super().__init__(ctx)
+        job, pipeline, budget, journal = ctx.job, ctx.pipeline, ctx.budget, ctx.journal
         self.pipeline = pipeline
         self.client = client
-        self._works = works
+        self._works = ctx.works
         self.journal = journal
         self.budget = budget
         self.guards = Guards(job, pipeline, budget, journal, self.stop)
-        self.commits = Committer(job, pipeline, results, errors, journal, budget)
+        self.commits = Committer(job, pipeline, ctx.results, ctx.errors, journal, budget)
         pipeline.on_added = self.commits.changed
         self._stop_when = stop_when
-        self.limit = limit or AdaptiveLimit(job.concurrency)
+        self.limit = in_flight or AdaptiveLimit(job.concurrency)
         # Without hedging nothing needs to track an attempt (~3 us of CPU each): _process
         # sends it through the client directly.
-        self.hedger = Hedger(client, self.limit, stats) if job.hedge else None
+        self.hedger = Hedger(client, self.limit, self.stats) if job.hedge else None
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
-        self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
-        self.quota = QuotaGate(job, client.provider, log)
+        self.backoff = ctx.backoff()
+        self.quota = QuotaGate(job, client.provider, ctx.log)
         self.shared = SharedAnswers(pipeline) if job.dedupe and deterministic(job) else None
         self._input_done = anyio.Event()
 
@@ -277,3 +262,21 @@ class Runner(Dispatcher):
         if tpm is not None and not await self._sleep(tpm.reserve(work.tokens)):
             return False
         return not self.stopping
+
+
+def build(ctx: RunContext, options: RunOptions) -> Runner:
+    """The online family's parts (see :class:`~zbatch.dispatch.Build`): the HTTP client (on the
+    simulated endpoint for --simulate) and the scheduler."""
+    job = ctx.job
+    transport = options.transport
+    if job.simulate:
+        transport = SimulatedEndpoint(SimulationSpec.from_job(job))
+    client = Client(
+        base_url=job.base_url,
+        api_key=ctx.api_key,
+        timeout=job.timeout,
+        max_connections=job.concurrency,
+        provider=job.profile,
+        transport=transport,
+    )
+    return Runner(ctx, client=client, in_flight=options.in_flight, stop_when=options.stop_when)

@@ -167,10 +167,11 @@ class FailureGroup:
 
 
 def failure_groups(
-    outdir: OutputDir, *, error_type: str | None = None, limit: int = 5
+    outdir: OutputDir, *, error_type: str | None = None, sample: int = 5
 ) -> list[FailureGroup]:
     """The failed ids (latest outcome an error, as export counts them) grouped by type and
-    code, largest first, each with up to ``limit`` ids and 3 distinct messages."""
+    code, largest first, each with a ``sample`` of up to that many ids and 3 distinct
+    messages."""
     try:
         outcomes = final_outcomes(outdir)
     except JobError:  # nothing committed yet
@@ -188,7 +189,7 @@ def failure_groups(
             )
             group["count"] += 1
             group["retryable"] += row["status"] == "failed_retryable"
-            if len(group["ids"]) < limit:
+            if len(group["ids"]) < sample:
                 group["ids"].append(row["id"])
             if len(group["messages"]) < 3 and row["message"] not in group["messages"]:
                 group["messages"].append(row["message"])
