@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from lanes import mark
 from zai_server import ZaiServer
 
 # SPEC.md "Result columns" and "Error columns", in order: the oracle, written out rather than
@@ -196,7 +197,8 @@ def read_table(folder: Path) -> pa.Table:
 def read_export(path: Path) -> list[dict[str, Any]]:
     """The rows `zbatch export` wrote to a .parquet, .jsonl or .csv file (CSV blanks as None)."""
     if path.suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
+        rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+        return rows
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     with path.open(newline="", encoding="utf-8") as handle:
@@ -210,3 +212,8 @@ def outcome_ids(outdir: Path) -> tuple[list[str], list[str]]:
     results = read_table(outdir / "results").column("id").to_pylist()
     errors = read_table(outdir / "errors").column("id").to_pylist()
     return results, errors
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start another process go in the ``subprocess`` lane (tests/lanes.py)."""
+    mark(items)

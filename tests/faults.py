@@ -18,6 +18,16 @@ runs, as after kill -9 or a power cut.
   {"errno": "ENOSPC"}          writes of the nth and later matching files fail with that errno
   {"fsize": BYTES}             RLIMIT_FSIZE with SIGXFSZ ignored: a real EFBIG from the kernel
   {"free": BYTES}              LocalStorage.free_bytes() reports BYTES from its nth call on
+  {"kill": "saved:STATE"}      batch mode: kill -9 right after the ledger records a submission's
+                               state or provider status STATE (written, uploaded, in_progress…)
+  {"kill": "after:commit"}     batch mode: after collected answers are committed as parts,
+                               before the ledger hears of it
+  {"kill": "after:CALL"}       batch mode: right after a Batch API call succeeded (upload,
+                               create, download, delete_file): the provider did it, the ledger
+                               has not heard
+
+``name`` instead of ``file`` is a glob on the whole name a Storage operation gets
+(``"errors/part-*"``), for a fault that must tell the tables apart.
 
 Write faults come in through a module global ``open`` in zbatch.store.storage, which shadows
 the builtin there only; the rename points through os.link, which LocalStorage commits with.
@@ -38,6 +48,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zbatch.batch import mode
+from zbatch.batch.api import BatchApi
+from zbatch.batch.ledger import Ledger, Submission
 from zbatch.cli import main
 from zbatch.store import storage
 
@@ -60,17 +73,22 @@ class Fault:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.point: str | None = spec.get("crash")
-        self.pattern: str = spec.get("file", PART_TMP)
+        self.whole_name = "name" in spec
+        self.pattern: str = spec.get("name") or spec.get("file", PART_TMP)
         self.nth: int = spec.get("nth", 1)
         self.errno: int | None = getattr(errno, spec["errno"]) if "errno" in spec else None
         self.fsize: int | None = spec.get("fsize")
         self.free: int | None = spec.get("free")
+        self.kill: str | None = spec.get("kill")
         self._seen: Counter[str] = Counter()
         if self.point is not None and self.point not in CRASH_POINTS:
             raise SystemExit(f"faults.py: unknown crash point {self.point!r}")
 
     def matches(self, path: StrOrBytesPath) -> bool:
-        return fnmatch.fnmatchcase(os.path.basename(os.fsdecode(path)), self.pattern)
+        name = os.fsdecode(path)
+        return fnmatch.fnmatchcase(
+            name if self.whole_name else os.path.basename(name), self.pattern
+        )
 
     def count(self, event: str, path: StrOrBytesPath) -> int:
         """Count an occurrence of ``event`` on a matching file; 0 for any other file."""
@@ -198,6 +216,42 @@ def inject_free(fault: Fault, free: int) -> None:
     storage.LocalStorage.free_bytes = free_bytes  # type: ignore[method-assign]
 
 
+def kill_self() -> None:
+    """kill -9 of this process: no cleanup, no shielded close, nothing flushed."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def inject_batch_kill(step: str) -> None:
+    """kill -9 right after one step of batch mode (see the module doc)."""
+    kind, _, what = step.partition(":")
+    if kind == "saved":
+        real_save = Ledger.save
+
+        def save(self: Ledger, submission: Submission) -> None:
+            real_save(self, submission)
+            if what in (submission.state, submission.status):
+                kill_self()
+
+        setattr(Ledger, "save", save)  # noqa: B010 - a method replaced on the class
+    elif what == "commit":
+        real_commit = getattr(mode, "commit")  # noqa: B009 - imported there, not exported
+
+        async def commit(*args: Any) -> None:
+            await real_commit(*args)
+            kill_self()
+
+        setattr(mode, "commit", commit)  # noqa: B010 - the name batch mode calls
+    else:
+        real_call = getattr(BatchApi, what)
+
+        async def call(self: BatchApi, *args: Any, **kwargs: Any) -> Any:
+            result = await real_call(self, *args, **kwargs)
+            kill_self()
+            return result
+
+        setattr(BatchApi, what, call)
+
+
 def start() -> None:
     fault = Fault(json.loads(os.environ.get("ZB_FAULT") or "{}"))
     if fault.point == "write" or fault.errno is not None:
@@ -208,6 +262,8 @@ def start() -> None:
         inject_renames(fault)
     if fault.free is not None:
         inject_free(fault, fault.free)
+    if fault.kill is not None:
+        inject_batch_kill(fault.kill)
     if fault.fsize is not None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (fault.fsize, fault.fsize))

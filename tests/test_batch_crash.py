@@ -1,7 +1,7 @@
 """kill -9 at every step of batch mode, then a resume: nothing submitted twice, nothing lost.
 
-The run is the real zbatch CLI in a child process, with one function wrapped so that the
-process SIGKILLs itself right after that step: after each ledger write (the step is
+The run is the real zbatch CLI in a child process under tests/faults.py, whose ``kill`` fault
+makes the process SIGKILL itself right after that step: after each ledger write (the step is
 recorded), and right after each provider call (the provider did it, the ledger has not heard
 yet). The resume is a plain run; the loopback server's record of every custom_id it ever
 received in a batch proves each row was submitted exactly once.
@@ -18,44 +18,10 @@ from pathlib import Path
 import pytest
 from batch_server import BatchServer
 from conftest import outcome_ids, prompt_rows, read_table, write_jsonl, zbatch_env
+from helpers import run_wrapped
 from zai_server import answer_for
 
 ROWS = prompt_rows(25)
-KILLER = """
-import os, signal, sys
-from zbatch.batch import mode
-from zbatch.batch.api import BatchApi
-from zbatch.batch.ledger import Ledger
-from zbatch.cli import main
-
-kind, _, what = os.environ["KILL_AT"].partition(":")
-
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-
-if kind == "saved":  # just after the ledger recorded this state or provider status
-    real_save = Ledger.save
-    def save(self, submission):
-        real_save(self, submission)
-        if what in (submission.state, submission.status):
-            die()
-    Ledger.save = save
-elif what == "commit":  # answers committed as parts, the ledger not told yet
-    real_commit = mode.commit
-    async def commit(*args):
-        await real_commit(*args)
-        die()
-    mode.commit = commit
-else:  # the provider did it; the ledger has not heard
-    real_call = getattr(BatchApi, what)
-    async def call(self, *args, **kwargs):
-        await real_call(self, *args, **kwargs)
-        die()
-    setattr(BatchApi, what, call)
-
-sys.argv = ["zbatch", *sys.argv[1:]]
-main()
-"""
 STEPS = [
     "saved:written",
     "after:upload",
@@ -71,14 +37,9 @@ STEPS = [
 
 
 def kill_then_resume(args: list[str], env: dict[str, str], step: str) -> None:
-    """``zbatch ARGS`` kills itself at ``step`` (see KILLER), then the same command finishes."""
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLER, *args],
-        env={**env, "KILL_AT": step},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """``zbatch ARGS`` is killed at ``step`` (a tests/faults.py fault), then the same command
+    finishes."""
+    killed = run_wrapped({"kill": step}, *args, env=env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     resumed = subprocess.run(
         [sys.executable, "-m", "zbatch", *args],

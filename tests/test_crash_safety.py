@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -44,10 +43,10 @@ from conftest import (
     write_jsonl,
     zbatch_env,
 )
+from helpers import run_wrapped, summary
 from zai_server import ZaiServer, answer_for
 
 PART_NAME = re.compile(r"^part-.+\.parquet$")
-FAULTS = Path(__file__).with_name("faults.py")  # zbatch's CLI with one fault injected
 
 CRASH_POINTS = [
     "write",
@@ -57,22 +56,6 @@ CRASH_POINTS = [
     "before_dirsync",
     "after_dirsync",
 ]
-
-
-def run_wrapped(
-    fault: dict[str, Any], *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run zbatch's CLI under tests/faults.py with ``fault`` injected."""
-    environment = dict(env or zbatch_env())
-    environment["ZB_FAULT"] = json.dumps(fault)
-    return subprocess.run(
-        [sys.executable, str(FAULTS), *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def kill_hard(proc: subprocess.Popen[str]) -> None:
@@ -159,11 +142,6 @@ def assert_each_id_once(
 def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "Aborted!" not in proc.stderr, proc.stderr
-
-
-def summary(outdir: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((outdir / "summary.json").read_text())
-    return data
 
 
 def filtered_rows(count: int, *, every: int = 13) -> list[dict[str, Any]]:

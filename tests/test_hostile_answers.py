@@ -4,11 +4,11 @@ and never costs the answers around it. test_wire.py covers each class with more 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from conftest import input_and_outdir, outcome_ids, read_table, run_against
+from helpers import summary
 from zai_server import ZaiServer, answer_for
 
 
@@ -16,10 +16,6 @@ def rows_with(fault: str, count: int, *, prefix: str) -> list[dict[str, Any]]:
     return [
         {"id": f"{prefix}{i:03d}", "prompt": f"{prefix} {i} FAIL={fault}"} for i in range(count)
     ]
-
-
-def summary(outdir: Path) -> dict[str, Any]:
-    return json.loads((outdir / "summary.json").read_text(encoding="utf-8"))
 
 
 def test_an_error_object_sent_with_status_200_stops_the_run_like_its_code(

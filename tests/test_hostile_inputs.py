@@ -19,16 +19,12 @@ from conftest import (
     run_zbatch,
     write_jsonl,
 )
+from helpers import user
 from test_crash_safety import assert_each_id_once, run_wrapped, summary
 from zai_server import ZaiServer, answer_for
 
 import zbatch
 from zbatch import Job
-
-
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
 
 # ------------------------------------------------------------------ export --with-input (7)
 

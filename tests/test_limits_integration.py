@@ -26,31 +26,13 @@ from conftest import (
     wait_for,
     zbatch_env,
 )
-from zai_server import ZaiServer, answer_for, max_in_window
+from helpers import assert_answers, summary
+from zai_server import ZaiServer, max_in_window
 
 
 def limits_job(tmp_path: Path, **limits: Any) -> str:
     """fast_job with a backoff slow enough for a concurrency cap to be felt."""
     return fast_job(tmp_path, **{"backoff_base": 0.05, "backoff_cap": 1.0, **limits})
-
-
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
-
-def assert_answers(outdir: Path, prompts: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Every id of ``prompts`` exactly once in results, holding the answer to its own prompt."""
-    results, _ = outcome_ids(outdir)
-    assert sorted(results) == sorted(prompts), "results/ does not hold each id exactly once"
-    by_id = {row["id"]: row for row in read_table(outdir / "results").to_pylist()}
-    for row_id, text in prompts.items():
-        assert by_id[row_id]["content"] == answer_for(user(text)), row_id
-    return by_id
-
-
-def summary(outdir: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((outdir / "summary.json").read_text(encoding="utf-8"))
-    return data
 
 
 # --------------------------------------------------------------------------- concurrency

@@ -8,6 +8,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from helpers import job
 
 from zbatch.job import DEFAULT_MODEL, Job
 from zbatch.prompt import (
@@ -48,10 +49,6 @@ def request_validator() -> jsonschema.protocols.Validator:
 def assert_valid_request(validator: jsonschema.protocols.Validator, body: dict[str, Any]) -> None:
     errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
     assert not errors, "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
-
-
-def job(**settings: Any) -> Job:
-    return Job(input_path="/in/rows.jsonl", output_dir="/out", **settings)
 
 
 # --- 1. batch-format lines ------------------------------------------------------------------

@@ -34,6 +34,7 @@ from conftest import (
     write_jsonl,
     zbatch_env,
 )
+from helpers import assert_answers, results_by_id, summary, user
 from zai_server import ZaiServer, answer_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,32 +51,11 @@ def table_rows(folder: Path) -> list[dict[str, Any]]:
     return read_table(folder).to_pylist()
 
 
-def results_by_id(outdir: Path) -> dict[str, dict[str, Any]]:
-    rows = table_rows(outdir / "results")
-    by_id = {row["id"]: row for row in rows}
-    assert len(by_id) == len(rows), "an id appears twice in results/"
-    return by_id
-
-
 def bodies_sent(srv: ZaiServer, requests: int) -> list[dict[str, Any]]:
     """The bodies ``srv`` received (it keeps the first 50), checked to be ``requests`` many."""
     bodies: list[dict[str, Any]] = srv.stats()["bodies_sample"]
     assert len(bodies) == requests
     return bodies
-
-
-def user(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
-
-def assert_answers(outdir: Path, prompts: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Every id of ``prompts`` exactly once in results, holding the answer to its own prompt."""
-    results, _ = outcome_ids(outdir)
-    assert sorted(results) == sorted(prompts), "results/ does not hold each id exactly once"
-    by_id = results_by_id(outdir)
-    for row_id, text in prompts.items():
-        assert by_id[row_id]["content"] == answer_for(user(text)), row_id
-    return by_id
 
 
 def sent_user_texts(srv: ZaiServer) -> list[str]:
@@ -85,11 +65,6 @@ def sent_user_texts(srv: ZaiServer) -> list[str]:
         users = [m["content"] for m in body["messages"] if m["role"] == "user"]
         texts.append(users[-1])
     return texts
-
-
-def summary(outdir: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((outdir / "summary.json").read_text(encoding="utf-8"))
-    return data
 
 
 def column_types(table: pa.Table) -> list[tuple[str, pa.DataType]]:

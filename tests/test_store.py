@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SPEC_ERROR_COLUMNS, SPEC_RESULT_COLUMNS
 from faults import Torn
+from helpers import job
 
 from zbatch.errors import LockedError, StoreError
-from zbatch.job import Job
 from zbatch.schema import ERROR_SCHEMA, infer_type, keep_caster, result_schema
 from zbatch.store import LocalStorage, OutputDir, Parts, PartWriter
 from zbatch.store import storage as storage_module
@@ -30,10 +30,6 @@ from zbatch.store.compaction import COMPACT_JOURNAL
 UTC_MS = pa.timestamp("ms", tz="UTC")
 T0 = 1_760_000_000_000  # a completed_at / failed_at in ms
 PREFIX = "20260101T000000.000-abcd"  # a run's part-name prefix: stamp and random hex
-
-
-def job(**settings: Any) -> Job:
-    return Job(input_path="/in/rows.jsonl", output_dir="/out", **settings)
 
 
 def columns(schema: pa.Schema) -> list[tuple[str, pa.DataType]]:

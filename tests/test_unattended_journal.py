@@ -9,7 +9,6 @@ import math
 import resource
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,6 +24,8 @@ from conftest import (
     wait_for,
     zbatch_env,
 )
+from faults import CRASHED
+from helpers import run_wrapped
 from zai_server import ZaiServer, answer_for
 
 CONCURRENCY = 8
@@ -98,31 +99,12 @@ def test_kill_9_rebuys_at_most_what_was_in_flight_and_the_last_window(tmp_path: 
 
 
 # Kill the replay right after it records the journal's spend, commits the replayed results,
-# or commits the replayed error rows.
-KILL_DURING_REPLAY = """
-import os, signal, sys
-import zbatch
-from zbatch.store import outdir, storage
-
-point, inp, out, base_url = sys.argv[1:]
-real_create, real_write_spend = storage.LocalStorage.create, outdir.OutputDir.write_spend
-
-def create(self, name, write):
-    real_create(self, name, write)
-    if name.startswith(point + "/") and "-r0" in name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-def write_spend(self, spend, tag=""):
-    real_write_spend(self, spend, tag)
-    if point == "ledger":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-storage.LocalStorage.create = create
-outdir.OutputDir.write_spend = write_spend
-job = zbatch.Job.from_toml(None, input_path=inp, output_dir=out, base_url=base_url)
-zbatch.run(job)
-sys.exit("the replay was not killed")
-"""
+# or commits the replayed error rows (a replayed part's number is "r" and the segment's).
+REPLAY_FAULTS = {
+    "ledger": {"crash": "after:write_bytes", "file": "spend.json"},
+    "results": {"crash": "after:create", "name": "results/part-*-r0*"},
+    "errors": {"crash": "after:create", "name": "errors/part-*-r0*"},
+}
 
 
 @pytest.mark.parametrize("point", ["ledger", "results", "errors"])
@@ -133,15 +115,8 @@ def test_kill_9_during_the_replay_still_records_every_answer_exactly_once(
     inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=LATENCY) as srv:
         before, _ = killed_run(srv, inp, out)
-        replaying = subprocess.run(
-            [sys.executable, "-c", KILL_DURING_REPLAY, point, str(inp), str(out), srv.base_url],
-            env=zbatch_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert replaying.returncode == -signal.SIGKILL, replaying.stderr
+        replaying = run_wrapped(REPLAY_FAULTS[point], *run_args(inp, out, srv))
+        assert replaying.returncode == CRASHED, replaying.stderr
         assert Counter(srv.stats()["answered_prompts"]) == before, "a replay sends nothing"
 
         srv.configure(latency=0.005)
