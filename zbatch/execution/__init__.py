@@ -1,2 +1,3 @@
-"""One run in one process, put together: setup.py assembles a run (input checked, OUTDIR held,
-pipeline, dispatcher, summary); plan.py is the dry run; runlog.py is OUTDIR/run.log."""
+"""One run in one process, put together: options.py is how a run is asked for (RunOptions),
+setup.py assembles it (prepare → build → run → finish), plan.py is the dry run, runlog.py is
+OUTDIR/run.log."""
