@@ -9,6 +9,7 @@ batch_server.py and s3_server.py.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,22 @@ def run_wrapped(
         timeout=timeout,
         check=False,
     )
+
+
+def kill_then_resume(args: list[str], env: dict[str, str], step: str) -> None:
+    """``zbatch ARGS`` in batch mode is killed at ``step`` (a tests/faults.py ``kill`` fault),
+    then the same command finishes."""
+    killed = run_wrapped({"kill": step}, *args, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = subprocess.run(
+        [sys.executable, "-m", "zbatch", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr
 
 
 def summary(outdir: Path) -> dict[str, Any]:

@@ -6,8 +6,9 @@
 A test is in the ``subprocess`` lane when it starts another process: the zbatch console script,
 zbatch under tests/faults.py, a fresh interpreter, a Dask cluster's workers. The lane is found,
 not listed, so a new test file lands in the right lane by itself: a test is marked when its
-body, a fixture it uses, or a function of its own file that it calls (at any depth) names one of
-:data:`STARTS_A_PROCESS`, or passes ``cluster=``.
+body, a fixture it uses, or a function it calls (of its own file, of conftest.py, or imported
+from another file in tests/, at any depth) names one of :data:`STARTS_A_PROCESS`, or passes
+``cluster=``.
 """
 
 from __future__ import annotations
@@ -47,9 +48,14 @@ def _names(node: ast.AST) -> set[str]:
     return found
 
 
+# Files whose imports are being followed: two test files may import each other.
+_visiting: set[Path] = set()
+
+
 @functools.cache
 def starters(path: Path) -> frozenset[str]:
-    """The functions (tests, fixtures, helpers) of a test file that start another process."""
+    """The functions (tests, fixtures, helpers) of a test file that start another process,
+    with those it imports from other files in tests/ that do."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     functions = {
         node.name: _names(node)
@@ -57,6 +63,17 @@ def starters(path: Path) -> frozenset[str]:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
     }
     starting = {"cluster=", *STARTS_A_PROCESS}
+    _visiting.add(path)
+    for node in tree.body:
+        if not isinstance(node, ast.ImportFrom) or node.module is None:
+            continue
+        source = path.with_name(f"{node.module}.py")
+        if source.exists() and source not in _visiting:
+            imported = starters(source)
+            starting |= {
+                alias.asname or alias.name for alias in node.names if alias.name in imported
+            }
+    _visiting.discard(path)
     changed = True
     while changed:  # a helper that calls a helper that starts one starts one
         grown = starting | {name for name, uses in functions.items() if uses & starting}

@@ -10,15 +10,12 @@ received in a batch proves each row was submitted exactly once.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from batch_server import BatchServer
 from conftest import outcome_ids, prompt_rows, read_table, write_jsonl, zbatch_env
-from helpers import run_wrapped
+from helpers import kill_then_resume
 from zai_server import answer_for
 
 ROWS = prompt_rows(25)
@@ -34,21 +31,6 @@ STEPS = [
     "saved:collected",
     "after:delete_file",
 ]
-
-
-def kill_then_resume(args: list[str], env: dict[str, str], step: str) -> None:
-    """``zbatch ARGS`` is killed at ``step`` (a tests/faults.py fault), then the same command
-    finishes."""
-    killed = run_wrapped({"kill": step}, *args, env=env)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    resumed = subprocess.run(
-        [sys.executable, "-m", "zbatch", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert resumed.returncode == 0, resumed.stderr
 
 
 @pytest.mark.parametrize("step", STEPS)

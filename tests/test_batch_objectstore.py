@@ -9,8 +9,8 @@ import json
 import pyarrow.parquet as pq
 from batch_server import BatchServer
 from conftest import prompt_rows, zbatch_env
+from helpers import kill_then_resume
 from s3_server import S3, moto_endpoint_fixture, s3_fixture  # noqa: F401 (fixtures)
-from test_batch_crash import kill_then_resume
 from zai_server import answer_for
 
 
