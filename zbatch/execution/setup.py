@@ -79,15 +79,15 @@ class Prepared:
 async def execute(job: Job, options: RunOptions) -> RunResult:
     """:func:`zbatch.arun` for the whole job or one shard (``options.shard``), in this process:
     prepare → build → run → finish."""
-    with prepare(job, options) as run:
-        with build(run, options) as ctx:
+    with prepare(job, options) as prepared:
+        with build(prepared, options) as ctx:
             dispatcher = _builder(job)(ctx, options)
-            _log_start(run)
+            _log_start(prepared)
             stopped = await dispatcher.run()
         if options.shard is not None and stopped is None:
             ctx.stats.total = ctx.stats.input_rows
         also = {} if options.shard is None else {"shard": str(options.shard)}
-        return finish(run, ctx.stats, stopped, summary=also if options.write_summary else None)
+        return finish(prepared, ctx.stats, stopped, summary=also if options.write_summary else None)
 
 
 # --- prepare ----------------------------------------------------------------------------------
@@ -197,13 +197,13 @@ def keep_column_types(
 
 
 @contextlib.contextmanager
-def build(run: Prepared, options: RunOptions) -> Iterator[RunContext]:
+def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
     """The parts every way of dispatching shares, made once: part writers, the answer journal,
     the budget and the figures, the row pipeline and its Work (the input is read as the
     dispatcher takes it, and closed when the run ends)."""
-    job, session = run.job, run.session
+    job, session = prepared.job, prepared.session
     outdir = session.outdir
-    results = session.writer(RESULTS, run.schema)
+    results = session.writer(RESULTS, prepared.schema)
     errors = session.writer(ERRORS, ERROR_SCHEMA)
     # Batch mode keeps its answers in the provider's files and its own ledger: the answer
     # journal and the budget check are the online runner's.
@@ -215,7 +215,7 @@ def build(run: Prepared, options: RunOptions) -> Iterator[RunContext]:
     stats = Stats(price=job.price, spent=budget.spent, max_cost=job.max_cost)
     stats.concurrency = stats.concurrency_min = job.concurrency
     # A shard's rows are known only once its part of the input has been read.
-    stats.total = run.input_rows if options.shard is None else None
+    stats.total = prepared.input_rows if options.shard is None else None
     shard = options.shard
     pipeline = RowPipeline(
         job,
@@ -223,13 +223,13 @@ def build(run: Prepared, options: RunOptions) -> Iterator[RunContext]:
         stats=stats,
         results=JournaledSink(results, journal, RESULTS) if online else results,
         errors=JournaledSink(errors, journal, ERRORS) if online else errors,
-        schema=run.schema,
+        schema=prepared.schema,
         retry_failed=options.retry_failed,
         in_shard=None if shard is None else shard.contains,
-        secret=run.api_key or "",
+        secret=prepared.api_key or "",
     )
-    pipeline.warn = run.log.warning
-    items = run.inputs.rows_or_done(job.id_column, pipeline.is_done)
+    pipeline.warn = prepared.log.warning
+    items = prepared.inputs.rows_or_done(job.id_column, pipeline.is_done)
     try:
         yield RunContext(
             job=job,
@@ -237,13 +237,13 @@ def build(run: Prepared, options: RunOptions) -> Iterator[RunContext]:
             works=pipeline.works(items, max_rows=options.max_rows),
             results=results,
             errors=errors,
-            log=run.log,
+            log=prepared.log,
             progress=options.progress,
             handle_signals=options.handle_signals,
             journal=journal,
             budget=budget,
             storage=outdir.storage,
-            api_key=run.api_key,
+            api_key=prepared.api_key,
         )
     finally:
         items.close()
@@ -261,13 +261,13 @@ def _builder(job: Job) -> Build:
     return build_online
 
 
-def _log_start(run: Prepared) -> None:
-    job, state = run.job, run.session.state
-    run.log.info(
+def _log_start(prepared: Prepared) -> None:
+    job, state = prepared.job, prepared.session.state
+    prepared.log.info(
         "start%s: %s, %d rows in input, %d ids settled earlier, model %s, concurrency %d",
-        run.where,
+        prepared.where,
         job.input_path,
-        run.input_rows,
+        prepared.input_rows,
         len(state.succeeded) + len(state.latest_error),
         job.effective_model,
         job.concurrency,
@@ -278,7 +278,7 @@ def _log_start(run: Prepared) -> None:
 
 
 def finish(
-    run: Prepared,
+    prepared: Prepared,
     stats: Stats,
     stopped: ZbatchError | None,
     *,
@@ -286,9 +286,9 @@ def finish(
 ) -> RunResult:
     """The end of a run (or a shard's, or a cluster's): its result and exit code in the
     figures, summary.json with ``summary`` added (None: no summary.json), the last log line."""
-    result = RunResult(stats, stopped, run.session.notice)
+    result = RunResult(stats, stopped, prepared.session.notice)
     stats.exit_code = result.exit_code
     if summary is not None:
-        run.outdir.write_summary({**stats.to_json(), **summary})
-    log_end(run.log, stats, result.exit_code, run.where)
+        prepared.outdir.write_summary({**stats.to_json(), **summary})
+    log_end(prepared.log, stats, result.exit_code, prepared.where)
     return result
