@@ -26,6 +26,7 @@ import pyarrow as pa
 from .dryrun import Plan, plan_job
 from .errors import JobError
 from .job import Job
+from .ops.watch import Watch
 from .progress import Progress
 from .report import FailureGroup, Status, failure_groups, read_status
 from .results import final_outcomes
@@ -76,8 +77,45 @@ async def arun(
     Dask cluster. In batch mode (``job.mode == "batch"``), ``wait=False`` returns once the
     rows are submitted (exit code 10 while batches run); the same call later collects them.
     Raises JobError / LockedError / StoreError before anything is sent; a stop during the run
-    is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    is in ``RunResult.stopped``. :func:`run` is the same, blocking.
+
+    The job's ``ping``, ``metrics_file`` and ``pushgateway`` settings are served around
+    the run (README "Running it on a schedule")."""
     _check_retry_failed(retry_failed)
+    if isinstance(shard, str):
+        shard = Shard.parse(shard, os.environ)
+    run_it = functools.partial(
+        _arun,
+        job,
+        api_key=api_key,
+        handle_signals=handle_signals,
+        transport=transport,
+        retry_failed=retry_failed,
+        force=force,
+        limit=limit,
+        shard=shard,
+        cluster=cluster,
+        wait=wait,
+    )
+    if not Watch.wanted(job):
+        return await run_it(progress)
+    return await Watch(job, shard).around(run_it, progress)
+
+
+async def _arun(
+    job: Job,
+    progress: Progress | None,
+    *,
+    api_key: str | None,
+    handle_signals: bool,
+    transport: httpx.AsyncBaseTransport | None,
+    retry_failed: RetryFailed,
+    force: bool,
+    limit: int | None,
+    shard: Shard | None,
+    cluster: str | None,
+    wait: bool,
+) -> RunResult:
     if job.mode == "batch" and (shard is not None or cluster is not None):
         raise JobError(
             "--mode batch does not go with --shard or --cluster: the provider runs the batches; "
@@ -98,8 +136,6 @@ async def arun(
             retry_failed=retry_failed,
             force=force,
         )
-    if isinstance(shard, str):
-        shard = Shard.parse(shard, os.environ)
     if shard is not None and force:
         raise JobError(
             "--force with --shard would move the other shards' results away: start the new "

@@ -74,6 +74,11 @@ SECTIONS: dict[str, dict[str, str]] = {
         "batch_max_bytes": "batch_max_bytes",
         "batch_discount": "batch_discount",
         "finish_online": "finish_online",
+        "metrics_file": "metrics_file",
+        "pushgateway": "pushgateway",
+        "metrics_every": "metrics_every",
+        "ping": "ping",
+        "log_format": "log_format",
     },
     "prices": {},  # model -> { input, cached, output }: checked by Job
     "simulate": {
@@ -83,7 +88,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "content_filter": "simulate_content_filter",
     },
 }
-_PATH_FIELDS = ("input_path", "output_dir")
+_PATH_FIELDS = ("input_path", "output_dir", "metrics_file")
 _FIELDS = {f.name for f in dataclasses.fields(Job)}
 
 
