@@ -276,11 +276,11 @@ class Exporter:
             stats, started_at=self.started_at, last_success=self.last_success, exit_code=exit_code
         )
 
-    def finish(self, exit_code: int, stats: Stats | None) -> None:
-        """The last write and push, with the exit code (blocking: bounded by the push's
-        attempts and timeout)."""
+    def finish(self, exit_code: int, stats: Stats | None, last_success: float | None) -> None:
+        """The last write and push, with the exit code and the last success as the run's
+        manifest now says (blocking: bounded by the push's attempts and timeout)."""
         if exit_code == 0:
-            self.last_success = time.time()
+            self.last_success = last_success or time.time()
         self._queue.put(None)  # after the snapshot in the queue, if any
         self._thread.join(PUSH_TIMEOUT + 1)
         self._export(self.snapshot(stats or self.stats, exit_code), LAST_PUSH_ATTEMPTS)

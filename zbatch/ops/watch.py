@@ -58,14 +58,15 @@ class Watch:
             from .metrics import Exporter, require_client
 
             require_client()
-            tag = shard_tag(None if shard is None else (shard.index, shard.count))
+            self.job = job
+            self.tag = shard_tag(None if shard is None else (shard.index, shard.count))
             self.exporter = Exporter(
                 textfile=job.metrics_file,
                 pushgateway=job.pushgateway,
                 job_name=job_name(job),
                 shard="all" if shard is None else str(shard.index),
                 every=job.metrics_every,
-                last_success=_last_success(job, tag),
+                last_success=_last_success(job, self.tag),
             )
 
     @classmethod
@@ -98,7 +99,8 @@ class Watch:
 
     def _end(self, exit_code: int, stats: Stats | None) -> None:
         if self.exporter is not None:
-            self.exporter.finish(exit_code, stats)
+            succeeded = _last_success(self.job, self.tag) if exit_code == 0 else None
+            self.exporter.finish(exit_code, stats, succeeded)
         if self.pinger is not None:
             self.pinger.end(exit_code)
 
