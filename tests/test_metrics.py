@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +180,30 @@ def test_last_success_outlives_a_failed_run_and_a_shard_pushes_to_its_own_group(
     assert second["last_success_at"] == first["last_success_at"]
     assert {p.path for p in gateway.pushes()} == {f"/metrics/job/{out.name}/shard/1"}
     assert but_duration(samples(gateway.pushes()[-1].body)) == but_duration(found)
+
+
+def test_run_metrics_file_in_a_job_file_is_relative_to_it_and_unasked_runs_skip_prometheus(
+    tmp_path: Path,
+) -> None:
+    inp, out = input_and_outdir(tmp_path, prompt_rows(4))
+    folder = tmp_path / "jobs"
+    (folder / "metrics").mkdir(parents=True)
+    job = folder / "job.toml"
+    job.write_text('[run]\nmetrics_file = "metrics/zbatch.prom"\n', encoding="utf-8")
+    with ZaiServer() as srv:
+        run_against(srv, str(job), "-i", str(inp), "-o", str(out))
+    found = samples((folder / "metrics" / "zbatch.prom").read_text())
+    assert value(found, "zbatch_rows_total", outcome="ok") == 4
+    # A run that asks for no metrics never imports prometheus-client.
+    script = (
+        "import sys, zbatch\n"
+        f"job = zbatch.Job(input_path={str(inp)!r}, output_dir={str(tmp_path / 'b')!r}, "
+        "simulate=True, simulate_latency=0.0)\n"
+        "assert zbatch.run(job).exit_code == 0\n"
+        "print('prometheus_client' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"

@@ -133,8 +133,8 @@ def run(
         click.echo(format_summary(result.stats))
     elif result.stats.failed and not _json_console():
         click.echo(format_failures(result.stats, job.output_dir), err=True)
-    if result.stopped is not None and not _json_console():  # JSON: the "stopped" event says it
-        click.echo(f"Error: {result.stopped}", err=True)
+    if result.stopped is not None and (quiet or not _json_console()):
+        _say_error(str(result.stopped))  # JSON, not quiet: the "stopped" event said it
     sys.exit(result.exit_code)
 
 
