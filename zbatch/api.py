@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import pyarrow as pa
 
 from .dryrun import Plan, plan_job
-from .errors import JobError
+from .errors import JobError, ZbatchError
 from .job import Job
 from .ops.watch import Watch
 from .progress import Progress
@@ -84,89 +84,69 @@ async def arun(
     _check_retry_failed(retry_failed)
     if isinstance(shard, str):
         shard = Shard.parse(shard, os.environ)
-    run_it = functools.partial(
-        _arun,
-        job,
-        api_key=api_key,
-        handle_signals=handle_signals,
-        transport=transport,
-        retry_failed=retry_failed,
-        force=force,
-        limit=limit,
-        shard=shard,
-        cluster=cluster,
-        wait=wait,
-    )
-    if not Watch.wanted(job):
-        return await run_it(progress)
-    return await Watch(job, shard).around(run_it, progress)
+    watch = Watch(job, shard) if Watch.wanted(job) else None
+    if watch is not None:
+        progress = watch.begin(progress)
+    try:
+        if job.mode == "batch" and (shard is not None or cluster is not None):
+            raise JobError(
+                "--mode batch does not go with --shard or --cluster: the provider runs the "
+                "batches; run the job once, without them"
+            )
+        if cluster is not None:
+            if shard is not None or limit is not None:
+                what = "--shard" if shard is not None else "--limit"
+                raise JobError(
+                    f"{what} and --cluster do not go together: --cluster makes the shards"
+                )
+            from .cluster import arun_on_cluster
 
+            result = await arun_on_cluster(
+                job,
+                cluster,
+                api_key=api_key,
+                progress=progress,
+                handle_signals=handle_signals,
+                retry_failed=retry_failed,
+                force=force,
+            )
+        else:
+            if shard is not None and force:
+                raise JobError(
+                    "--force with --shard would move the other shards' results away: start the "
+                    "new generation with one run without --shard, or use a new output directory"
+                )
+            result = await execute(
+                job,
+                api_key=api_key,
+                progress=progress,
+                handle_signals=handle_signals,
+                transport=transport,
+                retry_failed=retry_failed,
+                force=force,
+                limit=limit,
+                shard=shard,
+                wait=wait,
+            )
+            if job.mode == "batch" and job.finish_online:
+                from .batch.mode import RowsLeft
 
-async def _arun(
-    job: Job,
-    progress: Progress | None,
-    *,
-    api_key: str | None,
-    handle_signals: bool,
-    transport: httpx.AsyncBaseTransport | None,
-    retry_failed: RetryFailed,
-    force: bool,
-    limit: int | None,
-    shard: Shard | None,
-    cluster: str | None,
-    wait: bool,
-) -> RunResult:
-    if job.mode == "batch" and (shard is not None or cluster is not None):
-        raise JobError(
-            "--mode batch does not go with --shard or --cluster: the provider runs the batches; "
-            "run the job once, without them"
-        )
-    if cluster is not None:
-        if shard is not None or limit is not None:
-            what = "--shard" if shard is not None else "--limit"
-            raise JobError(f"{what} and --cluster do not go together: --cluster makes the shards")
-        from .cluster import arun_on_cluster
-
-        return await arun_on_cluster(
-            job,
-            cluster,
-            api_key=api_key,
-            progress=progress,
-            handle_signals=handle_signals,
-            retry_failed=retry_failed,
-            force=force,
-        )
-    if shard is not None and force:
-        raise JobError(
-            "--force with --shard would move the other shards' results away: start the new "
-            "generation with one run without --shard, or use a new output directory"
-        )
-    result = await execute(
-        job,
-        api_key=api_key,
-        progress=progress,
-        handle_signals=handle_signals,
-        transport=transport,
-        retry_failed=retry_failed,
-        force=force,
-        limit=limit,
-        shard=shard,
-        wait=wait,
-    )
-    if job.mode == "batch" and job.finish_online:
-        from .batch.mode import RowsLeft
-
-        if not isinstance(result.stopped, RowsLeft | None):
-            return result
-        # Every batch is collected: what they left unanswered goes live, exactly once.
-        return await execute(
-            dataclasses.replace(job, mode="online", finish_online=False),
-            api_key=api_key,
-            progress=progress,
-            handle_signals=handle_signals,
-            transport=None if job.simulate else transport,
-            retry_failed=retry_failed,
-        )
+                if isinstance(result.stopped, RowsLeft | None):
+                    # Every batch is collected: what they left unanswered goes live, once.
+                    result = await execute(
+                        dataclasses.replace(job, mode="online", finish_online=False),
+                        api_key=api_key,
+                        progress=progress,
+                        handle_signals=handle_signals,
+                        transport=None if job.simulate else transport,
+                        retry_failed=retry_failed,
+                    )
+    except ZbatchError as exc:
+        if watch is not None:
+            await watch.end(exc.exit_code, None)
+        raise
+    if watch is not None:
+        await watch.end(result.exit_code, result.stats)
     return result
 
 

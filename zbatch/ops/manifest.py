@@ -14,11 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,8 @@ FINISHED = (0, 1)
 
 def schema() -> dict[str, Any]:
     """The JSON Schema of summary.json (and of each summaries/KofN.json)."""
+    from importlib import resources
+
     text = resources.files(__package__).joinpath("summary.schema.json").read_text("utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
@@ -110,6 +110,8 @@ class RunInfo:
         job_fingerprint: str,
         paths: Sequence[InputPath],
     ) -> RunInfo:
+        import socket  # with a run: `zbatch status` starts without it
+
         return cls(
             run_id,
             shard,

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zbatch")
 # A push waits at most this long for the Pushgateway; the last one is tried this often.
-PUSH_TIMEOUT = 3.0
-LAST_PUSH_ATTEMPTS = 3
+PUSH_TIMEOUT = 2.0
+LAST_PUSH_ATTEMPTS = 2
 LAST_PUSH_PAUSE = 0.5
 
 

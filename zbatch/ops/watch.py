@@ -3,7 +3,6 @@ start and end, and its metrics during the run and at the end."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -17,7 +16,6 @@ from ..store.outdir import shard_tag
 from .manifest import last_success
 
 if TYPE_CHECKING:
-    from ..session import RunResult
     from .metrics import Exporter
     from .pings import Pinger
 
@@ -45,7 +43,8 @@ class Watched:
 
 
 class Watch:
-    """Pings and metrics around one run; :meth:`around` runs it."""
+    """Pings and metrics around one run: :meth:`begin` at its start, :meth:`end` with its
+    exit code (a stop by an error included)."""
 
     def __init__(self, job: Job, shard: Shard | None) -> None:
         self.pinger: Pinger | None = None
@@ -76,26 +75,21 @@ class Watch:
     def progress(self, progress: Progress) -> Progress:
         return progress if self.exporter is None else Watched(progress, self.exporter)
 
-    async def around(
-        self, run: Callable[[Progress | None], Awaitable[RunResult]], progress: Progress | None
-    ) -> RunResult:
-        """``run`` between the start and the end pings, its metrics written as it goes; the
-        end is reported for a stop by an error (its exit code) as for a finished run."""
-        import anyio
-
+    def begin(self, progress: Progress | None) -> Progress:
+        """The start ping, and the metrics thread; the progress display the run should use."""
         from ..progress import NullProgress
 
         if self.pinger is not None:
             self.pinger.start()
         if self.exporter is not None:
             self.exporter.start()
-        try:
-            result = await run(self.progress(progress or NullProgress()))
-        except ZbatchError as exc:
-            await anyio.to_thread.run_sync(self._end, exc.exit_code, None)
-            raise
-        await anyio.to_thread.run_sync(self._end, result.exit_code, result.stats)
-        return result
+        return self.progress(progress or NullProgress())
+
+    async def end(self, exit_code: int, stats: Stats | None) -> None:
+        """The last metrics and the end ping, off the event loop (bounded: see pings.py)."""
+        import anyio
+
+        await anyio.to_thread.run_sync(self._end, exit_code, stats)
 
     def _end(self, exit_code: int, stats: Stats | None) -> None:
         if self.exporter is not None:
