@@ -26,7 +26,6 @@ import pyarrow as pa
 from .dryrun import Plan, plan_job
 from .errors import JobError, ZbatchError
 from .job import Job
-from .ops.watch import Watch
 from .progress import Progress
 from .report import FailureGroup, Status, failure_groups, read_status
 from .results import final_outcomes
@@ -84,6 +83,8 @@ async def arun(
     _check_retry_failed(retry_failed)
     if isinstance(shard, str):
         shard = Shard.parse(shard, os.environ)
+    from .ops.watch import Watch  # with a run: `zbatch status` starts without it
+
     watch = Watch(job, shard) if Watch.wanted(job) else None
     if watch is not None:
         progress = watch.begin(progress)
