@@ -138,3 +138,13 @@ def test_a_ping_that_gets_no_answer_gives_up_after_its_attempts() -> None:
         pinger.end(4)
         assert mon.paths() == [f"/ping/{TOKEN}/start"] * 2 + [f"/ping/{TOKEN}/4"] * 2
     assert Pinger("http://127.0.0.1/x").budget <= 8
+
+
+def test_a_ping_url_that_is_not_http_is_refused_without_showing_its_token(tmp_path: Path) -> None:
+    inp, out = input_and_outdir(tmp_path, prompt_rows(2))
+    proc = run_zbatch("run", "-i", str(inp), "-o", str(out), "--ping", f"ftp://host/{TOKEN}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "Error: the command line: run.ping must be an http:// or https:// URL, not 'ftp://host/…'"
+    )
+    assert not out.exists()
