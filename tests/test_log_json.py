@@ -15,8 +15,6 @@ from conftest import (
     input_and_outdir,
     prompt_rows,
     run_against,
-    start_zbatch,
-    wait_for,
 )
 from zai_server import ZaiServer
 
@@ -46,25 +44,17 @@ def run_events(stderr: str, out: Path) -> list[dict[str, Any]]:
 
 
 def test_a_paused_throttled_run_logs_each_state_change_once(tmp_path: Path) -> None:
-    rows = prompt_rows(30)
+    # One row meets the quota once (its reset already past: a 1 s pause), and a server that
+    # takes 2 requests at a time rejects the rest of 6 for concurrency.
+    rows = [*prompt_rows(29), {"id": "quota", "prompt": "Over quota FAIL=1304"}]
     inp, out = input_and_outdir(tmp_path, rows)
     job = fast_job(tmp_path, backoff_base=0.05, backoff_cap=1.0, quota_wait_seconds=60)
-    server = ZaiServer(
-        fatal_code="1304", quota_reset="2020-01-01 00:00:00", latency=0.02, max_inflight=2
-    )
+    server = ZaiServer(quota_reset="2020-01-01 00:00:00", latency=0.02, max_inflight=2)
     with server as srv:
-        args = ("run", job, "-i", str(inp), "-o", str(out), "-c", "6", "--wait-for-quota")
-        proc = start_zbatch(*args, "--base-url", srv.base_url, "--log-format", "json")
-        try:
-            wait_for(lambda: srv.stats()["requests"] >= 1)
-            srv.configure(fatal_code=None)
-            _out, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        args = (job, "-i", str(inp), "-o", str(out), "-c", "6", "--wait-for-quota")
+        proc = run_against(srv, *args, "--log-format", "json")
+        err = proc.stderr
         rejected = srv.stats()["errors_by_code"].get("1302", 0)
-    assert proc.returncode == 0, err
     logged = run_events(err, out)
     kinds = Counter(e["event"] for e in logged)
     assert kinds["started"] == kinds["paused_for_quota"] == kinds["input_read"] == 1

@@ -129,20 +129,26 @@ class _Families:
         )
 
         s, names, values = self.snapshot, self.names, self.values
-
-        def counter(name: str, doc: str, by: str | None, figures: Mapping[str, float]) -> Metric:
-            family = CounterMetricFamily(name, doc, labels=[*names, *([by] if by else [])])
-            for key, value in sorted(figures.items()):
-                family.add_metric([*values, *([key] if by else [])], value)
-            return family
-
-        def gauge(name: str, doc: str, value: float | None) -> Metric | None:
-            if value is None:
-                return None
-            family = GaugeMetricFamily(name, doc, labels=names)
-            family.add_metric(values, value)
-            return family
-
+        info = InfoMetricFamily("zbatch_build", "zbatch's version.", labels=names)
+        info.add_metric(values, {"version": __version__})
+        yield info
+        # name, help, the label that tells the figures apart (None: one figure), figures
+        counters: list[tuple[str, str, str | None, Mapping[str, float]]] = [
+            ("zbatch_rows", "Rows settled by this run, by outcome.", "outcome", s.rows),
+            ("zbatch_row_errors", "Rows failed this run, by type.", "error_type", s.row_errors),
+            ("zbatch_rate_limited", "Requests rejected for rate (429, 1302).", None,
+             {"": s.rate_limited}),
+            ("zbatch_retries", "Retries, by cause.", "error_type", s.retries),
+            ("zbatch_tokens", "Tokens billed this run, by kind.", "kind", s.tokens),
+            ("zbatch_cost_usd", "Estimated cost of this run in USD.", None, {"": s.cost or 0.0}),
+            ("zbatch_cache_hits", "Rows answered from the response cache.", None,
+             {"": s.cache_hits}),
+        ]  # fmt: skip
+        for name, doc, label, figures in counters:
+            counter = CounterMetricFamily(name, doc, labels=[*names, *([label] if label else [])])
+            for key, figure in sorted(figures.items()):
+                counter.add_metric([*values, *([key] if label else [])], figure)
+            yield counter
         requests = CounterMetricFamily(
             "zbatch_requests",
             "Answers to requests by HTTP status and provider business code "
@@ -152,78 +158,36 @@ class _Families:
         for key, count in sorted(s.responses.items()):
             status, _, code = key.partition("/")
             requests.add_metric([*values, status, code], count)
+        yield requests
+        gauges: list[tuple[str, str, float | None]] = [
+            ("zbatch_input_rows", "Rows in the input (of this shard).", s.input_rows),
+            ("zbatch_rows_pending", "Rows of the input not yet settled.", s.pending),
+            ("zbatch_in_flight_requests", "Requests in flight now.", s.in_flight),
+            ("zbatch_concurrency_limit", "The adaptive in-flight limit.", s.concurrency),
+            ("zbatch_spent_usd", "What the OUTDIR has cost, all runs together.", s.spent),
+            ("zbatch_budget_usd", "The OUTDIR's budget (limits.max_cost).", s.budget),
+            ("zbatch_run_duration_seconds", "How long the run has taken.", s.duration),
+            ("zbatch_run_start_timestamp_seconds", "When the run started.", s.started_at),
+            ("zbatch_running", "1 while the run goes on, 0 once it ended.",
+             1 if s.exit_code is None else 0),
+            ("zbatch_exit_code", "The run's exit code (README: Exit codes).", s.exit_code),
+            ("zbatch_last_success_timestamp_seconds",
+             "When this job (or shard) last ended with exit 0.", s.last_success),
+        ]  # fmt: skip
+        for name, doc, reading in gauges:
+            if reading is not None:  # unknown: no sample rather than a made-up one
+                gauge = GaugeMetricFamily(name, doc, labels=names)
+                gauge.add_metric(values, reading)
+                yield gauge
         cumulative, buckets = 0, []
         for bound, count in zip([*LATENCY_BUCKETS, float("inf")], s.latency, strict=True):
             cumulative += count
             buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", cumulative))
         latency = HistogramMetricFamily(
-            "zbatch_request_duration_seconds",
-            "Latency of answered requests.",
-            labels=names,
+            "zbatch_request_duration_seconds", "Latency of answered requests.", labels=names
         )
         latency.add_metric(values, buckets, s.latency_sum)
-        info = InfoMetricFamily("zbatch_build", "zbatch's version.", labels=names)
-        info.add_metric(values, {"version": __version__})
-        families: list[Metric | None] = [
-            info,
-            counter("zbatch_rows", "Rows settled by this run, by outcome.", "outcome", s.rows),
-            counter(
-                "zbatch_row_errors",
-                "Rows that failed this run, by error type.",
-                "error_type",
-                s.row_errors,
-            ),
-            gauge("zbatch_input_rows", "Rows in the input (of this shard).", s.input_rows),
-            gauge("zbatch_rows_pending", "Rows of the input not yet settled.", s.pending),
-            requests,
-            counter(
-                "zbatch_rate_limited",
-                "Requests rejected for rate (HTTP 429, 1302).",
-                None,
-                {"": s.rate_limited},
-            ),
-            counter("zbatch_retries", "Retries, by cause.", "error_type", s.retries),
-            gauge("zbatch_in_flight_requests", "Requests in flight now.", s.in_flight),
-            gauge(
-                "zbatch_concurrency_limit",
-                "The adaptive in-flight limit (at most limits.concurrency).",
-                s.concurrency,
-            ),
-            counter("zbatch_tokens", "Tokens billed this run, by kind.", "kind", s.tokens),
-            counter(
-                "zbatch_cost_usd",
-                "Estimated cost of this run in USD.",
-                None,
-                {"": s.cost or 0.0},
-            ),
-            gauge("zbatch_spent_usd", "What the OUTDIR has cost, all runs together.", s.spent),
-            gauge("zbatch_budget_usd", "The OUTDIR's budget (limits.max_cost).", s.budget),
-            latency,
-            counter(
-                "zbatch_cache_hits",
-                "Rows answered from the response cache.",
-                None,
-                {"": s.cache_hits},
-            ),
-            gauge("zbatch_run_duration_seconds", "How long the run has taken.", s.duration),
-            gauge(
-                "zbatch_run_start_timestamp_seconds",
-                "When the run started (Unix time).",
-                s.started_at,
-            ),
-            gauge(
-                "zbatch_running",
-                "1 while the run goes on, 0 once it ended.",
-                1 if s.exit_code is None else 0,
-            ),
-            gauge("zbatch_exit_code", "The run's exit code (README: Exit codes).", s.exit_code),
-            gauge(
-                "zbatch_last_success_timestamp_seconds",
-                "When this job (or shard) last ended with exit 0 (Unix time).",
-                s.last_success,
-            ),
-        ]
-        yield from (family for family in families if family is not None)
+        yield latency
 
 
 class Exporter:
