@@ -5,6 +5,7 @@ every shard and the whole (a shard stopped by its budget never reads as "finishe
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -109,3 +110,18 @@ def test_each_shard_keeps_its_manifest_and_status_shows_a_budget_stop_as_a_stop(
     assert validate(out / "summary.json")["kind"] == "run"
     assert not list((out / "summaries").iterdir())
     assert "shard 0/3" not in run_zbatch("status", str(out)).stdout
+
+
+def test_a_damaged_shard_manifest_reads_as_no_run_and_the_next_run_replaces_it(
+    tmp_path: Path,
+) -> None:
+    inp, out = input_and_outdir(tmp_path, prompt_rows(6))
+    with ZaiServer() as srv:
+        run_against(srv, "-i", str(inp), "-o", str(out), "--shard", "0/2")
+        (out / "summaries" / "1of2.json").write_text("{not json", encoding="utf-8")
+        status = run_zbatch("status", str(out))
+        assert status.returncode == 0, status.stderr
+        assert re.search(r"^shard 1/2 +no run yet$", status.stdout, re.MULTILINE)
+        run_against(srv, "-i", str(inp), "-o", str(out), "--shard", "1/2")
+    assert validate(out / "summaries" / "1of2.json")["exit_code"] == 0
+    assert validate(out / "summary.json")["outcome"] == "finished"

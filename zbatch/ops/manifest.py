@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..errors import JobError
 from ..readers.base import InputPath, RemoteFile
 from ..store.outdir import SUMMARY, OutputDir
 
@@ -64,7 +65,7 @@ def last_success(outdir: OutputDir, tag: str) -> float | None:
     manifest; None when it never did (or the manifest is unreadable)."""
     try:
         previous = outdir.read_json(summary_name(tag))
-    except Exception:  # a damaged manifest costs the figure, never the run
+    except JobError:  # a damaged manifest costs the figure, never the run
         return None
     if not previous or previous.get("kind", "run") != "run":
         return None
@@ -80,7 +81,10 @@ def input_fingerprint(paths: Sequence[InputPath]) -> str:
             stat = path.stat()
             described.append([str(path), stat.st_size, stat.st_mtime_ns])
         elif isinstance(path, RemoteFile):
-            info = path.fs.info(path.url)
+            try:
+                info = path.fs.info(path.url)
+            except OSError:  # the run reads it anyway, and says so if it cannot
+                info = {}
             stamp = info.get("ETag") or info.get("etag") or str(info.get("LastModified", ""))
             described.append([path.url, info.get("size"), str(stamp)])
         else:
@@ -171,7 +175,7 @@ def shard_manifests(outdir: OutputDir, count: int | None = None) -> list[dict[st
             continue
         try:
             data = outdir.read_json(f"{SUMMARIES}/{name}")
-        except Exception:  # a damaged one is shown as missing, never fails `status`
+        except JobError:  # a damaged one is shown as missing, never fails `status`
             continue
         if data is not None:
             found[int(total), int(index)] = data
