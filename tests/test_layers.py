@@ -34,10 +34,11 @@ LAYERS: list[tuple[str, list[str]]] = [
             "zbatch.transport",
             "zbatch.job.keys",
             "zbatch.store.layout",
+            "zbatch.ops.secrets",
         ],
     ),
     (
-        "the kernel: settings, inputs, providers, the OUTDIR, figures, the HTTP client",
+        "the kernel: settings, inputs, providers, the OUTDIR, figures, the HTTP client, ops",
         [
             "zbatch.job",
             "zbatch.job.",
@@ -55,6 +56,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "zbatch.testing",
             "zbatch.simulate",
             "zbatch.client",
+            "zbatch.ops",
+            "zbatch.ops.",
         ],
     ),
     ("a row's life", ["zbatch.pipeline"]),

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pyarrow as pa
 
-from .errors import JobError
+from .errors import JobError, ZbatchError
 from .execution.options import RunOptions, shard_of
 from .job.settings import Job
 from .progress import NullProgress, Progress
@@ -81,20 +81,13 @@ async def arun(
     is in ``RunResult.stopped``. :func:`run` is the same, blocking.
 
     The keywords are gathered once into a :class:`~zbatch.execution.options.RunOptions`
-    (``limit`` is its ``max_rows``), which goes down whole to the run's setup."""
-    # The run's machinery (the journal, anyio, the HTTP stack) comes with the first run: the
-    # commands that only read an OUTDIR start without it (docs/performance.md).
-    from .execution.setup import execute
+    (``limit`` is its ``max_rows``), which goes down whole to the run's setup. The job's
+    ``ping``, ``metrics_file`` and ``pushgateway`` settings are served around the run (README
+    "Running it on a schedule")."""
+    # With a run, not with the module: `zbatch status` starts without the run's machinery.
+    from .ops.watch import Watch
 
     _check_retry_failed(retry_failed)
-    if job.mode == "batch" and (shard is not None or cluster is not None):
-        raise JobError(
-            "--mode batch does not go with --shard or --cluster: the provider runs the batches; "
-            "run the job once, without them"
-        )
-    if cluster is not None and (shard is not None or limit is not None):
-        what = "--shard" if shard is not None else "--limit"
-        raise JobError(f"{what} and --cluster do not go together: --cluster makes the shards")
     options = RunOptions(
         api_key=api_key,
         progress=progress or NullProgress(),
@@ -106,11 +99,41 @@ async def arun(
         shard=shard_of(shard),
         wait=wait,
     )
+    watch = Watch(job, options.shard) if Watch.wanted(job) else None
+    if watch is not None:
+        options = dataclasses.replace(options, progress=watch.begin(progress))
+    try:
+        result = await _run_where_asked(job, cluster, options)
+    except ZbatchError as exc:
+        if watch is not None:
+            await watch.end(exc.exit_code, None)
+        raise
+    if watch is not None:
+        await watch.end(result.exit_code, result.stats)
+    return result
+
+
+async def _run_where_asked(job: Job, cluster: str | None, options: RunOptions) -> RunResult:
+    """The run :func:`arun` asks for: on a cluster, or in this process (then the batches'
+    leftovers live, with ``finish_online``)."""
+    # The run's machinery (the journal, anyio, the HTTP stack) comes with the first run: the
+    # commands that only read an OUTDIR start without it (docs/performance.md).
+    from .execution.setup import execute
+
+    shard = options.shard
+    if job.mode == "batch" and (shard is not None or cluster is not None):
+        raise JobError(
+            "--mode batch does not go with --shard or --cluster: the provider runs the batches; "
+            "run the job once, without them"
+        )
     if cluster is not None:
+        if shard is not None or options.max_rows is not None:
+            what = "--shard" if shard is not None else "--limit"
+            raise JobError(f"{what} and --cluster do not go together: --cluster makes the shards")
         from .cluster.driver import arun_on_cluster
 
         return await arun_on_cluster(job, cluster, options)
-    if options.shard is not None and force:
+    if shard is not None and options.force:
         raise JobError(
             "--force with --shard would move the other shards' results away: start the new "
             "generation with one run without --shard, or use a new output directory"
@@ -122,9 +145,8 @@ async def arun(
         if not isinstance(result.stopped, RowsLeft | None):
             return result
         # Every batch is collected: what they left unanswered goes live, exactly once.
-        live = dataclasses.replace(
-            options, transport=None if job.simulate else transport, force=False, max_rows=None
-        )
+        transport = None if job.simulate else options.transport
+        live = dataclasses.replace(options, transport=transport, force=False, max_rows=None)
         return await execute(dataclasses.replace(job, mode="online", finish_online=False), live)
     return result
 

@@ -101,6 +101,7 @@ async def arun_on_cluster(job: Job, cluster: str, options: RunOptions) -> RunRes
     # job.json is written (and --force applied) once, here, before any task starts.
     with prepare(job, options, tasks=True) as prepared:
         view = _View(job, prepared.input_rows)
+        prepared.figures = view.stats  # run.log's lines carry the tasks' figures
         async with _connect(spec) as client:
             threads = await _worker_threads(client, spec)
             count = TASKS_PER_THREAD * threads
@@ -112,6 +113,7 @@ async def arun_on_cluster(job: Job, cluster: str, options: RunOptions) -> RunRes
                 len(tasks),
                 threads,
                 job.concurrency,
+                extra={"event": "started"},
             )
             rated = job.rpm is not None or job.tpm is not None
             task_options = RunOptions(api_key=prepared.api_key, retry_failed=options.retry_failed)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,9 @@ from ..budget import Budget
 from ..dispatch import Build, RunContext
 from ..errors import JobError, ZbatchError
 from ..job.settings import Job
+from ..ops import events
+from ..ops.manifest import RunInfo, last_success, record
+from ..ops.manifest import write as write_manifest
 from ..pipeline import RowPipeline
 from ..schema import ERROR_SCHEMA, infer_type, result_schema
 from ..source import STDIN, InputFiles, count_rows, open_input
@@ -60,16 +63,22 @@ class RunResult:
 
 @dataclass
 class Prepared:
-    """A run between :func:`prepare` and :func:`finish`: its input, its OUTDIR, its run.log."""
+    """A run between :func:`prepare` and :func:`finish`: its input, its OUTDIR, its figures,
+    its run.log, and what its manifest records."""
 
     job: Job
     inputs: InputFiles
     session: RunSession
     schema: pa.Schema  # of the result parts this run writes
-    log: logging.Logger
     input_rows: int
     where: str  # how log lines name the run: "" or " shard 3/8"
+    info: RunInfo  # the manifest's fixed part (zbatch.ops.manifest)
+    stats: Stats  # the run's figures
     api_key: str | None = field(repr=False)
+    log: logging.Logger = field(init=False)
+    # What each run.log line carries: the run's figures, or the cluster driver's view of its
+    # tasks' (it sets its own).
+    figures: Callable[[], Stats] = field(init=False)
 
     @property
     def outdir(self) -> OutputDir:
@@ -86,8 +95,8 @@ async def execute(job: Job, options: RunOptions) -> RunResult:
             stopped = await dispatcher.run()
         if options.shard is not None and stopped is None:
             ctx.stats.total = ctx.stats.input_rows
-        also = {} if options.shard is None else {"shard": str(options.shard)}
-        return finish(prepared, ctx.stats, stopped, summary=also if options.write_summary else None)
+        also: dict[str, Any] | None = {} if options.write_summary else None
+        return finish(prepared, ctx.stats, stopped, summary=also)
 
 
 # --- prepare ----------------------------------------------------------------------------------
@@ -106,7 +115,21 @@ def prepare(job: Job, options: RunOptions, *, tasks: bool = False) -> Iterator[P
         if tasks:
             held.close()
         input_rows = count_rows(inputs.paths)  # reads a JSONL or CSV input to the end
-        with run_log(session.outdir) as log:
+        shard = None if options.shard is None else str(options.shard)
+        info = RunInfo.begin(
+            session.prefix,
+            shard=shard,
+            tag=session.tag,
+            job_fingerprint=job.fingerprint(),
+            paths=inputs.paths,
+        )
+        stats = _figures(job, session.outdir, None if shard else input_rows)
+        where = "" if shard is None else f" shard {shard}"
+        prepared = Prepared(job, inputs, session, schema, input_rows, where, info, stats, key)
+        prepared.figures = lambda: stats
+        context = events.RunContext(session.prefix, shard or "all", lambda: prepared.figures())
+        with run_log(session.outdir, job.log_format, context) as log:
+            prepared.log = log
             if session.notice:
                 log.warning(session.notice)
             if session.replayed:
@@ -114,8 +137,18 @@ def prepare(job: Job, options: RunOptions, *, tasks: bool = False) -> Iterator[P
                     "replayed %d answers from the journal of a run that was cut off",
                     session.replayed,
                 )
-            where = "" if options.shard is None else f" shard {options.shard}"
-            yield Prepared(job, inputs, session, schema, log, input_rows, where, key)
+            yield prepared
+
+
+def _figures(job: Job, outdir: OutputDir, total: int | None) -> Stats:
+    """A run's figures at its start: ``total`` rows (None for a shard, whose rows are known
+    once its part of the input is read), what the OUTDIR has cost so far (other shards' spend
+    as of now; the runner takes in theirs at each part commit)."""
+    spent = outdir.total_spend()
+    stats = Stats(price=job.price, spent=0.0 if spent is None else spent.usd, max_cost=job.max_cost)
+    stats.concurrency = stats.concurrency_min = job.concurrency
+    stats.total = total
+    return stats
 
 
 def check_input(job: Job, *, stdin: bool) -> InputFiles:
@@ -209,13 +242,8 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
     # journal and the budget check are the online runner's.
     online = job.mode != "batch"
     journal = session.journal({RESULTS: results, ERRORS: errors}, enabled=job.journal)
-    # Other shards' spend counts as of now; the runner takes in theirs at each part commit.
-    spent = outdir.total_spend()
-    budget = Budget(limit=job.max_cost, price=job.price, spent=0.0 if spent is None else spent.usd)
-    stats = Stats(price=job.price, spent=budget.spent, max_cost=job.max_cost)
-    stats.concurrency = stats.concurrency_min = job.concurrency
-    # A shard's rows are known only once its part of the input has been read.
-    stats.total = prepared.input_rows if options.shard is None else None
+    stats = prepared.stats
+    budget = Budget(limit=job.max_cost, price=job.price, spent=stats.spent or 0.0)
     shard = options.shard
     pipeline = RowPipeline(
         job,
@@ -271,6 +299,7 @@ def _log_start(prepared: Prepared) -> None:
         len(state.succeeded) + len(state.latest_error),
         job.effective_model,
         job.concurrency,
+        extra={"event": "started"},
     )
 
 
@@ -285,10 +314,13 @@ def finish(
     summary: Mapping[str, Any] | None,
 ) -> RunResult:
     """The end of a run (or a shard's, or a cluster's): its result and exit code in the
-    figures, summary.json with ``summary`` added (None: no summary.json), the last log line."""
+    figures, its manifest (summary.json, or the shard's) with ``summary`` added (None: no
+    manifest), the last log line."""
     result = RunResult(stats, stopped, prepared.session.notice)
     stats.exit_code = result.exit_code
     if summary is not None:
-        prepared.outdir.write_summary({**stats.to_json(), **summary})
+        outdir, tag = prepared.outdir, prepared.info.tag
+        manifest = record(prepared.info, {**stats.to_json(), **summary}, last_success(outdir, tag))
+        write_manifest(outdir, manifest, tag)
     log_end(prepared.log, stats, result.exit_code, prepared.where)
     return result

@@ -21,7 +21,8 @@ from ..errors import JobError
 from .keys import SECTIONS
 from .settings import DEFAULT_BASE_URL, Job
 
-_PATH_FIELDS = ("input_path", "output_dir")
+_REQUIRED_PATHS = ("input_path", "output_dir")
+_PATH_FIELDS = (*_REQUIRED_PATHS, "metrics_file")
 _FIELDS = {f.name for f in dataclasses.fields(Job)}
 
 
@@ -48,7 +49,7 @@ def load_job(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) 
     if not values.get("base_url"):
         values["base_url"] = os.environ.get("ZAI_BASE_URL") or DEFAULT_BASE_URL
     source = str(path) if path else "the command line"
-    for name in _PATH_FIELDS:  # unset: the Job's own check says so, naming the flag
+    for name in _REQUIRED_PATHS:  # unset: the Job's own check says so, naming the flag
         values.setdefault(name, "")
     try:
         return Job(**values)

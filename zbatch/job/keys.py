@@ -61,6 +61,11 @@ SECTIONS: dict[str, dict[str, str]] = {
         "batch_max_bytes": "batch_max_bytes",
         "batch_discount": "batch_discount",
         "finish_online": "finish_online",
+        "metrics_file": "metrics_file",
+        "pushgateway": "pushgateway",
+        "metrics_every": "metrics_every",
+        "ping": "ping",
+        "log_format": "log_format",
     },
     "prices": {},  # model -> { input, cached, output }: checked by Job
     "simulate": {

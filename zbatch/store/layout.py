@@ -4,7 +4,8 @@
       job.json          resolved settings + fingerprint (never the API key)
       results/*.parquet committed result parts (each id at most once)
       errors/*.parquet  committed error parts (an append-only log)
-      summary.json      the last run's figures
+      summary.json      the last run's manifest, or the shards' view (zbatch.ops.manifest)
+      summaries/        one manifest per shard: KofN.json
       run.log           one line per event
       spend.json        what the runs have spent (tokens, USD), for max_cost
                         ("spend-KofN.json" for shard K of N: shards run at once)

@@ -102,9 +102,6 @@ class OutputDir:
     def write_spend(self, spend: Spend, tag: str = "") -> None:
         self.write_json(spend_name(tag), spend.to_json())
 
-    def write_summary(self, data: Mapping[str, Any]) -> None:
-        self.write_json(SUMMARY, data)
-
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:
         self.storage.write_bytes(name, dumps(data))
 
