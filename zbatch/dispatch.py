@@ -35,7 +35,7 @@ from .limits import Backoff
 from .pipeline import RowPipeline, Work
 from .progress import Progress
 from .stats import Stats
-from .store import PartWriter, Storage
+from .store import OutputDir, PartWriter
 
 if TYPE_CHECKING:
     from .execution.options import RunOptions
@@ -53,8 +53,8 @@ class RunContext:
     ``works`` is the pipeline's Work for this run (None: a row that needs nothing sent,
     yielded so a dispatcher can let others run); ``results`` and ``errors`` are the part
     writers under the pipeline's sinks; ``journal`` and ``budget`` are the online runner's
-    (batch mode keeps its answers in the provider's files and its own ledger); ``storage`` is
-    the OUTDIR's; ``api_key`` the key the run uses (never shown in a repr)."""
+    (batch mode keeps its answers in the provider's files and its own ledger); ``outdir`` is
+    the OUTDIR the run holds; ``api_key`` the key the run uses (never shown in a repr)."""
 
     job: Job
     pipeline: RowPipeline
@@ -66,7 +66,7 @@ class RunContext:
     handle_signals: bool
     journal: Journal
     budget: Budget
-    storage: Storage
+    outdir: OutputDir
     api_key: str | None = dataclasses.field(repr=False)
 
     @property

@@ -64,7 +64,7 @@ class BatchMode(Dispatcher):
         super().__init__(ctx)
         self.pipeline = ctx.pipeline
         self.api = api
-        self.ledger = Ledger(ctx.storage)
+        self.ledger = Ledger(ctx.outdir.storage)
         self._works = ctx.works
         self._writers = (ctx.results, ctx.errors)
         self._wait = wait

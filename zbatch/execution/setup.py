@@ -270,7 +270,7 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
             handle_signals=options.handle_signals,
             journal=journal,
             budget=budget,
-            storage=outdir.storage,
+            outdir=outdir,
             api_key=prepared.api_key,
         )
     finally:
