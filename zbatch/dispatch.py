@@ -67,15 +67,12 @@ class RunContext:
     journal: Journal
     budget: Budget
     outdir: OutputDir
+    backoff: Backoff  # between retries, as the job asks (every family waits the same way)
     api_key: str | None = dataclasses.field(repr=False)
 
     @property
     def stats(self) -> Stats:
         return self.pipeline.stats
-
-    def backoff(self) -> Backoff:
-        """The backoff between retries the job asks for (every family waits the same way)."""
-        return Backoff(base=self.job.backoff_base, cap=self.job.backoff_cap)
 
 
 class Build(Protocol):

@@ -337,7 +337,7 @@ def build(ctx: RunContext, options: RunOptions) -> BatchMode:
         api_key=ctx.api_key,
         timeout=job.timeout,
         max_retries=job.max_retries,
-        backoff=ctx.backoff(),
+        backoff=ctx.backoff,
         transport=transport,
     )
     return BatchMode(ctx, api=api, wait=options.wait)

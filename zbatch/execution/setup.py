@@ -32,6 +32,7 @@ from ..budget import Budget
 from ..dispatch import Build, RunContext
 from ..errors import JobError, ZbatchError
 from ..job.settings import Job
+from ..limits import Backoff
 from ..ops import events
 from ..ops.manifest import RunInfo, last_success, record
 from ..ops.manifest import write as write_manifest
@@ -90,8 +91,8 @@ async def execute(job: Job, options: RunOptions) -> RunResult:
     prepare → build → run → finish."""
     with prepare(job, options) as prepared:
         with build(prepared, options) as ctx:
-            dispatcher = _builder(job)(ctx, options)
             _log_start(prepared)
+            dispatcher = _builder(job)(ctx, options)
             stopped = await dispatcher.run()
         if options.shard is not None and stopped is None:
             ctx.stats.total = ctx.stats.input_rows
@@ -271,6 +272,7 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
             journal=journal,
             budget=budget,
             outdir=outdir,
+            backoff=Backoff(base=job.backoff_base, cap=job.backoff_cap),
             api_key=prepared.api_key,
         )
     finally:

@@ -80,7 +80,7 @@ class Runner(Dispatcher):
         self.hedger = Hedger(client, self.limit, self.stats) if job.hedge else None
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
-        self.backoff = ctx.backoff()
+        self.backoff = ctx.backoff
         self.quota = QuotaGate(job, client.provider, ctx.log)
         self.shared = SharedAnswers(pipeline) if job.dedupe and deterministic(job) else None
         self._input_done = anyio.Event()
