@@ -42,9 +42,11 @@ if TYPE_CHECKING:
     from .api import failures as failures
     from .api import plan as plan
     from .api import read_results as read_results
+    from .api import report as report
     from .api import run as run
     from .api import status as status
     from .dryrun import Plan as Plan
+    from .quality import Report as Report
     from .report import FailureGroup as FailureGroup
     from .report import Status as Status
     from .session import RunResult as RunResult
@@ -62,6 +64,7 @@ __all__ = [
     "Plan",
     "QuotaReached",
     "RunResult",
+    "Report",
     "RunStopped",
     "Status",
     "StoreError",
@@ -73,6 +76,7 @@ __all__ = [
     "failures",
     "plan",
     "read_results",
+    "report",
     "run",
     "status",
 ]

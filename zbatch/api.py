@@ -27,6 +27,7 @@ from .dryrun import Plan, plan_job
 from .errors import JobError
 from .job import Job
 from .progress import Progress
+from .quality import Report, build_report
 from .report import FailureGroup, Status, failure_groups, read_status
 from .results import final_outcomes
 from .session import RunResult, execute
@@ -227,6 +228,26 @@ def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
     metadata says ``zbatch.simulated: true`` when the answers came from --simulate)."""
     outcomes = final_outcomes(OutputDir(str(outdir)))
     return pa.Table.from_batches(list(outcomes.batches), outcomes.schema)
+
+
+def report(
+    outdir: str | os.PathLike[str],
+    *,
+    gold: str | None = None,
+    against: str | os.PathLike[str] | None = None,
+    html: str | os.PathLike[str] | None = None,
+) -> Report:
+    """The quality report of an OUTDIR: counts, spend, latency, throughput and, per label
+    column, distribution and scores against the input's ``gold`` column (default: the job's
+    labels.gold_column) and against the OUTDIR ``against``. ``html`` also writes the report as
+    one self-contained page with charts (needs ``zbatch[report]``)."""
+    other = None if against is None else OutputDir(str(against))
+    figures = build_report(OutputDir(str(outdir)), gold=gold, against=other)
+    if html is not None:
+        from .htmlreport import write_html
+
+        write_html(figures, str(html))
+    return figures
 
 
 def compact(outdir: str | os.PathLike[str]) -> list[Compacted]:

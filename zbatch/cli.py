@@ -167,9 +167,9 @@ def _print_plan(job: Job, *, retry_failed: bool | frozenset[str]) -> None:
     click.echo(format_plan(api.plan(job, retry_failed=retry_failed)))
 
 
-def _outdir(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def _outdir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """An OUTDIR: a local folder that must exist, or an s3:// / gs:// URL (checked on use)."""
-    if is_remote(value):
+    if value is None or is_remote(value):
         return value
     return str(click.Path(file_okay=False, exists=True).convert(value, param, ctx))
 
@@ -236,6 +236,47 @@ def export(outdir: str, output: str, with_input: bool) -> None:
     click.echo(f"wrote {done.rows} rows to {where}{note}", err=output == "-")
     if done.note:
         click.echo(f"Note: rows {done.note}", err=True)
+
+
+@cli.command()
+@click.argument("outdir", callback=_outdir)
+@click.option(
+    "--gold",
+    metavar="COLUMN",
+    help="Input column of reference labels (joined by id) to score the labels against; "
+    "default: the job's labels.gold_column.",
+)
+@click.option(
+    "--against",
+    metavar="OUTDIR2",
+    callback=_outdir,
+    help="Another OUTDIR of the same rows (another prompt or model): agreement, kappa and "
+    "the rows where the labels differ.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option(
+    "--output",
+    "-o",
+    "html",
+    type=click.Path(dir_okay=False),
+    help="Also write the report as one self-contained HTML page with charts (zbatch[report]).",
+)
+@_reports_errors
+def report(
+    outdir: str, gold: str | None, against: str | None, as_json: bool, html: str | None
+) -> None:
+    """Quality report: counts, spend, latency, throughput; label distribution, accuracy,
+    Cohen's kappa, per-class precision/recall/F1 and confusion matrix against a gold column."""
+    from . import api
+    from .reporttext import format_report
+
+    figures = api.report(outdir, gold=gold, against=against, html=html)
+    if as_json:
+        click.echo(json.dumps(figures.to_dict(), indent=2, sort_keys=True))
+    else:
+        click.echo(format_report(figures))
+    if html is not None:
+        click.echo(f"wrote {html}", err=True)
 
 
 @cli.command()
