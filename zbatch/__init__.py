@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .api import plan as plan
     from .api import read_results as read_results
     from .api import report as report
+    from .api import review as review
     from .api import run as run
     from .api import status as status
     from .dryrun import Plan as Plan
@@ -77,6 +78,7 @@ __all__ = [
     "plan",
     "read_results",
     "report",
+    "review",
     "run",
     "status",
 ]

@@ -39,6 +39,8 @@ from .writers import Exported, export_outcomes
 if TYPE_CHECKING:
     import httpx
 
+    from .review import Reviewed
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -248,6 +250,26 @@ def report(
 
         write_html(figures, str(html))
     return figures
+
+
+def review(
+    outdir: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    gold: str | None = None,
+    against: str | os.PathLike[str] | None = None,
+    limit: int = 100,
+    format: str | None = None,
+) -> Reviewed:
+    """Write the ``limit`` rows of an OUTDIR most worth a human look (wrong against the
+    ``gold`` column, different in the OUTDIR ``against``, split samples, invalid answers) with
+    why each was picked and the input's columns: .csv, .jsonl, or ``format="label-studio"``."""
+    from .review import review as pick_rows
+
+    other = None if against is None else OutputDir(str(against))
+    return pick_rows(
+        OutputDir(str(outdir)), str(path), gold=gold, against=other, limit=limit, format=format
+    )
 
 
 def compact(outdir: str | os.PathLike[str]) -> list[Compacted]:

@@ -281,6 +281,59 @@ def report(
 
 @cli.command()
 @click.argument("outdir", callback=_outdir)
+@click.option(
+    "--gold",
+    metavar="COLUMN",
+    help="Input column of reference labels: rows whose label differs are picked; default: "
+    "the job's labels.gold_column.",
+)
+@click.option(
+    "--against",
+    metavar="OUTDIR2",
+    callback=_outdir,
+    help="Another OUTDIR of the same rows: rows it labelled differently are picked.",
+)
+@click.option(
+    "-n",
+    "limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="How many rows to pick (the most worth a look first).",
+)
+@click.option(
+    "--output",
+    "-o",
+    "output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="File to write: .csv or .jsonl (or Label Studio JSON with --format label-studio).",
+)
+@click.option(
+    "--format",
+    "kind",
+    type=click.Choice(["csv", "jsonl", "label-studio"]),
+    help="Output format (default: from the file name); label-studio: Label Studio's import "
+    "JSON with the model's label as a prediction.",
+)
+@_reports_errors
+def review(
+    outdir: str, gold: str | None, against: str | None, limit: int, output: str, kind: str | None
+) -> None:
+    """Pick the rows most worth a human look (wrong against gold, different from another run,
+    split samples, invalid answers), with why and the input's columns."""
+    from . import api
+
+    done = api.review(outdir, output, gold=gold, against=against, limit=limit, format=kind)
+    found = ", ".join(f"{kind} {count}" for kind, count in sorted(done.reasons.items()))
+    click.echo(
+        f"wrote {done.rows} of {done.candidates} rows worth a look to {output}"
+        + (f" ({found})" if found else "")
+    )
+
+
+@cli.command()
+@click.argument("outdir", callback=_outdir)
 @_reports_errors
 def cancel(outdir: str) -> None:
     """Cancel OUTDIR's open batches (batch mode); the next run collects what they finished."""
