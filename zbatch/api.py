@@ -39,7 +39,7 @@ from .writers import Exported, export_outcomes
 if TYPE_CHECKING:
     import httpx
 
-    from .review import Reviewed
+    from .review_rows import Reviewed
 
 
 P = ParamSpec("P")
@@ -264,7 +264,7 @@ def review(
     """Write the ``limit`` rows of an OUTDIR most worth a human look (wrong against the
     ``gold`` column, different in the OUTDIR ``against``, split samples, invalid answers) with
     why each was picked and the input's columns: .csv, .jsonl, or ``format="label-studio"``."""
-    from .review import review as pick_rows
+    from .review_rows import review as pick_rows
 
     other = None if against is None else OutputDir(str(against))
     return pick_rows(
@@ -279,3 +279,10 @@ def compact(outdir: str | os.PathLike[str]) -> list[Compacted]:
     target = OutputDir(str(outdir))
     target.read_job()  # a folder that is not an OUTDIR is refused, and left as it was
     return [Compacted(*row) for row in target.compact()]
+
+
+# zbatch/report.py (the status figures) is a submodule of the same name: importing it made
+# `zbatch.report` that module. The public name is this function (until that module moves to
+# results/status.py, when this line can go).
+_package = __import__("sys").modules[__package__]
+_package.report = report

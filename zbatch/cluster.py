@@ -148,7 +148,9 @@ async def arun_on_cluster(
                 ),
             )
             also = {"cluster": {"tasks": len(tasks), "threads": threads}}
-            return finish(outdir, runlog, view.stats(stopped), stopped, notice, summary=also)
+            return finish(
+                outdir, runlog, view.stats(stopped), stopped, notice, summary=also, report=job.report
+            )
 
 
 def _require_distributed() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import JobError
-from .quality import Report, Scores
+from .quality import Report, Scores, build_report
 from .store import OutputDir, open_storage
 
 REPORT_FILE = "report.html"
@@ -60,8 +60,6 @@ def write_run_report(outdir: OutputDir, log: logging.Logger) -> None:
     if script is None:
         return
     try:
-        from .quality import build_report
-
         page = render(build_report(outdir), script.read_text(encoding="utf-8"))
         outdir.storage.write_file(REPORT_FILE, _writer(page))
     except Exception as exc:  # the run's outcome stands whatever the report meets

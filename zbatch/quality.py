@@ -333,11 +333,14 @@ def _label_quality(
 
 def _compare(this: pa.Table, other: pa.Table, name: str, location: str) -> Comparison:
     mine = this.select(["id", name]).rename_columns(["id", "this"])
+    mine = mine.append_column("row", pa.array(range(mine.num_rows), pa.int64()))
     theirs = other.select(["id", name]).rename_columns(["id", "other"])
     joined = mine.join(theirs, "id", join_type="inner", use_threads=False)
     joined = joined.filter(pc.and_(pc.is_valid(joined["this"]), pc.is_valid(joined["other"])))
     differ = joined.filter(pc.not_equal(joined["this"], joined["other"]))
-    examples = differ.slice(0, EXAMPLES).to_pylist()
+    # The examples in this run's commit order (a join's order is its own).
+    first = differ.take(pc.sort_indices(differ["row"])).slice(0, EXAMPLES)
+    examples = first.select(["id", "this", "other"]).to_pylist()
     return Comparison(
         name, location, Scores.of(_pairs(joined, "this", "other")), differ.num_rows, examples
     )

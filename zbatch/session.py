@@ -247,7 +247,16 @@ async def execute(
             if shard is not None and stopped is None:
                 stats.total = stats.input_rows
             also = ({} if shard is None else {"shard": str(shard)}) if write_summary else None
-            return finish(outdir, log, stats, stopped, session.notice, summary=also, where=where)
+            return finish(
+                outdir,
+                log,
+                stats,
+                stopped,
+                session.notice,
+                summary=also,
+                where=where,
+                report=job.report and shard is None and write_summary,
+            )
 
 
 def finish(
@@ -259,13 +268,19 @@ def finish(
     *,
     summary: Mapping[str, Any] | None,
     where: str = "",
+    report: bool = False,
 ) -> RunResult:
     """The end of a run (or a shard's, or a cluster's): its result and exit code in the
-    figures, summary.json with ``summary`` added (None: no summary.json), the last log line."""
+    figures, summary.json with ``summary`` added (None: no summary.json), OUTDIR/report.html
+    with ``report`` (never failing the run), the last log line."""
     result = RunResult(stats, stopped, notice)
     stats.exit_code = result.exit_code
     if summary is not None:
         outdir.write_summary({**stats.to_json(), **summary})
+    if report:
+        from .htmlreport import write_run_report
+
+        write_run_report(outdir, log)
     log_end(log, stats, result.exit_code, where)
     return result
 
