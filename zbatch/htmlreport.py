@@ -197,7 +197,7 @@ CHARTS = """
   }
   function heatmap(id, scores, truth, predicted) {
     plot(id, [{type: "heatmap", z: scores.confusion, x: scores.labels, y: scores.labels,
-               colorscale: "Blues", texttemplate: "%{z}", hovertemplate:
+               colorscale: "Blues", reversescale: true, texttemplate: "%{z}", hovertemplate:
                truth + " %{y}, " + predicted + " %{x}: %{z} rows<extra></extra>"}],
          {xaxis: {title: {text: predicted}, type: "category"},
           yaxis: {title: {text: truth}, type: "category", autorange: "reversed"}});
@@ -222,11 +222,12 @@ CHARTS = """
   });
   plot("throughput", [
     {type: "bar", name: "answers per " + report.bucket_seconds + " s", x: times,
-     y: report.throughput.map(function (b) { return b.rows; })},
+     y: report.throughput.map(function (b) { return b.rows; }),
+     width: report.bucket_seconds * 900, offset: 0},
     {type: "scatter", mode: "lines+markers", name: "spend so far (USD)", x: times,
      y: cumulative, yaxis: "y2"}
-  ], {yaxis: {title: {text: "answers"}},
-      yaxis2: {title: {text: "USD"}, overlaying: "y", side: "right"},
+  ], {yaxis: {title: {text: "answers"}, rangemode: "tozero"},
+      yaxis2: {title: {text: "USD"}, overlaying: "y", side: "right", rangemode: "tozero"},
       legend: {orientation: "h"}});
   const edges = report.latency.edges;
   plot("latency", [{type: "bar", name: "answers",
