@@ -179,6 +179,7 @@ def _candidates(
                 "why": "; ".join(pick.why),
                 "score": round(pick.score, 3),
                 **{name: row.get(name) for name in fields},
+                "reviewed": None,  # for the reviewer's label (README "Label a dataset")
             }
             if golds:
                 pick.values["gold"] = golds[fields[0]].get(row["id"]) if fields else None
@@ -246,6 +247,7 @@ def _label_studio(fields: list[str]) -> Any:
         tasks = []
         for row in rows:
             data = {("zbatch_id" if k == "id" else k): v for k, v in row.items()}
+            del data["reviewed"]  # Label Studio keeps the reviewer's label itself
             result = [
                 {
                     "from_name": name,
