@@ -25,16 +25,41 @@ HERE = Path(__file__).resolve().parent
 CATEGORIES = ("billing", "shipping", "account", "bug", "other")
 
 SUBJECTS = {
-    "billing": ["Charged twice", "Wrong amount on my invoice", "Refund not received",
-                "Payment question", "Subscription charge"],
-    "shipping": ["Where is my order?", "Package not delivered", "Tracking not updating",
-                 "Parcel arrived damaged", "Delivery address"],
-    "account": ["Cannot log in", "Password reset", "Change my email",
-                "Account locked", "Delete my account"],
-    "bug": ["App crashes", "Error on checkout page", "Button does nothing",
-            "Page stays blank", "App freezes"],
-    "other": ["Question about your stores", "Feedback", "Opening hours",
-              "Partnership enquiry", "Gift wrapping"],
+    "billing": [
+        "Charged twice",
+        "Wrong amount on my invoice",
+        "Refund not received",
+        "Payment question",
+        "Subscription charge",
+    ],
+    "shipping": [
+        "Where is my order?",
+        "Package not delivered",
+        "Tracking not updating",
+        "Parcel arrived damaged",
+        "Delivery address",
+    ],
+    "account": [
+        "Cannot log in",
+        "Password reset",
+        "Change my email",
+        "Account locked",
+        "Delete my account",
+    ],
+    "bug": [
+        "App crashes",
+        "Error on checkout page",
+        "Button does nothing",
+        "Page stays blank",
+        "App freezes",
+    ],
+    "other": [
+        "Question about your stores",
+        "Feedback",
+        "Opening hours",
+        "Partnership enquiry",
+        "Gift wrapping",
+    ],
 }
 PROBLEMS = {
     "billing": [
@@ -74,21 +99,44 @@ PROBLEMS = {
     ],
 }
 ASKS = {
-    "billing": ["Please refund the extra charge.", "Please correct the invoice.",
-                "I would like my money back.", "Please check my payment."],
-    "shipping": ["Please tell me when it will be delivered.", "Please send a new package.",
-                 "Can you find out where my parcel is?", "Please ship it again."],
-    "account": ["Please unlock my account.", "Please help me log in.",
-                "Please reset my password for me.", "Please update my account."],
-    "bug": ["Please fix this.", "Can your developers look into the error?",
-            "Is this a known bug?", "Please fix the app."],
-    "other": ["Thanks!", "Just let me know.", "Looking forward to your answer.",
-              "Thank you in advance."],
+    "billing": [
+        "Please refund the extra charge.",
+        "Please correct the invoice.",
+        "I would like my money back.",
+        "Please check my payment.",
+    ],
+    "shipping": [
+        "Please tell me when it will be delivered.",
+        "Please send a new package.",
+        "Can you find out where my parcel is?",
+        "Please ship it again.",
+    ],
+    "account": [
+        "Please unlock my account.",
+        "Please help me log in.",
+        "Please reset my password for me.",
+        "Please update my account.",
+    ],
+    "bug": [
+        "Please fix this.",
+        "Can your developers look into the error?",
+        "Is this a known bug?",
+        "Please fix the app.",
+    ],
+    "other": [
+        "Thanks!",
+        "Just let me know.",
+        "Looking forward to your answer.",
+        "Thank you in advance.",
+    ],
 }
 # The same problem, told in another category's words: gold is the first category.
 CROSSED = [
-    ("bug", "My invoice page shows every charge twice, but my card was only charged once; "
-            "it looks like a display error."),
+    (
+        "bug",
+        "My invoice page shows every charge twice, but my card was only charged once; "
+        "it looks like a display error.",
+    ),
     ("account", "The payment page says my card is fine but I cannot log in to see my order."),
     ("shipping", "The app says my order is delivered, but the courier still has the package."),
     ("billing", "I was charged for shipping although delivery was supposed to be free."),
@@ -119,8 +167,8 @@ def ticket(rng: random.Random, number: int) -> dict[str, object]:
             subject = rng.choice(SUBJECTS[rng.choice(CATEGORIES)])
         else:  # a problem of one category, a request of another: the request decides
             told, gold = rng.sample(CATEGORIES[:4], 2)
-            text = f"{fill(rng, rng.choice(PROBLEMS[told]))} {fill(rng, rng.choice(PROBLEMS[gold]))}"
-            text += f" {rng.choice(ASKS[gold])}"
+            problems = [fill(rng, rng.choice(PROBLEMS[name])) for name in (told, gold)]
+            text = f"{problems[0]} {problems[1]} {rng.choice(ASKS[gold])}"
             subject = rng.choice(SUBJECTS[told])
         ambiguous = True
     else:

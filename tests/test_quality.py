@@ -206,7 +206,8 @@ def test_report_reads_cache_and_samples_columns_when_present(tmp_path: Path) -> 
     """An OUTDIR whose results hold `cached`, `votes` and `agreement` (response cache and
     samples = K) and whose summary says what the cache saved: the report counts cached rows,
     leaves their tokens out of the spend over time, and sums up the samples' agreement."""
-    source = write_jsonl(tmp_path / "in.jsonl", [{"id": f"r{i}", "prompt": f"p{i}"} for i in range(4)])
+    rows = [{"id": f"r{i}", "prompt": f"p{i}"} for i in range(4)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
     outdir = tmp_path / "out"
     job = zbatch.Job(input_path=str(source), output_dir=str(outdir), choices=("yes", "no"))
     zbatch.run(job, transport=_yes_transport())

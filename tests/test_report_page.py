@@ -5,6 +5,7 @@ for anything (it is one self-contained file)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -98,7 +99,7 @@ def test_the_page_draws_every_chart_from_the_report_figures(page_and_figures) ->
         (latency,) = data["latency"]
         assert latency["y"] == figures["latency"]["counts"]
         edges = figures["latency"]["edges"]
-        centres = [(a + b) / 2 for a, b in zip(edges, edges[1:], strict=False)]
+        centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
         assert latency["x"] == pytest.approx(centres)
         # Drawn, not only handed over: one SVG bar per label, per bucket, per histogram bin,
         # and a heatmap image with one text mark per cell.

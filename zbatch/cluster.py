@@ -148,9 +148,8 @@ async def arun_on_cluster(
                 ),
             )
             also = {"cluster": {"tasks": len(tasks), "threads": threads}}
-            return finish(
-                outdir, runlog, view.stats(stopped), stopped, notice, summary=also, report=job.report
-            )
+            stats = view.stats(stopped)
+            return finish(outdir, runlog, stats, stopped, notice, summary=also, report=job.report)
 
 
 def _require_distributed() -> None:

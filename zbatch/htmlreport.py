@@ -48,9 +48,7 @@ def write_html(report: Report, target: str) -> None:
         raise JobError(MISSING)
     folder, _, name = target.rstrip("/").rpartition("/")
     page = render(report, script.read_text(encoding="utf-8"))
-    open_storage(folder if "/" in target else ".").write_file(
-        name, _writer(page), outdir=False
-    )
+    open_storage(folder if "/" in target else ".").write_file(name, _writer(page), outdir=False)
 
 
 def write_run_report(outdir: OutputDir, log: logging.Logger) -> None:

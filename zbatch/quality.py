@@ -247,9 +247,13 @@ def label_fields(settings: Mapping[str, Any], schema: pa.Schema) -> dict[str, tu
             spec = None
     properties = spec.get("properties") if isinstance(spec, dict) else None
     for name, prop in (properties or {}).items():
-        if isinstance(prop, dict) and isinstance(prop.get("enum"), list) and name in schema.names:
-            if pa.types.is_string(schema.field(name).type):
-                fields[name] = tuple(str(value) for value in prop["enum"])
+        enum = prop.get("enum") if isinstance(prop, dict) else None
+        if (
+            isinstance(enum, list)
+            and name in schema.names
+            and pa.types.is_string(schema.field(name).type)
+        ):
+            fields[name] = tuple(str(value) for value in enum)
     return fields
 
 
@@ -297,7 +301,8 @@ def _read(parts: Parts, columns: Iterable[str]) -> pa.Table:
 def _pairs(table: pa.Table, truth: str, predicted: str) -> Counter[tuple[str, str]]:
     both = table.filter(pc.and_(pc.is_valid(table[truth]), pc.is_valid(table[predicted])))
     counted = both.group_by([truth, predicted], use_threads=False).aggregate([([], "count_all")])
-    rows = zip(*(counted.column(name).to_pylist() for name in (truth, predicted, "count_all")))
+    columns = (counted.column(name).to_pylist() for name in (truth, predicted, "count_all"))
+    rows = zip(*columns, strict=True)
     return Counter({(t, p): n for t, p, n in rows})
 
 

@@ -265,4 +265,3 @@ def _label_studio(fields: list[str]) -> Any:
         handle.write(json.dumps(tasks, ensure_ascii=False, indent=1, default=str).encode())
 
     return write
-
