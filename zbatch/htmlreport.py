@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from .errors import JobError
 from .quality import Report, Scores, build_report
+from .reporttext import figure_rows
 from .store import OutputDir, open_storage
 
 REPORT_FILE = "report.html"
@@ -124,7 +125,7 @@ def _e(text: object) -> str:
 def _overview(report: Report) -> str:
     status = report.status
     cost = "unknown" if status.cost_usd is None else f"${status.cost_usd:.4f}"
-    rows = [
+    rows: list[tuple[str, object]] = [
         ("done", status.done),
         ("failed", status.failed),
         ("pending", "unknown" if status.pending is None else status.pending),
@@ -133,22 +134,7 @@ def _overview(report: Report) -> str:
     ]
     if status.errors:
         rows.append(("errors", ", ".join(f"{k} {v}" for k, v in sorted(status.errors.items()))))
-    latency = report.latency
-    if latency.rows:
-        rows.append(
-            ("latency ms", ", ".join(f"{k} {v:.0f}" for k, v in latency.percentiles.items()))
-        )
-    if report.cache is not None:
-        saved = report.cache.saved_usd
-        rows.append(
-            (
-                "from the cache",
-                f"{report.cache.rows} answers"
-                + ("" if saved is None else f", last run saved ${saved:.4f}"),
-            )
-        )
-    if report.samples is not None and report.samples.mean_agreement is not None:
-        rows.append(("samples agreement", f"mean {report.samples.mean_agreement:.1%}"))
+    rows.extend(figure_rows(report))
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     return f'<table class="overview">{body}</table>'
 

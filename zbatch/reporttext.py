@@ -9,6 +9,16 @@ from .quality import Comparison, LabelQuality, Report, Scores
 def format_report(report: Report) -> str:
     """The status table, then latency, throughput, cache, samples and each label's quality."""
     parts = [format_status(report.status)]
+    rows = figure_rows(report)
+    if rows:
+        parts.append(table(rows))
+    parts.extend(_label(quality) for quality in report.labels)
+    parts.extend(_comparison(comparison) for comparison in report.against)
+    return "\n\n".join(parts)
+
+
+def figure_rows(report: Report) -> list[tuple[str, object]]:
+    """Latency, throughput, cache and samples figures as (name, value) rows."""
     latency = report.latency
     rows: list[tuple[str, object]] = []
     if latency.rows:
@@ -40,11 +50,7 @@ def format_report(report: Report) -> str:
                 f"mean {samples.mean_agreement:.1%}, {samples.split} of {samples.rows} rows split",
             )
         )
-    if rows:
-        parts.append(table(rows))
-    parts.extend(_label(quality) for quality in report.labels)
-    parts.extend(_comparison(comparison) for comparison in report.against)
-    return "\n\n".join(parts)
+    return rows
 
 
 def _label(quality: LabelQuality) -> str:
