@@ -7,8 +7,9 @@ The OUTDIR is bench/startup.py's (a real run's job.json and part schema, then pa
 50,000 rows written with pyarrow: 98 % answered with a label, 1 % failed, 1 % pending). The
 input gets a `gold` column that agrees with the stored label on ~80 % of the rows, and a copy
 of the OUTDIR with a tenth of its labels changed serves as the other run for --against.
-Each command is the installed console script as a subprocess (``common.run_child``: CPU from
-``os.wait4``, peak RSS); after one unmeasured warm-up, the median of ``--reps`` runs.
+Each command is the installed console script as a subprocess, measured as bench/startup.py
+measures (``common.run_child``: CPU from ``os.wait4``, peak RSS); after one unmeasured
+warm-up, the median of ``--reps`` runs.
 ``zbatch status`` on the same OUTDIR is the baseline: what reading the OUTDIR costs anyway.
 """
 
@@ -18,19 +19,8 @@ import os
 import shutil
 from pathlib import Path
 
-from common import (
-    ZBATCH,
-    arg_parser,
-    bench_env,
-    load_average,
-    median,
-    run_child,
-    say,
-    table,
-    tree_state,
-    work_dir,
-)
-from startup import CHOICES, build_outdir
+from common import ZBATCH, arg_parser, load_average, say, table, tree_state, work_dir
+from startup import CHOICES, build_outdir, measure
 
 
 def add_gold(source: Path) -> None:
@@ -61,20 +51,6 @@ def changed_copy(outdir: Path, other: Path) -> None:
         pq.write_table(table.set_column(at, "label", changed), part)
 
 
-def measure(cmd: list[str], reps: int, workdir: Path) -> dict[str, float]:
-    runs = []
-    for attempt in range(reps + 1):
-        run = run_child(cmd, env=bench_env(), timeout=1200, workdir=workdir)
-        run.check(" ".join(cmd))
-        if attempt:
-            runs.append(run)
-    return {
-        "cpu": median([r.cpu_seconds for r in runs]),
-        "wall": median([r.seconds for r in runs]),
-        "rss": median([r.peak_rss_mb for r in runs]),
-    }
-
-
 def main() -> None:
     parser = arg_parser(__doc__)
     parser.add_argument("--reps", type=int, default=3, help="measured runs of each command")
@@ -89,28 +65,31 @@ def main() -> None:
         changed_copy(outdir, other)
         page = work / "page.html"
         out, review = str(outdir), str(work / "review.csv")
+        gold = ["--gold", "gold"]
+        against = ["--against", str(other)]
         commands = [
             ("zbatch status", [ZBATCH, "status", out]),
             ("zbatch report", [ZBATCH, "report", out]),
-            ("zbatch report --gold", [ZBATCH, "report", out, "--gold", "gold"]),
-            ("zbatch report --gold --against", [ZBATCH, "report", out, "--gold", "gold",
-                                                "--against", str(other)]),  # fmt: skip
-            ("zbatch report --gold -o page.html", [ZBATCH, "report", out, "--gold", "gold",
-                                                   "-o", str(page)]),  # fmt: skip
-            ("zbatch review --gold --against -n 100", [ZBATCH, "review", out, "--gold", "gold",
-                                                       "--against", str(other), "-o", review]),  # fmt: skip
+            ("zbatch report --gold", [ZBATCH, "report", out, *gold]),
+            ("zbatch report --gold --against", [ZBATCH, "report", out, *gold, *against]),
+            ("zbatch report --gold -o page.html", [ZBATCH, "report", out, *gold, "-o", str(page)]),
+            (
+                "zbatch review --gold --against -n 100",
+                [ZBATCH, "review", out, *gold, *against, "-o", review],
+            ),
         ]
         rows = []
         for label, cmd in commands:
             say(f"{label} x {args.reps} ...")
-            got = measure(cmd, args.reps, work)
-            rows.append([label, f"{got['cpu']:.2f}", f"{got['wall']:.2f}", f"{got['rss']:.0f}"])
+            got = measure(cmd, args.reps, timeout=1200)
+            cpu, wall, rss = got["cpu"], got["wall"], got["rss"]
+            rows.append([label, f"{cpu:.2f}", got["range"], f"{wall:.2f}", f"{rss:.0f}"])
         size = page.stat().st_size / 1e6
     print(
         f"{os.cpu_count()} cores; {tree_state()}; {args.rows:,} input rows; "
         f"load average {load_average():.2f}; median of {args.reps} runs; page {size:.1f} MB"
     )
-    print(table(["command", "CPU s", "wall s", "peak RSS MB"], rows))
+    print(table(["command", "CPU s", "CPU range", "wall s", "peak RSS MB"], rows))
 
 
 if __name__ == "__main__":
