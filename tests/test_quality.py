@@ -28,10 +28,6 @@ from zai_server import ZaiServer
 
 import zbatch
 
-# zbatch_report() as the API exports it: the module zbatch/report.py (status figures) shadows
-# the package attribute once imported, until it moves to zbatch/results/status.py.
-from zbatch.api import report as zbatch_report
-
 CHOICES = ["cat", "dog", "bird", "fish"]
 
 
@@ -184,7 +180,7 @@ def test_report_against_another_run_equals_scikit_learn(server: ZaiServer, tmp_p
     rows_b, predicted_b = labelled_rows(12, 200)
     a = run_job(server, tmp_path, "a", rows_a)
     b = run_job(server, tmp_path, "b", rows_b)
-    report = zbatch_report(a, against=b)
+    report = zbatch.report(a, against=b)
     (comparison,) = report.against
     both = sorted(set(predicted_a) & set(predicted_b))
     expected = sklearn_figures([predicted_a[i] for i in both], [predicted_b[i] for i in both])
@@ -223,7 +219,7 @@ def test_report_reads_cache_and_samples_columns_when_present(tmp_path: Path) -> 
     (outdir / "summary.json").write_text(
         json.dumps({**summary, "cache": {"hits": 2, "saved_usd": 0.25}})
     )
-    report = zbatch_report(outdir)
+    report = zbatch.report(outdir)
     assert report.cache is not None
     assert (report.cache.rows, report.cache.hits, report.cache.saved_usd) == (2, 2, 0.25)
     assert report.samples is not None

@@ -85,6 +85,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "Report":  # with the report, not with the API (zbatch.quality)
+        return importlib.import_module(".quality", __name__).Report
     if name in __all__:  # the API's names, imported on first use
         return getattr(importlib.import_module(".api", __name__), name)
     raise AttributeError(f"module 'zbatch' has no attribute {name!r}")

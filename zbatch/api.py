@@ -27,7 +27,6 @@ from .dryrun import Plan, plan_job
 from .errors import JobError
 from .job import Job
 from .progress import Progress
-from .quality import Report, build_report
 from .report import FailureGroup, Status, failure_groups, read_status
 from .results import final_outcomes
 from .session import RunResult, execute
@@ -39,6 +38,7 @@ from .writers import Exported, export_outcomes
 if TYPE_CHECKING:
     import httpx
 
+    from .quality import Report
     from .review_rows import Reviewed
 
 
@@ -243,6 +243,8 @@ def report(
     column, distribution and scores against the input's ``gold`` column (default: the job's
     labels.gold_column) and against the OUTDIR ``against``. ``html`` also writes the report as
     one self-contained page with charts (needs ``zbatch[report]``)."""
+    from .quality import build_report  # here: `status` and a run's start need none of it
+
     other = None if against is None else OutputDir(str(against))
     figures = build_report(OutputDir(str(outdir)), gold=gold, against=other)
     if html is not None:

@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,9 +27,11 @@ from . import prompt
 from .errors import JobError
 from .pipeline import gold_label
 from .pricing import cost
-from .report import Status, read_status, settings_price
 from .source import open_input
 from .store import RESULTS, OutputDir, Parts
+
+if TYPE_CHECKING:
+    from .report import Status
 
 PERCENTILES = (0.5, 0.9, 0.95, 0.99)
 HISTOGRAM_BINS = 20
@@ -197,6 +199,10 @@ def build_report(
 ) -> Report:
     """The report of ``outdir``; ``gold`` names an input column of reference labels (default:
     the job's labels.gold_column); ``against`` another OUTDIR of the same rows."""
+    # Imported here: the module zbatch/report.py shadows the public zbatch.report() once
+    # imported, and `import zbatch.quality` (for zbatch.Report) must not do that.
+    from .report import read_status
+
     settings = outdir.read_job()["settings"]
     if against is not None:
         against.read_job()  # a folder that is not an OUTDIR is refused, naming it
@@ -409,6 +415,8 @@ def _throughput(answers: pa.Table, settings: Mapping[str, Any]) -> tuple[int, li
     sums = table.group_by("bucket", use_threads=False).aggregate(
         [([], "count_all"), ("prompt", "sum"), ("cached", "sum"), ("completion", "sum")]
     )
+    from .report import settings_price
+
     price = settings_price(settings)
     by_bucket = {row["bucket"]: row for row in sums.to_pylist()}
     buckets = []
