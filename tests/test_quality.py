@@ -277,3 +277,38 @@ def test_reports_never_hold_the_api_key(server: ZaiServer, tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     for text in (proc.stdout, (outdir / "report.html").read_text(), review.read_text()):
         assert TEST_KEY not in text
+
+
+def test_enum_fields_of_a_schema_are_label_columns_too(tmp_path: Path) -> None:
+    """With an [output] schema whose top-level properties have an enum, each such column is
+    a label column: its distribution is reported, and a gold column named like it scores it
+    (equal to scikit-learn's), not `label`."""
+    rows = [
+        {"id": f"r{i}", "prompt": f"p{i}", "tone": ["calm", "angry", "sad"][i % 3]}
+        for i in range(12)
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    outdir = tmp_path / "out"
+    job = zbatch.Job(input_path=str(source), output_dir=str(outdir), choices=("yes", "no"))
+    zbatch.run(job, transport=_yes_transport())
+    part = next((outdir / "results").glob("part-*.parquet"))
+    table = pq.read_table(part)
+    answers = {r: ["calm", "angry", "sad"][(int(r[1:]) * 2) % 3] for r in table["id"].to_pylist()}
+    table = table.append_column("tone", pa.array([answers[r] for r in table["id"].to_pylist()]))
+    pq.write_table(table, part)
+    job_json = json.loads((outdir / "job.json").read_text())
+    job_json["settings"]["schema"] = {
+        "type": "object",
+        "properties": {"tone": {"enum": ["calm", "angry", "sad"]}, "note": {"type": "string"}},
+    }
+    (outdir / "job.json").write_text(json.dumps(job_json))
+    report = zbatch.report(outdir, gold="tone")
+    by_field = {quality.field: quality for quality in report.labels}
+    assert set(by_field) == {"label", "tone"}
+    assert by_field["label"].scores is None  # the gold column is tone's
+    scores = by_field["tone"].scores
+    assert scores is not None
+    truth = [r["tone"] for r in rows]
+    predicted = [answers[r["id"]] for r in rows]
+    figures = report.to_dict()["labels"][1]["scores"]
+    assert_scores_equal(figures, sklearn_figures(truth, predicted))

@@ -216,8 +216,10 @@ def build_report(
     gold_table = None
     if gold is not None:
         gold_table = read_gold(settings, gold)
+    scored = gold_field(fields, gold)
     for name, choices in fields.items():
-        quality.append(_label_quality(labels, name, choices, gold, gold_table))
+        reference = gold_table if name == scored else None
+        quality.append(_label_quality(labels, name, choices, gold, reference))
     comparisons = []
     if against is not None:
         other = against.parts(RESULTS)
@@ -261,6 +263,16 @@ def label_fields(settings: Mapping[str, Any], schema: pa.Schema) -> dict[str, tu
         ):
             fields[name] = tuple(str(value) for value in enum)
     return fields
+
+
+def gold_field(fields: Mapping[str, tuple[str, ...]], gold: str | None) -> str | None:
+    """The label column a gold column scores: the enum field of its name, else ``label``,
+    else the first enum field."""
+    if gold is None or not fields:
+        return None
+    if gold in fields:
+        return gold
+    return "label" if "label" in fields else next(iter(fields))
 
 
 def read_gold(settings: Mapping[str, Any], column: str) -> pa.Table:

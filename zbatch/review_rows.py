@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from . import prompt
 from .errors import JobError
-from .quality import label_fields, normalised, read_gold
+from .quality import gold_field, label_fields, normalised, read_gold
 from .results import final_outcomes
 from .source import open_input
 from .store import RESULTS, OutputDir, open_storage
@@ -71,16 +71,11 @@ def review(
     fields = label_fields(settings, outdir.parts(RESULTS).schema)
     gold = gold or settings.get("gold_column")
     golds = {}
-    if gold is not None:
+    scored = gold_field(fields, gold)
+    if gold is not None and scored is not None:
         table = read_gold(settings, gold)
-        for name, choices in fields.items():
-            golds[name] = dict(
-                zip(
-                    table.column("id").to_pylist(),
-                    normalised(table.column("gold"), choices).to_pylist(),
-                    strict=True,
-                )
-            )
+        values = normalised(table.column("gold"), fields[scored]).to_pylist()
+        golds[scored] = dict(zip(table.column("id").to_pylist(), values, strict=True))
     others = _other_labels(against, list(fields)) if against is not None else {}
     reasons: dict[str, int] = {}
     picks = []
@@ -182,7 +177,7 @@ def _candidates(
                 "reviewed": None,  # for the reviewer's label (README "Label a dataset")
             }
             if golds:
-                pick.values["gold"] = golds[fields[0]].get(row["id"]) if fields else None
+                pick.values["gold"] = next(iter(golds.values())).get(row["id"])
             if others:
                 pick.values["other"] = next(
                     (others[n].get(row["id"]) for n in fields if n in others), None
