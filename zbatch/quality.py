@@ -209,9 +209,9 @@ def build_report(
     status = read_status(outdir)
     results = outdir.parts(RESULTS)
     fields = label_fields(settings, results.schema)
-    answers = _read(results, ["id", "latency_ms", "completed_at", *SPEND_COLUMNS])
+    answers = read_columns(results, ["id", "latency_ms", "completed_at", *SPEND_COLUMNS])
     gold = gold or settings.get("gold_column")
-    labels = _read(results, ["id", *fields])
+    labels = read_columns(results, ["id", *fields])
     quality = []
     gold_table = None
     if gold is not None:
@@ -224,7 +224,7 @@ def build_report(
     if against is not None:
         other = against.parts(RESULTS)
         other_fields = [name for name in fields if name in other.schema.names]
-        other_labels = _read(other, ["id", *other_fields])
+        other_labels = read_columns(other, ["id", *other_fields])
         for name in other_fields:
             comparisons.append(_compare(labels, other_labels, name, against.location))
     bucket, buckets = _throughput(answers, settings)
@@ -308,7 +308,8 @@ def normalised(values: pa.Array | pa.ChunkedArray, choices: Sequence[str]) -> pa
     return mapped.take(pc.index_in(values, value_set=unique))
 
 
-def _read(parts: Parts, columns: Iterable[str]) -> pa.Table:
+def read_columns(parts: Parts, columns: Iterable[str]) -> pa.Table:
+    """The ``columns`` of committed parts that they have, as one table."""
     names = [name for name in dict.fromkeys(columns) if name in parts.schema.names]
     schema = pa.schema([parts.schema.field(name) for name in names])
     if not parts.names:
@@ -454,7 +455,7 @@ def _cache(results: Parts, summary: Mapping[str, Any]) -> Cache | None:
         return None  # an OUTDIR from before the response cache
     rows = 0
     if "cached" in results.schema.names:
-        rows = pc.sum(_read(results, ["cached"]).column("cached")).as_py() or 0
+        rows = pc.sum(read_columns(results, ["cached"]).column("cached")).as_py() or 0
     return Cache(
         rows=rows,
         hits=None if cached is None else cached.get("hits"),
@@ -465,7 +466,7 @@ def _cache(results: Parts, summary: Mapping[str, Any]) -> Cache | None:
 def _samples(results: Parts) -> Samples | None:
     if "agreement" not in results.schema.names:
         return None
-    column = pc.drop_null(_read(results, ["agreement"]).column("agreement"))
+    column = pc.drop_null(read_columns(results, ["agreement"]).column("agreement"))
     unanimous = pc.sum(pc.greater_equal(column, 1.0)).as_py() or 0
     return Samples(
         rows=len(column),
