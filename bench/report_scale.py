@@ -6,7 +6,7 @@
 The OUTDIR is bench/startup.py's (a real run's job.json and part schema, then parts of
 50,000 rows written with pyarrow: 98 % answered with a label, 1 % failed, 1 % pending). The
 input gets a `gold` column that agrees with the stored label on ~80 % of the rows, and a copy
-of the OUTDIR with a tenth of its labels changed serves as the other run for --against.
+of the OUTDIR with every 16th label changed serves as the other run for --against.
 Each command is the installed console script as a subprocess, measured as bench/startup.py
 measures (``common.run_child``: CPU from ``os.wait4``, peak RSS); after one unmeasured
 warm-up, the median of ``--reps`` runs.
@@ -35,7 +35,7 @@ def add_gold(source: Path) -> None:
 
 
 def changed_copy(outdir: Path, other: Path) -> None:
-    """A copy of ``outdir`` whose labels differ on every tenth row."""
+    """A copy of ``outdir`` whose label is "neutral" on every 16th row of each part."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
