@@ -49,8 +49,9 @@ def page_and_figures(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
 def open_page(path: Path) -> tuple[Any, list[str], list[str]]:
     """The page loaded in Chromium with every chart drawn; (page, console errors, requests
     for anything but the file itself)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    playwright = sync_api.sync_playwright().start()
+    from playwright.sync_api import sync_playwright  # the test extra installs it
+
+    playwright = sync_playwright().start()
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
     page = browser.new_page()
     errors: list[str] = []
