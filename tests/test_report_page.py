@@ -149,3 +149,31 @@ def test_a_run_writes_its_page_and_no_report_turns_it_off(tmp_path: Path) -> Non
     proc = run_zbatch(*args, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "out/triage_v2.simulated/report.html").exists()
+
+
+def test_a_run_whose_every_row_failed_gets_a_page_without_errors(tmp_path: Path) -> None:
+    """No result part at all (every row a non-retryable error): the report counts the gold
+    rows as unanswered, and the run's page draws its empty charts with no console error."""
+    import httpx
+
+    import zbatch
+
+    rows = [{"id": f"a{i}", "prompt": f"p{i}", "g": "yes"} for i in range(3)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    job = zbatch.Job(
+        input_path=str(source), output_dir=str(tmp_path / "out"), choices=("yes", "no")
+    )
+    refuse = httpx.MockTransport(
+        lambda request: httpx.Response(400, json={"error": {"code": "1210", "message": "no"}})
+    )
+    assert zbatch.run(job, transport=refuse).exit_code == 1
+    report = zbatch.report(job.output_dir, gold="g")
+    (label,) = report.labels
+    assert (label.gold_rows, label.unanswered, label.distribution) == (3, 3, {})
+    assert report.status.errors == {"bad_request": 3}
+    page, errors, requests = open_page(tmp_path / "out" / "report.html")
+    try:
+        assert (errors, requests) == ([], [])
+    finally:
+        page._zbatch_close()

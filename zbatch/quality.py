@@ -27,6 +27,7 @@ from . import prompt
 from .errors import JobError
 from .pipeline import gold_label
 from .pricing import cost
+from .schema import RESULT_FIELDS
 from .source import open_input
 from .store import RESULTS, OutputDir, Parts
 
@@ -40,6 +41,8 @@ MAX_TIME_BUCKETS = 60
 # MAX_TIME_BUCKETS buckets.
 BUCKET_SECONDS = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 6 * 3600, 86400, 7 * 86400)
 SPEND_COLUMNS = ("attempts", "prompt_tokens", "cached_tokens", "completion_tokens", "cached")
+# The result columns every run writes (and label, with labels.choices), by type.
+ALWAYS = {field.name: field.type for field in RESULT_FIELDS} | {"label": pa.string()}
 EXAMPLES = 20  # differing rows listed in a comparison (review lists them all)
 
 
@@ -244,7 +247,7 @@ def label_fields(settings: Mapping[str, Any], schema: pa.Schema) -> dict[str, tu
     """The label columns the results hold, each with its allowed labels: ``label`` (with
     labels.choices), then each enum property of an ``[output] schema`` given inline."""
     fields: dict[str, tuple[str, ...]] = {}
-    if "label" in schema.names:
+    if "label" in schema.names or settings.get("choices"):
         fields["label"] = tuple(settings.get("choices") or ())
     spec = settings.get("schema")
     if isinstance(spec, str):  # a schema file: job.json may keep its path
@@ -309,12 +312,19 @@ def normalised(values: pa.Array | pa.ChunkedArray, choices: Sequence[str]) -> pa
 
 
 def read_columns(parts: Parts, columns: Iterable[str]) -> pa.Table:
-    """The ``columns`` of committed parts that they have, as one table."""
-    names = [name for name in dict.fromkeys(columns) if name in parts.schema.names]
-    schema = pa.schema([parts.schema.field(name) for name in names])
+    """The ``columns`` of committed parts, as one table: those the parts lack are left out,
+    but for the result columns every run writes (and ``label``), which are empty when no
+    part was committed yet (every row failed)."""
+    present = [name for name in dict.fromkeys(columns) if name in parts.schema.names]
+    schema = pa.schema([parts.schema.field(name) for name in present])
     if not parts.names:
-        return schema.empty_table()
-    return pa.Table.from_batches(list(parts.batches(names)), schema)
+        table = schema.empty_table()
+    else:
+        table = pa.Table.from_batches(list(parts.batches(present)), schema)
+    for name in columns:
+        if name not in table.column_names and name in ALWAYS:
+            table = table.append_column(pa.field(name, ALWAYS[name]), pa.nulls(0, ALWAYS[name]))
+    return table
 
 
 def _pairs(table: pa.Table, truth: str, predicted: str) -> Counter[tuple[str, str]]:
