@@ -202,13 +202,9 @@ def test_report_reads_cache_and_samples_columns_when_present(tmp_path: Path) -> 
     """An OUTDIR whose results hold `cached`, `votes` and `agreement` (response cache and
     samples = K) and whose summary says what the cache saved: the report counts cached rows,
     leaves their tokens out of the spend over time, and sums up the samples' agreement."""
-    rows = [{"id": f"r{i}", "prompt": f"p{i}"} for i in range(4)]
-    source = write_jsonl(tmp_path / "in.jsonl", rows)
-    outdir = tmp_path / "out"
-    job = zbatch.Job(input_path=str(source), output_dir=str(outdir), choices=("yes", "no"))
-    zbatch.run(job, transport=_yes_transport())
-    part = next((outdir / "results").glob("part-*.parquet"))
-    table = pq.read_table(part)
+    outdir, part, table = answered_yes(
+        tmp_path, [{"id": f"r{i}", "prompt": f"p{i}"} for i in range(4)]
+    )
     table = table.append_column("cached", pa.array([True, False, False, True]))
     table = table.append_column(
         "votes", pa.array([["yes"] * 3, ["yes", "yes", "no"], ["yes"] * 3, ["no", "yes", "yes"]])
@@ -228,6 +224,17 @@ def test_report_reads_cache_and_samples_columns_when_present(tmp_path: Path) -> 
     tokens = sum(bucket.tokens for bucket in report.throughput)
     paid = [r for r in table.to_pylist() if not r["cached"]]
     assert tokens == sum(r["prompt_tokens"] + r["completion_tokens"] for r in paid)
+
+
+def answered_yes(tmp_path: Path, rows: list[dict[str, object]]) -> tuple[Path, Path, pa.Table]:
+    """A run of ``rows`` whose every answer is "yes": its OUTDIR, its one result part, and
+    that part's table (for a test to add the columns of newer zbatch features to)."""
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    outdir = tmp_path / "out"
+    job = zbatch.Job(input_path=str(source), output_dir=str(outdir), choices=("yes", "no"))
+    zbatch.run(job, transport=_yes_transport())
+    part = next((outdir / "results").glob("part-*.parquet"))
+    return outdir, part, pq.read_table(part)
 
 
 def _yes_transport():
@@ -287,12 +294,7 @@ def test_enum_fields_of_a_schema_are_label_columns_too(tmp_path: Path) -> None:
         {"id": f"r{i}", "prompt": f"p{i}", "tone": ["calm", "angry", "sad"][i % 3]}
         for i in range(12)
     ]
-    source = write_jsonl(tmp_path / "in.jsonl", rows)
-    outdir = tmp_path / "out"
-    job = zbatch.Job(input_path=str(source), output_dir=str(outdir), choices=("yes", "no"))
-    zbatch.run(job, transport=_yes_transport())
-    part = next((outdir / "results").glob("part-*.parquet"))
-    table = pq.read_table(part)
+    outdir, part, table = answered_yes(tmp_path, rows)
     answers = {r: ["calm", "angry", "sad"][(int(r[1:]) * 2) % 3] for r in table["id"].to_pylist()}
     table = table.append_column("tone", pa.array([answers[r] for r in table["id"].to_pylist()]))
     pq.write_table(table, part)
