@@ -167,9 +167,9 @@ def _print_plan(job: Job, *, retry_failed: bool | frozenset[str]) -> None:
     click.echo(format_plan(api.plan(job, retry_failed=retry_failed)))
 
 
-def _outdir(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def _outdir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """An OUTDIR: a local folder that must exist, or an s3:// / gs:// URL (checked on use)."""
-    if is_remote(value):
+    if value is None or is_remote(value):
         return value
     return str(click.Path(file_okay=False, exists=True).convert(value, param, ctx))
 

@@ -127,7 +127,7 @@ async def arun_on_cluster(job: Job, cluster: str, options: RunOptions) -> RunRes
                 ),
             )
             also = {"cluster": {"tasks": len(tasks), "threads": threads}}
-            return finish(prepared, view.stats(stopped), stopped, summary=also)
+            return finish(prepared, view.stats(stopped), stopped, summary=also, report=job.report)
 
 
 def _require_distributed() -> None:

@@ -97,7 +97,9 @@ async def execute(job: Job, options: RunOptions) -> RunResult:
         if options.shard is not None and stopped is None:
             ctx.stats.total = ctx.stats.input_rows
         also: dict[str, Any] | None = {} if options.write_summary else None
-        return finish(prepared, ctx.stats, stopped, summary=also)
+        # The report page is the whole job's: a shard or a cluster's task leaves it to others.
+        report = job.report and options.shard is None and options.write_summary
+        return finish(prepared, ctx.stats, stopped, summary=also, report=report)
 
 
 # --- prepare ----------------------------------------------------------------------------------
@@ -314,15 +316,21 @@ def finish(
     stopped: ZbatchError | None,
     *,
     summary: Mapping[str, Any] | None,
+    report: bool = False,
 ) -> RunResult:
     """The end of a run (or a shard's, or a cluster's): its result and exit code in the
     figures, its manifest (summary.json, or the shard's) with ``summary`` added (None: no
-    manifest), the last log line."""
+    manifest), OUTDIR/report.html with ``report`` (never failing the run), the last log
+    line."""
     result = RunResult(stats, stopped, prepared.session.notice)
     stats.exit_code = result.exit_code
     if summary is not None:
         outdir, tag = prepared.outdir, prepared.info.tag
         manifest = record(prepared.info, {**stats.to_json(), **summary}, last_success(outdir, tag))
         write_manifest(outdir, manifest, tag)
+    if report:
+        from ..results.page import write_run_report  # plotly comes only with a report
+
+        write_run_report(prepared.outdir, prepared.log)
     log_end(prepared.log, stats, result.exit_code, prepared.where)
     return result
