@@ -78,6 +78,8 @@ async def arun(
     Raises JobError / LockedError / StoreError before anything is sent; a stop during the run
     is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
     _check_retry_failed(retry_failed)
+    if job.mode != "batch" and not wait:
+        raise JobError("wait=False (--no-wait) only goes with batch mode (run.mode = \"batch\")")
     if job.mode == "batch" and (shard is not None or cluster is not None):
         raise JobError(
             "--mode batch does not go with --shard or --cluster: the provider runs the batches; "
@@ -209,10 +211,17 @@ def status(outdir: str | os.PathLike[str]) -> Status:
 
 
 def failures(
-    outdir: str | os.PathLike[str], *, error_type: str | None = None, limit: int = 5
+    outdir: str | os.PathLike[str],
+    *,
+    error_type: str | None = None,
+    limit: int = 5,
+    answers: bool = False,
 ) -> list[FailureGroup]:
-    """The failed ids of an OUTDIR grouped by error type and code, largest group first."""
-    return failure_groups(OutputDir(str(outdir)), error_type=error_type, limit=limit)
+    """The failed rows of an OUTDIR grouped by error type and code, largest group first;
+    ``answers`` adds up to ``limit`` paid answers per group (the error log's answer column)."""
+    return failure_groups(
+        OutputDir(str(outdir)), error_type=error_type, limit=limit, answers=answers
+    )
 
 
 def export(

@@ -18,7 +18,7 @@ from .. import __version__
 from ..errors import ZbatchError
 from ..job.file import load_job
 from ..job.settings import Job
-from ..urls import is_remote
+from ..urls import check_scheme, is_remote
 from .options import job_options
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,6 +91,12 @@ def cli() -> None:
     help="Batch mode: submit and exit 10; the same command later collects (for cron).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the summary (summary.json's figures) as JSON on stdout, and nothing else there.",
+)
 @_reports_errors
 def run(
     job_file: str | None,
@@ -102,15 +108,25 @@ def run(
     cluster: str | None,
     no_wait: bool,
     quiet: bool,
+    as_json: bool,
     **flags: Any,
 ) -> None:
     """Run or resume JOB_FILE (a TOML job); flags override its settings."""
     from .. import api
     from ..progress import choose
-    from .format import format_failures, format_summary
+    from .format import format_failures, format_summary, stop_line
 
-    job = load_job(job_file, flags)
     retry = _retry_types(retry_failed)
+    if as_json and dry_run:
+        raise click.UsageError("--json prints a run's summary; --dry-run sends nothing")
+    job = load_job(job_file, flags)
+    if job.mode != "batch":
+        batch_only = [name for name, given in _BATCH_FLAGS.items() if given(no_wait, flags)]
+        if batch_only:
+            raise click.UsageError(
+                f"{' and '.join(batch_only)} {'goes' if len(batch_only) == 1 else 'go'} only "
+                'with --mode batch (or [run] mode = "batch")'
+            )
     if dry_run:
         _print_plan(job, retry_failed=retry)
         return
@@ -128,14 +144,24 @@ def run(
             cluster=cluster,
             wait=not no_wait,
         )
-    if not quiet:
+    if as_json:
+        click.echo(json.dumps({**result.stats.to_json(), "output": job.output_dir}, indent=2))
+    elif not quiet:
         click.echo(f"zbatch run {job.output_dir}")
         click.echo(format_summary(result.stats))
-    elif result.stats.failed:
+    if quiet and result.stats.failed:
         click.echo(format_failures(result.stats, job.output_dir), err=True)
     if result.stopped is not None:
-        click.echo(f"Error: {result.stopped}", err=True)
+        click.echo(stop_line(result.stopped), err=True)
     sys.exit(result.exit_code)
+
+
+# Flags that mean something in batch mode only: each with how to tell it was given.
+_BATCH_FLAGS: dict[str, Callable[[bool, dict[str, Any]], bool]] = {
+    "--no-wait": lambda no_wait, flags: no_wait,
+    "--finish-online": lambda no_wait, flags: bool(flags.get("finish_online")),
+    "--poll-seconds": lambda no_wait, flags: flags.get("poll_seconds") is not None,
+}
 
 
 @cli.command()
@@ -147,7 +173,9 @@ def validate(job_file: str | None, **flags: Any) -> None:
     _print_plan(load_job(job_file, flags), retry_failed=False)
 
 
-def _retry_types(value: str | None) -> bool | frozenset[str]:
+def _retry_types(
+    value: str | None, *, param_hint: str = "'--retry-failed'"
+) -> bool | frozenset[str]:
     """--retry-failed: every type ("all", the bare flag), or the named ones."""
     from ..store.state import retry_failed_problem
 
@@ -156,7 +184,7 @@ def _retry_types(value: str | None) -> bool | frozenset[str]:
     types = frozenset(part.strip() for part in value.split(",") if part.strip())
     problem = retry_failed_problem(types)
     if problem is not None:  # a usage error: said before the job is loaded
-        raise click.BadParameter(problem, param_hint="'--retry-failed'")
+        raise click.BadParameter(problem, param_hint=param_hint)
     return types
 
 
@@ -169,6 +197,10 @@ def _print_plan(job: Job, *, retry_failed: bool | frozenset[str]) -> None:
 
 def _outdir(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """An OUTDIR: a local folder that must exist, or an s3:// / gs:// URL (checked on use)."""
+    try:
+        check_scheme(value, "OUTDIR")
+    except ZbatchError as exc:
+        raise click.BadParameter(str(exc)) from None
     if is_remote(value):
         return value
     return str(click.Path(file_okay=False, exists=True).convert(value, param, ctx))
@@ -190,24 +222,41 @@ def status(outdir: str, as_json: bool) -> None:
         click.echo(format_status(report))
 
 
+def _error_type(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--type: one error type, checked as run's --retry-failed checks its types."""
+    if value is not None:
+        _retry_types(value, param_hint="'--type'")
+    return value
+
+
 @cli.command()
 @click.argument("outdir", callback=_outdir)
-@click.option("--type", "error_type", help="Only errors of this type (e.g. invalid_label).")
+@click.option(
+    "--type",
+    "error_type",
+    callback=_error_type,
+    help="Only errors of this type (e.g. invalid_label).",
+)
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=5,
     show_default=True,
-    help="Sample ids shown per group.",
+    help="Sample ids (and answers) shown per group.",
+)
+@click.option(
+    "--answers",
+    is_flag=True,
+    help="Also show the paid answers of failed rows (the error log's answer column).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
 @_reports_errors
-def errors(outdir: str, error_type: str | None, limit: int, as_json: bool) -> None:
-    """Failed rows by error type and code, with sample ids and messages."""
+def errors(outdir: str, error_type: str | None, limit: int, answers: bool, as_json: bool) -> None:
+    """Failed rows by error type and code, with sample ids and messages, and what to do."""
     from .. import api
     from .format import format_failure_groups
 
-    groups = api.failures(outdir, error_type=error_type, limit=limit)
+    groups = api.failures(outdir, error_type=error_type, limit=limit, answers=answers)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(g) for g in groups], indent=2))
     else:

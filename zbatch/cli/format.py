@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
+from ..errors import BatchPending, Interrupted, ZbatchError
 from ..execution.plan import Plan
-from ..results.status import FailureGroup, Status
+from ..results.status import INPUT_FAULTS, RETRY_FIXES, FailureGroup, Status
 from ..stats import Agreement, Stats
 
 
@@ -65,6 +66,17 @@ def format_summary(stats: Stats) -> str:
     if stats.keep_mistyped:
         rows.append(("keep columns nulled", _counts(stats.keep_mistyped, by_size=True)))
     return table(rows)
+
+
+def stop_line(stopped: ZbatchError) -> str:
+    """The last line of a run that stopped: "Error: ..." only for what went wrong; the
+    states a user asked for (batches left running by --no-wait, an interrupt) say so plainly,
+    so that a cron log's grep for "Error" finds only errors."""
+    if isinstance(stopped, BatchPending):
+        return f"Still running: {stopped}"
+    if isinstance(stopped, Interrupted):
+        return f"Stopped: {stopped}"
+    return f"Error: {stopped}"
 
 
 def format_failures(stats: Stats, outdir: str) -> str:
@@ -140,7 +152,8 @@ def _failed(status: Status) -> str:
 
 
 def format_failure_groups(groups: Sequence[FailureGroup], outdir: str) -> str:
-    """`zbatch errors`: each group of failed ids with a few ids and messages."""
+    """`zbatch errors`: each group of failed rows with a few ids, messages (and answers), then
+    what to do about them: only the types a --retry-failed can fix are offered it."""
     if not groups:
         return f"no failed rows in {outdir}"
     lines = []
@@ -152,8 +165,22 @@ def format_failure_groups(groups: Sequence[FailureGroup], outdir: str) -> str:
             f"  ids: {', '.join(group.ids)}" + (" ..." if group.count > len(group.ids) else "")
         )
         lines.extend(f"  message: {message}" for message in group.messages)
+        lines.extend(f"  answer {row_id}: {answer!r}" for row_id, answer in group.answers.items())
     total = sum(group.count for group in groups)
-    lines.append(f"{total} failed rows; re-send them with: zbatch run ... --retry-failed TYPE")
+    lines.append(f"{total} failed rows")
+    retryable = sum(group.retryable for group in groups)
+    if retryable:
+        lines.append(f"- {retryable} retryable: the next run of the same command sends them again")
+    fixable = sorted({g.error_type for g in groups if g.error_type in RETRY_FIXES})
+    if fixable:
+        lines.append(
+            "- to send the others again: zbatch run ... --retry-failed " + ",".join(fixable)
+        )
+    inputs = sorted({g.error_type for g in groups if g.error_type in INPUT_FAULTS})
+    if inputs:
+        lines.append(
+            f"- {', '.join(inputs)}: fix those rows in the input; a retry cannot fix them"
+        )
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ from ..prompt import row_id
 from ..schema import JSON_TEXT
 from ..source import open_input
 from ..store import OutputDir, open_storage, write_batches
-from ..urls import is_remote, local_path
+from ..urls import check_scheme, is_remote, local_path
 from .outcomes import Outcomes, final_outcomes
 
 
@@ -30,6 +30,7 @@ def export_outcomes(outdir: OutputDir, target: str, *, with_input: bool) -> Expo
     ``target`` is a local path or a URL (file://, s3://, gs://). Written a batch at a time;
     ``with_input`` joins the whole input in memory first.
     """
+    check_scheme(target, "export file")
     folder, _, name = target.rstrip("/").rpartition("/")
     suffix = ".jsonl" if target == "-" else Path(name).suffix.lower()
     if suffix not in (".parquet", ".jsonl", ".csv"):
