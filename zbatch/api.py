@@ -79,7 +79,7 @@ async def arun(
     is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
     _check_retry_failed(retry_failed)
     if job.mode != "batch" and not wait:
-        raise JobError("wait=False (--no-wait) only goes with batch mode (run.mode = \"batch\")")
+        raise JobError('wait=False (--no-wait) only goes with batch mode (run.mode = "batch")')
     if job.mode == "batch" and (shard is not None or cluster is not None):
         raise JobError(
             "--mode batch does not go with --shard or --cluster: the provider runs the batches; "
@@ -170,18 +170,29 @@ async def acancel(
     """Cancel the open batches of a batch-mode OUTDIR; the next run collects what they
     finished. Returns the cancelled batches as ``status`` lists them."""
     from .batch.api import BatchApi
-    from .batch.ledger import describe
+    from .batch.ledger import describe, open_batches
     from .batch.mode import cancel_open
     from .providers import provider_for
 
     target = OutputDir(str(outdir))
     settings = target.read_job()["settings"]
+    if settings.get("mode") != "batch" and not open_batches(target.storage):
+        raise JobError(
+            f"{target.location} holds an online run: it has no batches to cancel (cancel is "
+            "for --mode batch; an online run stops on Ctrl-C or SIGTERM)"
+        )
     job_key = api_key if api_key is not None else os.environ.get(settings["api_key_env"])
+    transport = None
+    if settings.get("simulate"):  # a rehearsal's batches are at the simulated provider
+        from .batch.simulate import SimulatedBatchApi
+
+        transport = SimulatedBatchApi(Job(**settings))
     api = BatchApi(
         provider_for(settings["base_url"], settings.get("provider")),
         base_url=settings["base_url"],
         api_key=job_key,
         timeout=settings["timeout"],
+        transport=transport,
     )
     with target.locked():
         cancelled = await cancel_open(target.storage, api)

@@ -17,7 +17,7 @@ import click
 from .. import __version__
 from ..errors import ZbatchError
 from ..job.file import load_job
-from ..job.settings import Job
+from ..job.settings import SIMULATED_SUFFIX, Job
 from ..urls import check_scheme, is_remote
 from .options import job_options
 
@@ -203,6 +203,11 @@ def _outdir(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc)) from None
     if is_remote(value):
         return value
+    rehearsal = value.rstrip("/") + SIMULATED_SUFFIX
+    if not os.path.exists(value) and os.path.isdir(rehearsal):
+        raise click.BadParameter(
+            f"{value} does not exist; did you mean {rehearsal} (where --simulate put its answers)?"
+        )
     return str(click.Path(file_okay=False, exists=True).convert(value, param, ctx))
 
 
@@ -297,7 +302,48 @@ def cancel(outdir: str) -> None:
     cancelled = api.cancel(outdir)
     for batch in cancelled:
         click.echo(f"batch {batch['batch_id']} (file {batch['file']}): {batch['state']}")
-    click.echo(f"{len(cancelled)} batches cancelled; run the job again to collect their answers")
+    if not cancelled:
+        click.echo(f"no open batches in {outdir}: nothing to cancel")
+    else:
+        click.echo(
+            f"{len(cancelled)} batches cancelled; the next run of the job collects the answers "
+            "they had finished"
+        )
+
+
+@cli.command()
+@click.argument("outdir", callback=_outdir)
+@click.option(
+    "--follow", "-f", is_flag=True, help="Keep printing new lines as runs write them (Ctrl-C ends)."
+)
+@click.option(
+    "--lines", "-n", type=click.IntRange(min=0), help="Print only the last N lines first."
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="With --follow: seconds between looks at run.log.",
+)
+@_reports_errors
+def logs(outdir: str, follow: bool, lines: int | None, interval: float) -> None:
+    """Print OUTDIR's run.log (what its runs did, one line per event); -f follows it."""
+    import time
+
+    from ..results.logs import last_lines, read_log
+    from ..store import OutputDir
+
+    target = OutputDir(outdir)
+    text, offset = read_log(target)
+    click.echo(last_lines(text, lines), nl=False)
+    try:
+        while follow:
+            time.sleep(interval)
+            text, offset = read_log(target, offset)
+            click.echo(text, nl=False)
+    except KeyboardInterrupt:  # the way to stop following: not an error
+        pass
 
 
 @cli.command()

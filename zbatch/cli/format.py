@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 
 from ..errors import BatchPending, Interrupted, ZbatchError
 from ..execution.plan import Plan
-from ..results.status import INPUT_FAULTS, RETRY_FIXES, FailureGroup, Status
+from ..results.status import RETRY_FIXES, FailureGroup, Status
+from ..schema import INPUT_FAULTS
 from ..stats import Agreement, Stats
 
 
@@ -178,9 +179,7 @@ def format_failure_groups(groups: Sequence[FailureGroup], outdir: str) -> str:
         )
     inputs = sorted({g.error_type for g in groups if g.error_type in INPUT_FAULTS})
     if inputs:
-        lines.append(
-            f"- {', '.join(inputs)}: fix those rows in the input; a retry cannot fix them"
-        )
+        lines.append(f"- {', '.join(inputs)}: fix those rows in the input; a retry cannot fix them")
     return "\n".join(lines)
 
 

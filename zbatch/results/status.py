@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import prompt
-from ..batch.ledger import describe, open_batches
+from ..batch.ledger import ABANDONED, describe, open_batches
 from ..errors import JobError
 from ..job.settings import DEFAULT_MODEL
 from ..pipeline import gold_label
@@ -128,7 +128,8 @@ def read_status(outdir: OutputDir) -> Status:
         last_run=None
         if summary is None
         else LastRun(summary.get("outcome", "unknown"), summary.get("exit_code")),
-        batches=[describe(s) for s in open_batches(outdir.storage)],
+        # A file that never reached the provider holds nothing: its rows are counted above.
+        batches=[describe(s) for s in open_batches(outdir.storage) if s.state != ABANDONED],
     )
 
 
@@ -169,7 +170,6 @@ def _agreement(settings: dict[str, Any], results: Parts) -> Agreement | None:
 RETRY_FIXES = frozenset(
     {"bad_request", "content_filter", "invalid_label", "invalid_json", "template_error", "fatal"}
 )
-INPUT_FAULTS = frozenset({"invalid_input", "missing_id", "duplicate_id"})
 
 
 @dataclass(frozen=True)
