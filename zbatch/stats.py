@@ -79,10 +79,12 @@ class Stats:
     outcome: str = "running"
     exit_code: int | None = None
     limited: bool = False  # --limit ended the input before its end
+    ended: float | None = None  # monotonic time of the end: the figures stay as they were
 
     def end(self, stopped: BaseException | None) -> None:
         """Say how the run ended: finished (with errors or not), stopped at --limit with rows
         left, or why it stopped."""
+        self.ended = time.monotonic()
         if stopped is not None:
             self.outcome = f"stopped: {stopped}"
         elif self.limited and (self.total is None or self.pending):
@@ -121,7 +123,7 @@ class Stats:
 
     @property
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return (self.ended or time.monotonic()) - self.started
 
     @property
     def cost(self) -> float | None:

@@ -134,13 +134,28 @@ def _join_input(outcomes: pa.Table, settings: dict[str, Any]) -> pa.Table:
     picked = picked.set_column(
         picked.column_names.index("id"), "id", pa.array([row["id"] for row in rows], pa.string())
     )
+    keep = set(settings.get("keep_columns") or ()) & set(outcomes.column_names)
     for name in names:
-        if name != "id":
+        if name in keep:  # already a column: only pending rows lack it
+            picked = _filled_in(picked, name, [row.get(name) for row in rows])
+        elif name != "id":
             field, values = _input_column(name, [row.get(name) for row in rows])
             if name in outcomes.column_names:
                 field = field.with_name(f"input_{name}")
             picked = picked.append_column(field, values)
     return picked
+
+
+def _filled_in(table: pa.Table, name: str, values: list[Any]) -> pa.Table:
+    """A keep column with its nulls (rows not answered yet) filled from the input's values,
+    where they have the column's type."""
+    place = table.column_names.index(name)
+    column = table.column(name)
+    try:
+        given = pa.array(values, column.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return table
+    return table.set_column(place, table.field(name), pc.coalesce(column, given))
 
 
 def _input_column(name: str, values: list[Any]) -> tuple[pa.Field, pa.Array]:
