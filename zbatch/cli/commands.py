@@ -131,6 +131,8 @@ def run(
         _print_plan(job, retry_failed=retry)
         return
     _console_logging(quiet)
+    if cluster is not None and not quiet:
+        click.echo(_cluster_line(cluster), err=True)
     progress = choose(quiet=quiet, log_every=job.log_every)
     with _beside_bar(progress):
         result = api.run(
@@ -154,6 +156,15 @@ def run(
     if result.stopped is not None:
         click.echo(stop_line(result.stopped), err=True)
     sys.exit(result.exit_code)
+
+
+def _cluster_line(cluster: str) -> str:
+    """What --cluster is about to wait for, said before it waits."""
+    if cluster.startswith("local:"):
+        return f"starting a local Dask cluster ({cluster}) ..."
+    from ..cluster.probe import connect_seconds
+
+    return f"connecting to the Dask scheduler at {cluster} (up to {connect_seconds():g} s) ..."
 
 
 # Flags that mean something in batch mode only: each with how to tell it was given.
