@@ -396,3 +396,21 @@ def test_python_m_zbatch_has_every_new_command():
     )
     for command in ("errors", "logs", "cancel"):
         assert f"  {command} " in proc.stdout
+
+
+# --- "did you mean" for a model without a price -----------------------------------------------
+
+
+def test_a_model_name_not_in_the_price_table_gets_a_did_you_mean(tmp_path):
+    job, _ = calm_job(tmp_path)
+    hint = "no price for model glm-4.66; did you mean glm-4.6?"
+    plan = run_zbatch("validate", str(job), "--model", "glm-4.66")
+    assert plan.returncode == 0 and f"cost       unknown: {hint}" in plan.stdout
+    proc = run_zbatch("run", str(job), "--simulate", "--model", "glm-4.66")
+    assert proc.returncode == 0
+    assert proc.stderr.startswith(f"Note: {hint} (if the name is right, add it to [prices]")
+    budget = run_zbatch("run", str(job), "--simulate", "--model", "glm-4.66", "--max-cost", "1")
+    assert budget.returncode == 2
+    assert f"limits.max_cost needs a price: {hint}" in one_error_line(budget)
+    unlike = run_zbatch("validate", str(job), "--model", "my-local-model")
+    assert "no price for model my-local-model (if the name is right" in unlike.stdout

@@ -28,6 +28,7 @@ from .execution.plan import Plan, plan_job
 from .execution.setup import RunResult, execute
 from .job.settings import Job
 from .progress import Progress
+from .progress import default as default_progress
 from .results.export import Exported, export_outcomes
 from .results.outcomes import final_outcomes
 from .results.status import FailureGroup, Status, failure_groups, read_status
@@ -78,6 +79,7 @@ async def arun(
     Raises JobError / LockedError / StoreError before anything is sent; a stop during the run
     is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
     _check_retry_failed(retry_failed)
+    progress = default_progress(progress)  # in a Jupyter notebook: a tqdm.auto bar
     if job.mode != "batch" and not wait:
         raise JobError('wait=False (--no-wait) only goes with batch mode (run.mode = "batch")')
     if job.mode == "batch" and (shard is not None or cluster is not None):

@@ -187,7 +187,7 @@ def format_plan(plan: Plan) -> str:
     """The dry run's report."""
     job = plan.job
     if plan.cost is None:
-        cost_text = f"unknown (no price for {job.effective_model}; add a [prices] table)"
+        cost_text = f"unknown: {job.no_price}"
     else:
         bound = "" if job.max_tokens else " (prompt only: set max_tokens to bound the answers)"
         cost_text = f"up to ${plan.cost:.4f}{bound}"

@@ -78,11 +78,8 @@ def check_run(
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
         )
-    if job.max_cost is not None and job.price is None:
-        raise JobError(
-            f"limits.max_cost needs a price for model {job.effective_model}: add it to [prices], "
-            f'e.g. "{job.effective_model}" = {{ input = 0.6, output = 2.2 }}'
-        )
+    if job.max_cost is not None and job.no_price is not None:
+        raise JobError(f"limits.max_cost needs a price: {job.no_price}")
     return inputs, key
 
 
