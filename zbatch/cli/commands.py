@@ -71,7 +71,8 @@ def cli() -> None:
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
-    help="Send only the first N pending rows (a paid sample); the next run does the rest.",
+    help="Send only the first N pending rows (a paid sample): with rows left the run ends "
+    "'stopped at --limit: M rows pending'; the next run does the rest.",
 )
 @click.option(
     "--shard",
