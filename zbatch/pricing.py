@@ -39,12 +39,18 @@ def price_for(
     return table.get(model.lower())
 
 
-def no_price(model: str, known: Iterable[str]) -> str:
-    """What to say about a model without a price: its name, the nearest known one (a typo
-    such as glm-4.66 for glm-4.6 is the usual cause), and how to give it a price."""
+def nearest_model(model: str, known: Iterable[str]) -> str | None:
+    """The known model name nearest to ``model`` (a typo such as glm-4.66 for glm-4.6 is
+    the usual reason a model has no price), if one is near."""
     names = {name.lower(): name for name in known}
     near = difflib.get_close_matches(model.lower(), list(names), n=1, cutoff=0.75)
-    guess = f"; did you mean {names[near[0]]}?" if near else ""
+    return names[near[0]] if near else None
+
+
+def no_price(model: str, near: str | None) -> str:
+    """What to say about a model without a price: its name, the nearest known one, and how
+    to give it a price."""
+    guess = f"; did you mean {near}?" if near else ""
     return (
         f"no price for model {model}{guess} (if the name is right, add it to [prices], "
         f'e.g. "{model}" = {{ input = 0.6, output = 2.2 }})'

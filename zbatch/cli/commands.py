@@ -132,7 +132,7 @@ def run(
         _print_plan(job, retry_failed=retry)
         return
     _console_logging(quiet)
-    if job.no_price is not None and not quiet and job.max_cost is None:
+    if job.near_model is not None and not quiet and job.max_cost is None:  # a typo, likely
         click.echo(f"Note: {job.no_price}; cost figures will be unknown", err=True)
     if cluster is not None and not quiet:
         click.echo(_cluster_line(cluster), err=True)
