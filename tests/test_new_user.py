@@ -292,6 +292,8 @@ def test_status_of_a_rehearsed_outdir_suggests_its_simulated_twin(tmp_path):
         proc = run_zbatch(command, str(out))
         assert proc.returncode == 2
         assert f"{out} does not exist; did you mean {out}.simulated" in proc.stderr
+    with pytest.raises(zbatch.JobError, match=r"did you mean .*out\.simulated"):
+        zbatch.status(out)
 
 
 # --- the simulated Batch API: a rehearsal of exactly what a batch run does ---------------------

@@ -17,7 +17,8 @@ import click
 from .. import __version__
 from ..errors import ZbatchError
 from ..job.file import load_job
-from ..job.settings import SIMULATED_SUFFIX, Job
+from ..job.settings import Job
+from ..store.outdir import rehearsal_of
 from ..urls import check_scheme, is_remote
 from .options import job_options
 
@@ -217,8 +218,8 @@ def _outdir(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc)) from None
     if is_remote(value):
         return value
-    rehearsal = value.rstrip("/") + SIMULATED_SUFFIX
-    if not os.path.exists(value) and os.path.isdir(rehearsal):
+    rehearsal = None if os.path.exists(value) else rehearsal_of(value)
+    if rehearsal is not None:
         raise click.BadParameter(
             f"{value} does not exist; did you mean {rehearsal} (where --simulate put its answers)?"
         )

@@ -134,6 +134,20 @@ class RunSession:
             self.outdir._check_job(fingerprint, extra.get("request") or {}, force=False)
 
 
+def rehearsal_of(location: str) -> str | None:
+    """``location``.simulated when a --simulate rehearsal left its answers there: what a user
+    who asks for ``location`` (and finds nothing) most likely means."""
+    from ..job.settings import SIMULATED_SUFFIX
+
+    twin = location.rstrip("/") + SIMULATED_SUFFIX
+    if location.rstrip("/").endswith(SIMULATED_SUFFIX):
+        return None
+    try:
+        return twin if open_storage(twin).read_bytes(JOB) is not None else None
+    except (JobError, OSError):
+        return None
+
+
 class OutputDir:
     """One output directory, wherever it is kept."""
 
@@ -147,7 +161,11 @@ class OutputDir:
         """job.json; JobError when this is not an output directory."""
         data = self.read_json(JOB)
         if data is None:
-            raise JobError(f"{self.location} is not a zbatch output directory (no job.json)")
+            twin = rehearsal_of(self.location)
+            guess = (
+                "" if twin is None else f"; did you mean {twin} (where --simulate put its answers)?"
+            )
+            raise JobError(f"{self.location} is not a zbatch output directory (no job.json){guess}")
         return data
 
     def read_job_if_any(self) -> dict[str, Any] | None:
