@@ -237,6 +237,14 @@ def failures(
     )
 
 
+def read_log(outdir: str | os.PathLike[str], start: int = 0) -> tuple[str, int]:
+    """OUTDIR/run.log from byte ``start`` to its last whole line, and the offset to read on
+    from: call again with it to follow the log as runs write it (``zbatch logs -f``)."""
+    from .results.logs import read_log as read
+
+    return read(OutputDir(str(outdir)), start)
+
+
 def export(
     outdir: str | os.PathLike[str], path: str | os.PathLike[str], *, with_input: bool = False
 ) -> Exported:

@@ -346,16 +346,16 @@ def logs(outdir: str, follow: bool, lines: int | None, interval: float) -> None:
     """Print OUTDIR's run.log (what its runs did, one line per event); -f follows it."""
     import time
 
-    from ..results.logs import last_lines, read_log
-    from ..store import OutputDir
+    from .. import api
 
-    target = OutputDir(outdir)
-    text, offset = read_log(target)
-    click.echo(last_lines(text, lines), nl=False)
+    text, offset = api.read_log(outdir)
+    if lines is not None:
+        text = "".join(text.splitlines(keepends=True)[-lines:] if lines else [])
+    click.echo(text, nl=False)
     try:
         while follow:
             time.sleep(interval)
-            text, offset = read_log(target, offset)
+            text, offset = api.read_log(outdir, offset)
             click.echo(text, nl=False)
     except KeyboardInterrupt:  # the way to stop following: not an error
         pass

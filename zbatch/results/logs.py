@@ -22,11 +22,3 @@ def read_log(outdir: OutputDir, start: int = 0) -> tuple[str, int]:
     if end <= start:
         return "", start
     return data[start:end].decode("utf-8", errors="replace"), end
-
-
-def last_lines(text: str, count: int | None) -> str:
-    """The last ``count`` lines of ``text`` (all of them for None)."""
-    if count is None:
-        return text
-    lines = text.splitlines(keepends=True)
-    return "".join(lines[-count:]) if count else ""
