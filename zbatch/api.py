@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pyarrow as pa
 
-from .errors import JobError
+from .errors import JobError, ZbatchError
 from .execution.plan import Plan, plan_job
 from .execution.setup import RunResult, execute
 from .job.settings import Job
@@ -77,64 +77,81 @@ async def arun(
     Dask cluster. In batch mode (``job.mode == "batch"``), ``wait=False`` returns once the
     rows are submitted (exit code 10 while batches run); the same call later collects them.
     Raises JobError / LockedError / StoreError before anything is sent; a stop during the run
-    is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
+    is in ``RunResult.stopped``. :func:`run` is the same, blocking.
+
+    The job's ``ping``, ``metrics_file`` and ``pushgateway`` settings are served around
+    the run (README "Running it on a schedule")."""
     _check_retry_failed(retry_failed)
     progress = default_progress(progress)  # in a Jupyter notebook: a tqdm.auto bar
     if job.mode != "batch" and not wait:
         raise JobError('wait=False (--no-wait) only goes with batch mode (run.mode = "batch")')
-    if job.mode == "batch" and (shard is not None or cluster is not None):
-        raise JobError(
-            "--mode batch does not go with --shard or --cluster: the provider runs the batches; "
-            "run the job once, without them"
-        )
-    if cluster is not None:
-        if shard is not None or limit is not None:
-            what = "--shard" if shard is not None else "--limit"
-            raise JobError(f"{what} and --cluster do not go together: --cluster makes the shards")
-        from .cluster.driver import arun_on_cluster
-
-        return await arun_on_cluster(
-            job,
-            cluster,
-            api_key=api_key,
-            progress=progress,
-            handle_signals=handle_signals,
-            retry_failed=retry_failed,
-            force=force,
-        )
     if isinstance(shard, str):
         shard = Shard.parse(shard, os.environ)
-    if shard is not None and force:
-        raise JobError(
-            "--force with --shard would move the other shards' results away: start the new "
-            "generation with one run without --shard, or use a new output directory"
-        )
-    result = await execute(
-        job,
-        api_key=api_key,
-        progress=progress,
-        handle_signals=handle_signals,
-        transport=transport,
-        retry_failed=retry_failed,
-        force=force,
-        limit=limit,
-        shard=shard,
-        wait=wait,
-    )
-    if job.mode == "batch" and job.finish_online:
-        from .batch.mode import RowsLeft
+    from .ops.watch import Watch  # with a run: `zbatch status` starts without it
 
-        if not isinstance(result.stopped, RowsLeft | None):
-            return result
-        # Every batch is collected: what they left unanswered goes live, exactly once.
-        return await execute(
-            dataclasses.replace(job, mode="online", finish_online=False),
-            api_key=api_key,
-            progress=progress,
-            handle_signals=handle_signals,
-            transport=None if job.simulate else transport,
-            retry_failed=retry_failed,
-        )
+    watch = Watch(job, shard) if Watch.wanted(job) else None
+    if watch is not None:
+        progress = watch.begin(progress)
+    try:
+        if job.mode == "batch" and (shard is not None or cluster is not None):
+            raise JobError(
+                "--mode batch does not go with --shard or --cluster: the provider runs the "
+                "batches; run the job once, without them"
+            )
+        if cluster is not None:
+            if shard is not None or limit is not None:
+                what = "--shard" if shard is not None else "--limit"
+                raise JobError(
+                    f"{what} and --cluster do not go together: --cluster makes the shards"
+                )
+            from .cluster.driver import arun_on_cluster
+
+            result = await arun_on_cluster(
+                job,
+                cluster,
+                api_key=api_key,
+                progress=progress,
+                handle_signals=handle_signals,
+                retry_failed=retry_failed,
+                force=force,
+            )
+        else:
+            if shard is not None and force:
+                raise JobError(
+                    "--force with --shard would move the other shards' results away: start the "
+                    "new generation with one run without --shard, or use a new output directory"
+                )
+            result = await execute(
+                job,
+                api_key=api_key,
+                progress=progress,
+                handle_signals=handle_signals,
+                transport=transport,
+                retry_failed=retry_failed,
+                force=force,
+                limit=limit,
+                shard=shard,
+                wait=wait,
+            )
+            if job.mode == "batch" and job.finish_online:
+                from .batch.mode import RowsLeft
+
+                if isinstance(result.stopped, RowsLeft | None):
+                    # Every batch is collected: what they left unanswered goes live, once.
+                    result = await execute(
+                        dataclasses.replace(job, mode="online", finish_online=False),
+                        api_key=api_key,
+                        progress=progress,
+                        handle_signals=handle_signals,
+                        transport=None if job.simulate else transport,
+                        retry_failed=retry_failed,
+                    )
+    except ZbatchError as exc:
+        if watch is not None:
+            await watch.end(exc.exit_code, None)
+        raise
+    if watch is not None:
+        await watch.end(result.exit_code, result.stats)
     return result
 
 

@@ -35,7 +35,7 @@ def _reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ZbatchError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            _say_error(str(exc))
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # before the run's own signal handling is in place
             click.echo("Interrupted; nothing was lost: run the same command to resume", err=True)
@@ -116,7 +116,7 @@ def run(
     """Run or resume JOB_FILE (a TOML job); flags override its settings."""
     from .. import api
     from ..progress import choose
-    from .format import format_failures, format_summary, stop_line
+    from .format import expected_state, format_failures, format_summary
 
     retry = _retry_types(retry_failed)
     if as_json and dry_run:
@@ -132,7 +132,7 @@ def run(
     if dry_run:
         _print_plan(job, retry_failed=retry)
         return
-    _console_logging(quiet)
+    _console_logging(quiet, job.log_format)
     if job.near_model is not None and not quiet and job.max_cost is None:  # a typo, likely
         click.echo(f"Note: {job.no_price}; cost figures will be unknown", err=True)
     if cluster is not None and not quiet:
@@ -155,10 +155,14 @@ def run(
     elif not quiet:
         click.echo(f"zbatch run {job.output_dir}")
         click.echo(format_summary(result.stats))
-    if quiet and result.stats.failed:
+    if quiet and result.stats.failed and not _json_console():
         click.echo(format_failures(result.stats, job.output_dir), err=True)
-    if result.stopped is not None:
-        click.echo(stop_line(result.stopped), err=True)
+    if result.stopped is not None and (quiet or not _json_console()):
+        state = expected_state(result.stopped)  # JSON, not quiet: the "stopped" event said it
+        if state is None:
+            _say_error(str(result.stopped))
+        else:
+            click.echo(f"{state}: {result.stopped}", err=True)
     sys.exit(result.exit_code)
 
 
@@ -385,16 +389,19 @@ def _beside_bar(progress: object) -> contextlib.AbstractContextManager[object]:
     return contextlib.nullcontext()
 
 
-def _console_logging(quiet: bool) -> None:
-    """Events to stderr: all of them off a terminal (cron), only warnings beside a bar.
+def _console_logging(quiet: bool, log_format: str = "plain") -> None:
+    """Events to stderr, as plain or JSON lines: all of them off a terminal (cron), only
+    warnings beside a bar.
 
     One handler, however often a command runs in this process."""
+    from ..ops.events import formatter
+
     global _console
     if _console is None:
         _console = logging.StreamHandler(sys.stderr)
-        _console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(_console)
     handler = _console
+    handler.setFormatter(formatter(log_format))
     if quiet:
         handler.setLevel(logging.ERROR)
     elif sys.stderr.isatty():
@@ -402,6 +409,21 @@ def _console_logging(quiet: bool) -> None:
     else:
         handler.setLevel(logging.INFO)
     log.setLevel(logging.INFO)
+
+
+def _json_console() -> bool:
+    """Whether stderr carries JSON lines (--log-format json): then nothing else goes there."""
+    from ..ops.events import JsonLines
+
+    return _console is not None and isinstance(_console.formatter, JsonLines)
+
+
+def _say_error(message: str) -> None:
+    """An error on stderr: "Error: ..." or, with --log-format json, an "error" event."""
+    if _json_console():
+        log.error(message, extra={"event": "error"})
+    else:
+        click.echo(f"Error: {message}", err=True)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from ..errors import BatchPending, Interrupted, ZbatchError
 from ..execution.plan import Plan
-from ..results.status import RETRY_FIXES, FailureGroup, Status
+from ..results.status import RETRY_FIXES, FailureGroup, LastRun, Status
 from ..schema import INPUT_FAULTS
 from ..stats import Agreement, Stats
 
@@ -69,15 +69,15 @@ def format_summary(stats: Stats) -> str:
     return table(rows)
 
 
-def stop_line(stopped: ZbatchError) -> str:
-    """The last line of a run that stopped: "Error: ..." only for what went wrong; the
-    states a user asked for (batches left running by --no-wait, an interrupt) say so plainly,
+def expected_state(stopped: ZbatchError) -> str | None:
+    """How to begin the last line of a run that stopped in a state the user asked for
+    (batches left running by --no-wait, an interrupt); None for what went wrong ("Error:"),
     so that a cron log's grep for "Error" finds only errors."""
     if isinstance(stopped, BatchPending):
-        return f"Still running: {stopped}"
+        return "Still running"
     if isinstance(stopped, Interrupted):
-        return f"Stopped: {stopped}"
-    return f"Error: {stopped}"
+        return "Stopped"
+    return None
 
 
 def format_failures(stats: Stats, outdir: str) -> str:
@@ -96,8 +96,10 @@ def format_status(status: Status) -> str:
         ("pending", "unknown (input not found)" if status.pending is None else status.pending),
         ("tokens in / out", f"{status.tokens.prompt} / {status.tokens.completion}"),
         ("spent so far", _spent(status.cost_usd, status.max_cost)),
-        ("last run", "none" if last is None else f"{last.outcome} (exit {last.exit_code})"),
     ]
+    for shard in status.shards:
+        rows.append((f"shard {shard.shard}", _last_run(shard.last_run, "no run yet")))
+    rows.append(("all shards" if status.shards else "last run", _last_run(last, "none")))
     if status.labels:
         rows.append(("labels", _counts(status.labels, by_size=True)))
     if status.gold is not None:
@@ -119,6 +121,14 @@ def format_status(status: Status) -> str:
             )
         )
     return table(rows)
+
+
+def _last_run(last: LastRun | None, none: str) -> str:
+    if last is None:
+        return none
+    exit_code = "none yet" if last.exit_code is None else last.exit_code
+    ended = f", ended {last.ended_at}" if last.ended_at else ""
+    return f"{last.outcome} (exit {exit_code}){ended}"
 
 
 def _age(seconds: int) -> str:
