@@ -18,7 +18,6 @@ from .. import __version__
 from ..errors import ZbatchError
 from ..job.file import load_job
 from ..job.settings import Job
-from ..store.outdir import rehearsal_of
 from ..urls import check_scheme, is_remote
 from .options import job_options
 
@@ -222,6 +221,8 @@ def _outdir(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc)) from None
     if is_remote(value):
         return value
+    from ..store.outdir import rehearsal_of  # here: --help and --version start without Arrow
+
     rehearsal = None if os.path.exists(value) else rehearsal_of(value)
     if rehearsal is not None:
         raise click.BadParameter(
