@@ -96,7 +96,8 @@ def cli() -> None:
     "--json",
     "as_json",
     is_flag=True,
-    help="Print the summary (summary.json's figures) as JSON on stdout, and nothing else there.",
+    help="Print the run's summary (its manifest, as summary.json holds it) as JSON on stdout, "
+    "and nothing else there.",
 )
 @_reports_errors
 def run(
@@ -150,7 +151,8 @@ def run(
             wait=not no_wait,
         )
     if as_json:
-        click.echo(json.dumps({**result.stats.to_json(), "output": job.output_dir}, indent=2))
+        manifest = result.manifest or result.stats.to_json()  # as summary.json has it
+        click.echo(json.dumps({**manifest, "output": job.output_dir}, indent=2))
     elif not quiet:
         click.echo(f"zbatch run {job.output_dir}")
         click.echo(format_summary(result.stats))

@@ -46,6 +46,7 @@ class RunResult:
     stats: Stats
     stopped: ZbatchError | None
     notice: str | None = None  # what --force did, when it did something
+    manifest: dict[str, Any] | None = None  # what summary.json (or the shard's) got
 
     @property
     def exit_code(self) -> int:
@@ -281,6 +282,7 @@ def finish(
         figures = {**stats.to_json(), **summary}
         manifest = record(info, figures, last_success(outdir, info.tag))
         write_manifest(outdir, manifest, info.tag)
+        result.manifest = manifest
     log_end(log, stats, result.exit_code, where)
     return result
 
