@@ -39,6 +39,9 @@ from .store.state import RetryFailed, retry_failed_problem
 if TYPE_CHECKING:
     import httpx
 
+    from .results.quality import Report
+    from .results.review import Reviewed
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -274,6 +277,48 @@ def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
     metadata says ``zbatch.simulated: true`` when the answers came from --simulate)."""
     outcomes = final_outcomes(OutputDir(str(outdir)))
     return pa.Table.from_batches(list(outcomes.batches), outcomes.schema)
+
+
+def report(
+    outdir: str | os.PathLike[str],
+    *,
+    gold: str | None = None,
+    against: str | os.PathLike[str] | None = None,
+    html: str | os.PathLike[str] | None = None,
+) -> Report:
+    """The quality report of an OUTDIR: counts, spend, latency, throughput and, per label
+    column, distribution and scores against the input's ``gold`` column (default: the job's
+    labels.gold_column) and against the OUTDIR ``against``. ``html`` also writes the report as
+    one self-contained page with charts (needs ``zbatch[report]``)."""
+    from .results.quality import build_report  # here: `status` and a run's start need none of it
+
+    other = None if against is None else OutputDir(str(against))
+    figures = build_report(OutputDir(str(outdir)), gold=gold, against=other)
+    if html is not None:
+        from .results.page import write_html
+
+        write_html(figures, str(html))
+    return figures
+
+
+def review(
+    outdir: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    gold: str | None = None,
+    against: str | os.PathLike[str] | None = None,
+    limit: int = 100,
+    format: str | None = None,
+) -> Reviewed:
+    """Write the ``limit`` rows of an OUTDIR most worth a human look (wrong against the
+    ``gold`` column, different in the OUTDIR ``against``, split samples, invalid answers) with
+    why each was picked and the input's columns: .csv, .jsonl, or ``format="label-studio"``."""
+    from .results.review import review as pick_rows
+
+    other = None if against is None else OutputDir(str(against))
+    return pick_rows(
+        OutputDir(str(outdir)), str(path), gold=gold, against=other, limit=limit, format=format
+    )
 
 
 def compact(outdir: str | os.PathLike[str]) -> list[Compacted]:

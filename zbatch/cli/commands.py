@@ -215,8 +215,10 @@ def _print_plan(job: Job, *, retry_failed: bool | frozenset[str]) -> None:
     click.echo(format_plan(api.plan(job, retry_failed=retry_failed)))
 
 
-def _outdir(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def _outdir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """An OUTDIR: a local folder that must exist, or an s3:// / gs:// URL (checked on use)."""
+    if value is None:
+        return value
     try:
         check_scheme(value, "OUTDIR")
     except ZbatchError as exc:
@@ -427,6 +429,13 @@ def _say_error(message: str) -> None:
         log.error(message, extra={"event": "error"})
     else:
         click.echo(f"Error: {message}", err=True)
+
+
+# `report` and `review` (the labelling loop) live in their own module.
+from .labelling import report, review  # noqa: E402
+
+cli.add_command(report)
+cli.add_command(review)
 
 
 def main() -> None:

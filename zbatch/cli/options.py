@@ -170,6 +170,12 @@ def job_options(func: F) -> F:
             f"it twice{_default('journal')}.",
         ),
         click.option(
+            "--report/--no-report",
+            default=None,
+            help="Write OUTDIR/report.html (charts of the figures of `zbatch report`) at the "
+            f"end of the run, when zbatch[report] is installed{_default('report')}.",
+        ),
+        click.option(
             "--mode",
             type=click.Choice(MODES),
             help="online: live requests; batch: the provider's Batch API, at its batch price "

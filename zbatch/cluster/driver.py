@@ -156,7 +156,9 @@ async def arun_on_cluster(
             )
             also = {"cluster": {"tasks": len(tasks), "threads": threads}}
             stats = view.stats(stopped)
-            return finish(outdir, runlog, stats, stopped, notice, summary=also, info=info)
+            return finish(
+                outdir, runlog, stats, stopped, notice, summary=also, info=info, report=job.report
+            )
 
 
 def _require_distributed() -> None:

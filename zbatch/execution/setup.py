@@ -258,7 +258,15 @@ async def execute(
                 stats.total = stats.input_rows
             also: dict[str, Any] | None = {} if write_summary else None
             return finish(
-                outdir, log, stats, stopped, session.notice, summary=also, info=info, where=where
+                outdir,
+                log,
+                stats,
+                stopped,
+                session.notice,
+                summary=also,
+                info=info,
+                where=where,
+                report=job.report and shard is None and write_summary,
             )
 
 
@@ -272,10 +280,12 @@ def finish(
     summary: Mapping[str, Any] | None,
     info: RunInfo,
     where: str = "",
+    report: bool = False,
 ) -> RunResult:
     """The end of a run (or a shard's, or a cluster's): its result and exit code in the
     figures, its manifest (summary.json, or the shard's) with ``summary`` added (None: no
-    manifest), the last log line."""
+    manifest), OUTDIR/report.html
+    with ``report`` (never failing the run), the last log line."""
     result = RunResult(stats, stopped, notice)
     stats.exit_code = result.exit_code
     if summary is not None:
@@ -283,6 +293,10 @@ def finish(
         manifest = record(info, figures, last_success(outdir, info.tag))
         write_manifest(outdir, manifest, info.tag)
         result.manifest = manifest
+    if report:
+        from ..results.page import write_run_report
+
+        write_run_report(outdir, log)
     log_end(log, stats, result.exit_code, where)
     return result
 

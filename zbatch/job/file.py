@@ -64,6 +64,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "part_rows": "part_rows",
         "part_seconds": "part_seconds",
         "journal": "journal",
+        "report": "report",
     },
     "run": {
         "log_every": "log_every",

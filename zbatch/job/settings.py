@@ -79,6 +79,7 @@ class Job:
     part_rows: int = 50_000
     part_seconds: float = 30.0
     journal: bool = True  # every answer durable within ~50 ms, before parts commit it
+    report: bool = True  # OUTDIR/report.html at the end of a run (with zbatch[report])
     # [run]
     dedupe: bool = True  # send identical deterministic requests once (zbatch.online.dedupe)
     log_every: float = 30.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from ..errors import JobError
 from ..job.settings import DEFAULT_MODEL
 from ..ops.manifest import shard_manifests, view
 from ..pipeline import gold_label
-from ..pricing import cost, discounted, price_for
+from ..pricing import Price, cost, discounted, price_for
 from ..providers import provider_for
 from ..source import count_rows, open_input
 from ..stats import Agreement
@@ -109,11 +110,7 @@ def read_status(outdir: OutputDir) -> Status:
         input_rows: int | None = count_rows(open_input(settings["input_path"]).paths)
     except JobError:
         input_rows = None
-    model = settings.get("model") or DEFAULT_MODEL
-    table = provider_for(settings["base_url"], settings.get("provider")).prices
-    price = price_for(model, settings.get("prices") or {}, table)
-    if settings.get("mode") == "batch":
-        price = discounted(price, settings.get("batch_discount", 1.0))
+    price = settings_price(settings)
     # The ledger counts every billed answer (failed checks, re-asks, older generations);
     # an OUTDIR from before the ledger has only its results' tokens to go by.
     ledger = outdir.total_spend()
@@ -176,6 +173,16 @@ def _error_counts(state: ResumeState) -> dict[str, int]:
     if state.duplicate_rows:
         counts["duplicate_id"] += state.duplicate_rows
     return dict(counts)
+
+
+def settings_price(settings: Mapping[str, Any]) -> Price | None:
+    """The price a job paid per 1M tokens, from its job.json settings."""
+    model = settings.get("model") or DEFAULT_MODEL
+    table = provider_for(settings["base_url"], settings.get("provider")).prices
+    price = price_for(model, settings.get("prices") or {}, table)
+    if settings.get("mode") == "batch":
+        price = discounted(price, settings.get("batch_discount", 1.0))
+    return price
 
 
 def _agreement(settings: dict[str, Any], results: Parts) -> Agreement | None:
