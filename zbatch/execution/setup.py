@@ -138,6 +138,9 @@ async def execute(
     from ..simulate import SimulatedEndpoint, SimulationSpec
     from ..store.journal import JournaledSink
 
+    # Another run holding these ids is refused at once (exit 75), before the input is read.
+    with OutputDir(job.output_dir).locked(None if shard is None else (shard.index, shard.count)):
+        pass
     inputs, key = check_run(job, api_key, transport, stdin=shard is None)
     provider = job.profile
     if job.simulate and job.mode == "batch":

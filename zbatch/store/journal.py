@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..budget import Spend
+from ..errors import StoreError
 from ..shard import shard_of
 from .outdir import ERRORS, RESULTS, OutputDir, shard_tag
 from .ownership import WHOLE, Share, lock_name, share_of_tag
@@ -315,8 +316,13 @@ def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> int:
     share = shard or WHOLE
     try:
         names = sorted(n for n in os.listdir(folder) if n.endswith(SUFFIX))
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         return 0
+    except NotADirectoryError:
+        raise StoreError(
+            f"{folder} is a file, where zbatch keeps its answer journal: move it away, then "
+            "run the same command"
+        ) from None
     names = [name for name in names if _replayable(outdir, name, share)]
     if not names:
         return 0
