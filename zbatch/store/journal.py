@@ -57,6 +57,10 @@ if TYPE_CHECKING:
 SUFFIX = ".journal"
 DAMAGED = "damaged"  # journal/damaged/: segments that could not be read whole, kept aside
 WINDOW = 0.05  # seconds between group commits
+# Answers received but not yet durable beyond which workers wait before sending more: on slow
+# storage (an fsync of 0.3 s) the answers a kill -9 can cost stay this many plus those in
+# flight, whatever the fsync takes (docs/performance.md "The journal window").
+MAX_UNSYNCED = 512
 _FRAME = struct.Struct("<2sBII")
 _MAGIC = b"ZJ"
 _KIND_TABLES = {1: RESULTS, 2: ERRORS}
@@ -105,6 +109,8 @@ class Journal:
         self._sealed: list[tuple[str, Spend]] = []
         self._handle: tuple[int, BinaryIO] | None = None  # the segment's file being appended
         self._lock = anyio.Lock()
+        self.unsynced = 0  # rows recorded, not yet durable (in the journal or a part)
+        self._synced = anyio.Event()
 
     def name(self, segment: int) -> str:
         return f"{self._prefix}-{segment:05d}{SUFFIX}"
@@ -112,6 +118,13 @@ class Journal:
     def record(self, table: str, row: Row) -> None:
         self._rows[table].append(row)
         self._dirty = True
+        self.unsynced += 1
+
+    async def room(self) -> None:
+        """Wait while MAX_UNSYNCED answers or more wait for their group commit (back-pressure:
+        the journal window stays bounded in answers whatever the fsync latency)."""
+        while self.folder is not None and self.unsynced >= MAX_UNSYNCED:
+            await self._synced.wait()
 
     def charge(self, answer: Any, usd: float) -> None:
         """A billed answer (anything with the usage fields of a Success) costing ``usd``."""
@@ -135,6 +148,7 @@ class Journal:
         parts (the caller takes the buffers right after, with no wait in between, so a part
         never outgrows part_rows). Returns what was not yet written, for :meth:`keep`."""
         taken = self._take()
+        self._durable(taken[1])  # the part commit makes them durable, or keep() writes them
         self._sealed.append((self.name(self._segment), self._spend))
         self._segment += 1
         self._spend = Spend()
@@ -143,7 +157,7 @@ class Journal:
     async def keep(self, taken: Taken) -> None:
         """The parts did not take a sealed segment's rows: write its rest after all."""
         async with self._lock:
-            await self._write(taken)
+            await self._append_frames(*taken)
 
     async def settle(self) -> None:
         """The sealed segments' rows are in committed parts: record their spend, drop them."""
@@ -189,6 +203,18 @@ class Journal:
         if self.folder is None:
             return
         segment, rows, spend = taken
+        try:
+            await self._append_frames(segment, rows, spend)
+        finally:
+            self._durable(rows)
+
+    def _durable(self, rows: dict[str, list[Row]]) -> None:
+        """``rows`` are durable (or the run is stopping on a write error): wake the waiters."""
+        self.unsynced -= sum(len(table_rows) for table_rows in rows.values())
+        self._synced.set()
+        self._synced = anyio.Event()
+
+    async def _append_frames(self, segment: int, rows: dict[str, list[Row]], spend: Spend) -> None:
         # Encoded here, only the write and fsync in a thread: the encoding holds the GIL
         # anyway, and a thread doing it would trade the GIL with the event loop, row by row
         # (bench/throughput.py, zbatch against zbatch-nojournal: ~8 µs of CPU per row -> ~3).
@@ -395,8 +421,8 @@ def _replay_segment(
                 tables[_KIND_TABLES[kind]].append(pa.ipc.open_stream(payload).read_all())
         except (pa.ArrowException, ValueError, TypeError):
             damaged += _FRAME.size + len(payload)
+    tag = shard_tag(None if share == WHOLE else share)
     if name not in (outdir.total_spend() or Spend()).journals:
-        tag = shard_tag(None if share == WHOLE else share)
         ledger = outdir.read_spend(tag)
         ledger.add(spend)
         ledger.journals = [*ledger.journals, name]
@@ -413,9 +439,10 @@ def _replay_segment(
         waiting += waiting_here
         if fresh is None:
             continue
-        part = f"{table}/{part_name(prefix, f'r{segment}')}"
-        with contextlib.suppress(FileExistsError):  # a replay of this segment cut off
-            outdir.storage.create(part, functools.partial(pq.write_table, fresh))
+        # Each owner replays its own rows of a segment, into a part named after both.
+        by = f".{tag}" if tag else ""
+        part = f"{table}/{part_name(prefix, f'r{segment}{by}')}"
+        outdir.storage.create(part, functools.partial(pq.write_table, fresh))
         replayed += fresh.num_rows
     if damaged:
         aside = folder / DAMAGED / name

@@ -255,11 +255,10 @@ class LocalStorage:
                 raise LockedError(
                     f"another zbatch run holds {path} ({holder}); wait for it to finish"
                 ) from None
-            try:
-                handle.truncate()
-                handle.write(f"{holder_text()}\n")
-                handle.flush()
-            except OSError as exc:  # a full disk: the holder is not named, the lock is held
+            try:  # unbuffered: a failed write leaves nothing for the close to flush again
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{holder_text()}\n".encode(), 0)
+            except OSError as exc:  # a full disk
                 raise store_error(str(path), exc) from exc
             yield
 
