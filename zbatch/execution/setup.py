@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from .. import prompt
+from ..batch.ledger import Ledger
 from ..budget import Budget
 from ..errors import JobError, ZbatchError
+from ..idset import IdSet
 from ..job.settings import Job
 from ..pipeline import RowPipeline
 from ..progress import NullProgress, Progress
@@ -165,6 +167,9 @@ async def execute(
         input_rows = count_rows(inputs.paths)  # reads a JSONL or CSV input to the end
         stats.total = input_rows if shard is None else None
         state = session.state
+        # An open batch owns its rows until batch mode collects them (or they are cancelled):
+        # an online run leaves them alone rather than buy them a second time.
+        in_batches = Ledger(outdir.storage).open_ids(job.fingerprint()) if online else IdSet()
         pipeline = RowPipeline(
             job,
             state=state,
@@ -173,7 +178,7 @@ async def execute(
             errors=JournaledSink(errors, journal, ERRORS) if online else errors,
             schema=schema,
             retry_failed=retry_failed,
-            in_shard=None if shard is None else shard.contains,
+            in_shard=owned_rows(shard, in_batches),
             secret=key or "",
         )
         items = inputs.rows_or_done(job.id_column, pipeline.is_done)
@@ -182,6 +187,12 @@ async def execute(
             pipeline.warn = log.warning
             if session.notice:
                 log.warning(session.notice)
+            if in_batches:
+                log.warning(
+                    "%d rows wait in open batches of an earlier batch-mode run, so this run "
+                    "leaves them: run with --mode batch to collect them, or zbatch cancel",
+                    len(in_batches),
+                )
             if session.replayed:
                 log.warning(
                     "replayed %d answers from the journal of a run that was cut off",
@@ -251,6 +262,15 @@ async def execute(
                 stats.total = stats.input_rows
             also = ({} if shard is None else {"shard": str(shard)}) if write_summary else None
             return finish(outdir, log, stats, stopped, session.notice, summary=also, where=where)
+
+
+def owned_rows(shard: Shard | None, in_batches: IdSet) -> Callable[[str], bool] | None:
+    """Whether a row is this run's: in its shard, and in no open batch (None: every row)."""
+    if not in_batches:
+        return None if shard is None else shard.contains
+    if shard is None:
+        return lambda row_id: row_id not in in_batches
+    return lambda row_id: shard.contains(row_id) and row_id not in in_batches
 
 
 def finish(
