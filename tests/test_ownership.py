@@ -30,6 +30,7 @@ from conftest import (
     wait_for,
     zbatch_env,
 )
+from s3_server import S3, moto_endpoint_fixture, s3_fixture  # noqa: F401 (fixtures)
 from zai_server import ZaiServer, answer_for
 
 import zbatch
@@ -184,6 +185,30 @@ def test_many_writers_of_random_splits_at_once_never_double_an_id(tmp_path: Path
     assert max(answered.values()) == 1
     assert_each_id_once_with_its_answer(out, rows)
     assert 0 in codes
+
+
+@pytest.mark.parametrize(("held_share", "refused"), [((0, 2), "0/3")])
+def test_overlapping_writers_exclude_each_other_on_object_storage(
+    s3: S3, tmp_path: Path, held_share: tuple[int, int] | None, refused: str
+) -> None:
+    """The same rule on s3:// (moto on loopback), where the locks are leases: with shard 0/2
+    (or a whole run) holding its lease, shard 0/3 (or 1/4) is refused with exit 75 naming the
+    lease, and sends nothing; once the lease is released the same command runs."""
+    rows = prompt_rows(30)
+    inp, _ = input_and_outdir(tmp_path, rows)
+    outdir = s3.url("out")
+    env = zbatch_env(**s3.env)
+    with ZaiServer() as srv:
+        with OutputDir(outdir).locked(held_share):
+            proc = run_zbatch(*run_args(inp, outdir, srv, "--shard", refused), env=env)
+            assert proc.returncode == 75, proc.stderr
+            name = ".lock" if held_share is None else ".lock-0of2"
+            assert f"{outdir}/{name}" in proc.stderr and "wait for it to finish" in proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1
+            assert srv.stats()["requests"] == 0
+        proc = run_zbatch(*run_args(inp, outdir, srv, "--shard", refused), env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert srv.stats()["requests"] > 0
 
 
 # --- case 3: the journal is replayed by whoever next owns its ids ----------------------------
@@ -402,3 +427,52 @@ def test_a_damaged_journal_frame_is_reported_kept_aside_and_costs_only_its_own_r
     bought_again = {p for p, n in after.items() if n > 1}
     assert not bought_again & (held_answers - first_rows)
     assert_each_id_once_with_its_answer(out, rows)
+
+
+def test_workers_wait_while_too_many_answers_wait_for_their_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Back-pressure: with MAX_UNSYNCED answers recorded and not yet durable, room() blocks
+    (a worker sends nothing more) until a group commit has made them durable."""
+    import anyio
+
+    from zbatch.budget import Spend
+    from zbatch.store import journal as journal_module
+    from zbatch.store.parts import PartWriter
+    from zbatch.store.storage import LocalStorage
+
+    monkeypatch.setattr(journal_module, "MAX_UNSYNCED", 3)
+    writer = PartWriter(
+        LocalStorage(tmp_path), "results", pa.schema([("id", pa.string())]), prefix="p"
+    )
+    journal = journal_module.Journal(
+        tmp_path / "journal",
+        "p",
+        {"results": writer},
+        ledger=Spend(),
+        save_ledger=lambda _spend: None,
+        read_total=lambda: None,
+    )
+    passed: list[str] = []
+
+    async def worker() -> None:
+        await journal.room()
+        passed.append("sent")
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tasks:
+            for row_id in ("a", "b"):
+                journal.record("results", (row_id,))
+            await journal.room()  # 2 < 3: no wait
+            journal.record("results", ("c",))
+            tasks.start_soon(worker)
+            await anyio.wait_all_tasks_blocked()
+            assert passed == [] and journal.unsynced == 3
+            await journal.sync()  # the group commit: all three durable
+            await anyio.wait_all_tasks_blocked()
+            assert passed == ["sent"] and journal.unsynced == 0
+        journal.close()
+
+    anyio.run(main)
+    frames = list(read_frames(next((tmp_path / "journal").glob("*.journal"))))
+    assert pa.ipc.open_stream(frames[0][1]).read_all().column("id").to_pylist() == ["a", "b", "c"]

@@ -60,7 +60,7 @@ WINDOW = 0.05  # seconds between group commits
 # Answers received but not yet durable beyond which workers wait before sending more: on slow
 # storage (an fsync of 0.3 s) the answers a kill -9 can cost stay this many plus those in
 # flight, whatever the fsync takes (docs/performance.md "The journal window").
-MAX_UNSYNCED = 512
+MAX_UNSYNCED = 256
 _FRAME = struct.Struct("<2sBII")
 _MAGIC = b"ZJ"
 _KIND_TABLES = {1: RESULTS, 2: ERRORS}
