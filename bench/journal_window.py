@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow.dataset as ds
-from common import arg_parser, fake_server, make_jsonl, median, start, table
+from common import arg_parser, checked_run, fake_server, make_jsonl, median, start, table
 
 import zbatch
 from zbatch.store import journal as journal_module
@@ -41,7 +40,7 @@ def slow_journal(fsync: float) -> None:
         PEAK["unsynced"] = max(PEAK["unsynced"], self.unsynced)
 
     journal_module.Journal._append = slow_append  # type: ignore[method-assign]
-    journal_module.Journal.record = noting_record  # type: ignore[method-assign]
+    journal_module.Journal.record = noting_record  # type: ignore[method-assign,assignment]
 
 
 def one_run(base_url: str, rows: int, concurrency: int, work: Path) -> dict[str, float]:
@@ -54,12 +53,7 @@ def one_run(base_url: str, rows: int, concurrency: int, work: Path) -> dict[str,
         log_every=3600,
     )
     PEAK["unsynced"] = 0
-    started = time.perf_counter()
-    result = zbatch.run(job)
-    seconds = time.perf_counter() - started
-    ids = ds.dataset(outdir / "results", format="parquet").to_table(columns=["id"]).column("id")
-    if result.exit_code != 0 or len(ids) != rows or len(set(ids.to_pylist())) != rows:
-        raise RuntimeError(f"exit {result.exit_code}, {len(ids)} result rows for {rows} rows")
+    seconds, _ = checked_run(job, rows)
     return {"seconds": seconds, "peak": PEAK["unsynced"]}
 
 

@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 from conftest import (
-    ZBATCH,
     input_and_outdir,
     prompt_rows,
     read_export,
@@ -374,13 +373,8 @@ def test_a_second_run_on_a_locked_outdir_exits_75_before_reading_its_input(
     os.mkfifo(fifo)
     out = tmp_path / "out"
     with OutputDir(str(out)).locked():
-        proc = subprocess.run(
-            [ZBATCH, "run", "-i", str(fifo), "-o", str(out), "--base-url", "http://127.0.0.1:9"],
-            env=zbatch_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        proc = run_zbatch(
+            "run", "-i", str(fifo), "-o", str(out), "--base-url", "http://127.0.0.1:9", timeout=60
         )
     assert proc.returncode == 75, proc.stderr
     assert "another zbatch run holds" in proc.stderr
