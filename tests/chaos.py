@@ -218,9 +218,9 @@ def run_chaos(workdir: Path, *, seed: int, rounds: int, rows: int = 400) -> Repo
                     for w in writers
                 ):
                     time.sleep(0.02)
-                time.sleep(rng.uniform(0.0, 1.5))
+                time.sleep(rng.uniform(0.0, 0.8))
                 for writer in writers:
-                    if writer.proc.poll() is None and rng.random() < 0.7:
+                    if writer.proc.poll() is None and rng.random() < 0.8:
                         killed(writer)
                     else:
                         ended(writer)

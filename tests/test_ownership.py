@@ -354,9 +354,14 @@ def test_sigterm_before_the_dispatcher_starts_exits_143(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with ZaiServer() as srv:
         proc = start_zbatch(*run_args(fifo, out, srv, "-q"))
-        wait_for(lambda: (out / ".lock").exists(), timeout=60)  # tried first, then the input
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
+        try:
+            wait_for(lambda: (out / ".lock").exists(), timeout=60)  # tried first, then the input
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:  # blocked on the FIFO for good: do not leave it behind
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == 143, err
     assert err.strip().splitlines() == [
         "Error: interrupted by SIGTERM before the run started; nothing was sent: run the same "
