@@ -16,7 +16,13 @@ by the next one, exactly once.
 
 A segment is a sequence of frames: ``b"ZJ"``, a kind byte, length and CRC-32 of the payload.
 Kinds: result rows and error rows (each an Arrow IPC stream, so every value keeps its exact
-type), and the segment's spend so far (JSON). A torn last frame was never synced: it is ignored.
+type), and the segment's spend so far (JSON). A frame that does not read whole (torn by a crash
+mid-write, or damaged on disk) is skipped up to the next whole frame, and the segment is kept
+in journal/damaged/ with a warning naming it, the bytes skipped and the answers at risk.
+
+The next owner of an id replays it, whoever wrote the journal (a whole run, a shard of any
+split, a cluster task): see :func:`replay` and :mod:`zbatch.store.ownership`. Workers wait
+while MAX_UNSYNCED answers are not yet durable, so a slow fsync never widens the window.
 
 Object storage has no append: there the journal lives in a local folder named after the
 OUTDIR URL and a token kept in the OUTDIR (:func:`local_folder`), so it protects a run from a
