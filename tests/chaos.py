@@ -125,8 +125,9 @@ class _Watch:
 
 
 def durable_ids(outdir: Path) -> set[str]:
-    """Ids whose answers the OUTDIR holds: in results/ parts or in a journal segment."""
-    ids = set(read_table(outdir / "results").column("id").to_pylist())
+    """Ids whose answers the OUTDIR holds: in a journal segment or in results/ parts (read in
+    that order: a replay moves rows from journals to parts, never back)."""
+    ids: set[str] = set()
     for segment in (outdir / "journal").glob("*.journal"):
         try:
             frames = list(read_frames(segment))

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+from chaos import durable_ids
 from conftest import (
     input_and_outdir,
     prompt_rows,
@@ -37,6 +38,15 @@ from zbatch.store import OutputDir
 from zbatch.store.journal import read_frames
 
 FAULTS = Path(__file__).with_name("faults.py")
+
+
+def kill_hard(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL it if it still runs (a failed assertion), and reap it, closing the pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=60)
+
+
 SLOW = 0.05  # seconds per answer: runs last long enough to overlap
 
 
@@ -82,12 +92,7 @@ def held(outdir: Path, name: str) -> bool:
 
 def durable_prompts(outdir: Path, prompt_of: dict[str, str]) -> set[str]:
     """The prompts whose answers the OUTDIR holds: in results/ parts or in a journal."""
-    ids = set(read_table(outdir / "results").column("id").to_pylist())
-    for segment in (outdir / "journal").glob("*.journal"):
-        for kind, payload in read_frames(segment):
-            if kind == 1:  # result rows
-                ids |= set(pa.ipc.open_stream(payload).read_all().column("id").to_pylist())
-    return {prompt_of[row_id] for row_id in ids}
+    return {prompt_of[row_id] for row_id in durable_ids(outdir)}
 
 
 def assert_each_id_once_with_its_answer(outdir: Path, rows: list[dict[str, str]]) -> None:
@@ -123,18 +128,21 @@ def test_a_writer_overlapping_a_live_one_is_refused_at_once_with_exit_75(
     shard = ["--shard", first] if first else []
     with ZaiServer(latency=SLOW) as srv, UniqueWatch(out).running() as watch:
         running = start_zbatch(*run_args(inp, out, srv, "-c", "2", "--part-seconds", "0.2", *shard))
-        lock = ".lock" if first is None else f".lock-{first.replace('/', 'of')}"
-        wait_for(lambda: srv.stats()["successes"] >= 5, timeout=60)
-        assert held(out, lock)
-        second_args = ["--shard", second] if second else []
-        refused = run_zbatch(*run_args(inp, out, srv, "-c", "8", *second_args))
-        assert refused.returncode == 75, refused.stderr
-        line = refused.stderr.strip()
-        assert len(line.splitlines()) == 1 and "Traceback" not in line
-        assert lock in line and "wait for it to finish" in line
-        running.send_signal(signal.SIGTERM)  # stops cleanly: its in-flight answers are kept
-        running.communicate(timeout=60)
-        assert running.returncode == 143
+        try:
+            lock = ".lock" if first is None else f".lock-{first.replace('/', 'of')}"
+            wait_for(lambda: srv.stats()["successes"] >= 5, timeout=60)
+            assert held(out, lock)
+            second_args = ["--shard", second] if second else []
+            refused = run_zbatch(*run_args(inp, out, srv, "-c", "8", *second_args))
+            assert refused.returncode == 75, refused.stderr
+            line = refused.stderr.strip()
+            assert len(line.splitlines()) == 1 and "Traceback" not in line
+            assert lock in line and "wait for it to finish" in line
+            running.send_signal(signal.SIGTERM)  # stops cleanly: its in-flight answers are kept
+            running.communicate(timeout=60)
+            assert running.returncode == 143
+        finally:
+            kill_hard(running)
         srv.configure(latency=0.002)
         finish(srv, inp, out)
         answered = Counter(srv.stats()["answered_prompts"])
@@ -213,15 +221,14 @@ def test_overlapping_writers_exclude_each_other_on_object_storage(
 # --- case 3: the journal is replayed by whoever next owns its ids ----------------------------
 
 
-def killed_with_a_journal(srv: ZaiServer, inp: Path, out: Path, *shard: str) -> set[str]:
-    """A run with parts every 600 s, killed -9 once it holds answers in its journal; the
-    prompts whose answers the OUTDIR holds durably then."""
+def killed_with_a_journal(srv: ZaiServer, inp: Path, out: Path, *shard: str) -> None:
+    """A run with parts every 600 s, killed -9 once it holds answers in its journal."""
     proc = start_zbatch(*run_args(inp, out, srv, "-c", "4", "--part-seconds", "600", *shard))
-    wait_for(lambda: srv.stats()["successes"] >= 40, timeout=60)
-    proc.kill()
-    proc.communicate(timeout=60)
+    try:
+        wait_for(lambda: srv.stats()["successes"] >= 40, timeout=60)
+    finally:
+        kill_hard(proc)
     wait_for(lambda: srv.stats()["inflight"] == 0, timeout=60)
-    return set()
 
 
 @pytest.mark.parametrize(
