@@ -206,8 +206,6 @@ class Journal:
         return self._segment, rows, replace(self._spend)
 
     async def _write(self, taken: Taken) -> None:
-        if self.folder is None:
-            return
         segment, rows, spend = taken
         try:
             await self._append_frames(segment, rows, spend)
@@ -221,6 +219,8 @@ class Journal:
         self._synced = anyio.Event()
 
     async def _append_frames(self, segment: int, rows: dict[str, list[Row]], spend: Spend) -> None:
+        if self.folder is None:  # --no-journal
+            return
         # Encoded here, only the write and fsync in a thread: the encoding holds the GIL
         # anyway, and a thread doing it would trade the GIL with the event loop, row by row
         # (bench/throughput.py, zbatch against zbatch-nojournal: ~8 µs of CPU per row -> ~3).
