@@ -26,7 +26,8 @@ import pyarrow as pa
 from .errors import JobError, ZbatchError
 from .execution.options import RunOptions, shard_of
 from .job.settings import Job
-from .progress import NullProgress, Progress
+from .progress import Progress
+from .progress import default as default_progress
 from .results.export import Exported, export_outcomes
 from .results.outcomes import final_outcomes
 from .results.status import FailureGroup, Status, failure_groups, read_status
@@ -90,9 +91,11 @@ async def arun(
     from .ops.watch import Watch
 
     _check_retry_failed(retry_failed)
+    if job.mode != "batch" and not wait:
+        raise JobError('wait=False (--no-wait) only goes with batch mode (run.mode = "batch")')
     options = RunOptions(
         api_key=api_key,
-        progress=progress or NullProgress(),
+        progress=default_progress(progress),  # in a Jupyter notebook: a tqdm.auto bar
         handle_signals=handle_signals,
         transport=transport,
         retry_failed=retry_failed,
@@ -103,7 +106,7 @@ async def arun(
     )
     watch = Watch(job, options.shard) if Watch.wanted(job) else None
     if watch is not None:
-        options = dataclasses.replace(options, progress=watch.begin(progress))
+        options = dataclasses.replace(options, progress=watch.begin(options.progress))
     try:
         result = await _run_where_asked(job, cluster, options)
     except ZbatchError as exc:
@@ -187,18 +190,29 @@ async def acancel(
     """Cancel the open batches of a batch-mode OUTDIR; the next run collects what they
     finished. Returns the cancelled batches as ``status`` lists them."""
     from .batch.api import BatchApi
-    from .batch.ledger import describe
+    from .batch.ledger import describe, open_batches
     from .batch.mode import cancel_open
     from .providers import provider_for
 
     target = OutputDir(str(outdir))
     settings = target.read_job()["settings"]
+    if settings.get("mode") != "batch" and not open_batches(target.storage):
+        raise JobError(
+            f"{target.location} holds an online run: it has no batches to cancel (cancel is "
+            "for --mode batch; an online run stops on Ctrl-C or SIGTERM)"
+        )
     job_key = RunOptions(api_key=api_key).key(settings["api_key_env"])
+    transport = None
+    if settings.get("simulate"):  # a rehearsal's batches are at the simulated provider
+        from .batch.simulate import SimulatedBatchApi
+
+        transport = SimulatedBatchApi(Job(**settings))
     api = BatchApi(
         provider_for(settings["base_url"], settings.get("provider")),
         base_url=settings["base_url"],
         api_key=job_key,
         timeout=settings["timeout"],
+        transport=transport,
     )
     with target.locked():
         cancelled = await cancel_open(target.storage, api)
@@ -230,10 +244,25 @@ def status(outdir: str | os.PathLike[str]) -> Status:
 
 
 def failures(
-    outdir: str | os.PathLike[str], *, error_type: str | None = None, limit: int = 5
+    outdir: str | os.PathLike[str],
+    *,
+    error_type: str | None = None,
+    limit: int = 5,
+    answers: bool = False,
 ) -> list[FailureGroup]:
-    """The failed ids of an OUTDIR grouped by error type and code, largest group first."""
-    return failure_groups(OutputDir(str(outdir)), error_type=error_type, sample=limit)
+    """The failed rows of an OUTDIR grouped by error type and code, largest group first;
+    ``answers`` adds up to ``limit`` paid answers per group (the error log's answer column)."""
+    return failure_groups(
+        OutputDir(str(outdir)), error_type=error_type, limit=limit, answers=answers
+    )
+
+
+def read_log(outdir: str | os.PathLike[str], start: int = 0) -> tuple[str, int]:
+    """OUTDIR/run.log from byte ``start`` to its last whole line, and the offset to read on
+    from: call again with it to follow the log as runs write it (``zbatch logs -f``)."""
+    from .results.logs import read_log as read
+
+    return read(OutputDir(str(outdir)), start)
 
 
 def export(

@@ -101,6 +101,7 @@ class RowPipeline:
         quiet = sent = 0
         for item in items:
             if sent == max_rows:
+                self.stats.limited = True
                 return
             if isinstance(item, DoneRows):
                 self.skip_done(item)

@@ -28,9 +28,11 @@ from typing import Any
 import pyarrow as pa
 
 from .. import prompt
+from ..batch.ledger import Ledger
 from ..budget import Budget
 from ..dispatch import Build, RunContext
 from ..errors import JobError, ZbatchError
+from ..idset import IdSet
 from ..job.settings import Job
 from ..limits import Backoff
 from ..ops import events
@@ -38,6 +40,7 @@ from ..ops.manifest import RunInfo, last_success, record
 from ..ops.manifest import write as write_manifest
 from ..pipeline import RowPipeline
 from ..schema import ERROR_SCHEMA, infer_type, result_schema
+from ..shard import Shard
 from ..source import STDIN, InputFiles, count_rows, open_input
 from ..stats import Stats
 from ..store import ERRORS, RESULTS, OutputDir, room_error
@@ -54,6 +57,7 @@ class RunResult:
     stats: Stats
     stopped: ZbatchError | None
     notice: str | None = None  # what --force did, when it did something
+    manifest: dict[str, Any] | None = None  # what summary.json (or the shard's) got
 
     @property
     def exit_code(self) -> int:
@@ -111,6 +115,10 @@ def prepare(job: Job, options: RunOptions, *, tasks: bool = False) -> Iterator[P
 
     ``tasks``: the run is split into shard tasks (the cluster driver): job.json is settled
     (and --force applied) once here, then the OUTDIR is let go for the tasks to hold."""
+    # Another run holding these ids is refused at once (exit 75), before the input is read.
+    shard = options.shard
+    with OutputDir(job.output_dir).locked(None if shard is None else (shard.index, shard.count)):
+        pass
     inputs = check_input(job, stdin=options.shard is None and not tasks)
     key = check_key(job, options, transport=None if tasks else options.transport)
     with contextlib.ExitStack() as held:
@@ -118,19 +126,19 @@ def prepare(job: Job, options: RunOptions, *, tasks: bool = False) -> Iterator[P
         if tasks:
             held.close()
         input_rows = count_rows(inputs.paths)  # reads a JSONL or CSV input to the end
-        shard = None if options.shard is None else str(options.shard)
+        name = None if shard is None else str(shard)
         info = RunInfo.begin(
             session.prefix,
-            shard=shard,
+            shard=name,
             tag=session.tag,
             job_fingerprint=job.fingerprint(),
             paths=inputs.paths,
         )
-        stats = _figures(job, session.outdir, None if shard else input_rows)
-        where = "" if shard is None else f" shard {shard}"
+        stats = _figures(job, session.outdir, None if name else input_rows)
+        where = "" if name is None else f" shard {name}"
         prepared = Prepared(job, inputs, session, schema, input_rows, where, info, stats, key)
         prepared.figures = lambda: stats
-        context = events.RunContext(session.prefix, shard or "all", lambda: prepared.figures())
+        context = events.RunContext(session.prefix, name or "all", lambda: prepared.figures())
         with run_log(session.outdir, job.log_format, context) as log:
             prepared.log = log
             if session.notice:
@@ -181,11 +189,8 @@ def check_key(job: Job, options: RunOptions, *, transport: object) -> str | None
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
         )
-    if job.max_cost is not None and job.price is None:
-        raise JobError(
-            f"limits.max_cost needs a price for model {job.effective_model}: add it to [prices], "
-            f'e.g. "{job.effective_model}" = {{ input = 0.6, output = 2.2 }}'
-        )
+    if job.max_cost is not None and job.no_price is not None:
+        raise JobError(f"limits.max_cost needs a price: {job.no_price}")
     return key
 
 
@@ -247,7 +252,15 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
     journal = session.journal({RESULTS: results, ERRORS: errors}, enabled=job.journal)
     stats = prepared.stats
     budget = Budget(limit=job.max_cost, price=job.price, spent=stats.spent or 0.0)
-    shard = options.shard
+    # An open batch owns its rows until batch mode collects them (or they are cancelled):
+    # an online run leaves them alone rather than buy them a second time.
+    in_batches = Ledger(outdir.storage).open_ids(job.fingerprint()) if online else IdSet()
+    if in_batches:
+        prepared.log.warning(
+            "%d rows wait in open batches of an earlier batch-mode run, so this run "
+            "leaves them: run with --mode batch to collect them, or zbatch cancel",
+            len(in_batches),
+        )
     pipeline = RowPipeline(
         job,
         state=session.state,
@@ -256,7 +269,7 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
         errors=JournaledSink(errors, journal, ERRORS) if online else errors,
         schema=prepared.schema,
         retry_failed=options.retry_failed,
-        in_shard=None if shard is None else shard.contains,
+        in_shard=owned_rows(options.shard, in_batches),
         secret=prepared.api_key or "",
     )
     pipeline.warn = prepared.log.warning
@@ -279,6 +292,15 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
         )
     finally:
         items.close()
+
+
+def owned_rows(shard: Shard | None, in_batches: IdSet) -> Callable[[str], bool] | None:
+    """Whether a row is this run's: in its shard, and in no open batch (None: every row)."""
+    if not in_batches:
+        return None if shard is None else shard.contains
+    if shard is None:
+        return lambda row_id: row_id not in in_batches
+    return lambda row_id: shard.contains(row_id) and row_id not in in_batches
 
 
 def _builder(job: Job) -> Build:
@@ -328,6 +350,7 @@ def finish(
         outdir, tag = prepared.outdir, prepared.info.tag
         manifest = record(prepared.info, {**stats.to_json(), **summary}, last_success(outdir, tag))
         write_manifest(outdir, manifest, tag)
+        result.manifest = manifest
     if report:
         from ..results.page import write_run_report  # plotly comes only with a report
 

@@ -11,7 +11,8 @@
                         ("spend-KofN.json" for shard K of N: shards run at once)
       journal/          answers not yet in parts (see zbatch.store.journal)
       journal.id        on object storage: which local folder holds the journal
-      .lock             held while a run is active (".lock-KofN" for shard K of N)
+      .lock             held while a run is active (".lock-KofN" for shard K of N;
+                        the lock names are zbatch.store.ownership's)
 
 A leaf: the OutputDir (outdir.py), the journal and the run's session (session.py) all read
 it, so none of them has to import another for a name.
@@ -28,7 +29,7 @@ SUMMARY = "summary.json"
 RUN_LOG = "run.log"
 RESULTS = "results"
 ERRORS = "errors"
-LOCK = ".lock"
+BATCHES = "batches"  # batch mode's ledger (zbatch.batch.ledger)
 TABLES = (RESULTS, ERRORS)
 GENERATIONS = "generations"
 SPEND = "spend"  # spend.json / spend-3of8.json; outlive --force generations

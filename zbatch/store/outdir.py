@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import logging
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,15 @@ import pyarrow as pa
 from .. import urls
 from ..budget import Spend
 from ..errors import JobError
+from ..schema import INPUT_FAULTS
 from .compaction import compact_table, recover
 from .layout import (
+    BATCHES,
     ERRORS,
     GENERATIONS,
     JOB,
     JOURNAL,
     JOURNAL_ID,
-    LOCK,
     RESULTS,
     RUN_LOG,
     SPEND,
@@ -38,10 +39,10 @@ from .layout import (
     TABLES,
     dumps,
     shard_owns,
-    shard_tag,
     spend_name,
 )
 from .objectstore import ObjectStorage
+from .ownership import LOCK, own
 from .parts import Parts
 from .state import ResumeState, count_state, load_state
 from .storage import LocalStorage, Storage
@@ -53,6 +54,20 @@ def open_storage(location: str) -> Storage:
     if urls.is_remote(location):
         return ObjectStorage(location)
     return LocalStorage(urls.local_path(location))
+
+
+def rehearsal_of(location: str) -> str | None:
+    """``location``.simulated when a --simulate rehearsal left its answers there: what a user
+    who asks for ``location`` (and finds nothing) most likely means."""
+    from ..job.settings import SIMULATED_SUFFIX
+
+    twin = location.rstrip("/") + SIMULATED_SUFFIX
+    if location.rstrip("/").endswith(SIMULATED_SUFFIX):
+        return None
+    try:
+        return twin if open_storage(twin).read_bytes(JOB) is not None else None
+    except (JobError, OSError):
+        return None
 
 
 class OutputDir:
@@ -68,7 +83,11 @@ class OutputDir:
         """job.json; JobError when this is not an output directory."""
         data = self.read_json(JOB)
         if data is None:
-            raise JobError(f"{self.location} is not a zbatch output directory (no job.json)")
+            twin = rehearsal_of(self.location)
+            guess = (
+                "" if twin is None else f"; did you mean {twin} (where --simulate put its answers)?"
+            )
+            raise JobError(f"{self.location} is not a zbatch output directory (no job.json){guess}")
         return data
 
     def read_job_if_any(self) -> dict[str, Any] | None:
@@ -172,18 +191,12 @@ class OutputDir:
 
     # --- locking and setup ------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def locked(self, shard: tuple[int, int] | None = None) -> Iterator[None]:
-        """Hold this shard's lock; a whole-job run (or compact) holds every shard's lock too."""
-        with contextlib.ExitStack() as stack:
-            if shard is not None:
-                stack.enter_context(self.storage.lock(f"{LOCK}-{shard_tag(shard)}"))
-            else:
-                stack.enter_context(self.storage.lock(LOCK))
-                for name in self.storage.list(""):
-                    if name.startswith(f"{LOCK}-"):
-                        stack.enter_context(self.storage.lock(name))
-            yield
+    def locked(
+        self, shard: tuple[int, int] | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Own a shard's ids (None: every id, for a whole-job run or compact): its lock held,
+        no overlapping writer live (:mod:`zbatch.store.ownership`)."""
+        return own(self.storage, shard)
 
     def holds_request(self, fingerprint: str | Sequence[str], settings: Mapping[str, Any]) -> bool:
         """True when job.json is absent or records this request (``fingerprint`` as
@@ -192,7 +205,12 @@ class OutputDir:
         return previous is None or _same_request(previous, fingerprint, settings)
 
     def _check_job(
-        self, fingerprint: str | Sequence[str], settings: Mapping[str, Any], *, force: bool
+        self,
+        fingerprint: str | Sequence[str],
+        settings: Mapping[str, Any],
+        *,
+        force: bool,
+        whole: bool = False,
     ) -> str | None:
         previous = self.read_json(JOB)
         if previous is None or _same_request(previous, fingerprint, settings):
@@ -208,8 +226,15 @@ class OutputDir:
                 f"{self.location} holds {held} answers, and a {run} run never mixes with them. "
                 "Use another output directory, or --force to move them aside and start afresh"
             )
+        what = ", ".join(changed) or "request settings"
+        if not force and whole and self._nothing_settled():
+            # A job stopped because it was wrong (a model that does not exist): the fixed job
+            # goes on here, as the stop message promised.
+            return (
+                f"request settings changed ({what}); no answer was committed under the old "
+                "ones, so the run goes on with the new ones"
+            )
         if not force:
-            what = ", ".join(changed) or "request settings"
             raise JobError(
                 f"{self.location} holds results of a different request ({what} changed). "
                 "Use a new output directory, or --force to start a new generation of results here"
@@ -223,6 +248,17 @@ class OutputDir:
                 self.storage.move(name, f"{archive}/{name}")
         where = f"{self.location}/{archive}"
         return f"request settings changed: previous outputs moved to {where}; starting afresh"
+
+    def _nothing_settled(self) -> bool:
+        """No row is settled under the request job.json records: no result, no batch, and
+        only errors that the next run sends again or that are the input's own."""
+        if self.parts(RESULTS).names or self.storage.list(BATCHES):
+            return False
+        for batch in self.parts(ERRORS).batches(["error_type", "retryable"]):
+            rows = zip(*(batch.column(i).to_pylist() for i in range(2)), strict=True)
+            if any(not flag and kind not in INPUT_FAULTS for kind, flag in rows):
+                return False
+        return True
 
     def tidy(self, tag: str = "") -> None:
         """Finish an interrupted compaction and drop the temp files a crash left.

@@ -88,8 +88,8 @@ def open_run(
         for table in TABLES:
             outdir.storage.make_folder(table)
         # Before the job check: a killed run's answers belong to its own generation.
-        replayed = replay(outdir, outdir.journal_folder(), tag)
-        notice = outdir._check_job(fingerprint, settings, force=force)
+        replayed = replay(outdir, outdir.journal_folder(), key)
+        notice = outdir._check_job(fingerprint, settings, force=force, whole=shard is None)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
         prefix = f"{stamp}-{secrets.token_hex(2)}" + (f"-{tag}" if tag else "")
         yield RunSession(outdir, outdir.load_state(), notice, prefix, tag, replayed)
