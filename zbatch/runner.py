@@ -53,9 +53,10 @@ RE_ASKED = ("invalid_label", "invalid_json")
 WORKER_START_SPACING = 0.0005
 # A concurrency rejection (429 / 1302) costs nothing and, unless the limiter found a cap (then
 # it holds the in-flight under it), says nothing about when to try again: it is retried after
-# uniform(0, REJECTION_BASE * 2**n) s (or backoff_base, if smaller). Measured in
-# bench/limits.py --storm (docs/performance.md): with a 30% storm 1 s made a run 6x as long
-# as without it, 0.05 s 1.5x.
+# uniform(0, REJECTION_BASE * 2**n) s (or backoff_base, if smaller), n counting the row's
+# rejections, until the row's max_attempt_seconds (max_retries counts the other failures: at
+# 30 % rejected, 8 retries would lose one row in 50,000). bench/limits.py --storm and the
+# simulation in docs/performance.md set the value.
 REJECTION_BASE = 0.05
 
 
@@ -225,6 +226,7 @@ class Runner(Dispatcher):
         job, stats, pipeline = self.job, self.stats, self.pipeline
         started = time.monotonic()
         attempts = 0
+        rejections = 0  # 429 / 1302: not counted against max_retries (see REJECTION_BASE)
         answer_retries = 0
         while True:
             async with self.limit.slot() as level:
@@ -285,10 +287,18 @@ class Runner(Dispatcher):
                 self.guards.row_failed(Held(work.id, failure, attempts, None))
                 return
             remaining = job.max_attempt_seconds - (time.monotonic() - started)
-            backoff = self.rejected_backoff if failure.scope is Scope.SLOW_DOWN else self.backoff
-            delay = backoff.delay(attempts - 1, failure.retry_after, remaining=remaining)
+            if failure.scope is Scope.SLOW_DOWN:
+                rejections += 1
+                delay = self.rejected_backoff.delay(
+                    rejections - 1, failure.retry_after, remaining=remaining
+                )
+                spent = False  # a rejection is retried until the row's deadline
+            else:
+                retries = attempts - rejections
+                delay = self.backoff.delay(retries - 1, failure.retry_after, remaining=remaining)
+                spent = retries > job.max_retries
             # A wait cut to the deadline (a Retry-After past it) leaves no time for a retry.
-            if attempts > job.max_retries or delay >= remaining:
+            if spent or delay >= remaining:
                 self.guards.row_failed(Held(work.id, failure, attempts, None))
                 return
             stats.retries[failure.error_type] += 1
