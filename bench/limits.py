@@ -33,6 +33,7 @@ finish with every row in the results.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -222,17 +223,11 @@ def background_case(
     print_table(title, [h.format("no 429s") for h in HEADERS], table_rows)
 
 
-def storm_case(
-    work: Path,
-    rows: int,
-    reps: int,
-    share: float,
-    latency: float,
-    concurrency: int,
-    bases: list[float],
-    before: str | None,
-) -> None:
+def storm_case(work: Path, args: argparse.Namespace) -> None:
     """(d): wall time with and without a storm, rows lost, what the limiter concluded."""
+    rows, reps, share = args.storm_rows, args.storm_reps, args.storm_share
+    latency, concurrency, before = args.storm_latency, args.storm_concurrency, args.before
+    bases = [float(b) for b in args.storm_backoff.split(",") if b]
     clean = {"latency": latency}
     half = share / 2
     stormy = {"latency": latency, "rates": json.dumps({"429": half, "1302": half}), "seed": 1}
@@ -347,17 +342,7 @@ def main() -> None:
             )
         if args.storm:
             make_jsonl(work / "input.jsonl", args.storm_rows)
-            bases = [float(b) for b in args.storm_backoff.split(",") if b]
-            storm_case(
-                work,
-                args.storm_rows,
-                args.storm_reps,
-                args.storm_share,
-                args.storm_latency,
-                args.storm_concurrency,
-                bases,
-                args.before,
-            )
+            storm_case(work, args)
 
 
 if __name__ == "__main__":

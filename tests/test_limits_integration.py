@@ -101,19 +101,9 @@ def test_a_storm_of_rejections_is_not_taken_for_a_cap(tmp_path: Path) -> None:
     data = prompt_rows(400)
     data.append({"id": "rejected-5", "prompt": "Five times? FAIL=1302,1302,1302,1302,1302"})
     inp, out = input_and_outdir(tmp_path, data)
+    flags = ["--concurrency", "16", "--max-retries", "1"]
     with ZaiServer(rates={"1302": 0.3}, seed=3, latency=0.01) as srv:
-        run_against(
-            srv,
-            limits_job(tmp_path),
-            "-i",
-            str(inp),
-            "-o",
-            str(out),
-            "--concurrency",
-            "16",
-            "--max-retries",
-            "1",
-        )
+        run_against(srv, limits_job(tmp_path), "-i", str(inp), "-o", str(out), *flags)
         stats = srv.stats()
 
     assert_answers(out, {r["id"]: r["prompt"] for r in data})
