@@ -49,8 +49,11 @@ from .store.journal import Journal
 RE_ASKED = ("invalid_label", "invalid_json")
 # Workers start this far apart, so the first requests go out over a few milliseconds rather
 # than all at once: a server that caps concurrency answers the first ones with 1302 while the
-# rest are still unsent, and the limit is cut before it is hit by the whole ceiling.
+# rest are still unsent, and the limit holds before it is hit by the whole ceiling. The whole
+# ramp lasts at most WORKER_RAMP: at --concurrency 1024, 0.5 ms apart would hold the last
+# worker back half a second, a round trip of a 500 ms endpoint (2.5 % of a 20-round run).
 WORKER_START_SPACING = 0.0005
+WORKER_RAMP = 0.05
 # A concurrency rejection (429 / 1302) costs nothing and, unless the limiter found a cap (then
 # it holds the in-flight under it), says nothing about when to try again: it is retried after
 # uniform(0, REJECTION_BASE * 2**n) s (or backoff_base, if smaller), n counting the row's
@@ -129,8 +132,9 @@ class Runner(Dispatcher):
     async def _dispatch(self) -> None:
         async with anyio.create_task_group() as work:
             self._work_group = work
+            spacing = min(WORKER_START_SPACING, WORKER_RAMP / self.job.concurrency)
             for index in range(self.job.concurrency):
-                work.start_soon(self._worker, index * WORKER_START_SPACING)
+                work.start_soon(self._worker, index * spacing)
         if not self.stopping:
             stats = self.stats
             self.log.info("input read: %d rows, %d already done", stats.input_rows, stats.skipped)
