@@ -291,6 +291,21 @@ def test_a_storm_is_concluded_and_the_limit_goes_back_to_the_ceiling():
     assert limit.current == 64
 
 
+def test_most_requests_rejected_at_every_level_is_never_sent_through_at_full_concurrency():
+    """70 % rejected whatever the level (an account-wide limit, say): not called noise, so the
+    limit does not go back to the ceiling; it holds low and probes."""
+    limit = AdaptiveLimit(ceiling=16)
+    rng = random.Random(4)
+    for _ in range(3000):
+        level = limit.current
+        if rng.random() < 0.7:
+            limit.on_reject(level)
+        else:
+            limit.on_success(level)
+    assert limit.verdict != "noise"
+    assert limit.current < 16
+
+
 def test_a_surge_far_above_the_noise_tests_again_and_finds_a_cap_under_it():
     limit = AdaptiveLimit(ceiling=64)
     rng = random.Random(2)

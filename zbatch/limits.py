@@ -42,7 +42,8 @@ class AdaptiveLimit:
       to where it was (the ceiling) and stays there: the rows are retried after a short
       jittered backoff while the other requests go on. Only a rejection share far above
       that noise (``SURGE`` more) tests again, by holding 0.7 of the limit;
-    - while holding, if most requests under the hold are rejected too, it holds 0.7 lower.
+    - while holding, if most requests under the hold are rejected too, it holds 0.7 lower;
+      more than half of all requests rejected is never called noise.
 
     ``conclusion`` says in words what the limit concluded and why; ``report`` (if set) is
     called with it whenever it changes.
@@ -239,7 +240,9 @@ class AdaptiveLimit:
         held = self._held
         # A hold for a surge is tested where it holds: rejections must fall under it.
         tested = not self._surge or (held[0] >= 8 and held[1] < CAP_ABOVE * held[0])
-        if tested and judge.noise():
+        # More than half of everything rejected is no noise to send through at full
+        # concurrency: the hold stays (and steps down), probing upwards.
+        if tested and judge.share < CAP_ABOVE and judge.noise():
             self._surge = False
             self.verdict = "noise"
             self._noise = self._recent = judge.share

@@ -56,11 +56,13 @@ WORKER_START_SPACING = 0.0005
 WORKER_RAMP = 0.05
 # A concurrency rejection (429 / 1302) costs nothing and, unless the limiter found a cap (then
 # it holds the in-flight under it), says nothing about when to try again: it is retried after
-# uniform(0, REJECTION_BASE * 2**n) s (or backoff_base, if smaller), n counting the row's
-# rejections, until the row's max_attempt_seconds (max_retries counts the other failures: at
-# 30 % rejected, 8 retries would lose one row in 50,000). bench/limits.py --storm and the
-# simulation in docs/performance.md set the value.
+# uniform(0, min(REJECTION_CAP, REJECTION_BASE * 2**n)) s (backoff_base / backoff_cap if
+# smaller), n counting the row's rejections, until the row's max_attempt_seconds (max_retries
+# counts the other failures: at 30 % rejected, 8 retries would lose one row in 50,000). The
+# in-flight limit, not the backoff, bounds how fast requests go out. bench/limits.py --storm
+# and the simulation in docs/performance.md set the values: a longer cap is a long tail.
 REJECTION_BASE = 0.05
+REJECTION_CAP = 0.5
 
 
 class Runner(Dispatcher):
@@ -108,7 +110,7 @@ class Runner(Dispatcher):
         self.tpm = Pacer(job.tpm) if job.tpm else None
         self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
         self.rejected_backoff = Backoff(
-            base=min(job.backoff_base, REJECTION_BASE), cap=job.backoff_cap
+            base=min(job.backoff_base, REJECTION_BASE), cap=min(job.backoff_cap, REJECTION_CAP)
         )
         # A row backing off lends its worker's place to a spare one (at most one each, up to
         # twice the concurrency), so the limit stays filled while rows wait to be retried.
