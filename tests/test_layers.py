@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "zbatch.urls",
             "zbatch.shard",
             "zbatch.limits",
+            "zbatch.rejections",
             "zbatch.transport",
             "zbatch.job.keys",
             "zbatch.store.layout",
@@ -92,7 +93,9 @@ DOCUMENTED_CYCLES = {
     ("zbatch.store.parts", "zbatch.store.compaction"),
 }
 
-TOP_LEVEL_NAMES = 35
+# About 35 (issue 21): the families in folders, a flat kernel. 36 since rejections.py (issue 25)
+# landed beside limits.py; a new module of a family goes in its folder, not here.
+TOP_LEVEL_NAMES = 36
 
 
 def modules() -> dict[str, Path]:
