@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from .output_schema import JSON_TEXT, answer_fields
+
 if TYPE_CHECKING:
     from .job.settings import Job
 
@@ -32,7 +34,10 @@ RESULT_FIELDS = [
     pa.field("attempts", pa.int32()),
     pa.field("latency_ms", pa.int32()),
     pa.field("completed_at", UTC_MS),
+    pa.field("cached", pa.bool_()),  # answered from the response cache, not bought
 ]
+# With request.samples: the answers' labels (or contents) and the majority's share.
+SAMPLE_FIELDS = [pa.field("votes", pa.list_(pa.string())), pa.field("agreement", pa.float64())]
 
 ERROR_SCHEMA = pa.schema(
     [
@@ -59,6 +64,7 @@ ERROR_TYPES = (
     "content_filter",
     "invalid_label",
     "invalid_json",
+    "invalid_output",
     "invalid_input",
     "template_error",
     "duplicate_id",
@@ -66,32 +72,26 @@ ERROR_TYPES = (
     "fatal",
 )
 
-JSON_FIELD_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "bool": pa.bool_(),
-    "json": pa.string(),
-}
-
-
-# Marks a string column that holds JSON text: exports to JSONL write it as JSON again.
-JSON_TEXT = {b"zbatch.json": b"true"}
-
 
 def result_schema(job: Job, keep_types: Mapping[str, pa.DataType]) -> pa.Schema:
-    """The fixed result schema of a job: the base columns, then label/json, then keep_columns."""
+    """The fixed result schema of a job: the base columns, then label, json and the answer's
+    typed fields (json_fields or output.schema), votes/agreement (samples), keep_columns."""
+    keep = [pa.field(name, keep_types.get(name, pa.string())) for name in job.keep_columns]
+    return pa.schema([*answer_schema_fields(job), *keep])
+
+
+def answer_schema_fields(job: Job) -> list[pa.Field]:
+    """The columns every result row of the job has, before its keep columns."""
     fields = list(RESULT_FIELDS)
     if job.choices:
         fields.append(pa.field("label", pa.string()))
-    if job.response_format == "json_object":
+    schema = job.answer_schema
+    if schema is not None:
         fields.append(pa.field("json", pa.string(), metadata=JSON_TEXT))
-        for name, kind in job.json_fields:
-            metadata = JSON_TEXT if kind == "json" else None
-            fields.append(pa.field(name, JSON_FIELD_TYPES[kind], metadata=metadata))
-    for name in job.keep_columns:
-        fields.append(pa.field(name, keep_types.get(name, pa.string())))
-    return pa.schema(fields)
+        fields.extend(answer_fields(schema))
+    if job.samples > 1:
+        fields.extend(SAMPLE_FIELDS)
+    return fields
 
 
 def infer_type(value: Any) -> pa.DataType:

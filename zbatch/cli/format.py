@@ -53,6 +53,11 @@ def format_summary(stats: Stats) -> str:
     if stats.deduplicated:
         saved = _dollars(stats.saved_cost, "an unknown amount")
         rows.append(("deduplicated", f"{stats.deduplicated} rows (saved {saved})"))
+    if stats.cache_hits:
+        saved = _dollars(stats.cache_saved_cost, "an unknown amount")
+        rows.append(("from the cache", f"{stats.cache_hits} rows (saved {saved})"))
+    if stats.repairs:
+        rows.append(("schema repairs", f"{stats.repairs} asked, {stats.repaired} rows repaired"))
     if stats.truncated:
         rows.append(("cut off (length)", stats.truncated))
     if stats.labels:
@@ -85,6 +90,9 @@ def format_status(status: Status) -> str:
         ("spent so far", _spent(status.cost_usd, status.max_cost)),
         ("last run", "none" if last is None else f"{last.outcome} (exit {last.exit_code})"),
     ]
+    if status.cache.get("hits"):
+        saved = _dollars(status.cache["saved_usd"], "an unknown amount")
+        rows.append(("from the cache", f"{status.cache['hits']} rows (saved {saved})"))
     if status.labels:
         rows.append(("labels", _counts(status.labels, by_size=True)))
     if status.gold is not None:

@@ -132,6 +132,7 @@ async def execute(
     from ..batch.api import BatchApi
     from ..batch.mode import BatchMode
     from ..batch.simulate import SimulatedBatchApi
+    from ..cache import open_cache
     from ..client import Client
     from ..limits import Backoff
     from ..online.runner import Runner
@@ -162,6 +163,7 @@ async def execute(
         input_rows = count_rows(inputs.paths)  # reads a JSONL or CSV input to the end
         stats.total = input_rows if shard is None else None
         state = session.state
+        cache, cache_problem = open_cache(job.cache, job.cache_path, simulated=job.simulate)
         pipeline = RowPipeline(
             job,
             state=state,
@@ -172,11 +174,14 @@ async def execute(
             retry_failed=retry_failed,
             in_shard=None if shard is None else shard.contains,
             secret=key or "",
+            cache=cache,
         )
         items = inputs.rows_or_done(job.id_column, pipeline.is_done)
         where = "" if shard is None else f" shard {shard}"
         with run_log(outdir) as log:
             pipeline.warn = log.warning
+            if cache_problem:
+                log.warning(cache_problem)
             if session.notice:
                 log.warning(session.notice)
             if session.replayed:
@@ -244,6 +249,8 @@ async def execute(
                 stopped = await runner.run()
             finally:
                 items.close()
+                if cache is not None:
+                    cache.close()
             if shard is not None and stopped is None:
                 stats.total = stats.input_rows
             also = ({} if shard is None else {"shard": str(shard)}) if write_summary else None

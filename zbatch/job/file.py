@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobError
+from .rules import CACHE_MODES
 from .settings import DEFAULT_BASE_URL, Job
 
 # TOML table -> {key in the file: Job field}
@@ -35,6 +36,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "thinking": "thinking",
         "response_format": "response_format",
         "json_fields": "json_fields",
+        "samples": "samples",
         "extra": "extra",
     },
     "endpoint": {
@@ -63,11 +65,15 @@ SECTIONS: dict[str, dict[str, str]] = {
         "part_rows": "part_rows",
         "part_seconds": "part_seconds",
         "journal": "journal",
+        "schema": "output_schema",
+        "repair_attempts": "repair_attempts",
     },
     "run": {
         "log_every": "log_every",
         "grace_seconds": "grace_seconds",
         "dedupe": "dedupe",
+        "cache": "cache",
+        "cache_path": "cache_path",
         "mode": "mode",
         "poll_seconds": "poll_seconds",
         "batch_max_rows": "batch_max_rows",
@@ -84,6 +90,8 @@ SECTIONS: dict[str, dict[str, str]] = {
     },
 }
 _PATH_FIELDS = ("input_path", "output_dir")
+# Paths that may also be unset, or given as something else (output.schema: an inline table).
+_OPTIONAL_PATHS = ("output_schema", "cache_path")
 _FIELDS = {f.name for f in dataclasses.fields(Job)}
 
 
@@ -110,9 +118,14 @@ def load_job(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) 
     unknown = sorted(set(given) - _FIELDS)
     if unknown:
         raise JobError(f"unknown setting(s): {', '.join(unknown)}")
+    if given.get("cache") not in (None, *CACHE_MODES):  # --cache PATH: where, not whether
+        given["cache_path"] = given.pop("cache")
     for name in _PATH_FIELDS:
         if name in given:
             given[name] = _resolve(str(given[name]), Path.cwd())
+    for name in _OPTIONAL_PATHS:
+        if isinstance(given.get(name), str):
+            given[name] = _resolve(given[name], Path.cwd())
     if "model" in given:
         given["force_model"] = True
     values.update(given)
@@ -158,8 +171,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
                 known = ", ".join(SECTIONS[section])
                 raise JobError(f"{path}: unknown key '{key}' in [{section}] (known: {known})")
             values[name] = value
+    if values.get("cache") not in (None, *CACHE_MODES):  # cache = "PATH": where, not whether
+        values["cache_path"] = values.pop("cache")
     base = path.resolve().parent
-    for name in _PATH_FIELDS:
+    for name in (*_PATH_FIELDS, *_OPTIONAL_PATHS):
         if isinstance(values.get(name), str):
             values[name] = _resolve(values[name], base)
     return values
