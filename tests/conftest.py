@@ -56,7 +56,9 @@ TEST_KEY = "zk-test-0123456789abcdef"
 
 
 @pytest.fixture(autouse=True)
-def own_cache_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def own_cache_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Every test gets its own XDG_CACHE_HOME: no test reads or fills the user's response
     cache (~/.cache/zbatch), and no test sees another's cached answers."""
     home = tmp_path_factory.mktemp("xdg-cache")

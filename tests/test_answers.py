@@ -25,6 +25,7 @@ def json_field_value(value, kind):
     """A json_fields value as its column holds it (json_fields are one-property schemas)."""
     return fit_value(value, field_for("f", FIELD_KINDS[kind], {}))
 
+
 CHOICES = ["Positive", "Negative", "Not relevant"]
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import JobError
+
 FILE_NAME = "responses.sqlite"
 BUSY_MS = 30_000  # how long a writer waits for another process's write to end
 
@@ -112,7 +114,7 @@ class ResponseCache:
             self._writer.execute(_SCHEMA)
         self._reader = _connect(path)
         self._lock = threading.Lock()  # the writer: commits of one run never overlap anyway
-        self._used: list[bytes] = []  # keys answered from the cache, recorded at the next put
+        self.used: list[bytes] = []  # keys that answered rows, recorded at the next put
 
     def get(self, key: bytes) -> list[dict[str, Any]] | None:
         row = self._reader.execute("SELECT answers FROM answers WHERE key = ?", (key,)).fetchone()
@@ -124,7 +126,7 @@ class ResponseCache:
             return None  # damaged: asked again, and replaced when that answer is committed
         if not isinstance(answers, list) or not answers:
             return None
-        self._used.append(key)
+        self.used.append(key)
         return answers
 
     def put_many(self, entries: Iterable[tuple[bytes, list[dict[str, Any]], str]]) -> int:
@@ -135,7 +137,7 @@ class ResponseCache:
             for key, answers, model in entries
         ]
         with self._lock:
-            used, self._used = self._used, []
+            used, self.used = self.used, []
             with self._writer:  # one transaction
                 self._writer.executemany(
                     "INSERT INTO answers (key, answers, model, created, used) "
@@ -186,3 +188,37 @@ def _connect(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous = NORMAL")
     connection.isolation_level = "IMMEDIATE"  # `with connection:` is one write transaction
     return connection
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "30d", "12h", "90m", "45s", "2w"; JobError naming the flag otherwise."""
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or not 0 <= value < 1e9:
+        raise JobError(f"--older-than {text!r}: write a duration like 30d, 12h, 90m or 2w")
+    return value * _UNITS[unit]
+
+
+def format_stats(stats: CacheStats) -> str:
+    """`zbatch cache stats` as lines a person reads."""
+
+    def when(stamp: float | None) -> str:
+        if stamp is None:
+            return "-"
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(stamp))
+
+    return "\n".join(
+        [
+            f"cache      {stats.path}",
+            f"answers    {stats.entries}",
+            f"hits       {stats.hits} (rows answered from it since stored)",
+            f"size       {stats.bytes / 1e6:.1f} MB",
+            f"used       {when(stats.oldest)} .. {when(stats.newest)}",
+        ]
+    )

@@ -138,7 +138,9 @@ class RowPipeline:
             work = self.prepare(item)
             if work is not None:
                 quiet, sent = 0, sent + 1
-                for _ in range(self._split):  # the samples of a row, when each is a request
+                if self._split > 1:  # the samples of a row, when each is a request
+                    self._samples[work.id] = _Samples([])
+                for _ in range(self._split):
                     yield work
             elif (quiet := quiet + 1) % YIELD_EVERY == 0:
                 yield None
@@ -187,8 +189,8 @@ class RowPipeline:
         model = body.get("model") or self.job.effective_model
         work = Work(row_id, encoded, tokens, keep, self.gold(data), answer_tokens, model)
         if self.cache is not None and (self.job.cache == "all" or deterministic(body)):
-            key = request_key(body, endpoint=self._endpoint, samples=self.job.samples)
-            work = replace(work, cache_key=key)
+            cache_key = request_key(body, endpoint=self._endpoint, samples=self.job.samples)
+            work = replace(work, cache_key=cache_key)
             if self._from_cache(work):
                 return None
         return work
@@ -276,7 +278,8 @@ class RowPipeline:
         """Check the answer (labels, JSON, schema) and add its row; a Failure if it does not
         fit (the dispatcher decides whether to ask again, :meth:`again`, or :meth:`fail`)."""
         if self._split > 1:
-            return self._accept_sample(work, answer, attempts)
+            self._accept_sample(work, answer, attempts)
+            return None
         return self._accept_answers(work, [answer], attempts)
 
     def again(self, work: Work, answer: Success, failure: Failure, asked: int) -> Work | None:
@@ -300,15 +303,14 @@ class RowPipeline:
 
     def _accept_sample(self, work: Work, answer: Success, attempts: int) -> None:
         """One of a row's sample requests answered: the row is added with the last one."""
-        group = self._samples.setdefault(work.id, _Samples([]))
+        group = self._samples[work.id]
         group.answers.append(answer)
         group.settled += 1
         if group.settled < self._split:
-            return None
+            return
         del self._samples[work.id]
         if not group.failed:
             self._accept_answers(work, group.answers, attempts)
-        return None
 
     def _accept_answers(
         self, work: Work, answers: list[Success], attempts: int, *, cached: bool = False
@@ -398,19 +400,21 @@ class RowPipeline:
 
     async def remember(self, committed: list[Row]) -> None:
         """Put the answers of committed rows in the response cache (rows that came back
-        unstorable were taken out of ``uncached`` by :meth:`unstorable`)."""
-        if not self.uncached:
+        unstorable were taken out of ``uncached`` by :meth:`unstorable`), and note the
+        entries that answered rows since the last commit as used."""
+        cache = self.cache
+        if cache is None:
             return
         import anyio
 
         uncached = self.uncached
         entries = [uncached.pop(row[0]) for row in committed if row[0] in uncached]
-        if not entries or self.cache is None:
+        if not entries and not cache.used:
             return
         try:
-            await anyio.to_thread.run_sync(self.cache.put_many, entries)
+            await anyio.to_thread.run_sync(cache.put_many, entries)
         except sqlite3.Error as exc:  # the cache only saves money: the run goes on without it
-            self.warn(f"response cache {self.cache.path}: answers not stored ({exc})")
+            self.warn(f"response cache {cache.path}: answers not stored ({exc})")
 
     def unstorable(self, row: Row, reason: str) -> None:
         """A result row whose values do not fit the result schema: an error row instead,

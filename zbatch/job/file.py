@@ -118,7 +118,7 @@ def load_job(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) 
     unknown = sorted(set(given) - _FIELDS)
     if unknown:
         raise JobError(f"unknown setting(s): {', '.join(unknown)}")
-    if given.get("cache") not in (None, *CACHE_MODES):  # --cache PATH: where, not whether
+    if _is_cache_path(given.get("cache")):  # --cache PATH: where, not whether
         given["cache_path"] = given.pop("cache")
     for name in _PATH_FIELDS:
         if name in given:
@@ -138,6 +138,11 @@ def load_job(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) 
         return Job(**values)
     except JobError as exc:
         raise JobError(f"{source}: {exc}") from None
+
+
+def _is_cache_path(value: Any) -> bool:
+    """run.cache names a file rather than a mode (on, all, off)."""
+    return isinstance(value, str) and value.strip() != "" and value not in CACHE_MODES
 
 
 def _resolve(value: str, base: Path) -> str:
@@ -171,7 +176,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
                 known = ", ".join(SECTIONS[section])
                 raise JobError(f"{path}: unknown key '{key}' in [{section}] (known: {known})")
             values[name] = value
-    if values.get("cache") not in (None, *CACHE_MODES):  # cache = "PATH": where, not whether
+    if _is_cache_path(values.get("cache")):  # cache = "PATH": where, not whether
         values["cache_path"] = values.pop("cache")
     base = path.resolve().parent
     for name in (*_PATH_FIELDS, *_OPTIONAL_PATHS):
