@@ -6,6 +6,7 @@ public Python API."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -514,3 +515,58 @@ def test_ids_end_once_with_samples_even_when_a_sample_request_fails(tmp_path, se
     run_against(server, str(job), "-i", str(source), "-o", str(out), expect=1)
     results, errors = outcome_ids(out)
     assert results == ["ok"] and errors == ["bad"]
+
+
+# --- the README, as written ---------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands(marker: str) -> list[list[str]]:
+    """The zbatch commands of the README block that holds ``marker``, comments removed."""
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Structured answers, the response cache and samples\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", section, re.DOTALL) if marker in b)
+    return [shlex.split(line.split("#", 1)[0]) for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_cache_commands_run_as_written(tmp_path, server):
+    import shutil
+
+    for folder in ("jobs", "sample_data"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    server.configure(answer="positive|negative|neutral")
+    env = zbatch_env(ZAI_BASE_URL=server.base_url)
+    outputs = []
+    for command in readme_commands("cache stats"):
+        assert command[0] == "zbatch"
+        proc = run_zbatch(*command[1:], env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout)
+        if command[1] == "run":  # the second run sends nothing
+            assert server.stats()["requests"] == 40
+    assert re.search(r"from the cache +40 rows \(saved \$0\.0\d*[1-9]", outputs[2])
+    assert "answers    40" in outputs[3]
+    assert "removed 0 answers" in outputs[4]
+    rows = read_table(tmp_path / "out" / "sentiment-prompt-b" / "results").to_pylist()
+    assert len(rows) == 40 and all(row["cached"] for row in rows)
+
+
+def test_the_readme_schema_rehearsal_runs_as_written(tmp_path):
+    import shutil
+
+    for folder in ("jobs", "sample_data"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    (command,) = readme_commands("--simulate")
+    proc = run_zbatch(*command[1:], cwd=tmp_path)
+    assert proc.returncode in (0, 1), proc.stderr  # simulated faults may fail a row
+    table = read_table(tmp_path / "out" / "review_schema.simulated" / "results")
+    assert table.num_rows >= 15
+    assert table.schema.field("aspects").type == pa.list_(pa.string())
+    assert table.schema.field("stars_guess").type == pa.int64()
+    assert table.schema.field("would_recommend").type == pa.bool_()
+    assert set(table.column("sentiment").to_pylist()) <= {"positive", "negative", "neutral"}

@@ -121,7 +121,7 @@ def enum_fields(schema: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     """Top-level properties whose values are a fixed set of strings: name -> the values."""
     enums = {}
     for name, prop in schema.get("properties", {}).items():
-        values = _resolve(prop, schema).get("enum")
+        values = resolve(prop, schema).get("enum")
         if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
             enums[name] = tuple(values)
     return enums
@@ -134,7 +134,7 @@ def answer_fields(schema: Mapping[str, Any]) -> list[pa.Field]:
 
 def field_for(name: str, prop: Any, root: Mapping[str, Any]) -> pa.Field:
     kind = arrow_type(prop, root)
-    json_text = pa.types.is_string(kind) and _json_text(_resolve(prop, root))
+    json_text = pa.types.is_string(kind) and _json_text(resolve(prop, root))
     return pa.field(name, kind, metadata=JSON_TEXT if json_text else None)
 
 
@@ -142,7 +142,7 @@ def arrow_type(prop: Any, root: Mapping[str, Any], depth: int = 0) -> pa.DataTyp
     """The column type of a property: string, number -> float64, integer -> int64, boolean,
     enum -> string, object with properties -> struct, array -> list; anything else (several
     types, free-form objects) is JSON text."""
-    prop = _resolve(prop, root)
+    prop = resolve(prop, root)
     if depth > 16:
         return pa.string()
     if "enum" in prop:
@@ -180,7 +180,7 @@ def _single_type(prop: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _resolve(prop: Any, root: Mapping[str, Any]) -> Mapping[str, Any]:
+def resolve(prop: Any, root: Mapping[str, Any]) -> Mapping[str, Any]:
     """A property with a local ``$ref`` followed, and Optional's ``anyOf [X, null]`` as X."""
     for _ in range(16):
         if not isinstance(prop, Mapping):

@@ -126,7 +126,8 @@ class RowPipeline:
 
         Rows that need no request (done before, repeated, unreadable) are dealt with on the
         way. ``limit`` ends it after that many rows to send (a paid sample; the next run goes
-        on with the rest). A file that breaks off part-way raises JobError from here."""
+        on with the rest; rows answered from the response cache count). A file that breaks
+        off part-way raises JobError from here."""
         quiet = sent = 0
         for item in items:
             if sent == limit:
@@ -135,6 +136,7 @@ class RowPipeline:
                 self.skip_done(item)
                 yield None
                 continue
+            hits = self.stats.cache_hits
             work = self.prepare(item)
             if work is not None:
                 quiet, sent = 0, sent + 1
@@ -142,8 +144,12 @@ class RowPipeline:
                     self._samples[work.id] = _Samples([])
                 for _ in range(self._split):
                     yield work
-            elif (quiet := quiet + 1) % YIELD_EVERY == 0:
-                yield None
+            else:
+                # A row answered from the cache counts toward the limit: the same --limit
+                # sample run again into a new OUTDIR is the same rows, not the next ones.
+                sent += self.stats.cache_hits - hits
+                if (quiet := quiet + 1) % YIELD_EVERY == 0:
+                    yield None
 
     def prepare(self, raw: RawRow) -> Work | None:
         """Turn an input row into Work; None when it is done already or cannot be sent.
