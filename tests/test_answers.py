@@ -18,7 +18,8 @@ import json
 import pytest
 
 from zbatch.answers import NotJson, normalize_label, parse_json_object
-from zbatch.output_schema import FIELD_KINDS, field_for, fit_value
+from zbatch.output_schema import FIELD_KINDS
+from zbatch.schema import field_for, fit_value
 
 
 def json_field_value(value, kind):

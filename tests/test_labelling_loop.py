@@ -27,7 +27,7 @@ from conftest import (
 from zai_server import NOT_JSON, ZaiServer, answer_for
 
 import zbatch
-from zbatch.output_schema import answer_fields
+from zbatch.schema import answer_fields
 
 TICKET = {
     "type": "object",

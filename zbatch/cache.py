@@ -116,6 +116,24 @@ class ResponseCache:
         self._lock = threading.Lock()  # the writer: commits of one run never overlap anyway
         self.used: list[bytes] = []  # keys that answered rows, recorded at the next put
 
+    def key_for(
+        self, body: Mapping[str, Any], *, endpoint: str, samples: int, every: bool
+    ) -> bytes | None:
+        """The key of a request the cache may answer: deterministic ones, or ``every`` one
+        (cache = "all"); None for the others."""
+        if not (every or deterministic(body)):
+            return None
+        return request_key(body, endpoint=endpoint, samples=samples)
+
+    def store(self, entries: list[tuple[bytes, list[dict[str, Any]], str]]) -> str | None:
+        """:meth:`put_many`, saying what went wrong instead of raising: the cache only saves
+        money, and a run goes on without it."""
+        try:
+            self.put_many(entries)
+        except sqlite3.Error as exc:
+            return f"response cache {self.path}: answers not stored ({exc})"
+        return None
+
     def get(self, key: bytes) -> list[dict[str, Any]] | None:
         row = self._reader.execute("SELECT answers FROM answers WHERE key = ?", (key,)).fetchone()
         if row is None:

@@ -1,18 +1,19 @@
-"""Answers that must match a JSON Schema (``[output] schema``), and the typed columns of JSON
-answers.
+"""Answers that must match a JSON Schema (``[output] schema``).
 
     schema = load_schema("schemas/ticket.json", base=Path("jobs"))   # a file, a dict, or a
     check = SchemaCheck(schema)                                     # Pydantic model class
     obj, problem = check.read('{"label": "Bug", "priority": 2}')     # normalised, or the error
-    columns = answer_fields(schema)                                 # one typed column each
 
+The typed result columns of a JSON answer are :func:`zbatch.schema.answer_fields`'s.
 How an endpoint is told about the schema is the provider profile's business
 (``Provider.json_schema``): :func:`response_format` and :func:`system_note` build both forms.
 The request's ``json_fields`` are the same mechanism without validation: each ``name:kind``
 is a one-property schema (:data:`FIELD_KINDS`), so both produce columns and values alike.
+This module imports no pyarrow: the job settings use it.
 
 Validation uses fastjsonschema (``pip install 'zbatch[schema]'``): it compiles a schema to
-Python and checks an answer in ~2 us, against ~45 us for jsonschema (bench/labelling_cpu.py).
+Python and checks an answer in ~6 us, parsing included, against ~41 us for jsonschema's
+validator alone (bench/labelling_cpu.py, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -23,28 +24,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from .answers import NotJson, normalize_label, parse_json_object
 from .errors import JobError
 
-# Marks a string column that holds JSON text: exports to JSONL write it as JSON again.
-JSON_TEXT = {b"zbatch.json": b"true"}
-
-# json_fields kinds as JSON Schema: "json" is any value, stored as JSON text.
 FIELD_KINDS: dict[str, dict[str, Any]] = {
     "string": {"type": "string"},
     "int": {"type": "integer"},
     "float": {"type": "number"},
     "bool": {"type": "boolean"},
     "json": {},
-}
-
-_SCALARS: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "number": pa.float64(),
-    "integer": pa.int64(),
-    "boolean": pa.bool_(),
 }
 
 INSTALL_HINT = "pip install 'zbatch[schema]'"
@@ -127,48 +115,7 @@ def enum_fields(schema: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     return enums
 
 
-def answer_fields(schema: Mapping[str, Any]) -> list[pa.Field]:
-    """One result column per top-level property, typed from the schema."""
-    return [field_for(name, prop, schema) for name, prop in schema.get("properties", {}).items()]
-
-
-def field_for(name: str, prop: Any, root: Mapping[str, Any]) -> pa.Field:
-    kind = arrow_type(prop, root)
-    json_text = pa.types.is_string(kind) and _json_text(resolve(prop, root))
-    return pa.field(name, kind, metadata=JSON_TEXT if json_text else None)
-
-
-def arrow_type(prop: Any, root: Mapping[str, Any], depth: int = 0) -> pa.DataType:
-    """The column type of a property: string, number -> float64, integer -> int64, boolean,
-    enum -> string, object with properties -> struct, array -> list; anything else (several
-    types, free-form objects) is JSON text."""
-    prop = resolve(prop, root)
-    if depth > 16:
-        return pa.string()
-    if "enum" in prop:
-        values = prop["enum"]
-        kinds = (
-            {_json_type(v) for v in values if v is not None} if isinstance(values, list) else set()
-        )
-        return _SCALARS.get(kinds.pop(), pa.string()) if len(kinds) == 1 else pa.string()
-    kind = _single_type(prop)
-    if kind in _SCALARS:
-        return _SCALARS[kind]
-    if kind == "object" and isinstance(prop.get("properties"), dict) and prop["properties"]:
-        return pa.struct(
-            [pa.field(n, arrow_type(p, root, depth + 1)) for n, p in prop["properties"].items()]
-        )
-    if kind == "array" and isinstance(prop.get("items"), dict):
-        return pa.list_(arrow_type(prop["items"], root, depth + 1))
-    return pa.string()
-
-
-def _json_text(prop: Mapping[str, Any]) -> bool:
-    """Whether a string column holds JSON text rather than a string answer."""
-    return _single_type(prop) != "string" and "enum" not in prop
-
-
-def _single_type(prop: Mapping[str, Any]) -> str | None:
+def single_type(prop: Mapping[str, Any]) -> str | None:
     """The one non-null type a property allows ("type": ["string", "null"], anyOf with null,
     Pydantic's Optional), or None."""
     kind = prop.get("type")
@@ -200,46 +147,6 @@ def resolve(prop: Any, root: Mapping[str, Any]) -> Mapping[str, Any]:
                 continue
         return prop
     return {}
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    return "string" if isinstance(value, str) else "other"
-
-
-def fit_value(value: Any, field: pa.Field) -> Any:
-    """A JSON value as the column ``field`` holds it; None when it does not fit."""
-    if value is None:
-        return None
-    kind = field.type
-    if pa.types.is_string(kind):
-        if field.metadata == JSON_TEXT or not isinstance(value, str):
-            return json.dumps(value, ensure_ascii=False)
-        return value
-    if pa.types.is_boolean(kind):
-        return value if isinstance(value, bool) else None
-    if isinstance(value, bool):
-        return None  # a bool is not a number
-    if pa.types.is_integer(kind):
-        if isinstance(value, int):
-            return value
-        return int(value) if isinstance(value, float) and value.is_integer() else None
-    if pa.types.is_floating(kind):
-        return float(value) if isinstance(value, int | float) else None
-    if pa.types.is_struct(kind):
-        if not isinstance(value, dict):
-            return None
-        return {f.name: fit_value(value.get(f.name), f) for f in kind}
-    if pa.types.is_list(kind):
-        if not isinstance(value, list):
-            return None
-        return [fit_value(item, kind.value_field) for item in value]
-    return None
 
 
 def response_format(schema: Mapping[str, Any], name: str = "answer") -> dict[str, Any]:

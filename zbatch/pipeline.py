@@ -12,7 +12,6 @@ run, or the plan's tally); when to commit is the dispatcher's business.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -22,7 +21,6 @@ import pyarrow as pa
 
 from . import prompt
 from .answers import normalize_label
-from .cache import deterministic, request_key
 from .errors import redact
 from .idset import IdSet
 from .job.settings import Job
@@ -194,11 +192,15 @@ class RowPipeline:
         keep = self.keep_values(data, raw.where)
         model = body.get("model") or self.job.effective_model
         work = Work(row_id, encoded, tokens, keep, self.gold(data), answer_tokens, model)
-        if self.cache is not None and (self.job.cache == "all" or deterministic(body)):
-            cache_key = request_key(body, endpoint=self._endpoint, samples=self.job.samples)
-            work = replace(work, cache_key=cache_key)
-            if self._from_cache(work):
-                return None
+        if self.cache is not None:
+            job = self.job
+            cache_key = self.cache.key_for(
+                body, endpoint=self._endpoint, samples=job.samples, every=job.cache == "all"
+            )
+            if cache_key is not None:
+                work = replace(work, cache_key=cache_key)
+                if self._from_cache(work):
+                    return None
         return work
 
     def _from_cache(self, work: Work) -> bool:
@@ -417,10 +419,9 @@ class RowPipeline:
         entries = [uncached.pop(row[0]) for row in committed if row[0] in uncached]
         if not entries and not cache.used:
             return
-        try:
-            await anyio.to_thread.run_sync(cache.put_many, entries)
-        except sqlite3.Error as exc:  # the cache only saves money: the run goes on without it
-            self.warn(f"response cache {cache.path}: answers not stored ({exc})")
+        problem = await anyio.to_thread.run_sync(cache.store, entries)
+        if problem is not None:  # the cache only saves money: the run goes on without it
+            self.warn(problem)
 
     def unstorable(self, row: Row, reason: str) -> None:
         """A result row whose values do not fit the result schema: an error row instead,

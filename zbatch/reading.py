@@ -20,7 +20,8 @@ from .answers import NotJson, normalize_label, parse_json_object
 from .errors import redact
 from .job.settings import Job
 from .outcome import Failure, Scope
-from .output_schema import SchemaCheck, answer_fields, enum_fields, fit_value
+from .output_schema import SchemaCheck, enum_fields
+from .schema import answer_fields, fit_value
 from .stats import Stats
 
 

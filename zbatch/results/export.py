@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..errors import JobError
-from ..output_schema import JSON_TEXT
 from ..prompt import row_id
+from ..schema import JSON_TEXT
 from ..source import open_input
 from ..store import OutputDir, open_storage, write_batches
 from ..urls import is_remote, local_path
