@@ -247,6 +247,60 @@ def test_labelling_job_rows_hold_their_own_answers(llama_server: str, tmp_path: 
     assert summary["rows"]["ok"] == len(results)
 
 
+def test_schema_answers_from_a_real_server(llama_server: str, tmp_path: Path) -> None:
+    """output.schema sent as response_format json_schema (the openai profile): every row ends
+    as a typed result that matches the schema, or an invalid_output error keeping the answer;
+    the same job into a second OUTDIR is answered from the response cache."""
+    rows = [{"id": f"r{i}", "text": text} for i, text in enumerate(REVIEWS)]
+    source = write_jsonl(tmp_path / "reviews.jsonl", rows)
+    schema = {
+        "type": "object",
+        "properties": {"sentiment": {"type": "string", "enum": list(CHOICES)}},
+        "required": ["sentiment"],
+    }
+    (tmp_path / "sentiment.json").write_text(json.dumps(schema))
+    job = tmp_path / "job.toml"
+    job.write_text('[output]\nschema = "sentiment.json"\n')
+    env = zbatch_env()
+    env.pop("ZAI_API_KEY")
+    for name in ("out", "again"):
+        result = run_zbatch(
+            "run",
+            str(job),
+            "-i",
+            str(source),
+            "-o",
+            str(tmp_path / name),
+            "--base-url",
+            llama_server,
+            "--model",
+            "smollm2",
+            "--template",
+            TEMPLATE,
+            "--max-tokens",
+            "32",
+            "--temperature",
+            "0",
+            "--concurrency",
+            "2",
+            env=env,
+            timeout=600,
+        )
+        assert result.returncode in (0, 1), result.stderr
+    results = read_table(tmp_path / "out" / "results").to_pylist()
+    errors = read_table(tmp_path / "out" / "errors").to_pylist()
+    assert sorted(r["id"] for r in results + errors) == sorted(r["id"] for r in rows)
+    for row in results:
+        assert row["sentiment"] in CHOICES
+        assert json.loads(row["json"])["sentiment"] == row["sentiment"]
+    for error in errors:
+        assert error["error_type"] == "invalid_output" and error["answer"] is not None
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    # answers that matched are served from the cache; only failed rows are asked again
+    assert again["cache"]["hits"] == len(results)
+    assert again["requests"] <= 2 * len(errors)
+
+
 def test_readme_local_model_commands_run_as_written(llama_python: Path, tmp_path: Path) -> None:
     """The README's serve-and-run block, run by bash in a copy of jobs/ and sample_data/: the
     server starts, every sample review ends in the results or as an invalid_label error, and
