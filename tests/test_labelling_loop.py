@@ -295,6 +295,9 @@ def test_the_same_job_into_a_new_outdir_sends_nothing(tmp_path, server, own_cach
     assert figures["cache"]["hits"] == len(CACHE_ROWS)
     assert figures["cost_usd"] == 0
     assert "from the cache" in run_zbatch("status", str(second)).stdout
+    # the cache holds answers under hashed keys: never the API key, never a prompt
+    stored = b"".join(p.read_bytes() for p in cache_file(own_cache_home).parent.iterdir())
+    assert TEST_KEY.encode() not in stored and b"Cache question" not in stored
 
 
 def test_only_deterministic_requests_are_cached_unless_cache_all(tmp_path, server, own_cache_home):
