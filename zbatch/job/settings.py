@@ -85,6 +85,7 @@ class Job:
     # model class): read into the schema itself on construction.
     output_schema: Mapping[str, Any] | None = None
     repair_attempts: int = 1  # asks again, the validation error fed back, before invalid_output
+    report: bool = True  # OUTDIR/report.html at the end of a run (with zbatch[report])
     # [run]
     dedupe: bool = True  # send identical deterministic requests once (zbatch.online.dedupe)
     cache: str = "on"  # the response cache: "on" (deterministic requests), "all", "off"
@@ -97,6 +98,11 @@ class Job:
     batch_max_bytes: int = 100 * 1024 * 1024
     batch_discount: float = 0.5  # batch price as a fraction of the live price
     finish_online: bool = False  # send what batches left unanswered live afterwards
+    metrics_file: str | None = None  # a node_exporter textfile (.prom), see zbatch.ops
+    pushgateway: str | None = None  # a Prometheus Pushgateway URL (may hold a token)
+    metrics_every: float = 10.0  # seconds between metric writes / pushes during a run
+    ping: str | None = None  # dead-man's-switch URL: /start, then itself or /<exit code>
+    log_format: str = "plain"  # or "json": one JSON object a line on stderr and in run.log
     # [prices]: model -> {"input": .., "cached": .., "output": ..} in USD per 1M tokens
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     # [simulate]
@@ -176,8 +182,14 @@ class Job:
         return shaping
 
     def to_json(self) -> dict[str, Any]:
-        """The resolved settings as stored in job.json (never the API key itself)."""
-        return {f.name: self._jsonable(f.name) for f in dataclasses.fields(self)}
+        """The resolved settings as stored in job.json (never the API key itself, nor the
+        token a ping or Pushgateway URL may hold)."""
+        from ..ops.secrets import shown_url
+
+        settings = {f.name: self._jsonable(f.name) for f in dataclasses.fields(self)}
+        for name in SECRET_URLS:
+            settings[name] = shown_url(settings[name])
+        return settings
 
     def _jsonable(self, name: str) -> Any:
         if name == "json_fields":  # as a job file writes them
@@ -207,6 +219,10 @@ FINGERPRINTED = (
     "output_schema",
     "samples",
 )
+
+
+# Settings whose URL may carry a token (healthchecks.io's ping URLs are the secret itself).
+SECRET_URLS = ("ping", "pushgateway")
 
 
 def _digest(shaping: Mapping[str, Any]) -> str:
