@@ -197,32 +197,25 @@ def ask(base_url: str, text: str) -> str:
         return content
 
 
-def test_labelling_job_rows_hold_their_own_answers(llama_server: str, tmp_path: Path) -> None:
-    """Every row ends as a result or an invalid_label error; each result holds the model's
-    answer to its own review (the same request, sent again at temperature 0, answers the same)."""
-    rows = [{"id": f"r{i}", "text": text} for i, text in enumerate(REVIEWS)]
-    source = write_jsonl(tmp_path / "reviews.jsonl", rows)
-    outdir = tmp_path / "out"
+def run_local(
+    base_url: str, source: Path, outdir: Path, *flags: str
+) -> subprocess.CompletedProcess[str]:
+    """`zbatch run` of the reviews against the local server, greedy, without a key."""
     env = zbatch_env()
     env.pop("ZAI_API_KEY")
-    result = run_zbatch(
+    return run_zbatch(
         "run",
+        *flags,
         "-i",
         str(source),
         "-o",
         str(outdir),
         "--base-url",
-        llama_server,
+        base_url,
         "--model",
         "smollm2",
-        "--system",
-        SYSTEM,
         "--template",
         TEMPLATE,
-        "--choices",
-        ",".join(CHOICES),
-        "--max-tokens",
-        "4",
         "--temperature",
         "0",
         "--concurrency",
@@ -230,6 +223,16 @@ def test_labelling_job_rows_hold_their_own_answers(llama_server: str, tmp_path: 
         env=env,
         timeout=600,
     )
+
+
+def test_labelling_job_rows_hold_their_own_answers(llama_server: str, tmp_path: Path) -> None:
+    """Every row ends as a result or an invalid_label error; each result holds the model's
+    answer to its own review (the same request, sent again at temperature 0, answers the same)."""
+    rows = [{"id": f"r{i}", "text": text} for i, text in enumerate(REVIEWS)]
+    source = write_jsonl(tmp_path / "reviews.jsonl", rows)
+    outdir = tmp_path / "out"
+    flags = ["--system", SYSTEM, "--choices", ",".join(CHOICES), "--max-tokens", "4"]
+    result = run_local(llama_server, source, outdir, *flags)
     assert result.returncode in (0, 1), result.stderr
     results = read_table(outdir / "results").to_pylist()
     errors = read_table(outdir / "errors").to_pylist()
@@ -261,31 +264,8 @@ def test_schema_answers_from_a_real_server(llama_server: str, tmp_path: Path) ->
     (tmp_path / "sentiment.json").write_text(json.dumps(schema))
     job = tmp_path / "job.toml"
     job.write_text('[output]\nschema = "sentiment.json"\n')
-    env = zbatch_env()
-    env.pop("ZAI_API_KEY")
     for name in ("out", "again"):
-        result = run_zbatch(
-            "run",
-            str(job),
-            "-i",
-            str(source),
-            "-o",
-            str(tmp_path / name),
-            "--base-url",
-            llama_server,
-            "--model",
-            "smollm2",
-            "--template",
-            TEMPLATE,
-            "--max-tokens",
-            "32",
-            "--temperature",
-            "0",
-            "--concurrency",
-            "2",
-            env=env,
-            timeout=600,
-        )
+        result = run_local(llama_server, source, tmp_path / name, str(job), "--max-tokens", "32")
         assert result.returncode in (0, 1), result.stderr
     results = read_table(tmp_path / "out" / "results").to_pylist()
     errors = read_table(tmp_path / "out" / "errors").to_pylist()
