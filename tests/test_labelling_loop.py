@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -573,3 +574,9 @@ def test_the_readme_schema_rehearsal_runs_as_written(tmp_path):
     assert table.schema.field("stars_guess").type == pa.int64()
     assert table.schema.field("would_recommend").type == pa.bool_()
     assert set(table.column("sentiment").to_pylist()) <= {"positive", "negative", "neutral"}
+
+
+def test_a_schema_without_fastjsonschema_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastjsonschema", None)  # as if not installed
+    with pytest.raises(zbatch.JobError, match=r"pip install 'zbatch\[schema\]'"):
+        zbatch.Job(input_path="in.jsonl", output_dir=str(tmp_path), output_schema=TICKET)
