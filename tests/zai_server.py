@@ -53,7 +53,8 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, TypeVar, cast
 
-from zbatch.testing import chat_completion, last_user_content
+from zbatch.output_schema import REPAIR_PREFIX
+from zbatch.testing import chat_completion, last_user_content, message_text
 
 HOST = "127.0.0.1"
 BASE_PATH = "/api/paas/v4"
@@ -69,7 +70,6 @@ _JSON_RE = re.compile(r"JSON=(\{[^\r\n]*)")
 _FAIL_RE = re.compile(r"FAIL=(\S+)")
 _WRONG_RE = re.compile(r"WRONG=(\d+)")
 _VOTES_RE = re.compile(r"VOTES=(\S+)")
-_DIRECTIVE_RE = re.compile(r"\b(?:LABEL|JSON|FAIL|WRONG|VOTES)=")
 # What a WRONG=k prompt is answered with until it has been asked again k times.
 NOT_JSON = "Sure! Here is the JSON you asked for"
 
@@ -162,19 +162,22 @@ def answer_for(messages: Iterable[Any]) -> str:
 
 
 def row_prompt(messages: list[Any]) -> str:
-    """The row's own prompt: the last user message, or, in a conversation that asks again
-    after an answer (an assistant message, then a user message naming what was wrong, with
-    no directive of its own), the user message the first answer answered."""
-    last = last_user_content(messages)
-    if repair_round(messages) and not _DIRECTIVE_RE.search(last):
-        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-        return last_user_content(users[:1])
-    return last
+    """The row's own prompt: the last user message that is not zbatch asking again after an
+    answer that failed its schema (a user message beginning with REPAIR_PREFIX)."""
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    own = [m for m in users if not message_text(m.get("content")).startswith(REPAIR_PREFIX)]
+    return last_user_content(own)
 
 
 def repair_round(messages: list[Any]) -> int:
-    """How often this conversation asked again: its assistant messages."""
-    return sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")
+    """How often this conversation asked again after an answer that failed its schema."""
+    return sum(
+        1
+        for m in messages
+        if isinstance(m, dict)
+        and m.get("role") == "user"
+        and message_text(m.get("content")).startswith(REPAIR_PREFIX)
+    )
 
 
 def word_for(words: str, prompt: str) -> str:

@@ -172,9 +172,13 @@ def system_note(schema: Mapping[str, Any]) -> str:
     )
 
 
+# How the message that asks again begins (the loopback test server recognises it by this).
+REPAIR_PREFIX = "Your answer is not valid: "
+
+
 def repair_message(problem: str) -> str:
     """The user message that asks again after an answer failed the schema."""
     return (
-        f"Your answer is not valid: {problem}. Answer again with only the corrected JSON "
-        "object, matching the schema."
+        f"{REPAIR_PREFIX}{problem}. Answer again with only the corrected JSON object, "
+        "matching the schema."
     )
