@@ -580,3 +580,24 @@ def test_a_schema_without_fastjsonschema_says_how_to_install_it(tmp_path, monkey
     monkeypatch.setitem(sys.modules, "fastjsonschema", None)  # as if not installed
     with pytest.raises(zbatch.JobError, match=r"pip install 'zbatch\[schema\]'"):
         zbatch.Job(input_path="in.jsonl", output_dir=str(tmp_path), output_schema=TICKET)
+
+
+def test_a_rows_samples_come_from_the_cache_together(tmp_path, server):
+    """With cache = "all", a samples row's K answers are one cache entry: the same job into a
+    new OUTDIR sends nothing and keeps each row's votes."""
+    source = write_jsonl(tmp_path / "in.jsonl", VOTE_ROWS)
+    job = tmp_path / "job.toml"
+    job.write_text(
+        '[request]\nsamples = 3\ntemperature = 0.8\n[labels]\nchoices = ["red", "blue", "green"]\n'
+        '[run]\ncache = "all"\n'
+    )
+    run_against(server, str(job), "-i", str(source), "-o", str(tmp_path / "a"))
+    run_against(server, str(job), "-i", str(source), "-o", str(tmp_path / "b"))
+    assert server.stats()["requests"] == 3 * len(VOTE_ROWS)
+    first = {r["id"]: r for r in read_table(tmp_path / "a" / "results").to_pylist()}
+    again = {r["id"]: r for r in read_table(tmp_path / "b" / "results").to_pylist()}
+    check_votes(tmp_path / "b")
+    for row_id, row in again.items():
+        assert row["cached"] and not first[row_id]["cached"]
+        assert sorted(row["votes"], key=str) == sorted(first[row_id]["votes"], key=str)
+        assert row["label"] == first[row_id]["label"]
