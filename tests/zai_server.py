@@ -14,7 +14,7 @@ answers ``oddtypes``, ``nomessage``, ``error200`` and ``hugeretry`` test a clien
 ``VOTES=a|b|c`` answers the words in turn, one per choice of an ``n`` request or per request)
 or from global settings (``latency``, ``max_inflight``, ``rpm``, ``fatal_code``,
 ``fatal_after``, ``rates``, ``seed``, ``slow_seconds``, ``require_key``, ``quota_reset``,
-``answer``, ``structured``) that can be changed
+``answer``, ``structured``, ``models``) that can be changed
 at run time through :meth:`ZaiServer.configure` or ``POST /control``.
 
 In tests::
@@ -289,6 +289,7 @@ _CONVERTERS: dict[str, Callable[[object], Any]] = {
     "quota_reset": _optional(str),
     "answer": _optional(str),
     "structured": lambda value: _flag(value),
+    "models": _optional(str),
 }
 
 
@@ -321,6 +322,7 @@ class Settings:
     # server): response_format json_schema and "n" are understood. Without it, like Z.AI:
     # json_schema is refused (1214) and n is ignored.
     structured: bool = False
+    models: str | None = None  # "m1|m2|…": the models that exist; any other gets 1211
 
     def updated(self, changes: dict[str, Any]) -> Settings:
         """Validated copy with ``changes`` applied; ValueError lets /control answer 400."""
@@ -551,6 +553,8 @@ class _Engine:
         if problem is not None:
             return self._code_reply("1214", f"Invalid request parameter: {problem}")
         prompt = row_prompt(body["messages"])
+        if settings.models is not None and body["model"] not in settings.models.split("|"):
+            return self._code_reply("1211")
         fatal = self._fatal_code()
         if fatal is not None:
             return self._fault(fatal, body, prompt, delay=0.0)
@@ -1030,6 +1034,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="understand response_format json_schema and n, as OpenAI-compatible servers do",
     )
+    parser.add_argument("--models", help="'m1|m2|…': the models that exist; others get 1211")
     return parser.parse_args(argv)
 
 

@@ -72,6 +72,8 @@ ERROR_TYPES = (
     "missing_id",
     "fatal",
 )
+# Error types about the input row itself, whatever the request: a retry cannot fix them.
+INPUT_FAULTS = frozenset({"invalid_input", "missing_id", "duplicate_id"})
 
 
 # Marks a string column that holds JSON text: exports to JSONL write it as JSON again.

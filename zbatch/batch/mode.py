@@ -29,7 +29,7 @@ from pathlib import Path
 import anyio
 
 from ..dispatch import Dispatcher
-from ..errors import BatchPending, RunStopped, ZbatchError
+from ..errors import BatchPending, JobError, RunStopped, ZbatchError
 from ..job.settings import Job
 from ..outcome import Failure, Scope
 from ..pipeline import RowPipeline, Work, commit
@@ -157,7 +157,12 @@ class BatchMode(Dispatcher):
             file.model,
             file.bytes,
         )
-        uploaded = await self.api.upload(file.path, submission.upload_name)
+        try:
+            uploaded = await self.api.upload(file.path, submission.upload_name)
+        except JobError:  # refused outright (no Batch API here): nothing is at the provider
+            submission.state = ABANDONED
+            self.ledger.save(submission)
+            raise
         submission.file_id, submission.state = uploaded.id, UPLOADED
         self.ledger.save(submission)
         file.path.unlink(missing_ok=True)

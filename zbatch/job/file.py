@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import urls
 from ..errors import JobError
 from .rules import CACHE_MODES
 from .settings import DEFAULT_BASE_URL, Job
@@ -155,8 +156,8 @@ def _is_cache_path(value: Any) -> bool:
 def _resolve(value: str, base: Path) -> str:
     """A local path made absolute against ``base``; URLs (s3://, gs://, file://) and "-"
     (stdin) as written."""
-    if "://" in value or value == "-":
-        return value
+    if "://" in value or value == "-" or urls.looks_remote(value):
+        return value  # a malformed URL (s3:/x) is refused by the Job's check, not made local
     return str((base / Path(value).expanduser()).resolve())
 
 
