@@ -106,6 +106,7 @@ class Stats:
     keep_mistyped: Counter[str] = field(default_factory=Counter)  # keep column -> nulled rows
     concurrency: int = 0
     concurrency_min: int = 0
+    limiter: str = ""  # what the in-flight limit concluded from rejections, and why
     price: Price | None = None
     hedged: int = 0  # second attempts sent for stuck ones at the end of the input
     spent: float | None = None  # USD the OUTDIR has cost, all runs together (the ledger)
@@ -255,7 +256,11 @@ class Stats:
             "hedged_requests": self.hedged,
             "wall_seconds": round(self.elapsed, 3),
             "requests_per_second": self.requests_per_second,
-            "concurrency": {"final": self.concurrency, "minimum": self.concurrency_min},
+            "concurrency": {
+                "final": self.concurrency,
+                "minimum": self.concurrency_min,
+                "limiter": self.limiter,
+            },
         }
 
 
