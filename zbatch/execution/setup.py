@@ -261,6 +261,12 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
             "leaves them: run with --mode batch to collect them, or zbatch cancel",
             len(in_batches),
         )
+    # The response cache comes with a run that asks for it: a live run reads and fills it.
+    from ..cache import open_cache
+
+    cache, cache_problem = open_cache(job.cache, job.cache_path, simulated=job.simulate)
+    if cache_problem:
+        prepared.log.warning(cache_problem)
     pipeline = RowPipeline(
         job,
         state=session.state,
@@ -271,6 +277,7 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
         retry_failed=options.retry_failed,
         in_shard=owned_rows(options.shard, in_batches),
         secret=prepared.api_key or "",
+        cache=cache,
     )
     pipeline.warn = prepared.log.warning
     items = prepared.inputs.rows_or_done(job.id_column, pipeline.is_done)
@@ -292,6 +299,8 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
         )
     finally:
         items.close()
+        if cache is not None:
+            cache.close()
 
 
 def owned_rows(shard: Shard | None, in_batches: IdSet) -> Callable[[str], bool] | None:
