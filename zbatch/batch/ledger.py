@@ -6,7 +6,9 @@
 A submission moves through these states, each written before the next step starts:
 
     written   its file is on local disk and may be uploading (found again by its upload name)
-    uploaded  the provider holds the file (``file_id``); a batch may be being created
+    uploaded  the provider holds the file (``file_id``); no batch was asked for yet
+    creating  ``POST /batches`` may have been sent, with a client ``token`` in its metadata:
+              a batch may exist, found by the token or the file id, never created on a guess
     created   the batch exists (``batch_id``); its rows are the provider's until collected
     collected its answers are committed to results/ and errors/
     abandoned never submitted (the run stopped first): its rows are pending again
@@ -30,14 +32,15 @@ from ..idset import IdSet
 from .files import BatchFile
 
 FOLDER = "batches"
-WRITTEN, UPLOADED, CREATED, COLLECTED, ABANDONED = (
+WRITTEN, UPLOADED, CREATING, CREATED, COLLECTED, ABANDONED = (
     "written",
     "uploaded",
+    "creating",
     "created",
     "collected",
     "abandoned",
 )
-OPEN_STATES = frozenset({WRITTEN, UPLOADED, CREATED})
+OPEN_STATES = frozenset({WRITTEN, UPLOADED, CREATING, CREATED})
 # The provider's final statuses: nothing more will be answered.
 FINAL_STATUSES = frozenset({"completed", "expired", "cancelled", "failed"})
 
@@ -67,6 +70,7 @@ class Submission:
     fingerprint: str  # the request settings its lines were made with (Job.fingerprint)
     state: str = WRITTEN
     file_id: str | None = None
+    token: str | None = None  # the client token in the batch's metadata (state creating)
     batch_id: str | None = None
     status: str | None = None  # the provider's, e.g. in_progress
     total: int = 0

@@ -7,8 +7,15 @@
 
 Every step is recorded in OUTDIR/batches/ (:mod:`zbatch.batch.ledger`) before the next one
 starts, so a run killed anywhere re-attaches on the next run: a file that may have been
-uploaded is looked up by its name, a batch that may have been created by its input file,
-and rows of open batches are never packed again. A batch that ends ``expired``,
+uploaded is looked up by its name, and rows of open batches are never packed again.
+
+A batch is created at most once per submission: the intent (file id and a client token, sent
+in the batch's metadata) is durable (state ``creating``) before ``POST /batches``; after a
+create that may have reached the provider without its answer reaching us (reset, timeout,
+5xx, a kill), the batch is looked up by token or file id, allowing for a listing that lags
+(:data:`LOOKUPS` listings over a bounded wait), before another is created. A provider without
+a listing stops the run (exit 3) with one line naming the file id to check; its rows stay
+reserved until ``--resubmit-unconfirmed`` says to create the batch again. A batch that ends ``expired``,
 ``cancelled`` or ``failed`` leaves its unanswered rows pending: the next run submits them
 again (``--finish-online`` sends them live instead).
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,19 +37,20 @@ from pathlib import Path
 import anyio
 
 from ..dispatch import Dispatcher
-from ..errors import BatchPending, RunStopped, ZbatchError
+from ..errors import BatchPending, BatchUnconfirmed, EndpointDown, RunStopped, ZbatchError
 from ..job.settings import Job
 from ..outcome import Failure, Scope
 from ..pipeline import RowPipeline, Work, commit
 from ..progress import Progress
 from ..store import PartWriter
-from .api import BatchApi, BatchInfo
+from .api import TOKEN_KEY, BatchApi, BatchInfo, CreateUnconfirmed, NoListing
 from .collect import Lines, input_rows
 from .files import BatchFile, BatchFileWriter, LineTooBig, id_map
 from .ledger import (
     ABANDONED,
     COLLECTED,
     CREATED,
+    CREATING,
     FINAL_STATUSES,
     UPLOADED,
     WRITTEN,
@@ -51,6 +60,11 @@ from .ledger import (
 )
 
 POLL_JITTER = 0.2
+# Looking up a batch whose create answer was lost: so many listings, the n-th after
+# min(poll_seconds, 2^(n-1)) s more (at most 31 s in all), for a listing that lags.
+LOOKUPS = 6
+# Creates in a row whose answers are lost (each one looked up) before the run stops (exit 69).
+CREATE_ATTEMPTS = 4
 
 
 class RowsLeft(RunStopped):
@@ -110,7 +124,7 @@ class BatchMode(Dispatcher):
 
     async def _dispatch(self) -> None:
         for submission in self.ledger.submissions():
-            if submission.state in (WRITTEN, UPLOADED):
+            if submission.state in (WRITTEN, UPLOADED, CREATING):
                 await self._reattach(submission)
         await self._submit()
         if not self.stopping:
@@ -164,17 +178,75 @@ class BatchMode(Dispatcher):
         await self._create(submission)
 
     async def _create(self, submission: Submission) -> None:
+        """Create the batch of an uploaded file, at most once: the intent is durable first,
+        and a create whose answer is lost is looked up before it is sent again."""
         assert submission.file_id is not None
-        info = await self.api.create(
-            submission.file_id,
-            endpoint=self.job.profile.batch_endpoint,
-            metadata={"zbatch_file": f"{submission.seq:05d}"},
-            completion_window=self.job.profile.batch_window,
+        if submission.token is None:
+            submission.token = secrets.token_hex(16)
+        submission.state = CREATING
+        self.ledger.save(submission)
+        for _ in range(CREATE_ATTEMPTS):
+            try:
+                info: BatchInfo | None = await self.api.create(
+                    submission.file_id,
+                    endpoint=self.job.profile.batch_endpoint,
+                    metadata={"zbatch_file": f"{submission.seq:05d}", TOKEN_KEY: submission.token},
+                    completion_window=self.job.profile.batch_window,
+                )
+            except CreateUnconfirmed as exc:
+                self.log.warning(
+                    "batch file %05d: the answer to creating its batch was lost (%s); "
+                    "looking it up before creating it again",
+                    submission.seq,
+                    exc,
+                )
+                info = await self._look_up(submission)
+            if info is not None:
+                self._created(submission, info)
+                self.log.info(
+                    "batch %s created for file %05d (%d rows)",
+                    info.id,
+                    submission.seq,
+                    submission.rows,
+                )
+                return
+        raise EndpointDown(
+            f"creating the batch of file {submission.file_id} lost its answer "
+            f"{CREATE_ATTEMPTS} times and no batch of it is listed; run the same command "
+            "when the Batch API is back (it looks the batch up again first)"
         )
-        self._created(submission, info)
-        self.log.info(
-            "batch %s created for file %05d (%d rows)", info.id, submission.seq, submission.rows
-        )
+
+    async def _look_up(self, submission: Submission) -> BatchInfo | None:
+        """The batch a create of ``submission`` may have made, looked up by its token and
+        file id over a bounded wait (a listing may lag); None when it was not made.
+        Without a listing: stop, unless --resubmit-unconfirmed says to create it again."""
+        assert submission.file_id is not None
+        known = {s.batch_id for s in self.ledger.submissions() if s.batch_id}
+        for attempt in range(LOOKUPS):
+            if attempt:
+                await anyio.sleep(min(self.job.poll_seconds, 2.0 ** (attempt - 1)))
+            try:
+                found = await self.api.find_batch(submission.file_id, token=submission.token)
+            except NoListing as exc:
+                if self.job.resubmit_unconfirmed:
+                    self.log.warning(
+                        "batch file %05d: no batch listing (%s); creating its batch again "
+                        "(--resubmit-unconfirmed)",
+                        submission.seq,
+                        exc,
+                    )
+                    return None
+                raise BatchUnconfirmed(
+                    f"the batch of file {submission.file_id} (batch file {submission.seq:05d}, "
+                    f"{submission.rows} rows) may have been created, and {self.job.base_url} "
+                    f"has no batch listing to check ({exc}); look in the provider's console "
+                    f"for a batch of input file {submission.file_id}: if there is none, run "
+                    "the same command with --resubmit-unconfirmed (its rows stay reserved "
+                    "until then)"
+                ) from None
+            if found is not None and found.id not in known:
+                return found
+        return None
 
     def _created(self, submission: Submission, info: BatchInfo) -> None:
         submission.batch_id, submission.state = info.id, CREATED
@@ -197,14 +269,13 @@ class BatchMode(Dispatcher):
                 return
             submission.file_id, submission.state = found.id, UPLOADED
             self.ledger.save(submission)
-        assert submission.file_id is not None
-        known = {s.batch_id for s in self.ledger.submissions() if s.batch_id}
-        found_batch = await self.api.find_batch(submission.file_id)
-        if found_batch is None or found_batch.id in known:
-            await self._create(submission)
-            return
-        self._created(submission, found_batch)
-        self.log.info("batch %s re-attached to file %05d", found_batch.id, submission.seq)
+        if submission.state == CREATING:
+            found_batch = await self._look_up(submission)
+            if found_batch is not None:
+                self._created(submission, found_batch)
+                self.log.info("batch %s re-attached to file %05d", found_batch.id, submission.seq)
+                return
+        await self._create(submission)
 
     # --- waiting and collecting -----------------------------------------------------------
 

@@ -186,6 +186,13 @@ def job_options(func: F) -> F:
             help="Batch mode: send rows that batches left unanswered live afterwards.",
         ),
         click.option(
+            "--resubmit-unconfirmed",
+            is_flag=True,
+            default=None,
+            help="Batch mode: create again the batches a provider without a batch listing "
+            "cannot confirm (only after checking it holds none of them: else paid twice).",
+        ),
+        click.option(
             "--dedupe/--no-dedupe",
             default=None,
             help=f"Send identical deterministic requests (temperature 0) once{_default('dedupe')}.",

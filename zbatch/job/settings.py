@@ -89,6 +89,9 @@ class Job:
     batch_max_bytes: int = 100 * 1024 * 1024
     batch_discount: float = 0.5  # batch price as a fraction of the live price
     finish_online: bool = False  # send what batches left unanswered live afterwards
+    # flag only: create again the batches whose creation a provider without a listing cannot
+    # confirm (zbatch.batch.mode)
+    resubmit_unconfirmed: bool = False
     # [prices]: model -> {"input": .., "cached": .., "output": ..} in USD per 1M tokens
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     # [simulate]
