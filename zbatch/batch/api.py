@@ -211,9 +211,9 @@ class BatchApi:
             items = [item for item in data.get("data") or [] if isinstance(item, dict)]
             for item in items:
                 metadata = item.get("metadata")
-                ours = token is not None and isinstance(metadata, dict)
+                tagged = metadata.get(TOKEN_KEY) if isinstance(metadata, dict) else None
                 if item.get("input_file_id") == input_file_id or (
-                    ours and metadata.get(TOKEN_KEY) == token
+                    token is not None and tagged == token
                 ):
                     return BatchInfo.from_json(item)
             if not data.get("has_more") or not items:

@@ -82,6 +82,7 @@ class Submission:
     created_at: float | None = None  # when the batch was created (Unix seconds)
     updated_at: float | None = None
     unanswered: int | None = None  # rows it left pending (expired / cancelled / failed)
+    worst_usd: float = 0.0  # its rows' worst case, reserved against max_cost while it is open
 
     @property
     def name(self) -> str:
@@ -177,6 +178,11 @@ def _ids_writer(ids: list[str]) -> Callable[[BinaryIO], None]:
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def reserved_usd(storage: LedgerStorage) -> float:
+    """The worst cases of an OUTDIR's open batches: spend the budget must keep room for."""
+    return sum(s.worst_usd for s in Ledger(storage).submissions() if s.open)
 
 
 def open_batches(storage: LedgerStorage) -> list[Submission]:

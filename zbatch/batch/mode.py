@@ -15,9 +15,10 @@ create that may have reached the provider without its answer reaching us (reset,
 5xx, a kill), the batch is looked up by token or file id, allowing for a listing that lags
 (:data:`LOOKUPS` listings over a bounded wait), before another is created. A provider without
 a listing stops the run (exit 3) with one line naming the file id to check; its rows stay
-reserved until ``--resubmit-unconfirmed`` says to create the batch again. A batch that ends ``expired``,
-``cancelled`` or ``failed`` leaves its unanswered rows pending: the next run submits them
-again (``--finish-online`` sends them live instead).
+reserved until ``--resubmit-unconfirmed`` says to create the batch again.
+
+A batch that ends ``expired``, ``cancelled`` or ``failed`` leaves its unanswered rows
+pending: the next run submits them again (``--finish-online`` sends them live instead).
 
 Stopping: SIGINT / SIGTERM (with ``handle_signals``) stop at once, exit 130 / 143; batches
 keep running at the provider and the next run collects them. A collection in progress is

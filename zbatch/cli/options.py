@@ -161,7 +161,8 @@ def job_options(func: F) -> F:
             "--hedge/--no-hedge",
             default=None,
             help="Once the input is used up, re-send an attempt stuck far beyond the usual "
-            f"latency on a second connection{_default('hedge')}.",
+            "latency on a second connection; both answers are paid for"
+            f"{_default('hedge')}.",
         ),
         click.option(
             "--journal/--no-journal",

@@ -155,7 +155,12 @@ async def execute(
         journal = session.journal({RESULTS: results, ERRORS: errors}, enabled=job.journal)
         # Other shards' spend counts as of now; the runner takes in theirs at each part commit.
         spent = outdir.total_spend()
-        budget = Budget(limit=job.max_cost, price=price, spent=0.0 if spent is None else spent.usd)
+        budget = Budget(
+            limit=job.max_cost,
+            price=price,
+            spent=0.0 if spent is None else spent.usd,
+            shared=None if job.max_cost is None else outdir.reservations(session.prefix),
+        )
         stats = Stats(price=price, spent=budget.spent, max_cost=job.max_cost)
         stats.concurrency = stats.concurrency_min = job.concurrency
         # A shard's rows are known only once its part of the input has been read.
@@ -264,6 +269,9 @@ def finish(
     figures, summary.json with ``summary`` added (None: no summary.json), the last log line."""
     result = RunResult(stats, stopped, notice)
     stats.exit_code = result.exit_code
+    ledger = outdir.total_spend()  # every writer's, settled: what `status` shows
+    if ledger is not None:
+        stats.spent = ledger.usd
     if summary is not None:
         outdir.write_summary({**stats.to_json(), **summary})
     log_end(log, stats, result.exit_code, where)

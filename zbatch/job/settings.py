@@ -68,7 +68,7 @@ class Job:
     wait_for_quota: bool = False
     down_after: float = 300.0  # seconds without an answer before the endpoint counts as down
     max_cost: float | None = None  # USD for the OUTDIR, all runs together
-    hedge: bool = True  # re-send the slow tail's stuck attempts once the input is used up
+    hedge: bool = False  # re-send the slow tail's stuck attempts (pays twice): opt-in
     quota_wait_seconds: float = 3600.0  # the most --wait-for-quota waits for the quota in all
     # [labels]
     choices: tuple[str, ...] = ()

@@ -109,6 +109,8 @@ class Runner(Dispatcher):
         helpers.start_soon(self.commits.group_commit, self.stop)
         if self.hedger is not None:
             helpers.start_soon(self.hedger.run, self._input_done, helpers, lambda: self.stopping)
+        if self.budget.shared is not None:
+            helpers.start_soon(self.budget.renew)
 
     async def _dispatch(self) -> None:
         async with anyio.create_task_group() as work:
@@ -188,7 +190,7 @@ class Runner(Dispatcher):
             async with self.limit.slot() as epoch:
                 if not await self._paced(work):
                     return
-                reservation = self.guards.admit(work)
+                reservation = await self.guards.admit(work)
                 if reservation is None:
                     return
                 stats.requests += 1
@@ -205,9 +207,9 @@ class Runner(Dispatcher):
             self.quota.answered()
             attempts += 1
             if isinstance(outcome, Success):
-                self.guards.bill(outcome)
+                self.guards.bill(outcome, reservation)
                 if twin is not None:  # a hedge's twin comes only with an answer
-                    self.guards.bill(twin)
+                    self.guards.bill(twin, reservation, hedge=True)
                 self.limit.on_success()
                 self.quota.pause.clear()
                 self.guards.down.alive()

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import prompt
-from ..batch.ledger import describe, open_batches
+from ..batch.ledger import describe, open_batches, reserved_usd
 from ..errors import JobError
 from ..job.settings import DEFAULT_MODEL
 from ..pipeline import gold_label
@@ -55,6 +55,9 @@ class Status:
     uncommitted: int = 0  # finished rows of runs under way, in their journal, not yet in parts
     gold: Agreement | None = None  # labels against labels.gold_column, over committed rows
     batches: list[dict[str, Any]] = field(default_factory=list)  # batch mode: see batch.mode
+    # max_cost: the live writers' reservations (writers, reserved_usd, unsettled_usd) and the
+    # open batches' worst cases (batches_usd): spend + these is what the budget binds
+    reserved: dict[str, Any] | None = None
 
     @property
     def pending(self) -> int | None:
@@ -128,7 +131,14 @@ def read_status(outdir: OutputDir) -> Status:
         if summary is None
         else LastRun(summary.get("outcome", "unknown"), summary.get("exit_code")),
         batches=[describe(s) for s in open_batches(outdir.storage)],
+        reserved=None if settings.get("max_cost") is None else _reserved(outdir),
     )
+
+
+def _reserved(outdir: OutputDir) -> dict[str, Any]:
+    figures = outdir.reservations("").figures()
+    figures["batches_usd"] = round(reserved_usd(outdir.storage), 6)
+    return figures
 
 
 def _agreement(settings: dict[str, Any], results: Parts) -> Agreement | None:

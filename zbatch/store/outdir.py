@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from .. import urls
-from ..budget import Spend
+from ..budget import Reservations, Spend
 from ..errors import JobError
 from .compaction import compact_table, recover
 from .objectstore import ObjectStorage
@@ -197,6 +197,17 @@ class OutputDir:
             total.add(ledger)
             total.journals = [*total.journals, *ledger.journals]
         return total
+
+    def held(self) -> float:
+        """USD the budget must count besides live writers: every spend ledger, and the worst
+        cases of open batches (submitted, not yet collected)."""
+        from ..batch.ledger import reserved_usd
+
+        return (self.total_spend() or Spend()).usd + reserved_usd(self.storage)
+
+    def reservations(self, writer: str) -> Reservations:
+        """The OUTDIR's shared budget reservations, as ``writer`` (a run's prefix) sees them."""
+        return Reservations(self.storage, writer, self.held)
 
     def uncommitted_rows(self) -> int:
         """Finished rows a run under way holds in its journal, not yet in parts (local
