@@ -297,6 +297,22 @@ class Budget:
     def release(self, hold: Hold) -> None:
         self.reserved = max(0.0, self.reserved - hold.usd)
 
+    def hand_over(self, usd: float) -> None:
+        """A reservation is now held durably elsewhere (an open batch's record)."""
+        self.reserved = max(0.0, self.reserved - usd)
+
+    def bill(self, answer: Any, hold: Hold | None, stats: Any, *, hedge: bool = False) -> float:
+        """:meth:`charge`, counted in ``stats`` (a Stats): answers charged their worst case,
+        and hedges' second answers."""
+        worst = self.worst_charged
+        usd = self.charge(answer, hold)
+        if self.worst_charged != worst:
+            stats.worst_charged += 1
+            stats.worst_charged_usd += usd
+        if hedge:
+            stats.hedged_usd += usd
+        return usd
+
     def charge(self, answer: Any, hold: Hold | None = None) -> float:
         """Add one billed answer (anything with the usage fields of a Success) to the spend;
         returns what it cost. Without usable usage, it costs its request's worst case."""
@@ -309,7 +325,7 @@ class Budget:
                 usd = hold.usd or self.worst_case(hold.prompt_tokens, hold.answer_tokens)
         else:
             usd = cost(self.price, prompt, answer.cached_tokens or 0, completion) or 0.0
-            if hold is not None:
+            if hold is not None and hold.prompt_tokens:
                 self._estimated += hold.prompt_tokens + TEMPLATE_TOKENS
                 self._billed += prompt
         self.spent += usd

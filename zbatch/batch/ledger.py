@@ -117,8 +117,9 @@ class Ledger:
                 found.append(Submission(**json.loads(data)))
         return sorted(found, key=lambda s: s.seq)
 
-    def add(self, file: BatchFile, fingerprint: str) -> Submission:
-        """Record a written file, ids first, before it is uploaded."""
+    def add(self, file: BatchFile, fingerprint: str, *, worst_usd: float = 0.0) -> Submission:
+        """Record a written file, ids first, before it is uploaded; ``worst_usd`` is its rows'
+        worst case, held against the budget while it is open."""
         # The numbers taken, from one listing: the ids file is the first a number gets.
         names = self._storage.list(FOLDER)
         taken = (int(name[:-4]) for name in names if name.endswith(".ids") and name[:-4].isdigit())
@@ -133,6 +134,7 @@ class Ledger:
                 # Unique to this submission and its content: found again after a crash.
                 upload_name=f"zbatch-{seq:05d}-{file.sha256[:16]}.jsonl",
                 fingerprint=fingerprint,
+                worst_usd=worst_usd,
             )
             try:
                 self._storage.create(submission.ids_name, _ids_writer(file.ids))

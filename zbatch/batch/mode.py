@@ -20,6 +20,12 @@ reserved until ``--resubmit-unconfirmed`` says to create the batch again.
 A batch that ends ``expired``, ``cancelled`` or ``failed`` leaves its unanswered rows
 pending: the next run submits them again (``--finish-online`` sends them live instead).
 
+Budget (``max_cost``): only rows whose worst case (prompt estimate + max_tokens, at the batch
+price) fits what is left are packed; each file's worst case is reserved with the OUTDIR's
+other writers before it is recorded, then held by its open record until it is collected, when
+its real spend (an answer without usable usage at its worst case) goes to ``spend-batch.json``
+once. Rows left out stop the run with exit 5 once the submitted batches are collected.
+
 Stopping: SIGINT / SIGTERM (with ``handle_signals``) stop at once, exit 130 / 143; batches
 keep running at the provider and the next run collects them. A collection in progress is
 shielded, so answers downloaded are committed before the run ends.
@@ -32,15 +38,23 @@ import random
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
 
+from ..budget import Budget, Hold, Spend
 from ..dispatch import Dispatcher
-from ..errors import BatchPending, BatchUnconfirmed, EndpointDown, RunStopped, ZbatchError
+from ..errors import (
+    BatchPending,
+    BatchUnconfirmed,
+    BudgetSpent,
+    EndpointDown,
+    RunStopped,
+    ZbatchError,
+)
 from ..job.settings import Job
-from ..outcome import Failure, Scope
+from ..outcome import Failure, Scope, Success
 from ..pipeline import RowPipeline, Work, commit
 from ..progress import Progress
 from ..store import PartWriter
@@ -87,11 +101,15 @@ class BatchMode(Dispatcher):
         errors: PartWriter,
         api: BatchApi,
         storage: LedgerStorage,
+        budget: Budget,
+        record_spend: Callable[[Spend, str], None],
         progress: Progress,
         log: logging.Logger,
         handle_signals: bool = False,
         wait: bool = True,
     ) -> None:
+        """``record_spend(spend, name)`` adds a collected batch's spend to the OUTDIR's
+        ledger once (by ``name``)."""
         super().__init__(
             job, stats=pipeline.stats, progress=progress, log=log, handle_signals=handle_signals
         )
@@ -103,6 +121,11 @@ class BatchMode(Dispatcher):
         self._wait = wait
         self._fingerprint = job.fingerprint()
         self.unanswered = 0
+        self.budget = budget
+        self._record_spend = record_spend
+        self._worst: dict[str, float] = {}  # packed rows' worst cases, until their file is sent
+        self.over_budget = 0  # rows not submitted: their worst case did not fit the budget
+        self._left = 0.0  # what the budget had left when the rows were packed
 
     # --- the run --------------------------------------------------------------------------
 
@@ -114,6 +137,15 @@ class BatchMode(Dispatcher):
             self.stop_reason = exc
 
     def _ended(self) -> None:
+        if self.stop_reason is None and self.over_budget:
+            self.stop(
+                BudgetSpent(
+                    f"{self.over_budget} rows were not submitted: their worst case does not fit "
+                    f"what is left of the budget (${self._left:.4f} of "
+                    f"${self.budget.limit or 0:.4f}); raise --max-cost (limits.max_cost) and "
+                    "run the same command to submit them"
+                )
+            )
         if self.stop_reason is None and self.unanswered:
             self.stop(
                 RowsLeft(
@@ -137,6 +169,7 @@ class BatchMode(Dispatcher):
         """Pack every pending row not held by an open batch into files and submit them."""
         held = self.ledger.open_ids(self._fingerprint)
         job = self.job
+        room = await self._room()
         with tempfile.TemporaryDirectory(prefix="zbatch-batch-") as scratch:
             writer = BatchFileWriter(
                 Path(scratch),
@@ -151,6 +184,15 @@ class BatchMode(Dispatcher):
                         continue
                     if work.id in held:
                         continue  # an open batch holds it: collected, not sent again
+                    if room is not None:
+                        worst = self.budget.worst_case(
+                            work.tokens - work.answer_tokens, work.answer_tokens
+                        )
+                        if worst > room:
+                            self.over_budget += 1
+                            continue
+                        room -= worst
+                        self._worst[work.id] = worst
                     try:
                         full = writer.add(work.id, work.model, work.body)
                     except LineTooBig as exc:
@@ -163,8 +205,24 @@ class BatchMode(Dispatcher):
             finally:
                 writer.discard()
 
+    async def _room(self) -> float | None:
+        """USD the budget has left for new batches (None: no budget)."""
+        if self.budget.limit is None:
+            return None
+        await self.budget.publish()
+        shared = self.budget.shared
+        used = self.budget.spent if shared is None else shared.used
+        self._left = max(0.0, self.budget.limit - used)
+        return self._left
+
     async def _send(self, file: BatchFile) -> None:
-        submission = self.ledger.add(file, self._fingerprint)
+        worst = sum(self._worst.pop(row_id, 0.0) for row_id in file.ids)
+        if self.budget.limit is not None and not await self.budget.publish(worst):
+            # Other writers spent the room meanwhile: these rows wait for a larger budget.
+            self.over_budget += file.rows
+            return
+        submission = self.ledger.add(file, self._fingerprint, worst_usd=worst)
+        self.budget.hand_over(worst)  # the open record holds it now
         self.log.info(
             "batch file %05d: %d rows of %s, %d bytes",
             submission.seq,
@@ -349,7 +407,14 @@ class BatchMode(Dispatcher):
         rows: dict[str, Work] = {}
         if self.job.keep_columns or self.job.gold_column:
             rows = await anyio.to_thread.run_sync(input_rows, self.pipeline, set(ids))
-        lines = Lines(self.pipeline, self.log, id_map(ids), rows)
+        spend = Spend()
+        # An answer without usable usage is charged the average worst case of its batch.
+        hold = Hold(submission.worst_usd / max(1, submission.rows), 0, 0)
+
+        def charge(answer: Success) -> None:
+            spend.count(answer, self.budget.bill(answer, hold, self.stats))
+
+        lines = Lines(self.pipeline, self.log, id_map(ids), rows, charge)
         with tempfile.TemporaryDirectory(prefix="zbatch-collect-") as scratch:
             for file_id in (info.output_file_id, info.error_file_id):
                 if file_id is None:
@@ -362,6 +427,7 @@ class BatchMode(Dispatcher):
                         if len(self._writers[0].rows) >= self.job.part_rows:
                             await commit(self.pipeline, *self._writers)
         await commit(self.pipeline, *self._writers)
+        await anyio.to_thread.run_sync(self._record_spend, spend, submission.upload_name)
         submission.state = COLLECTED
         answered = lines.answered
         submission.unanswered = len(ids) - len(answered)

@@ -216,6 +216,8 @@ async def execute(
                         transport=transport,
                     ),
                     storage=outdir.storage,
+                    budget=budget,
+                    record_spend=lambda spend, name: outdir.add_spend(spend, name, "batch"),
                     progress=progress or NullProgress(),
                     log=log,
                     handle_signals=handle_signals,

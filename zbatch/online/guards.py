@@ -51,15 +51,8 @@ class Guards:
     def bill(self, answer: Success, hold: Hold, *, hedge: bool = False) -> None:
         """Every answer is paid for, whatever becomes of it: stats, budget, journal. Without
         usable usage it is charged its worst case; a hedge's twin is counted as hedged."""
-        stats = self.pipeline.stats
         self.pipeline.count_usage(answer)
-        worst = self.budget.worst_charged
-        usd = self.budget.charge(answer, hold)
-        if self.budget.worst_charged != worst:
-            stats.worst_charged += 1
-            stats.worst_charged_usd += usd
-        if hedge:
-            stats.hedged_usd += usd
+        usd = self.budget.bill(answer, hold, self.pipeline.stats, hedge=hedge)
         self.journal.charge(answer, usd)
 
     def observe(self, failure: Failure) -> None:

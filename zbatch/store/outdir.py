@@ -198,6 +198,16 @@ class OutputDir:
             total.journals = [*total.journals, *ledger.journals]
         return total
 
+    def add_spend(self, spend: Spend, name: str, tag: str) -> None:
+        """Add ``spend`` to ledger ``tag`` once: ``name`` is recorded with it, and a spend
+        whose name a ledger holds already is not added again."""
+        if name in (self.total_spend() or Spend()).journals:
+            return
+        ledger = self.read_spend(tag)
+        ledger.add(spend)
+        ledger.journals = [*ledger.journals, name]
+        self.write_spend(ledger, tag)
+
     def held(self) -> float:
         """USD the budget must count besides live writers: every spend ledger, and the worst
         cases of open batches (submitted, not yet collected)."""
