@@ -76,6 +76,11 @@ def status_of(out: Path) -> dict[str, Any]:
     return data
 
 
+def shard_args(job: str, inp: Path, out: Path, k: int, budget: float, url: str) -> list[str]:
+    return ["run", job, "-i", str(inp), "-o", str(out), "-c", "4", "--shard", f"{k}/3",
+            "--max-cost", f"{budget}", "--base-url", url]  # fmt: skip
+
+
 def test_three_shards_at_once_spend_within_one_budget_for_the_outdir(tmp_path: Path) -> None:
     """Three shards start together on one OUTDIR with room for about 40 of 150 rows: their
     spend together stays within the budget (each used to spend it on its own)."""
@@ -85,23 +90,7 @@ def test_three_shards_at_once_spend_within_one_budget_for_the_outdir(tmp_path: P
     budget = 40 * worst(rows[0]["prompt"])
     with ZaiServer(latency=0.05) as srv:
         procs = [
-            start_zbatch(
-                "run",
-                job,
-                "-i",
-                str(inp),
-                "-o",
-                str(out),
-                "-c",
-                "4",
-                "--shard",
-                f"{k}/3",
-                "--max-cost",
-                f"{budget}",
-                "--base-url",
-                srv.base_url,
-            )  # fmt: skip
-            for k in range(3)
+            start_zbatch(*shard_args(job, inp, out, k, budget, srv.base_url)) for k in range(3)
         ]
         codes = []
         for proc in procs:
@@ -146,7 +135,9 @@ def test_answers_without_usable_usage_are_charged_their_worst_case(
     assert "no usable usage" in proc.stdout
     # The rows are done all the same, holding their own answers.
     table = read_table(out / "results")
-    for row_id, content in zip(*(table.column(c).to_pylist() for c in ("id", "content"))):
+    for row_id, content in zip(
+        *(table.column(c).to_pylist() for c in ("id", "content")), strict=True
+    ):
         prompt = rows[int(row_id[3:])]["prompt"]
         assert content == answer_for([{"role": "user", "content": prompt}])
 
@@ -265,7 +256,7 @@ def test_a_busy_client_does_not_hedge() -> None:
 
             async def stall() -> None:
                 await anyio.sleep(0.05)
-                time.sleep(1.5)  # noqa: ASYNC251 - the stall this test is about
+                time.sleep(1.5)  # the stall this test is about
 
             helpers.start_soon(stall)
             await hedger.send(Work("row-1", b"{}", 10, ()))
