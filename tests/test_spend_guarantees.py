@@ -87,7 +87,7 @@ def test_three_shards_at_once_spend_within_one_budget_for_the_outdir(tmp_path: P
     rows = prompt_rows(150)
     inp, out = input_and_outdir(tmp_path, rows)
     job = priced_job(tmp_path)
-    budget = 40 * worst(rows[0]["prompt"])
+    budget = 40 * paid([rows[0]["prompt"]])
     with ZaiServer(latency=0.05) as srv:
         procs = [
             start_zbatch(*shard_args(job, inp, out, k, budget, srv.base_url)) for k in range(3)
@@ -184,7 +184,7 @@ def test_a_cluster_run_spends_within_the_budget_and_its_summary_agrees_with_stat
 ) -> None:
     rows = prompt_rows(120)
     inp, out = input_and_outdir(tmp_path, rows)
-    budget = 30 * worst(rows[0]["prompt"])
+    budget = 40 * paid([rows[0]["prompt"]])  # a third of the rows
     with ZaiServer(latency=0.02) as srv:
         proc = run_against(
             srv, priced_job(tmp_path), "-i", str(inp), "-o", str(out), "-c", "8",
