@@ -14,32 +14,16 @@ from pathlib import Path
 
 import pytest
 from batch_server import BatchServer
-from conftest import prompt_rows, read_table, run_zbatch, write_jsonl
+from conftest import prompt_rows, read_table, run_zbatch
+from test_batch_mode import batch_run as batch_mode_run
 from zai_server import answer_for
 
 ROWS = 30
 
 
 def batch_run(srv: BatchServer, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    source = tmp_path / "in.jsonl"
-    if not source.exists():
-        write_jsonl(source, prompt_rows(ROWS))
-    return run_zbatch(
-        "run",
-        "--input",
-        str(source),
-        "--output",
-        str(tmp_path / "out"),
-        "--base-url",
-        srv.base_url,
-        "--mode",
-        "batch",
-        "--poll-seconds",
-        "0.01",
-        "--backoff-base",
-        "0.01",
-        *args,
-    )
+    """``zbatch run --mode batch`` of ROWS rows (tests/test_batch_mode.py), any exit code."""
+    return batch_mode_run(srv, tmp_path, *args, expect=None, rows=ROWS)
 
 
 def check_all_answered_once(srv: BatchServer, outdir: Path) -> None:

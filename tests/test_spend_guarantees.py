@@ -17,6 +17,7 @@ import anyio
 import pytest
 from batch_server import BatchServer
 from conftest import (
+    TEST_KEY,
     input_and_outdir,
     prompt_rows,
     read_table,
@@ -24,7 +25,9 @@ from conftest import (
     run_zbatch,
     start_zbatch,
     write_jsonl,
+    zbatch_env,
 )
+from s3_server import S3, moto_endpoint_fixture, s3_fixture  # noqa: F401 (fixtures)
 from zai_server import ZaiServer, answer_for
 
 from zbatch.budget import TEMPLATE_TOKENS, Budget
@@ -69,6 +72,15 @@ def worst(prompt: str, factor: float = 1.0) -> float:
     return (tokens(prompt) + TEMPLATE_TOKENS + MAX_TOKENS) * 0.001 * factor
 
 
+def assert_no_key_written(out: Path) -> None:
+    """The API key is in no file of the OUTDIR (the budget's snapshots and the batch records
+    included)."""
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.parent.name == "budget" for p in written)
+    for path in written:
+        assert TEST_KEY.encode() not in path.read_bytes(), path
+
+
 def status_of(out: Path) -> dict[str, Any]:
     proc = run_zbatch("status", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
@@ -108,6 +120,7 @@ def test_three_shards_at_once_spend_within_one_budget_for_the_outdir(tmp_path: P
     assert status_of(out)["reserved"]["writers"] == 0
     ids = read_table(out / "results").column("id").to_pylist()
     assert len(ids) == len(set(ids)) == len(answered)
+    assert_no_key_written(out)
 
 
 @pytest.mark.parametrize("fault", ["nousage", "nanusage"])
@@ -172,6 +185,7 @@ def test_batch_mode_submits_only_what_fits_the_budget_and_exits_5(tmp_path: Path
         summary = json.loads((out / "summary.json").read_text())
         assert summary["spent_usd_all_runs"] == status["cost_usd"]
         assert status["reserved"]["batches_usd"] == 0  # collected: nothing held any more
+        assert_no_key_written(out)
         # A larger budget submits the rest, each row once.
         more = batch_run(srv, tmp_path, "--max-cost", "10")
         assert more.returncode == 0, more.stderr
@@ -280,3 +294,32 @@ def test_the_worst_case_learns_from_billed_prompt_tokens() -> None:
     budget.release(hold)
     budget.charge(Answer(), hold)
     assert budget.prompt_bound(100) == 396
+
+
+def test_two_shards_on_object_storage_share_one_budget(s3: S3, tmp_path: Path) -> None:
+    """The same on an s3:// OUTDIR (moto): the reservations are create-only objects."""
+    rows = prompt_rows(80)
+    s3.fs().pipe(f"{s3.bucket}/in.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    job, out = priced_job(tmp_path), s3.url("out")
+    budget = 25 * paid([rows[0]["prompt"]])
+    env = zbatch_env(**s3.env)
+    with ZaiServer(latency=0.05) as srv:
+        procs = []
+        for k in range(2):
+            args = ["run", job, "-i", s3.url("in.jsonl"), "-o", out, "-c", "3", "--shard",
+                    f"{k}/2", "--max-cost", f"{budget}", "--base-url", srv.base_url]  # fmt: skip
+            procs.append(start_zbatch(*args, env=env))
+        codes = []
+        for proc in procs:
+            _, err = proc.communicate(timeout=180)
+            codes.append(proc.returncode)
+            assert "Traceback" not in err, err
+        answered = srv.stats()["answered_prompts"]
+    assert 5 in codes and set(codes) <= {0, 5}, codes
+    assert max(Counter(answered).values()) == 1
+    proc = run_zbatch("status", out, "--json", env=env)
+    status = json.loads(proc.stdout)
+    assert status["cost_usd"] == pytest.approx(paid(answered), abs=1e-6)
+    assert 0 < status["cost_usd"] <= budget
+    assert status["reserved"]["writers"] == 0
+    assert s3.fs().ls(f"{s3.bucket}/out/budget", detail=False)
