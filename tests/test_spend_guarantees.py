@@ -88,6 +88,20 @@ def status_of(out: Path) -> dict[str, Any]:
     return data
 
 
+def writers_stopped_by_the_budget(procs: list[Any], srv: ZaiServer) -> list[str]:
+    """Wait for writers started at once: some stop on the budget (exit 5), none fails, and
+    none bought a prompt another had bought; the prompts answered."""
+    codes = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        codes.append(proc.returncode)
+        assert "Traceback" not in err, err
+    assert 5 in codes and set(codes) <= {0, 5}, codes
+    answered: list[str] = srv.stats()["answered_prompts"]
+    assert max(Counter(answered).values()) == 1
+    return answered
+
+
 def shard_args(job: str, inp: Path, out: Path, k: int, budget: float, url: str) -> list[str]:
     return ["run", job, "-i", str(inp), "-o", str(out), "-c", "4", "--shard", f"{k}/3",
             "--max-cost", f"{budget}", "--base-url", url]  # fmt: skip
@@ -104,14 +118,7 @@ def test_three_shards_at_once_spend_within_one_budget_for_the_outdir(tmp_path: P
         procs = [
             start_zbatch(*shard_args(job, inp, out, k, budget, srv.base_url)) for k in range(3)
         ]
-        codes = []
-        for proc in procs:
-            _, err = proc.communicate(timeout=120)
-            codes.append(proc.returncode)
-            assert "Traceback" not in err, err
-        answered = srv.stats()["answered_prompts"]
-    assert 5 in codes and set(codes) <= {0, 5}, codes
-    assert max(Counter(answered).values()) == 1
+        answered = writers_stopped_by_the_budget(procs, srv)
     bought = paid(answered)
     spent = status_of(out)["cost_usd"]
     assert spent == pytest.approx(bought, abs=1e-6)
@@ -309,14 +316,7 @@ def test_two_shards_on_object_storage_share_one_budget(s3: S3, tmp_path: Path) -
             args = ["run", job, "-i", s3.url("in.jsonl"), "-o", out, "-c", "3", "--shard",
                     f"{k}/2", "--max-cost", f"{budget}", "--base-url", srv.base_url]  # fmt: skip
             procs.append(start_zbatch(*args, env=env))
-        codes = []
-        for proc in procs:
-            _, err = proc.communicate(timeout=180)
-            codes.append(proc.returncode)
-            assert "Traceback" not in err, err
-        answered = srv.stats()["answered_prompts"]
-    assert 5 in codes and set(codes) <= {0, 5}, codes
-    assert max(Counter(answered).values()) == 1
+        answered = writers_stopped_by_the_budget(procs, srv)
     proc = run_zbatch("status", out, "--json", env=env)
     status = json.loads(proc.stdout)
     assert status["cost_usd"] == pytest.approx(paid(answered), abs=1e-6)
