@@ -8,6 +8,7 @@ from the OUTDIR (the ledger `status` reads) and from what the server answered, p
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,13 +31,14 @@ from conftest import (
 from s3_server import S3, moto_endpoint_fixture, s3_fixture  # noqa: F401 (fixtures)
 from zai_server import ZaiServer, answer_for
 
-from zbatch.budget import TEMPLATE_TOKENS, Budget
+from zbatch.budget import LEASE_SECONDS, TEMPLATE_TOKENS, Budget, Reservations
 from zbatch.limits import AdaptiveLimit
 from zbatch.online.hedge import Hedger
 from zbatch.outcome import Success
 from zbatch.pipeline import Work
 from zbatch.pricing import Price
 from zbatch.stats import Stats
+from zbatch.store.storage import LocalStorage
 
 MAX_TOKENS = 10
 PRICE = Price(1000.0, 1000.0, 1000.0)  # USD per 1M tokens: $0.001 a token
@@ -323,3 +325,44 @@ def test_two_shards_on_object_storage_share_one_budget(s3: S3, tmp_path: Path) -
     assert 0 < status["cost_usd"] <= budget
     assert status["reserved"]["writers"] == 0
     assert s3.fs().ls(f"{s3.bucket}/out/budget", detail=False)
+
+
+def test_reservations_of_writers_racing_never_pass_the_limit(tmp_path: Path) -> None:
+    """Four writers in threads reserve $0.1 at a time against $1.0 on one OUTDIR: exactly ten
+    reservations succeed, whoever wins each race (a lost create-only write reads again)."""
+    storage = LocalStorage(tmp_path)
+    granted: list[str] = []
+    lock = threading.Lock()
+
+    def writer(name: str) -> None:
+        shared = Reservations(storage, name, lambda: 0.0)
+        mine = 0.0
+        while shared.publish(mine, 0.0, extra=0.1, limit=1.0 + 1e-9):
+            mine += 0.1
+            with lock:
+                granted.append(name)
+
+    threads = [threading.Thread(target=writer, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(granted) == 10
+    figures = Reservations(storage, "reader", lambda: 0.0).figures()
+    assert figures["reserved_usd"] == pytest.approx(1.0)
+    assert len(storage.list("budget")) <= 8 + 4  # old snapshots are pruned
+
+
+def test_a_dead_writers_reservations_lapse_after_the_lease(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    now = [1000.0]
+    dead = Reservations(storage, "dead", lambda: 0.25, clock=lambda: now[0])
+    assert dead.publish(0.0, 0.1, extra=0.5, limit=1.0)  # then kill -9: never renewed
+    live = Reservations(storage, "live", lambda: 0.25, clock=lambda: now[0])
+    assert not live.publish(0.0, 0.0, extra=0.2, limit=1.0)  # 0.25 + 0.6 + 0.2 > 1.0
+    assert live.used == pytest.approx(0.85) and live.spent == pytest.approx(0.35)
+    now[0] += LEASE_SECONDS
+    assert live.publish(0.0, 0.0, extra=0.2, limit=1.0)
+    assert live.figures() == {"writers": 1, "reserved_usd": 0.2, "unsettled_usd": 0.0}
+    live.leave()
+    assert live.figures()["writers"] == 0

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO, Protocol
 
+from .errors import StoreError
 from .pricing import Price, cost
 
 # Without max_tokens an answer has no bound; the budget check assumes this many tokens.
@@ -45,6 +46,9 @@ RESERVATIONS = "budget"
 RENEW_SECONDS = 5.0
 LEASE_SECONDS = 60.0
 KEEP_SNAPSHOTS = 8
+# Snapshots read and tried in a row before giving up (each lost race means another writer
+# got its change in: with a few dozen writers this is never reached).
+MAX_TRIES = 1000
 
 
 @dataclass
@@ -132,7 +136,7 @@ class Reservations:
     ) -> bool:
         """Publish this writer's figures; with ``limit``, first check that ``extra`` more still
         fits (False: it does not, and nothing was reserved)."""
-        while True:
+        for _ in range(MAX_TRIES):
             seq, entries = self._latest()
             now = self._clock()
             live = {
@@ -155,6 +159,7 @@ class Reservations:
             if self._write(seq + 1, live):
                 self.used += extra
                 return True
+        raise StoreError(_BUSY)
 
     def leave(self) -> None:
         """This writer has stopped with everything settled: drop its entry."""
@@ -172,7 +177,7 @@ class Reservations:
         }
 
     def _latest(self) -> tuple[int, dict[str, dict[str, Any]]]:
-        while True:
+        for _ in range(MAX_TRIES):
             names = [n for n in self._storage.list(RESERVATIONS) if _seq(n) is not None]
             if not names:
                 return 0, {}
@@ -184,6 +189,7 @@ class Reservations:
                 except (ValueError, KeyError, TypeError):
                     entries = {}  # damaged: the next snapshot starts it afresh
                 return _seq(newest) or 0, entries if isinstance(entries, dict) else {}
+        raise StoreError(_BUSY)
 
     def _write(self, seq: int, entries: dict[str, dict[str, Any]]) -> bool:
         data = json.dumps({"writers": entries}).encode()
@@ -194,6 +200,12 @@ class Reservations:
         if seq > KEEP_SNAPSHOTS:
             self._storage.delete(f"{RESERVATIONS}/{seq - KEEP_SNAPSHOTS:012d}.json")
         return True
+
+
+_BUSY = (
+    f"the budget reservations in OUTDIR/{RESERVATIONS}/ changed under every one of "
+    f"{MAX_TRIES} tries; fewer writers at once (shards, cluster tasks), then run the same command"
+)
 
 
 def _seq(name: str) -> int | None:

@@ -197,6 +197,8 @@ class BatchMode(Dispatcher):
                         full = writer.add(work.id, work.model, work.body)
                     except LineTooBig as exc:
                         self.pipeline.fail(work.id, Failure("bad_request", Scope.ROW, str(exc)), 0)
+                        if room is not None:
+                            room += self._worst.pop(work.id)
                         continue
                     if full is not None:
                         await self._send(full)
