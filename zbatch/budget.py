@@ -17,7 +17,10 @@ of billed to estimated prompt tokens seen so far) plus ``max_tokens``, at the jo
 With a budget, every writer of the OUTDIR (whole runs, shards, cluster tasks, on local disk or
 object storage) reserves the worst case of each request in :class:`Reservations` before it
 is sent, so writers running at once cannot overshoot together: the budget binds
-``spend ledgers + every live writer's reservations and unsettled spend``.
+``spend ledgers + every live writer's reservations and unsettled spend``. A writer reserves a
+block at a time (room for :data:`BLOCK_REQUESTS` more requests, at most a fair share of what is
+left) and admits requests within it without writing; near the end of the budget the blocks
+shrink to single requests.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ RESERVATIONS = "budget"
 RENEW_SECONDS = 5.0
 LEASE_SECONDS = 60.0
 KEEP_SNAPSHOTS = 8
+# A writer reserves a block for this many more requests at a time (at the current one's worst
+# case), at most a fair share of what is left: one write per block, not per request.
+BLOCK_REQUESTS = 32
 # Snapshots read and tried in a row before giving up (each lost race means another writer
 # got its change in: with a few dozen writers this is never reached).
 MAX_TRIES = 1000
@@ -132,10 +138,12 @@ class Reservations:
         self.spent = 0.0  # the OUTDIR's spend (settled or not), as of the last check
 
     def publish(
-        self, reserved: float, unsettled: float, *, extra: float = 0.0, limit: float | None = None
-    ) -> bool:
-        """Publish this writer's figures; with ``limit``, first check that ``extra`` more still
-        fits (False: it does not, and nothing was reserved)."""
+        self, minimum: float, wanted: float, unsettled: float, *, limit: float | None = None
+    ) -> float | None:
+        """Publish this writer's unsettled spend and a block of at least ``minimum`` USD for
+        its requests (``wanted`` if the budget has room for it beside the other writers'
+        fair shares); the block granted, or None when not even ``minimum`` fits ``limit``
+        (then nothing changed)."""
         for _ in range(MAX_TRIES):
             seq, entries = self._latest()
             now = self._clock()
@@ -147,23 +155,25 @@ class Reservations:
             held = sum(_number(e.get("reserved")) for e in live.values())
             spent = sum(_number(e.get("unsettled")) for e in live.values()) + unsettled
             self.spent = self._settled() + spent
-            self.used = self.spent + held + reserved
-            if limit is not None and self.used + extra > limit:
-                return False
-            if reserved + extra > 0 or unsettled > 0:
-                live[self.writer] = {
-                    "reserved": reserved + extra,
-                    "unsettled": unsettled,
-                    "at": now,
-                }
+            base = self.spent + held
+            grant = wanted
+            if limit is not None:
+                left = limit - base
+                if minimum > left:
+                    self.used = base
+                    return None
+                # Leave the others room: take at most a share of what is left beyond minimum.
+                grant = minimum + min(wanted - minimum, (left - minimum) / (len(live) + 2))
+            if grant > 0 or unsettled > 0:
+                live[self.writer] = {"reserved": grant, "unsettled": unsettled, "at": now}
             if self._write(seq + 1, live):
-                self.used += extra
-                return True
+                self.used = base + grant
+                return grant
         raise StoreError(_BUSY)
 
     def leave(self) -> None:
         """This writer has stopped with everything settled: drop its entry."""
-        self.publish(0.0, 0.0)
+        self.publish(0.0, 0.0, 0.0)
 
     def figures(self) -> dict[str, Any]:
         """What ``status`` shows: the live writers' reserved and unsettled USD."""
@@ -243,6 +253,8 @@ class Budget:
         self._estimated = 0  # prompt estimates (with TEMPLATE_TOKENS) of answers with usage
         self._billed = 0  # ... and the prompt tokens billed for them
         self._turn: Any = None  # an anyio.Lock, made in the run's loop: one publish at a time
+        self._block = 0.0  # USD this writer's published entry reserves for its requests
+        self._published_unsettled = 0.0  # its unsettled spend as last published
 
     def prompt_bound(self, prompt_tokens: int) -> int:
         """The prompt tokens a request may be billed: its estimate with the template's
@@ -262,15 +274,25 @@ class Budget:
             return Hold(0.0, prompt_tokens, answer_tokens)  # nothing to reserve against
         hold = Hold(self.worst_case(prompt_tokens, answer_tokens), prompt_tokens, answer_tokens)
         if self.shared is not None:
-            return hold if await self.publish(hold.usd) else None
+            if self._in_block(hold.usd):  # no write: the block published covers it
+                self.reserved += hold.usd
+                return hold
+            return hold if await self.publish(hold.usd, BLOCK_REQUESTS * hold.usd) else None
         if self.spent + self.reserved + hold.usd > self.limit:
             return None
         self.reserved += hold.usd
         return hold
 
-    async def publish(self, extra: float = 0.0) -> bool:
-        """Publish this writer's reservations and unsettled spend to the other writers, and
-        reserve ``extra`` USD more if that still fits the budget (False: it does not)."""
+    def _in_block(self, usd: float) -> bool:
+        """Whether the block this writer published still covers ``usd`` more: its requests in
+        flight and what it was charged since it published must stay within it."""
+        return self.reserved + self.unsettled - self._published_unsettled + usd <= self._block
+
+    async def publish(self, extra: float = 0.0, headroom: float = 0.0) -> bool:
+        """Publish this writer's block and unsettled spend to the other writers; with
+        ``extra``, reserve that much more (and up to ``headroom`` beyond it for the requests to
+        come) if it still fits the budget (False: it does not). Without, a renewal that keeps
+        what the last block covered."""
         import anyio  # with the run only
 
         shared = self.shared
@@ -279,15 +301,25 @@ class Budget:
         if self._turn is None:
             self._turn = anyio.Lock()
         async with self._turn:  # a publish carries this writer's whole figures: one at a time
-            fits = await anyio.to_thread.run_sync(
-                functools.partial(
-                    shared.publish, self.reserved, self.unsettled, extra=extra, limit=self.limit
-                )
-            )
-            if fits:
+            if extra and self._in_block(extra):  # another request's publish made room
                 self.reserved += extra
-        self.spent = shared.spent
-        return bool(fits)
+                return True
+            unsettled = self.unsettled
+            need = self.reserved + extra
+            if extra:
+                wanted, limit = need + headroom, self.limit
+            else:  # the same cover as before: the block, less what is now unsettled
+                wanted = max(need, self._block - (unsettled - self._published_unsettled))
+                limit = None
+            granted = await anyio.to_thread.run_sync(
+                functools.partial(shared.publish, need, wanted, unsettled, limit=limit)
+            )
+            self.spent = shared.spent
+            if granted is None:
+                return False
+            self._block, self._published_unsettled = granted, unsettled
+            self.reserved += extra
+        return True
 
     async def renew(self) -> None:
         """Keep this writer's entry in the shared reservations alive until cancelled."""
@@ -312,6 +344,7 @@ class Budget:
     def hand_over(self, usd: float) -> None:
         """A reservation is now held durably elsewhere (an open batch's record)."""
         self.reserved = max(0.0, self.reserved - usd)
+        self._block = max(0.0, self._block - usd)
 
     def bill(self, answer: Any, hold: Hold | None, stats: Any, *, hedge: bool = False) -> float:
         """:meth:`charge`, counted in ``stats`` (a Stats): answers charged their worst case,
