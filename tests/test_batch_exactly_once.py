@@ -129,3 +129,16 @@ def test_a_create_cut_off_before_its_record_reattaches_once_the_listing_shows_it
         assert srv.requests["create"] == 1
         check_all_answered_once(srv, outdir)
     assert "re-attached" in proc.stderr + proc.stdout
+
+
+def test_a_create_the_provider_refused_is_sent_again_without_a_lookup(tmp_path: Path) -> None:
+    """No balance (1113) is an answer: no batch was made, so the next run creates at once."""
+    outdir = tmp_path / "out"
+    with BatchServer() as srv:
+        srv.inject("create", code="1113")
+        assert batch_run(srv, tmp_path).returncode == 3
+        assert ledger_states(outdir) == ["uploaded"]
+        proc = batch_run(srv, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert srv.requests["list"] == 0 and len(srv.uploads) == 1
+        check_all_answered_once(srv, outdir)

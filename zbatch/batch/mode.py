@@ -262,6 +262,11 @@ class BatchMode(Dispatcher):
                     exc,
                 )
                 info = await self._look_up(submission)
+            except ZbatchError:
+                # Refused for sure (the provider answered, or no connection opened): no batch.
+                submission.state = UPLOADED
+                self.ledger.save(submission)
+                raise
             if info is not None:
                 self._created(submission, info)
                 self.log.info(
