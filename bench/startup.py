@@ -97,11 +97,11 @@ def _replace_parts(folder: Path, ids: range) -> None:
         pq.write_table(part, folder / f"{stem}-{seq:05d}.parquet")
 
 
-def measure(cmd: list[str], reps: int) -> dict[str, Any]:
+def measure(cmd: list[str], reps: int, timeout: float = 120) -> dict[str, Any]:
     """Median and range of CPU and wall seconds over ``reps`` runs after one warm-up."""
     runs = []
     for attempt in range(reps + 1):
-        run = run_child(cmd, env=bench_env(), timeout=120)
+        run = run_child(cmd, env=bench_env(), timeout=timeout)
         run.check(" ".join(cmd))
         if attempt:
             runs.append(run)

@@ -116,7 +116,7 @@ def test_a_shard_never_resends_an_id_another_shard_committed(
         for row_id in id_of.values()
         if int.from_bytes(hashlib.sha1(row_id.encode()).digest()[:8], "big") % 2 == 1
     )
-    summary = json.loads((outdir / "summary.json").read_text())
+    summary = json.loads((outdir / "summaries" / "1of2.json").read_text())
     assert summary["shard"] == "1/2"
     assert summary["rows"]["skipped_already_done"] == mine
     assert summary["rows"]["input"] == mine

@@ -142,3 +142,64 @@ def test_the_spec_of_a_job_holds_its_rates_labels_fields_and_provider():
     assert extract.json_fields == (("sentiment", "string"), ("aspects", "json"))
     local_job = Job.from_toml(JOBS / "sentiment.toml", base_url="http://localhost:8080/v1")
     assert SimulationSpec.from_job(local_job).provider is OPENAI
+
+
+def rendered(job: str, path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(user message, row) of every row of a sample file as a job file's template renders it."""
+    import tomllib
+
+    import pyarrow.parquet as pq
+
+    template = tomllib.loads((JOBS / job).read_text())["request"]["template"]
+    if path.suffix == ".parquet":
+        rows = pq.read_table(path).to_pylist()
+    else:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [(template.format_map(row), row) for row in rows]
+
+
+def test_simulated_topics_spread_over_every_label():
+    """jobs/topics.toml --simulate gives every topic to a fair share of the news items (it
+    used to label them all `business`), mostly the topic the item was written for."""
+    from collections import Counter
+
+    from zbatch.simulate import simulated_label
+
+    choices = ("business", "sports", "science", "politics", "entertainment", "technology")
+    sample = JOBS.parent / "sample_data" / "news.parquet"
+    labels = Counter(simulated_label(text, choices) for text, _ in rendered("topics.toml", sample))
+    assert set(labels) == set(choices)
+    assert max(labels.values()) < 0.4 * sum(labels.values()), labels
+    assert min(labels.values()) > 0.05 * sum(labels.values()), labels
+
+
+def test_simulated_ticket_labels_make_a_report_against_gold_meaningful():
+    """On the labelled tickets, simulated labels agree with gold often but not always (the
+    ambiguous ones and the noise), and the second prompt changes some of them."""
+    from zbatch.simulate import simulated_label
+
+    choices = ("billing", "shipping", "account", "bug", "other")
+    sample = JOBS.parent / "sample_data" / "tickets_labelled.jsonl"
+    first = [simulated_label(t, choices) for t, _ in rendered("triage.toml", sample)]
+    second = [simulated_label(t, choices) for t, _ in rendered("triage_v2.toml", sample)]
+    gold = [row["category"] for _, row in rendered("triage.toml", sample)]
+    agreed = sum(a == g for a, g in zip(first, gold, strict=True)) / len(gold)
+    assert 0.6 < agreed < 0.9, agreed
+    differ = sum(a != b for a, b in zip(first, second, strict=True)) / len(gold)
+    assert 0.05 < differ < 0.3, differ
+
+
+def test_simulated_noise_is_a_deterministic_share_of_prompts():
+    """About 8 % of prompts get a label drawn by their hash: the same prompt always gets
+    the same label, and every label is one of the choices."""
+    from zbatch.simulate import simulated_label
+
+    choices = ("yes", "no", "maybe")
+    texts = [f"Is {i} a yes? yes yes" for i in range(4000)]  # the keyword rule says yes
+    labels = [simulated_label(text, choices) for text in texts]
+    assert labels == [simulated_label(text, choices) for text in texts]
+    assert set(labels) <= set(choices)
+    noisy = sum(label != "yes" for label in labels) / len(texts)
+    # 8 % drawn at random, a third of which land on "yes" again: ~5.3 % differ.
+    assert 0.035 < noisy < 0.075, noisy
+    assert {simulated_label(text, choices, noise=0.0) for text in texts} == {"yes"}

@@ -42,11 +42,14 @@ if TYPE_CHECKING:
     from .api import failures as failures
     from .api import plan as plan
     from .api import read_results as read_results
+    from .api import report as report
+    from .api import review as review
     from .api import run as run
     from .api import status as status
     from .execution.plan import Plan as Plan
     from .execution.setup import RunResult as RunResult
     from .results.export import Exported as Exported
+    from .results.quality import Report as Report
     from .results.status import FailureGroup as FailureGroup
     from .results.status import Status as Status
 
@@ -61,6 +64,7 @@ __all__ = [
     "LockedError",
     "Plan",
     "QuotaReached",
+    "Report",
     "RunResult",
     "RunStopped",
     "Status",
@@ -73,12 +77,16 @@ __all__ = [
     "failures",
     "plan",
     "read_results",
+    "report",
+    "review",
     "run",
     "status",
 ]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "Report":  # with the report, not with the API (zbatch.results.quality)
+        return importlib.import_module(".results.quality", __name__).Report
     if name in __all__:  # the API's names, imported on first use
         return getattr(importlib.import_module(".api", __name__), name)
     raise AttributeError(f"module 'zbatch' has no attribute {name!r}")

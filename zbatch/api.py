@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pyarrow as pa
 
-from .errors import JobError
+from .errors import JobError, ZbatchError
 from .execution.plan import Plan, plan_job
 from .execution.setup import RunResult, execute
 from .job.settings import Job
@@ -37,6 +37,9 @@ from .store.state import RetryFailed, retry_failed_problem
 
 if TYPE_CHECKING:
     import httpx
+
+    from .results.quality import Report
+    from .results.review import Reviewed
 
 
 P = ParamSpec("P")
@@ -76,61 +79,78 @@ async def arun(
     Dask cluster. In batch mode (``job.mode == "batch"``), ``wait=False`` returns once the
     rows are submitted (exit code 10 while batches run); the same call later collects them.
     Raises JobError / LockedError / StoreError before anything is sent; a stop during the run
-    is in ``RunResult.stopped``. :func:`run` is the same, blocking."""
-    _check_retry_failed(retry_failed)
-    if job.mode == "batch" and (shard is not None or cluster is not None):
-        raise JobError(
-            "--mode batch does not go with --shard or --cluster: the provider runs the batches; "
-            "run the job once, without them"
-        )
-    if cluster is not None:
-        if shard is not None or limit is not None:
-            what = "--shard" if shard is not None else "--limit"
-            raise JobError(f"{what} and --cluster do not go together: --cluster makes the shards")
-        from .cluster.driver import arun_on_cluster
+    is in ``RunResult.stopped``. :func:`run` is the same, blocking.
 
-        return await arun_on_cluster(
-            job,
-            cluster,
-            api_key=api_key,
-            progress=progress,
-            handle_signals=handle_signals,
-            retry_failed=retry_failed,
-            force=force,
-        )
+    The job's ``ping``, ``metrics_file`` and ``pushgateway`` settings are served around
+    the run (README "Running it on a schedule")."""
+    _check_retry_failed(retry_failed)
     if isinstance(shard, str):
         shard = Shard.parse(shard, os.environ)
-    if shard is not None and force:
-        raise JobError(
-            "--force with --shard would move the other shards' results away: start the new "
-            "generation with one run without --shard, or use a new output directory"
-        )
-    result = await execute(
-        job,
-        api_key=api_key,
-        progress=progress,
-        handle_signals=handle_signals,
-        transport=transport,
-        retry_failed=retry_failed,
-        force=force,
-        limit=limit,
-        shard=shard,
-        wait=wait,
-    )
-    if job.mode == "batch" and job.finish_online:
-        from .batch.mode import RowsLeft
+    from .ops.watch import Watch  # with a run: `zbatch status` starts without it
 
-        if not isinstance(result.stopped, RowsLeft | None):
-            return result
-        # Every batch is collected: what they left unanswered goes live, exactly once.
-        return await execute(
-            dataclasses.replace(job, mode="online", finish_online=False),
-            api_key=api_key,
-            progress=progress,
-            handle_signals=handle_signals,
-            transport=None if job.simulate else transport,
-            retry_failed=retry_failed,
-        )
+    watch = Watch(job, shard) if Watch.wanted(job) else None
+    if watch is not None:
+        progress = watch.begin(progress)
+    try:
+        if job.mode == "batch" and (shard is not None or cluster is not None):
+            raise JobError(
+                "--mode batch does not go with --shard or --cluster: the provider runs the "
+                "batches; run the job once, without them"
+            )
+        if cluster is not None:
+            if shard is not None or limit is not None:
+                what = "--shard" if shard is not None else "--limit"
+                raise JobError(
+                    f"{what} and --cluster do not go together: --cluster makes the shards"
+                )
+            from .cluster.driver import arun_on_cluster
+
+            result = await arun_on_cluster(
+                job,
+                cluster,
+                api_key=api_key,
+                progress=progress,
+                handle_signals=handle_signals,
+                retry_failed=retry_failed,
+                force=force,
+            )
+        else:
+            if shard is not None and force:
+                raise JobError(
+                    "--force with --shard would move the other shards' results away: start the "
+                    "new generation with one run without --shard, or use a new output directory"
+                )
+            result = await execute(
+                job,
+                api_key=api_key,
+                progress=progress,
+                handle_signals=handle_signals,
+                transport=transport,
+                retry_failed=retry_failed,
+                force=force,
+                limit=limit,
+                shard=shard,
+                wait=wait,
+            )
+            if job.mode == "batch" and job.finish_online:
+                from .batch.mode import RowsLeft
+
+                if isinstance(result.stopped, RowsLeft | None):
+                    # Every batch is collected: what they left unanswered goes live, once.
+                    result = await execute(
+                        dataclasses.replace(job, mode="online", finish_online=False),
+                        api_key=api_key,
+                        progress=progress,
+                        handle_signals=handle_signals,
+                        transport=None if job.simulate else transport,
+                        retry_failed=retry_failed,
+                    )
+    except ZbatchError as exc:
+        if watch is not None:
+            await watch.end(exc.exit_code, None)
+        raise
+    if watch is not None:
+        await watch.end(result.exit_code, result.stats)
     return result
 
 
@@ -227,6 +247,48 @@ def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
     metadata says ``zbatch.simulated: true`` when the answers came from --simulate)."""
     outcomes = final_outcomes(OutputDir(str(outdir)))
     return pa.Table.from_batches(list(outcomes.batches), outcomes.schema)
+
+
+def report(
+    outdir: str | os.PathLike[str],
+    *,
+    gold: str | None = None,
+    against: str | os.PathLike[str] | None = None,
+    html: str | os.PathLike[str] | None = None,
+) -> Report:
+    """The quality report of an OUTDIR: counts, spend, latency, throughput and, per label
+    column, distribution and scores against the input's ``gold`` column (default: the job's
+    labels.gold_column) and against the OUTDIR ``against``. ``html`` also writes the report as
+    one self-contained page with charts (needs ``zbatch[report]``)."""
+    from .results.quality import build_report  # here: `status` and a run's start need none of it
+
+    other = None if against is None else OutputDir(str(against))
+    figures = build_report(OutputDir(str(outdir)), gold=gold, against=other)
+    if html is not None:
+        from .results.page import write_html
+
+        write_html(figures, str(html))
+    return figures
+
+
+def review(
+    outdir: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    gold: str | None = None,
+    against: str | os.PathLike[str] | None = None,
+    limit: int = 100,
+    format: str | None = None,
+) -> Reviewed:
+    """Write the ``limit`` rows of an OUTDIR most worth a human look (wrong against the
+    ``gold`` column, different in the OUTDIR ``against``, split samples, invalid answers) with
+    why each was picked and the input's columns: .csv, .jsonl, or ``format="label-studio"``."""
+    from .results.review import review as pick_rows
+
+    other = None if against is None else OutputDir(str(against))
+    return pick_rows(
+        OutputDir(str(outdir)), str(path), gold=gold, against=other, limit=limit, format=format
+    )
 
 
 def compact(outdir: str | os.PathLike[str]) -> list[Compacted]:

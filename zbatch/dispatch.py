@@ -98,7 +98,7 @@ class Dispatcher:
         if self.stop_reason is not None:
             return
         self.stop_reason = reason
-        self.log.warning("stopping: %s", reason)
+        self.log.warning("stopping: %s", reason, extra={"event": "stopped"})
         self._stop.set()
 
     @property

@@ -79,10 +79,15 @@ class LogProgress:
         now = time.monotonic()
         if now - self._last >= self._every:
             self._last = now
-            log.info(stats.line())
+            self._line(stats)
 
     def close(self, stats: Stats) -> None:
-        log.info(stats.line())
+        self._line(stats)
+
+    def _line(self, stats: Stats) -> None:
+        from .ops.events import figures  # --log-format json shows these figures as fields
+
+        log.info(stats.line(), extra={"event": "progress", "run": figures(stats)})
 
 
 def choose(*, quiet: bool, log_every: float) -> Progress:

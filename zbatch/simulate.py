@@ -2,7 +2,8 @@
 
 It is an httpx transport, so the whole pipeline (limits, retries, checkpoints, outputs)
 runs exactly as against the real API, with the provider's own error bodies. Answers are
-deterministic per prompt: the label a keyword rule suggests among the job's choices, a JSON
+deterministic per prompt: the label a keyword rule suggests among the job's choices (a
+random one for 8 % of prompts, so a report against gold shows mistakes), a JSON
 object with the job's json_fields, or a short text saying it is simulated. The ``model`` of
 every answer ends in ``-simulated``, so a simulated row is recognisable in the results.
 """
@@ -75,9 +76,35 @@ _CUES = {
         ]
     ),
 }
+_CUES.update(
+    {
+        name: frozenset(words.split())
+        for name, words in {
+            # jobs/topics.toml
+            "business": "company companies shares profit profits revenue market markets prices "
+            "investors sales earnings merger stock bank retailer airline quarter jobs factory",
+            "sports": "match team coach season league championship title goal goals cup win "
+            "wins won players final race tournament club striker",
+            "science": "scientists researchers study species telescope discovery experiment "
+            "journal climate fossil genome physics lab laboratory",
+            "politics": "minister parliament election vote government law bill party senator "
+            "council mayor policy president campaign opposition",
+            "entertainment": "film movie album festival actor actress series concert tour "
+            "premiere singer show award awards",
+            "technology": "app software smartphone ai chip startup update users data devices "
+            "platform cloud robot",
+            # jobs/triage.toml
+            "billing": "charged charge invoice refund payment card subscription money price",
+            "shipping": "package parcel delivery delivered tracking courier shipped ship arrived",
+            "account": "password login log email locked unlock reset",
+            "bug": "crashes crash error freezes button blank fix developers",
+        }.items()
+    }
+)
 # The label to give when the rule finds no clear winner, if the job has one of them.
 _UNDECIDED = ("neutral", "other", "none", "unknown", "mixed")
 _WORD = re.compile(r"\w+")
+NOISE = 0.08  # the share of simulated labels drawn at random (deterministic per prompt)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,7 +177,7 @@ class SimulatedEndpoint(httpx.AsyncBaseTransport):
         spec = self._spec
         messages = body.get("messages", [])
         if spec.choices:
-            return plausible_label(last_user_content(messages), spec.choices)
+            return simulated_label(last_user_content(messages), spec.choices)
         prompt = "\n".join(message_text(m.get("content")) for m in messages)
         if not spec.json_object:
             return f"Simulated answer ({len(prompt)} characters of prompt)."
@@ -180,6 +207,16 @@ def plausible_label(text: str, choices: Sequence[str]) -> str:
     if len(leaders) == 1:
         return leaders[0]
     return next((c for c in choices if c.casefold() in _UNDECIDED), leaders[0])
+
+
+def simulated_label(text: str, choices: Sequence[str], *, noise: float = NOISE) -> str:
+    """:func:`plausible_label`, except for a ``noise`` share of prompts (picked by a hash of
+    the text, so the same prompt always gets the same label) that get a label drawn by the
+    hash: a report against gold then shows mistakes, and two prompts for one job differ."""
+    digest = hashlib.sha256(text.encode("utf-8", "replace")).digest()
+    if int.from_bytes(digest[:4], "big") < noise * 2**32:
+        return choices[digest[4] % len(choices)]
+    return plausible_label(text, choices)
 
 
 def _error(status: int, code: str | None, message: str) -> httpx.Response:

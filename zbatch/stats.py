@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .outcome import Outcome, Scope, Success
 from .pricing import Price, cost
+
+# Upper bounds (seconds) of the request-latency buckets: summary.json's and the metrics'.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 @dataclass
@@ -46,6 +51,26 @@ class Agreement:
 
 
 @dataclass
+class Latency:
+    """Answered requests' latencies, counted into :data:`LATENCY_BUCKETS` (+Inf last)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total_seconds: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total_seconds += seconds
+
+    def to_json(self) -> dict[str, Any]:
+        bounds = [*(f"{bound:g}" for bound in LATENCY_BUCKETS), "+Inf"]
+        return {
+            "count": sum(self.counts),
+            "sum_seconds": round(self.total_seconds, 3),
+            "buckets": dict(zip(bounds, self.counts, strict=True)),  # per bucket, not cumulative
+        }
+
+
+@dataclass
 class Stats:
     """Counters the runner updates and progress displays read."""
 
@@ -55,6 +80,13 @@ class Stats:
     ok: int = 0
     failed: int = 0  # rows that ended in the error log this run
     requests: int = 0
+    # Answers to requests by HTTP status and provider code ("200", "429/1302", "none": no
+    # HTTP answer); rate-limit rejections; answered requests' latency.
+    responses: Counter[str] = field(default_factory=Counter)
+    rate_limited: int = 0
+    latency: Latency = field(default_factory=Latency)
+    cache_hits: int = 0  # rows answered from a response cache (the cache counts them here)
+    in_flight: int = 0
     retries: Counter[str] = field(default_factory=Counter)  # by error_type
     errors: Counter[str] = field(default_factory=Counter)  # final row errors by error_type
     prompt_tokens: int = 0
@@ -88,6 +120,18 @@ class Stats:
             self.outcome = f"stopped: {stopped}"
         else:
             self.outcome = "finished" if not self.failed else "finished with errors"
+
+    def count_attempt(self, outcome: Outcome) -> None:
+        """What one request brought back: its status and code, its latency, a rejection."""
+        if isinstance(outcome, Success):
+            self.responses["200"] += 1
+            if outcome.latency_ms is not None:
+                self.latency.add(outcome.latency_ms / 1000)
+            return
+        status = "none" if outcome.status_code is None else str(outcome.status_code)
+        self.responses[f"{status}/{outcome.error_code}" if outcome.error_code else status] += 1
+        if outcome.scope is Scope.SLOW_DOWN:
+            self.rate_limited += 1
 
     def count_deduplicated(self, answer: Any) -> None:
         """A row answered by another row's identical request: its tokens were not paid."""
@@ -158,6 +202,10 @@ class Stats:
                 "pending": self.pending,
             },
             "requests": self.requests,
+            "responses": dict(self.responses),
+            "rate_limited": self.rate_limited,
+            "latency": self.latency.to_json(),
+            "cache_hits": self.cache_hits,
             "retries": dict(self.retries),
             "errors": dict(self.errors),
             "tokens": {

@@ -34,7 +34,7 @@ def _reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ZbatchError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            _say_error(str(exc))
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # before the run's own signal handling is in place
             click.echo("Interrupted; nothing was lost: run the same command to resume", err=True)
@@ -114,7 +114,7 @@ def run(
     if dry_run:
         _print_plan(job, retry_failed=retry)
         return
-    _console_logging(quiet)
+    _console_logging(quiet, job.log_format)
     progress = choose(quiet=quiet, log_every=job.log_every)
     with _beside_bar(progress):
         result = api.run(
@@ -131,10 +131,10 @@ def run(
     if not quiet:
         click.echo(f"zbatch run {job.output_dir}")
         click.echo(format_summary(result.stats))
-    elif result.stats.failed:
+    elif result.stats.failed and not _json_console():
         click.echo(format_failures(result.stats, job.output_dir), err=True)
-    if result.stopped is not None:
-        click.echo(f"Error: {result.stopped}", err=True)
+    if result.stopped is not None and (quiet or not _json_console()):
+        _say_error(str(result.stopped))  # JSON, not quiet: the "stopped" event said it
     sys.exit(result.exit_code)
 
 
@@ -167,9 +167,9 @@ def _print_plan(job: Job, *, retry_failed: bool | frozenset[str]) -> None:
     click.echo(format_plan(api.plan(job, retry_failed=retry_failed)))
 
 
-def _outdir(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def _outdir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """An OUTDIR: a local folder that must exist, or an s3:// / gs:// URL (checked on use)."""
-    if is_remote(value):
+    if value is None or is_remote(value):
         return value
     return str(click.Path(file_okay=False, exists=True).convert(value, param, ctx))
 
@@ -275,16 +275,19 @@ def _beside_bar(progress: object) -> contextlib.AbstractContextManager[object]:
     return contextlib.nullcontext()
 
 
-def _console_logging(quiet: bool) -> None:
-    """Events to stderr: all of them off a terminal (cron), only warnings beside a bar.
+def _console_logging(quiet: bool, log_format: str = "plain") -> None:
+    """Events to stderr, as plain or JSON lines: all of them off a terminal (cron), only
+    warnings beside a bar.
 
     One handler, however often a command runs in this process."""
+    from ..ops.events import formatter
+
     global _console
     if _console is None:
         _console = logging.StreamHandler(sys.stderr)
-        _console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(_console)
     handler = _console
+    handler.setFormatter(formatter(log_format))
     if quiet:
         handler.setLevel(logging.ERROR)
     elif sys.stderr.isatty():
@@ -292,6 +295,28 @@ def _console_logging(quiet: bool) -> None:
     else:
         handler.setLevel(logging.INFO)
     log.setLevel(logging.INFO)
+
+
+def _json_console() -> bool:
+    """Whether stderr carries JSON lines (--log-format json): then nothing else goes there."""
+    from ..ops.events import JsonLines
+
+    return _console is not None and isinstance(_console.formatter, JsonLines)
+
+
+def _say_error(message: str) -> None:
+    """An error on stderr: "Error: ..." or, with --log-format json, an "error" event."""
+    if _json_console():
+        log.error(message, extra={"event": "error"})
+    else:
+        click.echo(f"Error: {message}", err=True)
+
+
+# `report` and `review` (the labelling loop) live in their own module.
+from .labelling import report, review  # noqa: E402
+
+cli.add_command(report)
+cli.add_command(review)
 
 
 def main() -> None:

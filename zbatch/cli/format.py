@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from ..execution.plan import Plan
-from ..results.status import FailureGroup, Status
+from ..results.status import FailureGroup, LastRun, Status
 from ..stats import Agreement, Stats
 
 
@@ -87,8 +87,10 @@ def format_status(status: Status) -> str:
         ("pending", "unknown (input not found)" if status.pending is None else status.pending),
         ("tokens in / out", f"{status.tokens.prompt} / {status.tokens.completion}"),
         ("spent so far", _spent(status.cost_usd, status.max_cost)),
-        ("last run", "none" if last is None else f"{last.outcome} (exit {last.exit_code})"),
     ]
+    for shard in status.shards:
+        rows.append((f"shard {shard.shard}", _last_run(shard.last_run, "no run yet")))
+    rows.append(("all shards" if status.shards else "last run", _last_run(last, "none")))
     if status.labels:
         rows.append(("labels", _counts(status.labels, by_size=True)))
     if status.gold is not None:
@@ -119,6 +121,14 @@ def format_status(status: Status) -> str:
             )
         )
     return table(rows)
+
+
+def _last_run(last: LastRun | None, none: str) -> str:
+    if last is None:
+        return none
+    exit_code = "none yet" if last.exit_code is None else last.exit_code
+    ended = f", ended {last.ended_at}" if last.ended_at else ""
+    return f"{last.outcome} (exit {exit_code}){ended}"
 
 
 def _age(seconds: int) -> str:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from ..job.file import default_of
-from ..job.rules import MODES, RESPONSE_FORMATS
+from ..job.rules import LOG_FORMATS, MODES, RESPONSE_FORMATS
 from ..job.settings import DEFAULT_MODEL
 from ..providers import PROVIDERS
 
@@ -171,6 +171,12 @@ def job_options(func: F) -> F:
             f"it twice{_default('journal')}.",
         ),
         click.option(
+            "--report/--no-report",
+            default=None,
+            help="Write OUTDIR/report.html (charts of the figures of `zbatch report`) at the "
+            f"end of the run, when zbatch[report] is installed{_default('report')}.",
+        ),
+        click.option(
             "--mode",
             type=click.Choice(MODES),
             help="online: live requests; batch: the provider's Batch API, at its batch price "
@@ -197,6 +203,35 @@ def job_options(func: F) -> F:
             "--dedupe/--no-dedupe",
             default=None,
             help=f"Send identical deterministic requests (temperature 0) once{_default('dedupe')}.",
+        ),
+        click.option(
+            "--metrics-file",
+            metavar="PATH",
+            help="Write Prometheus metrics to this node_exporter textfile (.prom), atomically, "
+            "during the run and at the end (needs zbatch[metrics]).",
+        ),
+        click.option(
+            "--pushgateway",
+            metavar="URL",
+            help="Push Prometheus metrics to this Pushgateway, grouped by job and shard, during "
+            "the run and at the end (needs zbatch[metrics]).",
+        ),
+        click.option(
+            "--metrics-every",
+            type=float,
+            help=f"Seconds between metric writes and pushes{_default('metrics_every')}.",
+        ),
+        click.option(
+            "--ping",
+            metavar="URL",
+            help="Dead-man's-switch: GET URL/start at launch, URL on success, URL/<exit code> "
+            "otherwise; a failed ping never fails the run.",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(LOG_FORMATS),
+            help=f"Events on stderr and in run.log as plain lines or JSON lines"
+            f"{_default('log_format')}.",
         ),
         click.option(
             "--simulate",

@@ -112,13 +112,18 @@ async def arun_on_cluster(
     """Run (or resume) the whole job as shard tasks on a Dask cluster; see the module doc."""
     from ..execution.runlog import run_log
     from ..execution.setup import check_run, finish, open_session
+    from ..ops.events import RunContext
+    from ..ops.manifest import RunInfo
 
     spec = ClusterSpec.parse(cluster)
     _require_distributed()
     inputs, key = check_run(job, api_key, None)
     # job.json is written (and --force applied) once, here, before any task starts.
     with open_session(job, inputs, force=force, shard=None) as (session, _):
-        outdir, notice = session.outdir, session.notice
+        outdir, notice, run_id = session.outdir, session.notice, session.prefix
+    info = RunInfo.begin(
+        run_id, shard=None, tag="", job_fingerprint=job.fingerprint(), paths=inputs.paths
+    )
     view = _View(job, count_rows(inputs.paths))
     async with _connect(spec) as client:
         threads = await _worker_threads(client, spec)
@@ -126,7 +131,8 @@ async def arun_on_cluster(
             Shard(index, TASKS_PER_THREAD * threads) for index in range(TASKS_PER_THREAD * threads)
         ]
         run = _Run(client, job, view, progress or NullProgress(), handle_signals)
-        with run_log(outdir) as runlog:
+        context = RunContext(run_id, "all", view.stats)
+        with run_log(outdir, job.log_format, context) as runlog:
             if notice:
                 runlog.warning(notice)
             runlog.info(
@@ -135,6 +141,7 @@ async def arun_on_cluster(
                 len(tasks),
                 threads,
                 job.concurrency,
+                extra={"event": "started"},
             )
             rated = job.rpm is not None or job.tpm is not None
             stopped = await run.run(
@@ -148,7 +155,10 @@ async def arun_on_cluster(
                 ),
             )
             also = {"cluster": {"tasks": len(tasks), "threads": threads}}
-            return finish(outdir, runlog, view.stats(stopped), stopped, notice, summary=also)
+            stats = view.stats(stopped)
+            return finish(
+                outdir, runlog, stats, stopped, notice, summary=also, info=info, report=job.report
+            )
 
 
 def _require_distributed() -> None:

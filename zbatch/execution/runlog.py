@@ -12,10 +12,10 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+from ..ops.events import formatter
 from ..stats import Stats
 from ..store import OutputDir
 
-FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
 PUBLIC = logging.getLogger("zbatch")
 
 
@@ -38,15 +38,22 @@ def log_end(log: logging.Logger, stats: Stats, exit_code: int, where: str = "") 
         stats.skipped,
         stats.requests,
         exit_code,
+        extra={"event": "finished"},
     )
 
 
 @contextlib.contextmanager
-def run_log(outdir: OutputDir) -> Iterator[logging.Logger]:
-    """A logger for one run: into OUTDIR/run.log, and on to the ``zbatch`` logger."""
+def run_log(
+    outdir: OutputDir, log_format: str = "plain", context: logging.Filter | None = None
+) -> Iterator[logging.Logger]:
+    """A logger for one run: into OUTDIR/run.log (plain or JSON lines), and on to the
+    ``zbatch`` logger; ``context`` (an :class:`~zbatch.ops.events.RunContext`) adds the
+    run's id, shard and figures to each record."""
     log = logging.Logger("zbatch", logging.INFO)  # not registered: the run's own
+    if context is not None:
+        log.addFilter(context)
     file = outdir.run_log_handler()
-    file.setFormatter(FORMAT)
+    file.setFormatter(formatter(log_format))
     log.addHandler(file)
     log.addHandler(_Forward())
     try:

@@ -20,6 +20,9 @@ from .. import prompt
 from ..budget import Budget
 from ..errors import JobError, ZbatchError
 from ..job.settings import Job
+from ..ops.events import RunContext
+from ..ops.manifest import RunInfo, last_success, record
+from ..ops.manifest import write as write_manifest
 from ..pipeline import RowPipeline
 from ..progress import NullProgress, Progress
 from ..schema import ERROR_SCHEMA, infer_type, result_schema
@@ -180,7 +183,15 @@ async def execute(
         )
         items = inputs.rows_or_done(job.id_column, pipeline.is_done)
         where = "" if shard is None else f" shard {shard}"
-        with run_log(outdir) as log:
+        info = RunInfo.begin(
+            session.prefix,
+            shard=None if shard is None else str(shard),
+            tag=session.tag,
+            job_fingerprint=job.fingerprint(),
+            paths=inputs.paths,
+        )
+        context = RunContext(session.prefix, "all" if shard is None else str(shard), lambda: stats)
+        with run_log(outdir, job.log_format, context) as log:
             pipeline.warn = log.warning
             if session.notice:
                 log.warning(session.notice)
@@ -197,6 +208,7 @@ async def execute(
                 len(state.succeeded) + len(state.latest_error),
                 job.effective_model,
                 job.concurrency,
+                extra={"event": "started"},
             )
             runner: Runner | BatchMode
             if job.mode == "batch":
@@ -253,8 +265,18 @@ async def execute(
                 items.close()
             if shard is not None and stopped is None:
                 stats.total = stats.input_rows
-            also = ({} if shard is None else {"shard": str(shard)}) if write_summary else None
-            return finish(outdir, log, stats, stopped, session.notice, summary=also, where=where)
+            also: dict[str, Any] | None = {} if write_summary else None
+            return finish(
+                outdir,
+                log,
+                stats,
+                stopped,
+                session.notice,
+                summary=also,
+                info=info,
+                where=where,
+                report=job.report and shard is None and write_summary,
+            )
 
 
 def finish(
@@ -265,17 +287,27 @@ def finish(
     notice: str | None,
     *,
     summary: Mapping[str, Any] | None,
+    info: RunInfo,
     where: str = "",
+    report: bool = False,
 ) -> RunResult:
     """The end of a run (or a shard's, or a cluster's): its result and exit code in the
-    figures, summary.json with ``summary`` added (None: no summary.json), the last log line."""
+    figures, its manifest (summary.json, or the shard's) with ``summary`` added (None: no
+    manifest), OUTDIR/report.html
+    with ``report`` (never failing the run), the last log line."""
     result = RunResult(stats, stopped, notice)
     stats.exit_code = result.exit_code
     ledger = outdir.total_spend()  # every writer's, settled: what `status` shows
     if ledger is not None:
         stats.spent = ledger.usd
     if summary is not None:
-        outdir.write_summary({**stats.to_json(), **summary})
+        figures = {**stats.to_json(), **summary}
+        manifest = record(info, figures, last_success(outdir, info.tag))
+        write_manifest(outdir, manifest, info.tag)
+    if report:
+        from ..results.page import write_run_report
+
+        write_run_report(outdir, log)
     log_end(log, stats, result.exit_code, where)
     return result
 

@@ -63,6 +63,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "part_rows": "part_rows",
         "part_seconds": "part_seconds",
         "journal": "journal",
+        "report": "report",
     },
     "run": {
         "log_every": "log_every",
@@ -74,6 +75,11 @@ SECTIONS: dict[str, dict[str, str]] = {
         "batch_max_bytes": "batch_max_bytes",
         "batch_discount": "batch_discount",
         "finish_online": "finish_online",
+        "metrics_file": "metrics_file",
+        "pushgateway": "pushgateway",
+        "metrics_every": "metrics_every",
+        "ping": "ping",
+        "log_format": "log_format",
     },
     "prices": {},  # model -> { input, cached, output }: checked by Job
     "simulate": {
@@ -83,7 +89,8 @@ SECTIONS: dict[str, dict[str, str]] = {
         "content_filter": "simulate_content_filter",
     },
 }
-_PATH_FIELDS = ("input_path", "output_dir")
+_REQUIRED_PATHS = ("input_path", "output_dir")
+_PATH_FIELDS = (*_REQUIRED_PATHS, "metrics_file")
 _FIELDS = {f.name for f in dataclasses.fields(Job)}
 
 
@@ -119,7 +126,7 @@ def load_job(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) 
     if not values.get("base_url"):
         values["base_url"] = os.environ.get("ZAI_BASE_URL") or DEFAULT_BASE_URL
     source = str(path) if path else "the command line"
-    for name in _PATH_FIELDS:  # unset: the Job's own check says so, naming the flag
+    for name in _REQUIRED_PATHS:  # unset: the Job's own check says so, naming the flag
         values.setdefault(name, "")
     try:
         return Job(**values)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 JSON_FIELD_KINDS = ("string", "int", "float", "bool", "json")
 # The values of two settings with a fixed choice (the flags offer the same ones).
 MODES = ("online", "batch")
+LOG_FORMATS = ("plain", "json")
 RESPONSE_FORMATS = ("json_object", "text")
 # A template's format spec may pad a value: refuse widths that would inflate a prompt.
 MAX_TEMPLATE_WIDTH = 10_000
@@ -103,6 +104,7 @@ _POSITIVE = (
     "poll_seconds",
     "batch_max_rows",
     "batch_max_bytes",
+    "metrics_every",
 )
 _NOT_NEGATIVE = ("max_retries", "label_retries", "grace_seconds", "backoff_cap", "simulate_latency")
 _FINITE = (
@@ -114,6 +116,7 @@ _FINITE = (
     "down_after",
     "quota_wait_seconds",
     "poll_seconds",
+    "metrics_every",
 )
 
 
@@ -148,6 +151,10 @@ def check(job: Job) -> None:
         raise fail("max_tokens", "must be at least 1")
     if job.mode not in MODES:
         raise fail("mode", _one_of(MODES))
+    if job.log_format not in LOG_FORMATS:
+        raise fail("log_format", _one_of(LOG_FORMATS))
+    for name in ("ping", "pushgateway"):
+        _check_monitor_url(name, getattr(job, name))
     if job.batch_max_rows > 50_000:
         raise fail("batch_max_rows", "must be at most 50000 (the providers' limit per file)")
     for name in (
@@ -198,6 +205,24 @@ def _check_base_url(url: str) -> None:
         raise JobError(
             f"endpoint.base_url must be an http:// or https:// URL, not {url!r} "
             f"(for example {ZAI.default_base_url})"
+        )
+
+
+def _check_monitor_url(name: str, url: str | None) -> None:
+    """A ping or Pushgateway URL: http(s) with a host. Its path may be a token, so the
+    message shows only the scheme and host."""
+    if url is None:
+        return
+    from ..ops.secrets import shown_url
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        usable = False
+    if not usable:
+        raise JobError(
+            f"{key_for(name)} must be an http:// or https:// URL, not {shown_url(url)!r}"
         )
 
 

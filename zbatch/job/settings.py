@@ -79,6 +79,7 @@ class Job:
     part_rows: int = 50_000
     part_seconds: float = 30.0
     journal: bool = True  # every answer durable within ~50 ms, before parts commit it
+    report: bool = True  # OUTDIR/report.html at the end of a run (with zbatch[report])
     # [run]
     dedupe: bool = True  # send identical deterministic requests once (zbatch.online.dedupe)
     log_every: float = 30.0
@@ -92,6 +93,11 @@ class Job:
     # flag only: create again the batches whose creation a provider without a listing cannot
     # confirm (zbatch.batch.mode)
     resubmit_unconfirmed: bool = False
+    metrics_file: str | None = None  # a node_exporter textfile (.prom), see zbatch.ops
+    pushgateway: str | None = None  # a Prometheus Pushgateway URL (may hold a token)
+    metrics_every: float = 10.0  # seconds between metric writes / pushes during a run
+    ping: str | None = None  # dead-man's-switch URL: /start, then itself or /<exit code>
+    log_format: str = "plain"  # or "json": one JSON object a line on stderr and in run.log
     # [prices]: model -> {"input": .., "cached": .., "output": ..} in USD per 1M tokens
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     # [simulate]
@@ -156,8 +162,14 @@ class Job:
         return shaping
 
     def to_json(self) -> dict[str, Any]:
-        """The resolved settings as stored in job.json (never the API key itself)."""
-        return {f.name: self._jsonable(f.name) for f in dataclasses.fields(self)}
+        """The resolved settings as stored in job.json (never the API key itself, nor the
+        token a ping or Pushgateway URL may hold)."""
+        from ..ops.secrets import shown_url
+
+        settings = {f.name: self._jsonable(f.name) for f in dataclasses.fields(self)}
+        for name in SECRET_URLS:
+            settings[name] = shown_url(settings[name])
+        return settings
 
     def _jsonable(self, name: str) -> Any:
         if name == "json_fields":  # as a job file writes them
@@ -185,6 +197,10 @@ FINGERPRINTED = (
     "choices",
     "json_fields",
 )
+
+
+# Settings whose URL may carry a token (healthchecks.io's ping URLs are the secret itself).
+SECRET_URLS = ("ping", "pushgateway")
 
 
 def _digest(shaping: Mapping[str, Any]) -> str:

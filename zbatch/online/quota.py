@@ -69,7 +69,11 @@ class QuotaGate:
         if wait is None:
             return False
         self._resume_at = time.monotonic() + wait
-        self.log.warning("quota reached: pausing all requests for %.0f s (--wait-for-quota)", wait)
+        self.log.warning(
+            "quota reached: pausing all requests for %.0f s (--wait-for-quota)",
+            wait,
+            extra={"event": "paused_for_quota"},
+        )
         return True
 
     def _advice(self, reset: dt.datetime | None) -> str:

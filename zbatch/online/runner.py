@@ -118,7 +118,12 @@ class Runner(Dispatcher):
                 work.start_soon(self._worker, index * WORKER_START_SPACING)
         if not self.stopping:
             stats = self.stats
-            self.log.info("input read: %d rows, %d already done", stats.input_rows, stats.skipped)
+            self.log.info(
+                "input read: %d rows, %d already done",
+                stats.input_rows,
+                stats.skipped,
+                extra={"event": "input_read"},
+            )
 
     async def _close(self) -> None:
         self.guards.release_first_rows()
@@ -150,6 +155,7 @@ class Runner(Dispatcher):
 
     def _count_concurrency(self) -> None:
         self.stats.concurrency = self.limit.current
+        self.stats.in_flight = self.limit.in_flight
         self.stats.concurrency_min = self.limit.minimum
 
     # --- workers --------------------------------------------------------------------------
@@ -206,6 +212,7 @@ class Runner(Dispatcher):
             # answer below has set the next pause.
             self.quota.answered()
             attempts += 1
+            stats.count_attempt(outcome)
             if isinstance(outcome, Success):
                 self.guards.bill(outcome, reservation)
                 if twin is not None:  # a hedge's twin comes only with an answer
@@ -235,6 +242,7 @@ class Runner(Dispatcher):
                     self.limit.current,
                     failure.status_code,
                     failure.error_code or "",
+                    extra={"event": "limit_changed"},
                 )
             if failure.scope is Scope.FATAL:
                 pipeline.fail(work.id, failure, attempts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,8 +14,9 @@ from .. import prompt
 from ..batch.ledger import describe, open_batches, reserved_usd
 from ..errors import JobError
 from ..job.settings import DEFAULT_MODEL
+from ..ops.manifest import shard_manifests, view
 from ..pipeline import gold_label
-from ..pricing import cost, discounted, price_for
+from ..pricing import Price, cost, discounted, price_for
 from ..providers import provider_for
 from ..source import count_rows, open_input
 from ..stats import Agreement
@@ -33,6 +35,15 @@ class Tokens:
 class LastRun:
     outcome: str
     exit_code: int | None
+    ended_at: str | None = None
+
+
+@dataclass(frozen=True)
+class ShardRun:
+    """One shard's last run, from its manifest (``last_run`` None: it has not run yet)."""
+
+    shard: str  # "3/8"
+    last_run: LastRun | None
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,8 @@ class Status:
     # max_cost: the live writers' reservations (writers, reserved_usd, unsettled_usd) and the
     # open batches' worst cases (batches_usd): spend + these is what the budget binds
     reserved: dict[str, Any] | None = None
+    # Sharded runs: each shard's last run; last_run is then the view over them all.
+    shards: list[ShardRun] = field(default_factory=list)
 
     @property
     def pending(self) -> int | None:
@@ -99,11 +112,7 @@ def read_status(outdir: OutputDir) -> Status:
         input_rows: int | None = count_rows(open_input(settings["input_path"]).paths)
     except JobError:
         input_rows = None
-    model = settings.get("model") or DEFAULT_MODEL
-    table = provider_for(settings["base_url"], settings.get("provider")).prices
-    price = price_for(model, settings.get("prices") or {}, table)
-    if settings.get("mode") == "batch":
-        price = discounted(price, settings.get("batch_discount", 1.0))
+    price = settings_price(settings)
     # The ledger counts every billed answer (failed checks, re-asks, older generations);
     # an OUTDIR from before the ledger has only its results' tokens to go by.
     ledger = outdir.total_spend()
@@ -111,7 +120,7 @@ def read_status(outdir: OutputDir) -> Status:
         spent: float | None = ledger.usd
     else:
         spent = cost(price, tokens.prompt, tokens.cached, tokens.completion)
-    summary = outdir.read_summary()
+    last_run, shards = _last_runs(outdir)
     return Status(
         outdir=outdir.location,
         input_rows=input_rows,
@@ -127,12 +136,46 @@ def read_status(outdir: OutputDir) -> Status:
         active=outdir.active_runs(),
         uncommitted=outdir.uncommitted_rows(),
         gold=_agreement(settings, results) if settings.get("gold_column") else None,
-        last_run=None
-        if summary is None
-        else LastRun(summary.get("outcome", "unknown"), summary.get("exit_code")),
+        last_run=last_run,
         batches=[describe(s) for s in open_batches(outdir.storage)],
         reserved=None if settings.get("max_cost") is None else _reserved(outdir),
+        shards=shards,
     )
+
+
+def _last_runs(outdir: OutputDir) -> tuple[LastRun | None, list[ShardRun]]:
+    """The last run, and each shard's when the OUTDIR was last run in shards: then the last
+    run is the view over all of them, read from their own manifests (summary.json may miss a
+    shard that ended at the same moment as another)."""
+    manifests = shard_manifests(outdir)
+    if not manifests:
+        summary = outdir.read_summary()
+        if summary is None:
+            return None, []
+        return _last_run(summary), []
+    count = int(str(manifests[0]["shard"]).split("/")[1])
+    by_shard = {str(m["shard"]): m for m in manifests}
+    shards = []
+    for index in range(count):
+        name = f"{index}/{count}"
+        shards.append(ShardRun(name, _last_run(by_shard[name]) if name in by_shard else None))
+    return _last_run(view(manifests, count)), shards
+
+
+def _last_run(manifest: dict[str, Any]) -> LastRun:
+    return LastRun(
+        manifest.get("outcome", "unknown"), manifest.get("exit_code"), manifest.get("ended_at")
+    )
+
+
+def settings_price(settings: Mapping[str, Any]) -> Price | None:
+    """The price a job paid per 1M tokens, from its job.json settings."""
+    model = settings.get("model") or DEFAULT_MODEL
+    table = provider_for(settings["base_url"], settings.get("provider")).prices
+    price = price_for(model, settings.get("prices") or {}, table)
+    if settings.get("mode") == "batch":
+        price = discounted(price, settings.get("batch_discount", 1.0))
+    return price
 
 
 def _reserved(outdir: OutputDir) -> dict[str, Any]:

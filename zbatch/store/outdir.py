@@ -4,7 +4,8 @@
       job.json          resolved settings + fingerprint (never the API key)
       results/*.parquet committed result parts (each id at most once)
       errors/*.parquet  committed error parts (an append-only log)
-      summary.json      the last run's figures
+      summary.json      the last run's manifest, or the shards' view (zbatch.ops.manifest)
+      summaries/        one manifest per shard: KofN.json
       run.log           one line per event
       spend.json        what the runs have spent (tokens, USD), for max_cost
                         ("spend-KofN.json" for shard K of N: shards run at once;
@@ -181,9 +182,6 @@ class OutputDir:
 
     def write_spend(self, spend: Spend, tag: str = "") -> None:
         self.write_json(spend_name(tag), spend.to_json())
-
-    def write_summary(self, data: Mapping[str, Any]) -> None:
-        self.write_json(SUMMARY, data)
 
     def write_json(self, name: str, data: Mapping[str, Any]) -> None:
         self.storage.write_bytes(name, dumps(data))
