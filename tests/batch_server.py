@@ -23,7 +23,7 @@ characters refused at upload with 1214, ``max_lines`` / ``max_bytes`` per file (
 Lost and late answers, for exactly-once submission: :meth:`BatchServer.lose_create` (the
 next create makes the batch, then resets the connection or answers 502), ``list_lag`` (a new
 batch shows in ``GET /batches`` only after that many listings) and ``no_listing`` (``GET
-/batches`` answers 404, like a provider without a listing).
+/batches`` and ``GET /files`` answer 404, like a provider without listings).
 
 The server records every custom_id of every batch it created (``submitted``), every upload
 and every deleted file, so tests can assert exactly-once submission and no re-upload.
@@ -457,6 +457,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             purpose = fields.get("purpose", (None, b""))[1].decode()
             return 200, state.upload(filename or "upload.jsonl", purpose, data)
         if route == "list_files":
+            if state.no_listing:
+                raise _Fault(404, "404", f"no route for {method} {path}")
             files = [f.as_json() for f in state.files.values() if f.purpose == "batch"]
             return 200, {"object": "list", "data": files}
         if route == "content":

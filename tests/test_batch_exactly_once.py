@@ -142,3 +142,21 @@ def test_a_create_the_provider_refused_is_sent_again_without_a_lookup(tmp_path: 
         assert proc.returncode == 0, proc.stderr
         assert srv.requests["list"] == 0 and len(srv.uploads) == 1
         check_all_answered_once(srv, outdir)
+
+
+def test_an_upload_that_may_not_have_happened_is_packed_again_without_a_file_listing(
+    tmp_path: Path,
+) -> None:
+    """A file recorded but not known to be uploaded (here the upload was refused) and a
+    provider that cannot list files: the rows are packed and uploaded again (uploads cost
+    nothing; only batches are paid) instead of stopping as if there were no Batch API."""
+    outdir = tmp_path / "out"
+    with BatchServer() as srv:
+        srv.inject("upload", 401, "1002")
+        assert batch_run(srv, tmp_path).returncode == 3
+        assert ledger_states(outdir) == ["written"]
+        srv.configure(no_listing=True)
+        proc = batch_run(srv, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        check_all_answered_once(srv, outdir)
+    assert ledger_states(outdir) == ["abandoned", "collected"]

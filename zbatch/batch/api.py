@@ -48,7 +48,9 @@ NO_BATCH_API = (
     "(e.g. https://open.bigmodel.cn/api/paas/v4)"
 )
 # Routes whose 404 means "no such API" rather than "no such object".
-_API_ROUTES = frozenset({"upload", "create", "list_files"})
+_API_ROUTES = frozenset({"upload", "create"})
+# Listings a provider may lack although it has a Batch API.
+_LISTINGS = frozenset({"list", "list_files"})
 # Failures that prove a request never left: creating again after one cannot make a second batch.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Answers that say a route does not exist (Z.AI answers 1222 "This API does not exist").
@@ -60,7 +62,8 @@ class CreateUnconfirmed(Exception):
 
 
 class NoListing(Exception):
-    """The provider has no ``GET /batches``: a batch cannot be found by its file or token."""
+    """The provider has no ``GET /batches`` (a batch cannot be found by its file or token) or
+    no ``GET /files``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,8 @@ class BatchApi:
         return UploadedFile(str(data["id"]), data.get("bytes"), data.get("filename"))
 
     async def find_file(self, filename: str) -> UploadedFile | None:
-        """The batch file the provider holds under ``filename`` (an upload cut off by a crash)."""
+        """The batch file the provider holds under ``filename`` (an upload cut off by a crash);
+        :class:`NoListing` if the provider cannot list its files."""
         data = await self._call(
             "list_files", lambda: self._client.get("files", params={"purpose": "batch"})
         )
@@ -283,7 +287,7 @@ class BatchApi:
                 return self._created(response.status_code, raw)
             except ValueError:
                 raise CreateUnconfirmed(_said(response, raw)) from None
-        if route == "list" and response.status_code in _NO_ROUTE:
+        if route in _LISTINGS and response.status_code in _NO_ROUTE:
             raise NoListing(_said(response, raw))
         if response.status_code == 200:
             try:
@@ -298,7 +302,7 @@ class BatchApi:
             return {}  # already gone: what deleting wanted
         failure = error_failure(self._provider, response, raw, self._api_key)
         code = failure.error_code
-        if route == "list" and code == "1222":
+        if route in _LISTINGS and code == "1222":
             raise NoListing(_said(response, raw))
         if code == "1222" or (response.status_code == 404 and route in _API_ROUTES):
             detail = f"HTTP {response.status_code}" + (f", code {code}" if code else "")

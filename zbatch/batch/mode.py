@@ -323,7 +323,10 @@ class BatchMode(Dispatcher):
     async def _reattach(self, submission: Submission) -> None:
         """Finish what a killed run left between writing a file and creating its batch."""
         if submission.state == WRITTEN:
-            found = await self.api.find_file(submission.upload_name)
+            try:
+                found = await self.api.find_file(submission.upload_name)
+            except NoListing:  # cannot tell: an upload costs nothing, so pack its rows again
+                found = None
             if found is None:
                 submission.state = ABANDONED
                 self.ledger.save(submission)
