@@ -43,6 +43,7 @@ def test_every_run_flag_sets_the_job_field_of_its_name() -> None:
         "cluster",
         "quiet",
         "no_wait",
+        "as_json",
     }
     fields = {field.name for field in dataclasses.fields(Job)}
     flags = {param.name for param in run.params} - actions

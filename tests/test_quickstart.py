@@ -43,16 +43,31 @@ def test_the_quick_start_in_order_rehearses_apart_then_sends_every_row_for_real(
     assert [c[:2] for c in commands] == [
         ["run", "jobs/sentiment.toml"],
         ["status", "out/sentiment.simulated"],
+        ["errors", "out/sentiment.simulated"],
+        ["logs", "out/sentiment.simulated"],
         ["export", "out/sentiment.simulated"],
+        ["run", "jobs/sentiment.toml"],
+        ["status", "out/sentiment-batch.simulated"],
         ["validate", "jobs/sentiment.toml"],
         ["run", "jobs/sentiment.toml"],
     ]
-    outputs = []
+    outputs, errors_out = [], []
     for args in commands:
         proc = run_zbatch(*args, env=env, cwd=tmp_path, timeout=300)
         assert proc.returncode == 0, f"zbatch {shlex.join(args)}: {proc.stderr}"
+        assert "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
         outputs.append(proc.stdout)
-    assert "simulated" in outputs[1] and "simulated" in outputs[2]  # status, export say so
+        errors_out.append(proc.stderr)
+    assert "simulated" in outputs[1] and "simulated" in outputs[4]  # status, export say so
+    assert outputs[2] == "no failed rows in out/sentiment.simulated\n"  # errors: none
+    assert "end: finished, ok 300" in outputs[3]  # logs: the rehearsal's run.log
+    export = commands[4][commands[4].index("-o") + 1]
+    assert export.startswith("out/") and "out/" in (ROOT / ".gitignore").read_text().split()
+    assert (tmp_path / export).is_file()
+    # The batch rehearsal went through a batch: uploaded, created, polled, collected.
+    for step in ("batch file 00001: 300 rows", "in_progress", "collected: 300 rows answered"):
+        assert step in errors_out[5], errors_out[5]
+    assert "batch 00001" in outputs[6] and "completed" in outputs[6]
     answered = server.stats()["answered_prompts"]
     assert len(answered) == len(set(answered)) == 300  # every row sent, once: none taken for
     # done because the rehearsal had answered it

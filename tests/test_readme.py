@@ -61,3 +61,34 @@ def test_each_python_api_example_runs_as_written(tmp_path, index):
     if "zbatch.run(job)" in example:
         exit_code, ok = proc.stdout.split()[:2]
         assert (exit_code, int(ok) > 0) == ("0", True)
+
+
+def command_reference() -> dict[str, str]:
+    """README's "Command reference": each command's name -> the text of its subsection."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Command reference\n", 1)[1].split("\n## ", 1)[0]
+    pieces = re.split(r"^### (.*)$", section, flags=re.MULTILINE)
+    documented: dict[str, str] = {}
+    for heading, text in zip(pieces[1::2], pieces[2::2], strict=True):
+        for name in re.findall(r"`zbatch (\w+)", heading):
+            documented[name] = text
+    return documented
+
+
+def test_the_readme_documents_every_command_and_every_flag_help_lists():
+    from zbatch.cli.commands import cli
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    reference = command_reference()
+    assert set(reference) == set(cli.commands)
+    missing = []
+    for name, command in cli.commands.items():
+        assert f"| `zbatch {name}" in readme, f"zbatch {name} is not in the Commands table"
+        # validate takes the job flags, which run's subsection lists
+        text = reference[name] + (reference["run"] if name == "validate" else "")
+        for param in command.params:
+            for flag in (*param.opts, *param.secondary_opts):
+                documented = re.search(rf"`{re.escape(flag)}[` ]", text)
+                if flag.startswith("--") and flag != "--help" and not documented:
+                    missing.append(f"zbatch {name} {flag}")
+    assert not missing, f"flags --help lists and README does not document: {missing}"

@@ -12,8 +12,8 @@ output row holds the answer to its own prompt. Faults come from directives insid
 answers ``oddtypes``, ``nomessage``, ``error200``, ``hugeretry``, ``nousage`` (no usage) and
 ``nanusage`` (every usage count NaN) test a client's parsing and billing) or
 from global settings (``latency``, ``max_inflight``, ``rpm``, ``fatal_code``, ``fatal_after``,
-``rates``, ``seed``, ``slow_seconds``, ``require_key``, ``quota_reset``) that can be changed
-at run time through :meth:`ZaiServer.configure` or ``POST /control``.
+``rates``, ``seed``, ``slow_seconds``, ``require_key``, ``quota_reset``, ``models``) that can be
+changed at run time through :meth:`ZaiServer.configure` or ``POST /control``.
 
 In tests::
 
@@ -264,6 +264,7 @@ _CONVERTERS: dict[str, Callable[[object], Any]] = {
     "require_key": _optional(str),
     "quota_reset": _optional(str),
     "answer": _optional(str),
+    "models": _optional(str),
 }
 
 
@@ -282,6 +283,7 @@ class Settings:
     require_key: str | None = None
     quota_reset: str | None = None  # the reset time quota answers name; None: next midnight
     answer: str | None = None  # "w1|w2|…": a prompt with no directive gets one of these words
+    models: str | None = None  # "m1|m2|…": the models that exist; any other gets 1211
 
     def updated(self, changes: dict[str, Any]) -> Settings:
         """Validated copy with ``changes`` applied; ValueError lets /control answer 400."""
@@ -499,6 +501,8 @@ class _Engine:
         if problem is not None:
             return self._code_reply("1214", f"Invalid request parameter: {problem}")
         prompt = last_user_content(body["messages"])
+        if settings.models is not None and body["model"] not in settings.models.split("|"):
+            return self._code_reply("1211")
         fatal = self._fatal_code()
         if fatal is not None:
             return self._fault(fatal, body, prompt, delay=0.0)
@@ -960,6 +964,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--require-key", help="answer 401/1001 unless 'Bearer <key>'")
     parser.add_argument("--quota-reset", help="reset time quota answers name (default: midnight)")
     parser.add_argument("--answer", help="'w1|w2|…': answer prompts with no directive so")
+    parser.add_argument("--models", help="'m1|m2|…': the models that exist; others get 1211")
     return parser.parse_args(argv)
 
 

@@ -28,6 +28,7 @@ from .execution.plan import Plan, plan_job
 from .execution.setup import RunResult, execute
 from .job.settings import Job
 from .progress import Progress
+from .progress import default as default_progress
 from .results.export import Exported, export_outcomes
 from .results.outcomes import final_outcomes
 from .results.status import FailureGroup, Status, failure_groups, read_status
@@ -84,6 +85,9 @@ async def arun(
     The job's ``ping``, ``metrics_file`` and ``pushgateway`` settings are served around
     the run (README "Running it on a schedule")."""
     _check_retry_failed(retry_failed)
+    progress = default_progress(progress)  # in a Jupyter notebook: a tqdm.auto bar
+    if job.mode != "batch" and not wait:
+        raise JobError('wait=False (--no-wait) only goes with batch mode (run.mode = "batch")')
     if isinstance(shard, str):
         shard = Shard.parse(shard, os.environ)
     from .ops.watch import Watch  # with a run: `zbatch status` starts without it
@@ -188,18 +192,29 @@ async def acancel(
     """Cancel the open batches of a batch-mode OUTDIR; the next run collects what they
     finished. Returns the cancelled batches as ``status`` lists them."""
     from .batch.api import BatchApi
-    from .batch.ledger import describe
+    from .batch.ledger import describe, open_batches
     from .batch.mode import cancel_open
     from .providers import provider_for
 
     target = OutputDir(str(outdir))
     settings = target.read_job()["settings"]
+    if settings.get("mode") != "batch" and not open_batches(target.storage):
+        raise JobError(
+            f"{target.location} holds an online run: it has no batches to cancel (cancel is "
+            "for --mode batch; an online run stops on Ctrl-C or SIGTERM)"
+        )
     job_key = api_key if api_key is not None else os.environ.get(settings["api_key_env"])
+    transport = None
+    if settings.get("simulate"):  # a rehearsal's batches are at the simulated provider
+        from .batch.simulate import SimulatedBatchApi
+
+        transport = SimulatedBatchApi(Job(**settings))
     api = BatchApi(
         provider_for(settings["base_url"], settings.get("provider")),
         base_url=settings["base_url"],
         api_key=job_key,
         timeout=settings["timeout"],
+        transport=transport,
     )
     with target.locked():
         cancelled = await cancel_open(target.storage, api)
@@ -229,10 +244,25 @@ def status(outdir: str | os.PathLike[str]) -> Status:
 
 
 def failures(
-    outdir: str | os.PathLike[str], *, error_type: str | None = None, limit: int = 5
+    outdir: str | os.PathLike[str],
+    *,
+    error_type: str | None = None,
+    limit: int = 5,
+    answers: bool = False,
 ) -> list[FailureGroup]:
-    """The failed ids of an OUTDIR grouped by error type and code, largest group first."""
-    return failure_groups(OutputDir(str(outdir)), error_type=error_type, limit=limit)
+    """The failed rows of an OUTDIR grouped by error type and code, largest group first;
+    ``answers`` adds up to ``limit`` paid answers per group (the error log's answer column)."""
+    return failure_groups(
+        OutputDir(str(outdir)), error_type=error_type, limit=limit, answers=answers
+    )
+
+
+def read_log(outdir: str | os.PathLike[str], start: int = 0) -> tuple[str, int]:
+    """OUTDIR/run.log from byte ``start`` to its last whole line, and the offset to read on
+    from: call again with it to follow the log as runs write it (``zbatch logs -f``)."""
+    from .results.logs import read_log as read
+
+    return read(OutputDir(str(outdir)), start)
 
 
 def export(

@@ -101,6 +101,7 @@ class RowPipeline:
         quiet = sent = 0
         for item in items:
             if sent == limit:
+                self.stats.limited = True
                 return
             if isinstance(item, DoneRows):
                 self.skip_done(item)

@@ -10,7 +10,8 @@ overrides them, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 
@@ -36,6 +37,24 @@ def price_for(
                 float(prices.get("output", 0.0)),
             )
     return table.get(model.lower())
+
+
+def nearest_model(model: str, known: Iterable[str]) -> str | None:
+    """The known model name nearest to ``model`` (a typo such as glm-4.66 for glm-4.6 is
+    the usual reason a model has no price), if one is near."""
+    names = {name.lower(): name for name in known}
+    near = difflib.get_close_matches(model.lower(), list(names), n=1, cutoff=0.75)
+    return names[near[0]] if near else None
+
+
+def no_price(model: str, near: str | None) -> str:
+    """What to say about a model without a price: its name, the nearest known one, and how
+    to give it a price."""
+    guess = f"; did you mean {near}?" if near else ""
+    return (
+        f"no price for model {model}{guess} (if the name is right, add it to [prices], "
+        f'e.g. "{model}" = {{ input = 0.6, output = 2.2 }})'
+    )
 
 
 def cost(price: Price | None, prompt: int, cached: int, completion: int) -> float | None:

@@ -39,14 +39,22 @@ class NullProgress:
 
 
 class BarProgress:
-    """A tqdm bar on stderr: rows done/total, rate, ok/failed, tokens, concurrency."""
+    """A tqdm bar: rows done/total, rate, ok/failed, tokens, concurrency. On stderr on a
+    terminal; with ``notebook``, tqdm.auto's bar in the cell's output (a widget where
+    ipywidgets is installed, text otherwise)."""
 
     interval = 0.25
 
-    def __init__(self) -> None:
-        from tqdm import tqdm  # only a run on a terminal shows a bar: others start without it
+    def __init__(self, *, notebook: bool = False) -> None:
+        # Only a run that shows a bar imports tqdm: others start without it.
+        if notebook:
+            from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=None, unit="row", dynamic_ncols=True, file=sys.stderr)
+            self._bar = tqdm(total=None, unit="row")
+        else:
+            from tqdm import tqdm as plain
+
+            self._bar = plain(total=None, unit="row", dynamic_ncols=True, file=sys.stderr)
 
     def refresh(self, stats: Stats) -> None:
         bar = self._bar
@@ -88,6 +96,24 @@ class LogProgress:
         from .ops.events import figures  # --log-format json shows these figures as fields
 
         log.info(stats.line(), extra={"event": "progress", "run": figures(stats)})
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (IPython's ZMQ shell), not in a terminal IPython."""
+    if "IPython" not in sys.modules:  # never imported: not in IPython at all
+        return False
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def default(progress: Progress | None) -> Progress:
+    """The library's display when the caller passes none: a bar in a Jupyter notebook,
+    nothing elsewhere (a script or a worker shows what it chooses through ``progress=``)."""
+    if progress is not None:
+        return progress
+    return BarProgress(notebook=True) if in_notebook() else NullProgress()
 
 
 def choose(*, quiet: bool, log_every: float) -> Progress:

@@ -65,6 +65,8 @@ ERROR_TYPES = (
     "missing_id",
     "fatal",
 )
+# Error types about the input row itself, whatever the request: a retry cannot fix them.
+INPUT_FAULTS = frozenset({"invalid_input", "missing_id", "duplicate_id"})
 
 JSON_FIELD_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),

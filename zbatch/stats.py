@@ -113,11 +113,19 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     outcome: str = "running"
     exit_code: int | None = None
+    limited: bool = False  # --limit ended the input before its end
+    ended: float | None = None  # monotonic time of the end: the figures stay as they were
 
     def end(self, stopped: BaseException | None) -> None:
-        """Say how the run ended: finished (with errors or not), or why it stopped."""
+        """Say how the run ended: finished (with errors or not), stopped at --limit with rows
+        left, or why it stopped."""
+        self.ended = time.monotonic()
         if stopped is not None:
             self.outcome = f"stopped: {stopped}"
+        elif self.limited and (self.total is None or self.pending):
+            left = "some rows" if self.total is None else f"{self.pending} rows"
+            errors = ", some rows failed" if self.failed else ""
+            self.outcome = f"stopped at --limit{errors}: {left} pending (run again for the rest)"
         else:
             self.outcome = "finished" if not self.failed else "finished with errors"
 
@@ -162,7 +170,7 @@ class Stats:
 
     @property
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return (self.ended or time.monotonic()) - self.started
 
     @property
     def cost(self) -> float | None:

@@ -47,8 +47,26 @@ def local_path(location: str) -> str:
     return location.removeprefix("file://") if scheme(location) == "file" else location
 
 
+_STORE_PREFIX = re.compile(r"(?i)(s3|gs|gcs):")
+_STORE_URL = re.compile(r"(?i)(s3|gs|gcs)://[^/\s]+(/.*)?", re.DOTALL)
+
+
+def looks_remote(location: str) -> bool:
+    """True for a location written as an object-store URL, well-formed or not."""
+    return _STORE_PREFIX.match(location) is not None
+
+
 def check_scheme(location: str, what: str) -> None:
-    """JobError for a URL scheme zbatch cannot read or write."""
+    """JobError for a URL scheme zbatch cannot read or write, and for a location that starts
+    like an object-store URL but is not one (``s3:/x``, ``s3://``, ``gs:``), which would
+    otherwise become a local folder of that odd name and lose the results with the disk."""
+    start = _STORE_PREFIX.match(location)
+    if start is not None and not _STORE_URL.fullmatch(location):
+        kind = start.group(1).lower()
+        raise JobError(
+            f"{what} {safe(location)} is not a valid {kind}:// URL: write it as "
+            f"{kind}://BUCKET/PATH (for a local folder of that name, write ./{safe(location)})"
+        )
     kind = scheme(location)
     if kind is not None and kind != "file" and kind not in BACKENDS:
         raise JobError(

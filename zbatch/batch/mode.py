@@ -50,6 +50,7 @@ from ..errors import (
     BatchUnconfirmed,
     BudgetSpent,
     EndpointDown,
+    JobError,
     RunStopped,
     ZbatchError,
 )
@@ -232,7 +233,12 @@ class BatchMode(Dispatcher):
             file.model,
             file.bytes,
         )
-        uploaded = await self.api.upload(file.path, submission.upload_name)
+        try:
+            uploaded = await self.api.upload(file.path, submission.upload_name)
+        except JobError:  # refused outright (no Batch API here): nothing is at the provider
+            submission.state = ABANDONED
+            self.ledger.save(submission)
+            raise
         submission.file_id, submission.state = uploaded.id, UPLOADED
         self.ledger.save(submission)
         file.path.unlink(missing_ok=True)

@@ -1,17 +1,25 @@
 """The simulated Batch API behind ``--simulate --mode batch``: rehearse batch mode offline.
 
-An httpx transport holding files and batches in memory. Each line of a batch is answered
-by the live simulated endpoint (:class:`zbatch.simulate.SimulatedEndpoint`), so batch and
-live rehearsals give the same answers and the same simulated failure rates (failed lines go
-to the batch's error file). A batch is ``in_progress`` when created and ``completed`` at the
-first poll: a rehearsal does not wait for a provider.
+It behaves as a provider's Batch API does, so that a rehearsal goes through every step a real
+batch run goes through: upload, create, poll, collect, delete; ``--no-wait`` (exit 10) and the
+same command collecting later, in another process; ``zbatch cancel``. What it holds (files and
+batches) is kept in the OUTDIR, under ``simulated-batch-api/``, because a batch outlives the
+process that submitted it.
+
+A batch is ``validating`` when created, then ``in_progress`` while its lines are worked
+through at ``concurrency`` lines per ``[simulate] latency`` seconds (300 lines at the defaults:
+about a second), then ``completed``; its answers come from the live simulated endpoint
+(:class:`zbatch.simulate.SimulatedEndpoint`), so batch and live rehearsals give the same
+answers. A Batch API has no per-key concurrency limit, so no line is ``rate_limited``, and a
+batch's lines do not fail on server errors; ``[simulate] content_filter`` applies as live.
+A cancelled batch keeps the answers of the lines done before the cancel, as a real one does.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
+import secrets
 import time
 from typing import Any
 
@@ -19,102 +27,162 @@ import httpx
 
 from ..job.settings import Job
 from ..simulate import SimulatedEndpoint, SimulationSpec
+from ..store import OutputDir
 from ..testing import multipart_fields
+
+FOLDER = "simulated-batch-api"
+FINAL = ("completed", "cancelled", "failed", "expired")
 
 
 class SimulatedBatchApi(httpx.AsyncBaseTransport):
-    """Answers POST /files, POST /batches, GET /batches[/{id}], cancel, file content, delete."""
+    """Answers POST /files, GET /files, GET /files/{id}/content, DELETE /files/{id},
+    POST /batches, GET /batches[/{id}] and POST /batches/{id}/cancel."""
 
     def __init__(self, job: Job, *, seed: int | None = None) -> None:
-        # Lines are answered one after another: the per-answer latency would only slow the
-        # rehearsal down.
-        spec = dataclasses.replace(SimulationSpec.from_job(job), latency=0.0)
+        spec = SimulationSpec.from_job(job)
+        # Lines are answered one after another when a batch completes: the per-answer latency
+        # is the pace of the batch (below), not a wait per line.
+        self._lines_per_second = (
+            float("inf") if spec.latency <= 0 else job.concurrency / spec.latency
+        )
+        spec = dataclasses.replace(spec, latency=0.0, rate_limited=0.0, server_error=0.0)
         self._chat = SimulatedEndpoint(spec, seed=seed)
-        self._files: dict[str, tuple[str, bytes]] = {}
-        self._batches: dict[str, dict[str, Any]] = {}
-        self._serial = itertools.count(1)
+        self._storage = OutputDir(job.output_dir).storage
+        self._storage.make_folder(FOLDER)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         parts = request.url.path.rstrip("/").split("/")
         method = request.method
         content = await request.aread()
-        if parts[-1] == "files" and method == "POST":
+        last, before = parts[-1], parts[-2] if len(parts) > 1 else ""
+        if last == "files" and method == "POST":
             return self._upload(request.headers.get("content-type", ""), content)
-        if parts[-1] == "files":
-            listed = [self._file_json(i) for i in self._files]
+        if last == "files":
+            listed = [json.loads(self._read(n)) for n in self._names("file-", ".json")]
             return httpx.Response(200, json={"object": "list", "data": listed})
-        if parts[-2:-1] == ["files"] and method == "DELETE":
-            self._files.pop(parts[-1], None)
-            return httpx.Response(200, json={"id": parts[-1], "deleted": True})
-        if parts[-1] == "content" and parts[-2] in self._files:
-            return httpx.Response(200, content=self._files[parts[-2]][1])
-        if parts[-1] == "batches" and method == "POST":
-            return await self._create(json.loads(content))
-        if parts[-1] == "batches":
-            listed = sorted(self._batches.values(), key=lambda b: b["id"], reverse=True)
+        if before == "files" and method == "DELETE":
+            self._storage.delete(f"{FOLDER}/{last}.json")
+            self._storage.delete(f"{FOLDER}/{last}.jsonl")
+            return httpx.Response(200, json={"id": last, "deleted": True})
+        if last == "content" and self._has(f"{before}.jsonl"):
+            return httpx.Response(200, content=self._read(f"{before}.jsonl"))
+        if last == "batches" and method == "POST":
+            return self._create(json.loads(content))
+        if last == "batches":
+            listed = [await self._advance(n.removesuffix(".json")) for n in self._batch_names()]
+            listed.sort(key=lambda b: (b["created_at"], b["id"]), reverse=True)
             return httpx.Response(200, json={"object": "list", "data": listed, "has_more": False})
-        if parts[-1] == "cancel" and parts[-2] in self._batches:
-            return httpx.Response(200, json=self._batches[parts[-2]])
-        if parts[-2:-1] == ["batches"] and parts[-1] in self._batches:
-            batch = self._batches[parts[-1]]
-            batch["status"] = "completed"
-            batch["completed_at"] = int(time.time())
+        if last == "cancel" and self._has(f"{before}.json"):
+            batch = await self._advance(before)
+            if batch["status"] not in FINAL:
+                batch["status"] = "cancelling"
+                batch["cancelled_at"] = time.time()
+                self._save(batch)
             return httpx.Response(200, json=batch)
+        if before == "batches" and self._has(f"{last}.json"):
+            return httpx.Response(200, json=await self._advance(last))
         error = {"code": "404", "message": f"no route for {method} {request.url.path}"}
         return httpx.Response(404, json={"error": error})
 
-    def _new_id(self, prefix: str) -> str:
-        return f"{prefix}-sim-{next(self._serial):06d}"
+    # --- what it holds, in the OUTDIR ---------------------------------------------------------
 
-    def _file_json(self, file_id: str) -> dict[str, Any]:
-        name, data = self._files[file_id]
-        return {"id": file_id, "object": "file", "bytes": len(data), "filename": name}
+    def _names(self, prefix: str, suffix: str) -> list[str]:
+        return [
+            n for n in self._storage.list(FOLDER) if n.startswith(prefix) and n.endswith(suffix)
+        ]
+
+    def _batch_names(self) -> list[str]:
+        return self._names("batch-", ".json")
+
+    def _has(self, name: str) -> bool:
+        return name in self._storage.list(FOLDER)
+
+    def _read(self, name: str) -> bytes:
+        data = self._storage.read_bytes(f"{FOLDER}/{name}")
+        return b"" if data is None else data
+
+    def _save(self, batch: dict[str, Any]) -> None:
+        self._storage.write_bytes(f"{FOLDER}/{batch['id']}.json", json.dumps(batch).encode())
+
+    def _store(self, data: bytes, filename: str) -> str:
+        file_id = f"file-sim-{secrets.token_hex(6)}"
+        self._storage.write_bytes(f"{FOLDER}/{file_id}.jsonl", data)
+        meta = {"id": file_id, "object": "file", "bytes": len(data), "filename": filename}
+        self._storage.write_bytes(f"{FOLDER}/{file_id}.json", json.dumps(meta).encode())
+        return file_id
+
+    # --- the routes -------------------------------------------------------------------------
 
     def _upload(self, content_type: str, content: bytes) -> httpx.Response:
-        file_id = self._new_id("file")
         fields = multipart_fields(content_type, content)
-        if "file" in fields:
-            filename, data = fields["file"]
-            self._files[file_id] = (filename or "batch.jsonl", data)
-        return httpx.Response(200, json=self._file_json(file_id))
+        filename, data = fields.get("file", (None, b""))
+        file_id = self._store(data, filename or "batch.jsonl")
+        return httpx.Response(200, json=json.loads(self._read(f"{file_id}.json")))
 
-    async def _create(self, request: dict[str, Any]) -> httpx.Response:
-        _, data = self._files[request["input_file_id"]]
+    def _create(self, request: dict[str, Any]) -> httpx.Response:
+        input_file = request["input_file_id"]
+        if not self._has(f"{input_file}.jsonl"):
+            error = {"code": "404", "message": f"no file {input_file}"}
+            return httpx.Response(404, json={"error": error})
+        total = len(self._read(f"{input_file}.jsonl").splitlines())
+        batch = {
+            "id": f"batch-sim-{secrets.token_hex(6)}",
+            "object": "batch",
+            "status": "validating",
+            "endpoint": request["endpoint"],
+            "input_file_id": input_file,
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": int(time.time()),
+            "started": time.time(),
+            "request_counts": {"total": total, "completed": 0, "failed": 0},
+            "metadata": request.get("metadata"),
+            "auto_delete_input_file": bool(request.get("auto_delete_input_file")),
+        }
+        self._save(batch)
+        return httpx.Response(200, json=batch)
+
+    async def _advance(self, batch_id: str) -> dict[str, Any]:
+        """The batch as of now: its lines worked through at the simulated pace; a cancel
+        takes effect at the next look, keeping the lines done by then."""
+        batch: dict[str, Any] = json.loads(self._read(f"{batch_id}.json"))
+        if batch["status"] in FINAL:
+            return batch
+        counts = batch["request_counts"]
+        until = batch.get("cancelled_at", time.time())
+        done = min(counts["total"], int((until - batch["started"]) * self._lines_per_second))
+        if batch["status"] == "cancelling":
+            await self._answer(batch, done)
+            batch["status"] = "cancelled"
+        elif done >= counts["total"]:
+            await self._answer(batch, counts["total"])
+            batch["status"] = "completed"
+        else:
+            batch["status"] = "in_progress"
+            counts["completed"] = done
+        self._save(batch)
+        return batch
+
+    async def _answer(self, batch: dict[str, Any], lines: int) -> None:
+        """Answer the batch's first ``lines`` lines into its output and error files."""
         outputs: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
-        for raw in data.splitlines():
+        for raw in self._read(f"{batch['input_file_id']}.jsonl").splitlines()[:lines]:
             line = json.loads(raw)
             chat = httpx.Request("POST", "http://simulated/chat/completions", json=line["body"])
             answer = await self._chat.handle_async_request(chat)
             out = {
-                "id": self._new_id("resp"),
+                "id": f"resp-sim-{secrets.token_hex(6)}",
                 "custom_id": line["custom_id"],
                 "response": {"status_code": answer.status_code, "body": answer.json()},
             }
             (outputs if answer.status_code == 200 else errors).append(out)
-        batch = {
-            "id": self._new_id("batch"),
-            "object": "batch",
-            "status": "in_progress",
-            "endpoint": request["endpoint"],
-            "input_file_id": request["input_file_id"],
-            "output_file_id": self._store(outputs),
-            "error_file_id": self._store(errors),
-            "created_at": int(time.time()),
-            "request_counts": {
-                "total": len(outputs) + len(errors),
-                "completed": len(outputs),
-                "failed": len(errors),
-            },
-            "metadata": request.get("metadata"),
-        }
-        self._batches[batch["id"]] = batch
-        return httpx.Response(200, json=batch)
-
-    def _store(self, lines: list[dict[str, Any]]) -> str | None:
-        if not lines:
-            return None
-        file_id = self._new_id("file")
-        data = b"".join(json.dumps(item).encode() + b"\n" for item in lines)
-        self._files[file_id] = ("output.jsonl", data)
-        return file_id
+        for key, found in (("output_file_id", outputs), ("error_file_id", errors)):
+            if found:
+                data = b"".join(json.dumps(item).encode() + b"\n" for item in found)
+                batch[key] = self._store(data, f"{key.removesuffix('_file_id')}.jsonl")
+        batch["request_counts"].update(completed=len(outputs), failed=len(errors))
+        batch["completed_at"] = int(time.time())
+        if batch["auto_delete_input_file"]:
+            self._storage.delete(f"{FOLDER}/{batch['input_file_id']}.json")
+            self._storage.delete(f"{FOLDER}/{batch['input_file_id']}.jsonl")

@@ -18,7 +18,7 @@ from .. import __version__
 from ..errors import ZbatchError
 from ..job.file import load_job
 from ..job.settings import Job
-from ..urls import is_remote
+from ..urls import check_scheme, is_remote
 from .options import job_options
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,7 +71,8 @@ def cli() -> None:
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
-    help="Send only the first N pending rows (a paid sample); the next run does the rest.",
+    help="Send only the first N pending rows (a paid sample): with rows left the run ends "
+    "'stopped at --limit: M rows pending'; the next run does the rest.",
 )
 @click.option(
     "--shard",
@@ -91,6 +92,13 @@ def cli() -> None:
     help="Batch mode: submit and exit 10; the same command later collects (for cron).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print errors only.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the run's summary (its manifest, as summary.json holds it) as JSON on stdout, "
+    "and nothing else there.",
+)
 @_reports_errors
 def run(
     job_file: str | None,
@@ -102,19 +110,33 @@ def run(
     cluster: str | None,
     no_wait: bool,
     quiet: bool,
+    as_json: bool,
     **flags: Any,
 ) -> None:
     """Run or resume JOB_FILE (a TOML job); flags override its settings."""
     from .. import api
     from ..progress import choose
-    from .format import format_failures, format_summary
+    from .format import expected_state, format_failures, format_summary
 
-    job = load_job(job_file, flags)
     retry = _retry_types(retry_failed)
+    if as_json and dry_run:
+        raise click.UsageError("--json prints a run's summary; --dry-run sends nothing")
+    job = load_job(job_file, flags)
+    if job.mode != "batch":
+        batch_only = [name for name, given in _BATCH_FLAGS.items() if given(no_wait, flags)]
+        if batch_only:
+            raise click.UsageError(
+                f"{' and '.join(batch_only)} {'goes' if len(batch_only) == 1 else 'go'} only "
+                'with --mode batch (or [run] mode = "batch")'
+            )
     if dry_run:
         _print_plan(job, retry_failed=retry)
         return
     _console_logging(quiet, job.log_format)
+    if job.near_model is not None and not quiet and job.max_cost is None:  # a typo, likely
+        click.echo(f"Note: {job.no_price}; cost figures will be unknown", err=True)
+    if cluster is not None and not quiet:
+        click.echo(_cluster_line(cluster), err=True)
     progress = choose(quiet=quiet, log_every=job.log_every)
     with _beside_bar(progress):
         result = api.run(
@@ -128,14 +150,39 @@ def run(
             cluster=cluster,
             wait=not no_wait,
         )
-    if not quiet:
+    if as_json:
+        manifest = result.manifest or result.stats.to_json()  # as summary.json has it
+        click.echo(json.dumps({**manifest, "output": job.output_dir}, indent=2))
+    elif not quiet:
         click.echo(f"zbatch run {job.output_dir}")
         click.echo(format_summary(result.stats))
-    elif result.stats.failed and not _json_console():
+    if quiet and result.stats.failed and not _json_console():
         click.echo(format_failures(result.stats, job.output_dir), err=True)
     if result.stopped is not None and (quiet or not _json_console()):
-        _say_error(str(result.stopped))  # JSON, not quiet: the "stopped" event said it
+        state = expected_state(result.stopped)  # JSON, not quiet: the "stopped" event said it
+        if state is None:
+            _say_error(str(result.stopped))
+        else:
+            click.echo(f"{state}: {result.stopped}", err=True)
     sys.exit(result.exit_code)
+
+
+def _cluster_line(cluster: str) -> str:
+    """What --cluster is about to wait for, said before it waits."""
+    if cluster.startswith("local:"):
+        return f"starting a local Dask cluster ({cluster}) ..."
+    from ..cluster.probe import connect_seconds
+
+    return f"connecting to the Dask scheduler at {cluster} (up to {connect_seconds():g} s) ..."
+
+
+# Flags that mean something in batch mode only: each with how to tell it was given.
+_BATCH_FLAGS: dict[str, Callable[[bool, dict[str, Any]], bool]] = {
+    "--no-wait": lambda no_wait, flags: no_wait,
+    "--finish-online": lambda no_wait, flags: bool(flags.get("finish_online")),
+    "--poll-seconds": lambda no_wait, flags: flags.get("poll_seconds") is not None,
+    "--resubmit-unconfirmed": lambda no_wait, flags: bool(flags.get("resubmit_unconfirmed")),
+}
 
 
 @cli.command()
@@ -147,7 +194,9 @@ def validate(job_file: str | None, **flags: Any) -> None:
     _print_plan(load_job(job_file, flags), retry_failed=False)
 
 
-def _retry_types(value: str | None) -> bool | frozenset[str]:
+def _retry_types(
+    value: str | None, *, param_hint: str = "'--retry-failed'"
+) -> bool | frozenset[str]:
     """--retry-failed: every type ("all", the bare flag), or the named ones."""
     from ..store.state import retry_failed_problem
 
@@ -156,7 +205,7 @@ def _retry_types(value: str | None) -> bool | frozenset[str]:
     types = frozenset(part.strip() for part in value.split(",") if part.strip())
     problem = retry_failed_problem(types)
     if problem is not None:  # a usage error: said before the job is loaded
-        raise click.BadParameter(problem, param_hint="'--retry-failed'")
+        raise click.BadParameter(problem, param_hint=param_hint)
     return types
 
 
@@ -169,8 +218,21 @@ def _print_plan(job: Job, *, retry_failed: bool | frozenset[str]) -> None:
 
 def _outdir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """An OUTDIR: a local folder that must exist, or an s3:// / gs:// URL (checked on use)."""
-    if value is None or is_remote(value):
+    if value is None:
         return value
+    try:
+        check_scheme(value, "OUTDIR")
+    except ZbatchError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if is_remote(value):
+        return value
+    from ..store.outdir import rehearsal_of  # here: --help and --version start without Arrow
+
+    rehearsal = None if os.path.exists(value) else rehearsal_of(value)
+    if rehearsal is not None:
+        raise click.BadParameter(
+            f"{value} does not exist; did you mean {rehearsal} (where --simulate put its answers)?"
+        )
     return str(click.Path(file_okay=False, exists=True).convert(value, param, ctx))
 
 
@@ -190,24 +252,41 @@ def status(outdir: str, as_json: bool) -> None:
         click.echo(format_status(report))
 
 
+def _error_type(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--type: one error type, checked as run's --retry-failed checks its types."""
+    if value is not None:
+        _retry_types(value, param_hint="'--type'")
+    return value
+
+
 @cli.command()
 @click.argument("outdir", callback=_outdir)
-@click.option("--type", "error_type", help="Only errors of this type (e.g. invalid_label).")
+@click.option(
+    "--type",
+    "error_type",
+    callback=_error_type,
+    help="Only errors of this type (e.g. invalid_label).",
+)
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=5,
     show_default=True,
-    help="Sample ids shown per group.",
+    help="Sample ids (and answers) shown per group.",
+)
+@click.option(
+    "--answers",
+    is_flag=True,
+    help="Also show the paid answers of failed rows (the error log's answer column).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON.")
 @_reports_errors
-def errors(outdir: str, error_type: str | None, limit: int, as_json: bool) -> None:
-    """Failed rows by error type and code, with sample ids and messages."""
+def errors(outdir: str, error_type: str | None, limit: int, answers: bool, as_json: bool) -> None:
+    """Failed rows by error type and code, with sample ids and messages, and what to do."""
     from .. import api
     from .format import format_failure_groups
 
-    groups = api.failures(outdir, error_type=error_type, limit=limit)
+    groups = api.failures(outdir, error_type=error_type, limit=limit, answers=answers)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(g) for g in groups], indent=2))
     else:
@@ -248,7 +327,48 @@ def cancel(outdir: str) -> None:
     cancelled = api.cancel(outdir)
     for batch in cancelled:
         click.echo(f"batch {batch['batch_id']} (file {batch['file']}): {batch['state']}")
-    click.echo(f"{len(cancelled)} batches cancelled; run the job again to collect their answers")
+    if not cancelled:
+        click.echo(f"no open batches in {outdir}: nothing to cancel")
+    else:
+        click.echo(
+            f"{len(cancelled)} batches cancelled; the next run of the job collects the answers "
+            "they had finished"
+        )
+
+
+@cli.command()
+@click.argument("outdir", callback=_outdir)
+@click.option(
+    "--follow", "-f", is_flag=True, help="Keep printing new lines as runs write them (Ctrl-C ends)."
+)
+@click.option(
+    "--lines", "-n", type=click.IntRange(min=0), help="Print only the last N lines first."
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="With --follow: seconds between looks at run.log.",
+)
+@_reports_errors
+def logs(outdir: str, follow: bool, lines: int | None, interval: float) -> None:
+    """Print OUTDIR's run.log (what its runs did, one line per event); -f follows it."""
+    import time
+
+    from .. import api
+
+    text, offset = api.read_log(outdir)
+    if lines is not None:
+        text = "".join(text.splitlines(keepends=True)[-lines:] if lines else [])
+    click.echo(text, nl=False)
+    try:
+        while follow:
+            time.sleep(interval)
+            text, offset = api.read_log(outdir, offset)
+            click.echo(text, nl=False)
+    except KeyboardInterrupt:  # the way to stop following: not an error
+        pass
 
 
 @cli.command()

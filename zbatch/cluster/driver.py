@@ -209,8 +209,15 @@ async def _connect(spec: ClusterSpec) -> AsyncIterator[Client]:
             ):
                 yield client
         return
+    from .probe import connect_seconds, probe_scheduler
+
+    timeout = connect_seconds()
+    host, _, port = spec.address.partition("://")[2].rpartition(":")
+    if spec.address.startswith("tcp://"):  # TLS cannot be asked without its certificates
+        await probe_scheduler(host, int(port), timeout=timeout, shown=spec.address)
     try:
-        client = await Client(spec.address, asynchronous=True, timeout=30)
+        with anyio.fail_after(2 * timeout):
+            client = await Client(spec.address, asynchronous=True, timeout=timeout)
     except (OSError, TimeoutError) as exc:
         raise JobError(
             f"--cluster: no Dask scheduler answers at {spec.address} ({exc}); start one, or "

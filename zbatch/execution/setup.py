@@ -46,6 +46,7 @@ class RunResult:
     stats: Stats
     stopped: ZbatchError | None
     notice: str | None = None  # what --force did, when it did something
+    manifest: dict[str, Any] | None = None  # what summary.json (or the shard's) got
 
     @property
     def exit_code(self) -> int:
@@ -81,11 +82,8 @@ def check_run(
             f"no API key: set the environment variable {job.api_key_env} "
             "(or rehearse offline with --simulate)"
         )
-    if job.max_cost is not None and job.price is None:
-        raise JobError(
-            f"limits.max_cost needs a price for model {job.effective_model}: add it to [prices], "
-            f'e.g. "{job.effective_model}" = {{ input = 0.6, output = 2.2 }}'
-        )
+    if job.max_cost is not None and job.no_price is not None:
+        raise JobError(f"limits.max_cost needs a price: {job.no_price}")
     return inputs, key
 
 
@@ -304,6 +302,7 @@ def finish(
         figures = {**stats.to_json(), **summary}
         manifest = record(info, figures, last_success(outdir, info.tag))
         write_manifest(outdir, manifest, info.tag)
+        result.manifest = manifest
     if report:
         from ..results.page import write_run_report
 

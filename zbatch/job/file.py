@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import urls
 from ..errors import JobError
 from .settings import DEFAULT_BASE_URL, Job
 
@@ -137,8 +138,8 @@ def load_job(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) 
 def _resolve(value: str, base: Path) -> str:
     """A local path made absolute against ``base``; URLs (s3://, gs://, file://) and "-"
     (stdin) as written."""
-    if "://" in value or value == "-":
-        return value
+    if "://" in value or value == "-" or urls.looks_remote(value):
+        return value  # a malformed URL (s3:/x) is refused by the Job's check, not made local
     return str((base / Path(value).expanduser()).resolve())
 
 

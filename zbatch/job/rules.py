@@ -11,6 +11,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .. import urls
 from ..errors import JobError
 from ..providers import ZAI, provider_for
 
@@ -128,6 +129,7 @@ def check(job: Job) -> None:
         if not getattr(job, name):
             flag = "--input" if name == "input_path" else "--output"
             raise JobError(f"{key_for(name)} is not set: set it in the job file or pass {flag}")
+        urls.check_scheme(getattr(job, name), key_for(name))
     for name in _POSITIVE:
         if getattr(job, name) <= 0:
             raise fail(name, "must be greater than 0")
@@ -177,6 +179,10 @@ def check(job: Job) -> None:
         raise JobError("set request.template or request.messages_column, not both")
     if job.template is not None:
         _check_template(job.template)
+    if job.model is not None and not job.model.strip():
+        raise JobError(
+            f"request.model must name a model, not {job.model!r}: leave it out for the default"
+        )
     for model, price in job.prices.items():
         _check_price(model, price)
     if "messages" in job.extra or "model" in job.extra:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..pricing import Price, discounted, price_for
+from ..pricing import Price, discounted, nearest_model, no_price, price_for
 from ..providers import ZAI, Provider, provider_for
 from .rules import check, fit
 
@@ -139,6 +139,20 @@ class Job:
         batch_discount of it in batch mode; None when neither knows the model."""
         price = price_for(self.effective_model, self.prices, self.profile.prices)
         return discounted(price, self.batch_discount) if self.mode == "batch" else price
+
+    @property
+    def near_model(self) -> str | None:
+        """For a model without a price: the priced model whose name is nearest, if any."""
+        if self.price is not None:
+            return None
+        return nearest_model(self.effective_model, [*self.prices, *self.profile.prices])
+
+    @property
+    def no_price(self) -> str | None:
+        """When no price is known for the model: what to say (the nearest known name too)."""
+        if self.price is not None:
+            return None
+        return no_price(self.effective_model, self.near_model)
 
     def fingerprint(self) -> str:
         """A digest of the settings that shape a request; resume refuses a change."""

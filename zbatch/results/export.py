@@ -20,7 +20,7 @@ from ..prompt import row_id
 from ..schema import JSON_TEXT
 from ..source import open_input
 from ..store import OutputDir, open_storage, write_batches
-from ..urls import is_remote, local_path
+from ..urls import check_scheme, is_remote, local_path
 from .outcomes import Outcomes, final_outcomes
 
 
@@ -30,6 +30,7 @@ def export_outcomes(outdir: OutputDir, target: str, *, with_input: bool) -> Expo
     ``target`` is a local path or a URL (file://, s3://, gs://). Written a batch at a time;
     ``with_input`` joins the whole input in memory first.
     """
+    check_scheme(target, "export file")
     folder, _, name = target.rstrip("/").rpartition("/")
     suffix = ".jsonl" if target == "-" else Path(name).suffix.lower()
     if suffix not in (".parquet", ".jsonl", ".csv"):
@@ -133,13 +134,28 @@ def _join_input(outcomes: pa.Table, settings: dict[str, Any]) -> pa.Table:
     picked = picked.set_column(
         picked.column_names.index("id"), "id", pa.array([row["id"] for row in rows], pa.string())
     )
+    keep = set(settings.get("keep_columns") or ()) & set(outcomes.column_names)
     for name in names:
-        if name != "id":
+        if name in keep:  # already a column: only pending rows lack it
+            picked = _filled_in(picked, name, [row.get(name) for row in rows])
+        elif name != "id":
             field, values = _input_column(name, [row.get(name) for row in rows])
             if name in outcomes.column_names:
                 field = field.with_name(f"input_{name}")
             picked = picked.append_column(field, values)
     return picked
+
+
+def _filled_in(table: pa.Table, name: str, values: list[Any]) -> pa.Table:
+    """A keep column with its nulls (rows not answered yet) filled from the input's values,
+    where they have the column's type."""
+    place = table.column_names.index(name)
+    column = table.column(name)
+    try:
+        given = pa.array(values, column.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return table
+    return table.set_column(place, table.field(name), pc.coalesce(column, given))
 
 
 def _input_column(name: str, values: list[Any]) -> tuple[pa.Field, pa.Array]:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import prompt
-from ..batch.ledger import describe, open_batches, reserved_usd
+from ..batch.ledger import ABANDONED, describe, open_batches, reserved_usd
 from ..errors import JobError
 from ..job.settings import DEFAULT_MODEL
 from ..ops.manifest import shard_manifests, view
@@ -20,7 +20,8 @@ from ..pricing import Price, cost, discounted, price_for
 from ..providers import provider_for
 from ..source import count_rows, open_input
 from ..stats import Agreement
-from ..store import RESULTS, OutputDir, Parts
+from ..store import ERRORS, RESULTS, OutputDir, Parts
+from ..store.state import ResumeState, retry_failed_problem
 from .outcomes import final_outcomes, fixed_places
 
 
@@ -125,19 +126,20 @@ def read_status(outdir: OutputDir) -> Status:
         outdir=outdir.location,
         input_rows=input_rows,
         done=done,
-        failed=state.failed,
+        failed=state.failed + state.duplicate_rows,
         failed_retryable=state.failed_retryable,
         tokens=tokens,
         cost_usd=None if spent is None else round(spent, 6),
         max_cost=settings.get("max_cost"),
         labels=dict(labels),
-        errors=dict(Counter(kind for kind, _ in state.open_errors().values())),
+        errors=_error_counts(state),
         simulated=bool(settings.get("simulate")),
         active=outdir.active_runs(),
         uncommitted=outdir.uncommitted_rows(),
         gold=_agreement(settings, results) if settings.get("gold_column") else None,
         last_run=last_run,
-        batches=[describe(s) for s in open_batches(outdir.storage)],
+        # A file that never reached the provider holds nothing: its rows are counted above.
+        batches=[describe(s) for s in open_batches(outdir.storage) if s.state != ABANDONED],
         reserved=None if settings.get("max_cost") is None else _reserved(outdir),
         shards=shards,
     )
@@ -166,6 +168,15 @@ def _last_run(manifest: dict[str, Any]) -> LastRun:
     return LastRun(
         manifest.get("outcome", "unknown"), manifest.get("exit_code"), manifest.get("ended_at")
     )
+
+
+def _error_counts(state: ResumeState) -> dict[str, int]:
+    """Failed rows by error_type, as a run's summary counts them: each id's open error, and
+    each input row that repeated an id."""
+    counts = Counter(kind for kind, _ in state.open_errors().values())
+    if state.duplicate_rows:
+        counts["duplicate_id"] += state.duplicate_rows
+    return dict(counts)
 
 
 def settings_price(settings: Mapping[str, Any]) -> Price | None:
@@ -207,9 +218,17 @@ def _agreement(settings: dict[str, Any], results: Parts) -> Agreement | None:
     return agreement
 
 
+# Error types that --retry-failed can fix by sending the row again; the others (the input's own
+# faults) need the input fixed, and the retryable ones are sent again by any run.
+RETRY_FIXES = frozenset(
+    {"bad_request", "content_filter", "invalid_label", "invalid_json", "template_error", "fatal"}
+)
+
+
 @dataclass(frozen=True)
 class FailureGroup:
-    """Failed ids that share an error type and code: how many, a few ids, a few messages."""
+    """Failed rows that share an error type and code: how many, a few ids, a few messages,
+    and (when asked) the paid answers they got."""
 
     error_type: str
     error_code: str | None
@@ -217,33 +236,61 @@ class FailureGroup:
     retryable: int  # how many the next run sends again
     ids: list[str]
     messages: list[str]
+    answers: dict[str, str] = field(default_factory=dict)  # id -> the paid answer, when asked
 
 
 def failure_groups(
-    outdir: OutputDir, *, error_type: str | None = None, limit: int = 5
+    outdir: OutputDir, *, error_type: str | None = None, limit: int = 5, answers: bool = False
 ) -> list[FailureGroup]:
-    """The failed ids (latest outcome an error, as export counts them) grouped by type and
-    code, largest first, each with up to ``limit`` ids and 3 distinct messages."""
+    """The failed rows grouped by type and code, largest first, each with up to ``limit``
+    ids (and with ``answers``, up to ``limit`` paid answers) and 3 distinct messages.
+
+    Failed rows are what a run's summary and ``status`` count: the ids whose latest outcome
+    is an error (as export has them), and the input rows that repeat an id (duplicate_id:
+    the id itself was answered once)."""
+    problem = None if error_type is None else retry_failed_problem({error_type})
+    if problem is not None:
+        raise JobError(f"error type: {problem}")
     try:
         outcomes = final_outcomes(outdir)
     except JobError:  # nothing committed yet
         return []
     groups: dict[tuple[str, str | None], dict[str, Any]] = {}
-    columns = ["id", "error_type", "error_code", "message", "status"]
-    for batch in outcomes.batches:
-        failed = batch.filter(pc.not_equal(batch.column("status"), "ok")).select(columns)
-        for row in failed.to_pylist():
+
+    def add(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
             if error_type is not None and row["error_type"] != error_type:
                 continue
             group = groups.setdefault(
                 (row["error_type"], row["error_code"]),
-                {"count": 0, "retryable": 0, "ids": [], "messages": []},
+                {"count": 0, "retryable": 0, "ids": [], "messages": [], "answers": {}},
             )
             group["count"] += 1
-            group["retryable"] += row["status"] == "failed_retryable"
+            group["retryable"] += bool(row["retryable"])
             if len(group["ids"]) < limit:
                 group["ids"].append(row["id"])
             if len(group["messages"]) < 3 and row["message"] not in group["messages"]:
                 group["messages"].append(row["message"])
+            if answers and row["answer"] is not None and len(group["answers"]) < limit:
+                group["answers"][row["id"]] = row["answer"]
+
+    columns = ["id", "error_type", "error_code", "message", "retryable", "answer"]
+    if "error_type" in outcomes.schema.names:  # else: only results were ever committed
+        for batch in outcomes.batches:
+            failed = batch.filter(pc.not_equal(batch.column("status"), "ok"))
+            add(_with_columns(failed, columns).to_pylist())
+        errors = outdir.parts(ERRORS)
+        for batch in errors.batches(errors.schema.names):
+            repeats = batch.filter(pc.equal(batch.column("error_type"), "duplicate_id"))
+            add(_with_columns(repeats, columns).to_pylist())
     ordered = sorted(groups.items(), key=lambda item: -item[1]["count"])
     return [FailureGroup(kind, code, **figures) for (kind, code), figures in ordered]
+
+
+def _with_columns(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
+    """``batch``'s columns ``names``, a missing one (``answer`` in an older log) all null."""
+    arrays = [
+        batch.column(name) if name in batch.schema.names else pa.nulls(batch.num_rows)
+        for name in names
+    ]
+    return pa.RecordBatch.from_arrays(arrays, names=names)

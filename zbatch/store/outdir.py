@@ -42,6 +42,7 @@ import pyarrow as pa
 from .. import urls
 from ..budget import Reservations, Spend
 from ..errors import JobError
+from ..schema import INPUT_FAULTS
 from .compaction import compact_table, recover
 from .objectstore import ObjectStorage
 from .parts import Parts, PartWriter
@@ -56,6 +57,7 @@ SUMMARY = "summary.json"
 RUN_LOG = "run.log"
 RESULTS = "results"
 ERRORS = "errors"
+BATCHES = "batches"  # batch mode's ledger (zbatch.batch.ledger)
 LOCK = ".lock"
 TABLES = (RESULTS, ERRORS)
 GENERATIONS = "generations"
@@ -136,6 +138,20 @@ class RunSession:
             self.outdir._check_job(fingerprint, extra.get("request") or {}, force=False)
 
 
+def rehearsal_of(location: str) -> str | None:
+    """``location``.simulated when a --simulate rehearsal left its answers there: what a user
+    who asks for ``location`` (and finds nothing) most likely means."""
+    from ..job.settings import SIMULATED_SUFFIX
+
+    twin = location.rstrip("/") + SIMULATED_SUFFIX
+    if location.rstrip("/").endswith(SIMULATED_SUFFIX):
+        return None
+    try:
+        return twin if open_storage(twin).read_bytes(JOB) is not None else None
+    except (JobError, OSError):
+        return None
+
+
 class OutputDir:
     """One output directory, wherever it is kept."""
 
@@ -149,7 +165,11 @@ class OutputDir:
         """job.json; JobError when this is not an output directory."""
         data = self.read_json(JOB)
         if data is None:
-            raise JobError(f"{self.location} is not a zbatch output directory (no job.json)")
+            twin = rehearsal_of(self.location)
+            guess = (
+                "" if twin is None else f"; did you mean {twin} (where --simulate put its answers)?"
+            )
+            raise JobError(f"{self.location} is not a zbatch output directory (no job.json){guess}")
         return data
 
     def read_job_if_any(self) -> dict[str, Any] | None:
@@ -310,7 +330,7 @@ class OutputDir:
             from .journal import replay
 
             replayed = replay(self, self.journal_folder(), tag)
-            notice = self._check_job(fingerprint, settings, force=force)
+            notice = self._check_job(fingerprint, settings, force=force, whole=shard is None)
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
             prefix = f"{stamp}-{secrets.token_hex(2)}" + (f"-{tag}" if tag else "")
             yield RunSession(self, self.load_state(), notice, prefix, tag, replayed)
@@ -322,7 +342,12 @@ class OutputDir:
         return previous is None or _same_request(previous, fingerprint, settings)
 
     def _check_job(
-        self, fingerprint: str | Sequence[str], settings: Mapping[str, Any], *, force: bool
+        self,
+        fingerprint: str | Sequence[str],
+        settings: Mapping[str, Any],
+        *,
+        force: bool,
+        whole: bool = False,
     ) -> str | None:
         previous = self.read_json(JOB)
         if previous is None or _same_request(previous, fingerprint, settings):
@@ -338,8 +363,15 @@ class OutputDir:
                 f"{self.location} holds {held} answers, and a {run} run never mixes with them. "
                 "Use another output directory, or --force to move them aside and start afresh"
             )
+        what = ", ".join(changed) or "request settings"
+        if not force and whole and self._nothing_settled():
+            # A job stopped because it was wrong (a model that does not exist): the fixed job
+            # goes on here, as the stop message promised.
+            return (
+                f"request settings changed ({what}); no answer was committed under the old "
+                "ones, so the run goes on with the new ones"
+            )
         if not force:
-            what = ", ".join(changed) or "request settings"
             raise JobError(
                 f"{self.location} holds results of a different request ({what} changed). "
                 "Use a new output directory, or --force to start a new generation of results here"
@@ -353,6 +385,17 @@ class OutputDir:
                 self.storage.move(name, f"{archive}/{name}")
         where = f"{self.location}/{archive}"
         return f"request settings changed: previous outputs moved to {where}; starting afresh"
+
+    def _nothing_settled(self) -> bool:
+        """No row is settled under the request job.json records: no result, no batch, and
+        only errors that the next run sends again or that are the input's own."""
+        if self.parts(RESULTS).names or self.storage.list(BATCHES):
+            return False
+        for batch in self.parts(ERRORS).batches(["error_type", "retryable"]):
+            rows = zip(*(batch.column(i).to_pylist() for i in range(2)), strict=True)
+            if any(not flag and kind not in INPUT_FAULTS for kind, flag in rows):
+                return False
+        return True
 
     def tidy(self, tag: str = "") -> None:
         """Finish an interrupted compaction and drop the temp files a crash left.

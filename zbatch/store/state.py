@@ -35,6 +35,7 @@ class ResumeState:
     succeeded: set[str] = field(default_factory=set)
     latest_error: dict[str, tuple[str, bool]] = field(default_factory=dict)  # id -> (type, retry)
     duplicates_logged: set[str] = field(default_factory=set)
+    duplicate_rows: int = 0  # input rows logged as repeating an id (its id answered once)
 
     def is_done(self, row_id: str, *, retry_failed: RetryFailed = False) -> bool:
         if row_id in self.succeeded:
@@ -100,5 +101,6 @@ def _read_errors(errors: Parts, state: ResumeState) -> None:
         for row_id, kind, retryable in zip(ids, types, flags, strict=True):
             if kind == "duplicate_id":
                 state.duplicates_logged.add(row_id)
+                state.duplicate_rows += 1
             else:
                 state.latest_error[row_id] = (kind, bool(retryable))
