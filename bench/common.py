@@ -481,3 +481,20 @@ def tree_state() -> str:
         return "git state unknown"
     changed = sorted({Path(p).name for p in dirty if p.endswith(".py")})
     return f"zbatch at {head}" + (f" + uncommitted {', '.join(changed)}" if changed else "")
+
+
+def checked_run(job: Any, rows: int) -> tuple[float, Path]:
+    """Run ``job`` (a zbatch.Job) to the end; its seconds and OUTDIR, after checking that it
+    exited 0 with every one of ``rows`` rows in results/ exactly once."""
+    import pyarrow.dataset as ds
+
+    import zbatch
+
+    started = time.perf_counter()
+    result = zbatch.run(job)
+    seconds = time.perf_counter() - started
+    outdir = Path(job.output_dir)
+    ids = ds.dataset(outdir / "results", format="parquet").to_table(columns=["id"]).column("id")
+    if result.exit_code != 0 or len(ids) != rows or len(set(ids.to_pylist())) != rows:
+        raise RuntimeError(f"exit {result.exit_code}, {len(ids)} result rows for {rows} rows")
+    return seconds, outdir

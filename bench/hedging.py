@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
-import pyarrow.dataset as ds
-from common import arg_parser, fake_server, make_jsonl, median, start, table
+from common import arg_parser, checked_run, fake_server, make_jsonl, median, start, table
 
 import zbatch
 
@@ -36,12 +34,7 @@ def one_run(
         hedge=hedge,
         log_every=3600,
     )
-    started = time.perf_counter()
-    result = zbatch.run(job)
-    seconds = time.perf_counter() - started
-    ids = ds.dataset(outdir / "results", format="parquet").to_table(columns=["id"]).column("id")
-    if result.exit_code != 0 or len(ids) != rows or len(set(ids.to_pylist())) != rows:
-        raise RuntimeError(f"exit {result.exit_code}, {len(ids)} result rows for {rows} rows")
+    seconds, _ = checked_run(job, rows)
     summary = json.loads((outdir / "summary.json").read_text())
     return {"seconds": seconds, "hedged": summary["hedged_requests"]}
 

@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from .. import __version__
-from ..errors import ZbatchError
+from ..errors import Interrupted, StoreError, ZbatchError
 from ..job.file import load_job
 from ..job.settings import Job
 from ..urls import check_scheme, is_remote
@@ -31,16 +32,39 @@ def _reports_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # From the first moment: a SIGTERM before a run's own handling is in place (or in a
+        # command that has none) stops like a SIGINT does, exit 143, not by the default action.
+        signal.signal(signal.SIGTERM, _terminated)
         try:
             return func(*args, **kwargs)
         except ZbatchError as exc:
             _say_error(str(exc))
             sys.exit(exc.exit_code)
+        except BaseExceptionGroup as group:  # the SIGTERM above, raised inside a task group
+            interrupted = group.subgroup(Interrupted)
+            if interrupted is None:
+                raise
+            _say_error(str(interrupted.exceptions[0]))
+            sys.exit(143)
+        except OSError as exc:  # one the command did not foresee: still one line, exit 74
+            where = f" ({exc.filename})" if exc.filename else ""
+            _say_error(
+                f"{exc.strerror or exc}{where}: fix it (free space, permissions, a file where a "
+                "folder belongs), then run the same command; committed parts are intact"
+            )
+            sys.exit(StoreError.exit_code)
         except KeyboardInterrupt:  # before the run's own signal handling is in place
             click.echo("Interrupted; nothing was lost: run the same command to resume", err=True)
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Interrupted(
+        "interrupted by SIGTERM before the run started; nothing was sent: run the same command",
+        exit_code=143,
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from .. import prompt
+from ..batch.ledger import Ledger
 from ..budget import Budget
 from ..errors import JobError, ZbatchError
+from ..idset import IdSet
 from ..job.settings import Job
 from ..ops.events import RunContext
 from ..ops.manifest import RunInfo, last_success, record
@@ -139,6 +141,9 @@ async def execute(
     from ..simulate import SimulatedEndpoint, SimulationSpec
     from ..store.journal import JournaledSink
 
+    # Another run holding these ids is refused at once (exit 75), before the input is read.
+    with OutputDir(job.output_dir).locked(None if shard is None else (shard.index, shard.count)):
+        pass
     inputs, key = check_run(job, api_key, transport, stdin=shard is None)
     provider = job.profile
     if job.simulate and job.mode == "batch":
@@ -168,6 +173,9 @@ async def execute(
         input_rows = count_rows(inputs.paths)  # reads a JSONL or CSV input to the end
         stats.total = input_rows if shard is None else None
         state = session.state
+        # An open batch owns its rows until batch mode collects them (or they are cancelled):
+        # an online run leaves them alone rather than buy them a second time.
+        in_batches = Ledger(outdir.storage).open_ids(job.fingerprint()) if online else IdSet()
         pipeline = RowPipeline(
             job,
             state=state,
@@ -176,7 +184,7 @@ async def execute(
             errors=JournaledSink(errors, journal, ERRORS) if online else errors,
             schema=schema,
             retry_failed=retry_failed,
-            in_shard=None if shard is None else shard.contains,
+            in_shard=owned_rows(shard, in_batches),
             secret=key or "",
         )
         items = inputs.rows_or_done(job.id_column, pipeline.is_done)
@@ -193,6 +201,12 @@ async def execute(
             pipeline.warn = log.warning
             if session.notice:
                 log.warning(session.notice)
+            if in_batches:
+                log.warning(
+                    "%d rows wait in open batches of an earlier batch-mode run, so this run "
+                    "leaves them: run with --mode batch to collect them, or zbatch cancel",
+                    len(in_batches),
+                )
             if session.replayed:
                 log.warning(
                     "replayed %d answers from the journal of a run that was cut off",
@@ -275,6 +289,15 @@ async def execute(
                 where=where,
                 report=job.report and shard is None and write_summary,
             )
+
+
+def owned_rows(shard: Shard | None, in_batches: IdSet) -> Callable[[str], bool] | None:
+    """Whether a row is this run's: in its shard, and in no open batch (None: every row)."""
+    if not in_batches:
+        return None if shard is None else shard.contains
+    if shard is None:
+        return lambda row_id: row_id not in in_batches
+    return lambda row_id: shard.contains(row_id) and row_id not in in_batches
 
 
 def finish(

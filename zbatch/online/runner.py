@@ -182,6 +182,7 @@ class Runner(Dispatcher):
         while (work := await self._next_work()) is not None:
             if self.shared is not None and await self.shared.reuse(work):
                 continue
+            await self.journal.room()
             await self._process(work)
             if self.shared is not None:
                 self.shared.settle(work)

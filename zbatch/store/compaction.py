@@ -9,15 +9,18 @@ first lets :func:`recover` finish or undo a compaction a crash cut off.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from .parts import Parts
+from ..errors import StoreError
+from .parts import Parts, is_part
 
 if TYPE_CHECKING:
     from .outdir import OutputDir
+    from .storage import Storage
 
 COMPACT_JOURNAL = ".compact-journal.json"
 
@@ -51,6 +54,35 @@ def recover(outdir: OutputDir, table: str) -> None:
         else:
             storage.move(staged, target)
     storage.delete(f"{table}/{COMPACT_JOURNAL}")
+
+
+def staged_view(
+    storage: Storage, table: str, listing: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    """The parts of a table as :func:`recover` would leave them, read without writing:
+    (part names in commit order, {name: the file that holds it} where that differs).
+
+    After an interrupted compaction whose merged part is staged, the old parts it merged
+    are left out (some may be gone already) and the staged file stands in for the merged
+    part, so a reader (`status`, `export`, ``read_results``) never sees fewer rows than are
+    committed, nor one twice, even on a read-only OUTDIR that no run has recovered yet."""
+    names = [name for name in listing if is_part(name)]
+    if COMPACT_JOURNAL not in listing:
+        return names, {}
+    blob = storage.read_bytes(f"{table}/{COMPACT_JOURNAL}")
+    if blob is None:  # the compaction finished since the listing
+        return names, {}
+    try:
+        journal = json.loads(blob)
+        staged, target, remove = journal["staged"], journal["target"], set(journal["remove"])
+    except (ValueError, TypeError, KeyError):
+        raise StoreError(
+            f"{storage.location}/{table}/{COMPACT_JOURNAL} (left by an interrupted compact) is "
+            "unreadable; run `zbatch compact` or a run on this OUTDIR to recover it"
+        ) from None
+    if staged not in listing or target in names:
+        return names, {}  # not staged (the old parts stand), or already moved into place
+    return sorted([name for name in names if name not in remove] + [target]), {target: staged}
 
 
 def merged_name(last: str) -> str:

@@ -16,7 +16,13 @@ by the next one, exactly once.
 
 A segment is a sequence of frames: ``b"ZJ"``, a kind byte, length and CRC-32 of the payload.
 Kinds: result rows and error rows (each an Arrow IPC stream, so every value keeps its exact
-type), and the segment's spend so far (JSON). A torn last frame was never synced: it is ignored.
+type), and the segment's spend so far (JSON). A frame that does not read whole (torn by a crash
+mid-write, or damaged on disk) is skipped up to the next whole frame, and the segment is kept
+in journal/damaged/ with a warning naming it, the bytes skipped and the answers at risk.
+
+The next owner of an id replays it, whoever wrote the journal (a whole run, a shard of any
+split, a cluster task): see :func:`replay` and :mod:`zbatch.store.ownership`. Workers wait
+while MAX_UNSYNCED answers are not yet durable, so a slow fsync never widens the window.
 
 Object storage has no append: there the journal lives in a local folder named after the
 OUTDIR URL and a token kept in the OUTDIR (:func:`local_folder`), so it protects a run from a
@@ -26,14 +32,16 @@ kill -9 of the process on the same machine, not from the loss of the machine.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import json
+import logging
 import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -43,7 +51,9 @@ import pyarrow.parquet as pq
 
 from ..budget import Spend
 from ..errors import StoreError
-from .outdir import ERRORS, RESULTS, OutputDir, shard_owns
+from ..shard import shard_of
+from .outdir import ERRORS, RESULTS, OutputDir, shard_tag
+from .ownership import WHOLE, Share, lock_name, share_of_tag
 from .parts import part_name
 from .storage import fsync_dir, store_error
 
@@ -51,12 +61,19 @@ if TYPE_CHECKING:
     from .parts import PartWriter
 
 SUFFIX = ".journal"
+DAMAGED = "damaged"  # journal/damaged/: segments that could not be read whole, kept aside
 WINDOW = 0.05  # seconds between group commits
+# Answers received but not yet durable beyond which workers wait before sending more: on slow
+# storage (an fsync of 0.3 s) the answers a kill -9 can cost stay this many plus those in
+# flight, whatever the fsync takes (docs/performance.md "The journal window").
+MAX_UNSYNCED = 256
 _FRAME = struct.Struct("<2sBII")
 _MAGIC = b"ZJ"
 _KIND_TABLES = {1: RESULTS, 2: ERRORS}
 _KIND_SPEND = 3
 _TABLE_KINDS = {table: kind for kind, table in _KIND_TABLES.items()}
+
+log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
 Taken = tuple[int, dict[str, list[Row]], Spend]  # a segment's rows and spend not yet written
@@ -98,6 +115,8 @@ class Journal:
         self._sealed: list[tuple[str, Spend]] = []
         self._handle: tuple[int, BinaryIO] | None = None  # the segment's file being appended
         self._lock = anyio.Lock()
+        self.unsynced = 0  # rows recorded, not yet durable (in the journal or a part)
+        self._synced = anyio.Event()
 
     def name(self, segment: int) -> str:
         return f"{self._prefix}-{segment:05d}{SUFFIX}"
@@ -105,6 +124,13 @@ class Journal:
     def record(self, table: str, row: Row) -> None:
         self._rows[table].append(row)
         self._dirty = True
+        self.unsynced += 1
+
+    async def room(self) -> None:
+        """Wait while MAX_UNSYNCED answers or more wait for their group commit (back-pressure:
+        the journal window stays bounded in answers whatever the fsync latency)."""
+        while self.folder is not None and self.unsynced >= MAX_UNSYNCED:
+            await self._synced.wait()
 
     def charge(self, answer: Any, usd: float) -> None:
         """A billed answer (anything with the usage fields of a Success) costing ``usd``."""
@@ -128,6 +154,7 @@ class Journal:
         parts (the caller takes the buffers right after, with no wait in between, so a part
         never outgrows part_rows). Returns what was not yet written, for :meth:`keep`."""
         taken = self._take()
+        self._durable(taken[1])  # the part commit makes them durable, or keep() writes them
         self._sealed.append((self.name(self._segment), self._spend))
         self._segment += 1
         self._spend = Spend()
@@ -136,7 +163,7 @@ class Journal:
     async def keep(self, taken: Taken) -> None:
         """The parts did not take a sealed segment's rows: write its rest after all."""
         async with self._lock:
-            await self._write(taken)
+            await self._append_frames(*taken)
 
     async def settle(self) -> None:
         """The sealed segments' rows are in committed parts: record their spend, drop them."""
@@ -182,9 +209,21 @@ class Journal:
         return self._segment, rows, replace(self._spend)
 
     async def _write(self, taken: Taken) -> None:
-        if self.folder is None:
-            return
         segment, rows, spend = taken
+        try:
+            await self._append_frames(segment, rows, spend)
+        finally:
+            self._durable(rows)
+
+    def _durable(self, rows: dict[str, list[Row]]) -> None:
+        """``rows`` are durable (or the run is stopping on a write error): wake the waiters."""
+        self.unsynced -= sum(len(table_rows) for table_rows in rows.values())
+        self._synced.set()
+        self._synced = anyio.Event()
+
+    async def _append_frames(self, segment: int, rows: dict[str, list[Row]], spend: Spend) -> None:
+        if self.folder is None:  # --no-journal
+            return
         # Encoded here, only the write and fsync in a thread: the encoding holds the GIL
         # anyway, and a thread doing it would trade the GIL with the event loop, row by row
         # (bench/throughput.py, zbatch against zbatch-nojournal: ~8 µs of CPU per row -> ~3).
@@ -231,17 +270,54 @@ def _frame(kind: int, payload: bytes) -> bytes:
     return _FRAME.pack(_MAGIC, kind, len(payload), zlib.crc32(payload)) + payload
 
 
-def read_frames(path: Path) -> Iterator[tuple[int, bytes]]:
-    """The whole frames of a segment, in order; a torn or damaged tail ends it."""
-    data = path.read_bytes()
+@dataclass
+class Scan:
+    """What a segment holds: its whole frames, and the bytes that could not be read."""
+
+    frames: list[tuple[int, bytes]] = field(default_factory=list)
+    skipped: int = 0  # bytes in damaged frames (a torn last frame included)
+
+
+def scan(data: bytes) -> Scan:
+    """The whole frames of a segment, in order. A damaged frame (bad magic, length or CRC)
+    is skipped up to the next frame that reads whole, so one bad frame costs only its own
+    rows; the bytes skipped are counted."""
+    found = Scan()
     offset = 0
-    while offset + _FRAME.size <= len(data):
-        magic, kind, length, crc = _FRAME.unpack_from(data, offset)
-        payload = data[offset + _FRAME.size : offset + _FRAME.size + length]
-        if magic != _MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
-            return
-        yield kind, payload
-        offset += _FRAME.size + length
+    while offset < len(data):
+        frame = _frame_at(data, offset)
+        if frame is None:
+            following = _next_frame(data, offset + 1)
+            found.skipped += following - offset
+            offset = following
+            continue
+        found.frames.append(frame)
+        offset += _FRAME.size + len(frame[1])
+    return found
+
+
+def _frame_at(data: bytes, offset: int) -> tuple[int, bytes] | None:
+    if offset + _FRAME.size > len(data):
+        return None
+    magic, kind, length, crc = _FRAME.unpack_from(data, offset)
+    payload = data[offset + _FRAME.size : offset + _FRAME.size + length]
+    if magic != _MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
+        return None
+    return kind, payload
+
+
+def _next_frame(data: bytes, offset: int) -> int:
+    """Where the next whole frame from ``offset`` starts; the end when none does."""
+    while (offset := data.find(_MAGIC, offset)) != -1:
+        if _frame_at(data, offset) is not None:
+            return offset
+        offset += 1
+    return len(data)
+
+
+def read_frames(path: Path) -> Iterator[tuple[int, bytes]]:
+    """The whole frames of a segment, in order (damaged ones skipped: :func:`scan`)."""
+    yield from scan(path.read_bytes()).frames
 
 
 def journaled_rows(folder: Path) -> int:
@@ -254,17 +330,35 @@ def journaled_rows(folder: Path) -> int:
     return total
 
 
-def replay(outdir: OutputDir, folder: Path, tag: str) -> int:
-    """Commit what the journals of killed runs hold and the parts do not; the rows replayed.
+def writer_share(name: str) -> Share | None:
+    """The shard whose run wrote a journal segment ("{stamp}-{hex}[-{tag}]-{n}.journal")."""
+    fields = name.removesuffix(SUFFIX).split("-")
+    return share_of_tag(fields[2] if len(fields) == 4 else "")
 
-    A shard (``tag`` "3of8") replays its own journals, a whole-job run all of them. Results
-    are matched by id (each id is in results/ at most once), error rows by id and time; the
-    spend goes to the replaying run's ledger unless a ledger names the journal already.
-    Nothing is sent before this is done."""
+
+def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> int:
+    """Commit what the journals of killed runs hold for the ids this run owns and the parts
+    do not have; the rows replayed. Nothing is sent before this is done.
+
+    Every journal is read whoever wrote it (a whole run, a shard of any split), except those
+    of a writer still live (its shard's lock is held: it owns none of our ids and settles its
+    journal itself). Rows of ids this run owns (``shard``; None: all) are committed, results
+    matched by id (each id is in results/ at most once), error rows by id and time; rows of
+    other ids wait for their owner's next run. A journal is deleted once the parts hold all
+    its rows. Its spend goes to the ledger of the run that reads it first (each replay holds
+    the segment's file lock, and the ledgers name the journals they hold). A damaged segment
+    is reported and moved to journal/damaged/ once read."""
+    share = shard or WHOLE
     try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(SUFFIX) and shard_owns(n, tag))
+        names = sorted(n for n in os.listdir(folder) if n.endswith(SUFFIX))
     except FileNotFoundError:
         return 0
+    except NotADirectoryError:
+        raise StoreError(
+            f"{folder} is a file, where zbatch keeps its answer journal: move it away, then "
+            "run the same command"
+        ) from None
+    names = [name for name in names if _replayable(outdir, name, share)]
     if not names:
         return 0
     seen: dict[str, set[Any]] = {
@@ -275,37 +369,106 @@ def replay(outdir: OutputDir, folder: Path, tag: str) -> int:
         }
         for table, columns in _KEY_COLUMNS.items()
     }
+    owns = _owner(share)
     replayed = 0
     for name in names:
-        tables: dict[str, list[pa.Table]] = {table: [] for table in _TABLE_KINDS}
-        spend = Spend()
-        try:
-            for kind, payload in read_frames(folder / name):
-                if kind == _KIND_SPEND:
-                    spend = Spend.from_json(json.loads(payload))
-                elif kind in _KIND_TABLES:
-                    tables[_KIND_TABLES[kind]].append(pa.ipc.open_stream(payload).read_all())
-        except (OSError, pa.ArrowException, ValueError) as exc:
-            raise StoreError(
-                f"the answer journal {folder / name} cannot be read ({exc}); move it away and "
-                "run again (its answers are then bought again)"
-            ) from None
-        if name not in (outdir.total_spend() or Spend()).journals:
-            ledger = outdir.read_spend(tag)
-            ledger.add(spend)
-            ledger.journals = [*ledger.journals, name]
-            outdir.write_spend(ledger, tag)
-        stem = name.removesuffix(SUFFIX)
-        prefix, segment = stem.rsplit("-", 1)
-        for table, columns in _KEY_COLUMNS.items():
-            fresh = _not_seen(tables[table], columns, seen[table])
-            if fresh is None:
-                continue
-            part = f"{table}/{part_name(prefix, f'r{segment}')}"
-            outdir.storage.create(part, functools.partial(pq.write_table, fresh))
-            replayed += fresh.num_rows
-        (folder / name).unlink(missing_ok=True)
+        with _segment_lock(folder / name) as data:
+            if data is not None:
+                replayed += _replay_segment(outdir, folder, name, data, share, owns, seen)
     fsync_dir(folder)
+    return replayed
+
+
+def _replayable(outdir: OutputDir, name: str, share: Share) -> bool:
+    """A journal this run may read: its own shard's (a killed run of it), or one whose
+    writer's shard lock nobody holds (an unparseable name: the whole job's, to be safe)."""
+    writer = writer_share(name) or WHOLE
+    return writer == share or outdir.storage.holder(lock_name(writer)) is None
+
+
+def _owner(share: Share) -> Callable[[Any], bool]:
+    if share == WHOLE:
+        return lambda _row_id: True
+    index, count = share
+    return lambda row_id: shard_of(str(row_id), count) == index
+
+
+@contextlib.contextmanager
+def _segment_lock(path: Path) -> Iterator[bytes | None]:
+    """The segment's bytes, read under its file lock (None: another replay removed it)."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        yield None
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if os.fstat(handle.fileno()).st_nlink == 0:  # replayed and removed meanwhile
+            yield None
+            return
+        yield handle.read()
+
+
+def _replay_segment(
+    outdir: OutputDir,
+    folder: Path,
+    name: str,
+    data: bytes,
+    share: Share,
+    owns: Callable[[Any], bool],
+    seen: dict[str, set[Any]],
+) -> int:
+    found = scan(data)
+    tables: dict[str, list[pa.Table]] = {table: [] for table in _TABLE_KINDS}
+    spend = Spend()
+    damaged = found.skipped
+    for kind, payload in found.frames:
+        try:
+            if kind == _KIND_SPEND:
+                spend = Spend.from_json(json.loads(payload))
+            elif kind in _KIND_TABLES:
+                tables[_KIND_TABLES[kind]].append(pa.ipc.open_stream(payload).read_all())
+        except (pa.ArrowException, ValueError, TypeError):
+            damaged += _FRAME.size + len(payload)
+    tag = shard_tag(None if share == WHOLE else share)
+    if name not in (outdir.total_spend() or Spend()).journals:
+        ledger = outdir.read_spend(tag)
+        ledger.add(spend)
+        ledger.journals = [*ledger.journals, name]
+        outdir.write_spend(ledger, tag)
+    stem = name.removesuffix(SUFFIX)
+    prefix, segment = stem.rsplit("-", 1)
+    replayed = waiting = read = 0
+    for table, columns in _KEY_COLUMNS.items():
+        if not tables[table]:
+            continue
+        rows = pa.concat_tables(tables[table])
+        read += rows.num_rows
+        fresh, waiting_here = _not_seen(rows, columns, seen[table], owns)
+        waiting += waiting_here
+        if fresh is None:
+            continue
+        # Each owner replays its own rows of a segment, into a part named after both.
+        by = f".{tag}" if tag else ""
+        part = f"{table}/{part_name(prefix, f'r{segment}{by}')}"
+        outdir.storage.create(part, functools.partial(pq.write_table, fresh))
+        replayed += fresh.num_rows
+    if damaged:
+        aside = folder / DAMAGED / name
+        aside.parent.mkdir(exist_ok=True)
+        os.replace(folder / name, aside)
+        log.warning(
+            "the answer journal %s is damaged: %d bytes could not be read, about %d answers "
+            "at risk of being bought again (%d answers recorded, %d rows read); kept as %s",
+            folder / name,
+            damaged,
+            max(spend.answers - read, 1),
+            spend.answers,
+            read,
+            aside,
+        )
+    elif not waiting:
+        (folder / name).unlink(missing_ok=True)
     return replayed
 
 
@@ -314,17 +477,22 @@ def replay(outdir: OutputDir, folder: Path, tag: str) -> int:
 _KEY_COLUMNS = {RESULTS: ["id"], ERRORS: ["id", "failed_at"]}
 
 
-def _not_seen(tables: list[pa.Table], columns: list[str], seen: set[Any]) -> pa.Table | None:
-    """The rows whose key is not in ``seen`` (which then holds them too); None if none."""
-    if not tables:
-        return None
-    table = pa.concat_tables(tables)
+def _not_seen(
+    table: pa.Table, columns: list[str], seen: set[Any], owns: Callable[[Any], bool]
+) -> tuple[pa.Table | None, int]:
+    """The rows whose key is not in ``seen`` and whose id this run owns (``seen`` then holds
+    them too; None if none), and how many rows not in ``seen`` wait for another owner."""
     keep = []
+    waiting = 0
     for index, key in enumerate(zip(*(table.column(c).to_pylist() for c in columns), strict=True)):
-        if key not in seen:
-            seen.add(key)
-            keep.append(index)
-    return table.take(pa.array(keep, pa.int64())) if keep else None
+        if key in seen:
+            continue
+        if not owns(key[0]):
+            waiting += 1
+            continue
+        seen.add(key)
+        keep.append(index)
+    return (table.take(pa.array(keep, pa.int64())) if keep else None), waiting
 
 
 class JournaledSink:

@@ -45,6 +45,7 @@ from ..errors import JobError
 from ..schema import INPUT_FAULTS
 from .compaction import compact_table, recover
 from .objectstore import ObjectStorage
+from .ownership import LOCK, own
 from .parts import Parts, PartWriter
 from .state import ResumeState, count_state, load_state
 from .storage import LocalStorage, Storage
@@ -58,7 +59,6 @@ RUN_LOG = "run.log"
 RESULTS = "results"
 ERRORS = "errors"
 BATCHES = "batches"  # batch mode's ledger (zbatch.batch.ledger)
-LOCK = ".lock"
 TABLES = (RESULTS, ERRORS)
 GENERATIONS = "generations"
 SPEND = "spend"  # spend.json / spend-3of8.json; outlive --force generations
@@ -294,18 +294,12 @@ class OutputDir:
 
     # --- locking and setup ------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def locked(self, shard: tuple[int, int] | None = None) -> Iterator[None]:
-        """Hold this shard's lock; a whole-job run (or compact) holds every shard's lock too."""
-        with contextlib.ExitStack() as stack:
-            if shard is not None:
-                stack.enter_context(self.storage.lock(f"{LOCK}-{shard_tag(shard)}"))
-            else:
-                stack.enter_context(self.storage.lock(LOCK))
-                for name in self.storage.list(""):
-                    if name.startswith(f"{LOCK}-"):
-                        stack.enter_context(self.storage.lock(name))
-            yield
+    def locked(
+        self, shard: tuple[int, int] | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Own a shard's ids (None: every id, for a whole-job run or compact): its lock held,
+        no overlapping writer live (:mod:`zbatch.store.ownership`)."""
+        return own(self.storage, shard)
 
     @contextlib.contextmanager
     def open_run(
@@ -329,7 +323,7 @@ class OutputDir:
             # Before the job check: a killed run's answers belong to its own generation.
             from .journal import replay
 
-            replayed = replay(self, self.journal_folder(), tag)
+            replayed = replay(self, self.journal_folder(), key)
             notice = self._check_job(fingerprint, settings, force=force, whole=shard is None)
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
             prefix = f"{stamp}-{secrets.token_hex(2)}" + (f"-{tag}" if tag else "")

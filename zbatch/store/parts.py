@@ -124,9 +124,11 @@ class Parts:
     def __init__(self, storage: Storage, folder: str) -> None:
         self.storage = storage
         self.folder = folder
-        self.names = [name for name in storage.list(folder) if is_part(name)]
+        from .compaction import staged_view  # compaction builds on Parts
+
+        self.names, files = staged_view(storage, folder, storage.list(folder))
         filesystem, root = storage.arrow()
-        self._paths = [f"{root}/{folder}/{name}" for name in self.names]
+        self._paths = [f"{root}/{folder}/{files.get(name, name)}" for name in self.names]
         with self._reading():
             # A dataset made from a list of files reads them in that order.
             self._dataset = ds.dataset(

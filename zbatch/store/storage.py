@@ -255,9 +255,11 @@ class LocalStorage:
                 raise LockedError(
                     f"another zbatch run holds {path} ({holder}); wait for it to finish"
                 ) from None
-            handle.truncate()
-            handle.write(f"{holder_text()}\n")
-            handle.flush()
+            try:  # unbuffered: a failed write leaves nothing for the close to flush again
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{holder_text()}\n".encode(), 0)
+            except OSError as exc:  # a full disk
+                raise store_error(str(path), exc) from exc
             yield
 
     def holder(self, name: str) -> str | None:
@@ -273,7 +275,10 @@ class LocalStorage:
             return None  # closing the handle lets the probe's own lock go
 
     def log_handler(self, name: str) -> logging.Handler:
-        return logging.FileHandler(self._path(name), encoding="utf-8")
+        try:
+            return logging.FileHandler(self._path(name), encoding="utf-8")
+        except OSError as exc:
+            raise store_error(str(self._path(name)), exc) from exc
 
     def arrow(self) -> tuple[pyarrow.fs.FileSystem, str]:
         import pyarrow.fs
