@@ -338,18 +338,25 @@ def run_served(
     *extra: str,
     on_tick: Callable[[float, int], None] | None = None,
     tick_seconds: float = 15.0,
+    program: str | None = None,
+    allow_failed: bool = False,
 ) -> ServedRun:
     """:func:`zbatch_cli` on ``work/input.jsonl`` into a new OUTDIR under ``work``, against a
-    fresh server started with ``server_settings``; stops the benchmark unless it exits 0."""
+    fresh server started with ``server_settings``; stops the benchmark unless it exits 0 (or 1,
+    some rows failed, with ``allow_failed``). ``program`` is another ``zbatch`` console script
+    (another tree's venv, for before/after runs)."""
     outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
     with fake_server(**server_settings) as server:
         cmd = zbatch_cli(work / "input.jsonl", outdir, server.base_url, concurrency, *extra)
+        if program is not None:
+            cmd[0] = program
         child = run_child(
             cmd, env=bench_env(), workdir=work, on_tick=on_tick, tick_seconds=tick_seconds
         )
         stats = server.stats()
         server_cpu = cpu_seconds(server.process.pid)
-    child.check("zbatch")
+    if not (allow_failed and child.returncode == 1):
+        child.check("zbatch")
     summary = json.loads((outdir / "summary.json").read_text())
     return ServedRun(child, outdir, summary, stats, server_cpu)
 

@@ -3,6 +3,8 @@
     python bench/throughput.py                       # 5,000 rows, concurrency 8 and 64, 3 reps
     python bench/throughput.py --rows 2000 --reps 1 --concurrency 64
     python bench/throughput.py --latency-case        # also: 500 ms server, concurrency 256
+    python bench/throughput.py --rows 20000 --concurrency 64 --before OLD_VENV/bin/zbatch \
+        --clients aiohttp,zbatch,zbatch-cli,zbatch-cli-before   # before/after, CPU vs aiohttp
 
 Clients (each sends the same rows, the body zbatch sends, and parses the JSON answer):
 
@@ -20,6 +22,8 @@ Clients (each sends the same rows, the body zbatch sends, and parses the JSON an
                    OUTDIR's shared reservations (OUTDIR/budget/), whose cost is the difference
   zbatch-cli       the installed ``zbatch run`` console script as a subprocess (the figure
                    includes interpreter start-up and imports)
+  zbatch-cli-before the same with the console script given by ``--before`` (another tree in
+                   its own venv), interleaved with this tree's: before/after in one run
   zbatch-httpcore  zbatch.run in this process with httpx's own transport injected
                    (transport=httpx.AsyncHTTPTransport): the transport's effect on zbatch
 
@@ -234,6 +238,19 @@ def zbatch_subprocess(server: Server, rows: int, concurrency: int, work: Path) -
     return int(summary["rows"]["ok"]), child.cpu_seconds, int(summary["hedged_requests"])
 
 
+def zbatch_before(server: Server, rows: int, concurrency: int, work: Path) -> Done:
+    """zbatch-cli with another tree's console script (``--before``): before/after in one run."""
+    outdir = Path(tempfile.mkdtemp(prefix="before-", dir=work))
+    cmd = zbatch_cli(work / "input.jsonl", outdir, server.base_url, concurrency)
+    cmd[0] = BEFORE[0]
+    child = run_child(cmd, env=bench_env(), workdir=work)
+    child.check("zbatch CLI (before)")
+    summary = json.loads((outdir / "summary.json").read_text())
+    return int(summary["rows"]["ok"]), child.cpu_seconds, int(summary["hedged_requests"])
+
+
+BEFORE: list[str] = []  # the --before console script, once parsed
+
 Client = Callable[[Server, int, int, Path], Done]
 
 CLIENTS: list[tuple[str, Client]] = [
@@ -246,6 +263,7 @@ CLIENTS: list[tuple[str, Client]] = [
     ("zbatch-nojournal", zbatch_no_journal),
     ("zbatch-budget", zbatch_budget),
     ("zbatch-cli", zbatch_subprocess),
+    ("zbatch-cli-before", zbatch_before),
     ("zbatch-httpcore", zbatch_httpcore),
 ]
 
@@ -383,8 +401,28 @@ def print_targets(samples: Samples, level: int) -> None:
     print_table(title, ["ratio", "measured", "target", "verdict"], rows)
 
 
-def latency_case(rows: int, reps: int, chosen: list[tuple[str, Client]]) -> None:
-    concurrency, latency = 256, 0.5
+def print_cpu_ratios(samples: Samples, level: int, names: list[str]) -> None:
+    """CPU per row of each zbatch client against the bare aiohttp loop's (issue 25: the CLI
+    <= 1.25x, the in-process API <= 1.1x), medians of the same interleaved run."""
+    base = samples.get(("aiohttp", level))
+    if not base:
+        return
+    floor = median([s.cpu_us for s in base])
+    rows = []
+    for name in names:
+        if not name.startswith("zbatch") or (name, level) not in samples:
+            continue
+        cpu = median([s.cpu_us for s in samples[(name, level)]])
+        target = 1.25 if name.startswith("zbatch-cli") else 1.1
+        rows.append([name, f"{cpu:,.0f}", f"{cpu / floor:.2f}x", f"<= {target:g}x"])
+    title = f"CPU per row against the bare aiohttp loop ({floor:,.0f} us) at concurrency {level}:"
+    print_table(title, ["client", "CPU us/row", "vs aiohttp", "issue 25"], rows)
+
+
+def latency_case(
+    rows: int, reps: int, chosen: list[tuple[str, Client]], concurrency: int = 256
+) -> None:
+    latency = 0.5
     bound = concurrency / latency
     say(f"latency case: server --latency {latency}, concurrency {concurrency}, {rows} rows")
     with fake_server(latency=latency) as server:
@@ -426,10 +464,22 @@ def main() -> None:
     parser.add_argument(
         "--latency-only", action="store_true", help="run only the latency-bound case"
     )
+    parser.add_argument(
+        "--latency-concurrency", type=int, default=256, help="concurrency of the latency case"
+    )
+    parser.add_argument(
+        "--before", help="another tree's zbatch console script: the zbatch-cli-before client"
+    )
     args = start(parser)
     levels = [int(v) for v in args.concurrency.split(",") if v.strip()]
     selected = set(args.clients.split(",")) if args.clients else None
-    chosen = [(name, fn) for name, fn in CLIENTS if not selected or name in selected]
+    if args.before:
+        BEFORE.append(args.before)
+    chosen = [
+        (name, fn)
+        for name, fn in CLIENTS
+        if (not selected or name in selected) and (args.before or name != "zbatch-cli-before")
+    ]
     names = [name for name, _ in chosen]
     logging.getLogger("zbatch").setLevel(logging.INFO)  # as the CLI does: run.log gets events
 
@@ -443,8 +493,9 @@ def main() -> None:
             samples = run_matrix(server, args.rows, levels, args.reps, chosen)
         print_matrix(samples, levels, names)
         print_targets(samples, max(levels))
+        print_cpu_ratios(samples, max(levels), names)
     if args.latency_case or args.latency_only:
-        latency_case(args.latency_rows, args.latency_reps, chosen)
+        latency_case(args.latency_rows, args.latency_reps, chosen, args.latency_concurrency)
     sys.stdout.flush()
 
 

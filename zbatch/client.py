@@ -19,7 +19,7 @@ from . import __version__
 from .errors import JobError, redact
 from .outcome import Failure, Outcome, Scope
 from .providers import Provider
-from .transport import AiohttpTransport, env_proxy
+from .transport import AiohttpTransport, Reply, env_proxy
 
 # The longest wait a Retry-After header can ask for; a larger (or endless) one is a broken
 # header, and the runner caps it further at the row's own deadline.
@@ -78,6 +78,11 @@ class Client:
         self._transport = transport or AiohttpTransport(
             max_connections=max_connections, proxy=env_proxy(self._url)
         )
+        # zbatch's own transport is sent to past httpx's request and response objects, with
+        # the same headers (Content-Length is added per request).
+        self._direct = self._transport if isinstance(self._transport, AiohttpTransport) else None
+        self._url_text = str(self._url)
+        self._header_items = self._headers.multi_items()
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -85,13 +90,19 @@ class Client:
     async def send(self, body: bytes) -> Outcome:
         """One attempt: POST the body, classify what comes back."""
         started = time.monotonic()
-        request = self._request(body)
+        response: httpx.Response | Reply
         try:
-            response = await self._transport.handle_async_request(request)
-            try:
-                content = await response.aread()
-            finally:
-                await response.aclose()
+            if self._direct is not None:
+                headers = [*self._header_items, ("Content-Length", str(len(body)))]
+                timeouts = self._extensions["timeout"]
+                response = await self._direct.post(self._url_text, headers, body, timeouts)
+                content = response.content
+            else:
+                response = await self._transport.handle_async_request(self._request(body))
+                try:
+                    content = await response.aread()
+                finally:
+                    await response.aclose()
         except httpx.TransportError as exc:
             return transport_failure(exc, self._api_key)
         latency_ms = int((time.monotonic() - started) * 1000)
@@ -127,7 +138,9 @@ def scrub(raw: bytes, key: str) -> bytes:
     return raw.replace(key.encode(), b"[redacted]") if key else raw
 
 
-def error_failure(provider: Provider, response: httpx.Response, raw: bytes, key: str) -> Failure:
+def error_failure(
+    provider: Provider, response: httpx.Response | Reply, raw: bytes, key: str
+) -> Failure:
     """An error answer (``raw``: its scrubbed body) classified by the provider's rules, with
     its Retry-After."""
     code, message = provider.error_details(raw)

@@ -1,6 +1,6 @@
 """Staying inside the provider's limits: adaptive concurrency, RPM/TPM pacing, backoff, quota.
 
-    limit = AdaptiveLimit(ceiling=48)      # in-flight cap, cut on load-made 429/1302s, regrown
+    limit = AdaptiveLimit(ceiling=48)      # in-flight limit: holds under a cap, not for a storm
     pacer = Pacer(per_minute=600)          # evenly spaced starts, never a burst
     delay = Backoff(base=1, cap=60).delay(attempt=3, retry_after=None, remaining=40.0)
     pause = QuotaPause().pause(reset)      # --wait-for-quota: seconds to hold, or None to stop
@@ -18,65 +18,82 @@ from collections.abc import Callable
 
 import anyio
 
+from .rejections import CAP_ABOVE, Rejections
+
 Clock = Callable[[], float]
 
 
 class AdaptiveLimit:
-    """An in-flight cap that adapts: multiplicative decrease when load causes rejections,
-    additive increase on success.
+    """An in-flight limit that tells a concurrency cap from a storm of rejections.
 
-    One rejection is no evidence of load: a provider may answer a steady few percent of
-    requests with 429/1302 whatever the concurrency, and cutting on each of them pins the
-    limit at its floor. Load shows as rejections *clustered* in time, so the limit is cut
-    when more than ``tolerance`` of its last ``current`` outcomes (about one round trip's
-    worth at full concurrency) were rejections: a cap the limit is above rejects every
-    request over it at once, while background rejections at a steady rate below the
-    tolerance seldom reach it. Below ``1 / tolerance`` in flight one rejection is enough.
+    Each request's slot says how many were in flight at its start (its *level*); each answer
+    is counted at its level by :class:`~zbatch.rejections.Rejections`, which weighs a cap
+    (rejections above a level, none under it) against a storm or background noise (a share
+    of rejections whatever the level). What the limit does:
 
-    Only rejections of requests started since the last cut count, so one overload cuts
-    once, not once per request it rejected. The limit regrows by one after
-    ``growth_factor * limit`` successes since it last changed.
+    - the first rejection holds the limit just under the level it was sent at: a cap is
+      found at once, and the requests of a start-up burst above it wait instead of being
+      rejected one by one;
+    - when the counts show a cap at C (:data:`~zbatch.rejections.CAP_EVIDENCE`) the limit
+      holds at C and probes C + 1 after ``probe_after * C`` successes; each probe the cap
+      rejects doubles the wait for the next (up to ``longest_probe * C``), and a probe
+      level that answers ``PROBE_OK`` times moves the cap up;
+    - when they show that rejections do not fall when in-flight falls, the limit goes back
+      to where it was (the ceiling) and stays there: the rows are retried after a short
+      jittered backoff while the other requests go on. Only a rejection share far above
+      that noise (``SURGE`` more) tests again, by holding 0.7 of the limit;
+    - while holding, if most requests under the hold are rejected too, it holds 0.7 lower;
+      more than half of all requests rejected is never called noise.
+
+    ``conclusion`` says in words what the limit concluded and why; ``report`` (if set) is
+    called with it whenever it changes.
     """
+
+    PROBE_OK = 3
+    SURGE = 0.25
 
     def __init__(
         self,
         ceiling: int,
         *,
-        decrease: float = 0.7,
-        growth_factor: float = 2.0,
-        tolerance: float = 0.1,
+        probe_after: float = 2.0,
+        longest_probe: float = 64.0,
     ) -> None:
         self.ceiling = ceiling
-        self.limit = float(ceiling)
+        self.limit = ceiling
         self.minimum = ceiling
         self.in_flight = 0
         self.rejections = 0
-        self._decrease = decrease
-        self._growth_factor = growth_factor
-        self._tolerance = tolerance
-        self._credit = 0.0
-        self._epoch = 0
-        self._outcomes = 0  # successes and counted rejections so far: the window's clock
-        self._rejected: deque[int] = deque()  # _outcomes at each rejection of this epoch
+        self.judge = Rejections(ceiling)
+        self.verdict = "none"  # none (no rejection yet) | holding | cap | noise
+        self.cap = ceiling  # the level held (holding, cap)
+        self.conclusion = "no concurrency rejections"
+        self.report: Callable[[str], None] | None = None
+        self._probe_after = probe_after
+        self._longest_probe = longest_probe
+        self._probe_every = probe_after * ceiling
+        self._credit = 0  # successes since the limit last changed, towards a probe
+        self._probe_ok = 0  # successes of requests above the held level
+        self._restore = ceiling  # where a hold that finds noise goes back to
+        self._noise = 0.0  # the rejection share called noise
+        self._recent = 0.0  # rejection share of recent answers (moving average)
+        self._since_judged = 0
+        self._held = [0, 0]  # answers and rejections at or under the held level since the hold
+        self._surge = False  # holding because the rejections rose far above the noise
         self._waiters: deque[anyio.Event] = deque()
         self._slot = _Slot(self)
 
     @property
     def current(self) -> int:
-        return max(1, int(self.limit))
-
-    @property
-    def epoch(self) -> int:
-        """How many cuts so far: the epoch of a request starting now, for :meth:`on_reject`."""
-        return self._epoch
+        return self.limit
 
     def slot(self) -> _Slot:
-        """``async with limit.slot() as epoch``: hold one in-flight slot; the epoch is for
-        on_reject."""
+        """``async with limit.slot() as level``: hold one in-flight slot; the level (how many
+        were in flight at its start, itself included) is for on_success / on_reject."""
         return self._slot
 
     async def _acquire(self) -> None:
-        if self.in_flight < self.current and not self._waiters:
+        if self.in_flight < self.limit and not self._waiters:
             self.in_flight += 1
             return
         event = anyio.Event()
@@ -84,7 +101,7 @@ class AdaptiveLimit:
         try:
             while True:
                 await event.wait()
-                if self.in_flight < self.current:
+                if self.in_flight < self.limit:
                     break
                 # Another task took the slot between the wake-up and now: wait at the front.
                 event = anyio.Event()
@@ -103,40 +120,141 @@ class AdaptiveLimit:
             self._wake(1)
 
     def _wake(self, count: int) -> None:
-        free = self.current - self.in_flight
+        free = self.limit - self.in_flight
         for _ in range(max(0, min(count, free, len(self._waiters)))):
             self._waiters.popleft().set()
 
-    def on_success(self) -> None:
-        """Count a success; grow the limit by one after enough of them."""
-        self._outcomes += 1
-        if self.limit >= self.ceiling:
-            return
-        self._credit += 1
-        if self._credit >= self._growth_factor * self.current:
-            self._credit = 0
-            self.limit = min(float(self.ceiling), self.limit + 1)
-            self._wake(len(self._waiters))
-
-    def on_reject(self, epoch: int) -> bool:
-        """A concurrency rejection of a request started in ``epoch``; True if the limit was cut."""
-        self.rejections += 1
-        if epoch != self._epoch:
-            return False
-        self._outcomes += 1
-        rejected = self._rejected
-        rejected.append(self._outcomes)
-        while rejected[0] <= self._outcomes - self.current:
-            rejected.popleft()
-        if len(rejected) <= self._tolerance * self.current:
-            return False
-        rejected.clear()
-        self._epoch += 1
+    def _set(self, limit: int) -> None:
+        limit = max(1, min(self.ceiling, limit))
         self._credit = 0
-        # Round, not floor: floor(7 * 0.7) = 4 would undershoot a cap of 6 by a third.
-        self.limit = float(max(1, min(self.current - 1, round(self.current * self._decrease))))
-        self.minimum = min(self.minimum, self.current)
+        if limit > self.limit:
+            self.limit = limit
+            self._wake(len(self._waiters))
+        else:
+            self.limit = limit
+            self.minimum = min(self.minimum, limit)
+
+    def _conclude(self, conclusion: str) -> bool:
+        self.conclusion = conclusion
+        if self.report is not None:
+            self.report(conclusion)
         return True
+
+    def on_success(self, level: int = 1) -> None:
+        """Count an answer of a request started at ``level``."""
+        self.judge.record(level, False)
+        self._recent *= self._decay
+        verdict = self.verdict
+        if verdict == "none" or verdict == "noise":
+            return
+        if level > self.cap and self.limit > self.cap:
+            self._probe_ok += 1
+            if self._probe_ok >= self.PROBE_OK:  # the level above answers: the cap moved
+                self._hold(self.cap + 1, self._probe_after * (self.cap + 1))
+                if self.cap >= self.ceiling:
+                    self.verdict = "none"
+                    self._conclude(f"no cap under the ceiling of {self.ceiling}: probes answer")
+                return
+        self._credit += 1
+        if verdict == "holding":
+            self._held[0] += 1
+            self._since_judged += 1
+            if self._since_judged >= max(1, self.judge.top // 16) and self._judge():
+                return
+        if self._credit >= self._probe_every and self.limit == self.cap:
+            self._set(self.cap + 1)  # probe one level higher
+
+    def on_reject(self, level: int = 1) -> bool:
+        """A concurrency rejection (429 / 1302) of a request started at ``level``; True when
+        the limiter's conclusion changed (then ``conclusion`` says what and why)."""
+        self.rejections += 1
+        self.judge.record(level, True)
+        self._recent = self._recent * self._decay + (1.0 - self._decay)
+        verdict = self.verdict
+        if verdict == "none":
+            self._restore = self.limit
+            self.verdict = "holding"
+            self._hold(min(self.limit, level) - 1, self._probe_after * self.limit)
+            if self._judge():
+                return True
+            return self._conclude(
+                f"holding {self.limit} in flight: a rejection at {level}, testing whether "
+                "rejections track in-flight (a cap) or not (a storm)"
+            )
+        if verdict == "noise":
+            if self._recent > self._noise + self.SURGE and self.judge.rejected >= 2 * self.limit:
+                self._restore = self.limit
+                self.verdict = "holding"
+                self._hold(round(self.limit * 0.7), self._probe_after * self.limit)
+                self._surge = True
+                return self._conclude(
+                    f"holding {self.limit} in flight: {self._recent:.0%} of recent requests "
+                    f"rejected, above the {self._noise:.0%} taken for noise"
+                )
+            return False
+        if level > self.cap:  # a probe (or a request of before the hold) met the cap
+            if self.limit > self.cap:
+                self._probe_every = min(
+                    self._probe_every * 2, self._longest_probe * max(1, self.cap)
+                )
+                self._set(self.cap)
+            self._probe_ok = 0
+            return self._judge() if verdict == "holding" else False
+        if verdict == "holding":
+            held = self._held
+            held[0] += 1
+            held[1] += 1
+            if held[0] >= max(8, self.cap) and held[1] >= CAP_ABOVE * held[0] and self.cap > 1:
+                # Most requests under the hold are rejected too: not settled yet, hold lower.
+                self._hold(round(self.cap * 0.7), self._probe_after * self.cap)
+                return self._conclude(
+                    f"holding {self.limit} in flight: most requests were rejected under "
+                    f"{round(self.limit / 0.7)} too"
+                )
+        return self._judge()
+
+    @property
+    def _decay(self) -> float:
+        return 1.0 - 1.0 / max(16, 2 * self.limit)
+
+    def _hold(self, level: int, probe_every: float) -> None:
+        self.cap = max(1, min(self.ceiling, level))
+        self._held = [0, 0]
+        self._probe_every = probe_every
+        self._probe_ok = 0
+        self._set(self.cap)
+
+    def _judge(self) -> bool:
+        """Weigh the counts (holding or at a cap); True when the conclusion changed."""
+        self._since_judged = 0
+        judge = self.judge
+        split = judge.cap_evidence()
+        if self.verdict == "cap" and (split is None or split.cap >= self.cap):
+            # Rejections at or under a cap found before are background (or the cap moved down,
+            # which the counts show in time); probes above it move it up.
+            return False
+        if split is not None:
+            self.verdict = "cap"
+            self._hold(split.cap, self._probe_after * split.cap)
+            return self._conclude(f"cap≈{split.cap}: {split.describe()}")
+        held = self._held
+        # A hold for a surge is tested where it holds: rejections must fall under it.
+        tested = not self._surge or (held[0] >= 8 and held[1] < CAP_ABOVE * held[0])
+        # More than half of everything rejected is no noise to send through at full
+        # concurrency: the hold stays (and steps down), probing upwards.
+        if tested and judge.share < CAP_ABOVE and judge.noise():
+            self._surge = False
+            self.verdict = "noise"
+            self._noise = self._recent = judge.share
+            self._set(self._restore)
+            self.cap = self.ceiling
+            low, high = judge.levels()
+            return self._conclude(
+                f"no cap: {judge.share:.0%} of requests rejected at in-flight levels "
+                f"{low}-{high} alike (a storm or background noise), so concurrency stays at "
+                f"{self.limit}"
+            )
+        return False
 
 
 class _Slot:
@@ -150,7 +268,7 @@ class _Slot:
 
     async def __aenter__(self) -> int:
         await self._limit._acquire()
-        return self._limit._epoch
+        return self._limit.in_flight
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._limit._release()

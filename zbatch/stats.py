@@ -103,6 +103,7 @@ class Stats:
     keep_mistyped: Counter[str] = field(default_factory=Counter)  # keep column -> nulled rows
     concurrency: int = 0
     concurrency_min: int = 0
+    limiter: str = ""  # what the in-flight limit concluded from rejections, and why
     price: Price | None = None
     hedged: int = 0  # second attempts sent for stuck ones at the end of the input
     hedged_usd: float = 0.0  # what the hedges' second answers cost
@@ -245,5 +246,9 @@ class Stats:
             "hedged_usd": round(self.hedged_usd, 6),
             "wall_seconds": round(self.elapsed, 3),
             "requests_per_second": self.requests_per_second,
-            "concurrency": {"final": self.concurrency, "minimum": self.concurrency_min},
+            "concurrency": {
+                "final": self.concurrency,
+                "minimum": self.concurrency_min,
+                "limiter": self.limiter,
+            },
         }

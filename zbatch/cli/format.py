@@ -48,6 +48,8 @@ def format_summary(stats: Stats) -> str:
         ("requests/s", stats.requests_per_second),
         ("concurrency final / min", f"{stats.concurrency} / {stats.concurrency_min}"),
     ]
+    if stats.limiter:
+        rows.append(("limiter", stats.limiter))
     if stats.spent is not None and (stats.max_cost is not None or stats.skipped):
         rows.append(("spent, all runs", _spent(stats.spent, stats.max_cost)))
     if stats.hedged:

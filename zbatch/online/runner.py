@@ -49,8 +49,20 @@ from .quota import QuotaGate
 RE_ASKED = ("invalid_label", "invalid_json")
 # Workers start this far apart, so the first requests go out over a few milliseconds rather
 # than all at once: a server that caps concurrency answers the first ones with 1302 while the
-# rest are still unsent, and the limit is cut before it is hit by the whole ceiling.
+# rest are still unsent, and the limit holds before it is hit by the whole ceiling. The whole
+# ramp lasts at most WORKER_RAMP: at --concurrency 1024, 0.5 ms apart would hold the last
+# worker back half a second, a round trip of a 500 ms endpoint (2.5 % of a 20-round run).
 WORKER_START_SPACING = 0.0005
+WORKER_RAMP = 0.05
+# A concurrency rejection (429 / 1302) costs nothing and, unless the limiter found a cap (then
+# it holds the in-flight under it), says nothing about when to try again: it is retried after
+# uniform(0, min(REJECTION_CAP, REJECTION_BASE * 2**n)) s (backoff_base / backoff_cap if
+# smaller), n counting the row's rejections, until the row's max_attempt_seconds (max_retries
+# counts the other failures: at 30 % rejected, 8 retries would lose one row in 50,000). The
+# in-flight limit, not the backoff, bounds how fast requests go out. bench/limits.py --storm
+# and the simulation in docs/performance.md set the values: a longer cap is a long tail.
+REJECTION_BASE = 0.05
+REJECTION_CAP = 0.5
 
 
 class Runner(Dispatcher):
@@ -90,12 +102,21 @@ class Runner(Dispatcher):
         pipeline.on_added = self.commits.changed
         self._stop_when = stop_when
         self.limit = limit or AdaptiveLimit(job.concurrency)
+        self.limit.report = self._limiter_concluded
         # Without hedging nothing needs to track an attempt (~3 us of CPU each): _process
         # sends it through the client directly.
         self.hedger = Hedger(client, self.limit, stats) if job.hedge else None
         self.rpm = Pacer(job.rpm) if job.rpm else None
         self.tpm = Pacer(job.tpm) if job.tpm else None
         self.backoff = Backoff(base=job.backoff_base, cap=job.backoff_cap)
+        self.rejected_backoff = Backoff(
+            base=min(job.backoff_base, REJECTION_BASE), cap=min(job.backoff_cap, REJECTION_CAP)
+        )
+        # A row backing off lends its worker's place to a spare one (at most one each, up to
+        # twice the concurrency), so the limit stays filled while rows wait to be retried.
+        self._workers = 0
+        self._resting = 0
+        self._work_group: TaskGroup | None = None
         self.quota = QuotaGate(job, client.provider, log)
         self.shared = SharedAnswers(pipeline) if job.dedupe and deterministic(job) else None
         self._input_done = anyio.Event()
@@ -114,8 +135,10 @@ class Runner(Dispatcher):
 
     async def _dispatch(self) -> None:
         async with anyio.create_task_group() as work:
+            self._work_group = work
+            spacing = min(WORKER_START_SPACING, WORKER_RAMP / self.job.concurrency)
             for index in range(self.job.concurrency):
-                work.start_soon(self._worker, index * WORKER_START_SPACING)
+                work.start_soon(self._worker, index * spacing)
         if not self.stopping:
             stats = self.stats
             self.log.info(
@@ -157,6 +180,15 @@ class Runner(Dispatcher):
         self.stats.concurrency = self.limit.current
         self.stats.in_flight = self.limit.in_flight
         self.stats.concurrency_min = self.limit.minimum
+        self.stats.limiter = self.limit.conclusion
+
+    def _limiter_concluded(self, conclusion: str) -> None:
+        self.log.info(
+            "limiter: %s (concurrency %d)",
+            conclusion,
+            self.limit.current,
+            extra={"event": "limit_changed"},
+        )
 
     # --- workers --------------------------------------------------------------------------
 
@@ -177,24 +209,47 @@ class Runner(Dispatcher):
         return None
 
     async def _worker(self, start_after: float) -> None:
-        if not await self._sleep(start_after):
-            return
-        while (work := await self._next_work()) is not None:
-            if self.shared is not None and await self.shared.reuse(work):
-                continue
-            await self.journal.room()
-            await self._process(work)
-            if self.shared is not None:
-                self.shared.settle(work)
+        self._workers += 1
+        try:
+            if not await self._sleep(start_after):
+                return
+            while (work := await self._next_work()) is not None:
+                if self.shared is not None and await self.shared.reuse(work):
+                    continue
+                await self.journal.room()
+                await self._process(work)
+                if self.shared is not None:
+                    self.shared.settle(work)
+                if self._workers > self.job.concurrency + self._resting:
+                    return  # a spare, and the row it stood in for is back at work
+        finally:
+            self._workers -= 1
+
+    async def _rest(self, delay: float) -> bool:
+        """Back off for ``delay`` s while a spare worker keeps the slots filled; False if the
+        run stopped meanwhile."""
+        self._resting += 1
+        concurrency = self.job.concurrency
+        if (
+            self._workers < min(concurrency + self._resting, 2 * concurrency)
+            and self._work_group is not None
+            and not self._input_done.is_set()
+        ):
+            self._work_group.start_soon(self._worker, 0.0)
+        try:
+            return await self._sleep(delay)
+        finally:
+            self._resting -= 1
 
     async def _process(self, work: Work) -> None:
         """Send one row until it succeeds, fails for good, or the run stops."""
         job, stats, pipeline = self.job, self.stats, self.pipeline
         started = time.monotonic()
         attempts = 0
+        rejections = 0  # 429 / 1302: not counted against max_retries (see REJECTION_BASE)
         answer_retries = 0
         while True:
-            async with self.limit.slot() as epoch:
+            async with self.limit.slot() as level:
                 if not await self._paced(work):
                     return
                 reservation = await self.guards.admit(work)
@@ -218,7 +273,7 @@ class Runner(Dispatcher):
                 self.guards.bill(outcome, reservation)
                 if twin is not None:  # a hedge's twin comes only with an answer
                     self.guards.bill(twin, reservation, hedge=True)
-                self.limit.on_success()
+                self.limit.on_success(level)
                 self.quota.pause.clear()
                 self.guards.down.alive()
                 if self.tpm is not None and outcome.total_tokens is not None:
@@ -237,14 +292,8 @@ class Runner(Dispatcher):
                 return
             failure = outcome
             self.guards.observe(failure)
-            if failure.scope is Scope.SLOW_DOWN and self.limit.on_reject(epoch):
-                self.log.info(
-                    "concurrency %d after a rejection (%s %s)",
-                    self.limit.current,
-                    failure.status_code,
-                    failure.error_code or "",
-                    extra={"event": "limit_changed"},
-                )
+            if failure.scope is Scope.SLOW_DOWN:
+                self.limit.on_reject(level)
             if failure.scope is Scope.FATAL:
                 pipeline.fail(work.id, failure, attempts)
                 code = failure.error_code or failure.status_code
@@ -259,13 +308,22 @@ class Runner(Dispatcher):
                 self.guards.row_failed(Held(work.id, failure, attempts, None))
                 return
             remaining = job.max_attempt_seconds - (time.monotonic() - started)
-            delay = self.backoff.delay(attempts - 1, failure.retry_after, remaining=remaining)
+            if failure.scope is Scope.SLOW_DOWN:
+                rejections += 1
+                delay = self.rejected_backoff.delay(
+                    rejections - 1, failure.retry_after, remaining=remaining
+                )
+                spent = False  # a rejection is retried until the row's deadline
+            else:
+                retries = attempts - rejections
+                delay = self.backoff.delay(retries - 1, failure.retry_after, remaining=remaining)
+                spent = retries > job.max_retries
             # A wait cut to the deadline (a Retry-After past it) leaves no time for a retry.
-            if attempts > job.max_retries or delay >= remaining:
+            if spent or delay >= remaining:
                 self.guards.row_failed(Held(work.id, failure, attempts, None))
                 return
             stats.retries[failure.error_type] += 1
-            if not await self._sleep(delay):
+            if not await self._rest(delay):
                 return
 
     def _on_quota(self, work: Work, failure: Failure, attempts: int) -> bool:
