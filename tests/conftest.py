@@ -37,6 +37,7 @@ SPEC_RESULT_COLUMNS = [
     ("attempts", pa.int32()),
     ("latency_ms", pa.int32()),
     ("completed_at", pa.timestamp("ms", tz="UTC")),
+    ("cached", pa.bool_()),
 ]
 SPEC_ERROR_COLUMNS = [
     ("id", pa.string()),
@@ -52,6 +53,17 @@ SPEC_ERROR_COLUMNS = [
 
 ZBATCH = shutil.which("zbatch", path=str(Path(sys.executable).parent)) or "zbatch"
 TEST_KEY = "zk-test-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def own_cache_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test gets its own XDG_CACHE_HOME: no test reads or fills the user's response
+    cache (~/.cache/zbatch), and no test sees another's cached answers."""
+    home = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home
 
 
 @pytest.fixture

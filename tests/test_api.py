@@ -301,7 +301,8 @@ def test_identical_deterministic_requests_are_sent_once_and_recorded_for_every_i
     assert sorted(row["attempts"] for row in table) == [0] * 9 + [1] * 3
     paid = sum(row["prompt_tokens"] for row in table if row["attempts"])
     assert zbatch.status(job.output_dir).tokens.prompt == paid
-    again = Job(**{**job.__dict__, "output_dir": str(tmp_path / "no-dedupe"), "dedupe": False})
+    no_dedupe = {"output_dir": str(tmp_path / "no-dedupe"), "dedupe": False, "cache": "off"}
+    again = Job(**{**job.__dict__, **no_dedupe})
     server_before = server.stats()["requests"]
     zbatch.run(again, api_key=KEY)
     assert server.stats()["requests"] - server_before == 12

@@ -197,32 +197,25 @@ def ask(base_url: str, text: str) -> str:
         return content
 
 
-def test_labelling_job_rows_hold_their_own_answers(llama_server: str, tmp_path: Path) -> None:
-    """Every row ends as a result or an invalid_label error; each result holds the model's
-    answer to its own review (the same request, sent again at temperature 0, answers the same)."""
-    rows = [{"id": f"r{i}", "text": text} for i, text in enumerate(REVIEWS)]
-    source = write_jsonl(tmp_path / "reviews.jsonl", rows)
-    outdir = tmp_path / "out"
+def run_local(
+    base_url: str, source: Path, outdir: Path, *flags: str
+) -> subprocess.CompletedProcess[str]:
+    """`zbatch run` of the reviews against the local server, greedy, without a key."""
     env = zbatch_env()
     env.pop("ZAI_API_KEY")
-    result = run_zbatch(
+    return run_zbatch(
         "run",
+        *flags,
         "-i",
         str(source),
         "-o",
         str(outdir),
         "--base-url",
-        llama_server,
+        base_url,
         "--model",
         "smollm2",
-        "--system",
-        SYSTEM,
         "--template",
         TEMPLATE,
-        "--choices",
-        ",".join(CHOICES),
-        "--max-tokens",
-        "4",
         "--temperature",
         "0",
         "--concurrency",
@@ -230,6 +223,16 @@ def test_labelling_job_rows_hold_their_own_answers(llama_server: str, tmp_path: 
         env=env,
         timeout=600,
     )
+
+
+def test_labelling_job_rows_hold_their_own_answers(llama_server: str, tmp_path: Path) -> None:
+    """Every row ends as a result or an invalid_label error; each result holds the model's
+    answer to its own review (the same request, sent again at temperature 0, answers the same)."""
+    rows = [{"id": f"r{i}", "text": text} for i, text in enumerate(REVIEWS)]
+    source = write_jsonl(tmp_path / "reviews.jsonl", rows)
+    outdir = tmp_path / "out"
+    flags = ["--system", SYSTEM, "--choices", ",".join(CHOICES), "--max-tokens", "4"]
+    result = run_local(llama_server, source, outdir, *flags)
     assert result.returncode in (0, 1), result.stderr
     results = read_table(outdir / "results").to_pylist()
     errors = read_table(outdir / "errors").to_pylist()
@@ -245,6 +248,37 @@ def test_labelling_job_rows_hold_their_own_answers(llama_server: str, tmp_path: 
         assert error["retryable"] is False
     summary = json.loads((outdir / "summary.json").read_text())
     assert summary["rows"]["ok"] == len(results)
+
+
+def test_schema_answers_from_a_real_server(llama_server: str, tmp_path: Path) -> None:
+    """output.schema sent as response_format json_schema (the openai profile): every row ends
+    as a typed result that matches the schema, or an invalid_output error keeping the answer;
+    the same job into a second OUTDIR is answered from the response cache."""
+    rows = [{"id": f"r{i}", "text": text} for i, text in enumerate(REVIEWS)]
+    source = write_jsonl(tmp_path / "reviews.jsonl", rows)
+    schema = {
+        "type": "object",
+        "properties": {"sentiment": {"type": "string", "enum": list(CHOICES)}},
+        "required": ["sentiment"],
+    }
+    (tmp_path / "sentiment.json").write_text(json.dumps(schema))
+    job = tmp_path / "job.toml"
+    job.write_text('[output]\nschema = "sentiment.json"\n')
+    for name in ("out", "again"):
+        result = run_local(llama_server, source, tmp_path / name, str(job), "--max-tokens", "32")
+        assert result.returncode in (0, 1), result.stderr
+    results = read_table(tmp_path / "out" / "results").to_pylist()
+    errors = read_table(tmp_path / "out" / "errors").to_pylist()
+    assert sorted(r["id"] for r in results + errors) == sorted(r["id"] for r in rows)
+    for row in results:
+        assert row["sentiment"] in CHOICES
+        assert json.loads(row["json"])["sentiment"] == row["sentiment"]
+    for error in errors:
+        assert error["error_type"] == "invalid_output" and error["answer"] is not None
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    # answers that matched are served from the cache; only failed rows are asked again
+    assert again["cache"]["hits"] == len(results)
+    assert again["requests"] <= 2 * len(errors)
 
 
 def test_readme_local_model_commands_run_as_written(llama_python: Path, tmp_path: Path) -> None:

@@ -205,7 +205,8 @@ def test_report_reads_cache_and_samples_columns_when_present(tmp_path: Path) -> 
     outdir, part, table = answered_yes(
         tmp_path, [{"id": f"r{i}", "prompt": f"p{i}"} for i in range(4)]
     )
-    table = table.append_column("cached", pa.array([True, False, False, True]))
+    cached = pa.array([True, False, False, True])  # zbatch writes the column: set it
+    table = table.set_column(table.column_names.index("cached"), "cached", cached)
     table = table.append_column(
         "votes", pa.array([["yes"] * 3, ["yes", "yes", "no"], ["yes"] * 3, ["no", "yes", "yes"]])
     )

@@ -12,6 +12,7 @@ import pytest
 from zbatch.client import Client
 from zbatch.job import Job
 from zbatch.outcome import Failure, Scope, Success
+from zbatch.output_schema import FIELD_KINDS
 from zbatch.providers import OPENAI, ZAI, Provider
 from zbatch.simulate import SimulatedEndpoint, SimulationSpec, plausible_label
 
@@ -88,8 +89,9 @@ def test_a_simulated_text_answer_says_so():
 
 
 def test_a_simulated_json_answer_has_each_field_with_its_type():
-    fields = (("sentiment", "string"), ("stars", "int"), ("score", "float"), ("ok", "bool"))
-    spec = SimulationSpec(**QUIET, json_object=True, json_fields=fields)
+    fields = {"sentiment": "string", "stars": "int", "score": "float", "ok": "bool"}
+    properties = {name: FIELD_KINDS[kind] for name, kind in fields.items()}
+    spec = SimulationSpec(**QUIET, schema={"type": "object", "properties": properties})
     outcome = ask(spec, "Extract")
     assert isinstance(outcome, Success)
     obj = json.loads(outcome.content)
@@ -138,8 +140,10 @@ def test_the_spec_of_a_job_holds_its_rates_labels_fields_and_provider():
     assert spec.choices == SENTIMENT
     assert spec.provider is ZAI
     extract = SimulationSpec.from_job(Job.from_toml(JOBS / "extract_json.toml"))
-    assert extract.json_object
-    assert extract.json_fields == (("sentiment", "string"), ("aspects", "json"))
+    assert extract.schema == {
+        "type": "object",
+        "properties": {"sentiment": {"type": "string"}, "aspects": {}},
+    }
     local_job = Job.from_toml(JOBS / "sentiment.toml", base_url="http://localhost:8080/v1")
     assert SimulationSpec.from_job(local_job).provider is OPENAI
 

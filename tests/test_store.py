@@ -55,6 +55,7 @@ def result_row(row_id: str, content: str = "ok", **fields: Any) -> tuple[Any, ..
         "attempts": 1,
         "latency_ms": 120,
         "completed_at": T0,
+        "cached": False,
     }
     values.update(fields)
     return tuple(values[name] for name, _ in SPEC_RESULT_COLUMNS)

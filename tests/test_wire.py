@@ -61,8 +61,29 @@ def assert_fits_the_schema(outcome: Success) -> None:
         value = getattr(outcome, name)
         if name == "usage_malformed":
             assert isinstance(value, bool)
+        elif name == "alternatives":  # the other choices' contents, of a request with "n"
+            assert isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+            assert all(storable(v) for v in value), (name, value)
         else:
             assert storable(value), (name, value)
+
+
+def test_the_other_choices_of_an_n_answer_are_its_alternatives():
+    """A request with "n" answers several choices: the first is the content, the others'
+    contents are kept in order; a choice without usable content counts as an empty answer."""
+    payload = body("red")
+    first = payload["choices"][0]
+    payload["choices"] += [
+        {**first, "index": 1, "message": {"role": "assistant", "content": "blue"}},
+        {**first, "index": 2, "message": None},
+        {**first, "index": 3, "message": {"role": "assistant", "content": "gr\ud800een"}},
+    ]
+    outcome = parse(payload)
+    assert isinstance(outcome, Success)
+    assert outcome.content == "red"
+    assert outcome.alternatives == ("blue", "", "gr\ufffdeen")
+    assert_fits_the_schema(outcome)
+    assert parse(body("one")).alternatives == ()
 
 
 # --- fields of the wrong type are converted or left out, never passed on -------------------

@@ -10,10 +10,13 @@ Answers are a pure function of the prompt (:func:`answer_for`), so a test can ch
 output row holds the answer to its own prompt. Faults come from directives inside a prompt
 (``FAIL=1302,500,reset``; ``FAIL=gzip`` is no fault but a gzip-encoded answer; the hostile
 answers ``oddtypes``, ``nomessage``, ``error200``, ``hugeretry``, ``nousage`` (no usage) and
-``nanusage`` (every usage count NaN) test a client's parsing and billing) or
-from global settings (``latency``, ``max_inflight``, ``rpm``, ``fatal_code``, ``fatal_after``,
-``rates``, ``seed``, ``slow_seconds``, ``require_key``, ``quota_reset``, ``models``) that can be
-changed at run time through :meth:`ZaiServer.configure` or ``POST /control``.
+``nanusage`` (every usage count NaN) test a client's parsing and billing;
+``WRONG=k`` answers text that is not JSON until the conversation has asked again k times;
+``VOTES=a|b|c`` answers the words in turn, one per choice of an ``n`` request or per request)
+or from global settings (``latency``, ``max_inflight``, ``rpm``, ``fatal_code``,
+``fatal_after``, ``rates``, ``seed``, ``slow_seconds``, ``require_key``, ``quota_reset``,
+``answer``, ``structured``, ``models``) that can be changed
+at run time through :meth:`ZaiServer.configure` or ``POST /control``.
 
 In tests::
 
@@ -52,7 +55,8 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, TypeVar, cast
 
-from zbatch.testing import chat_completion, last_user_content
+from zbatch.output_schema import REPAIR_PREFIX
+from zbatch.testing import chat_completion, last_user_content, message_text
 
 HOST = "127.0.0.1"
 BASE_PATH = "/api/paas/v4"
@@ -66,6 +70,10 @@ _T = TypeVar("_T")
 _LABEL_RE = re.compile(r'LABEL=(?:"([^"]*)"|(\S+))')
 _JSON_RE = re.compile(r"JSON=(\{[^\r\n]*)")
 _FAIL_RE = re.compile(r"FAIL=(\S+)")
+_WRONG_RE = re.compile(r"WRONG=(\d+)")
+_VOTES_RE = re.compile(r"VOTES=(\S+)")
+# What a WRONG=k prompt is answered with until it has been asked again k times.
+NOT_JSON = "Sure! Here is the JSON you asked for"
 
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
@@ -151,9 +159,29 @@ def answer_for(messages: Iterable[Any]) -> str:
     Rules, applied to the last user message: ``LABEL=word`` or ``LABEL="some words"`` answers
     that text verbatim (so tests can produce valid, invalid or oddly formatted labels);
     otherwise ``JSON={...}`` answers the rest of that line verbatim; otherwise the answer is
-    ``"echo:"`` plus the first 16 hex digits of the prompt's SHA-1, unique per prompt.
+    ``"echo:"`` plus the first 16 hex digits of the prompt's SHA-1, unique per prompt. In a
+    conversation that asked again (:func:`row_prompt`) the rules apply to the row's prompt.
     """
-    return _answer_for_text(last_user_content(messages))
+    return _answer_for_text(row_prompt(list(messages)))
+
+
+def row_prompt(messages: list[Any]) -> str:
+    """The row's own prompt: the last user message that is not zbatch asking again after an
+    answer that failed its schema (a user message beginning with REPAIR_PREFIX)."""
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    own = [m for m in users if not message_text(m.get("content")).startswith(REPAIR_PREFIX)]
+    return last_user_content(own)
+
+
+def repair_round(messages: list[Any]) -> int:
+    """How often this conversation asked again after an answer that failed its schema."""
+    return sum(
+        1
+        for m in messages
+        if isinstance(m, dict)
+        and m.get("role") == "user"
+        and message_text(m.get("content")).startswith(REPAIR_PREFIX)
+    )
 
 
 def word_for(words: str, prompt: str) -> str:
@@ -264,8 +292,19 @@ _CONVERTERS: dict[str, Callable[[object], Any]] = {
     "require_key": _optional(str),
     "quota_reset": _optional(str),
     "answer": _optional(str),
+    "structured": lambda value: _flag(value),
     "models": _optional(str),
 }
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "1", 1):
+        return True
+    if value in ("false", "0", 0):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,6 +322,10 @@ class Settings:
     require_key: str | None = None
     quota_reset: str | None = None  # the reset time quota answers name; None: next midnight
     answer: str | None = None  # "w1|w2|…": a prompt with no directive gets one of these words
+    # Answer like an OpenAI-compatible server with structured outputs (vLLM, llama.cpp's
+    # server): response_format json_schema and "n" are understood. Without it, like Z.AI:
+    # json_schema is refused (1214) and n is ignored.
+    structured: bool = False
     models: str | None = None  # "m1|m2|…": the models that exist; any other gets 1211
 
     def updated(self, changes: dict[str, Any]) -> Settings:
@@ -375,7 +418,7 @@ def _next_midnight() -> str:
     return f"{tomorrow.isoformat()} 00:00:00"
 
 
-def _body_problem(body: object) -> str | None:
+def _body_problem(body: object, *, structured: bool = False) -> str | None:
     """Why ``body`` is not a usable chat request (Z.AI answers such requests with 1214)."""
     if not isinstance(body, dict):
         return "the request body must be a JSON object"
@@ -386,6 +429,19 @@ def _body_problem(body: object) -> str | None:
         return "the messages field is missing or empty"
     if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
         return "every message must be an object with a role"
+    response_format = body.get("response_format")
+    if response_format is not None:
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        allowed = ("text", "json_object", "json_schema") if structured else ("text", "json_object")
+        if kind not in allowed:
+            return f"response_format type {kind!r} is not supported"
+        schema = response_format.get("json_schema")
+        if kind == "json_schema" and not (
+            isinstance(schema, dict)
+            and isinstance(schema.get("name"), str)
+            and isinstance(schema.get("schema"), dict)
+        ):
+            return "response_format json_schema needs {name, schema}"
     return None
 
 
@@ -497,10 +553,10 @@ class _Engine:
             return self._code_reply("1001")
         if body is None:
             return self._code_reply("1210", "The request body is not valid JSON")
-        problem = _body_problem(body)
+        problem = _body_problem(body, structured=settings.structured)
         if problem is not None:
             return self._code_reply("1214", f"Invalid request parameter: {problem}")
-        prompt = last_user_content(body["messages"])
+        prompt = row_prompt(body["messages"])
         if settings.models is not None and body["model"] not in settings.models.split("|"):
             return self._code_reply("1211")
         fatal = self._fatal_code()
@@ -621,7 +677,27 @@ class _Engine:
         answer = _answer_for_text(prompt)
         if self.settings.answer is not None and answer.startswith("echo:"):
             answer = word_for(self.settings.answer, prompt)
-        payload = self._completion(body, answer, answer, finish_reason="stop")
+        wrong = _WRONG_RE.search(prompt)
+        if wrong is not None and repair_round(body["messages"]) < int(wrong.group(1)):
+            answer = NOT_JSON  # asked again with the error, it answers right
+        votes = _VOTES_RE.search(prompt)
+        n = body.get("n") if self.settings.structured else None
+        count = n if isinstance(n, int) and 1 < n <= 128 else 1
+        contents = [answer] * count
+        if votes is not None:
+            words = votes.group(1).split("|")
+            asked = self._attempts.get("VOTES " + prompt, 0)  # the same request sent again
+            self._attempts["VOTES " + prompt] = asked + count
+            contents = [words[(asked + i) % len(words)] for i in range(count)]
+        payload = self._completion(body, contents[0], answer, finish_reason="stop")
+        if count > 1:
+            completion = json.loads(payload)
+            choice = completion["choices"][0]
+            completion["choices"] += [
+                {**choice, "index": i, "message": {**choice["message"], "content": content}}
+                for i, content in enumerate(contents[1:], start=1)
+            ]
+            payload = _json_bytes(completion)
         return _Reply(body=payload, prompt=prompt, delay=delay)
 
     def _completion(
@@ -964,6 +1040,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--require-key", help="answer 401/1001 unless 'Bearer <key>'")
     parser.add_argument("--quota-reset", help="reset time quota answers name (default: midnight)")
     parser.add_argument("--answer", help="'w1|w2|…': answer prompts with no directive so")
+    parser.add_argument(
+        "--structured",
+        action="store_true",
+        default=None,
+        help="understand response_format json_schema and n, as OpenAI-compatible servers do",
+    )
     parser.add_argument("--models", help="'m1|m2|…': the models that exist; others get 1211")
     return parser.parse_args(argv)
 

@@ -58,26 +58,3 @@ def parse_json_object(answer: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise NotJson(f"the answer is a JSON {type(value).__name__}, not an object")
     return value
-
-
-def json_field_value(value: Any, kind: str) -> Any:
-    """A field of a JSON answer as the column type ``kind``; None when it does not fit."""
-    if value is None:
-        return None
-    if kind == "string":
-        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    if kind == "json":
-        return json.dumps(value, ensure_ascii=False)
-    if kind == "bool":
-        return value if isinstance(value, bool) else None
-    if kind == "int":
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, int):
-            return value
-        return int(value) if isinstance(value, float) and value.is_integer() else None
-    if kind == "float":
-        return (
-            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-        )
-    raise ValueError(f"unknown json field type {kind!r}")

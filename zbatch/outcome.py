@@ -57,6 +57,8 @@ class Success:
     request_id: str | None
     latency_ms: int | None  # None for Batch API answers: no attempt was timed
     usage_malformed: bool = False
+    # The other choices' contents, when the request asked for several answers ("n").
+    alternatives: tuple[str, ...] = ()
 
 
 Outcome = Success | Failure

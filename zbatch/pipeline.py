@@ -14,22 +14,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
 from . import prompt
-from .answers import NotJson, json_field_value, normalize_label, parse_json_object
+from .answers import normalize_label
 from .errors import redact
 from .idset import IdSet
 from .job.settings import Job
 from .outcome import Failure, Scope, Success, storable_text
+from .output_schema import repair_message
 from .readers.base import DoneRows, RawRow
+from .reading import AnswerReader, Reading
 from .schema import keep_caster
 from .stats import Stats
 from .store import ResumeState
 from .store.state import RetryFailed
+
+if TYPE_CHECKING:
+    from .cache import ResponseCache
 
 Row = tuple[Any, ...]
 # Rows that need no request are handled between sends; every so many of them the pipeline
@@ -48,6 +53,17 @@ class Work:
     gold: str | None = None  # the row's reference label (labels.gold_column), normalised
     answer_tokens: int = 0  # the body's max_tokens (0: unbounded), part of ``tokens``
     model: str = ""  # the body's model (a batch file holds one model's rows)
+    cache_key: bytes | None = None  # the row's own request in the response cache
+    repairs: int = 0  # requests that fed a validation error back (``body`` then grows)
+
+
+@dataclass(slots=True)
+class _Samples:
+    """The answers to a row whose samples are separate requests, as they come in."""
+
+    answers: list[Success]
+    settled: int = 0
+    failed: bool = False
 
 
 class Sink(Protocol):
@@ -71,7 +87,9 @@ class RowPipeline:
         retry_failed: RetryFailed = False,
         in_shard: Callable[[str], bool] | None = None,
         secret: str = "",
+        cache: ResponseCache | None = None,
     ) -> None:
+        """``cache``: the response cache a live run reads and fills (None: no cache)."""
         self.job = job
         self.state = state
         self.stats = stats
@@ -84,6 +102,15 @@ class RowPipeline:
         self.warn: Callable[[str], None] = lambda message: None  # the run's log, once open
         self._seen = IdSet(capacity=stats.total or 4096)  # sized once: no growth transients
         self._keep_casts = [keep_caster(schema.field(name).type) for name in job.keep_columns]
+        self.reader = AnswerReader(job, stats)
+        self.cache = cache
+        self._endpoint = job.base_url.rstrip("/") + job.profile.chat_path
+        # Answers to put in the cache once the part holding their row is committed: id ->
+        # (key, answers, model).
+        self.uncached: dict[str, tuple[bytes, list[dict[str, Any]], str]] = {}
+        # samples > 1 on an endpoint without "n": each sample is its own request.
+        self._split = job.samples if job.samples > 1 and not job.profile.n else 1
+        self._samples: dict[str, _Samples] = {}
 
     def is_done(self, row_id: str) -> bool:
         return self.state.is_done(row_id, retry_failed=self.retry_failed)
@@ -97,7 +124,8 @@ class RowPipeline:
 
         Rows that need no request (done before, repeated, unreadable) are dealt with on the
         way. ``limit`` ends it after that many rows to send (a paid sample; the next run goes
-        on with the rest). A file that breaks off part-way raises JobError from here."""
+        on with the rest; rows answered from the response cache count). A file that breaks
+        off part-way raises JobError from here."""
         quiet = sent = 0
         for item in items:
             if sent == limit:
@@ -107,12 +135,20 @@ class RowPipeline:
                 self.skip_done(item)
                 yield None
                 continue
+            hits = self.stats.cache_hits
             work = self.prepare(item)
             if work is not None:
                 quiet, sent = 0, sent + 1
-                yield work
-            elif (quiet := quiet + 1) % YIELD_EVERY == 0:
-                yield None
+                if self._split > 1:  # the samples of a row, when each is a request
+                    self._samples[work.id] = _Samples([])
+                for _ in range(self._split):
+                    yield work
+            else:
+                # A row answered from the cache counts toward the limit: the same --limit
+                # sample run again into a new OUTDIR is the same rows, not the next ones.
+                sent += self.stats.cache_hits - hits
+                if (quiet := quiet + 1) % YIELD_EVERY == 0:
+                    yield None
 
     def prepare(self, raw: RawRow) -> Work | None:
         """Turn an input row into Work; None when it is done already or cannot be sent.
@@ -152,11 +188,37 @@ class RowPipeline:
             # e.g. a lone surrogate escape ("\ud800") is valid JSON but cannot be sent
             self.row_error(row_id, "invalid_input", f"{raw.where} cannot be sent: {exc}")
             return None
-        answer_tokens = int(body.get("max_tokens") or 0)
+        answer_tokens = int(body.get("max_tokens") or 0) * int(body.get("n") or 1)
         tokens = prompt.estimate_tokens(body) + answer_tokens
         keep = self.keep_values(data, raw.where)
         model = body.get("model") or self.job.effective_model
-        return Work(row_id, encoded, tokens, keep, self.gold(data), answer_tokens, model)
+        work = Work(row_id, encoded, tokens, keep, self.gold(data), answer_tokens, model)
+        if self.cache is not None:
+            job = self.job
+            cache_key = self.cache.key_for(
+                body, endpoint=self._endpoint, samples=job.samples, every=job.cache == "all"
+            )
+            if cache_key is not None:
+                work = replace(work, cache_key=cache_key)
+                if self._from_cache(work):
+                    return None
+        return work
+
+    def _from_cache(self, work: Work) -> bool:
+        """Answer a row from the response cache; True when it was (a hit is not a purchase:
+        nothing is charged; the summary counts what it saved)."""
+        assert self.cache is not None and work.cache_key is not None
+        stored = self.cache.get(work.cache_key)
+        if stored is None:
+            return False
+        try:
+            answers = [cached_answer(item) for item in stored]
+        except (TypeError, KeyError):
+            return False  # not an entry this version wrote: asked again, and replaced
+        if self._accept_answers(work, answers, 0, cached=True) is not None:
+            return False  # the job reads answers differently now (labels): asked again
+        self.stats.count_cache_hit(answers)
+        return True
 
     def keep_values(self, data: dict[str, Any], where: str) -> tuple[Any, ...]:
         """The keep_columns of an input row, fitted to their result columns.
@@ -222,40 +284,101 @@ class RowPipeline:
         stats.usage_malformed += answer.usage_malformed
 
     def accept(self, work: Work, answer: Success, attempts: int) -> Failure | None:
-        """Check the answer against labels / JSON and add its row; a Failure if it does not
-        fit (the dispatcher decides whether to ask again or :meth:`fail`)."""
-        job = self.job
-        extra: list[Any] = []
-        if job.choices:
-            label = normalize_label(answer.content, job.choices)
-            if label is None:
-                shown = redact(answer.content[:80])
-                return Failure(
-                    "invalid_label", Scope.ROW, f"answer {shown!r} is not one of the choices"
-                )
-            extra.append(label)
-        if job.response_format == "json_object":
-            try:
-                obj = parse_json_object(answer.content)
-            except NotJson as exc:
-                return Failure("invalid_json", Scope.ROW, str(exc))
-            extra.append(json.dumps(obj, ensure_ascii=False))
-            for name, kind in job.json_fields:
-                value = json_field_value(obj.get(name), kind)
-                if value is None:  # counted, so a null is never silent
-                    missing = obj.get(name) is None
-                    (self.stats.json_missing if missing else self.stats.json_mistyped)[name] += 1
-                extra.append(value)
+        """Check the answer (labels, JSON, schema) and add its row; a Failure if it does not
+        fit (the dispatcher decides whether to ask again, :meth:`again`, or :meth:`fail`)."""
+        if self._split > 1:
+            self._accept_sample(work, answer, attempts)
+            return None
+        return self._accept_answers(work, [answer], attempts)
+
+    def again(self, work: Work, answer: Success, failure: Failure, asked: int) -> Work | None:
+        """The request to send after an answer that does not fit, if it is asked again:
+        the same one for a label or JSON answer (labels.retries times), for a schema answer
+        the conversation so far plus the validation error (output.repair_attempts times)."""
+        if failure.error_type in ("invalid_label", "invalid_json"):
+            return work if asked < self.job.label_retries else None
+        if failure.error_type != "invalid_output" or asked >= self.job.repair_attempts:
+            return None
+        body = json.loads(work.body)
+        body["messages"] = [
+            *body["messages"],
+            {"role": "assistant", "content": answer.content},
+            {"role": "user", "content": repair_message(failure.message)},
+        ]
+        self.stats.repairs += 1
+        tokens = prompt.estimate_tokens(body) + work.answer_tokens
+        encoded = json.dumps(body, ensure_ascii=False).encode()
+        return replace(work, body=encoded, tokens=tokens, repairs=work.repairs + 1)
+
+    def _accept_sample(self, work: Work, answer: Success, attempts: int) -> None:
+        """One of a row's sample requests answered: the row is added with the last one."""
+        group = self._samples[work.id]
+        group.answers.append(answer)
+        group.settled += 1
+        if group.settled < self._split:
+            return
+        del self._samples[work.id]
+        if not group.failed:
+            self._accept_answers(work, group.answers, attempts)
+
+    def _accept_answers(
+        self, work: Work, answers: list[Success], attempts: int, *, cached: bool = False
+    ) -> Failure | None:
+        """Add the row of one answer, or of a row's samples by majority; the Failure when it
+        does not fit. A live row none of whose samples fits is logged as failed here (asking
+        again would not be one request), keeping the first answer."""
+        contents = tuple(a.content for a in answers)
+        if len(answers) == 1:
+            contents += answers[0].alternatives
+        if self.job.samples == 1:
+            reading = self.reader.read(contents[0])
+            if isinstance(reading, Failure):
+                return reading
+            self._add(work, answers[0], attempts, reading, [], answers, cached=cached)
+            return None
+        readings = [self.reader.read(content) for content in contents]
+        vote = self.reader.vote(readings)
+        if vote is None:
+            first = readings[0]
+            assert isinstance(first, Failure)
+            if cached:
+                return first
+            self.fail(work.id, first, attempts, answer=contents[0])
+            return None
+        answer = combined(answers, vote.reading.content)
+        tail = [vote.votes, vote.agreement]
+        self._add(work, answer, attempts, vote.reading, tail, answers, cached=cached)
+        return None
+
+    def _add(
+        self,
+        work: Work,
+        answer: Success,
+        attempts: int,
+        reading: Reading,
+        samples: list[Any],
+        answers: list[Success],
+        *,
+        cached: bool = False,
+    ) -> None:
+        """Add a result row; its answers wait to enter the cache until the row is committed."""
         if answer.finish_reason in ("length", "model_context_window_exceeded"):
             self.stats.truncated += 1
-        self.results.add(result_row(work.id, answer, attempts, [*extra, *work.keep]))
-        self.stats.ok += 1
-        if job.choices:
-            self.stats.labels[extra[0]] += 1
+        extra = self.reader.columns(reading)
+        row = result_row(work.id, answer, attempts, [*extra, *samples, *work.keep], cached)
+        self.results.add(row)
+        stats = self.stats
+        stats.ok += 1
+        if work.repairs:
+            stats.repaired += 1
+        if reading.label is not None:
+            stats.labels[reading.label] += 1
             if work.gold is not None:
-                self.stats.gold.pairs[work.gold, extra[0]] += 1
+                stats.gold.pairs[work.gold, reading.label] += 1
+        if work.cache_key is not None and not cached:
+            stored = [cache_entry(a) for a in answers]
+            self.uncached[work.id] = (work.cache_key, stored, work.model)
         self.on_added()
-        return None
 
     def fail(
         self,
@@ -268,6 +391,14 @@ class RowPipeline:
         """Log a failed row. A fatal or quota failure is not the row's fault: it stays
         pending (retryable, not counted as failed). ``answer`` keeps a paid answer that did
         not fit."""
+        group = self._samples.get(row_id) if self._split > 1 else None
+        if group is not None:  # one of a row's sample requests: the row fails once
+            group.settled += 1
+            logged, group.failed = group.failed, True
+            if group.settled >= self._split:
+                del self._samples[row_id]
+            if logged:
+                return
         message = redact(failure.message, self._secret)
         pending = failure.scope in (Scope.FATAL, Scope.QUOTA)
         flag = pending or failure.retryable
@@ -276,10 +407,28 @@ class RowPipeline:
         if not pending:
             self.stats.count_failure(failure.error_type)
 
+    async def remember(self, committed: list[Row]) -> None:
+        """Put the answers of committed rows in the response cache (rows that came back
+        unstorable were taken out of ``uncached`` by :meth:`unstorable`), and note the
+        entries that answered rows since the last commit as used."""
+        cache = self.cache
+        if cache is None:
+            return
+        import anyio
+
+        uncached = self.uncached
+        entries = [uncached.pop(row[0]) for row in committed if row[0] in uncached]
+        if not entries and not cache.used:
+            return
+        problem = await anyio.to_thread.run_sync(cache.store, entries)
+        if problem is not None:  # the cache only saves money: the run goes on without it
+            self.warn(problem)
+
     def unstorable(self, row: Row, reason: str) -> None:
         """A result row whose values do not fit the result schema: an error row instead,
         keeping the answer as text, so the paid answer is neither lost nor bought again."""
         self.stats.ok -= 1
+        self.uncached.pop(row[0], None)
         failure = Failure("invalid_response", Scope.ROW, f"answer cannot be stored: {reason}")
         self.fail(row[0], failure, row[10], answer=_text(row[1]))
 
@@ -290,8 +439,10 @@ def gold_label(value: Any, choices: tuple[str, ...]) -> str:
     return normalize_label(text, choices) or text
 
 
-def result_row(row_id: str, answer: Success, attempts: int, tail: list[Any]) -> Row:
-    """A result row in schema order; ``tail`` holds label/json/keep values in order."""
+def result_row(
+    row_id: str, answer: Success, attempts: int, tail: list[Any], cached: bool = False
+) -> Row:
+    """A result row in schema order; ``tail`` holds label/json/samples/keep values in order."""
     return (
         row_id,
         answer.content,
@@ -306,7 +457,60 @@ def result_row(row_id: str, answer: Success, attempts: int, tail: list[Any]) -> 
         attempts,
         answer.latency_ms,
         now_ms(),
+        cached,
         *tail,
+    )
+
+
+# The fields of an answer the response cache keeps (everything but the attempt's latency).
+_CACHED_FIELDS = (
+    "content",
+    "reasoning_content",
+    "finish_reason",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "request_id",
+)
+
+
+def cache_entry(answer: Success) -> dict[str, Any]:
+    entry = {name: getattr(answer, name) for name in _CACHED_FIELDS}
+    if answer.alternatives:
+        entry["alternatives"] = list(answer.alternatives)
+    return entry
+
+
+def cached_answer(entry: dict[str, Any]) -> Success:
+    """An answer as the cache holds it (no latency: no attempt was made)."""
+    if not isinstance(entry.get("content"), str):
+        raise TypeError("an answer without content")
+    values = {name: entry[name] for name in _CACHED_FIELDS}
+    return Success(**values, latency_ms=None, alternatives=tuple(entry.get("alternatives") or ()))
+
+
+def combined(answers: list[Success], content: str) -> Success:
+    """One answer standing for a row's samples: the majority's content, all their tokens."""
+    first = answers[0]
+    if len(answers) == 1:
+        return replace(first, content=content)
+
+    def total(name: str) -> int | None:
+        values = [getattr(a, name) for a in answers]
+        return None if all(v is None for v in values) else sum(v or 0 for v in values)
+
+    latencies = [a.latency_ms for a in answers if a.latency_ms is not None]
+    return replace(
+        first,
+        content=content,
+        prompt_tokens=total("prompt_tokens"),
+        completion_tokens=total("completion_tokens"),
+        total_tokens=total("total_tokens"),
+        cached_tokens=total("cached_tokens"),
+        latency_ms=max(latencies) if latencies else None,
+        alternatives=(),
     )
 
 
@@ -359,6 +563,7 @@ async def commit(pipeline: RowPipeline, results: Any, errors: Any) -> None:
             raise
         for row, reason in unstorable:
             pipeline.unstorable(row, reason)
+        await pipeline.remember(rows)
         rows = errors.take()
         try:
             odd = await anyio.to_thread.run_sync(errors.commit, rows)

@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import JobError
 from .job.settings import Job
+from .output_schema import response_format, system_note
 from .source import InputFiles, is_batch_line
 
 
@@ -102,8 +103,9 @@ def render(data: dict[str, Any], job: Job) -> dict[str, Any]:
         if not isinstance(prompt, str) or not prompt.strip():
             raise RenderError(f"column '{job.prompt_column}' is missing or empty")
         messages = [{"role": "user", "content": prompt}]
-    if job.system:
-        messages.insert(0, {"role": "system", "content": job.system})
+    system = system_text(job)
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
     body: dict[str, Any] = {"model": job.effective_model, "messages": messages}
     body.update(request_params(job))
     return body
@@ -120,10 +122,24 @@ def request_params(job: Job) -> dict[str, Any]:
         params["max_tokens"] = job.max_tokens
     if job.thinking is not None:
         params["thinking"] = {"type": "enabled" if job.thinking else "disabled"}
-    if job.response_format is not None:
+    if job.output_schema is not None and job.profile.json_schema:
+        params["response_format"] = response_format(job.output_schema)
+    elif job.output_schema is not None:  # JSON mode only (Z.AI): the schema is in the system
+        params["response_format"] = {"type": "json_object"}
+    elif job.response_format is not None:
         params["response_format"] = {"type": job.response_format}
+    if job.samples > 1 and job.profile.n:
+        params["n"] = job.samples
     params.update(job.extra)
     return params
+
+
+def system_text(job: Job) -> str | None:
+    """The system message: ``system``, and on a JSON-mode-only endpoint the output schema."""
+    if job.output_schema is None or job.profile.json_schema:
+        return job.system
+    note = system_note(job.output_schema)
+    return f"{job.system}\n\n{note}" if job.system else note
 
 
 def _from_batch_line(body: dict[str, Any], job: Job) -> dict[str, Any]:
@@ -131,6 +147,8 @@ def _from_batch_line(body: dict[str, Any], job: Job) -> dict[str, Any]:
     if job.force_model or "model" not in request:
         request["model"] = job.effective_model
     request["messages"] = _messages(request.get("messages"), "body.messages")
+    if job.output_schema is not None and not job.profile.json_schema:
+        request["messages"].insert(0, {"role": "system", "content": system_note(job.output_schema)})
     for key, value in request_params(job).items():
         request.setdefault(key, value)
     request.pop("stream", None)

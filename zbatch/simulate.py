@@ -3,8 +3,9 @@
 It is an httpx transport, so the whole pipeline (limits, retries, checkpoints, outputs)
 runs exactly as against the real API, with the provider's own error bodies. Answers are
 deterministic per prompt: the label a keyword rule suggests among the job's choices (a
-random one for 8 % of prompts, so a report against gold shows mistakes), a JSON
-object with the job's json_fields, or a short text saying it is simulated. The ``model`` of
+random one for 8 % of prompts, so a report against gold shows mistakes), a JSON object that
+fits the job's output.schema (or has its json_fields), or a short text saying it is
+simulated. The ``model`` of
 every answer ends in ``-simulated``, so a simulated row is recognisable in the results.
 """
 
@@ -16,7 +17,7 @@ import random
 import re
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ import anyio
 import httpx
 
 from .job.settings import Job
+from .output_schema import resolve
 from .providers import ZAI, Provider
 from .testing import chat_completion, last_user_content, message_text
 
@@ -119,8 +121,8 @@ class SimulationSpec:
     server_error: float = 0.01
     content_filter: float = 0.0
     choices: tuple[str, ...] = ()
-    json_object: bool = False  # answer a JSON object (response_format "json_object")
-    json_fields: tuple[tuple[str, str], ...] = ()  # (name, kind) of the object's fields
+    # Answer a JSON object with these properties (output.schema, or json_fields as one).
+    schema: Mapping[str, Any] | None = None
     provider: Provider = ZAI  # whose error bodies and finish reasons to send
 
     @classmethod
@@ -132,8 +134,7 @@ class SimulationSpec:
             server_error=job.simulate_server_error,
             content_filter=job.simulate_content_filter,
             choices=tuple(job.choices),
-            json_object=job.response_format == "json_object",
-            json_fields=job.json_fields,
+            schema=job.answer_schema,
             provider=job.profile,
         )
 
@@ -179,17 +180,39 @@ class SimulatedEndpoint(httpx.AsyncBaseTransport):
         if spec.choices:
             return simulated_label(last_user_content(messages), spec.choices)
         prompt = "\n".join(message_text(m.get("content")) for m in messages)
-        if not spec.json_object:
+        if spec.schema is None:
             return f"Simulated answer ({len(prompt)} characters of prompt)."
         digest = hashlib.sha256(prompt.encode("utf-8", "replace")).digest()
-        obj: dict[str, Any] = {}
-        for name, kind in spec.json_fields:
-            obj[name] = {
-                "int": digest[1],
-                "float": digest[2] / 255,
-                "bool": digest[3] > 127,
-            }.get(kind, f"simulated {name}")
+        obj = simulated_value(spec.schema, spec.schema, digest, "answer")
         return json.dumps(obj or {"answer": "simulated"})
+
+
+def simulated_value(prop: Any, root: Mapping[str, Any], digest: bytes, name: str) -> Any:
+    """A value that fits ``prop``, drawn from the prompt's digest (the same every time)."""
+    prop = resolve(prop, root)
+    values = prop.get("enum")
+    if isinstance(values, list) and values:
+        return values[digest[0] % len(values)]
+    kind = prop.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), None)
+    if kind == "object" or isinstance(prop.get("properties"), dict):
+        properties = prop.get("properties") or {}
+        return {
+            key: simulated_value(value, root, digest[1:] + digest[:1], key)
+            for key, value in properties.items()
+        }
+    if kind == "array":
+        return [simulated_value(prop.get("items") or {}, root, digest, name)]
+    if kind == "integer":
+        low = prop.get("minimum", 0)
+        high = prop.get("maximum", 255)
+        return int(low) + digest[1] % (int(high) - int(low) + 1)
+    if kind == "number":
+        return digest[2] / 255
+    if kind == "boolean":
+        return digest[3] > 127
+    return f"simulated {name}"
 
 
 def plausible_label(text: str, choices: Sequence[str]) -> str:

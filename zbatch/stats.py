@@ -96,6 +96,9 @@ class Stats:
     usage_malformed: int = 0  # answers whose token counts were unusable (counted as none)
     deduplicated: int = 0  # rows answered by an identical request of another row
     saved: Counter[str] = field(default_factory=Counter)  # their tokens, not paid again
+    cache_saved: Counter[str] = field(default_factory=Counter)  # their tokens, not bought
+    repairs: int = 0  # requests that fed a schema validation error back
+    repaired: int = 0  # rows whose answer matched the schema after a repair
     labels: Counter[str] = field(default_factory=Counter)
     gold: Agreement = field(default_factory=Agreement)  # with labels.gold_column
     json_missing: Counter[str] = field(default_factory=Counter)  # JSON field -> answers without it
@@ -149,10 +152,21 @@ class Stats:
         self.saved["cached"] += answer.cached_tokens or 0
         self.saved["completion"] += answer.completion_tokens or 0
 
+    def count_cache_hit(self, answers: Any) -> None:
+        """A row answered from the response cache: what its answers cost when bought."""
+        self.cache_hits += 1
+        for answer in answers:
+            self.cache_saved["prompt"] += answer.prompt_tokens or 0
+            self.cache_saved["cached"] += answer.cached_tokens or 0
+            self.cache_saved["completion"] += answer.completion_tokens or 0
+
     @property
     def saved_cost(self) -> float | None:
-        saved = self.saved
-        return cost(self.price, saved["prompt"], saved["cached"], saved["completion"])
+        return _cost_of(self.price, self.saved)
+
+    @property
+    def cache_saved_cost(self) -> float | None:
+        return _cost_of(self.price, self.cache_saved)
 
     def count_failure(self, error_type: str) -> None:
         """A row ended in the error log this run."""
@@ -232,6 +246,12 @@ class Stats:
                 "rows": self.deduplicated,
                 "saved_usd": None if self.saved_cost is None else round(self.saved_cost, 6),
             },
+            "cache": {
+                "hits": self.cache_hits,
+                "saved_usd": round(self.cache_saved_cost or 0.0, 6),
+                "saved_tokens": self.cache_saved["prompt"] + self.cache_saved["completion"],
+            },
+            "repairs": {"requests": self.repairs, "repaired_rows": self.repaired},
             "labels": dict(self.labels),
             "gold": self.gold.to_json(),
             "json_fields": {
@@ -252,3 +272,7 @@ class Stats:
                 "limiter": self.limiter,
             },
         }
+
+
+def _cost_of(price: Price | None, tokens: Counter[str]) -> float | None:
+    return cost(price, tokens["prompt"], tokens["cached"], tokens["completion"])

@@ -406,6 +406,60 @@ def compact(outdir: str) -> None:
         click.echo(f"{done.table}: {done.parts_before} parts -> {done.parts_after}")
 
 
+@cli.group()
+def cache() -> None:
+    """The response cache shared by all your OUTDIRs ($XDG_CACHE_HOME/zbatch)."""
+
+
+_CACHE_PATH = click.option(
+    "--path",
+    "path",
+    metavar="PATH",
+    help="The cache file [default: $XDG_CACHE_HOME/zbatch/responses.sqlite].",
+)
+
+
+@cache.command("stats")
+@_CACHE_PATH
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@_reports_errors
+def cache_stats(path: str | None, as_json: bool) -> None:
+    """How many answers the cache holds, how often they were used, its size."""
+    from ..cache import format_stats
+
+    figures = _open_cache(path).stats()
+    if as_json:
+        click.echo(json.dumps(figures.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(format_stats(figures))
+
+
+@cache.command("prune")
+@_CACHE_PATH
+@click.option(
+    "--older-than",
+    required=True,
+    metavar="DURATION",
+    help="Forget answers not used for this long: 30d, 12h, 90m, 2w.",
+)
+@_reports_errors
+def cache_prune(path: str | None, older_than: str) -> None:
+    """Forget answers not used for a while; the file shrinks."""
+    from ..cache import parse_duration
+
+    removed = _open_cache(path).prune(parse_duration(older_than))
+    click.echo(f"removed {removed} answers not used for {older_than}")
+
+
+def _open_cache(path: str | None) -> Any:
+    from ..cache import open_cache
+
+    opened, problem = open_cache("on", path, simulated=False)
+    if opened is None:
+        raise ZbatchError(problem or "the response cache cannot be opened")
+    return opened
+
+
 def _beside_bar(progress: object) -> contextlib.AbstractContextManager[object]:
     """With a bar on the terminal, log lines are written above it, not over it."""
     from ..progress import BarProgress

@@ -61,6 +61,11 @@ def format_summary(stats: Stats) -> str:
     if stats.deduplicated:
         saved = _dollars(stats.saved_cost, "an unknown amount")
         rows.append(("deduplicated", f"{stats.deduplicated} rows (saved {saved})"))
+    if stats.cache_hits:
+        saved = _dollars(stats.cache_saved_cost, "an unknown amount")
+        rows.append(("from the cache", f"{stats.cache_hits} rows (saved {saved})"))
+    if stats.repairs:
+        rows.append(("schema repairs", f"{stats.repairs} asked, {stats.repaired} rows repaired"))
     if stats.truncated:
         rows.append(("cut off (length)", stats.truncated))
     if stats.labels:
@@ -106,6 +111,9 @@ def format_status(status: Status) -> str:
     for shard in status.shards:
         rows.append((f"shard {shard.shard}", _last_run(shard.last_run, "no run yet")))
     rows.append(("all shards" if status.shards else "last run", _last_run(last, "none")))
+    if status.cache.get("hits"):
+        saved = _dollars(status.cache["saved_usd"], "an unknown amount")
+        rows.append(("from the cache", f"{status.cache['hits']} rows (saved {saved})"))
     if status.labels:
         rows.append(("labels", _counts(status.labels, by_size=True)))
     if status.gold is not None:

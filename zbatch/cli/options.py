@@ -205,6 +205,12 @@ def job_options(func: F) -> F:
             help=f"Send identical deterministic requests (temperature 0) once{_default('dedupe')}.",
         ),
         click.option(
+            "--cache",
+            metavar="PATH|on|all|off",
+            help="The response cache: a SQLite file, or on (deterministic requests), all, off "
+            "[default: on, in $XDG_CACHE_HOME/zbatch].",
+        ),
+        click.option(
             "--metrics-file",
             metavar="PATH",
             help="Write Prometheus metrics to this node_exporter textfile (.prom), atomically, "

@@ -135,6 +135,7 @@ async def execute(
     from ..batch.api import BatchApi
     from ..batch.mode import BatchMode
     from ..batch.simulate import SimulatedBatchApi
+    from ..cache import open_cache
     from ..client import Client
     from ..limits import Backoff
     from ..online.runner import Runner
@@ -176,6 +177,7 @@ async def execute(
         # An open batch owns its rows until batch mode collects them (or they are cancelled):
         # an online run leaves them alone rather than buy them a second time.
         in_batches = Ledger(outdir.storage).open_ids(job.fingerprint()) if online else IdSet()
+        cache, cache_problem = open_cache(job.cache, job.cache_path, simulated=job.simulate)
         pipeline = RowPipeline(
             job,
             state=state,
@@ -186,6 +188,7 @@ async def execute(
             retry_failed=retry_failed,
             in_shard=owned_rows(shard, in_batches),
             secret=key or "",
+            cache=cache,
         )
         items = inputs.rows_or_done(job.id_column, pipeline.is_done)
         where = "" if shard is None else f" shard {shard}"
@@ -199,6 +202,8 @@ async def execute(
         context = RunContext(session.prefix, "all" if shard is None else str(shard), lambda: stats)
         with run_log(outdir, job.log_format, context) as log:
             pipeline.warn = log.warning
+            if cache_problem:
+                log.warning(cache_problem)
             if session.notice:
                 log.warning(session.notice)
             if in_batches:
@@ -275,6 +280,8 @@ async def execute(
                 stopped = await runner.run()
             finally:
                 items.close()
+                if cache is not None:
+                    cache.close()
             if shard is not None and stopped is None:
                 stats.total = stats.input_rows
             also: dict[str, Any] | None = {} if write_summary else None

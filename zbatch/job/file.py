@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import urls
 from ..errors import JobError
+from .rules import CACHE_MODES
 from .settings import DEFAULT_BASE_URL, Job
 
 # TOML table -> {key in the file: Job field}
@@ -36,6 +37,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "thinking": "thinking",
         "response_format": "response_format",
         "json_fields": "json_fields",
+        "samples": "samples",
         "extra": "extra",
     },
     "endpoint": {
@@ -64,12 +66,16 @@ SECTIONS: dict[str, dict[str, str]] = {
         "part_rows": "part_rows",
         "part_seconds": "part_seconds",
         "journal": "journal",
+        "schema": "output_schema",
+        "repair_attempts": "repair_attempts",
         "report": "report",
     },
     "run": {
         "log_every": "log_every",
         "grace_seconds": "grace_seconds",
         "dedupe": "dedupe",
+        "cache": "cache",
+        "cache_path": "cache_path",
         "mode": "mode",
         "poll_seconds": "poll_seconds",
         "batch_max_rows": "batch_max_rows",
@@ -92,6 +98,8 @@ SECTIONS: dict[str, dict[str, str]] = {
 }
 _REQUIRED_PATHS = ("input_path", "output_dir")
 _PATH_FIELDS = (*_REQUIRED_PATHS, "metrics_file")
+# Paths that may also be unset, or given as something else (output.schema: an inline table).
+_OPTIONAL_PATHS = ("output_schema", "cache_path")
 _FIELDS = {f.name for f in dataclasses.fields(Job)}
 
 
@@ -118,9 +126,14 @@ def load_job(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) 
     unknown = sorted(set(given) - _FIELDS)
     if unknown:
         raise JobError(f"unknown setting(s): {', '.join(unknown)}")
+    if _is_cache_path(given.get("cache")):  # --cache PATH: where, not whether
+        given["cache_path"] = given.pop("cache")
     for name in _PATH_FIELDS:
         if name in given:
             given[name] = _resolve(str(given[name]), Path.cwd())
+    for name in _OPTIONAL_PATHS:
+        if isinstance(given.get(name), str):
+            given[name] = _resolve(given[name], Path.cwd())
     if "model" in given:
         given["force_model"] = True
     values.update(given)
@@ -133,6 +146,11 @@ def load_job(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any]) 
         return Job(**values)
     except JobError as exc:
         raise JobError(f"{source}: {exc}") from None
+
+
+def _is_cache_path(value: Any) -> bool:
+    """run.cache names a file rather than a mode (on, all, off)."""
+    return isinstance(value, str) and value.strip() != "" and value not in CACHE_MODES
 
 
 def _resolve(value: str, base: Path) -> str:
@@ -166,8 +184,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
                 known = ", ".join(SECTIONS[section])
                 raise JobError(f"{path}: unknown key '{key}' in [{section}] (known: {known})")
             values[name] = value
+    if _is_cache_path(values.get("cache")):  # cache = "PATH": where, not whether
+        values["cache_path"] = values.pop("cache")
     base = path.resolve().parent
-    for name in _PATH_FIELDS:
+    for name in (*_PATH_FIELDS, *_OPTIONAL_PATHS):
         if isinstance(values.get(name), str):
             values[name] = _resolve(values[name], base)
     return values

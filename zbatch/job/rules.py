@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 JSON_FIELD_KINDS = ("string", "int", "float", "bool", "json")
 # The values of two settings with a fixed choice (the flags offer the same ones).
 MODES = ("online", "batch")
+CACHE_MODES = ("on", "all", "off")
 LOG_FORMATS = ("plain", "json")
 RESPONSE_FORMATS = ("json_object", "text")
 # A template's format spec may pad a value: refuse widths that would inflate a prompt.
@@ -107,7 +108,14 @@ _POSITIVE = (
     "batch_max_bytes",
     "metrics_every",
 )
-_NOT_NEGATIVE = ("max_retries", "label_retries", "grace_seconds", "backoff_cap", "simulate_latency")
+_NOT_NEGATIVE = (
+    "max_retries",
+    "label_retries",
+    "repair_attempts",
+    "grace_seconds",
+    "backoff_cap",
+    "simulate_latency",
+)
 _FINITE = (
     "timeout",
     "max_attempt_seconds",
@@ -153,6 +161,12 @@ def check(job: Job) -> None:
         raise fail("max_tokens", "must be at least 1")
     if job.mode not in MODES:
         raise fail("mode", _one_of(MODES))
+    if job.cache not in CACHE_MODES:
+        raise fail("cache", _one_of(CACHE_MODES))
+    if not 1 <= job.samples <= 128:
+        raise fail("samples", "must be a whole number from 1 to 128")
+    if job.samples > 1 and job.mode == "batch":
+        raise JobError("request.samples works online only: run without --mode batch")
     if job.log_format not in LOG_FORMATS:
         raise fail("log_format", _one_of(LOG_FORMATS))
     for name in ("ping", "pushgateway"):
@@ -173,6 +187,7 @@ def check(job: Job) -> None:
         raise fail("response_format", _one_of(RESPONSE_FORMATS))
     if job.json_fields and job.response_format != "json_object":
         raise JobError('request.json_fields needs request.response_format = "json_object"')
+    _check_answer_schema(job)
     if job.gold_column is not None and not job.choices:
         raise JobError("labels.gold_column needs labels.choices")
     if job.template is not None and job.messages_column is not None:
@@ -190,6 +205,33 @@ def check(job: Job) -> None:
             "request.extra must not set 'messages' or 'model': use request.template / "
             "request.messages_column and request.model"
         )
+
+
+def _check_answer_schema(job: Job) -> None:
+    """output.schema against the other answer settings, and its columns against the rest."""
+    from ..output_schema import SchemaCheck
+    from ..schema import RESULT_FIELDS, SAMPLE_FIELDS
+
+    schema = job.output_schema
+    if schema is None:
+        return
+    if job.json_fields:
+        raise JobError("set output.schema or request.json_fields, not both")
+    if job.choices:
+        raise JobError(
+            "set output.schema or labels.choices, not both: a label is an enum in the schema"
+        )
+    if job.response_format == "text":
+        raise JobError('output.schema asks for JSON: remove request.response_format = "text"')
+    taken = {f.name for f in (*RESULT_FIELDS, *SAMPLE_FIELDS)} | {"json", "label"}
+    taken |= set(job.keep_columns)
+    clash = sorted(set(schema["properties"]) & taken)
+    if clash:
+        raise JobError(
+            f"output.schema property {', '.join(map(repr, clash))} has the name of a result "
+            "column: rename it in the schema"
+        )
+    SchemaCheck(schema)  # compiles: an unusable schema is refused before anything is sent
 
 
 def _one_of(values: tuple[str, ...]) -> str:

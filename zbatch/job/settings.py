@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..output_schema import FIELD_KINDS, load_schema
 from ..pricing import Price, discounted, nearest_model, no_price, price_for
 from ..providers import ZAI, Provider, provider_for
 from .rules import check, fit
@@ -51,6 +52,7 @@ class Job:
     thinking: bool | None = None
     response_format: str | None = None
     json_fields: tuple[tuple[str, str], ...] = ()  # (name, kind); "name:kind" strings accepted
+    samples: int = 1  # answers per row: votes, the majority and its share
     extra: Mapping[str, Any] = field(default_factory=dict)
     # [endpoint]
     base_url: str = DEFAULT_BASE_URL
@@ -79,9 +81,15 @@ class Job:
     part_rows: int = 50_000
     part_seconds: float = 30.0
     journal: bool = True  # every answer durable within ~50 ms, before parts commit it
+    # A JSON Schema every answer must match (a file, a table; from Python a dict or a Pydantic
+    # model class): read into the schema itself on construction.
+    output_schema: Mapping[str, Any] | None = None
+    repair_attempts: int = 1  # asks again, the validation error fed back, before invalid_output
     report: bool = True  # OUTDIR/report.html at the end of a run (with zbatch[report])
     # [run]
     dedupe: bool = True  # send identical deterministic requests once (zbatch.online.dedupe)
+    cache: str = "on"  # the response cache: "on" (deterministic requests), "all", "off"
+    cache_path: str | None = None  # None: $XDG_CACHE_HOME/zbatch/responses.sqlite
     log_every: float = 30.0
     grace_seconds: float = 10.0
     mode: str = "online"  # or "batch": the provider's Batch API (zbatch.batch)
@@ -108,6 +116,7 @@ class Job:
     simulate_content_filter: float = 0.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "output_schema", load_schema(self.output_schema))
         hints = _hints()
         for f in dataclasses.fields(self):
             value = fit(f.name, getattr(self, f.name), hints[f.name])
@@ -128,6 +137,17 @@ class Job:
         """The provider's profile (error codes, hints, prices): endpoint.provider, else the
         one base_url points at."""
         return provider_for(self.base_url, self.provider)
+
+    @property
+    def answer_schema(self) -> Mapping[str, Any] | None:
+        """The schema of a JSON answer: output.schema, else the json_fields of a
+        json_object request (each a property, unchecked), else None (not JSON)."""
+        if self.output_schema is not None:
+            return self.output_schema
+        if self.response_format != "json_object":
+            return None
+        fields = {name: FIELD_KINDS[kind] for name, kind in self.json_fields}
+        return {"type": "object", "properties": fields}
 
     @property
     def effective_model(self) -> str:
@@ -169,6 +189,9 @@ class Job:
         shaping["model"] = self.effective_model
         if not self.defaults:  # a setting newer than most OUTDIRs: absent when unused, so
             del shaping["defaults"]  # their fingerprints stay what they were
+        for name, unset in (("output_schema", None), ("samples", 1)):
+            if getattr(self, name) == unset:  # newer settings: absent unless set
+                del shaping[name]
         if self.id_column is not None:  # the same: absent unless set
             shaping["id_column"] = self.id_column
         if self.simulate:  # only then: real runs keep the fingerprints they always had
@@ -210,6 +233,8 @@ FINGERPRINTED = (
     "extra",
     "choices",
     "json_fields",
+    "output_schema",
+    "samples",
 )
 
 

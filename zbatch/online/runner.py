@@ -44,9 +44,6 @@ from .health import Held
 from .hedge import Hedger
 from .quota import QuotaGate
 
-# Answers that do not fit the job are asked again (labels.retries times): a model's next
-# answer to the same request often does.
-RE_ASKED = ("invalid_label", "invalid_json")
 # Workers start this far apart, so the first requests go out over a few milliseconds rather
 # than all at once: a server that caps concurrency answers the first ones with 1302 while the
 # rest are still unsent, and the limit holds before it is hit by the whole ceiling. The whole
@@ -284,8 +281,9 @@ class Runner(Dispatcher):
                 if failure is None:
                     self.guards.release_first_rows()
                     return
-                if answer_retries < job.label_retries and failure.error_type in RE_ASKED:
-                    answer_retries += 1
+                again = pipeline.again(work, outcome, failure, answer_retries)
+                if again is not None:  # a label, JSON or schema answer that does not fit
+                    work, answer_retries = again, answer_retries + 1
                     stats.retries[failure.error_type] += 1
                     continue
                 self.guards.row_failed(Held(work.id, failure, attempts, outcome.content))

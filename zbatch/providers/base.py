@@ -77,6 +77,10 @@ class Provider:
     # finish_reason -> (error_type, scope, message) for answers that carry no usable content.
     finish_reasons: Mapping[str, tuple[str, Scope, str]] = field(default_factory=dict)
     reset_clock: dt.tzinfo = dt.UTC  # the zone of reset times its messages name without one
+    # Structured outputs: response_format {type: json_schema} is understood; else the schema
+    # goes in the system message, with response_format {type: json_object}.
+    json_schema: bool = False
+    n: bool = False  # several answers to one request (the body's "n")
 
     def classify(self, status: int, code: str | None, message: str) -> Failure:
         """Classify an error answer: the body's business code first, then the HTTP status."""

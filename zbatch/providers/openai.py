@@ -16,6 +16,8 @@ OPENAI = Provider(
     default_base_url="https://api.openai.com/v1",
     batch_endpoint="/v1/chat/completions",
     batch_window="24h",  # required
+    json_schema=True,  # OpenAI, vLLM, llama.cpp's server, SGLang
+    n=True,
     codes={"insufficient_quota": FATAL, "invalid_api_key": FATAL},
     hints={
         "insufficient_quota": f"the account has no credits left: add credits, {RESUME}",

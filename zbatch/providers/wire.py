@@ -71,7 +71,18 @@ def read_answer(
         request_id=text(data.get("request_id")) or text(data.get("id")),
         latency_ms=latency_ms,
         usage_malformed=malformed,
+        alternatives=_alternatives(choices) if len(choices) > 1 else (),
     )
+
+
+def _alternatives(choices: list[Any]) -> tuple[str, ...]:
+    """The contents of the choices after the first (an answer to a request with "n")."""
+    contents = []
+    for choice in choices[1:]:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        content = _content(message) if isinstance(message, dict) else None
+        contents.append("" if content is None else content)
+    return tuple(contents)
 
 
 def error_details(raw: bytes) -> tuple[str | None, str]:

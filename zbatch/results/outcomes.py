@@ -15,7 +15,7 @@ from ..errors import JobError
 from ..pipeline import storable
 from ..prompt import row_id
 from ..readers.base import DoneRows
-from ..schema import RESULT_FIELDS, infer_type, keep_caster
+from ..schema import RESULT_FIELDS, SAMPLE_FIELDS, infer_type, keep_caster
 from ..source import open_input
 from ..store import ERRORS, RESULTS, OutputDir, Parts
 
@@ -118,8 +118,9 @@ def final_outcomes(outdir: OutputDir) -> Outcomes:
 def _keep_columns(settings: dict[str, Any], results: pa.Schema) -> list[str]:
     """The job's keep columns, and those an earlier run kept (stored after the answer's own
     columns): each is filled in from the input for rows stored without it."""
-    own = {f.name for f in RESULT_FIELDS} | {"label", "json"}
+    own = {f.name for f in (*RESULT_FIELDS, *SAMPLE_FIELDS)} | {"label", "json"}
     own |= {str(entry).partition(":")[0] for entry in settings.get("json_fields") or ()}
+    own |= set((settings.get("output_schema") or {}).get("properties") or ())
     earlier = [name for name in results.names if name not in own]
     listed = [str(name) for name in settings.get("keep_columns") or ()]
     return earlier + [name for name in listed if name not in earlier]

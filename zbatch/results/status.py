@@ -72,6 +72,8 @@ class Status:
     reserved: dict[str, Any] | None = None
     # Sharded runs: each shard's last run; last_run is then the view over them all.
     shards: list[ShardRun] = field(default_factory=list)
+    # Rows answered from the response cache, over committed rows: hits, saved_tokens, saved_usd.
+    cache: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pending(self) -> int | None:
@@ -99,11 +101,22 @@ def read_status(outdir: OutputDir) -> Status:
     columns = ["attempts", *(f"{key}_tokens" for key in counted)]
     if "label" in results.schema.names:
         columns.append("label")
+    saved = {"prompt": 0, "completion": 0, "cached": 0}
+    hits = 0
+    if "cached" in results.schema.names:
+        columns.append("cached")
     for batch in results.batches(columns):  # one pass over the parts for all these columns
         # A row with attempts 0 took an identical request's answer: its tokens were not paid.
         paid = pc.greater(batch.column("attempts"), 0)
         for key in counted:
             counted[key] += int(pc.sum(pc.filter(batch.column(f"{key}_tokens"), paid)).as_py() or 0)
+        if "cached" in columns:  # rows the response cache answered: bought by an earlier run
+            cached = pc.fill_null(batch.column("cached"), False)
+            hits += int(pc.sum(cached).as_py() or 0)
+            for key in saved:
+                saved[key] += int(
+                    pc.sum(pc.filter(batch.column(f"{key}_tokens"), cached)).as_py() or 0
+                )
         if "label" in columns:
             for count in pc.value_counts(batch.column("label")).to_pylist():
                 if count["values"] is not None:
@@ -122,6 +135,12 @@ def read_status(outdir: OutputDir) -> Status:
     else:
         spent = cost(price, tokens.prompt, tokens.cached, tokens.completion)
     last_run, shards = _last_runs(outdir)
+    saved_usd = cost(price, saved["prompt"], saved["cached"], saved["completion"])
+    cache = {
+        "hits": hits,
+        "saved_tokens": saved["prompt"] + saved["completion"],
+        "saved_usd": None if saved_usd is None else round(saved_usd, 6),
+    }
     return Status(
         outdir=outdir.location,
         input_rows=input_rows,
@@ -142,6 +161,7 @@ def read_status(outdir: OutputDir) -> Status:
         batches=[describe(s) for s in open_batches(outdir.storage) if s.state != ABANDONED],
         reserved=None if settings.get("max_cost") is None else _reserved(outdir),
         shards=shards,
+        cache=cache,
     )
 
 
