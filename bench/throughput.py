@@ -18,6 +18,8 @@ Clients (each sends the same rows, the body zbatch sends, and parses the JSON an
   zbatch           zbatch.run in this process, the transport zbatch ships (aiohttp), with
                    the answer journal (the default)
   zbatch-nojournal the same with journal = false: the journal's cost is the difference
+  zbatch-budget    the same with a budget (max_cost): every request is first reserved in the
+                   OUTDIR's shared reservations (OUTDIR/budget/), whose cost is the difference
   zbatch-cli       the installed ``zbatch run`` console script as a subprocess (the figure
                    includes interpreter start-up and imports)
   zbatch-cli-before the same with the console script given by ``--before`` (another tree in
@@ -211,6 +213,15 @@ def zbatch_no_journal(server: Server, rows: int, concurrency: int, work: Path) -
     return ok, None, hedged
 
 
+def zbatch_budget(server: Server, rows: int, concurrency: int, work: Path) -> Done:
+    """zbatch with a budget no run reaches: what reserving each request costs."""
+    outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    ok, hedged = run_zbatch(
+        server.base_url, work / "input.jsonl", outdir, concurrency, max_cost=1e6
+    )
+    return ok, None, hedged
+
+
 def zbatch_httpcore(server: Server, rows: int, concurrency: int, work: Path) -> Done:
     outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
     transport = httpx.AsyncHTTPTransport(limits=limits(concurrency))
@@ -250,6 +261,7 @@ CLIENTS: list[tuple[str, Client]] = [
     ("aiohttp", bare_aiohttp),
     ("zbatch", zbatch_shipped),
     ("zbatch-nojournal", zbatch_no_journal),
+    ("zbatch-budget", zbatch_budget),
     ("zbatch-cli", zbatch_subprocess),
     ("zbatch-cli-before", zbatch_before),
     ("zbatch-httpcore", zbatch_httpcore),

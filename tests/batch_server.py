@@ -20,6 +20,10 @@ Injectable faults: :meth:`BatchServer.inject` (an error answer on a route, N tim
 batch expires after N lines), :meth:`fail_next_validation`, ``models`` (the models the
 batch list allows: others are refused at upload with 1210), custom_ids shorter than 6
 characters refused at upload with 1214, ``max_lines`` / ``max_bytes`` per file (413).
+Lost and late answers, for exactly-once submission: :meth:`BatchServer.lose_create` (the
+next create makes the batch, then resets the connection or answers 502), ``list_lag`` (a new
+batch shows in ``GET /batches`` only after that many listings) and ``no_listing`` (``GET
+/batches`` and ``GET /files`` answer 404, like a provider without listings).
 
 The server records every custom_id of every batch it created (``submitted``), every upload
 and every deleted file, so tests can assert exactly-once submission and no re-upload.
@@ -33,6 +37,7 @@ import http.server
 import itertools
 import json
 import random
+import socket
 import threading
 import time
 import urllib.parse
@@ -94,6 +99,7 @@ class _Batch:
     fail_validation: str | None = None
     failure: dict[str, Any] | None = None
     stamps: dict[str, int] = dataclasses.field(default_factory=dict)
+    unlisted: int = 0  # listings still to come before this batch shows in them (list_lag)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +121,10 @@ class _Batch:
             "metadata": self.metadata,
             "errors": self.failure,
         }
+
+
+class _Reset(Exception):
+    """Close the connection without an answer (the request's effect stays)."""
 
 
 class _Fault(Exception):
@@ -148,6 +158,9 @@ class _State:
         self.max_lines: int = options.pop("max_lines", MAX_LINES)
         self.max_bytes: int = options.pop("max_bytes", MAX_BYTES)
         self.lines_per_step: int | None = options.pop("lines_per_step", None)
+        self.list_lag: int = options.pop("list_lag", 0)
+        self.no_listing: bool = options.pop("no_listing", False)
+        self.lost_creates: list[str] = []  # "reset" / "502", one per create to lose
         self.rng = random.Random(options.pop("seed", 0))
         if options:
             raise TypeError(f"unknown option(s): {', '.join(sorted(options))}")
@@ -234,6 +247,7 @@ class _State:
             created_at=int(time.time()),
             expire_after=self.next_expire,
             fail_validation=self.next_validation_failure,
+            unlisted=self.list_lag,
         )
         self.next_expire = self.next_validation_failure = None
         self.batches[batch.id] = batch
@@ -253,6 +267,9 @@ class _State:
     def listing(self, after: str | None, limit: int) -> dict[str, Any]:
         # Newest first, like the providers.
         ordered = sorted(self.batches.values(), key=lambda b: b.id, reverse=True)
+        for hidden in [b for b in ordered if b.unlisted > 0]:
+            hidden.unlisted -= 1
+            ordered.remove(hidden)
         if after is not None:
             ids = [b.id for b in ordered]
             ordered = ordered[ids.index(after) + 1 :] if after in ids else []
@@ -392,6 +409,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             except _Fault as fault:
                 status = fault.status
                 payload = {"error": {"code": fault.code, "message": str(fault)}}
+            except _Reset:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
         if isinstance(payload, bytes):
             self._send(status, payload, "application/octet-stream")
         else:
@@ -436,6 +457,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             purpose = fields.get("purpose", (None, b""))[1].decode()
             return 200, state.upload(filename or "upload.jsonl", purpose, data)
         if route == "list_files":
+            if state.no_listing:
+                raise _Fault(404, "404", f"no route for {method} {path}")
             files = [f.as_json() for f in state.files.values() if f.purpose == "batch"]
             return 200, {"object": "list", "data": files}
         if route == "content":
@@ -443,8 +466,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if route == "delete":
             return 200, state.delete(parts[1])
         if route == "create":
-            return 200, state.create(json.loads(body))
+            created = state.create(json.loads(body))
+            if state.lost_creates:  # made, but its answer never arrives
+                if state.lost_creates.pop(0) == "reset":
+                    raise _Reset
+                raise _Fault(502, "502", "Bad Gateway")
+            return 200, created
         if route == "list":
+            if state.no_listing:
+                raise _Fault(404, "404", f"no route for {method} {path}")
             return 200, state.listing(query.get("after"), int(query.get("limit", "20")))
         batch = state.batch(parts[1])
         if route == "cancel":
@@ -482,7 +512,7 @@ class BatchServer:
 
     ``BatchServer(advance="poll", models=None, require_key=None, no_batch_api=None,
     require_completion_window=False, max_lines=50_000, max_bytes=100 MB,
-    lines_per_step=None, seed=0)``. All methods are thread-safe.
+    lines_per_step=None, list_lag=0, no_listing=False, seed=0)``. All methods are thread-safe.
     """
 
     def __init__(self, **options: Any) -> None:
@@ -541,6 +571,14 @@ class BatchServer:
         status = status or http_status_for(code)
         with self._locked() as state:
             state.faults.setdefault(route, []).extend([(status, code)] * times)
+
+    def lose_create(self, how: str = "reset", times: int = 1) -> None:
+        """The next ``times`` creates make their batch, then lose the answer: ``how`` is
+        "reset" (the connection closes unanswered) or "502" (a gateway error)."""
+        if how not in ("reset", "502"):
+            raise ValueError(f"lose_create: how is 'reset' or '502', not {how!r}")
+        with self._locked() as state:
+            state.lost_creates.extend([how] * times)
 
     def expire_next(self, after_lines: int) -> None:
         """The next batch created expires once it has answered ``after_lines`` lines."""

@@ -59,6 +59,9 @@ LAYERS: list[tuple[str, list[str]]] = [
             "zbatch.simulate",
             "zbatch.client",
             "zbatch.cache",
+            # batch mode's ledger and file names: the OUTDIR reads them (open batches hold rows)
+            "zbatch.batch.ledger",
+            "zbatch.batch.files",
             "zbatch.reading",
             "zbatch.ops",
             "zbatch.ops.",

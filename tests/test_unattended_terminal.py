@@ -87,7 +87,7 @@ def test_a_stuck_attempt_at_the_end_is_hedged_and_its_row_recorded_once(tmp_path
     rows[-1]["prompt"] = "the stuck one FAIL=slow"
     inp, out = input_and_outdir(tmp_path, rows)
     with ZaiServer(latency=0.01, slow_seconds=60) as srv:
-        run_against(srv, "-i", str(inp), "-o", str(out), "-c", "4", timeout=120)
+        run_against(srv, "-i", str(inp), "-o", str(out), "-c", "4", "--hedge", timeout=120)
         assert srv.stats()["answered_prompts"].count("the stuck one FAIL=slow") == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["hedged_requests"] >= 1

@@ -199,27 +199,29 @@ class Answer:
         self.prompt_tokens = prompt
         self.completion_tokens = completion
         self.cached_tokens = cached
+        self.usage_malformed = False
 
 
 def test_budget_admits_while_spend_plus_in_flight_worst_cases_fit() -> None:
     budget = Budget(limit=1.0, price=PRICE, spent=0.5)
-    worst = budget.worst_case(100, 50)  # 100 * 1000/1e6 + 50 * 2000/1e6
-    assert worst == 0.2
-    first = budget.admit(100, 50)
-    second = budget.admit(100, 50)
-    assert first == second == 0.2
-    assert budget.admit(100, 50) is None  # 0.5 + 0.4 + 0.2 > 1.0
-    budget.release(first or 0)
-    assert budget.charge(Answer(prompt=50, completion=0)) == 0.05
-    assert budget.admit(100, 50) == 0.2  # 0.55 + 0.2 + 0.2 <= 1.0
-    assert "spent $0.5500 of $1.0000" in budget.message()
+    # (100 + 32 template tokens) * 1000/1e6 + 50 * 2000/1e6
+    worst = budget.worst_case(100, 50)
+    assert worst == pytest.approx(0.232)
+    first = anyio.run(budget.admit, 100, 50)
+    second = anyio.run(budget.admit, 100, 50)
+    assert first is not None and second is not None and first.usd == second.usd == worst
+    assert anyio.run(budget.admit, 100, 50) is None  # 0.5 + 2 * 0.232 + 0.232 > 1.0
+    budget.release(first)
+    assert budget.charge(Answer(prompt=10, completion=0), first) == pytest.approx(0.01)
+    assert anyio.run(budget.admit, 100, 50) is not None  # 0.51 + 2 * 0.232 <= 1.0
+    assert "spent $0.5100 of $1.0000" in budget.message()
     assert "--max-cost" in budget.message()
 
 
 def test_without_max_tokens_the_budget_assumes_a_bounded_answer() -> None:
     budget = Budget(limit=None, price=PRICE, spent=0)
-    assert budget.worst_case(0, 0) == 4096 * 2000 / 1e6
-    assert budget.admit(10**9, 10**9) is not None  # no limit: always admitted
+    assert budget.worst_case(0, 0) == (32 * 1000 + 4096 * 2000) / 1e6
+    assert anyio.run(budget.admit, 10**9, 10**9) is not None  # no limit: always admitted
 
 
 def test_spend_of_an_answer_counts_cached_tokens_at_their_price() -> None:

@@ -9,7 +9,8 @@ benchmarks measure the client and not the fake.
 Answers are a pure function of the prompt (:func:`answer_for`), so a test can check that every
 output row holds the answer to its own prompt. Faults come from directives inside a prompt
 (``FAIL=1302,500,reset``; ``FAIL=gzip`` is no fault but a gzip-encoded answer; the hostile
-answers ``oddtypes``, ``nomessage``, ``error200`` and ``hugeretry`` test a client's parsing;
+answers ``oddtypes``, ``nomessage``, ``error200``, ``hugeretry``, ``nousage`` (no usage) and
+``nanusage`` (every usage count NaN) test a client's parsing and billing;
 ``WRONG=k`` answers text that is not JSON until the conversation has asked again k times;
 ``VOTES=a|b|c`` answers the words in turn, one per choice of an ``n`` request or per request)
 or from global settings (``latency``, ``max_inflight``, ``rpm``, ``fatal_code``,
@@ -40,6 +41,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import math
 import random
 import re
 import secrets
@@ -92,6 +94,8 @@ _NAMED_FAULTS = frozenset(
         "nomessage",
         "error200",
         "hugeretry",
+        "nousage",
+        "nanusage",
     }
 )
 _FINISH_REASON_FAULTS = frozenset({"sensitive", "network_error", "length"})
@@ -626,6 +630,14 @@ class _Engine:
             answer["model"] = 4.6
             answer["usage"]["prompt_tokens"] = str(answer["usage"]["prompt_tokens"])
             return _Reply(body=_json_bytes(answer), prompt=prompt, delay=delay)
+        if name in ("nousage", "nanusage"):  # the normal answer, its usage absent or NaN
+            answer = json.loads(self._answer(body, prompt, delay).body)
+            if name == "nousage":
+                del answer["usage"]
+            else:
+                answer["usage"] = dict.fromkeys(answer["usage"], math.nan)
+            payload = json.dumps(answer, separators=(",", ":")).encode()  # NaN as JSON allows
+            return _Reply(body=payload, prompt=prompt, delay=delay)
         if name == "nomessage":
             choice = {"index": 0, "finish_reason": "stop", "message": None}
             return _Reply(body=_json_bytes({"choices": [choice]}), stat=name, delay=delay)

@@ -6,6 +6,7 @@ ZbatchError                      every error zbatch raises on purpose
  ├── StoreError                  a part file could not be written: disk full, I/O error (exit 74)
  └── RunStopped                  the run stopped early but is resumable
       ├── FatalApiError          auth, balance, permission (exit 3)
+      │    └── BatchUnconfirmed  a batch that may exist cannot be looked up (exit 3)
       ├── QuotaReached           daily / weekly / usage quota (exit 4)
       ├── BudgetSpent            the job's cost budget is spent (exit 5)
       ├── BatchPending           batch mode with --no-wait: batches still running (exit 10)
@@ -53,6 +54,10 @@ class FatalApiError(RunStopped):
     """The provider refused the account: auth, balance or permission."""
 
     exit_code = 3
+
+
+class BatchUnconfirmed(FatalApiError):
+    """A batch create may have reached the provider, which has no listing to check it by."""
 
 
 class QuotaReached(RunStopped):

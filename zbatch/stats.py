@@ -109,6 +109,9 @@ class Stats:
     limiter: str = ""  # what the in-flight limit concluded from rejections, and why
     price: Price | None = None
     hedged: int = 0  # second attempts sent for stuck ones at the end of the input
+    hedged_usd: float = 0.0  # what the hedges' second answers cost
+    worst_charged: int = 0  # answers with missing or unusable usage, charged their worst case
+    worst_charged_usd: float = 0.0  # ... what they were charged
     spent: float | None = None  # USD the OUTDIR has cost, all runs together (the ledger)
     max_cost: float | None = None
     started: float = field(default_factory=time.monotonic)
@@ -186,7 +189,9 @@ class Stats:
 
     @property
     def cost(self) -> float | None:
-        return cost(self.price, self.prompt_tokens, self.cached_tokens, self.completion_tokens)
+        """This run's spend: its answers' tokens, and the worst cases of answers without usage."""
+        tokens = cost(self.price, self.prompt_tokens, self.cached_tokens, self.completion_tokens)
+        return None if tokens is None else tokens + self.worst_charged_usd
 
     def line(self) -> str:
         """One plain progress line, for logs off a terminal."""
@@ -233,6 +238,10 @@ class Stats:
             },
             "truncated_rows": self.truncated,
             "answers_with_malformed_usage": self.usage_malformed,
+            "answers_charged_worst_case": {
+                "answers": self.worst_charged,
+                "usd": round(self.worst_charged_usd, 6),
+            },
             "deduplicated": {
                 "rows": self.deduplicated,
                 "saved_usd": None if self.saved_cost is None else round(self.saved_cost, 6),
@@ -254,6 +263,7 @@ class Stats:
             "spent_usd_all_runs": None if self.spent is None else round(self.spent, 6),
             "max_cost_usd": self.max_cost,
             "hedged_requests": self.hedged,
+            "hedged_usd": round(self.hedged_usd, 6),
             "wall_seconds": round(self.elapsed, 3),
             "requests_per_second": self.requests_per_second,
             "concurrency": {

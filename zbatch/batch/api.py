@@ -12,6 +12,12 @@ act on: the account (401, 1113 no balance, ...) or a file the provider refuses (
 open to batches, 413 too big) is a :class:`FatalApiError` (exit 3); a base URL without a Batch
 API (404 or 1222 on /files or /batches) is a :class:`JobError` (exit 2), before anything was
 submitted. Nothing here touches the output directory.
+
+Creating a batch is never re-sent on a guess: a create that may have reached the provider
+without its answer reaching zbatch (a reset or timed-out connection, a 5xx, an unreadable
+answer) raises :class:`CreateUnconfirmed`, and the caller looks the batch up
+(:meth:`BatchApi.find_batch`) before creating again. A provider whose ``GET /batches`` does
+not exist raises :class:`NoListing` there.
 """
 
 from __future__ import annotations
@@ -36,12 +42,28 @@ from ..providers import Provider
 
 _T = TypeVar("_T")
 DOWNLOAD_CHUNK = 1 << 20
+TOKEN_KEY = "zbatch_token"  # the batch metadata key of the client token of a submission
 NO_BATCH_API = (
     "{url} has no Batch API ({detail}); use --mode online or a base URL that has one "
     "(e.g. https://open.bigmodel.cn/api/paas/v4)"
 )
 # Routes whose 404 means "no such API" rather than "no such object".
-_API_ROUTES = frozenset({"upload", "create", "list", "list_files"})
+_API_ROUTES = frozenset({"upload", "create"})
+# Listings a provider may lack although it has a Batch API.
+_LISTINGS = frozenset({"list", "list_files"})
+# Failures that prove a request never left: creating again after one cannot make a second batch.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Answers that say a route does not exist (Z.AI answers 1222 "This API does not exist").
+_NO_ROUTE = frozenset({404, 405, 501})
+
+
+class CreateUnconfirmed(Exception):
+    """``POST /batches`` may have created a batch, but its answer was lost."""
+
+
+class NoListing(Exception):
+    """The provider has no ``GET /batches`` (a batch cannot be found by its file or token) or
+    no ``GET /files``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +161,8 @@ class BatchApi:
         return UploadedFile(str(data["id"]), data.get("bytes"), data.get("filename"))
 
     async def find_file(self, filename: str) -> UploadedFile | None:
-        """The batch file the provider holds under ``filename`` (an upload cut off by a crash)."""
+        """The batch file the provider holds under ``filename`` (an upload cut off by a crash);
+        :class:`NoListing` if the provider cannot list its files."""
         data = await self._call(
             "list_files", lambda: self._client.get("files", params={"purpose": "batch"})
         )
@@ -176,10 +199,13 @@ class BatchApi:
         data = await self._call("cancel", lambda: self._client.post(f"batches/{batch_id}/cancel"))
         return BatchInfo.from_json(data)
 
-    async def find_batch(self, input_file_id: str, *, page: int = 100) -> BatchInfo | None:
-        """The batch made from ``input_file_id`` (a create cut off by a crash), or None.
+    async def find_batch(
+        self, input_file_id: str, *, token: str | None = None, page: int = 100
+    ) -> BatchInfo | None:
+        """The batch made from ``input_file_id`` or carrying ``token`` in its metadata
+        (a create whose answer was lost, or cut off by a crash), or None.
 
-        Pages through GET /batches, newest first.
+        Pages through GET /batches, newest first; :class:`NoListing` if there is none.
         """
         params: dict[str, str | int] = {"limit": page}
         while True:
@@ -188,7 +214,11 @@ class BatchApi:
             )
             items = [item for item in data.get("data") or [] if isinstance(item, dict)]
             for item in items:
-                if item.get("input_file_id") == input_file_id:
+                metadata = item.get("metadata")
+                tagged = metadata.get(TOKEN_KEY) if isinstance(metadata, dict) else None
+                if item.get("input_file_id") == input_file_id or (
+                    token is not None and tagged == token
+                ):
                     return BatchInfo.from_json(item)
             if not data.get("has_more") or not items:
                 return None
@@ -247,8 +277,18 @@ class BatchApi:
         try:
             response = await send()
         except httpx.TransportError as exc:
-            return transport_failure(exc, self._api_key)
+            failure = transport_failure(exc, self._api_key)
+            if route == "create" and not isinstance(exc, _NOT_SENT):
+                raise CreateUnconfirmed(failure.message) from None
+            return failure
         raw = scrub(response.content, self._api_key)
+        if route == "create" and (response.status_code >= 500 or response.status_code == 200):
+            try:
+                return self._created(response.status_code, raw)
+            except ValueError:
+                raise CreateUnconfirmed(_said(response, raw)) from None
+        if route in _LISTINGS and response.status_code in _NO_ROUTE:
+            raise NoListing(_said(response, raw))
         if response.status_code == 200:
             try:
                 data = json.loads(raw)
@@ -262,10 +302,20 @@ class BatchApi:
             return {}  # already gone: what deleting wanted
         failure = error_failure(self._provider, response, raw, self._api_key)
         code = failure.error_code
+        if route in _LISTINGS and code == "1222":
+            raise NoListing(_said(response, raw))
         if code == "1222" or (response.status_code == 404 and route in _API_ROUTES):
             detail = f"HTTP {response.status_code}" + (f", code {code}" if code else "")
             raise JobError(NO_BATCH_API.format(url=self._base_url, detail=detail))
         return failure
+
+    @staticmethod
+    def _created(status: int, raw: bytes) -> dict[str, Any]:
+        """The batch a create's answer names; ValueError when it names none (it may exist)."""
+        data = json.loads(raw) if status == 200 else None
+        if not (isinstance(data, dict) and data.get("id")):
+            raise ValueError("no batch in the answer")
+        return data
 
     def _stop(self, route: str, failure: Failure) -> RunStopped:
         """The exception for a failure that retrying cannot fix."""
@@ -292,6 +342,10 @@ _ACTIONS = {
     "list": "listing batches",
     "cancel": "cancelling a batch",
 }
+
+
+def _said(response: httpx.Response, raw: bytes) -> str:
+    return f"HTTP {response.status_code}: {raw[:200].decode('utf-8', 'replace').strip()}"
 
 
 def _refusal_hint(failure: Failure) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .. import prompt
@@ -49,11 +50,13 @@ class Lines:
         log: logging.Logger,
         by_custom_id: dict[str, str],
         rows: dict[str, Work],
+        charge: Callable[[Success], None],
     ) -> None:
         self.pipeline = pipeline
         self.log = log
         self.by_custom_id = by_custom_id
         self.rows = rows  # the rows' keep columns and reference labels, read again
+        self.charge = charge  # bills an answer (the budget and the spend ledger)
         self.answered: set[str] = set()
 
     def settle(self, raw: bytes) -> None:
@@ -71,6 +74,8 @@ class Lines:
         if outcome is None:
             return
         self.answered.add(row_id)
+        if isinstance(outcome, Success):
+            self.charge(outcome)  # the batch's spend is recorded once, whatever was committed
         if self.pipeline.is_done(row_id):
             return  # committed by a run that was killed before it could record that
         self.pipeline.stats.requests += 1

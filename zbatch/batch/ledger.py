@@ -6,7 +6,9 @@
 A submission moves through these states, each written before the next step starts:
 
     written   its file is on local disk and may be uploading (found again by its upload name)
-    uploaded  the provider holds the file (``file_id``); a batch may be being created
+    uploaded  the provider holds the file (``file_id``); no batch was asked for yet
+    creating  ``POST /batches`` may have been sent, with a client ``token`` in its metadata:
+              a batch may exist, found by the token or the file id, never created on a guess
     created   the batch exists (``batch_id``); its rows are the provider's until collected
     collected its answers are committed to results/ and errors/
     abandoned never submitted (the run stopped first): its rows are pending again
@@ -30,14 +32,15 @@ from ..idset import IdSet
 from .files import BatchFile
 
 FOLDER = "batches"
-WRITTEN, UPLOADED, CREATED, COLLECTED, ABANDONED = (
+WRITTEN, UPLOADED, CREATING, CREATED, COLLECTED, ABANDONED = (
     "written",
     "uploaded",
+    "creating",
     "created",
     "collected",
     "abandoned",
 )
-OPEN_STATES = frozenset({WRITTEN, UPLOADED, CREATED})
+OPEN_STATES = frozenset({WRITTEN, UPLOADED, CREATING, CREATED})
 # The provider's final statuses: nothing more will be answered.
 FINAL_STATUSES = frozenset({"completed", "expired", "cancelled", "failed"})
 
@@ -67,6 +70,7 @@ class Submission:
     fingerprint: str  # the request settings its lines were made with (Job.fingerprint)
     state: str = WRITTEN
     file_id: str | None = None
+    token: str | None = None  # the client token in the batch's metadata (state creating)
     batch_id: str | None = None
     status: str | None = None  # the provider's, e.g. in_progress
     total: int = 0
@@ -78,6 +82,7 @@ class Submission:
     created_at: float | None = None  # when the batch was created (Unix seconds)
     updated_at: float | None = None
     unanswered: int | None = None  # rows it left pending (expired / cancelled / failed)
+    worst_usd: float = 0.0  # its rows' worst case, reserved against max_cost while it is open
 
     @property
     def name(self) -> str:
@@ -112,8 +117,9 @@ class Ledger:
                 found.append(Submission(**json.loads(data)))
         return sorted(found, key=lambda s: s.seq)
 
-    def add(self, file: BatchFile, fingerprint: str) -> Submission:
-        """Record a written file, ids first, before it is uploaded."""
+    def add(self, file: BatchFile, fingerprint: str, *, worst_usd: float = 0.0) -> Submission:
+        """Record a written file, ids first, before it is uploaded; ``worst_usd`` is its rows'
+        worst case, held against the budget while it is open."""
         # The numbers taken, from one listing: the ids file is the first a number gets.
         names = self._storage.list(FOLDER)
         taken = (int(name[:-4]) for name in names if name.endswith(".ids") and name[:-4].isdigit())
@@ -128,6 +134,7 @@ class Ledger:
                 # Unique to this submission and its content: found again after a crash.
                 upload_name=f"zbatch-{seq:05d}-{file.sha256[:16]}.jsonl",
                 fingerprint=fingerprint,
+                worst_usd=worst_usd,
             )
             try:
                 self._storage.create(submission.ids_name, _ids_writer(file.ids))
@@ -173,6 +180,11 @@ def _ids_writer(ids: list[str]) -> Callable[[BinaryIO], None]:
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def reserved_usd(storage: LedgerStorage) -> float:
+    """The worst cases of an OUTDIR's open batches: spend the budget must keep room for."""
+    return sum(s.worst_usd for s in Ledger(storage).submissions() if s.open)
 
 
 def open_batches(storage: LedgerStorage) -> list[Submission]:

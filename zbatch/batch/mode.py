@@ -7,10 +7,24 @@
 
 Every step is recorded in OUTDIR/batches/ (:mod:`zbatch.batch.ledger`) before the next one
 starts, so a run killed anywhere re-attaches on the next run: a file that may have been
-uploaded is looked up by its name, a batch that may have been created by its input file,
-and rows of open batches are never packed again. A batch that ends ``expired``,
-``cancelled`` or ``failed`` leaves its unanswered rows pending: the next run submits them
-again (``--finish-online`` sends them live instead).
+uploaded is looked up by its name, and rows of open batches are never packed again.
+
+A batch is created at most once per submission: the intent (file id and a client token, sent
+in the batch's metadata) is durable (state ``creating``) before ``POST /batches``; after a
+create that may have reached the provider without its answer reaching us (reset, timeout,
+5xx, a kill), the batch is looked up by token or file id, allowing for a listing that lags
+(:data:`LOOKUPS` listings over a bounded wait), before another is created. A provider without
+a listing stops the run (exit 3) with one line naming the file id to check; its rows stay
+reserved until ``--resubmit-unconfirmed`` says to create the batch again.
+
+A batch that ends ``expired``, ``cancelled`` or ``failed`` leaves its unanswered rows
+pending: the next run submits them again (``--finish-online`` sends them live instead).
+
+Budget (``max_cost``): only rows whose worst case (prompt estimate + max_tokens, at the batch
+price) fits what is left are packed; each file's worst case is reserved with the OUTDIR's
+other writers before it is recorded, then held by its open record until it is collected, when
+its real spend (an answer without usable usage at its worst case) goes to ``spend-batch.json``
+once. Rows left out stop the run with exit 5 once the submitted batches are collected.
 
 Stopping: SIGINT / SIGTERM (with ``handle_signals``) stop at once, exit 130 / 143; batches
 keep running at the provider and the next run collects them. A collection in progress is
@@ -20,24 +34,36 @@ shielded, so answers downloaded are committed before the run ends.
 from __future__ import annotations
 
 import random
+import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 
+from ..budget import Hold, Spend
 from ..dispatch import Dispatcher, RunContext
-from ..errors import BatchPending, JobError, RunStopped, ZbatchError
+from ..errors import (
+    BatchPending,
+    BatchUnconfirmed,
+    BudgetSpent,
+    EndpointDown,
+    JobError,
+    RunStopped,
+    ZbatchError,
+)
 from ..execution.options import RunOptions
-from ..outcome import Failure, Scope
+from ..outcome import Failure, Scope, Success
 from ..pipeline import Work, commit
-from .api import BatchApi, BatchInfo
+from .api import TOKEN_KEY, BatchApi, BatchInfo, CreateUnconfirmed, NoListing
 from .collect import Lines, input_rows
 from .files import BatchFile, BatchFileWriter, LineTooBig, id_map
 from .ledger import (
     ABANDONED,
     COLLECTED,
     CREATED,
+    CREATING,
     FINAL_STATUSES,
     UPLOADED,
     WRITTEN,
@@ -48,6 +74,11 @@ from .ledger import (
 from .simulate import SimulatedBatchApi
 
 POLL_JITTER = 0.2
+# Looking up a batch whose create answer was lost: so many listings, the n-th after
+# min(poll_seconds, 2^(n-1)) s more (at most 31 s in all), for a listing that lags.
+LOOKUPS = 6
+# Creates in a row whose answers are lost (each one looked up) before the run stops (exit 69).
+CREATE_ATTEMPTS = 4
 
 
 class RowsLeft(RunStopped):
@@ -59,8 +90,17 @@ class RowsLeft(RunStopped):
 class BatchMode(Dispatcher):
     """Submits, polls and collects a job's batches; one instance per run."""
 
-    def __init__(self, ctx: RunContext, *, api: BatchApi, wait: bool = True) -> None:
-        """``wait=False`` returns once the rows are submitted (the next run collects them)."""
+    def __init__(
+        self,
+        ctx: RunContext,
+        *,
+        api: BatchApi,
+        record_spend: Callable[[Spend, str], None],
+        wait: bool = True,
+    ) -> None:
+        """``record_spend(spend, name)`` adds a collected batch's spend to the OUTDIR's
+        ledger once (by ``name``); ``wait=False`` returns once the rows are submitted (the
+        next run collects them)."""
         super().__init__(ctx)
         self.pipeline = ctx.pipeline
         self.api = api
@@ -70,6 +110,11 @@ class BatchMode(Dispatcher):
         self._wait = wait
         self._fingerprint = ctx.job.fingerprint()
         self.unanswered = 0
+        self.budget = ctx.budget
+        self._record_spend = record_spend
+        self._worst: dict[str, float] = {}  # packed rows' worst cases, until their file is sent
+        self.over_budget = 0  # rows not submitted: their worst case did not fit the budget
+        self._left = 0.0  # what the budget had left when the rows were packed
 
     # --- the run --------------------------------------------------------------------------
 
@@ -81,6 +126,15 @@ class BatchMode(Dispatcher):
             self.stop_reason = exc
 
     def _ended(self) -> None:
+        if self.stop_reason is None and self.over_budget:
+            self.stop(
+                BudgetSpent(
+                    f"{self.over_budget} rows were not submitted: their worst case does not fit "
+                    f"what is left of the budget (${self._left:.4f} of "
+                    f"${self.budget.limit or 0:.4f}); raise --max-cost (limits.max_cost) and "
+                    "run the same command to submit them"
+                )
+            )
         if self.stop_reason is None and self.unanswered:
             self.stop(
                 RowsLeft(
@@ -92,7 +146,7 @@ class BatchMode(Dispatcher):
 
     async def _dispatch(self) -> None:
         for submission in self.ledger.submissions():
-            if submission.state in (WRITTEN, UPLOADED):
+            if submission.state in (WRITTEN, UPLOADED, CREATING):
                 await self._reattach(submission)
         await self._submit()
         if not self.stopping:
@@ -104,6 +158,7 @@ class BatchMode(Dispatcher):
         """Pack every pending row not held by an open batch into files and submit them."""
         held = self.ledger.open_ids(self._fingerprint)
         job = self.job
+        room = await self._room()
         with tempfile.TemporaryDirectory(prefix="zbatch-batch-") as scratch:
             writer = BatchFileWriter(
                 Path(scratch),
@@ -118,10 +173,21 @@ class BatchMode(Dispatcher):
                         continue
                     if work.id in held:
                         continue  # an open batch holds it: collected, not sent again
+                    if room is not None:
+                        worst = self.budget.worst_case(
+                            work.tokens - work.answer_tokens, work.answer_tokens
+                        )
+                        if worst > room:
+                            self.over_budget += 1
+                            continue
+                        room -= worst
+                        self._worst[work.id] = worst
                     try:
                         full = writer.add(work.id, work.model, work.body)
                     except LineTooBig as exc:
                         self.pipeline.fail(work.id, Failure("bad_request", Scope.ROW, str(exc)), 0)
+                        if room is not None:
+                            room += self._worst.pop(work.id)
                         continue
                     if full is not None:
                         await self._send(full)
@@ -130,8 +196,24 @@ class BatchMode(Dispatcher):
             finally:
                 writer.discard()
 
+    async def _room(self) -> float | None:
+        """USD the budget has left for new batches (None: no budget)."""
+        if self.budget.limit is None:
+            return None
+        await self.budget.publish()
+        shared = self.budget.shared
+        used = self.budget.spent if shared is None else shared.used
+        self._left = max(0.0, self.budget.limit - used)
+        return self._left
+
     async def _send(self, file: BatchFile) -> None:
-        submission = self.ledger.add(file, self._fingerprint)
+        worst = sum(self._worst.pop(row_id, 0.0) for row_id in file.ids)
+        if self.budget.limit is not None and not await self.budget.publish(worst):
+            # Other writers spent the room meanwhile: these rows wait for a larger budget.
+            self.over_budget += file.rows
+            return
+        submission = self.ledger.add(file, self._fingerprint, worst_usd=worst)
+        self.budget.hand_over(worst)  # the open record holds it now
         self.log.info(
             "batch file %05d: %d rows of %s, %d bytes",
             submission.seq,
@@ -151,17 +233,80 @@ class BatchMode(Dispatcher):
         await self._create(submission)
 
     async def _create(self, submission: Submission) -> None:
+        """Create the batch of an uploaded file, at most once: the intent is durable first,
+        and a create whose answer is lost is looked up before it is sent again."""
         assert submission.file_id is not None
-        info = await self.api.create(
-            submission.file_id,
-            endpoint=self.job.profile.batch_endpoint,
-            metadata={"zbatch_file": f"{submission.seq:05d}"},
-            completion_window=self.job.profile.batch_window,
+        if submission.token is None:
+            submission.token = secrets.token_hex(16)
+        submission.state = CREATING
+        self.ledger.save(submission)
+        for _ in range(CREATE_ATTEMPTS):
+            try:
+                info: BatchInfo | None = await self.api.create(
+                    submission.file_id,
+                    endpoint=self.job.profile.batch_endpoint,
+                    metadata={"zbatch_file": f"{submission.seq:05d}", TOKEN_KEY: submission.token},
+                    completion_window=self.job.profile.batch_window,
+                )
+            except CreateUnconfirmed as exc:
+                self.log.warning(
+                    "batch file %05d: the answer to creating its batch was lost (%s); "
+                    "looking it up before creating it again",
+                    submission.seq,
+                    exc,
+                )
+                info = await self._look_up(submission)
+            except ZbatchError:
+                # Refused for sure (the provider answered, or no connection opened): no batch.
+                submission.state = UPLOADED
+                self.ledger.save(submission)
+                raise
+            if info is not None:
+                self._created(submission, info)
+                self.log.info(
+                    "batch %s created for file %05d (%d rows)",
+                    info.id,
+                    submission.seq,
+                    submission.rows,
+                )
+                return
+        raise EndpointDown(
+            f"creating the batch of file {submission.file_id} lost its answer "
+            f"{CREATE_ATTEMPTS} times and no batch of it is listed; run the same command "
+            "when the Batch API is back (it looks the batch up again first)"
         )
-        self._created(submission, info)
-        self.log.info(
-            "batch %s created for file %05d (%d rows)", info.id, submission.seq, submission.rows
-        )
+
+    async def _look_up(self, submission: Submission) -> BatchInfo | None:
+        """The batch a create of ``submission`` may have made, looked up by its token and
+        file id over a bounded wait (a listing may lag); None when it was not made.
+        Without a listing: stop, unless --resubmit-unconfirmed says to create it again."""
+        assert submission.file_id is not None
+        known = {s.batch_id for s in self.ledger.submissions() if s.batch_id}
+        for attempt in range(LOOKUPS):
+            if attempt:
+                await anyio.sleep(min(self.job.poll_seconds, 2.0 ** (attempt - 1)))
+            try:
+                found = await self.api.find_batch(submission.file_id, token=submission.token)
+            except NoListing as exc:
+                if self.job.resubmit_unconfirmed:
+                    self.log.warning(
+                        "batch file %05d: no batch listing (%s); creating its batch again "
+                        "(--resubmit-unconfirmed)",
+                        submission.seq,
+                        exc,
+                    )
+                    return None
+                raise BatchUnconfirmed(
+                    f"the batch of file {submission.file_id} (batch file {submission.seq:05d}, "
+                    f"{submission.rows} rows) may have been created, and {self.job.base_url} "
+                    f"has no batch listing to check ({exc}); look in the provider's console "
+                    f"for a batch of input file {submission.file_id}: if there is none, run "
+                    "the same command with --resubmit-unconfirmed (its rows stay reserved "
+                    "until then)"
+                ) from None
+            if found is not None and found.id not in known:
+                return found
+        return None
 
     def _created(self, submission: Submission, info: BatchInfo) -> None:
         submission.batch_id, submission.state = info.id, CREATED
@@ -172,7 +317,10 @@ class BatchMode(Dispatcher):
     async def _reattach(self, submission: Submission) -> None:
         """Finish what a killed run left between writing a file and creating its batch."""
         if submission.state == WRITTEN:
-            found = await self.api.find_file(submission.upload_name)
+            try:
+                found = await self.api.find_file(submission.upload_name)
+            except NoListing:  # cannot tell: an upload costs nothing, so pack its rows again
+                found = None
             if found is None:
                 submission.state = ABANDONED
                 self.ledger.save(submission)
@@ -184,14 +332,13 @@ class BatchMode(Dispatcher):
                 return
             submission.file_id, submission.state = found.id, UPLOADED
             self.ledger.save(submission)
-        assert submission.file_id is not None
-        known = {s.batch_id for s in self.ledger.submissions() if s.batch_id}
-        found_batch = await self.api.find_batch(submission.file_id)
-        if found_batch is None or found_batch.id in known:
-            await self._create(submission)
-            return
-        self._created(submission, found_batch)
-        self.log.info("batch %s re-attached to file %05d", found_batch.id, submission.seq)
+        if submission.state == CREATING:
+            found_batch = await self._look_up(submission)
+            if found_batch is not None:
+                self._created(submission, found_batch)
+                self.log.info("batch %s re-attached to file %05d", found_batch.id, submission.seq)
+                return
+        await self._create(submission)
 
     # --- waiting and collecting -----------------------------------------------------------
 
@@ -264,7 +411,14 @@ class BatchMode(Dispatcher):
         rows: dict[str, Work] = {}
         if self.job.keep_columns or self.job.gold_column:
             rows = await anyio.to_thread.run_sync(input_rows, self.pipeline, set(ids))
-        lines = Lines(self.pipeline, self.log, id_map(ids), rows)
+        spend = Spend()
+        # An answer without usable usage is charged the average worst case of its batch.
+        hold = Hold(submission.worst_usd / max(1, submission.rows), 0, 0)
+
+        def charge(answer: Success) -> None:
+            spend.count(answer, self.budget.bill(answer, hold, self.stats))
+
+        lines = Lines(self.pipeline, self.log, id_map(ids), rows, charge)
         with tempfile.TemporaryDirectory(prefix="zbatch-collect-") as scratch:
             for file_id in (info.output_file_id, info.error_file_id):
                 if file_id is None:
@@ -277,6 +431,7 @@ class BatchMode(Dispatcher):
                         if len(self._writers[0].rows) >= self.job.part_rows:
                             await commit(self.pipeline, *self._writers)
         await commit(self.pipeline, *self._writers)
+        await anyio.to_thread.run_sync(self._record_spend, spend, submission.upload_name)
         submission.state = COLLECTED
         answered = lines.answered
         submission.unanswered = len(ids) - len(answered)
@@ -345,4 +500,6 @@ def build(ctx: RunContext, options: RunOptions) -> BatchMode:
         backoff=ctx.backoff,
         transport=transport,
     )
-    return BatchMode(ctx, api=api, wait=options.wait)
+    outdir = ctx.outdir
+    record_spend = lambda spend, name: outdir.add_spend(spend, name, "batch")  # noqa: E731
+    return BatchMode(ctx, api=api, record_spend=record_spend, wait=options.wait)

@@ -205,6 +205,7 @@ _BATCH_FLAGS: dict[str, Callable[[bool, dict[str, Any]], bool]] = {
     "--no-wait": lambda no_wait, flags: no_wait,
     "--finish-online": lambda no_wait, flags: bool(flags.get("finish_online")),
     "--poll-seconds": lambda no_wait, flags: flags.get("poll_seconds") is not None,
+    "--resubmit-unconfirmed": lambda no_wait, flags: bool(flags.get("resubmit_unconfirmed")),
 }
 
 

@@ -56,7 +56,11 @@ def format_summary(stats: Stats) -> str:
     if stats.spent is not None and (stats.max_cost is not None or stats.skipped):
         rows.append(("spent, all runs", _spent(stats.spent, stats.max_cost)))
     if stats.hedged:
-        rows.append(("hedged (slow tail)", stats.hedged))
+        spent = _dollars(stats.hedged_usd if stats.price else None, "unknown")
+        rows.append(("hedged (slow tail)", f"{stats.hedged} requests ({spent} paid twice)"))
+    if stats.worst_charged:
+        charged = _dollars(stats.worst_charged_usd if stats.price else None, "unknown")
+        rows.append(("no usable usage", f"{stats.worst_charged} answers (charged {charged})"))
     if stats.deduplicated:
         saved = _dollars(stats.saved_cost, "an unknown amount")
         rows.append(("deduplicated", f"{stats.deduplicated} rows (saved {saved})"))
@@ -121,6 +125,15 @@ def format_status(status: Status) -> str:
         rows.insert(1, ("running now", f"{holder} (counts are of committed rows)"))
     if status.uncommitted:
         rows.insert(2, ("not yet committed", f"{status.uncommitted} finished rows (journaled)"))
+    held = status.reserved
+    if held is not None and held["writers"]:
+        rows.append(
+            (
+                "reserved now",
+                f"${held['reserved_usd']:.4f} in flight + ${held['unsettled_usd']:.4f} unsettled "
+                f"({held['writers']} writers)",
+            )
+        )
     if status.simulated:
         rows.insert(1, ("simulated", "yes: these answers came from --simulate, not a model"))
     for batch in status.batches:

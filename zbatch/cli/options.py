@@ -161,7 +161,8 @@ def job_options(func: F) -> F:
             "--hedge/--no-hedge",
             default=None,
             help="Once the input is used up, re-send an attempt stuck far beyond the usual "
-            f"latency on a second connection{_default('hedge')}.",
+            "latency on a second connection; both answers are paid for"
+            f"{_default('hedge')}.",
         ),
         click.option(
             "--journal/--no-journal",
@@ -190,6 +191,13 @@ def job_options(func: F) -> F:
             "--finish-online/--no-finish-online",
             default=None,
             help="Batch mode: send rows that batches left unanswered live afterwards.",
+        ),
+        click.option(
+            "--resubmit-unconfirmed",
+            is_flag=True,
+            default=None,
+            help="Batch mode: create again the batches a provider without a batch listing "
+            "cannot confirm (only after checking it holds none of them: else paid twice).",
         ),
         click.option(
             "--dedupe/--no-dedupe",

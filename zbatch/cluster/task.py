@@ -32,6 +32,8 @@ from ..store.state import RetryFailed
 STOP_POLL_SECONDS = 0.5
 # Figures of a task's Stats that do not add up across tasks: the driver sets its own.
 _NOT_SUMMED = frozenset({"total", "concurrency", "exit_code"})
+# The USD figures that add up across shards (spent is the OUTDIR's, the same for all).
+_SUMMED_USD = frozenset({"hedged_usd", "worst_charged_usd"})
 # ... and the lowest concurrency any task's adaptive limit fell to.
 _LOWEST = "concurrency_min"
 
@@ -221,7 +223,7 @@ def figures(stats: Stats) -> dict[str, Any]:
             continue
         if isinstance(value, Counter):
             out[field.name] = dict(value)
-        elif isinstance(value, int) and not isinstance(value, bool):
+        elif field.name in _SUMMED_USD or (isinstance(value, int) and not isinstance(value, bool)):
             out[field.name] = value
     return out
 

@@ -251,7 +251,12 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
     online = job.mode != "batch"
     journal = session.journal({RESULTS: results, ERRORS: errors}, enabled=job.journal)
     stats = prepared.stats
-    budget = Budget(limit=job.max_cost, price=job.price, spent=stats.spent or 0.0)
+    budget = Budget(
+        limit=job.max_cost,
+        price=job.price,
+        spent=stats.spent or 0.0,
+        shared=None if job.max_cost is None else outdir.reservations(session.prefix),
+    )
     # An open batch owns its rows until batch mode collects them (or they are cancelled):
     # an online run leaves them alone rather than buy them a second time.
     in_batches = Ledger(outdir.storage).open_ids(job.fingerprint()) if online else IdSet()
@@ -355,6 +360,9 @@ def finish(
     line."""
     result = RunResult(stats, stopped, prepared.session.notice)
     stats.exit_code = result.exit_code
+    ledger = prepared.outdir.total_spend()  # every writer's, settled: what `status` shows
+    if ledger is not None:
+        stats.spent = ledger.usd
     if summary is not None:
         outdir, tag = prepared.outdir, prepared.info.tag
         manifest = record(prepared.info, {**stats.to_json(), **summary}, last_success(outdir, tag))

@@ -70,7 +70,7 @@ class Job:
     wait_for_quota: bool = False
     down_after: float = 300.0  # seconds without an answer before the endpoint counts as down
     max_cost: float | None = None  # USD for the OUTDIR, all runs together
-    hedge: bool = True  # re-send the slow tail's stuck attempts once the input is used up
+    hedge: bool = False  # re-send the slow tail's stuck attempts (pays twice): opt-in
     quota_wait_seconds: float = 3600.0  # the most --wait-for-quota waits for the quota in all
     # [labels]
     choices: tuple[str, ...] = ()
@@ -98,6 +98,9 @@ class Job:
     batch_max_bytes: int = 100 * 1024 * 1024
     batch_discount: float = 0.5  # batch price as a fraction of the live price
     finish_online: bool = False  # send what batches left unanswered live afterwards
+    # flag only: create again the batches whose creation a provider without a listing cannot
+    # confirm (zbatch.batch.mode)
+    resubmit_unconfirmed: bool = False
     metrics_file: str | None = None  # a node_exporter textfile (.prom), see zbatch.ops
     pushgateway: str | None = None  # a Prometheus Pushgateway URL (may hold a token)
     metrics_every: float = 10.0  # seconds between metric writes / pushes during a run

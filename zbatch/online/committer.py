@@ -73,6 +73,7 @@ class Committer:
                 await self.journal.keep(unwritten)  # the rows wait in memory: journal them
                 raise
             await self.journal.settle()
+            self.budget.settled(self.journal.unsettled())
             # Shards running at once spend from one budget: take in what the others spent.
             self.budget.spent = await self.journal.spent()
 
@@ -81,6 +82,7 @@ class Committer:
         says how many paid answers they held."""
         try:
             await self.flush()
+            await anyio.to_thread.run_sync(self.budget.leave)  # its spend is in the ledger
         except StoreError as exc:
             return StoreError(f"{exc}{self._forget_unsaved()}")
         return None

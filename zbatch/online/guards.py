@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..budget import Budget
+from ..budget import Budget, Hold
 from ..dispatch import Stop
 from ..errors import BudgetSpent, EndpointDown, FatalApiError
 from ..job.settings import Job
@@ -40,18 +40,20 @@ class Guards:
         self._stop = stop
         self._stopped = False
 
-    def admit(self, work: Work) -> float | None:
+    async def admit(self, work: Work) -> Hold | None:
         """Reserve the request's worst case in the budget, or stop the run (exit 5)."""
         prompt_tokens = work.tokens - work.answer_tokens
-        reservation = self.budget.admit(prompt_tokens, work.answer_tokens)
+        reservation = await self.budget.admit(prompt_tokens, work.answer_tokens)
         if reservation is None:
             self._stop(BudgetSpent(self.budget.message()), None)
         return reservation
 
-    def bill(self, answer: Success) -> None:
-        """Every answer is paid for, whatever becomes of it: stats, budget, journal."""
+    def bill(self, answer: Success, hold: Hold, *, hedge: bool = False) -> None:
+        """Every answer is paid for, whatever becomes of it: stats, budget, journal. Without
+        usable usage it is charged its worst case; a hedge's twin is counted as hedged."""
         self.pipeline.count_usage(answer)
-        self.journal.charge(answer, self.budget.charge(answer))
+        usd = self.budget.bill(answer, hold, self.pipeline.stats, hedge=hedge)
+        self.journal.charge(answer, usd)
 
     def observe(self, failure: Failure) -> None:
         """A failed attempt: is the endpoint down?"""

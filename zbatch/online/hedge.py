@@ -1,4 +1,5 @@
-"""Hedging the slow tail: once the input is used up, a stuck attempt is sent again.
+"""Hedging the slow tail (opt-in, ``--hedge``): once the input is used up, a stuck attempt
+is sent again.
 
     hedger = Hedger(client, limit, stats)
     helpers.start_soon(hedger.run, input_done, helpers, lambda: runner.stopping)
@@ -9,7 +10,12 @@ the input is used up, an attempt running longer than max(5 * p50, p99, 1 s) of t
 answered attempts is sent again on a second connection while the concurrency cap has room;
 the first answer wins and the other attempt is cancelled, so the row is recorded once. Both
 are paid for: a cancelled request may still be finished and billed by the provider, so it is
-charged as much as its twin.
+charged as much as its twin (counted apart: ``hedged_usd``). That is why it is off unless the
+user asks for it.
+
+An attempt's age leaves out the time the client itself was stalled (its event loop busy, so
+the hedger's own wake-ups come late): a busy client makes every attempt look slow, and only
+an answer slow at the endpoint is hedged.
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ from ..outcome import Outcome, Success
 from ..pipeline import Work
 from ..stats import Stats
 
-# How often the hedger looks for stuck attempts once the input is used up.
+# How often the hedger looks for stuck attempts once the input is used up (and measures how
+# late its own wake-ups come, from the start).
 POLL = 0.05
+# A wake-up later than this past its due time is the client stalling, not the endpoint.
+STALL_TOLERANCE = 0.01
 # No attempt is hedged sooner than this: on a busy machine an event loop can stall for a good
 # part of a second, and a fast endpoint's 5 * p50 would then send duplicates for nothing.
 FLOOR = 1.0
@@ -68,6 +77,7 @@ class Attempt:
 
     work: Work
     started: float
+    stalled: float  # the client's stall time so far, when it started
     cut: asyncio.Timeout
     hedge: anyio.CancelScope | None = None  # the second attempt, once sent
     hedge_answer: Success | None = None  # the second attempt's answer, when it came first
@@ -82,11 +92,12 @@ class Hedger:
         self._stats = stats
         self.latencies = Latencies()
         self._attempts: set[Attempt] = set()
+        self.stalled = 0.0  # seconds the client's own loop was too busy to wake on time
 
     async def send(self, work: Work) -> tuple[Outcome, Success | None]:
         """One attempt (or its hedge's answer, if that came first), and the answer its twin is
         paid for with: the twin's own if it came, else this one's (None: no twin was sent)."""
-        attempt = Attempt(work, time.monotonic(), asyncio.timeout(None))
+        attempt = Attempt(work, time.monotonic(), self.stalled, asyncio.timeout(None))
         self._attempts.add(attempt)
         try:
             async with attempt.cut:
@@ -113,18 +124,28 @@ class Hedger:
         self, input_done: anyio.Event, helpers: TaskGroup, stopping: Callable[[], bool]
     ) -> None:
         """Once the input is used up, hedge each stuck attempt once, while the cap has room."""
-        await input_done.wait()
         while not stopping():
+            due = time.monotonic() + POLL
+            await anyio.sleep(POLL)
+            late = time.monotonic() - due
+            if late > STALL_TOLERANCE:
+                self.stalled += late
+                continue  # the client was busy: no attempt's age is to be trusted this round
+            if not input_done.is_set():
+                continue
             after = self.latencies.hedge_after()
             stuck = [] if after is None else self._stuck(after)
             for attempt in stuck[: self._limit.current - self._limit.in_flight]:
                 attempt.hedge = anyio.CancelScope()
                 helpers.start_soon(self._hedge, attempt)
-            await anyio.sleep(POLL)
 
     def _stuck(self, after: float) -> list[Attempt]:
-        now = time.monotonic()
-        return [a for a in self._attempts if a.hedge is None and now - a.started > after]
+        now, stalled = time.monotonic(), self.stalled
+        return [
+            a
+            for a in self._attempts
+            if a.hedge is None and now - a.started - (stalled - a.stalled) > after
+        ]
 
     async def _hedge(self, attempt: Attempt) -> None:
         """The second attempt: if it answers first, the first one is cancelled."""

@@ -112,6 +112,8 @@ class Runner(Dispatcher):
         helpers.start_soon(self.commits.group_commit, self.stop)
         if self.hedger is not None:
             helpers.start_soon(self.hedger.run, self._input_done, helpers, lambda: self.stopping)
+        if self.budget.shared is not None:
+            helpers.start_soon(self.budget.renew)
 
     async def _dispatch(self) -> None:
         async with anyio.create_task_group() as work:
@@ -232,7 +234,7 @@ class Runner(Dispatcher):
             async with self.limit.slot() as level:
                 if not await self._paced(work):
                     return
-                reservation = self.guards.admit(work)
+                reservation = await self.guards.admit(work)
                 if reservation is None:
                     return
                 stats.requests += 1
@@ -250,9 +252,9 @@ class Runner(Dispatcher):
             attempts += 1
             stats.count_attempt(outcome)
             if isinstance(outcome, Success):
-                self.guards.bill(outcome)
+                self.guards.bill(outcome, reservation)
                 if twin is not None:  # a hedge's twin comes only with an answer
-                    self.guards.bill(twin)
+                    self.guards.bill(twin, reservation, hedge=True)
                 self.limit.on_success(level)
                 self.quota.pause.clear()
                 self.guards.down.alive()

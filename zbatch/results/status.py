@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import prompt
-from ..batch.ledger import ABANDONED, describe, open_batches
+from ..batch.ledger import ABANDONED, describe, open_batches, reserved_usd
 from ..errors import JobError
 from ..job.settings import DEFAULT_MODEL
 from ..ops.manifest import shard_manifests, view
@@ -67,6 +67,9 @@ class Status:
     uncommitted: int = 0  # finished rows of runs under way, in their journal, not yet in parts
     gold: Agreement | None = None  # labels against labels.gold_column, over committed rows
     batches: list[dict[str, Any]] = field(default_factory=list)  # batch mode: see batch.mode
+    # max_cost: the live writers' reservations (writers, reserved_usd, unsettled_usd) and the
+    # open batches' worst cases (batches_usd): spend + these is what the budget binds
+    reserved: dict[str, Any] | None = None
     # Sharded runs: each shard's last run; last_run is then the view over them all.
     shards: list[ShardRun] = field(default_factory=list)
     # Rows answered from the response cache, over committed rows: hits, saved_tokens, saved_usd.
@@ -156,6 +159,7 @@ def read_status(outdir: OutputDir) -> Status:
         last_run=last_run,
         # A file that never reached the provider holds nothing: its rows are counted above.
         batches=[describe(s) for s in open_batches(outdir.storage) if s.state != ABANDONED],
+        reserved=None if settings.get("max_cost") is None else _reserved(outdir),
         shards=shards,
         cache=cache,
     )
@@ -203,6 +207,12 @@ def settings_price(settings: Mapping[str, Any]) -> Price | None:
     if settings.get("mode") == "batch":
         price = discounted(price, settings.get("batch_discount", 1.0))
     return price
+
+
+def _reserved(outdir: OutputDir) -> dict[str, Any]:
+    figures = outdir.reservations("").figures()
+    figures["batches_usd"] = round(reserved_usd(outdir.storage), 6)
+    return figures
 
 
 def _agreement(settings: dict[str, Any], results: Parts) -> Agreement | None:

@@ -189,8 +189,11 @@ class Journal:
         """USD the OUTDIR has cost so far: every ledger (other shards' too, as of their last
         part commit) and what this run spent since its own."""
         total = await anyio.to_thread.run_sync(self._read_total)
-        unsettled = sum(spend.usd for _, spend in self._sealed) + self._spend.usd
-        return (0.0 if total is None else total.usd) + unsettled
+        return (0.0 if total is None else total.usd) + self.unsettled()
+
+    def unsettled(self) -> float:
+        """USD this run was charged that its spend ledger does not hold yet."""
+        return sum(spend.usd for _, spend in self._sealed) + self._spend.usd
 
     def close(self) -> None:
         if self._handle is not None:

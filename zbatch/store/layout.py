@@ -8,7 +8,10 @@
       summaries/        one manifest per shard: KofN.json
       run.log           one line per event
       spend.json        what the runs have spent (tokens, USD), for max_cost
-                        ("spend-KofN.json" for shard K of N: shards run at once)
+                        ("spend-KofN.json" for shard K of N: shards run at once;
+                        "spend-batch.json" for collected batches)
+      budget/           with max_cost: every live writer's reservations (zbatch.budget)
+      batches/          batch mode's submissions (zbatch.batch.ledger)
       journal/          answers not yet in parts (see zbatch.store.journal)
       journal.id        on object storage: which local folder holds the journal
       .lock             held while a run is active (".lock-KofN" for shard K of N;

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from .. import urls
-from ..budget import Spend
+from ..budget import Reservations, Spend
 from ..errors import JobError
 from ..schema import INPUT_FAULTS
 from .compaction import compact_table, recover
@@ -136,6 +136,27 @@ class OutputDir:
             total.add(ledger)
             total.journals = [*total.journals, *ledger.journals]
         return total
+
+    def add_spend(self, spend: Spend, name: str, tag: str) -> None:
+        """Add ``spend`` to ledger ``tag`` once: ``name`` is recorded with it, and a spend
+        whose name a ledger holds already is not added again."""
+        if name in (self.total_spend() or Spend()).journals:
+            return
+        ledger = self.read_spend(tag)
+        ledger.add(spend)
+        ledger.journals = [*ledger.journals, name]
+        self.write_spend(ledger, tag)
+
+    def held(self) -> float:
+        """USD the budget must count besides live writers: every spend ledger, and the worst
+        cases of open batches (submitted, not yet collected)."""
+        from ..batch.ledger import reserved_usd
+
+        return (self.total_spend() or Spend()).usd + reserved_usd(self.storage)
+
+    def reservations(self, writer: str) -> Reservations:
+        """The OUTDIR's shared budget reservations, as ``writer`` (a run's prefix) sees them."""
+        return Reservations(self.storage, writer, self.held)
 
     def uncommitted_rows(self) -> int:
         """Finished rows a run under way holds in its journal, not yet in parts (local
