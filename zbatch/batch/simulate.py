@@ -150,7 +150,10 @@ class SimulatedBatchApi(httpx.AsyncBaseTransport):
             return batch
         counts = batch["request_counts"]
         until = batch.get("cancelled_at", time.time())
-        done = min(counts["total"], int((until - batch["started"]) * self._lines_per_second))
+        elapsed = max(0.0, until - batch["started"])
+        pace = self._lines_per_second
+        done = counts["total"] if pace == float("inf") else int(elapsed * pace)
+        done = min(counts["total"], done)
         if batch["status"] == "cancelling":
             await self._answer(batch, done)
             batch["status"] = "cancelled"

@@ -192,10 +192,13 @@ def run(
 
 
 def _cluster_line(cluster: str) -> str:
-    """What --cluster is about to wait for, said before it waits."""
-    if cluster.startswith("local:"):
-        return f"starting a local Dask cluster ({cluster}) ..."
+    """What --cluster is about to wait for, said before it waits (JobError for a flag that
+    names no cluster)."""
+    from ..cluster.driver import ClusterSpec
     from ..cluster.probe import connect_seconds
+
+    if ClusterSpec.parse(cluster).address is None:
+        return f"starting a local Dask cluster ({cluster}) ..."
 
     return f"connecting to the Dask scheduler at {cluster} (up to {connect_seconds():g} s) ..."
 

@@ -25,7 +25,9 @@ def connect_seconds() -> float:
     import dask
     from dask.utils import parse_timedelta
 
-    seconds = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+    # distributed adds its defaults to dask's config when imported, which it is not yet here.
+    given = dask.config.get("distributed.comm.timeouts.connect", default="30s")
+    seconds = parse_timedelta(given, "s")
     return float(seconds or 30)
 
 
