@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from zbatch.cache import ResponseCache, request_key
-from zbatch.output_schema import SchemaCheck
+from zbatch.answers.schema import SchemaCheck
+from zbatch.store.cache import ResponseCache, request_key
 
 SCHEMA = {
     "type": "object",

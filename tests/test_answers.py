@@ -17,8 +17,8 @@ import json
 
 import pytest
 
-from zbatch.answers import NotJson, normalize_label, parse_json_object
-from zbatch.output_schema import FIELD_KINDS
+from zbatch.answers.checks import NotJson, normalize_label, parse_json_object
+from zbatch.answers.schema import FIELD_KINDS
 from zbatch.schema import field_for, fit_value
 
 

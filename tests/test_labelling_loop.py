@@ -500,7 +500,7 @@ def test_samples_with_a_schema_take_the_majority_per_enum_field(tmp_path):
 
 def test_no_test_touches_the_real_cache(own_cache_home):
     """The autouse fixture points XDG_CACHE_HOME at a temporary folder for every test."""
-    from zbatch.cache import default_path
+    from zbatch.store.cache import default_path
 
     assert default_path() == cache_file(own_cache_home)
     assert zbatch_env()["XDG_CACHE_HOME"] == str(own_cache_home)

@@ -9,10 +9,10 @@ from typing import Any
 import anyio
 import pytest
 
+from zbatch.answers.schema import FIELD_KINDS
 from zbatch.client import Client
 from zbatch.job import Job
 from zbatch.outcome import Failure, Scope, Success
-from zbatch.output_schema import FIELD_KINDS
 from zbatch.providers import OPENAI, ZAI, Provider
 from zbatch.simulate import SimulatedEndpoint, SimulationSpec, plausible_label
 

@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, TypeVar, cast
 
-from zbatch.output_schema import REPAIR_PREFIX
+from zbatch.answers.schema import REPAIR_PREFIX
 from zbatch.testing import chat_completion, last_user_content, message_text
 
 HOST = "127.0.0.1"

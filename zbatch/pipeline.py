@@ -20,21 +20,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pyarrow as pa
 
 from . import prompt
-from .answers import normalize_label
+from .answers.checks import normalize_label
+from .answers.reading import AnswerReader, Reading
+from .answers.schema import repair_message
 from .errors import redact
 from .idset import IdSet
 from .job.settings import Job
 from .outcome import Failure, Scope, Success, storable_text
-from .output_schema import repair_message
 from .readers.base import DoneRows, RawRow
-from .reading import AnswerReader, Reading
 from .schema import keep_caster
 from .stats import Stats
 from .store import ResumeState
 from .store.state import RetryFailed
 
 if TYPE_CHECKING:
-    from .cache import ResponseCache
+    from .store.cache import ResponseCache
 
 Row = tuple[Any, ...]
 # Rows that need no request are handled between sends; every so many of them the pipeline

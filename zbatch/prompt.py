@@ -17,9 +17,9 @@ import string
 from collections.abc import Iterable
 from typing import Any
 
+from .answers.schema import response_format, system_note
 from .errors import JobError
 from .job.settings import Job
-from .output_schema import response_format, system_note
 from .source import InputFiles, is_batch_line
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from .output_schema import resolve, single_type
+from .answers.schema import resolve, single_type
 
 if TYPE_CHECKING:
     from .job.settings import Job

@@ -24,8 +24,8 @@ from typing import Any
 import anyio
 import httpx
 
+from .answers.schema import resolve
 from .job.settings import Job
-from .output_schema import resolve
 from .providers import ZAI, Provider
 from .testing import chat_completion, last_user_content, message_text
 

@@ -428,7 +428,7 @@ _CACHE_PATH = click.option(
 @_reports_errors
 def cache_stats(path: str | None, as_json: bool) -> None:
     """How many answers the cache holds, how often they were used, its size."""
-    from ..cache import format_stats
+    from ..store.cache import format_stats
 
     figures = _open_cache(path).stats()
     if as_json:
@@ -448,14 +448,14 @@ def cache_stats(path: str | None, as_json: bool) -> None:
 @_reports_errors
 def cache_prune(path: str | None, older_than: str) -> None:
     """Forget answers not used for a while; the file shrinks."""
-    from ..cache import parse_duration
+    from ..store.cache import parse_duration
 
     removed = _open_cache(path).prune(parse_duration(older_than))
     click.echo(f"removed {removed} answers not used for {older_than}")
 
 
 def _open_cache(path: str | None) -> Any:
-    from ..cache import open_cache
+    from ..store.cache import open_cache
 
     opened, problem = open_cache("on", path, simulated=False)
     if opened is None:

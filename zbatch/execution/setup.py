@@ -267,7 +267,7 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
             len(in_batches),
         )
     # The response cache comes with a run that asks for it: a live run reads and fills it.
-    from ..cache import open_cache
+    from ..store.cache import open_cache
 
     cache, cache_problem = open_cache(job.cache, job.cache_path, simulated=job.simulate)
     if cache_problem:

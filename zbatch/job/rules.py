@@ -203,7 +203,7 @@ def check(job: Job) -> None:
 
 def _check_answer_schema(job: Job) -> None:
     """output.schema against the other answer settings, and its columns against the rest."""
-    from ..output_schema import SchemaCheck
+    from ..answers.schema import SchemaCheck
     from ..schema import RESULT_FIELDS, SAMPLE_FIELDS
 
     schema = job.output_schema

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..output_schema import FIELD_KINDS, load_schema
+from ..answers.schema import FIELD_KINDS, load_schema
 from ..pricing import Price, discounted, nearest_model, no_price, price_for
 from ..providers import ZAI, Provider, provider_for
 from .rules import check, fit

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .answers import NotJson, normalize_label, parse_json_object
-from .errors import redact
-from .job.settings import Job
-from .outcome import Failure, Scope
-from .output_schema import SchemaCheck, enum_fields
-from .schema import answer_fields, fit_value
-from .stats import Stats
+from ..errors import redact
+from ..job.settings import Job
+from ..outcome import Failure, Scope
+from ..schema import answer_fields, fit_value
+from ..stats import Stats
+from .checks import NotJson, normalize_label, parse_json_object
+from .schema import SchemaCheck, enum_fields
 
 
 @dataclass(frozen=True, slots=True)

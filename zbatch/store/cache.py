@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import JobError
+from ..errors import JobError
 
 FILE_NAME = "responses.sqlite"
 BUSY_MS = 30_000  # how long a writer waits for another process's write to end

@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .answers import NotJson, normalize_label, parse_json_object
-from .errors import JobError
+from ..errors import JobError
+from .checks import NotJson, normalize_label, parse_json_object
 
 FIELD_KINDS: dict[str, dict[str, Any]] = {
     "string": {"type": "string"},
