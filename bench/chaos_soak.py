@@ -4,10 +4,12 @@
     python bench/chaos_soak.py --seeds 10 --rounds 20 --rows 600
 
 Each seed starts writers of random kinds (a whole online run, shard K/N of a random N, a
-batch-mode run) on one OUTDIR, kills them -9 and restarts them at random, then checks the
-guarantees (every id once with its own answer; results/ never showing an id twice while they
-run; every answer bought twice one a kill lost). Prints one line per seed and a table for
-docs/performance.md.
+batch-mode run) with one --max-cost for the OUTDIR on it, kills them -9 and restarts them at
+random, then checks the guarantees (every id once with its own answer after a final run with
+a raised budget; results/ never showing an id twice while they run; every answer bought twice
+one a kill lost; spend within the budget plus the worst case of what the kills lost; status's
+cost_usd that spend less at most what the kills lost). Prints one line per seed and a table
+for docs/performance.md.
 """
 
 from __future__ import annotations
@@ -44,11 +46,18 @@ def main() -> None:
                 sum(report.bought.values()),
                 sum(report.bought_twice.values()),
                 report.lost_count,
+                report.stopped,
+                report.pending,
+                f"{report.budget:.4f}",
+                f"{report.spent:.4f}",
+                f"{report.lost_worst:.4f}",
+                f"{report.status_usd:.4f}",
                 f"{report.seconds:.0f}",
             ]
         )
     headers = ["seed", "writers", "kill -9", "refused (75)", "looks at results/"]
-    headers += ["answers bought", "bought twice", "lost by kills", "seconds"]
+    headers += ["answers bought", "bought twice", "lost by kills", "stopped (5)", "pending"]
+    headers += ["budget $", "spent $", "lost worst case $", "status cost_usd $", "seconds"]
     print(table(headers, rows))
 
 
