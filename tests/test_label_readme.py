@@ -76,6 +76,10 @@ def test_the_label_a_dataset_section_runs_as_written(tmp_path: Path) -> None:
             assert proc.returncode == 0, f"zbatch {shlex.join(args)}: {proc.stderr}"
             if args[0] != "run":
                 outputs.append(proc.stdout)
+            elif "--limit" not in args and args[1] == "jobs/triage_v2.toml":
+                # The full run continues the sample's OUTDIR: the 50 sampled rows not sent again.
+                assert "skipped (done before) 50\n" in one_spaced(proc.stdout), proc.stdout
+                assert "rows ok 250\n" in one_spaced(proc.stdout), proc.stdout
     sample, compared, page, review, rereported = outputs
     assert accuracy(sample)[1] == 50  # the sample, scored against gold
     assert "label against out/triage.simulated:" in compared
@@ -128,6 +132,11 @@ def test_the_real_part_pays_only_for_the_requests_it_has_not_bought(
     ]
     server.configure(answer=WORDS)
     env = zbatch_env(ZAI_BASE_URL=server.base_url)
+    # The rehearsal first, as a reader does: it sends nothing and puts nothing in the cache.
+    rehearsal = commands(blocks()[0][1])[0]
+    assert "--simulate" in rehearsal and rehearsal[:2] == ["run", "jobs/triage.toml"]
+    proc = run_zbatch(*rehearsal, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and server.stats()["requests"] == 0, proc.stderr
     out, sent = [], []  # each command's stdout and the prompts the server answered during it
     for args in steps:
         before = server.stats()["answered_prompts"]
@@ -162,7 +171,9 @@ def test_the_real_part_pays_only_for_the_requests_it_has_not_bought(
     assert sent[3] == [] and again.keys() == sample_a.keys()
     assert all(row["cached"] and row["attempts"] == 0 for row in again.values())
     assert "requests 0\n" in out[3] and "from the cache 50 rows (saved $" in out[3]
-    assert "from the cache 50 rows (saved $" in out[4] and "spent so far $0.0000" in out[4]
+    saved = re.findall(r"from the cache 50 rows \(saved (\$[\d.]+)\)", out[3] + out[4])
+    assert len(saved) == 2 and saved[0] == saved[1] != "$0.0000"  # the same saving, in status
+    assert "spent so far $0.0000" in out[4]
     # The full run: the sampled rows, and every ticket asking what a sampled one asked, come from
     # the cache; the rest are sent, each distinct request once.
     full = tables["out/triage-full"]
