@@ -337,7 +337,9 @@ def test_reservations_of_writers_racing_never_pass_the_limit(tmp_path: Path) -> 
     def writer(name: str) -> None:
         shared = Reservations(storage, name, lambda: 0.0)
         mine = 0.0
-        while (block := shared.publish(mine + 0.1, mine + 0.1, 0.0, max_cost=1.0 + 1e-9)) is not None:
+        while (
+            block := shared.publish(mine + 0.1, mine + 0.1, 0.0, max_cost=1.0 + 1e-9)
+        ) is not None:
             mine = block
             with lock:
                 granted.append(name)
