@@ -293,7 +293,7 @@ def test_a_busy_client_does_not_hedge() -> None:
 def test_the_worst_case_learns_from_billed_prompt_tokens() -> None:
     """A provider that bills three times the estimate (a long system template): after one
     answer the worst case of the next request scales with it."""
-    budget = Budget(limit=10.0, price=PRICE, spent=0.0)
+    budget = Budget(max_cost=10.0, price=PRICE, spent=0.0)
     hold = anyio.run(budget.admit, 100, 0)
     assert hold is not None and budget.prompt_bound(100) == 100 + TEMPLATE_TOKENS
 
@@ -337,7 +337,9 @@ def test_reservations_of_writers_racing_never_pass_the_limit(tmp_path: Path) -> 
     def writer(name: str) -> None:
         shared = Reservations(storage, name, lambda: 0.0)
         mine = 0.0
-        while (block := shared.publish(mine + 0.1, mine + 0.1, 0.0, limit=1.0 + 1e-9)) is not None:
+        while (
+            block := shared.publish(mine + 0.1, mine + 0.1, 0.0, max_cost=1.0 + 1e-9)
+        ) is not None:
             mine = block
             with lock:
                 granted.append(name)
@@ -357,12 +359,12 @@ def test_a_dead_writers_reservations_lapse_after_the_lease(tmp_path: Path) -> No
     storage = LocalStorage(tmp_path)
     now = [1000.0]
     dead = Reservations(storage, "dead", lambda: 0.25, clock=lambda: now[0])
-    assert dead.publish(0.5, 0.5, 0.1, limit=1.0) == 0.5  # then kill -9: never renewed
+    assert dead.publish(0.5, 0.5, 0.1, max_cost=1.0) == 0.5  # then kill -9: never renewed
     live = Reservations(storage, "live", lambda: 0.25, clock=lambda: now[0])
-    assert live.publish(0.2, 0.2, 0.0, limit=1.0) is None  # 0.25 + 0.6 + 0.2 > 1.0
+    assert live.publish(0.2, 0.2, 0.0, max_cost=1.0) is None  # 0.25 + 0.6 + 0.2 > 1.0
     assert live.used == pytest.approx(0.85) and live.spent == pytest.approx(0.35)
     now[0] += LEASE_SECONDS
-    assert live.publish(0.2, 0.2, 0.0, limit=1.0) == pytest.approx(0.2)
+    assert live.publish(0.2, 0.2, 0.0, max_cost=1.0) == pytest.approx(0.2)
     assert live.figures() == {"writers": 1, "reserved_usd": 0.2, "unsettled_usd": 0.0}
     live.leave()
     assert live.figures()["writers"] == 0
@@ -373,7 +375,7 @@ def test_a_writer_takes_a_block_of_at_most_a_fair_share_and_admits_within_it(
 ) -> None:
     """One write reserves room for many requests; a second writer still finds room left."""
     storage = LocalStorage(tmp_path)
-    first = Budget(limit=1.0, price=PRICE, spent=0.0, shared=Reservations(storage, "a", float))
+    first = Budget(max_cost=1.0, price=PRICE, spent=0.0, shared=Reservations(storage, "a", float))
     worst = first.worst_case(8, 10)  # (8 + 32 + 10) tokens at $0.001 = $0.05
 
     async def admit_many(budget: Budget, count: int) -> int:
@@ -387,7 +389,7 @@ def test_a_writer_takes_a_block_of_at_most_a_fair_share_and_admits_within_it(
     # The block: the request, and half of the rest (a fair share beside one more writer).
     assert worst == pytest.approx(0.05)
     assert first.shared is not None and first.shared.used == pytest.approx(0.05 + 0.95 / 2)
-    second = Budget(limit=1.0, price=PRICE, spent=0.0, shared=Reservations(storage, "b", float))
+    second = Budget(max_cost=1.0, price=PRICE, spent=0.0, shared=Reservations(storage, "b", float))
     # The second gets what the first's block left, 0.475: 9 requests. Together never past
     # the budget: the first then fills its own block, 10 requests of 0.05 in 0.525.
     assert anyio.run(admit_many, second, 100) == 9

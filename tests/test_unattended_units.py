@@ -203,7 +203,7 @@ class Answer:
 
 
 def test_budget_admits_while_spend_plus_in_flight_worst_cases_fit() -> None:
-    budget = Budget(limit=1.0, price=PRICE, spent=0.5)
+    budget = Budget(max_cost=1.0, price=PRICE, spent=0.5)
     # (100 + 32 template tokens) * 1000/1e6 + 50 * 2000/1e6
     worst = budget.worst_case(100, 50)
     assert worst == pytest.approx(0.232)
@@ -219,14 +219,14 @@ def test_budget_admits_while_spend_plus_in_flight_worst_cases_fit() -> None:
 
 
 def test_without_max_tokens_the_budget_assumes_a_bounded_answer() -> None:
-    budget = Budget(limit=None, price=PRICE, spent=0)
+    budget = Budget(max_cost=None, price=PRICE, spent=0)
     assert budget.worst_case(0, 0) == (32 * 1000 + 4096 * 2000) / 1e6
     assert anyio.run(budget.admit, 10**9, 10**9) is not None  # no limit: always admitted
 
 
 def test_spend_of_an_answer_counts_cached_tokens_at_their_price() -> None:
     answer = Answer(prompt=1000, completion=100, cached=400)
-    usd = Budget(limit=None, price=Price(1.0, 0.5, 2.0), spent=0).charge(answer)
+    usd = Budget(max_cost=None, price=Price(1.0, 0.5, 2.0), spent=0).charge(answer)
     assert usd == (600 * 1.0 + 400 * 0.5 + 100 * 2.0) / 1e6
     spend = Spend()
     spend.count(answer, usd)

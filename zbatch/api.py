@@ -253,7 +253,7 @@ def failures(
     """The failed rows of an OUTDIR grouped by error type and code, largest group first;
     ``answers`` adds up to ``limit`` paid answers per group (the error log's answer column)."""
     return failure_groups(
-        OutputDir(str(outdir)), error_type=error_type, limit=limit, answers=answers
+        OutputDir(str(outdir)), error_type=error_type, sample=limit, answers=answers
     )
 
 

@@ -1,6 +1,6 @@
 """What an OUTDIR has cost, and the budget check before each request.
 
-    budget = Budget(limit=5.0, price=price, spent=ledger.usd, shared=reservations)
+    budget = Budget(max_cost=5.0, price=price, spent=ledger.usd, shared=reservations)
     hold = await budget.admit(prompt_tokens, max_tokens)   # None: it could pass the budget
     ...
     budget.release(hold); usd = budget.charge(answer, hold)
@@ -138,11 +138,11 @@ class Reservations:
         self.spent = 0.0  # the OUTDIR's spend (settled or not), as of the last check
 
     def publish(
-        self, minimum: float, wanted: float, unsettled: float, *, limit: float | None = None
+        self, minimum: float, wanted: float, unsettled: float, *, max_cost: float | None = None
     ) -> float | None:
         """Publish this writer's unsettled spend and a block of at least ``minimum`` USD for
         its requests (``wanted`` if the budget has room for it beside the other writers'
-        fair shares); the block granted, or None when not even ``minimum`` fits ``limit``
+        fair shares); the block granted, or None when not even ``minimum`` fits ``max_cost``
         (then nothing changed)."""
         for _ in range(MAX_TRIES):
             seq, entries = self._latest()
@@ -157,8 +157,8 @@ class Reservations:
             self.spent = self._settled() + spent
             base = self.spent + held
             grant = wanted
-            if limit is not None:
-                left = limit - base
+            if max_cost is not None:
+                left = max_cost - base
                 if minimum > left:
                     self.used = base
                     return None
@@ -238,16 +238,16 @@ class Budget:
     def __init__(
         self,
         *,
-        limit: float | None,
+        max_cost: float | None,
         price: Price | None,
         spent: float,
         shared: Reservations | None = None,
     ) -> None:
-        self.limit = limit
+        self.max_cost = max_cost
         self.price = price
         self.spent = spent
         self.reserved = 0.0
-        self.shared = shared if limit is not None else None
+        self.shared = shared if max_cost is not None else None
         self.unsettled = 0.0  # charged by this run and not yet in its spend ledger
         self.worst_charged = 0  # answers with missing or unusable usage, charged worst case
         self._estimated = 0  # prompt estimates (with TEMPLATE_TOKENS) of answers with usage
@@ -270,7 +270,7 @@ class Budget:
 
     async def admit(self, prompt_tokens: int, answer_tokens: int) -> Hold | None:
         """Reserve a request's worst case; None when it could take the spend past the limit."""
-        if self.limit is None:
+        if self.max_cost is None:
             return Hold(0.0, prompt_tokens, answer_tokens)  # nothing to reserve against
         hold = Hold(self.worst_case(prompt_tokens, answer_tokens), prompt_tokens, answer_tokens)
         if self.shared is not None:
@@ -278,7 +278,7 @@ class Budget:
                 self.reserved += hold.usd
                 return hold
             return hold if await self.publish(hold.usd, BLOCK_REQUESTS * hold.usd) else None
-        if self.spent + self.reserved + hold.usd > self.limit:
+        if self.spent + self.reserved + hold.usd > self.max_cost:
             return None
         self.reserved += hold.usd
         return hold
@@ -307,12 +307,12 @@ class Budget:
             unsettled = self.unsettled
             need = self.reserved + extra
             if extra:
-                wanted, limit = need + headroom, self.limit
+                wanted, cap = need + headroom, self.max_cost
             else:  # the same cover as before: the block, less what is now unsettled
                 wanted = max(need, self._block - (unsettled - self._published_unsettled))
-                limit = None
+                cap = None
             granted = await anyio.to_thread.run_sync(
-                functools.partial(shared.publish, need, wanted, unsettled, limit=limit)
+                functools.partial(shared.publish, need, wanted, unsettled, max_cost=cap)
             )
             self.spent = shared.spent
             if granted is None:
@@ -379,6 +379,6 @@ class Budget:
 
     def message(self) -> str:
         return (
-            f"budget reached: spent ${self.spent:.4f} of ${self.limit or 0:.4f}; "
+            f"budget reached: spent ${self.spent:.4f} of ${self.max_cost or 0:.4f}; "
             "raise --max-cost (limits.max_cost) to continue"
         )

@@ -131,7 +131,7 @@ class BatchMode(Dispatcher):
                 BudgetSpent(
                     f"{self.over_budget} rows were not submitted: their worst case does not fit "
                     f"what is left of the budget (${self._left:.4f} of "
-                    f"${self.budget.limit or 0:.4f}); raise --max-cost (limits.max_cost) and "
+                    f"${self.budget.max_cost or 0:.4f}); raise --max-cost (limits.max_cost) and "
                     "run the same command to submit them"
                 )
             )
@@ -198,17 +198,17 @@ class BatchMode(Dispatcher):
 
     async def _room(self) -> float | None:
         """USD the budget has left for new batches (None: no budget)."""
-        if self.budget.limit is None:
+        if self.budget.max_cost is None:
             return None
         await self.budget.publish()
         shared = self.budget.shared
         used = self.budget.spent if shared is None else shared.used
-        self._left = max(0.0, self.budget.limit - used)
+        self._left = max(0.0, self.budget.max_cost - used)
         return self._left
 
     async def _send(self, file: BatchFile) -> None:
         worst = sum(self._worst.pop(row_id, 0.0) for row_id in file.ids)
-        if self.budget.limit is not None and not await self.budget.publish(worst):
+        if self.budget.max_cost is not None and not await self.budget.publish(worst):
             # Other writers spent the room meanwhile: these rows wait for a larger budget.
             self.over_budget += file.rows
             return

@@ -252,7 +252,7 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
     journal = session.journal({RESULTS: results, ERRORS: errors}, enabled=job.journal)
     stats = prepared.stats
     budget = Budget(
-        limit=job.max_cost,
+        max_cost=job.max_cost,
         price=job.price,
         spent=stats.spent or 0.0,
         shared=None if job.max_cost is None else outdir.reservations(session.prefix),

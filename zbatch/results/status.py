@@ -260,10 +260,10 @@ class FailureGroup:
 
 
 def failure_groups(
-    outdir: OutputDir, *, error_type: str | None = None, limit: int = 5, answers: bool = False
+    outdir: OutputDir, *, error_type: str | None = None, sample: int = 5, answers: bool = False
 ) -> list[FailureGroup]:
-    """The failed rows grouped by type and code, largest first, each with up to ``limit``
-    ids (and with ``answers``, up to ``limit`` paid answers) and 3 distinct messages.
+    """The failed rows grouped by type and code, largest first, each with up to ``sample``
+    ids (and with ``answers``, up to ``sample`` paid answers) and 3 distinct messages.
 
     Failed rows are what a run's summary and ``status`` count: the ids whose latest outcome
     is an error (as export has them), and the input rows that repeat an id (duplicate_id:
@@ -287,11 +287,11 @@ def failure_groups(
             )
             group["count"] += 1
             group["retryable"] += bool(row["retryable"])
-            if len(group["ids"]) < limit:
+            if len(group["ids"]) < sample:
                 group["ids"].append(row["id"])
             if len(group["messages"]) < 3 and row["message"] not in group["messages"]:
                 group["messages"].append(row["message"])
-            if answers and row["answer"] is not None and len(group["answers"]) < limit:
+            if answers and row["answer"] is not None and len(group["answers"]) < sample:
                 group["answers"][row["id"]] = row["answer"]
 
     columns = ["id", "error_type", "error_code", "message", "retryable", "answer"]
