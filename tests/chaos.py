@@ -85,7 +85,9 @@ def answer_cost(prompt: str, price: Price) -> float:
 def worst_case(prompt: str, price: Price) -> float:
     """A request's worst case as zbatch reserves it (its own estimate and bound)."""
     body = {"messages": [{"role": "user", "content": prompt}]}
-    return Budget(limit=1.0, price=price, spent=0.0).worst_case(estimate_tokens(body), MAX_TOKENS)
+    return Budget(max_cost=1.0, price=price, spent=0.0).worst_case(
+        estimate_tokens(body), MAX_TOKENS
+    )
 
 
 @dataclass
