@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -394,3 +395,30 @@ def test_a_writer_takes_a_block_of_at_most_a_fair_share_and_admits_within_it(
     # the budget: the first then fills its own block, 10 requests of 0.05 in 0.525.
     assert anyio.run(admit_many, second, 100) == 9
     assert anyio.run(admit_many, first, 100) == 10 - 5
+
+
+def test_spend_moved_into_the_ledger_frees_no_room_in_a_writers_block(tmp_path: Path) -> None:
+    """A part commit moves the writer's unsettled spend into its ledger: the block it
+    published must still count those answers (it used to free their room again, and one run
+    with --part-seconds 2 spent $5.98 against a $5.03 budget)."""
+    ledger = [0.0]  # the OUTDIR's spend ledgers, as Reservations reads them
+    shared = Reservations(LocalStorage(tmp_path), "a", lambda: ledger[0])
+    budget = Budget(max_cost=1.0, price=PRICE, spent=0.0, shared=shared)
+    answer = SimpleNamespace(  # billed exactly its worst case: 40 + 10 tokens, $0.05
+        prompt_tokens=8 + TEMPLATE_TOKENS, completion_tokens=MAX_TOKENS, cached_tokens=0,
+        usage_malformed=False,
+    )  # fmt: skip
+
+    async def spend_all() -> int:
+        answered = 0
+        while (hold := await budget.admit(8, MAX_TOKENS)) is not None and answered < 100:
+            budget.release(hold)
+            budget.charge(answer, hold)
+            answered += 1
+            if answered % 3 == 0:  # a part commit: the spend is in the ledger now
+                ledger[0] += budget.unsettled
+                budget.settled(0.0)
+        return answered
+
+    answered = anyio.run(spend_all)
+    assert 0.95 - 1e-9 <= ledger[0] + budget.unsettled <= 1.0 + 1e-9, answered  # 19 or 20 of $0.05

@@ -330,7 +330,10 @@ class Budget:
             await self.publish()
 
     def settled(self, unsettled: float) -> None:
-        """This run's spend ledger was written: ``unsettled`` USD of it are not in it yet."""
+        """This run's spend ledger was written: ``unsettled`` USD of it are not in it yet.
+        What moved into the ledger leaves the published figure too, so the block keeps
+        counting what this writer was charged since it published."""
+        self._published_unsettled -= self.unsettled - unsettled
         self.unsettled = unsettled
 
     def leave(self) -> None:
