@@ -172,7 +172,10 @@ class Journal:
             return
         sealed, self._sealed = self._sealed, []
         try:
-            ledger = replace(self.ledger, journals=[name for name, _ in sealed])
+            # The ledger keeps naming the segments it holds while they exist (another run may
+            # replay what is left of a killed run's segment: its spend must not count again).
+            kept = [n for n in self.ledger.journals if self._may_remain(n)]
+            ledger = replace(self.ledger, journals=[*kept, *(name for name, _ in sealed)])
             for _, spend in sealed:
                 ledger.add(spend)
             await anyio.to_thread.run_sync(self._save_ledger, ledger)
@@ -184,6 +187,10 @@ class Journal:
             for name, _ in sealed:
                 with contextlib.suppress(FileNotFoundError):
                     (self.folder / name).unlink()
+
+    def _may_remain(self, name: str) -> bool:
+        """Whether segment ``name`` may still be replayed (it exists, or no folder to tell)."""
+        return self.folder is None or (self.folder / name).exists()
 
     async def spent(self) -> float:
         """USD the OUTDIR has cost so far: every ledger (other shards' too, as of their last
