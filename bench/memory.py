@@ -221,7 +221,7 @@ def resume_breakdown(input_path: Path, outdir: Path) -> list[list[Any]]:
     step("read every row as a dict (InputFiles.rows)", lambda: sum(1 for _ in inputs.rows()))
 
     def items() -> Any:
-        return inputs.rows_or_done(job.id_column, state.is_done)
+        return inputs.rows_or_done(job.id_column, state.all_done)
 
     step("read as the run does (InputFiles.rows_or_done)", lambda: sum(1 for _ in items()))
 
@@ -229,13 +229,13 @@ def resume_breakdown(input_path: Path, outdir: Path) -> list[list[Any]]:
         seen, done = IdSet(), 0
         for item in items():
             if isinstance(item, source.DoneRows):
-                done += sum(seen.add(row_id) for row_id in item.ids)
+                done += len(item.ids) - len(seen.add_many(item.ids))
                 continue
             row_id = prompt.row_id(item.data or {}, job.id_column)
             done += row_id is not None and seen.add(row_id) and state.is_done(row_id)
         return done
 
-    step("... + IdSet.add + is_done (the run's path)", settle)
+    step("... + IdSet.add_many / add + is_done (the run's path)", settle)
     return steps
 
 

@@ -1,9 +1,16 @@
-"""IdSet: the compact set of ids the run uses to spot repeated ids."""
+"""IdSet: the compact set of ids a run uses to spot repeated ids and to skip done ones."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
+import pytest
+from conftest import read_table
+
+import zbatch
+import zbatch.readers.base
 from zbatch.idset import IdSet
 
 
@@ -37,3 +44,101 @@ def test_it_stays_compact() -> None:
         seen.add(f"id-{n:09d}")
     slots = seen._slots
     assert len(slots) * slots.itemsize <= 4 * 1024 * 1024  # 100k ids in at most 4 MB
+
+
+def test_add_many_reports_repeats_within_and_across_blocks_like_a_set() -> None:
+    """A block at a time (a resume's done rows) gives the same answers as one id at a time:
+    the positions of ids met before, or earlier in the same block, through many growths."""
+    rng = random.Random(5)
+    ids = [f"row-{rng.randrange(20_000)}" for _ in range(40_000)]
+    reference: set[str] = set()
+    seen = IdSet(capacity=4)
+    start = 0
+    while start < len(ids):
+        block = ids[start : start + rng.choice([1, 7, 300, 4096])]
+        expected = []
+        for at, row_id in enumerate(block):
+            if row_id in reference:
+                expected.append(at)
+            reference.add(row_id)
+        assert seen.add_many(block) == expected
+        start += len(block)
+    assert len(seen) == len(reference)
+    assert seen.contains_many(sorted(reference)).all()
+    assert not seen.contains_many(["row-20000", "", "row-1 "]).any()
+    assert all(row_id in seen for row_id in reference)  # one at a time agrees
+    assert seen.add_many([]) == [] and not seen.contains_many([]).any()
+
+
+def test_ids_added_one_at_a_time_are_found_a_block_at_a_time_and_back() -> None:
+    one, block = IdSet(), IdSet()
+    ids = [f"id-{n}" for n in range(10_000)]
+    for row_id in ids[::2]:
+        one.add(row_id)
+    block.update(ids[::2])
+    assert one.contains_many(ids).tolist() == block.contains_many(ids).tolist()
+    assert [row_id in block for row_id in ids] == [n % 2 == 0 for n in range(10_000)]
+    assert block.add_many(ids) == list(range(0, 10_000, 2))
+
+
+def test_a_zero_hash_in_a_block_is_kept() -> None:
+    class ZeroHash(str):
+        def __hash__(self) -> int:
+            return 0
+
+    seen = IdSet()
+    assert seen.add_many([ZeroHash("a"), "b", ZeroHash("a")]) == [2]
+    assert ZeroHash("a") in seen and not seen.add(ZeroHash("a"))
+
+
+def test_sized_once_it_does_not_grow_at_its_capacity() -> None:
+    """Sized for the rows to come (a run knows how many), the table is allocated once: no
+    growth, so no moment holding the old table and the new one together."""
+    seen = IdSet(capacity=50_000)
+    slots = seen._slots
+    seen.update([f"id-{n}" for n in range(50_000)])
+    assert seen._slots is slots and len(seen) == 50_000
+    assert len(slots) * slots.itemsize <= 50_000 * 11  # at most 3/4 full: ~10.7 bytes an id
+
+
+def test_a_resume_logs_ids_repeated_inside_and_across_done_blocks_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On resume, blocks of done rows go into the repeated-id set a block at a time: an id
+    repeated inside a done block, or in a later one, is logged as duplicate_id once (at its
+    own line), every other row is skipped, and the next run has nothing to add."""
+    monkeypatch.setattr(zbatch.readers.base, "BLOCK_ROWS", 3)
+    path = tmp_path / "in.jsonl"
+    ids = [f"r{n}" for n in range(9)]
+
+    def write(order: list[str]) -> None:
+        lines = (json.dumps({"id": i, "prompt": f"prompt of {i}"}) for i in order)
+        path.write_text("\n".join(lines) + "\n")
+
+    job = zbatch.Job(
+        input_path=str(path),
+        output_dir=str(tmp_path / "out"),
+        simulate=True,
+        simulate_latency=0.0,
+        simulate_rate_limited=0.0,
+        simulate_server_error=0.0,
+    )
+    write(ids)
+    assert zbatch.run(job).exit_code == 0
+    columns = ["id", "content", "request_id"]  # a new request would have a new request_id
+    first = read_table(Path(job.output_dir) / "results").select(columns).sort_by("id")
+    # blocks of 3 lines: [r0 r1 r0] [r2 r3 r4] [r1 r5 r6] [r7 r8]
+    write(["r0", "r1", "r0", "r2", "r3", "r4", "r1", "r5", "r6", "r7", "r8"])
+    result = zbatch.run(job)
+    assert result.exit_code == 1  # rows failed: the two repeats
+    errors = read_table(Path(job.output_dir) / "errors").sort_by("id").to_pylist()
+    assert [(e["id"], e["error_type"], e["message"]) for e in errors] == [
+        ("r0", "duplicate_id", "in.jsonl line 3 repeats id 'r0'"),
+        ("r1", "duplicate_id", "in.jsonl line 7 repeats id 'r1'"),
+    ]
+    assert result.stats.skipped == 9 and result.stats.input_rows == 11
+    after = read_table(Path(job.output_dir) / "results").select(columns).sort_by("id")
+    assert after.to_pylist() == first.to_pylist()  # nothing sent again
+    again = zbatch.run(job)
+    assert read_table(Path(job.output_dir) / "errors").num_rows == 2
+    assert again.stats.skipped == 9 and first.column("id").to_pylist() == ids

@@ -97,7 +97,7 @@ def test_blocks_whose_ids_are_all_done_come_as_ids_only(tmp_path, monkeypatch, k
         path = jsonl(tmp_path / "in.jsonl", rows)
         where = [f"in.jsonl line {n + 1}" for n in range(10)]
     done = {"a", "b", "c", "d", "e", "f", "g", "h", "i"}  # " e" is done as "e", once stripped
-    items = list(open_input(str(path)).rows_or_done(None, done.__contains__))
+    items = list(open_input(str(path)).rows_or_done(None, done.issuperset))
     assert describe(items) == [
         ("done", (where[0], ["a", "b", "c"])),
         ("row", where[3]),  # " e" needs normalising: row by row
@@ -114,15 +114,15 @@ def test_blocks_whose_ids_are_all_done_come_as_ids_only(tmp_path, monkeypatch, k
 def test_integer_ids_are_checked_as_text_and_batch_lines_are_read_row_by_row(tmp_path):
     numbers = tmp_path / "numbers.parquet"
     pq.write_table(pa.table({"id": [1, 2, 3]}), numbers)
-    items = list(open_input(str(numbers)).rows_or_done(None, {"1", "2", "3"}.__contains__))
+    items = list(open_input(str(numbers)).rows_or_done(None, {"1", "2", "3"}.issuperset))
     assert describe(items) == [("done", ("numbers.parquet row 0", ["1", "2", "3"]))]
 
     batch = tmp_path / "batch.parquet"
     pq.write_table(pa.table({"custom_id": ["x"], "id": ["x"], "body": ["{}"]}), batch)
-    items = list(open_input(str(batch)).rows_or_done(None, {"x"}.__contains__))
+    items = list(open_input(str(batch)).rows_or_done(None, {"x"}.issuperset))
     assert describe(items) == [("row", "batch.parquet row 0")]
 
-    named = list(open_input(str(batch)).rows_or_done("custom_id", {"x"}.__contains__))
+    named = list(open_input(str(batch)).rows_or_done("custom_id", {"x"}.issuperset))
     assert describe(named) == [("done", ("batch.parquet row 0", ["x"]))]
 
 

@@ -77,7 +77,9 @@ def test_rows_or_done_reads_only_the_ids_of_done_parquet_batches_on_s3(s3: S3) -
     ids = [str(n) for n in range(PARQUET_BATCH_ROWS + 2)]
     s3.fs().pipe(f"{s3.bucket}/x.parquet", _parquet(ids, row_group=PARQUET_BATCH_ROWS))
     files = open_input(s3.url("x.parquet"))
-    items = list(files.rows_or_done("id", lambda row_id: int(row_id) < PARQUET_BATCH_ROWS))
+    items = list(
+        files.rows_or_done("id", lambda ids: all(int(i) < PARQUET_BATCH_ROWS for i in ids))
+    )
     assert isinstance(items[0], DoneRows)
     assert items[0].ids == ids[:PARQUET_BATCH_ROWS]
     assert [i.data for i in items[1:]] == [{"id": i, "prompt": f"say {i}"} for i in ids[-2:]]

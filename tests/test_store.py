@@ -362,7 +362,7 @@ def test_a_whole_file_write_replaces_the_target_whole(tmp_path):
 
 def test_an_output_directory_without_parts_has_an_empty_state(tmp_path):
     state = load_state(tmp_path)
-    assert state.succeeded == set()
+    assert len(state.succeeded) == 0
     assert state.latest_error == {}
     assert not state.is_done("anything")
 
@@ -372,7 +372,7 @@ def test_ids_in_results_are_done_even_with_retry_failed(tmp_path):
         tmp_path / "results", RESULTS, [[result_row("a"), result_row("b")], [result_row("c")]]
     )
     state = load_state(tmp_path)
-    assert state.succeeded == {"a", "b", "c"}
+    assert len(state.succeeded) == 3
     for row_id in "abc":
         assert state.is_done(row_id)
         assert state.is_done(row_id, retry_failed=True)
@@ -424,6 +424,38 @@ def test_a_success_after_an_error_makes_the_id_done_and_not_failed(tmp_path):
     state = load_state(tmp_path)
     assert state.is_done("a", retry_failed=True)
     assert state.failed == 0
+
+
+def test_result_ids_read_back_a_batch_at_a_time_are_the_same_set(tmp_path):
+    """load_state streams the result ids (batches of 32k, part after part) into a compact
+    set sized once from the parts' footers: every committed id is done, once, and no other
+    id is; looked up a block at a time or one by one, the answer is the same."""
+    ids = [f"r{n:06d}" for n in range(80_000)]
+    parts = [ids[:40_000], ids[40_000:75_000], ids[75_000:], ids[:5]]  # the last repeats 5
+    write_parts(tmp_path / "results", RESULTS, [[result_row(i) for i in p] for p in parts])
+    state = load_state(tmp_path)
+    assert len(state.succeeded) == len(ids)
+    assert len(state.succeeded._slots) == 80_005 * 4 // 3 + 1  # sized once: never grown
+    assert all(state.all_done(ids[at : at + 4096]) for at in range(0, len(ids), 4096))
+    others = [f"r{n:06d}" for n in range(80_000, 84_096)]
+    assert not state.succeeded.contains_many(others).any()
+    assert not state.all_done([*ids[:10], others[0]])
+    assert [state.is_done(i) for i in ids[::997] + others[::997]] == [True] * 81 + [False] * 5
+
+
+def test_a_block_is_all_done_with_final_errors_but_not_with_retryable_ones(tmp_path):
+    write_parts(tmp_path / "results", RESULTS, [[result_row("a"), result_row("b")]])
+    write_parts(
+        tmp_path / "errors",
+        ERROR_SCHEMA,
+        [[error_row("filtered", "content_filter", False), error_row("flaky", "timeout", True)]],
+    )
+    state = load_state(tmp_path)
+    assert state.all_done(["a", "filtered", "b"])
+    assert not state.all_done(["a", "filtered", "b"], retry_failed=True)
+    assert state.all_done(["a", "filtered"], retry_failed={"timeout"})
+    assert not state.all_done(["a", "flaky"])
+    assert state.all_done([])
 
 
 def test_duplicate_id_errors_are_remembered_apart_and_do_not_change_the_outcome(tmp_path):
@@ -532,7 +564,8 @@ def test_compact_merges_each_folder_into_one_part_with_every_row_once_in_order(t
     state_after = load_state(outdir)
     assert state_after.latest_error == state_before.latest_error
     assert state_after.latest_error["e1"] == ("content_filter", False)
-    assert state_after.succeeded == state_before.succeeded
+    assert len(state_after.succeeded) == len(state_before.succeeded) == 9
+    assert state_after.succeeded.contains_many(ids).all()
     assert leftovers(outdir) == {"results": [], "errors": []}  # no journal, staged or temp
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -114,6 +114,10 @@ class RowPipeline:
 
     def is_done(self, row_id: str) -> bool:
         return self.state.is_done(row_id, retry_failed=self.retry_failed)
+
+    def all_done(self, ids: Sequence[str]) -> bool:
+        """Whether a block of rows read ids-only was all done before (the readers ask)."""
+        return self.state.all_done(ids, retry_failed=self.retry_failed)
 
     # --- input side -------------------------------------------------------------------------
 
@@ -251,15 +255,18 @@ class RowPipeline:
         return None if value is None else gold_label(value, self.job.choices)
 
     def skip_done(self, done: DoneRows) -> None:
-        """Count rows done before as skipped, still noticing ids that repeat."""
-        for offset, row_id in enumerate(done.ids):
-            if self._in_shard is not None and not self._in_shard(row_id):
-                continue
-            self.stats.input_rows += 1
-            if self._seen.add(row_id):
-                self.stats.skipped += 1
-            else:
-                self._repeated(row_id, done.where(offset))
+        """Count rows done before as skipped, still noticing ids that repeat (the block's
+        ids go into the repeated-id set at once)."""
+        ids: Sequence[str] = done.ids
+        offsets: Sequence[int] = range(len(ids))
+        if self._in_shard is not None:  # only this shard's rows, each at its own offset
+            offsets = [o for o, row_id in enumerate(done.ids) if self._in_shard(row_id)]
+            ids = [done.ids[o] for o in offsets]
+        repeats = self._seen.add_many(ids)
+        self.stats.input_rows += len(ids)
+        self.stats.skipped += len(ids) - len(repeats)
+        for at in repeats:
+            self._repeated(ids[at], done.where(offsets[at]))
 
     def _repeated(self, row_id: str, where: str) -> None:
         """A row whose id an earlier row had; logged unless an earlier run logged it."""

@@ -72,20 +72,21 @@ class InputFiles:
             yield from _guarded(path, read_file(path))
 
     def rows_or_done(
-        self, id_column: str | None, is_done: Callable[[str], bool]
+        self, id_column: str | None, all_done: Callable[[list[str]], bool]
     ) -> Generator[RawRow | DoneRows, None, None]:
-        """Like :meth:`rows`, but a block of rows whose ids are all done comes as one DoneRows.
+        """Like :meth:`rows`, but a block of rows whose ids are all done (``all_done`` is
+        asked once a block) comes as one DoneRows.
 
         Their other columns never become Python objects, so resuming over a million finished
         rows costs a read of their ids, not of every row.
         """
         for path in self.paths:
             if _is_csv(path):
-                items = read_csv_skipping_done(path, id_column, is_done)
+                items = read_csv_skipping_done(path, id_column, all_done)
             elif not _is_parquet(path):
-                items = read_jsonl_skipping_done(path, id_column, is_done)
+                items = read_jsonl_skipping_done(path, id_column, all_done)
             elif (column := plain_id_column(path, id_column)) is not None:
-                items = read_parquet_skipping_done(path, column, is_done)
+                items = read_parquet_skipping_done(path, column, all_done)
             else:
                 items = read_parquet(path)
             yield from _guarded(path, items)

@@ -285,7 +285,7 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
         cache=cache,
     )
     pipeline.warn = prepared.log.warning
-    items = prepared.inputs.rows_or_done(job.id_column, pipeline.is_done)
+    items = prepared.inputs.rows_or_done(job.id_column, pipeline.all_done)
     try:
         yield RunContext(
             job=job,

@@ -77,7 +77,7 @@ def read_csv(path: InputPath) -> Iterator[RawRow]:
 
 
 def read_csv_skipping_done(
-    path: InputPath, id_column: str | None, is_done: Callable[[str], bool]
+    path: InputPath, id_column: str | None, all_done: Callable[[list[str]], bool]
 ) -> Iterator[RawRow | DoneRows]:
     """CSV rows, with a block of consecutive done rows as one DoneRows (ids only, no dicts)."""
     with open_csv(path) as (header, records):
@@ -85,7 +85,7 @@ def read_csv_skipping_done(
         at = header.index(column) if column in header else None
         while block := list(itertools.islice(records, base.BLOCK_ROWS)):
             ids = None if at is None else _csv_ids(block, at, len(header))
-            if ids is not None and all(map(is_done, ids)):
+            if ids is not None and all_done(ids):
                 yield DoneRows(path.name, "line", block[0][0], ids)
             else:
                 for record in block:

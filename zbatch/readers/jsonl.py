@@ -108,14 +108,14 @@ def _parse_line(line: bytes, where: str) -> RawRow:
 
 
 def read_jsonl_skipping_done(
-    path: InputPath, id_column: str | None, is_done: Callable[[str], bool]
+    path: InputPath, id_column: str | None, all_done: Callable[[list[str]], bool]
 ) -> Iterator[RawRow | DoneRows]:
     block_ids = _JsonlIds(id_column)
     with open_text(path) as handle:
         lines = jsonl_lines(handle)
         while block := list(itertools.islice(lines, base.BLOCK_ROWS)):
             ids = block_ids.read(block)
-            if ids is not None and all(map(is_done, ids)):
+            if ids is not None and all_done(ids):
                 yield DoneRows(path.name, "line", block[0][0], ids)
             else:
                 for number, line in block:

@@ -34,14 +34,14 @@ def read_parquet(path: InputPath) -> Iterator[RawRow]:
 
 
 def read_parquet_skipping_done(
-    path: InputPath, column: str, is_done: Callable[[str], bool]
+    path: InputPath, column: str, all_done: Callable[[list[str]], bool]
 ) -> Iterator[RawRow | DoneRows]:
     for first, batch in _parquet_batches(path):
         # A done id is stored as prompt.row_id made it; a raw value equal to one needs no
         # normalising, and any other value takes the row-by-row path.
         values = batch.column(column).to_pylist()
         ids = [str(value) for value in values] if None not in values else []
-        if ids and all(map(is_done, ids)):
+        if ids and all_done(ids):
             yield DoneRows(path.name, "row", first, ids)
         else:
             yield from _batch_rows(path.name, first, batch)

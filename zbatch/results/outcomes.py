@@ -166,7 +166,9 @@ class _InputOrder:
         items = (
             inputs.rows()
             if names
-            else inputs.rows_or_done(settings.get("id_column"), lambda i: i == i.strip() != "")
+            else inputs.rows_or_done(
+                settings.get("id_column"), lambda ids: all(i == i.strip() != "" for i in ids)
+            )
         )
         for item in items:
             if isinstance(item, DoneRows):
