@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -57,9 +58,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--part-rows", type=int, default=50_000)
     parser.add_argument("--kill-at", type=float, default=0.5, help="share of rows, 0..1")
+    parser.add_argument("--kill-after", type=float, help="or after this many seconds")
+    parser.add_argument("--resume-for", type=float, help="kill -9 the resume after this long")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"))
     parser.add_argument("--keep", action="store_true", help="keep the input and OUTDIR")
+    parser.add_argument("--state", type=Path, help="only: read OUTDIR's done ids both ways")
     args = start(parser)
+    if args.state is not None:
+        read_back(args.state)
+        return
     work = args.workdir / f"ten-million-{os.getpid()}"
     work.mkdir(parents=True)
     try:
@@ -78,84 +85,138 @@ def measure(args: Any, work: Path) -> None:
     say(f"input: {rows:,} rows, {source.stat().st_size / 1e6:,.0f} MB in", elapsed(started))
     outdir = work / "out"
     extra = ["--part-rows", str(args.part_rows)]
+    timeline: list[tuple[str, float, int, float | None]] = []
     with fake_server(latency=0) as server:
         cmd = zbatch_cli(source, outdir, server.base_url, args.concurrency, *extra)
 
         def answered() -> int:
             return int(server.stats()["requests"])
 
-        killed = run_child(
-            cmd,
-            env=env(),
-            workdir=work,
-            on_tick=killer(answered, args.kill_at * rows, loads),
-            tick_seconds=2.0,
-        )
+        stop = Stop(answered, args.kill_at * rows, args.kill_after, "1", timeline, loads)
+        killed = run_child(cmd, env=env(), workdir=work, on_tick=stop, tick_seconds=5.0)
         if killed.returncode != -signal.SIGKILL:
             killed.check("the run to be killed")
             raise SystemExit(f"the run ended (exit {killed.returncode}) before it was killed")
         done_before = committed(outdir)
-        say(
-            f"killed: {done_before:,} rows committed, {killed.peak_rss_mb:.0f} MB,",
-            f"{killed.seconds:.0f} s",
-        )
+        say(f"killed: {done_before:,} rows committed, {killed.peak_rss_mb:.0f} MB")
 
         server.reset_stats()
         first = FirstRequest(server.stats)
-        resumed = run_child(cmd, env=env(), workdir=work, on_tick=ticker(loads), tick_seconds=15.0)
-        resumed.check("the resumed run")
-        to_first = first.seconds(resumed)
-        say(
-            f"resumed: {resumed.seconds:.0f} s, {resumed.peak_rss_mb:.0f} MB;",
-            f"first request after {to_first} s",
-        )
-        check_results(outdir, rows)
+        stop = Stop(answered, float("inf"), args.resume_for, "2", timeline, loads)
+        resumed = run_child(cmd, env=env(), workdir=work, on_tick=stop, tick_seconds=5.0)
+        sent_resumed = answered()
+        complete = resumed.returncode != -signal.SIGKILL
+        if complete:
+            resumed.check("the resumed run")
+            check_results(outdir, rows)
+        say(f"resumed: {resumed.seconds:.0f} s, {resumed.peak_rss_mb:.0f} MB, first {first}")
 
-        server.reset_stats()
-        loads.append(load_average())
-        finished = run_child(cmd, env=env(), workdir=work)
-        finished.check("the run over the finished OUTDIR")
-        sent = int(server.stats()["requests"])
-        loads.append(load_average())
+        finished = None
+        if complete:
+            server.reset_stats()
+            loads.append(load_average())
+            finished = run_child(cmd, env=env(), workdir=work)
+            finished.check("the run over the finished OUTDIR")
+            if (sent := answered()) != 0:
+                raise SystemExit(f"the run over the finished OUTDIR sent {sent} requests")
+            loads.append(load_average())
 
     print(
         f"\n{rows:,} rows of JSONL ({source.stat().st_size / 1e6:,.0f} MB), `zbatch run "
         f"--concurrency {args.concurrency} --part-rows {args.part_rows}`, loopback server "
-        "(latency 0); load average "
-        f"{min(loads):.1f}-{max(loads):.1f}; {done_before:,} rows committed when killed"
+        f"(latency 0); load average {min(loads):.1f}-{max(loads):.1f}"
     )
+    table_rows = [
+        run_row("1. from scratch, kill -9", killed, f"{done_before:,} committed", "-"),
+        run_row(
+            "2. resume of the killed run"
+            + ("" if complete else f", kill -9 at {args.resume_for} s"),
+            resumed,
+            f"{sent_resumed:,} sent",
+            str(first),
+        ),
+    ]
+    if finished is not None:
+        table_rows.append(run_row("3. resume of the finished OUTDIR", finished, "0 sent", "-"))
     print_table(
         "runs of the same command on one OUTDIR",
-        ["run", "wall s", "peak RSS MB", "CPU s", "rows sent", "first new request s"],
-        [
-            [
-                "1. from scratch, kill -9",
-                f"{killed.seconds:.1f}",
-                killed.peak_rss_mb,
-                f"{killed.cpu_seconds:.1f}",
-                "-",
-                "-",
-            ],
-            [
-                "2. resume of the killed run",
-                f"{resumed.seconds:.1f}",
-                resumed.peak_rss_mb,
-                f"{resumed.cpu_seconds:.1f}",
-                f"{rows - done_before:,}",
-                to_first,
-            ],
-            [
-                "3. resume of the finished OUTDIR",
-                f"{finished.seconds:.1f}",
-                finished.peak_rss_mb,
-                f"{finished.cpu_seconds:.1f}",
-                f"{sent:,}",
-                "-",
-            ],
-        ],
+        ["run", "wall s", "peak RSS MB", "CPU s", "rows", "first new request s"],
+        table_rows,
     )
-    if sent:
-        raise SystemExit(f"the run over the finished OUTDIR sent {sent} requests")
+    print_table(
+        "peak RSS as the runs went (VmHWM)",
+        ["run", "s", "requests", "peak RSS MB so far"],
+        [[run, f"{t:.0f}", f"{n:,}", mb] for run, t, n, mb in timeline],
+    )
+
+
+def run_row(name: str, run: ChildRun, rows: str, first: str) -> list[Any]:
+    return [name, f"{run.seconds:.1f}", run.peak_rss_mb, f"{run.cpu_seconds:.1f}", rows, first]
+
+
+class Stop:
+    """An on_tick that SIGKILLs the child once ``answered()`` reaches ``at`` or ``after``
+    seconds have passed, noting the child's peak RSS every minute or so."""
+
+    def __init__(
+        self,
+        answered: Any,
+        at: float,
+        after: float | None,
+        run: str,
+        timeline: list[tuple[str, float, int, float | None]],
+        loads: list[float],
+    ) -> None:
+        self.answered, self.at, self.after, self.run = answered, at, after, run
+        self.timeline, self.loads, self.noted = timeline, loads, -60.0
+
+    def __call__(self, seconds: float, pid: int) -> None:
+        count = self.answered()
+        due = count >= self.at or (self.after is not None and seconds >= self.after)
+        if due or seconds - self.noted >= 60:
+            self.noted = seconds
+            self.loads.append(load_average())
+            self.timeline.append((self.run, seconds, count, vm_hwm_mb(pid)))
+            say(
+                f"run {self.run}, {seconds:.0f} s: {count:,} requests, {vm_hwm_mb(pid)} MB peak,",
+                f"load {self.loads[-1]:.1f}",
+            )
+        if due:
+            os.kill(pid, signal.SIGKILL)
+
+
+# One way of reading an OUTDIR's done ids, run in a fresh interpreter (its own peak RSS):
+# "before" is the set of Python strings load_state built up to 70fad21, "after" load_state.
+_READ_BACK = """
+import sys, time
+from zbatch.store.outdir import OutputDir
+from zbatch.store.layout import RESULTS
+outdir = OutputDir(sys.argv[2])
+started = time.perf_counter()
+if sys.argv[1] == "before":
+    ids = set()
+    for batch in outdir.parts(RESULTS).batches(["id"]):
+        ids.update(batch.column(0).to_pylist())
+    count = len(ids)
+else:
+    count = len(outdir.load_state().succeeded)
+print(count, time.perf_counter() - started)
+"""
+
+
+def read_back(outdir: Path) -> None:
+    """The done ids of ``outdir`` read back as a set of str (before) and by load_state."""
+    rows = []
+    for way in ("before", "after"):
+        child = run_child([sys.executable, "-c", _READ_BACK, way, str(outdir)])
+        child.check(way)
+        count, seconds = child.stdout.split()
+        rows.append([way, f"{int(count):,}", f"{float(seconds):.1f}", child.peak_rss_mb])
+    print_table(
+        f"the done ids of {outdir} read back (load {load_average():.1f})",
+        ["way", "ids", "seconds", "peak RSS MB"],
+        rows,
+    )
 
 
 def env() -> dict[str, str]:
@@ -175,33 +236,6 @@ def committed(outdir: Path) -> int:
         return sum(f.count_rows() for f in ds.dataset(results, format="parquet").get_fragments())
     except (OSError, ValueError):
         return 0  # a part being renamed into place
-
-
-def killer(answered: Any, at: float, loads: list[float]) -> Any:
-    """An on_tick that SIGKILLs the child once ``answered()`` reaches ``at``."""
-
-    def tick(seconds: float, pid: int) -> None:
-        count = answered()
-        if count >= at:
-            loads.append(load_average())
-            say(f"kill -9 at {seconds:.0f} s, {count:,} answered, {vm_hwm_mb(pid)} MB so far")
-            os.kill(pid, signal.SIGKILL)
-        elif int(seconds) % 60 < 2:
-            loads.append(load_average())
-            say(
-                f"{seconds:.0f} s: {count:,} answered, peak {vm_hwm_mb(pid)} MB,",
-                f"load {loads[-1]:.1f}",
-            )
-
-    return tick
-
-
-def ticker(loads: list[float]) -> Any:
-    def tick(seconds: float, pid: int) -> None:
-        loads.append(load_average())
-        say(f"{seconds:.0f} s: peak {vm_hwm_mb(pid)} MB, load {loads[-1]:.1f}")
-
-    return tick
 
 
 class FirstRequest:
@@ -224,11 +258,9 @@ class FirstRequest:
                 return
             time.sleep(0.01)
 
-    def seconds(self, run: ChildRun) -> str:
-        if self.arrival is None:
-            return "n/a"
-        # the run started a hair after reset_at: this is an upper bound by that hair
-        return f"{self.arrival:.1f}"
+    def __str__(self) -> str:
+        # The stats were reset a hair before the run started: an upper bound by that hair.
+        return "n/a" if self.arrival is None else f"{self.arrival:.1f}"
 
 
 def check_results(outdir: Path, rows: int) -> None:

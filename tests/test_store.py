@@ -443,6 +443,23 @@ def test_result_ids_read_back_a_batch_at_a_time_are_the_same_set(tmp_path):
     assert [state.is_done(i) for i in ids[::997] + others[::997]] == [True] * 81 + [False] * 5
 
 
+def test_status_counts_distinct_result_ids_a_batch_at_a_time(tmp_path):
+    """count_state streams the result ids: an id committed twice counts once, and only the
+    result ids that also have an error are kept as ids (the error figures look at them)."""
+    ids = [f"r{n:05d}" for n in range(40_000)]
+    parts = [ids[:35_000], ids[35_000:], ["r00007", "r39999", "late"]]  # two ids again
+    write_parts(tmp_path / "results", RESULTS, [[result_row(i) for i in p] for p in parts])
+    errors = [error_row("late", "timeout", True), error_row("gone", "content_filter", False)]
+    write_parts(tmp_path / "errors", ERROR_SCHEMA, [errors])
+    done, state = OutputDir(str(tmp_path)).count_state()
+    assert done == 40_001
+    assert len(state.succeeded) == 1 and "late" in state.succeeded
+    assert "gone" not in state.succeeded and "r00007" not in state.succeeded
+    assert state.failed == 1 and state.open_errors() == {"gone": ("content_filter", False)}
+    full = load_state(tmp_path)
+    assert len(full.succeeded) == done and full.failed == state.failed
+
+
 def test_a_block_is_all_done_with_final_errors_but_not_with_retryable_ones(tmp_path):
     write_parts(tmp_path / "results", RESULTS, [[result_row("a"), result_row("b")]])
     write_parts(
