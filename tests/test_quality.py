@@ -315,3 +315,62 @@ def test_enum_fields_of_a_schema_are_label_columns_too(tmp_path: Path) -> None:
     predicted = [answers[r["id"]] for r in rows]
     figures = report.to_dict()["labels"][1]["scores"]
     assert_scores_equal(figures, sklearn_figures(truth, predicted))
+
+
+def test_latency_and_throughput_read_a_batch_at_a_time_equal_whole_column_figures(
+    tmp_path: Path,
+) -> None:
+    """The report gathers latency counts and per-second sums a batch at a time (no column of
+    every answer is held): over several parts, its percentiles and histogram equal numpy's on
+    the whole column, and each time bucket holds the answers and paid tokens that fall in it."""
+    from zbatch.results.quality import _latency, _throughput, _timing
+    from zbatch.schema import RESULT_FIELDS
+    from zbatch.store import LocalStorage, Parts
+
+    rng = random.Random(11)
+    (tmp_path / "results").mkdir()
+    start_ms = 1_760_000_123_456
+    rows = []
+    for part in range(3):
+        chunk = [
+            {
+                "latency_ms": None if rng.random() < 0.02 else rng.randrange(1, 5000),
+                "completed_at": start_ms + rng.randrange(7_200_000),  # two hours: 300 s buckets
+                "attempts": rng.choice([0, 1, 1, 2]),
+                "prompt_tokens": rng.randrange(100),
+                "cached_tokens": rng.randrange(10),
+                "completion_tokens": rng.randrange(50),
+                "cached": rng.random() < 0.1,
+            }
+            for _ in range(40_000)  # more than one 32k-row batch per part
+        ]
+        rows += chunk
+        schema = pa.schema(RESULT_FIELDS)
+        columns = {f.name: [r.get(f.name) for r in chunk] for f in schema}
+        columns["id"] = [f"p{part}-{n}" for n in range(len(chunk))]
+        table = pa.table(columns, schema=schema)
+        pq.write_table(table, tmp_path / "results" / f"part-x-{part:05d}.parquet")
+    timing = _timing(Parts(LocalStorage(tmp_path), "results"))
+
+    latency = np.array([r["latency_ms"] for r in rows if r["latency_ms"] is not None], float)
+    got = _latency(timing.latencies)
+    assert got.rows == len(latency) and got.max == int(latency.max())
+    assert got.mean == pytest.approx(latency.mean())
+    for q in (50, 90, 95, 99):
+        assert got.percentiles[f"p{q}"] == pytest.approx(np.percentile(latency, q))
+    counts, edges = np.histogram(latency, bins=20)
+    assert got.counts == counts.tolist() and got.edges == pytest.approx(edges.tolist())
+
+    width, buckets = _throughput(timing, {"base_url": "https://api.z.ai/api/paas/v4"})
+    assert width == 300
+    first = start_ms + min(r["completed_at"] - start_ms for r in rows)
+    origin = first - first % 300_000
+    expected_rows = [0] * len(buckets)
+    expected_tokens = [0] * len(buckets)
+    for r in rows:
+        at = (r["completed_at"] - origin) // 300_000
+        expected_rows[at] += 1
+        if r["attempts"] > 0 and not r["cached"]:
+            expected_tokens[at] += r["prompt_tokens"] + r["completion_tokens"]
+    assert [b.rows for b in buckets] == expected_rows
+    assert [b.tokens for b in buckets] == expected_tokens

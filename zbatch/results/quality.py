@@ -13,8 +13,11 @@ Only the columns needed are read from the result parts, so a million rows take s
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import itertools
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -206,9 +209,10 @@ def build_report(
     status = read_status(outdir)
     results = outdir.parts(RESULTS)
     fields = label_fields(settings, results.schema)
-    answers = read_columns(results, ["id", "latency_ms", "completed_at", *SPEND_COLUMNS])
+    timing = _timing(results)
     gold = gold or settings.get("gold_column")
-    labels = read_columns(results, ["id", *fields])
+    # The ids come with label fields only: a column of ten million ids is ~120 MB.
+    labels = read_columns(results, ["id", *fields]) if fields else pa.table({})
     quality = []
     gold_table = None
     if gold is not None:
@@ -224,10 +228,10 @@ def build_report(
         other_labels = read_columns(other, ["id", *other_fields])
         for name in other_fields:
             comparisons.append(_compare(labels, other_labels, name, against.location))
-    bucket, buckets = _throughput(answers, settings)
+    bucket, buckets = _throughput(timing, settings)
     return Report(
         status=status,
-        latency=_latency(answers.column("latency_ms")),
+        latency=_latency(timing.latencies),
         bucket_seconds=bucket,
         throughput=buckets,
         cache=_cache(results, outdir.read_summary() or {}),
@@ -374,46 +378,45 @@ def _compare(this: pa.Table, other: pa.Table, name: str, location: str) -> Compa
     )
 
 
-def _latency(column: pa.ChunkedArray) -> Latency:
-    values = pc.drop_null(column).cast(pa.float64())
-    if not len(values):
-        return Latency(0, None, {}, None, [], [])
-    quantiles = pc.quantile(values, q=list(PERCENTILES), interpolation="linear").to_pylist()
-    low, high = pc.min(values).as_py(), pc.max(values).as_py()
-    width = (high - low) / HISTOGRAM_BINS if high > low else 0.0
-    edges = [low + width * i for i in range(HISTOGRAM_BINS + 1)]
-    if width:
-        bins = pc.floor(pc.divide(pc.subtract(values, low), width)).cast(pa.int64())
-        bins = pc.min_element_wise(bins, HISTOGRAM_BINS - 1)
-    else:  # one value: numpy puts it in the middle bin of [v - 0.5, v + 0.5]
-        edges = [low - 0.5 + i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)]
-        bins = pa.repeat(pa.scalar(HISTOGRAM_BINS // 2, pa.int64()), len(values))
-    counts = [0] * HISTOGRAM_BINS
-    for count in pc.value_counts(bins).to_pylist():
-        counts[count["values"]] = count["counts"]
-    return Latency(
-        rows=len(values),
-        mean=pc.mean(values).as_py(),
-        percentiles={f"p{round(q * 100)}": v for q, v in zip(PERCENTILES, quantiles, strict=True)},
-        max=int(high),
-        edges=edges,
-        counts=counts,
-    )
+@dataclass
+class _Timing:
+    """What the latency and throughput figures need, gathered a batch at a time (so a report
+    on ten million answers holds no column of them): how many answers took each latency, and
+    per second of completed_at the answers and their paid tokens."""
+
+    latencies: Counter[float] = field(default_factory=Counter)  # ms -> answers
+    seconds: dict[int, list[int]] = field(default_factory=dict)  # -> rows, prompt, cached, out
+    first_ms: int = 0
+    last_ms: int = 0
 
 
-def _throughput(answers: pa.Table, settings: Mapping[str, Any]) -> tuple[int, list[TimeBucket]]:
-    """Answers per time bucket of completed_at, with their tokens and price."""
-    times = answers.column("completed_at") if "completed_at" in answers.column_names else None
-    if times is None or not pc.count(times).as_py():
-        return BUCKET_SECONDS[0], []
-    ms = times.cast(pa.int64())
+def _timing(results: Parts) -> _Timing:
+    timing = _Timing()
+    names = results.schema.names
+    columns = [name for name in ("latency_ms", "completed_at", *SPEND_COLUMNS) if name in names]
+    if not results.names or not columns:
+        return timing
+    for batch in results.batches(columns):
+        if "latency_ms" in columns:
+            latency = pc.drop_null(batch.column("latency_ms")).cast(pa.float64())
+            for count in pc.value_counts(latency).to_pylist():
+                timing.latencies[count["values"]] += count["counts"]
+        if "completed_at" in columns:
+            _add_seconds(timing, pa.Table.from_batches([batch]))
+    return timing
+
+
+def _add_seconds(timing: _Timing, answers: pa.Table) -> None:
+    """A batch's answers and paid tokens per second of completed_at, into ``timing``."""
+    answers = answers.filter(pc.is_valid(answers.column("completed_at")))
+    if not answers.num_rows:
+        return
+    ms = answers.column("completed_at").cast(pa.int64())
     first, last = pc.min(ms).as_py(), pc.max(ms).as_py()
-    width = next(
-        (s for s in BUCKET_SECONDS if (last - first) // (s * 1000) < MAX_TIME_BUCKETS),
-        BUCKET_SECONDS[-1],
-    )
-    start = first - first % (width * 1000)
-    bucket = pc.divide(pc.subtract(ms, start), width * 1000)
+    if not timing.seconds or first < timing.first_ms:
+        timing.first_ms = first
+    if not timing.seconds or last > timing.last_ms:
+        timing.last_ms = last
     paid = pc.greater(pc.fill_null(answers.column("attempts"), 0), 0)
     if "cached" in answers.column_names:
         paid = pc.and_(paid, pc.invert(pc.fill_null(answers.column("cached"), False)))
@@ -423,29 +426,90 @@ def _throughput(answers: pa.Table, settings: Mapping[str, Any]) -> tuple[int, li
 
     table = pa.table(
         {
-            "bucket": bucket,
+            "second": pc.divide(ms, 1000),
             "prompt": paid_tokens("prompt_tokens"),
             "cached": paid_tokens("cached_tokens"),
             "completion": paid_tokens("completion_tokens"),
         }
     )
-    sums = table.group_by("bucket", use_threads=False).aggregate(
+    sums = table.group_by("second", use_threads=False).aggregate(
         [([], "count_all"), ("prompt", "sum"), ("cached", "sum"), ("completion", "sum")]
     )
+    names = ("count_all", "prompt_sum", "cached_sum", "completion_sum")
+    for row in sums.to_pylist():
+        into = timing.seconds.setdefault(row["second"], [0, 0, 0, 0])
+        for at, name in enumerate(names):
+            into[at] += row[name] or 0
+
+
+def _latency(counts: Counter[float]) -> Latency:
+    """The latency figures from how many answers took each latency: the percentiles are
+    numpy's linear interpolation between the two values around q * (rows - 1)."""
+    if not counts:
+        return Latency(0, None, {}, None, [], [])
+    values = sorted(counts)
+    rows = sum(counts.values())
+    ends = list(itertools.accumulate(counts[value] for value in values))  # last index + 1
+
+    def at(index: int) -> float:
+        return values[bisect.bisect_right(ends, index)]
+
+    percentiles = {}
+    for q in PERCENTILES:
+        position = q * (rows - 1)
+        below = math.floor(position)
+        low_value, high_value = at(below), at(min(below + 1, rows - 1))
+        percentiles[f"p{round(q * 100)}"] = low_value + (high_value - low_value) * (
+            position - below
+        )
+    low, high = values[0], values[-1]
+    width = (high - low) / HISTOGRAM_BINS if high > low else 0.0
+    edges = [low + width * i for i in range(HISTOGRAM_BINS + 1)]
+    bins = [0] * HISTOGRAM_BINS
+    if width:
+        for value in values:
+            bins[min(math.floor((value - low) / width), HISTOGRAM_BINS - 1)] += counts[value]
+    else:  # one value: numpy puts it in the middle bin of [v - 0.5, v + 0.5]
+        edges = [low - 0.5 + i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)]
+        bins[HISTOGRAM_BINS // 2] = rows
+    return Latency(
+        rows=rows,
+        mean=math.fsum(value * counts[value] for value in values) / rows,
+        percentiles=percentiles,
+        max=int(high),
+        edges=edges,
+        counts=bins,
+    )
+
+
+def _throughput(timing: _Timing, settings: Mapping[str, Any]) -> tuple[int, list[TimeBucket]]:
+    """Answers per time bucket of completed_at, with their tokens and price. A bucket is a
+    whole number of seconds starting on a multiple of its width, so each second of
+    ``timing`` falls in one bucket."""
+    if not timing.seconds:
+        return BUCKET_SECONDS[0], []
+    first, last = timing.first_ms, timing.last_ms
+    width = next(
+        (s for s in BUCKET_SECONDS if (last - first) // (s * 1000) < MAX_TIME_BUCKETS),
+        BUCKET_SECONDS[-1],
+    )
+    start = first - first % (width * 1000)
+    by_bucket: dict[int, list[int]] = {}
+    for second, sums in timing.seconds.items():
+        into = by_bucket.setdefault((second * 1000 - start) // (width * 1000), [0, 0, 0, 0])
+        for at, value in enumerate(sums):
+            into[at] += value
     price = settings_price(settings)
-    by_bucket = {row["bucket"]: row for row in sums.to_pylist()}
     buckets = []
     for index in range(max(by_bucket) + 1):
-        row = by_bucket.get(index, {})
-        tokens = (row.get("prompt_sum") or 0, row.get("cached_sum") or 0)
-        completion = row.get("completion_sum") or 0
+        rows, prompt_tokens, cached, completion = by_bucket.get(index, [0, 0, 0, 0])
         moment = dt.datetime.fromtimestamp((start + index * width * 1000) / 1000, dt.UTC)
         buckets.append(
             TimeBucket(
                 start=moment.isoformat().replace("+00:00", "Z"),
-                rows=row.get("count_all", 0),
-                tokens=tokens[0] + completion,
-                cost_usd=cost(price, tokens[0], tokens[1], completion),
+                rows=rows,
+                tokens=prompt_tokens + completion,
+                cost_usd=cost(price, prompt_tokens, cached, completion),
             )
         )
     return width, buckets
