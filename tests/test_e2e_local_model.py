@@ -251,9 +251,11 @@ def test_labelling_job_rows_hold_their_own_answers(llama_server: str, tmp_path: 
 
 
 def test_schema_answers_from_a_real_server(llama_server: str, tmp_path: Path) -> None:
-    """output.schema sent as response_format json_schema (the openai profile): every row ends
-    as a typed result that matches the schema, or an invalid_output error keeping the answer;
-    the same job into a second OUTDIR is answered from the response cache."""
+    """output.schema sent the way llama-cpp-python's server takes it (``--schema-form
+    json_object``: response_format json_object carrying the schema, which the server turns
+    into a grammar): every row ends as a typed result that matches the schema, or an
+    invalid_output error keeping the answer; the same job into a second OUTDIR is answered
+    from the response cache."""
     rows = [{"id": f"r{i}", "text": text} for i, text in enumerate(REVIEWS)]
     source = write_jsonl(tmp_path / "reviews.jsonl", rows)
     schema = {
@@ -265,11 +267,13 @@ def test_schema_answers_from_a_real_server(llama_server: str, tmp_path: Path) ->
     job = tmp_path / "job.toml"
     job.write_text('[output]\nschema = "sentiment.json"\n')
     for name in ("out", "again"):
-        result = run_local(llama_server, source, tmp_path / name, str(job), "--max-tokens", "32")
+        flags = [str(job), "--schema-form", "json_object", "--max-tokens", "32"]
+        result = run_local(llama_server, source, tmp_path / name, *flags)
         assert result.returncode in (0, 1), result.stderr
     results = read_table(tmp_path / "out" / "results").to_pylist()
     errors = read_table(tmp_path / "out" / "errors").to_pylist()
     assert sorted(r["id"] for r in results + errors) == sorted(r["id"] for r in rows)
+    assert results, errors  # the grammar holds the model to the schema
     for row in results:
         assert row["sentiment"] in CHOICES
         assert json.loads(row["json"])["sentiment"] == row["sentiment"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..limits import Clock
 from ..outcome import Failure, Scope
+from ..providers.base import refuses_response_format
 
 # The failures that say "nothing is answering": no connection, no answer in time, or a 5xx.
 _DOWN_TYPES = frozenset({"connection", "timeout"})
@@ -78,6 +79,10 @@ _FIX = {
     "1212": "request.model (it does not support this call)",
     "1261": "request.template / request.max_tokens (the prompt is too long)",
 }
+_FIX_FORMAT = (
+    "endpoint.schema_form (how output.schema is sent: README 'Answers that match a JSON "
+    "Schema') or request.response_format"
+)
 _FIX_PARAMETERS = "the request settings (request.extra, temperature, top_p, max_tokens, thinking)"
 
 
@@ -139,6 +144,8 @@ class FirstRows:
             )
         code = first.error_code or first.status_code
         fix = _FIX.get(first.error_code or "", _FIX_PARAMETERS)
+        if refuses_response_format(first.message):
+            fix = _FIX_FORMAT
         return (
             f"the first {self.limit} requests all failed with {code} ({first.message}); "
             f"fix {fix}, then run the same command"
