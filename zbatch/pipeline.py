@@ -193,16 +193,22 @@ class RowPipeline:
         keep = self.keep_values(data, raw.where)
         model = body.get("model") or self.job.effective_model
         work = Work(row_id, encoded, tokens, keep, self.gold(data), answer_tokens, model)
-        if self.cache is not None:
-            job = self.job
-            cache_key = self.cache.key_for(
-                body, endpoint=self._endpoint, samples=job.samples, every=job.cache == "all"
-            )
-            if cache_key is not None:
-                work = replace(work, cache_key=cache_key)
-                if self._from_cache(work):
-                    return None
+        cache_key = self.cache_key(body)
+        if cache_key is not None:
+            work = replace(work, cache_key=cache_key)
+            if self._from_cache(work):
+                return None
         return work
+
+    def cache_key(self, body: dict[str, Any]) -> bytes | None:
+        """The request's key in the response cache; None without a cache, or for a request
+        whose answers it does not keep (not deterministic, unless cache = "all")."""
+        if self.cache is None:
+            return None
+        job = self.job
+        return self.cache.key_for(
+            body, endpoint=self._endpoint, samples=job.samples, every=job.cache == "all"
+        )
 
     def _from_cache(self, work: Work) -> bool:
         """Answer a row from the response cache; True when it was (a hit is not a purchase:
