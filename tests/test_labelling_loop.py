@@ -501,6 +501,38 @@ def test_samples_use_n_where_the_provider_has_it(tmp_path):
     assert rows["v0"]["votes"] == ["red", "blue", "red"]  # in choice order
 
 
+def test_a_server_ignoring_n_stops_the_run_and_no_n_choices_sends_each_sample(tmp_path):
+    """llama-cpp-python's server answers n = 3 with one choice: a row is not given one answer
+    as three unanimous votes. The first rows' verdict stops the run naming n_choices; the same
+    command with --no-n-choices sends each sample as its own request."""
+    rows = [
+        {"id": f"{row['id']}-{k}", "prompt": row["prompt"].replace(" VOTES", f"{k} VOTES")}
+        for k in range(6)
+        for row in VOTE_ROWS
+    ]
+    source, out = input_and_outdir(tmp_path, rows)
+    job = tmp_path / "job.toml"
+    job.write_text(
+        '[request]\nsamples = 3\ntemperature = 0.8\n[labels]\nchoices = ["red", "blue", "green"]\n'
+    )
+    args = ["-i", str(source), "-o", str(out), "--provider", "openai", "--model", "m", "-c", "2"]
+    with ZaiServer(structured="json_object") as server:
+        stopped = run_against(server, str(job), *args, expect=3)
+        assert "endpoint.n_choices = false" in stopped.stderr
+        assert "asked for 3 answers with n, got 1" in stopped.stderr
+        assert not (out / "results").exists() or read_table(out / "results").num_rows == 0
+        asked = server.stats()["requests"]
+        assert all(body["n"] == 3 for body in server.stats()["bodies_sample"])
+        run_against(server, str(job), *args, "--no-n-choices")
+        assert server.stats()["requests"] == asked + 3 * len(rows)
+    table = {row["id"]: row for row in read_table(out / "results").to_pylist()}
+    assert sorted(table) == sorted(row["id"] for row in rows)
+    for row_id, row in table.items():
+        votes, _, agreement = EXPECTED[row_id.split("-")[0]]
+        assert sorted(row["votes"], key=str) == sorted(votes, key=str), row_id
+        assert row["agreement"] == pytest.approx(agreement)
+
+
 def test_samples_without_labels_vote_on_the_answers_text(tmp_path, server):
     rows = [{"id": f"t{i}", "prompt": f"Say t{i} VOTES=a{i}|b{i}|a{i}|c{i}"} for i in range(5)]
     source, out = input_and_outdir(tmp_path, rows)

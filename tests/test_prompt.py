@@ -323,6 +323,17 @@ def test_an_output_schema_is_sent_in_the_endpoints_form(
     assert (json.dumps(SCHEMA) in system) is schema_in_system
 
 
+@pytest.mark.parametrize(
+    ("base_url", "n_choices", "n"),
+    [(None, None, None), (OPENAI_URL, None, 3), (OPENAI_URL, False, None), (None, True, 3)],
+)
+def test_samples_ask_for_n_where_the_profile_or_n_choices_says_so(base_url, n_choices, n):
+    url = {"base_url": base_url} if base_url else {}
+    asked = job(samples=3, temperature=0.7, n_choices=n_choices, **url)
+    assert request_params(asked).get("n") == n
+    assert asked.samples_in_one_request is (n is not None)
+
+
 def test_extra_fields_are_passed_through_and_may_override_params():
     params = request_params(
         job(temperature=0.5, extra={"do_sample": False, "stop": ["\n"], "temperature": 0.1})

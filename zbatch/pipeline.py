@@ -109,7 +109,7 @@ class RowPipeline:
         # (key, answers, model).
         self.uncached: dict[str, tuple[bytes, list[dict[str, Any]], str]] = {}
         # samples > 1 on an endpoint without "n": each sample is its own request.
-        self._split = job.samples if job.samples > 1 and not job.profile.n else 1
+        self._split = job.samples if job.samples > 1 and not job.samples_in_one_request else 1
         self._samples: dict[str, _Samples] = {}
 
     def is_done(self, row_id: str) -> bool:
@@ -336,6 +336,8 @@ class RowPipeline:
         contents = tuple(a.content for a in answers)
         if len(answers) == 1:
             contents += answers[0].alternatives
+        if len(contents) < self.job.samples:  # votes would count fewer answers than asked
+            return Failure("invalid_response", Scope.ROW, few_choices(self.job, len(contents)))
         if self.job.samples == 1:
             reading = self.reader.read(contents[0])
             if isinstance(reading, Failure):
@@ -437,6 +439,15 @@ class RowPipeline:
         self.uncached.pop(row[0], None)
         failure = Failure("invalid_response", Scope.ROW, f"answer cannot be stored: {reason}")
         self.fail(row[0], failure, row[10], answer=_text(row[1]))
+
+
+def few_choices(job: Job, got: int) -> str:
+    """Why an answer with fewer choices than ``samples`` is refused, and what to set."""
+    return (
+        f"asked for {job.samples} answers with n, got {got}: the endpoint ignores n; set "
+        "endpoint.n_choices = false (--no-n-choices: one request per sample), then run the "
+        "same command"
+    )
 
 
 def gold_label(value: Any, choices: tuple[str, ...]) -> str:

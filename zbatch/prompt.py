@@ -126,7 +126,7 @@ def request_params(job: Job) -> dict[str, Any]:
         params["response_format"] = response_format(job.output_schema, job.effective_schema_form)
     elif job.response_format is not None:
         params["response_format"] = {"type": job.response_format}
-    if job.samples > 1 and job.profile.n:
+    if job.samples_in_one_request:
         params["n"] = job.samples
     params.update(job.extra)
     return params

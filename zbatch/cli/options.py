@@ -76,6 +76,12 @@ def job_options(func: F) -> F:
             help="Provider profile (error codes, prices) [default: chosen from the base URL].",
         ),
         click.option(
+            "--n-choices/--no-n-choices",
+            default=None,
+            help="With samples > 1: one request asking for n answers, or one request per "
+            "sample [default: the provider's].",
+        ),
+        click.option(
             "--schema-form",
             type=click.Choice(SCHEMA_FORMS),
             help="How output.schema is sent to the endpoint [default: the provider's].",

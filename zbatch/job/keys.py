@@ -30,6 +30,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "provider": "provider",
         "api_key_env": "api_key_env",
         "schema_form": "schema_form",
+        "n_choices": "n_choices",
         "timeout": "timeout",
     },
     "limits": {

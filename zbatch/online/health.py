@@ -95,7 +95,7 @@ class FirstRows:
     the verdict, so that on a stop they are logged as retryable and the fixed job sends them
     again."""
 
-    KINDS = frozenset({"bad_request", "invalid_label", "invalid_json"})
+    KINDS = frozenset({"bad_request", "invalid_label", "invalid_json", "invalid_response"})
 
     def __init__(self, limit: int = 20) -> None:
         self.limit = limit
@@ -137,6 +137,8 @@ class FirstRows:
                 f"(e.g. {first.message}); fix request.template / request.system (or the "
                 "choices), then run the same command"
             )
+        if first.error_type == "invalid_response":  # its message says what to change
+            return f"the first {self.limit} rows got answers that cannot be used: {first.message}"
         if first.error_type == "invalid_json":
             return (
                 f"the first {self.limit} rows got no JSON object ({first.message}); fix "
