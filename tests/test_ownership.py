@@ -429,6 +429,8 @@ def test_a_damaged_journal_frame_is_reported_kept_aside_and_costs_only_its_own_r
     assert len(warning) == 1, proc.stderr
     assert str(segment) in warning[0] and "bytes could not be read" in warning[0]
     assert "answers at risk" in warning[0]
+    run_log = [line for line in (out / "run.log").read_text().splitlines() if "is damaged" in line]
+    assert len(run_log) == 1 and str(segment) in run_log[0]  # in the run's log too
     assert (out / "journal" / "damaged" / segment.name).exists()
     bought_again = {p for p, n in after.items() if n > 1}
     assert not bought_again & (held_answers - first_rows)

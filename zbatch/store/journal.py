@@ -36,14 +36,13 @@ import fcntl
 import functools
 import hashlib
 import json
-import logging
 import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import anyio
 import pyarrow as pa
@@ -74,7 +73,6 @@ _KIND_TABLES = {1: RESULTS, 2: ERRORS}
 _KIND_SPEND = 3
 _TABLE_KINDS = {table: kind for kind, table in _KIND_TABLES.items()}
 
-log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
 Taken = tuple[int, dict[str, list[Row]], Spend]  # a segment's rows and spend not yet written
@@ -344,9 +342,17 @@ def writer_share(name: str) -> Share | None:
     return share_of_tag(fields[2] if len(fields) == 4 else "")
 
 
-def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> int:
+class Replayed(NamedTuple):
+    """What :func:`replay` did: the rows it committed, and a warning per damaged segment (for
+    the run's log: the session opens before run.log does)."""
+
+    rows: int = 0
+    warnings: tuple[str, ...] = ()
+
+
+def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> Replayed:
     """Commit what the journals of killed runs hold for the ids this run owns and the parts
-    do not have; the rows replayed. Nothing is sent before this is done.
+    do not have. Nothing is sent before this is done.
 
     Every journal is read whoever wrote it (a whole run, a shard of any split), except those
     of a writer still live (its shard's lock is held: it owns none of our ids and settles its
@@ -360,7 +366,7 @@ def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> int:
     try:
         names = sorted(n for n in os.listdir(folder) if n.endswith(SUFFIX))
     except FileNotFoundError:
-        return 0
+        return Replayed()
     except NotADirectoryError:
         raise StoreError(
             f"{folder} is a file, where zbatch keeps its answer journal: move it away, then "
@@ -368,7 +374,7 @@ def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> int:
         ) from None
     names = [name for name in names if _replayable(outdir, name, share)]
     if not names:
-        return 0
+        return Replayed()
     seen: dict[str, set[Any]] = {
         table: {
             key
@@ -379,12 +385,15 @@ def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> int:
     }
     owns = _owner(share)
     replayed = 0
+    warnings: list[str] = []
     for name in names:
         with _segment_lock(folder / name) as data:
             if data is not None:
-                replayed += _replay_segment(outdir, folder, name, data, share, owns, seen)
+                rows, damage = _replay_segment(outdir, folder, name, data, share, owns, seen)
+                replayed += rows
+                warnings += [damage] if damage else []
     fsync_dir(folder)
-    return replayed
+    return Replayed(replayed, tuple(warnings))
 
 
 def _replayable(outdir: OutputDir, name: str, share: Share) -> bool:
@@ -425,7 +434,8 @@ def _replay_segment(
     share: Share,
     owns: Callable[[Any], bool],
     seen: dict[str, set[Any]],
-) -> int:
+) -> tuple[int, str | None]:
+    """The rows of one segment replayed, and the warning when it was damaged."""
     found = scan(data)
     tables: dict[str, list[pa.Table]] = {table: [] for table in _TABLE_KINDS}
     spend = Spend()
@@ -465,19 +475,14 @@ def _replay_segment(
         aside = folder / DAMAGED / name
         aside.parent.mkdir(exist_ok=True)
         os.replace(folder / name, aside)
-        log.warning(
-            "the answer journal %s is damaged: %d bytes could not be read, about %d answers "
-            "at risk of being bought again (%d answers recorded, %d rows read); kept as %s",
-            folder / name,
-            damaged,
-            max(spend.answers - read, 1),
-            spend.answers,
-            read,
-            aside,
+        return replayed, (
+            f"the answer journal {folder / name} is damaged: {damaged} bytes could not be "
+            f"read, about {max(spend.answers - read, 1)} answers at risk of being bought again "
+            f"({spend.answers} answers recorded, {read} rows read); kept as {aside}"
         )
-    elif not waiting:
+    if not waiting:
         (folder / name).unlink(missing_ok=True)
-    return replayed
+    return replayed, None
 
 
 # What identifies a row of each table: an id is in results/ at most once; the error log may
