@@ -326,14 +326,35 @@ def read_frames(path: Path) -> Iterator[tuple[int, bytes]]:
     yield from scan(path.read_bytes()).frames
 
 
-def journaled_rows(folder: Path) -> int:
-    """Finished rows the journals in ``folder`` hold: received, not yet settled into parts."""
+def journaled_rows(outdir: OutputDir, folder: Path) -> int:
+    """Finished rows the journals in ``folder`` hold and the parts do not: received, not yet
+    settled (a segment part-replayed, or a live run's whose earlier rows are committed,
+    counts only the rest)."""
+    paths = sorted(folder.glob(f"*{SUFFIX}"))
+    if not paths:
+        return 0
+    seen = _committed_keys(outdir)
     total = 0
-    for path in sorted(folder.glob(f"*{SUFFIX}")):
+    for path in paths:
         for kind, payload in read_frames(path):
-            if kind in _KIND_TABLES:
-                total += pa.ipc.open_stream(payload).read_all().num_rows
+            table = _KIND_TABLES.get(kind)
+            if table is not None:
+                rows = pa.ipc.open_stream(payload).read_all()
+                fresh, _ = _not_seen(rows, _KEY_COLUMNS[table], seen[table], _owner(WHOLE))
+                total += 0 if fresh is None else fresh.num_rows
     return total
+
+
+def _committed_keys(outdir: OutputDir) -> dict[str, set[Any]]:
+    """The keys (:data:`_KEY_COLUMNS`) of every row the parts hold, by table."""
+    return {
+        table: {
+            key
+            for batch in outdir.parts(table).batches(columns)
+            for key in zip(*(column.to_pylist() for column in batch.columns), strict=True)
+        }
+        for table, columns in _KEY_COLUMNS.items()
+    }
 
 
 def writer_share(name: str) -> Share | None:
@@ -375,14 +396,7 @@ def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> Replayed:
     names = [name for name in names if _replayable(outdir, name, share)]
     if not names:
         return Replayed()
-    seen: dict[str, set[Any]] = {
-        table: {
-            key
-            for batch in outdir.parts(table).batches(columns)
-            for key in zip(*(column.to_pylist() for column in batch.columns), strict=True)
-        }
-        for table, columns in _KEY_COLUMNS.items()
-    }
+    seen = _committed_keys(outdir)
     owns = _owner(share)
     replayed = 0
     warnings: list[str] = []
