@@ -26,6 +26,7 @@ are removed at the end (``--keep`` keeps them). Run it niced: ``nice -n 10 pytho
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import signal
 import sys
@@ -63,9 +64,20 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"))
     parser.add_argument("--keep", action="store_true", help="keep the input and OUTDIR")
     parser.add_argument("--state", type=Path, help="only: read OUTDIR's done ids both ways")
+    parser.add_argument(
+        "--prefix-resume",
+        type=Path,
+        nargs=2,
+        metavar=("OUTDIR", "INPUT"),
+        help="only: the same command over OUTDIR with INPUT cut to its longest answered start",
+    )
     args = start(parser)
     if args.state is not None:
         read_back(args.state)
+        return
+    if args.prefix_resume is not None:
+        outdir, source = args.prefix_resume
+        prefix_resume(outdir, source, args)
         return
     work = args.workdir / f"ten-million-{os.getpid()}"
     work.mkdir(parents=True)
@@ -216,6 +228,34 @@ def read_back(outdir: Path) -> None:
         f"the done ids of {outdir} read back (load {load_average():.1f})",
         ["way", "ids", "seconds", "peak RSS MB"],
         rows,
+    )
+
+
+def prefix_resume(outdir: Path, source: Path, args: Any) -> None:
+    """A resume with nothing to send over a (killed) run's OUTDIR: the input cut to the
+    rows from the first up to the first one without a result, then the same command."""
+    answered = bytearray(args.rows)
+    for batch in ds.dataset(outdir / "results", format="parquet").to_batches(columns=["id"]):
+        for row_id in batch.column(0).to_pylist():
+            answered[int(row_id[1:])] = 1
+    rows = answered.find(0) if 0 in answered else args.rows
+    prefix = outdir.parent / f"prefix-{rows}.jsonl"
+    with source.open("rb") as whole, prefix.open("wb") as cut:
+        cut.writelines(itertools.islice(whole, rows))
+    extra = ("--part-rows", str(args.part_rows))
+    loads = [load_average()]
+    with fake_server(latency=0) as server:
+        cmd = zbatch_cli(prefix, outdir, server.base_url, args.concurrency, *extra)
+        child = run_child(cmd, env=env(), workdir=outdir.parent)
+        child.check("the resume")
+        sent = int(server.stats()["requests"])
+    loads.append(load_average())
+    prefix.unlink()
+    print_table(
+        f"the same command over {outdir} ({answered.count(1):,} rows answered), its input cut "
+        f"to the first {rows:,} rows (load {min(loads):.1f}-{max(loads):.1f})",
+        ["input rows", "wall s", "CPU s", "peak RSS MB", "requests"],
+        [[rows, f"{child.seconds:.1f}", f"{child.cpu_seconds:.1f}", child.peak_rss_mb, sent]],
     )
 
 
