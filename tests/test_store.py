@@ -460,6 +460,27 @@ def test_status_counts_distinct_result_ids_a_batch_at_a_time(tmp_path):
     assert len(full.succeeded) == done and full.failed == state.failed
 
 
+def test_a_replay_looks_up_only_the_journals_keys_in_the_parts(tmp_path):
+    """A replay holds the keys its journals name, not every committed key: of the wanted
+    keys, those some part holds (results by id, errors by id and time)."""
+    from zbatch.store.journal import _committed_keys
+
+    write_parts(tmp_path / "results", RESULTS, [[result_row(f"r{n}") for n in range(5000)]])
+    failed = error_row("e1", "timeout", True)
+    write_parts(tmp_path / "errors", ERROR_SCHEMA, [[failed]])
+    at = read_parts(tmp_path / "errors").column("failed_at")[0].as_py()  # as a journal holds it
+    wanted = {
+        "results": {("r7",), ("r4999",), ("new",)},
+        "errors": {("e1", at), ("e1", None), ("r7", at)},
+    }
+    found = _committed_keys(OutputDir(str(tmp_path)), wanted)
+    assert found == {"results": {("r7",), ("r4999",)}, "errors": {("e1", at)}}
+    assert _committed_keys(OutputDir(str(tmp_path)), {"results": set()}) == {
+        "results": set(),
+        "errors": set(),
+    }
+
+
 def test_a_block_is_all_done_with_final_errors_but_not_with_retryable_ones(tmp_path):
     write_parts(tmp_path / "results", RESULTS, [[result_row("a"), result_row("b")]])
     write_parts(

@@ -333,7 +333,7 @@ def journaled_rows(outdir: OutputDir, folder: Path) -> int:
     paths = sorted(folder.glob(f"*{SUFFIX}"))
     if not paths:
         return 0
-    seen = _committed_keys(outdir)
+    seen = _committed_keys(outdir, _journal_keys(paths))
     total = 0
     for path in paths:
         for kind, payload in read_frames(path):
@@ -345,16 +345,36 @@ def journaled_rows(outdir: OutputDir, folder: Path) -> int:
     return total
 
 
-def _committed_keys(outdir: OutputDir) -> dict[str, set[Any]]:
-    """The keys (:data:`_KEY_COLUMNS`) of every row the parts hold, by table."""
-    return {
-        table: {
-            key
-            for batch in outdir.parts(table).batches(columns)
-            for key in zip(*(column.to_pylist() for column in batch.columns), strict=True)
-        }
-        for table, columns in _KEY_COLUMNS.items()
-    }
+def _journal_keys(paths: list[Path]) -> dict[str, set[Any]]:
+    """The keys (:data:`_KEY_COLUMNS`) of the rows the segments at ``paths`` hold, by table
+    (a segment removed meanwhile, or a frame that cannot be read, adds none)."""
+    keys: dict[str, set[Any]] = {table: set() for table in _KEY_COLUMNS}
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            for kind, payload in read_frames(path):
+                table = _KIND_TABLES.get(kind)
+                with contextlib.suppress(pa.ArrowException):
+                    if table is not None:
+                        rows = pa.ipc.open_stream(payload).read_all()
+                        keys[table].update(_keys_of(rows, _KEY_COLUMNS[table]))
+    return keys
+
+
+def _keys_of(table: pa.Table, columns: list[str]) -> Iterator[tuple[Any, ...]]:
+    return zip(*(table.column(c).to_pylist() for c in columns), strict=True)
+
+
+def _committed_keys(outdir: OutputDir, wanted: dict[str, set[Any]]) -> dict[str, set[Any]]:
+    """Of the keys ``wanted`` (by table), those the parts hold. Only these are kept: the
+    parts' key columns are read a batch at a time and matched against the journals' few
+    keys (a set of every committed key took ~140 bytes an id: 1.4 GB at ten million rows,
+    docs/performance.md "10,000,000 rows")."""
+    found: dict[str, set[Any]] = {table: set() for table in _KEY_COLUMNS}
+    for table, columns in _KEY_COLUMNS.items():
+        if keys := wanted.get(table):
+            for batch in outdir.parts(table).batches(columns):
+                found[table].update(key for key in _keys_of(batch, columns) if key in keys)
+    return found
 
 
 def writer_share(name: str) -> Share | None:
@@ -396,14 +416,17 @@ def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> Replayed:
     names = [name for name in names if _replayable(outdir, name, share)]
     if not names:
         return Replayed()
-    seen = _committed_keys(outdir)
+    wanted = _journal_keys([folder / name for name in names])  # read again under each lock
+    seen = _committed_keys(outdir, wanted)
     owns = _owner(share)
     replayed = 0
     warnings: list[str] = []
     for name in names:
         with _segment_lock(folder / name) as data:
             if data is not None:
-                rows, damage = _replay_segment(outdir, folder, name, data, share, owns, seen)
+                rows, damage = _replay_segment(
+                    outdir, folder, name, data, share, owns, (wanted, seen)
+                )
                 replayed += rows
                 warnings += [damage] if damage else []
     fsync_dir(folder)
@@ -447,9 +470,12 @@ def _replay_segment(
     data: bytes,
     share: Share,
     owns: Callable[[Any], bool],
-    seen: dict[str, set[Any]],
+    known: tuple[dict[str, set[Any]], dict[str, set[Any]]],
 ) -> tuple[int, str | None]:
-    """The rows of one segment replayed, and the warning when it was damaged."""
+    """The rows of one segment replayed, and the warning when it was damaged. ``known``:
+    the keys looked up in the parts so far, and those of them the parts (or this replay)
+    hold; a key not looked up yet (the segment grew since) is looked up first."""
+    wanted, seen = known
     found = scan(data)
     tables: dict[str, list[pa.Table]] = {table: [] for table in _TABLE_KINDS}
     spend = Spend()
@@ -476,6 +502,9 @@ def _replay_segment(
             continue
         rows = pa.concat_tables(tables[table])
         read += rows.num_rows
+        if new := set(_keys_of(rows, columns)) - wanted[table]:
+            wanted[table] |= new
+            seen[table] |= _committed_keys(outdir, {table: new})[table]
         fresh, waiting_here = _not_seen(rows, columns, seen[table], owns)
         waiting += waiting_here
         if fresh is None:
@@ -511,7 +540,7 @@ def _not_seen(
     them too; None if none), and how many rows not in ``seen`` wait for another owner."""
     keep = []
     waiting = 0
-    for index, key in enumerate(zip(*(table.column(c).to_pylist() for c in columns), strict=True)):
+    for index, key in enumerate(_keys_of(table, columns)):
         if key in seen:
             continue
         if not owns(key[0]):
