@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the input and OUTDIR")
     parser.add_argument("--state", type=Path, help="only: read OUTDIR's done ids both ways")
     parser.add_argument(
+        "--resume", type=Path, help="steps 2 and 3 only, on OUTDIR (its input beside it)"
+    )
+    parser.add_argument(
         "--prefix-resume",
         type=Path,
         nargs=2,
@@ -78,6 +81,9 @@ def main() -> None:
     if args.prefix_resume is not None:
         outdir, source = args.prefix_resume
         prefix_resume(outdir, source, args)
+        return
+    if args.resume is not None:
+        measure(args, args.resume.parent)
         return
     work = args.workdir / f"ten-million-{os.getpid()}"
     work.mkdir(parents=True)
@@ -93,9 +99,10 @@ def main() -> None:
 def measure(args: Any, work: Path) -> None:
     rows, loads = args.rows, [load_average()]
     started = time.perf_counter()
-    source = make_jsonl(work / "input.jsonl", rows)
-    say(f"input: {rows:,} rows, {source.stat().st_size / 1e6:,.0f} MB in", elapsed(started))
-    outdir = work / "out"
+    source, outdir = work / "input.jsonl", args.resume or work / "out"
+    if args.resume is None:
+        make_jsonl(source, rows)
+        say(f"input: {rows:,} rows, {source.stat().st_size / 1e6:,.0f} MB in", elapsed(started))
     extra = ["--part-rows", str(args.part_rows)]
     timeline: list[tuple[str, float, int, float | None]] = []
     with fake_server(latency=0) as server:
@@ -104,13 +111,15 @@ def measure(args: Any, work: Path) -> None:
         def answered() -> int:
             return int(server.stats()["requests"])
 
-        stop = Stop(answered, args.kill_at * rows, args.kill_after, "1", timeline, loads)
-        killed = run_child(cmd, env=env(), workdir=work, on_tick=stop, tick_seconds=5.0)
-        if killed.returncode != -signal.SIGKILL:
-            killed.check("the run to be killed")
-            raise SystemExit(f"the run ended (exit {killed.returncode}) before it was killed")
+        killed = None
+        if args.resume is None:
+            stop = Stop(answered, args.kill_at * rows, args.kill_after, "1", timeline, loads)
+            killed = run_child(cmd, env=env(), workdir=work, on_tick=stop, tick_seconds=5.0)
+            if killed.returncode != -signal.SIGKILL:
+                killed.check("the run to be killed")
+                raise SystemExit(f"the run ended (exit {killed.returncode}) before it was killed")
         done_before = committed(outdir)
-        say(f"killed: {done_before:,} rows committed, {killed.peak_rss_mb:.0f} MB")
+        say(f"killed: {done_before:,} rows committed")
 
         server.reset_stats()
         first = FirstRequest(server.stats)
@@ -138,10 +147,14 @@ def measure(args: Any, work: Path) -> None:
         f"--concurrency {args.concurrency} --part-rows {args.part_rows}`, loopback server "
         f"(latency 0); load average {min(loads):.1f}-{max(loads):.1f}"
     )
-    table_rows = [
-        run_row("1. from scratch, kill -9", killed, f"{done_before:,} committed", "-"),
+    table_rows = (
+        []
+        if killed is None
+        else [run_row("1. from scratch, kill -9", killed, f"{done_before:,} committed", "-")]
+    )
+    table_rows += [
         run_row(
-            "2. resume of the killed run"
+            f"2. resume of the killed run ({done_before:,} rows committed)"
             + ("" if complete else f", kill -9 at {args.resume_for} s"),
             resumed,
             f"{sent_resumed:,} sent",
