@@ -1,4 +1,5 @@
-"""zbatch's HTTP transport: httpx's request and response types, sent by aiohttp.
+"""zbatch's HTTP transport: httpx's request and response types, sent by aiohttp (https, proxies;
+plain http:// goes through zbatch's own client in :mod:`zbatch.transport.http11`).
 
 The runner only ever sees httpx: :class:`AiohttpTransport` is an ``httpx.AsyncBaseTransport``,
 so tests can swap in ``httpx.MockTransport``. Underneath, aiohttp does the work: on the
@@ -20,7 +21,7 @@ from typing import NamedTuple
 import aiohttp
 import httpx
 
-from .errors import JobError, redact
+from ..errors import JobError, redact
 
 # aiohttp's errors as httpx's, the most specific first (the classes nest).
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -36,7 +37,7 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     (aiohttp.ClientError, httpx.RemoteProtocolError),  # e.g. a malformed status line
 )
 _AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
-_DECODED_AWAY = frozenset({b"content-encoding", b"content-length"})
+DECODED_AWAY = frozenset({b"content-encoding", b"content-length"})
 
 
 class Reply(NamedTuple):
@@ -80,7 +81,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         headers = response.raw_headers
         if response.headers.get("Content-Encoding"):  # aiohttp decoded the body
-            headers = tuple((k, v) for k, v in headers if k.lower() not in _DECODED_AWAY)
+            headers = tuple((k, v) for k, v in headers if k.lower() not in DECODED_AWAY)
         return httpx.Response(
             response.status,
             headers=headers,
