@@ -15,8 +15,10 @@ Clients (each sends the same rows, the body zbatch sends, and parses the JSON an
   httpx-zbatch     bare anyio + httpx.AsyncClient(transport=zbatch.transport.AiohttpTransport):
                    the HTTP stack zbatch ships, without zbatch
   aiohttp          bare asyncio + aiohttp.ClientSession
-  zbatch           zbatch.run in this process, the transport zbatch ships (aiohttp), with
-                   the answer journal (the default)
+  zbatch           zbatch.run in this process, the transport zbatch ships (for this http://
+                   server: its own HTTP/1.1 client on httptools), with the answer journal
+  zbatch-aiohttp   the same with AiohttpTransport injected (what https and proxies use, and
+                   what zbatch shipped for every URL before issue 25's second round)
   zbatch-nojournal the same with journal = false: the journal's cost is the difference
   zbatch-budget    the same with a budget (max_cost): every request is first reserved in the
                    OUTDIR's shared reservations (OUTDIR/budget/), whose cost is the difference
@@ -204,6 +206,13 @@ def zbatch_shipped(server: Server, rows: int, concurrency: int, work: Path) -> D
     return ok, None, hedged
 
 
+def zbatch_aiohttp(server: Server, rows: int, concurrency: int, work: Path) -> Done:
+    outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    transport = AiohttpTransport(max_connections=concurrency)
+    ok, hedged = run_zbatch(server.base_url, work / "input.jsonl", outdir, concurrency, transport)
+    return ok, None, hedged
+
+
 def zbatch_no_journal(server: Server, rows: int, concurrency: int, work: Path) -> Done:
     """zbatch with the answer journal off (--no-journal): what the journal costs."""
     outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
@@ -260,6 +269,7 @@ CLIENTS: list[tuple[str, Client]] = [
     ("httpx-zbatch", bare_httpx_zbatch),
     ("aiohttp", bare_aiohttp),
     ("zbatch", zbatch_shipped),
+    ("zbatch-aiohttp", zbatch_aiohttp),
     ("zbatch-nojournal", zbatch_no_journal),
     ("zbatch-budget", zbatch_budget),
     ("zbatch-cli", zbatch_subprocess),
