@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,37 @@ def send_all(base_url: str, texts: list[str], **options: Any) -> list[Any]:
         return outcomes
 
     return anyio.run(main)
+
+
+def send_in_turn(
+    base_url: str,
+    texts: list[str],
+    between: Callable[[], Awaitable[object]] | None = None,
+    **options: Any,
+) -> list[Any]:
+    """Send the texts one after another through one Client (``make_client``'s options),
+    awaiting ``between()`` before each one after the first; the outcomes in order."""
+
+    async def main() -> list[Any]:
+        client = make_client(base_url, **options)
+        outcomes = []
+        try:
+            for n, text in enumerate(texts):
+                if n and between is not None:
+                    await between()
+                outcomes.append(await client.send(body(text)))
+        finally:
+            await client.aclose()
+        return outcomes
+
+    return anyio.run(main)
+
+
+def assert_answered(texts: list[str], outcomes: list[Any]) -> None:
+    """Each outcome is an answer, the answer to its own prompt."""
+    for text, outcome in zip(texts, outcomes, strict=True):
+        assert isinstance(outcome, Success), outcome
+        assert outcome.content == answer_for([{"role": "user", "content": text}])
 
 
 def test_each_answer_is_the_answer_to_its_own_prompt_and_carries_the_key(kind: str) -> None:
@@ -478,19 +509,11 @@ def test_the_headers_on_the_wire_are_the_same_on_both_transports() -> None:
 
 
 def test_a_keep_alive_connection_carries_one_request_after_another(kind: str) -> None:
-    async def main(base_url: str) -> list[Any]:
-        client = make_client(base_url, connections=4, kind=kind)
-        try:
-            return [await client.send(body(f"Question {n}")) for n in range(10)]
-        finally:
-            await client.aclose()
-
+    texts = [f"Question {n}" for n in range(10)]
     with ZaiServer() as server:
-        outcomes = anyio.run(main, server.base_url)
+        outcomes = send_in_turn(server.base_url, texts, kind=kind)
         stats = server.stats()
-    for n, outcome in enumerate(outcomes):
-        assert isinstance(outcome, Success), outcome
-        assert outcome.content == answer_for([{"role": "user", "content": f"Question {n}"}])
+    assert_answered(texts, outcomes)
     assert (stats["requests"], stats["connections"]) == (10, 1)
 
 
@@ -548,18 +571,10 @@ def test_a_connection_the_answer_closes_is_not_used_again(kind: str) -> None:
         head, _ = read_request(connection)  # b"": the client closed it, as it should
         assert head == b"", "a request was sent on a connection the answer closed"
 
-    async def main(base_url: str) -> list[Any]:
-        client = make_client(base_url, timeout=3.0, kind=kind)
-        try:
-            return [await client.send(body(f"Question {n}")) for n in range(2)]
-        finally:
-            await client.aclose()
-
+    texts = ["Question 0", "Question 1"]
     with raw_server(reply, connections=2) as base_url:
-        outcomes = anyio.run(main, base_url)
-    for n, outcome in enumerate(outcomes):
-        assert isinstance(outcome, Success), outcome
-        assert outcome.content == answer_for([{"role": "user", "content": f"Question {n}"}])
+        outcomes = send_in_turn(base_url, texts, timeout=3.0, kind=kind)
+    assert_answered(texts, outcomes)
     assert sorted(served) == [0, 1]
 
 
@@ -578,21 +593,14 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused(kind: str) -> N
         connection.close()
         closed.set()
 
-    async def main(base_url: str) -> list[Any]:
-        client = make_client(base_url, timeout=3.0, kind=kind)
-        try:
-            first = await client.send(body("Question 0"))
-            await anyio.to_thread.run_sync(closed.wait, 10)
-            await anyio.sleep(0.05)  # the loop reads the close (loopback: already there)
-            return [first, await client.send(body("Question 1"))]
-        finally:
-            await client.aclose()
+    async def after_the_close() -> None:
+        await anyio.to_thread.run_sync(closed.wait, 10)
+        await anyio.sleep(0.05)  # the loop reads the close (loopback: already there)
 
+    texts = ["Question 0", "Question 1"]
     with raw_server(reply, connections=2) as base_url:
-        outcomes = anyio.run(main, base_url)
-    for n, outcome in enumerate(outcomes):
-        assert isinstance(outcome, Success), outcome
-        assert outcome.content == answer_for([{"role": "user", "content": f"Question {n}"}])
+        outcomes = send_in_turn(base_url, texts, after_the_close, timeout=3.0, kind=kind)
+    assert_answered(texts, outcomes)
     assert [json.loads(r)["messages"][0]["content"] for r in requests] == [
         "Question 0",
         "Question 1",

@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping
 import httptools
 import httpx
 
-from . import DECODED_AWAY, Reply
+from . import Reply, decoded_response, uncovered
 
 # An idle connection older than this is closed rather than reused (aiohttp's keepalive_timeout):
 # the server may be closing it at this moment, and a POST written into that is lost.
@@ -285,15 +285,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         except httpx.TransportError as exc:
             exc.request = request
             raise
-        if any(name.lower() == b"content-encoding" for name, _ in raw):  # decoded here
-            raw = [(name, value) for name, value in raw if name.lower() not in DECODED_AWAY]
-        return httpx.Response(
-            status,
-            headers=raw,
-            content=content,
-            request=request,
-            extensions={"reason_phrase": reason.encode("latin-1")},
-        )
+        return decoded_response(request, status, reason.encode("latin-1"), raw, content)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -358,14 +350,12 @@ class Http11Transport(httpx.AsyncBaseTransport):
         last one (zbatch's Client sends the same one)."""
         last, made = self._limits
         if timeouts is not last:
-            total = timeouts.get("total")
-
-            def within_total(name: str) -> float | None:
-                value = timeouts.get(name)
-                covered = total is not None and value is not None and value >= total
-                return None if covered else value
-
-            made = (total, within_total("connect"), within_total("read"), within_total("pool"))
+            made = (
+                timeouts.get("total"),
+                uncovered(timeouts, "connect"),
+                uncovered(timeouts, "read"),
+                uncovered(timeouts, "pool"),
+            )
             self._limits = (timeouts, made)
         total, connect, read, pool = made
         return total, connect, read, pool
