@@ -706,3 +706,32 @@ def test_the_http11_transport_answers_through_httpx_api() -> None:
     assert "content-encoding" not in response.headers
     content = response.json()["choices"][0]["message"]["content"]
     assert content == answer_for([{"role": "user", "content": "Question FAIL=gzip"}])
+
+
+def test_a_connection_not_accepted_in_time_is_a_connect_timeout(kind: str) -> None:
+    """A listener whose accept queue is full drops the SYN: the connect timer ends the wait
+    with ConnectTimeout (nothing was sent) on both transports."""
+    with socket.socket() as listener, contextlib.ExitStack() as fillers:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(3):  # fill the accept queue; nothing ever accepts them
+            filler = fillers.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        url = f"http://127.0.0.1:{port}/api/paas/v4/chat/completions"
+
+        async def main() -> BaseException | None:
+            transport = shipped(kind, url, 1)
+            try:
+                with anyio.fail_after(10):  # a hang guard, far above the 0.3 s timer
+                    await transport.post(url, [("Content-Length", "2")], b"{}", {"connect": 0.3})
+            except httpx.TransportError as exc:
+                return exc
+            finally:
+                await transport.aclose()
+            return None
+
+        caught = anyio.run(main)
+    assert isinstance(caught, httpx.ConnectTimeout), caught

@@ -276,6 +276,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
         return Reply(status, reason, Headers(raw), content)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "HEAD":  # its answer's length describes a body never sent
+            raise httpx.UnsupportedProtocol("zbatch's HTTP/1.1 client does not send HEAD")
         items = request.headers.multi_items()
         timeouts = request.extensions.get("timeout", {})
         try:
