@@ -148,6 +148,33 @@ def test_live_and_batch_runs_give_the_same_table(server: BatchServer, tmp_path: 
     assert server.requests["chat"] == 41 and sum(server.submitted.values()) == 41
 
 
+def test_batch_answers_fill_the_response_cache_and_batch_mode_reads_it(
+    server: BatchServer, tmp_path: Path
+) -> None:
+    """A deterministic job's batch answers enter the cache when committed: the same job live
+    into another OUTDIR sends nothing, and so does batch mode into a third."""
+    rows = prompt_rows(12)
+    (tmp_path / "job.toml").write_text("[request]\ntemperature = 0\n")
+    batch_run(server, tmp_path, str(tmp_path / "job.toml"), rows=12)
+    check_answers(tmp_path / "out", rows)
+    assert sum(server.submitted.values()) == 12
+    for mode, outdir in (("online", "live"), ("batch", "again")):
+        job = zbatch.Job(
+            input_path=str(tmp_path / "in.jsonl"),
+            output_dir=str(tmp_path / outdir),
+            base_url=server.base_url,
+            temperature=0,
+            mode=mode,
+            poll_seconds=0.01,
+        )
+        result = zbatch.run(job, api_key="zk-batch-cache-0123456789")
+        assert result.exit_code == 0, result.stopped
+        check_answers(tmp_path / outdir, rows)
+        assert read_table(tmp_path / outdir / "results").column("cached").to_pylist() == [True] * 12
+    assert server.requests["chat"] == 0
+    assert sum(server.submitted.values()) == 12 and len(server.uploads) == 1
+
+
 def test_error_lines_become_error_rows_classified_as_live(
     server: BatchServer, tmp_path: Path
 ) -> None:

@@ -259,16 +259,15 @@ def test_kill_9_at_random_moments_never_loses_or_doubles_an_id(tmp_path: Path) -
         args = run_args(
             inp, out, srv, "-c", "4", "--part-rows", "10", "--part-seconds", "0.2", "--grace", "1"
         )
-        deadline = time.monotonic() + 45
-        for attempt in range(60):
-            if kills >= 24 or time.monotonic() > deadline:
-                break
-            sent = srv.stats()["requests"]
+        for attempt in range(24):  # a count, not a deadline: a loaded machine runs them all
+            answered = srv.stats()["successes"]
             proc = start_zbatch(*args)
             try:
-                if attempt % 2:  # let it reach the sending/committing phase first
+                if attempt % 2:  # let it reach the answering/committing phase first
                     wait_for(
-                        lambda p=proc, n=sent: srv.stats()["requests"] > n or p.poll() is not None,
+                        lambda p=proc, n=answered: (
+                            srv.stats()["successes"] > n or p.poll() is not None
+                        ),
                         timeout=30,
                     )
                     time.sleep(rng.uniform(0.0, 0.8))
@@ -285,8 +284,8 @@ def test_kill_9_at_random_moments_never_loses_or_doubles_an_id(tmp_path: Path) -
             results, _ = outcome_ids(out)
             assert committed_before <= set(results), "a committed result disappeared"
             committed_before = set(results)
-        assert kills >= 20, f"only {kills} kills landed"
-        assert finished == 0 and len(committed_before) >= 10
+        assert (kills, finished) == (24, 0)  # each run was killed, none had finished
+        assert len(committed_before) >= 10
         srv.configure(latency=0.0)
         last = run_zbatch(*args)
         assert last.returncode == 1, last.stderr  # the content-filtered rows failed for good

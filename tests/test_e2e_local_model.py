@@ -251,9 +251,11 @@ def test_labelling_job_rows_hold_their_own_answers(llama_server: str, tmp_path: 
 
 
 def test_schema_answers_from_a_real_server(llama_server: str, tmp_path: Path) -> None:
-    """output.schema sent as response_format json_schema (the openai profile): every row ends
-    as a typed result that matches the schema, or an invalid_output error keeping the answer;
-    the same job into a second OUTDIR is answered from the response cache."""
+    """output.schema sent the way llama-cpp-python's server takes it (``--schema-form
+    json_object``: response_format json_object carrying the schema, which the server turns
+    into a grammar): every row ends as a typed result that matches the schema, or an
+    invalid_output error keeping the answer; the same job into a second OUTDIR is answered
+    from the response cache."""
     rows = [{"id": f"r{i}", "text": text} for i, text in enumerate(REVIEWS)]
     source = write_jsonl(tmp_path / "reviews.jsonl", rows)
     schema = {
@@ -265,11 +267,13 @@ def test_schema_answers_from_a_real_server(llama_server: str, tmp_path: Path) ->
     job = tmp_path / "job.toml"
     job.write_text('[output]\nschema = "sentiment.json"\n')
     for name in ("out", "again"):
-        result = run_local(llama_server, source, tmp_path / name, str(job), "--max-tokens", "32")
+        flags = [str(job), "--schema-form", "json_object", "--max-tokens", "32"]
+        result = run_local(llama_server, source, tmp_path / name, *flags)
         assert result.returncode in (0, 1), result.stderr
     results = read_table(tmp_path / "out" / "results").to_pylist()
     errors = read_table(tmp_path / "out" / "errors").to_pylist()
     assert sorted(r["id"] for r in results + errors) == sorted(r["id"] for r in rows)
+    assert results, errors  # the grammar holds the model to the schema
     for row in results:
         assert row["sentiment"] in CHOICES
         assert json.loads(row["json"])["sentiment"] == row["sentiment"]
@@ -279,6 +283,40 @@ def test_schema_answers_from_a_real_server(llama_server: str, tmp_path: Path) ->
     # answers that matched are served from the cache; only failed rows are asked again
     assert again["cache"]["hits"] == len(results)
     assert again["requests"] <= 2 * len(errors)
+
+
+def test_samples_from_a_server_that_ignores_n(llama_server: str, tmp_path: Path) -> None:
+    """llama-cpp-python's server answers n = 3 with one choice: zbatch does not pass that off
+    as three unanimous votes (each row an invalid_response naming endpoint.n_choices, the
+    answer kept); with --no-n-choices each row holds three votes from three requests."""
+    rows = [{"id": f"r{i}", "text": text} for i, text in enumerate(REVIEWS[:3])]
+    source = write_jsonl(tmp_path / "reviews.jsonl", rows)
+    env = zbatch_env()
+    env.pop("ZAI_API_KEY")
+
+    def run(outdir: str, *flags: str) -> subprocess.CompletedProcess[str]:
+        args = ["-i", str(source), "-o", str(tmp_path / outdir), "--base-url", llama_server]
+        args += ["--model", "smollm2", "--template", TEMPLATE, "--system", SYSTEM]
+        return run_zbatch("run", str(job), *args, "--max-tokens", "4", *flags, env=env, timeout=600)
+
+    job = tmp_path / "job.toml"
+    job.write_text("[request]\nsamples = 3\ntemperature = 0.9\n")
+
+    ignored = run("n")
+    assert ignored.returncode == 1, ignored.stderr
+    errors = read_table(tmp_path / "n" / "errors").to_pylist()
+    assert sorted(e["id"] for e in errors) == ["r0", "r1", "r2"]
+    for error in errors:
+        assert error["error_type"] == "invalid_response" and error["answer"]
+        assert "asked for 3 answers with n, got 1" in error["message"]
+    split = run("split", "--no-n-choices")
+    assert split.returncode == 0, split.stderr
+    results = read_table(tmp_path / "split" / "results").to_pylist()
+    assert sorted(r["id"] for r in results) == ["r0", "r1", "r2"]
+    for row in results:
+        assert len(row["votes"]) == 3 and row["content"] in row["votes"]
+    summary = json.loads((tmp_path / "split" / "summary.json").read_text())
+    assert summary["requests"] == 9
 
 
 def test_readme_local_model_commands_run_as_written(llama_python: Path, tmp_path: Path) -> None:

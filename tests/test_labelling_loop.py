@@ -150,7 +150,7 @@ def test_a_schema_goes_to_zai_as_json_mode_plus_the_schema_in_the_system_message
 def test_a_schema_goes_to_an_openai_compatible_server_as_json_schema(tmp_path):
     source, out = input_and_outdir(tmp_path, SCHEMA_ROWS)
     job = schema_job(tmp_path)
-    with ZaiServer(structured=True) as server:
+    with ZaiServer(structured="json_schema") as server:
         args = ["-i", str(source), "-o", str(out), "--provider", "openai"]
         run_against(server, str(job), *args, "--model", "m", expect=1)
         check_schema_run(out, server)
@@ -161,6 +161,50 @@ def test_a_schema_goes_to_an_openai_compatible_server_as_json_schema(tmp_path):
             "json_schema": {"name": "answer", "schema": TICKET, "strict": False},
         }
         assert body["messages"][0]["role"] == "user"  # no schema in a system message
+
+
+@pytest.mark.parametrize("where", ["job file", "flag"])
+def test_schema_form_json_object_sends_the_schema_inside_json_mode(tmp_path, where):
+    """llama-cpp-python's server refuses response_format json_schema and takes the schema in
+    json_object instead: endpoint.schema_form = "json_object" (or --schema-form) says so."""
+    source, out = input_and_outdir(tmp_path, SCHEMA_ROWS)
+    in_file = ["[endpoint]", 'schema_form = "json_object"'] if where == "job file" else []
+    job = schema_job(tmp_path, 'system = "You sort tickets."', *in_file)
+    flag = ["--schema-form", "json_object"] if where == "flag" else []
+    with ZaiServer(structured="json_object") as server:
+        args = ["-i", str(source), "-o", str(out), "--provider", "openai", *flag]
+        run_against(server, str(job), *args, "--model", "m", expect=1)
+        check_schema_run(out, server)
+        bodies = server.stats()["bodies_sample"]
+        assert server.stats()["errors_by_code"] == {}
+    assert bodies
+    for body in bodies:
+        assert body["response_format"] == {"type": "json_object", "schema": TICKET}
+        # the system message is the job's own: the schema is not repeated there
+        assert body["messages"][0] == {"role": "system", "content": "You sort tickets."}
+
+
+def test_a_server_refusing_the_schema_form_stops_the_run_naming_the_setting(tmp_path):
+    """llama-cpp-python's server answers 500 to response_format json_schema (the openai
+    profile's form): refused every time, so not retried, and the first rows' verdict stops the
+    run naming endpoint.schema_form; the same command with it set answers every row."""
+    rows = [{"id": f"t{i}", "prompt": f"T{i} JSON={json.dumps(ticket(i))}"} for i in range(30)]
+    source, out = input_and_outdir(tmp_path, rows)
+    job = schema_job(tmp_path)
+    args = ["-i", str(source), "-o", str(out), "--provider", "openai", "--model", "m", "-c", "4"]
+    with ZaiServer(structured="json_object") as server:
+        stopped = run_against(server, str(job), *args, expect=3)
+        assert "endpoint.schema_form" in stopped.stderr
+        assert "Input should be 'text' or 'json_object'" in stopped.stderr
+        refused = server.stats()
+        assert refused["successes"] == 0
+        assert refused["errors_by_code"]["500"] == refused["requests"] < len(rows)  # no retries
+        run_against(server, str(job), *args, "--schema-form", "json_object", expect=0)
+    table = read_table(out / "results")
+    assert sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in rows)
+    for row in table.to_pylist():
+        i = int(row["id"][1:])
+        assert (row["kind"], row["priority"]) == ("Bug", ticket(i)["priority"])
 
 
 def test_zai_refuses_json_schema_so_zbatch_never_sends_it(tmp_path, server):
@@ -447,7 +491,7 @@ def test_samples_use_n_where_the_provider_has_it(tmp_path):
     job.write_text(
         '[request]\nsamples = 3\ntemperature = 0.8\n[labels]\nchoices = ["red", "blue", "green"]\n'
     )
-    with ZaiServer(structured=True) as server:
+    with ZaiServer(structured="json_schema") as server:
         args = ["-i", str(source), "-o", str(out), "--provider", "openai", "--model", "m"]
         run_against(server, str(job), *args)
         assert server.stats()["requests"] == len(VOTE_ROWS)
@@ -455,6 +499,38 @@ def test_samples_use_n_where_the_provider_has_it(tmp_path):
     check_votes(out)
     rows = {row["id"]: row for row in read_table(out / "results").to_pylist()}
     assert rows["v0"]["votes"] == ["red", "blue", "red"]  # in choice order
+
+
+def test_a_server_ignoring_n_stops_the_run_and_no_n_choices_sends_each_sample(tmp_path):
+    """llama-cpp-python's server answers n = 3 with one choice: a row is not given one answer
+    as three unanimous votes. The first rows' verdict stops the run naming n_choices; the same
+    command with --no-n-choices sends each sample as its own request."""
+    rows = [
+        {"id": f"{row['id']}-{k}", "prompt": row["prompt"].replace(" VOTES", f"{k} VOTES")}
+        for k in range(6)
+        for row in VOTE_ROWS
+    ]
+    source, out = input_and_outdir(tmp_path, rows)
+    job = tmp_path / "job.toml"
+    job.write_text(
+        '[request]\nsamples = 3\ntemperature = 0.8\n[labels]\nchoices = ["red", "blue", "green"]\n'
+    )
+    args = ["-i", str(source), "-o", str(out), "--provider", "openai", "--model", "m", "-c", "2"]
+    with ZaiServer(structured="json_object") as server:
+        stopped = run_against(server, str(job), *args, expect=3)
+        assert "endpoint.n_choices = false" in stopped.stderr
+        assert "asked for 3 answers with n, got 1" in stopped.stderr
+        assert not (out / "results").exists() or read_table(out / "results").num_rows == 0
+        asked = server.stats()["requests"]
+        assert all(body["n"] == 3 for body in server.stats()["bodies_sample"])
+        run_against(server, str(job), *args, "--no-n-choices")
+        assert server.stats()["requests"] == asked + 3 * len(rows)
+    table = {row["id"]: row for row in read_table(out / "results").to_pylist()}
+    assert sorted(table) == sorted(row["id"] for row in rows)
+    for row_id, row in table.items():
+        votes, _, agreement = EXPECTED[row_id.split("-")[0]]
+        assert sorted(row["votes"], key=str) == sorted(votes, key=str), row_id
+        assert row["agreement"] == pytest.approx(agreement)
 
 
 def test_samples_without_labels_vote_on_the_answers_text(tmp_path, server):
@@ -480,7 +556,7 @@ def test_samples_with_a_schema_take_the_majority_per_enum_field(tmp_path):
     answers = ['{"kind":"Bug","note":"x"}', '{"kind":"feature","note":"y"}', '{"kind":"Bug"}']
     rows = [{"id": "s", "prompt": "VOTES=" + "|".join(answers)}]
     source, out = input_and_outdir(tmp_path, rows)
-    with ZaiServer(structured=True) as server:
+    with ZaiServer(structured="json_schema") as server:
         job = zbatch.Job(
             input_path=str(source),
             output_dir=str(out),

@@ -34,6 +34,7 @@ from s3_server import S3, moto_endpoint_fixture, s3_fixture  # noqa: F401 (fixtu
 from zai_server import ZaiServer, answer_for
 
 import zbatch
+from zbatch.shard import shard_of
 from zbatch.store import OutputDir
 from zbatch.store.journal import read_frames
 
@@ -270,6 +271,36 @@ def test_a_killed_runs_journal_is_replayed_by_the_next_owner_of_its_ids(
     assert not list((out / "journal").glob("*.journal"))
 
 
+def journal_only_ids(out: Path) -> set[str]:
+    """Ids whose result the journal holds and the parts do not."""
+    journaled: set[str] = set()
+    for segment in (out / "journal").glob("*.journal"):
+        for kind, payload in read_frames(segment):
+            if kind == 1:  # results
+                journaled |= set(pa.ipc.open_stream(payload).read_all().column("id").to_pylist())
+    committed = set(read_table(out / "results").column("id").to_pylist())
+    return journaled - committed
+
+
+def test_status_counts_only_the_journaled_rows_no_part_holds(tmp_path: Path) -> None:
+    """After a whole run is killed, status's "not yet committed" is the journal's rows; after
+    shard 0/2 replays its ids (the segment stays: shard 1's ids wait in it), only shard 1's."""
+    rows = prompt_rows(300)
+    inp, out = input_and_outdir(tmp_path, rows)
+    with ZaiServer(latency=SLOW) as srv:
+        killed_with_a_journal(srv, inp, out)
+        waiting = journal_only_ids(out)
+        assert len(waiting) >= 30
+        assert zbatch.status(out).uncommitted == len(waiting)
+        srv.configure(latency=0.002)
+        proc = run_zbatch(*run_args(inp, out, srv, "-q", "--shard", "0/2"))
+        assert proc.returncode == 0, proc.stderr
+    assert list((out / "journal").glob("*.journal")), "shard 1's ids still wait in it"
+    in_shard_1 = {row_id for row_id in waiting if shard_of(row_id, 2) == 1}
+    assert in_shard_1 and journal_only_ids(out) == in_shard_1
+    assert zbatch.status(out).uncommitted == len(in_shard_1)
+
+
 # --- case 6: readers after an interrupted compaction -----------------------------------------
 
 
@@ -429,6 +460,8 @@ def test_a_damaged_journal_frame_is_reported_kept_aside_and_costs_only_its_own_r
     assert len(warning) == 1, proc.stderr
     assert str(segment) in warning[0] and "bytes could not be read" in warning[0]
     assert "answers at risk" in warning[0]
+    run_log = [line for line in (out / "run.log").read_text().splitlines() if "is damaged" in line]
+    assert len(run_log) == 1 and str(segment) in run_log[0]  # in the run's log too
     assert (out / "journal" / "damaged" / segment.name).exists()
     bought_again = {p for p, n in after.items() if n > 1}
     assert not bought_again & (held_answers - first_rows)

@@ -18,6 +18,7 @@ from zbatch.prompt import (
     render,
     request_params,
     row_id,
+    system_text,
     template_fields,
 )
 
@@ -286,6 +287,51 @@ def test_thinking_true_and_false_become_the_thinking_object(thinking, kind):
 def test_response_format_json_object_becomes_the_response_format_object():
     params = request_params(job(response_format="json_object"))
     assert params["response_format"] == {"type": "json_object"}
+
+
+SCHEMA = {"type": "object", "properties": {"kind": {"enum": ["a", "b"]}}, "required": ["kind"]}
+OPENAI_URL = "http://127.0.0.1:8000/v1"
+
+
+@pytest.mark.parametrize(
+    ("base_url", "schema_form", "response_format", "schema_in_system"),
+    [
+        # each provider's own form: Z.AI has JSON mode only, OpenAI structured outputs
+        (None, None, {"type": "json_object"}, True),
+        (
+            OPENAI_URL,
+            None,
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": SCHEMA, "strict": False},
+            },
+            False,
+        ),
+        # endpoint.schema_form overrides the profile's
+        (OPENAI_URL, "json_object", {"type": "json_object", "schema": SCHEMA}, False),
+        (OPENAI_URL, "system", {"type": "json_object"}, True),
+    ],
+)
+def test_an_output_schema_is_sent_in_the_endpoints_form(
+    base_url, schema_form, response_format, schema_in_system
+):
+    url = {"base_url": base_url} if base_url else {}
+    asked = job(output_schema=SCHEMA, system="Sort.", schema_form=schema_form, **url)
+    assert request_params(asked)["response_format"] == response_format
+    system = system_text(asked)
+    assert system is not None and system.startswith("Sort.")
+    assert (json.dumps(SCHEMA) in system) is schema_in_system
+
+
+@pytest.mark.parametrize(
+    ("base_url", "n_choices", "n"),
+    [(None, None, None), (OPENAI_URL, None, 3), (OPENAI_URL, False, None), (None, True, 3)],
+)
+def test_samples_ask_for_n_where_the_profile_or_n_choices_says_so(base_url, n_choices, n):
+    url = {"base_url": base_url} if base_url else {}
+    asked = job(samples=3, temperature=0.7, n_choices=n_choices, **url)
+    assert request_params(asked).get("n") == n
+    assert asked.samples_in_one_request is (n is not None)
 
 
 def test_extra_fields_are_passed_through_and_may_override_params():

@@ -91,6 +91,17 @@ def test_any_5xx_without_a_code_is_a_retryable_server_error(status):
     assert failure.retryable
 
 
+@pytest.mark.parametrize("profile", [ZAI, OPENAI])
+@pytest.mark.parametrize("status", [400, 422, 500])
+def test_a_refused_response_format_fails_the_row_whatever_the_status(profile, status):
+    """llama-cpp-python answers 500 to a response_format it does not take: sent again, it is
+    refused again, so it is not retried."""
+    message = "1 validation error: ('body', 'response_format', 'type') Input should be 'text'"
+    failure = profile.classify(status, None, message)
+    assert (failure.error_type, failure.scope) == ("bad_request", Scope.ROW)
+    assert failure.status_code == status
+
+
 @pytest.mark.parametrize("status", [500, 503])
 def test_an_unknown_code_under_a_5xx_is_retried(status):
     assert classify(status, "9999", "m").scope is Scope.RETRY

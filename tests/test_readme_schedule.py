@@ -45,7 +45,12 @@ def test_the_yaml_examples_parse_and_the_alerts_cover_what_the_issue_asks() -> N
     yaml = pytest.importorskip("yaml")  # PyYAML comes with the test extra's moto
     blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", SECTION, re.S)]
     kinds = [block.get("kind") for block in blocks]
-    assert kinds.count("CronJob") == 1 and kinds.count("Job") == 1
+    assert kinds.count("CronJob") == 1
+    # the shards' monitoring: the Indexed Job's command (README "More than one machine") with
+    # the push flags, each pod its own group
+    (command,) = [block["command"] for block in blocks if "command" in block]
+    assert command[:6] == ["zbatch", "run", "job.toml", "--shard", "auto/4", "--log-format"]
+    assert "--pushgateway" in command
     (rules,) = [block for block in blocks if "groups" in block]
     exprs = " ".join(rule["expr"] for rule in rules["groups"][0]["rules"])
     assert "26 * 3600" in exprs and "zbatch_exit_code) != 0" in exprs

@@ -524,6 +524,11 @@ def test_a_choices_string_is_split_on_commas(tmp_path):
         ("limits", "max_retries = -1", "limits.max_retries must not be negative"),
         ("output", "part_rows = 0", "output.part_rows must be greater than 0"),
         ("endpoint", "timeout = 0", "endpoint.timeout must be greater than 0"),
+        (
+            "endpoint",
+            'schema_form = "grammar"',
+            'endpoint.schema_form must be "json_schema" or "json_object" or "system"',
+        ),
     ],
 )
 def test_out_of_range_values_are_errors_naming_the_key(tmp_path, table, line, message):

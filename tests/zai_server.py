@@ -280,6 +280,10 @@ def _rates(value: object) -> dict[str, float]:
     return rates
 
 
+# The structured outputs a server may understand (``structured``), besides plain JSON mode.
+STRUCTURED = ("json_schema", "json_object")
+
+
 _CONVERTERS: dict[str, Callable[[object], Any]] = {
     "latency": _number,
     "max_inflight": _optional(_count),
@@ -292,19 +296,15 @@ _CONVERTERS: dict[str, Callable[[object], Any]] = {
     "require_key": _optional(str),
     "quota_reset": _optional(str),
     "answer": _optional(str),
-    "structured": lambda value: _flag(value),
+    "structured": _optional(lambda value: _one_of(value, STRUCTURED)),
     "models": _optional(str),
 }
 
 
-def _flag(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value in ("true", "1", 1):
-        return True
-    if value in ("false", "0", 0):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
+def _one_of(value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+    return str(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,10 +322,12 @@ class Settings:
     require_key: str | None = None
     quota_reset: str | None = None  # the reset time quota answers name; None: next midnight
     answer: str | None = None  # "w1|w2|…": a prompt with no directive gets one of these words
-    # Answer like an OpenAI-compatible server with structured outputs (vLLM, llama.cpp's
-    # server): response_format json_schema and "n" are understood. Without it, like Z.AI:
-    # json_schema is refused (1214) and n is ignored.
-    structured: bool = False
+    # Answer like an OpenAI-compatible server with structured outputs: "json_schema" (vLLM,
+    # llama.cpp's llama-server: response_format json_schema and "n" are understood) or
+    # "json_object" (llama-cpp-python's server: the schema rides in response_format
+    # json_object; json_schema is refused, n ignored). None, like Z.AI: JSON mode only,
+    # json_schema refused (1214), n ignored.
+    structured: str | None = None
     models: str | None = None  # "m1|m2|…": the models that exist; any other gets 1211
 
     def updated(self, changes: dict[str, Any]) -> Settings:
@@ -418,7 +420,13 @@ def _next_midnight() -> str:
     return f"{tomorrow.isoformat()} 00:00:00"
 
 
-def _body_problem(body: object, *, structured: bool = False) -> str | None:
+def _format_type(body: object) -> object:
+    """The request's response_format type, if it names one."""
+    response_format = body.get("response_format") if isinstance(body, dict) else None
+    return response_format.get("type") if isinstance(response_format, dict) else None
+
+
+def _body_problem(body: object, *, structured: str | None = None) -> str | None:
     """Why ``body`` is not a usable chat request (Z.AI answers such requests with 1214)."""
     if not isinstance(body, dict):
         return "the request body must be a JSON object"
@@ -432,9 +440,11 @@ def _body_problem(body: object, *, structured: bool = False) -> str | None:
     response_format = body.get("response_format")
     if response_format is not None:
         kind = response_format.get("type") if isinstance(response_format, dict) else None
-        allowed = ("text", "json_object", "json_schema") if structured else ("text", "json_object")
-        if kind not in allowed:
+        allowed = ("text", "json_object", "json_schema")
+        if kind not in allowed[: 3 if structured == "json_schema" else 2]:
             return f"response_format type {kind!r} is not supported"
+        if structured == "json_object" and not isinstance(response_format.get("schema", {}), dict):
+            return "response_format json_object's schema must be an object"
         schema = response_format.get("json_schema")
         if kind == "json_schema" and not (
             isinstance(schema, dict)
@@ -553,6 +563,14 @@ class _Engine:
             return self._code_reply("1001")
         if body is None:
             return self._code_reply("1210", "The request body is not valid JSON")
+        if settings.structured == "json_object" and _format_type(body) == "json_schema":
+            # as llama-cpp-python's server refuses it: a 500 quoting its request validation
+            message = (
+                "1 validation error: {'type': 'literal_error', 'loc': ('body', "
+                "'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\"}"
+            )
+            error = {"message": message, "type": "internal_server_error", "code": None}
+            return _Reply(500, _json_bytes({"error": error}), stat="500")
         problem = _body_problem(body, structured=settings.structured)
         if problem is not None:
             return self._code_reply("1214", f"Invalid request parameter: {problem}")
@@ -681,7 +699,7 @@ class _Engine:
         if wrong is not None and repair_round(body["messages"]) < int(wrong.group(1)):
             answer = NOT_JSON  # asked again with the error, it answers right
         votes = _VOTES_RE.search(prompt)
-        n = body.get("n") if self.settings.structured else None
+        n = body.get("n") if self.settings.structured == "json_schema" else None
         count = n if isinstance(n, int) and 1 < n <= 128 else 1
         contents = [answer] * count
         if votes is not None:
@@ -1042,9 +1060,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--answer", help="'w1|w2|…': answer prompts with no directive so")
     parser.add_argument(
         "--structured",
-        action="store_true",
-        default=None,
-        help="understand response_format json_schema and n, as OpenAI-compatible servers do",
+        choices=STRUCTURED,
+        help="understand response_format json_schema and n (vLLM), or json_object with a "
+        "schema (llama-cpp-python's server)",
     )
     parser.add_argument("--models", help="'m1|m2|…': the models that exist; others get 1211")
     return parser.parse_args(argv)

@@ -109,7 +109,7 @@ class RowPipeline:
         # (key, answers, model).
         self.uncached: dict[str, tuple[bytes, list[dict[str, Any]], str]] = {}
         # samples > 1 on an endpoint without "n": each sample is its own request.
-        self._split = job.samples if job.samples > 1 and not job.profile.n else 1
+        self._split = job.samples if job.samples > 1 and not job.samples_in_one_request else 1
         self._samples: dict[str, _Samples] = {}
 
     def is_done(self, row_id: str) -> bool:
@@ -193,16 +193,22 @@ class RowPipeline:
         keep = self.keep_values(data, raw.where)
         model = body.get("model") or self.job.effective_model
         work = Work(row_id, encoded, tokens, keep, self.gold(data), answer_tokens, model)
-        if self.cache is not None:
-            job = self.job
-            cache_key = self.cache.key_for(
-                body, endpoint=self._endpoint, samples=job.samples, every=job.cache == "all"
-            )
-            if cache_key is not None:
-                work = replace(work, cache_key=cache_key)
-                if self._from_cache(work):
-                    return None
+        cache_key = self.cache_key(body)
+        if cache_key is not None:
+            work = replace(work, cache_key=cache_key)
+            if self._from_cache(work):
+                return None
         return work
+
+    def cache_key(self, body: dict[str, Any]) -> bytes | None:
+        """The request's key in the response cache; None without a cache, or for a request
+        whose answers it does not keep (not deterministic, unless cache = "all")."""
+        if self.cache is None:
+            return None
+        job = self.job
+        return self.cache.key_for(
+            body, endpoint=self._endpoint, samples=job.samples, every=job.cache == "all"
+        )
 
     def _from_cache(self, work: Work) -> bool:
         """Answer a row from the response cache; True when it was (a hit is not a purchase:
@@ -330,6 +336,8 @@ class RowPipeline:
         contents = tuple(a.content for a in answers)
         if len(answers) == 1:
             contents += answers[0].alternatives
+        if len(contents) < self.job.samples:  # votes would count fewer answers than asked
+            return Failure("invalid_response", Scope.ROW, few_choices(self.job, len(contents)))
         if self.job.samples == 1:
             reading = self.reader.read(contents[0])
             if isinstance(reading, Failure):
@@ -431,6 +439,15 @@ class RowPipeline:
         self.uncached.pop(row[0], None)
         failure = Failure("invalid_response", Scope.ROW, f"answer cannot be stored: {reason}")
         self.fail(row[0], failure, row[10], answer=_text(row[1]))
+
+
+def few_choices(job: Job, got: int) -> str:
+    """Why an answer with fewer choices than ``samples`` is refused, and what to set."""
+    return (
+        f"asked for {job.samples} answers with n, got {got}: the endpoint ignores n; set "
+        "endpoint.n_choices = false (--no-n-choices: one request per sample), then run the "
+        "same command"
+    )
 
 
 def gold_label(value: Any, choices: tuple[str, ...]) -> str:

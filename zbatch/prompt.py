@@ -122,13 +122,11 @@ def request_params(job: Job) -> dict[str, Any]:
         params["max_tokens"] = job.max_tokens
     if job.thinking is not None:
         params["thinking"] = {"type": "enabled" if job.thinking else "disabled"}
-    if job.output_schema is not None and job.profile.json_schema:
-        params["response_format"] = response_format(job.output_schema)
-    elif job.output_schema is not None:  # JSON mode only (Z.AI): the schema is in the system
-        params["response_format"] = {"type": "json_object"}
+    if job.output_schema is not None:
+        params["response_format"] = response_format(job.output_schema, job.effective_schema_form)
     elif job.response_format is not None:
         params["response_format"] = {"type": job.response_format}
-    if job.samples > 1 and job.profile.n:
+    if job.samples_in_one_request:
         params["n"] = job.samples
     params.update(job.extra)
     return params
@@ -136,7 +134,7 @@ def request_params(job: Job) -> dict[str, Any]:
 
 def system_text(job: Job) -> str | None:
     """The system message: ``system``, and on a JSON-mode-only endpoint the output schema."""
-    if job.output_schema is None or job.profile.json_schema:
+    if job.output_schema is None or job.effective_schema_form != "system":
         return job.system
     note = system_note(job.output_schema)
     return f"{job.system}\n\n{note}" if job.system else note
@@ -147,7 +145,7 @@ def _from_batch_line(body: dict[str, Any], job: Job) -> dict[str, Any]:
     if job.force_model or "model" not in request:
         request["model"] = job.effective_model
     request["messages"] = _messages(request.get("messages"), "body.messages")
-    if job.output_schema is not None and not job.profile.json_schema:
+    if job.output_schema is not None and job.effective_schema_form == "system":
         request["messages"].insert(0, {"role": "system", "content": system_note(job.output_schema)})
     for key, value in request_params(job).items():
         request.setdefault(key, value)

@@ -5,8 +5,9 @@
     obj, problem = check.read('{"label": "Bug", "priority": 2}')     # normalised, or the error
 
 The typed result columns of a JSON answer are :func:`zbatch.schema.answer_fields`'s.
-How an endpoint is told about the schema is the provider profile's business
-(``Provider.json_schema``): :func:`response_format` and :func:`system_note` build both forms.
+How an endpoint is told about the schema is ``Job.effective_schema_form`` (the provider
+profile's, or ``endpoint.schema_form``): :func:`response_format` builds the request's
+``response_format`` in each form, and :func:`system_note` the system message of the "system" one.
 The request's ``json_fields`` are the same mechanism without validation: each ``name:kind``
 is a one-property schema (:data:`FIELD_KINDS`), so both produce columns and values alike.
 This module imports no pyarrow: the job settings use it.
@@ -149,13 +150,19 @@ def resolve(prop: Any, root: Mapping[str, Any]) -> Mapping[str, Any]:
     return {}
 
 
-def response_format(schema: Mapping[str, Any], name: str = "answer") -> dict[str, Any]:
-    """The ``response_format`` of an endpoint with structured outputs (OpenAI, vLLM,
-    llama.cpp's server)."""
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": name, "schema": dict(schema), "strict": _strict(schema)},
-    }
+def response_format(schema: Mapping[str, Any], form: str) -> dict[str, Any]:
+    """The request's ``response_format`` in one of ``zbatch.providers.SCHEMA_FORMS``:
+    structured outputs (OpenAI, vLLM, llama.cpp's llama-server), JSON mode carrying the schema
+    (llama-cpp-python's server, Together, Fireworks), or plain JSON mode (Z.AI: the schema goes
+    in the system message, :func:`system_note`)."""
+    if form == "json_schema":
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": dict(schema), "strict": _strict(schema)},
+        }
+    if form == "json_object":
+        return {"type": "json_object", "schema": dict(schema)}
+    return {"type": "json_object"}
 
 
 def _strict(schema: Mapping[str, Any]) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -93,8 +95,8 @@ class Lines:
 
 
 def input_rows(pipeline: RowPipeline, ids: set[str]) -> dict[str, Work]:
-    """The given rows' keep_columns and reference labels, read again from the input (an
-    answer is matched to its row long after the row was read)."""
+    """The given rows' keep_columns, reference labels and response-cache keys, read again from
+    the input (an answer is matched to its row long after the row was read)."""
     found: dict[str, Work] = {}
     for raw in open_input(pipeline.job.input_path).rows():
         if raw.data is None:
@@ -102,5 +104,10 @@ def input_rows(pipeline: RowPipeline, ids: set[str]) -> dict[str, Work]:
         row_id = prompt.row_id(raw.data, pipeline.job.id_column)
         if row_id is not None and row_id in ids and row_id not in found:
             keep = pipeline.keep_values(raw.data, raw.where)
-            found[row_id] = Work(row_id, b"", 0, keep, pipeline.gold(raw.data))
+            work = Work(row_id, b"", 0, keep, pipeline.gold(raw.data))
+            if pipeline.cache is not None:  # its answer fills the response cache, as live
+                with contextlib.suppress(prompt.RenderError):  # (the input changed since)
+                    body = prompt.render(raw.data, pipeline.job)
+                    work = dataclasses.replace(work, cache_key=pipeline.cache_key(body))
+            found[row_id] = work
     return found

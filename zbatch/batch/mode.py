@@ -409,7 +409,7 @@ class BatchMode(Dispatcher):
             return
         ids = self.ledger.ids(submission)
         rows: dict[str, Work] = {}
-        if self.job.keep_columns or self.job.gold_column:
+        if self.job.keep_columns or self.job.gold_column or self.pipeline.cache is not None:
             rows = await anyio.to_thread.run_sync(input_rows, self.pipeline, set(ids))
         spend = Spend()
         # An answer without usable usage is charged the average worst case of its batch.

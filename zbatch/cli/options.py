@@ -11,7 +11,7 @@ import click
 from ..job.file import default_of
 from ..job.rules import LOG_FORMATS, MODES, RESPONSE_FORMATS
 from ..job.settings import DEFAULT_MODEL
-from ..providers import PROVIDERS
+from ..providers import PROVIDERS, SCHEMA_FORMS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,6 +74,17 @@ def job_options(func: F) -> F:
             "--provider",
             type=click.Choice(list(PROVIDERS)),
             help="Provider profile (error codes, prices) [default: chosen from the base URL].",
+        ),
+        click.option(
+            "--n-choices/--no-n-choices",
+            default=None,
+            help="With samples > 1: one request asking for n answers, or one request per "
+            "sample [default: the provider's].",
+        ),
+        click.option(
+            "--schema-form",
+            type=click.Choice(SCHEMA_FORMS),
+            help="How output.schema is sent to the endpoint [default: the provider's].",
         ),
         click.option(
             "--api-key-env",

@@ -143,6 +143,8 @@ def prepare(job: Job, options: RunOptions, *, tasks: bool = False) -> Iterator[P
             prepared.log = log
             if session.notice:
                 log.warning(session.notice)
+            for warning in session.warnings:
+                log.warning(warning)
             if session.replayed:
                 log.warning(
                     "replayed %d answers from the journal of a run that was cut off",

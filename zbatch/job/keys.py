@@ -29,6 +29,8 @@ SECTIONS: dict[str, dict[str, str]] = {
         "base_url": "base_url",
         "provider": "provider",
         "api_key_env": "api_key_env",
+        "schema_form": "schema_form",
+        "n_choices": "n_choices",
         "timeout": "timeout",
     },
     "limits": {

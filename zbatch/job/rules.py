@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import urls
 from ..errors import JobError
-from ..providers import ZAI, provider_for
+from ..providers import SCHEMA_FORMS, ZAI, provider_for
 from .keys import key_for
 
 if TYPE_CHECKING:
@@ -179,6 +179,8 @@ def check(job: Job) -> None:
     provider_for(job.base_url, job.provider)  # refuses a provider it has no profile for
     if job.response_format is not None and job.response_format not in RESPONSE_FORMATS:
         raise fail("response_format", _one_of(RESPONSE_FORMATS))
+    if job.schema_form is not None and job.schema_form not in SCHEMA_FORMS:
+        raise fail("schema_form", _one_of(SCHEMA_FORMS))
     if job.json_fields and job.response_format != "json_object":
         raise JobError('request.json_fields needs request.response_format = "json_object"')
     _check_answer_schema(job)

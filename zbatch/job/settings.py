@@ -58,6 +58,8 @@ class Job:
     base_url: str = DEFAULT_BASE_URL
     provider: str | None = None  # "zai" | "openai"; None: the one base_url points at
     api_key_env: str = "ZAI_API_KEY"
+    schema_form: str | None = None  # how output.schema is sent (SCHEMA_FORMS); None: the profile's
+    n_choices: bool | None = None  # samples in one request with "n"; None: the profile's
     timeout: float = 120.0
     # [limits]
     concurrency: int = 16
@@ -152,6 +154,18 @@ class Job:
     @property
     def effective_model(self) -> str:
         return self.model or DEFAULT_MODEL
+
+    @property
+    def samples_in_one_request(self) -> bool:
+        """Whether ``samples`` > 1 is one request with ``n`` (endpoint.n_choices, else the
+        profile's) rather than one request per sample."""
+        one = self.n_choices if self.n_choices is not None else self.profile.n
+        return self.samples > 1 and one
+
+    @property
+    def effective_schema_form(self) -> str:
+        """How output.schema is sent: endpoint.schema_form, else the provider profile's."""
+        return self.schema_form or self.profile.schema_form
 
     @property
     def price(self) -> Price | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..limits import Clock
 from ..outcome import Failure, Scope
+from ..providers.base import refuses_response_format
 
 # The failures that say "nothing is answering": no connection, no answer in time, or a 5xx.
 _DOWN_TYPES = frozenset({"connection", "timeout"})
@@ -78,6 +79,10 @@ _FIX = {
     "1212": "request.model (it does not support this call)",
     "1261": "request.template / request.max_tokens (the prompt is too long)",
 }
+_FIX_FORMAT = (
+    "endpoint.schema_form (how output.schema is sent: README 'Answers that match a JSON "
+    "Schema') or request.response_format"
+)
 _FIX_PARAMETERS = "the request settings (request.extra, temperature, top_p, max_tokens, thinking)"
 
 
@@ -90,7 +95,7 @@ class FirstRows:
     the verdict, so that on a stop they are logged as retryable and the fixed job sends them
     again."""
 
-    KINDS = frozenset({"bad_request", "invalid_label", "invalid_json"})
+    KINDS = frozenset({"bad_request", "invalid_label", "invalid_json", "invalid_response"})
 
     def __init__(self, limit: int = 20) -> None:
         self.limit = limit
@@ -132,6 +137,8 @@ class FirstRows:
                 f"(e.g. {first.message}); fix request.template / request.system (or the "
                 "choices), then run the same command"
             )
+        if first.error_type == "invalid_response":  # its message says what to change
+            return f"the first {self.limit} rows got answers that cannot be used: {first.message}"
         if first.error_type == "invalid_json":
             return (
                 f"the first {self.limit} rows got no JSON object ({first.message}); fix "
@@ -139,6 +146,8 @@ class FirstRows:
             )
         code = first.error_code or first.status_code
         fix = _FIX.get(first.error_code or "", _FIX_PARAMETERS)
+        if refuses_response_format(first.message):
+            fix = _FIX_FORMAT
         return (
             f"the first {self.limit} requests all failed with {code} ({first.message}); "
             f"fix {fix}, then run the same command"

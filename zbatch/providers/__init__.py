@@ -5,14 +5,14 @@ from __future__ import annotations
 import urllib.parse
 
 from ..errors import JobError
-from .base import Provider
+from .base import SCHEMA_FORMS, Provider
 from .openai import OPENAI
 from .zai import ZAI
 
 PROVIDERS = {profile.name: profile for profile in (ZAI, OPENAI)}
 _ZAI_HOSTS = ("z.ai", "bigmodel.cn")
 
-__all__ = ["OPENAI", "PROVIDERS", "ZAI", "Provider", "provider_for"]
+__all__ = ["OPENAI", "PROVIDERS", "SCHEMA_FORMS", "ZAI", "Provider", "provider_for"]
 
 
 def provider_for(base_url: str, name: str | None = None) -> Provider:

@@ -42,9 +42,23 @@ _STATUS: dict[int, Kind] = {
     425: SERVER_ERROR,
 }
 
+# How an endpoint is told the answer schema (endpoint.schema_form; the profile's by default):
+# response_format {type: "json_schema", json_schema: {name, schema, strict}} (OpenAI, vLLM,
+# llama.cpp's llama-server, SGLang); {type: "json_object", schema} (llama-cpp-python's server,
+# Together, Fireworks); {type: "json_object"} with the schema in the system message (Z.AI).
+SCHEMA_FORMS = ("json_schema", "json_object", "system")
+
 RESUME = "then run the same command to resume"
 AUTH_HINT = f"check the API key in the environment variable, {RESUME}"
 PERMISSION_HINT = f"the key has no access to this API or model: check the plan and model, {RESUME}"
+
+
+def refuses_response_format(message: str) -> bool:
+    """Whether an error answer refuses the request's response_format: whatever its status
+    (llama-cpp-python's server answers 500 to a json_schema it does not take), the same
+    request is refused every time, so it is the row's failure, not one worth retrying."""
+    return "response_format" in message
+
 
 _RESET_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}(?::\d{2})?)")
 
@@ -77,9 +91,9 @@ class Provider:
     # finish_reason -> (error_type, scope, message) for answers that carry no usable content.
     finish_reasons: Mapping[str, tuple[str, Scope, str]] = field(default_factory=dict)
     reset_clock: dt.tzinfo = dt.UTC  # the zone of reset times its messages name without one
-    # Structured outputs: response_format {type: json_schema} is understood; else the schema
-    # goes in the system message, with response_format {type: json_object}.
-    json_schema: bool = False
+    # How an answer schema is sent (SCHEMA_FORMS): "json_schema" where structured outputs are
+    # understood; "system" for JSON mode only (the schema in the system message).
+    schema_form: str = "system"
     n: bool = False  # several answers to one request (the body's "n")
 
     def classify(self, status: int, code: str | None, message: str) -> Failure:
@@ -87,7 +101,10 @@ class Provider:
         failure = self.classify_code(status, code, message)
         if failure is not None:
             return failure
-        kind = SERVER_ERROR if status >= 500 else _STATUS.get(status, BAD_REQUEST)
+        if refuses_response_format(message):
+            kind = BAD_REQUEST
+        else:
+            kind = SERVER_ERROR if status >= 500 else _STATUS.get(status, BAD_REQUEST)
         return Failure(kind[0], kind[1], message, status, code)
 
     def classify_code(self, status: int, code: str | None, message: str) -> Failure | None:

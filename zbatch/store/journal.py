@@ -36,14 +36,13 @@ import fcntl
 import functools
 import hashlib
 import json
-import logging
 import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import anyio
 import pyarrow as pa
@@ -74,7 +73,6 @@ _KIND_TABLES = {1: RESULTS, 2: ERRORS}
 _KIND_SPEND = 3
 _TABLE_KINDS = {table: kind for kind, table in _KIND_TABLES.items()}
 
-log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]
 Taken = tuple[int, dict[str, list[Row]], Spend]  # a segment's rows and spend not yet written
@@ -328,14 +326,35 @@ def read_frames(path: Path) -> Iterator[tuple[int, bytes]]:
     yield from scan(path.read_bytes()).frames
 
 
-def journaled_rows(folder: Path) -> int:
-    """Finished rows the journals in ``folder`` hold: received, not yet settled into parts."""
+def journaled_rows(outdir: OutputDir, folder: Path) -> int:
+    """Finished rows the journals in ``folder`` hold and the parts do not: received, not yet
+    settled (a segment part-replayed, or a live run's whose earlier rows are committed,
+    counts only the rest)."""
+    paths = sorted(folder.glob(f"*{SUFFIX}"))
+    if not paths:
+        return 0
+    seen = _committed_keys(outdir)
     total = 0
-    for path in sorted(folder.glob(f"*{SUFFIX}")):
+    for path in paths:
         for kind, payload in read_frames(path):
-            if kind in _KIND_TABLES:
-                total += pa.ipc.open_stream(payload).read_all().num_rows
+            table = _KIND_TABLES.get(kind)
+            if table is not None:
+                rows = pa.ipc.open_stream(payload).read_all()
+                fresh, _ = _not_seen(rows, _KEY_COLUMNS[table], seen[table], _owner(WHOLE))
+                total += 0 if fresh is None else fresh.num_rows
     return total
+
+
+def _committed_keys(outdir: OutputDir) -> dict[str, set[Any]]:
+    """The keys (:data:`_KEY_COLUMNS`) of every row the parts hold, by table."""
+    return {
+        table: {
+            key
+            for batch in outdir.parts(table).batches(columns)
+            for key in zip(*(column.to_pylist() for column in batch.columns), strict=True)
+        }
+        for table, columns in _KEY_COLUMNS.items()
+    }
 
 
 def writer_share(name: str) -> Share | None:
@@ -344,9 +363,17 @@ def writer_share(name: str) -> Share | None:
     return share_of_tag(fields[2] if len(fields) == 4 else "")
 
 
-def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> int:
+class Replayed(NamedTuple):
+    """What :func:`replay` did: the rows it committed, and a warning per damaged segment (for
+    the run's log: the session opens before run.log does)."""
+
+    rows: int = 0
+    warnings: tuple[str, ...] = ()
+
+
+def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> Replayed:
     """Commit what the journals of killed runs hold for the ids this run owns and the parts
-    do not have; the rows replayed. Nothing is sent before this is done.
+    do not have. Nothing is sent before this is done.
 
     Every journal is read whoever wrote it (a whole run, a shard of any split), except those
     of a writer still live (its shard's lock is held: it owns none of our ids and settles its
@@ -360,7 +387,7 @@ def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> int:
     try:
         names = sorted(n for n in os.listdir(folder) if n.endswith(SUFFIX))
     except FileNotFoundError:
-        return 0
+        return Replayed()
     except NotADirectoryError:
         raise StoreError(
             f"{folder} is a file, where zbatch keeps its answer journal: move it away, then "
@@ -368,23 +395,19 @@ def replay(outdir: OutputDir, folder: Path, shard: Share | None) -> int:
         ) from None
     names = [name for name in names if _replayable(outdir, name, share)]
     if not names:
-        return 0
-    seen: dict[str, set[Any]] = {
-        table: {
-            key
-            for batch in outdir.parts(table).batches(columns)
-            for key in zip(*(column.to_pylist() for column in batch.columns), strict=True)
-        }
-        for table, columns in _KEY_COLUMNS.items()
-    }
+        return Replayed()
+    seen = _committed_keys(outdir)
     owns = _owner(share)
     replayed = 0
+    warnings: list[str] = []
     for name in names:
         with _segment_lock(folder / name) as data:
             if data is not None:
-                replayed += _replay_segment(outdir, folder, name, data, share, owns, seen)
+                rows, damage = _replay_segment(outdir, folder, name, data, share, owns, seen)
+                replayed += rows
+                warnings += [damage] if damage else []
     fsync_dir(folder)
-    return replayed
+    return Replayed(replayed, tuple(warnings))
 
 
 def _replayable(outdir: OutputDir, name: str, share: Share) -> bool:
@@ -425,7 +448,8 @@ def _replay_segment(
     share: Share,
     owns: Callable[[Any], bool],
     seen: dict[str, set[Any]],
-) -> int:
+) -> tuple[int, str | None]:
+    """The rows of one segment replayed, and the warning when it was damaged."""
     found = scan(data)
     tables: dict[str, list[pa.Table]] = {table: [] for table in _TABLE_KINDS}
     spend = Spend()
@@ -465,19 +489,14 @@ def _replay_segment(
         aside = folder / DAMAGED / name
         aside.parent.mkdir(exist_ok=True)
         os.replace(folder / name, aside)
-        log.warning(
-            "the answer journal %s is damaged: %d bytes could not be read, about %d answers "
-            "at risk of being bought again (%d answers recorded, %d rows read); kept as %s",
-            folder / name,
-            damaged,
-            max(spend.answers - read, 1),
-            spend.answers,
-            read,
-            aside,
+        return replayed, (
+            f"the answer journal {folder / name} is damaged: {damaged} bytes could not be "
+            f"read, about {max(spend.answers - read, 1)} answers at risk of being bought again "
+            f"({spend.answers} answers recorded, {read} rows read); kept as {aside}"
         )
-    elif not waiting:
+    if not waiting:
         (folder / name).unlink(missing_ok=True)
-    return replayed
+    return replayed, None
 
 
 # What identifies a row of each table: an id is in results/ at most once; the error log may

@@ -168,7 +168,7 @@ class OutputDir:
             return 0
         from .journal import journaled_rows
 
-        return journaled_rows(folder)
+        return journaled_rows(self, folder)
 
     def journal_folder(self) -> Path:
         """A local folder for the journal: inside OUTDIR on a local disk. Object storage has

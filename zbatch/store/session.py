@@ -36,6 +36,7 @@ class RunSession:
     prefix: str  # makes this run's part names unique
     tag: str = ""  # the shard's tag ("3of8"), "" for a whole-job run
     replayed: int = 0  # rows the journals of a killed run held, committed at the start
+    warnings: tuple[str, ...] = ()  # damaged journal segments, for run.log
 
     def writer(self, table: str, schema: pa.Schema) -> PartWriter:
         return PartWriter(self.outdir.storage, table, schema, prefix=self.prefix)
@@ -92,4 +93,5 @@ def open_run(
         notice = outdir._check_job(fingerprint, settings, force=force, whole=shard is None)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
         prefix = f"{stamp}-{secrets.token_hex(2)}" + (f"-{tag}" if tag else "")
-        yield RunSession(outdir, outdir.load_state(), notice, prefix, tag, replayed)
+        state = outdir.load_state()
+        yield RunSession(outdir, state, notice, prefix, tag, replayed.rows, replayed.warnings)
