@@ -677,12 +677,14 @@ def test_bodies_framed_and_encoded_every_way_are_read_whole(
 def test_the_shipped_transport_is_chosen_by_scheme_and_proxy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """zbatch's own HTTP/1.1 client for plain http:// with no proxy; aiohttp for https and for
-    any proxy."""
+    """zbatch's own HTTP/1.1 client for plain http:// with no proxy; aiohttp for https, for
+    any proxy and for a URL holding user:password."""
     plain = make_client("http://127.0.0.1:9/api/paas/v4")
     secure = make_client("https://api.example.test/api/paas/v4")
     assert isinstance(plain._direct, Http11Transport)
     assert isinstance(secure._direct, AiohttpTransport)
+    with_credentials = make_client("http://user:pw@127.0.0.1:9/api/paas/v4")
+    assert isinstance(with_credentials._direct, AiohttpTransport)  # it sends them as Basic
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
     assert isinstance(make_client("http://api.example.test/v4")._direct, AiohttpTransport)
 

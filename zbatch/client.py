@@ -30,9 +30,9 @@ MAX_RETRY_AFTER = 3600.0
 class Client:
     """Sends chat completion requests straight to one shared httpx transport.
 
-    The default transport is zbatch's :class:`~zbatch.transport.http11.Http11Transport` for a plain
-    ``http://`` URL with no proxy, else :class:`~zbatch.transport.AiohttpTransport`, through
-    the proxy the environment names (looked up once). ``transport`` is injectable: tests
+    The default transport is zbatch's own :class:`~zbatch.transport.http11.Http11Transport`
+    for a plain ``http://`` URL with no proxy, else :class:`~zbatch.transport.AiohttpTransport`,
+    through the proxy the environment names (looked up once). ``transport`` is injectable: tests
     pass an ``httpx.MockTransport``, ``--simulate`` passes the simulated endpoint.
     ``timeout`` is a deadline for a whole attempt (connect, send, read) on the default
     transport; an injected transport keeps its own timing.
@@ -87,9 +87,10 @@ class Client:
 
     def _shipped_transport(self, max_connections: int) -> AiohttpTransport | Http11Transport:
         """The transport zbatch ships for its URL: its own HTTP/1.1 client for plain http://
-        with no proxy (the least CPU per request), aiohttp for https and proxies."""
+        with no proxy (the least CPU per request), aiohttp for https, proxies and a URL with
+        user:password (which aiohttp sends as Basic credentials)."""
         proxy = env_proxy(self._url)
-        if self._url.scheme == "http" and proxy is None:
+        if self._url.scheme == "http" and proxy is None and not self._url.userinfo:
             return Http11Transport(self._url, max_connections=max_connections)
         return AiohttpTransport(max_connections=max_connections, proxy=proxy)
 
