@@ -1,7 +1,8 @@
 """zbatch's HTTP/1.1 client for plain ``http://`` endpoints: asyncio protocols on httptools.
 
-zbatch's Client sends through :class:`Http11Transport` when its base URL is ``http://`` and no
-proxy applies; https and proxies keep :class:`~zbatch.transport.AiohttpTransport`. It does one
+zbatch's Client sends through :class:`Http11Transport` when its base URL is ``http://`` with no
+user:password and no proxy applies; the rest keeps :class:`~zbatch.transport.AiohttpTransport`
+(``Client._shipped_transport`` chooses). It does one
 thing — a request with a whole body, an answer read whole — and so costs a fraction of
 aiohttp's request path per row (docs/performance.md, "Issue 25, second round"). The parsing is
 httptools' (llhttp, in C): status line, headers, Content-Length and chunked bodies.
