@@ -448,11 +448,14 @@ def work_dir(prefix: str) -> Iterator[Path]:
 
 def machine_line() -> str:
     import platform
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     versions = [f"python {platform.python_version()}"]
     for package in ("httpx", "httpcore", "httpx2", "aiohttp", "httpx-aiohttp", "pyarrow"):
-        versions.append(f"{package} {version(package)}")
+        try:
+            versions.append(f"{package} {version(package)}")
+        except PackageNotFoundError:  # not every venv has the optional transports
+            versions.append(f"{package} not installed")
     try:
         import sniffio  # noqa: F401
 

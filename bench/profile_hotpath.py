@@ -1,6 +1,6 @@
 """Profile zbatch's hot path with pyinstrument: concurrency 64 on the zero-latency fake server.
 
-    python bench/profile_hotpath.py                       # zbatch as shipped (aiohttp transport)
+    python bench/profile_hotpath.py                       # zbatch as shipped (its http11 client)
     python bench/profile_hotpath.py --transport httpcore  # with httpx's own transport injected
     python bench/profile_hotpath.py --rows 5000 --top 30 --bare  # also the bare httpx loop
 

@@ -15,8 +15,12 @@ Clients (each sends the same rows, the body zbatch sends, and parses the JSON an
   httpx-zbatch     bare anyio + httpx.AsyncClient(transport=zbatch.transport.AiohttpTransport):
                    the HTTP stack zbatch ships, without zbatch
   aiohttp          bare asyncio + aiohttp.ClientSession
-  zbatch           zbatch.run in this process, the transport zbatch ships (aiohttp), with
-                   the answer journal (the default)
+  http11           bare asyncio + zbatch.transport.http11.Http11Transport.post: the transport
+                   zbatch ships for plain http://, without zbatch
+  zbatch           zbatch.run in this process, the transport zbatch ships (for this http://
+                   server: its own HTTP/1.1 client on httptools), with the answer journal
+  zbatch-aiohttp   the same with AiohttpTransport injected (what https and proxies use, and
+                   what zbatch shipped for every URL before issue 25's second round)
   zbatch-nojournal the same with journal = false: the journal's cost is the difference
   zbatch-budget    the same with a budget (max_cost): every request is first reserved in the
                    OUTDIR's shared reservations (OUTDIR/budget/), whose cost is the difference
@@ -83,6 +87,7 @@ from common import (
 import zbatch
 from zbatch.progress import LogProgress
 from zbatch.transport import AiohttpTransport
+from zbatch.transport.http11 import Http11Transport
 
 HEADERS = {"Content-Type": "application/json"}
 
@@ -146,6 +151,28 @@ async def _aiohttp_loop(url: str, rows: int, concurrency: int) -> int:
     return ok
 
 
+async def _http11_loop(url: str, rows: int, concurrency: int) -> int:
+    ok = 0
+    numbers = iter(range(rows))
+    transport = Http11Transport(httpx.URL(url), max_connections=concurrency)
+    timeouts: dict[str, float | None] = {"total": 60.0}
+
+    async def worker() -> None:
+        nonlocal ok
+        for i in numbers:
+            body = json.dumps(request_body(prompt_for(i))).encode()
+            headers = [*HEADERS.items(), ("Content-Length", str(len(body)))]
+            reply = await transport.post(url, headers, body, timeouts)
+            if reply.status_code == 200 and _answer(reply.content):
+                ok += 1
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await transport.aclose()
+    return ok
+
+
 # A client runs the rows and returns (rows answered, CPU seconds of a child process or None
 # when it ran in this process, whose own CPU time is then measured).
 # What a client run gives: rows answered, the child's CPU seconds (None: this process's), and
@@ -177,6 +204,10 @@ def bare_aiohttp(server: Server, rows: int, concurrency: int, _: Path) -> Done:
     return asyncio.run(_aiohttp_loop(server.url, rows, concurrency)), None, 0
 
 
+def bare_http11(server: Server, rows: int, concurrency: int, _: Path) -> Done:
+    return asyncio.run(_http11_loop(server.url, rows, concurrency)), None, 0
+
+
 # --- zbatch ---------------------------------------------------------------------------------
 
 
@@ -201,6 +232,13 @@ def run_zbatch(
 def zbatch_shipped(server: Server, rows: int, concurrency: int, work: Path) -> Done:
     outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
     ok, hedged = run_zbatch(server.base_url, work / "input.jsonl", outdir, concurrency)
+    return ok, None, hedged
+
+
+def zbatch_aiohttp(server: Server, rows: int, concurrency: int, work: Path) -> Done:
+    outdir = Path(tempfile.mkdtemp(prefix="out-", dir=work))
+    transport = AiohttpTransport(max_connections=concurrency)
+    ok, hedged = run_zbatch(server.base_url, work / "input.jsonl", outdir, concurrency, transport)
     return ok, None, hedged
 
 
@@ -259,7 +297,9 @@ CLIENTS: list[tuple[str, Client]] = [
     ("httpx-aiohttp", bare_httpx_aiohttp),
     ("httpx-zbatch", bare_httpx_zbatch),
     ("aiohttp", bare_aiohttp),
+    ("http11", bare_http11),
     ("zbatch", zbatch_shipped),
+    ("zbatch-aiohttp", zbatch_aiohttp),
     ("zbatch-nojournal", zbatch_no_journal),
     ("zbatch-budget", zbatch_budget),
     ("zbatch-cli", zbatch_subprocess),
@@ -281,6 +321,7 @@ class Sample:
     max_inflight: int  # most requests in flight at once, as the server saw them
     server_cpu: float  # server CPU seconds per wall second (1.0 = one core busy)
     load: float  # 1-minute load average when the measurement ended
+    arrival_rate: float  # requests/s as the server saw them arrive, first to last (no start-up)
 
 
 def measure(server: Server, client: Client, rows: int, concurrency: int, work: Path) -> Sample:
@@ -301,8 +342,11 @@ def measure(server: Server, client: Client, rows: int, concurrency: int, work: P
             f"expected {rows} answered rows and {hedged} hedges; client ok {ok}, server "
             f"requests {stats['requests']}, successes {stats['successes']}"
         )
+    starts = stats["request_starts"]
+    span = starts[-1] - starts[0] if len(starts) > 1 else 0.0
     return Sample(
         rate=rows / seconds,
+        arrival_rate=(len(starts) - 1) / span if span > 0 else float("nan"),
         cpu_us=client_cpu / rows * 1e6,
         connections=stats["connections"],
         max_inflight=stats["max_inflight_seen"],
@@ -431,10 +475,19 @@ def latency_case(
     for name, _ in chosen:
         values = [s.rate for s in samples[(name, concurrency)]]
         inflight = median([s.max_inflight for s in samples[(name, concurrency)]])
+        arrivals = median([s.arrival_rate for s in samples[(name, concurrency)]])
         value = median(values)
         verdict = "meets" if value >= 0.9 * bound else "misses"
         table_rows.append(
-            [name, round(value), spread(values), round(inflight), f"{value / bound:.0%}", verdict]
+            [
+                name,
+                round(value),
+                spread(values),
+                round(inflight),
+                f"{value / bound:.0%}",
+                verdict,
+                f"{arrivals:,.0f} ({arrivals / bound:.0%})",
+            ]
         )
     rounds = -(-rows // concurrency)
     ideal = rows / (rounds * latency)
@@ -442,9 +495,12 @@ def latency_case(
         f"Latency-bound case: server latency {latency * 1000:.0f} ms, concurrency {concurrency},"
         f" {rows:,} rows, {reps} rep(s); bound {bound:.0f} rows/s, target >= 90%\n"
         f"(with {rows:,} rows a perfect client needs {rounds} rounds of {latency:g} s:"
-        f" {ideal:.0f} rows/s = {ideal / bound:.0%} of the bound)"
+        f" {ideal:.0f} rows/s = {ideal / bound:.0%} of the bound)\n"
+        "rows/s: rows over the client's wall time, start-up included; server-side: requests/s"
+        " as the server saw them arrive, first to last (start-up and the last round left out)"
     )
     headers = ["client", "median rows/s", "range", "max in flight", "of bound", "verdict"]
+    headers.append("server-side rows/s")
     print_table(title, headers, table_rows)
 
 

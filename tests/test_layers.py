@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "zbatch.rejections",
             "zbatch.answers.schema",
             "zbatch.transport",
+            "zbatch.transport.http11",
             "zbatch.job.keys",
             "zbatch.store.layout",
             "zbatch.ops.secrets",

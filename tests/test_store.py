@@ -24,6 +24,7 @@ from helpers import job
 from zbatch.errors import LockedError, StoreError
 from zbatch.schema import ERROR_SCHEMA, infer_type, keep_caster, result_schema
 from zbatch.store import LocalStorage, OutputDir, Parts, PartWriter
+from zbatch.store import parts as parts_module
 from zbatch.store import storage as storage_module
 from zbatch.store.compaction import COMPACT_JOURNAL
 
@@ -916,3 +917,55 @@ def test_tidy_removes_temp_files_a_crash_left_behind(tmp_path):
     OutputDir(str(tmp_path)).tidy()
     assert not leftover.exists()
     assert kept.exists()
+
+
+def test_rows_wait_as_arrow_chunks_and_a_failed_write_gives_them_back_in_order(
+    tmp_path, monkeypatch
+):
+    """A writer turns its rows into Arrow chunks every CHUNK_ROWS rows, a row that does not
+    fit waits beside them; a failed write gives every row back in front of those added
+    since, and the next commit writes each row once with its own answer, the odd one
+    coming back to be logged as an error."""
+    monkeypatch.setattr(parts_module, "CHUNK_ROWS", 4)
+    folder = tmp_path / "results"
+    parts = writer(folder, RESULTS, prefix="H")
+    odd = result_row("odd", prompt_tokens="many")
+    for row in [*(result_row(str(i), f"answer {i}") for i in range(5)), odd]:
+        parts.add(row)
+    for i in range(5, 10):
+        parts.add(result_row(str(i), f"answer {i}"))
+    held = parts.take()
+    assert [chunk.num_rows for chunk in held.chunks] == [4, 3]  # 0-3, then 4, 5, 6 (odd aside)
+    assert [row[0] for row in held.rows] == ["7", "8", "9"]
+    assert [row for row, _ in held.odd] == [odd]
+    assert parts.buffered == 0 and len(held) == 11
+    parts.add(result_row("new", "answer new"))  # added while the write was under way
+    with pytest.MonkeyPatch.context() as disk:
+        full_disk(disk, room=100)
+        with pytest.raises(StoreError):
+            parts.commit(held)
+    parts.give_back(held)
+    assert parts.buffered == 12
+    assert part_paths(folder) == []
+
+    unstorable = parts.commit(parts.take())
+    assert [row for row, _ in unstorable] == [odd]
+    assert "many" in unstorable[0][1]
+    table = read_parts(folder)
+    expected = [*(str(i) for i in range(10)), "new"]
+    assert table.column("id").to_pylist() == expected
+    assert table.column("content").to_pylist() == [f"answer {i}" for i in expected]
+    assert parts.committed_rows == 11 and parts.buffered == 0
+
+
+def test_present_counts_the_held_error_rows_that_keep_a_paid_answer(tmp_path, monkeypatch):
+    """What a run that cannot save its last rows reports as paid answers: error rows with an
+    answer, whether converted to Arrow already or not."""
+    monkeypatch.setattr(parts_module, "CHUNK_ROWS", 4)
+    parts = writer(tmp_path / "errors", ERROR_SCHEMA)
+    answer = ERROR_SCHEMA.names.index("answer")
+    for i in range(6):
+        row = error_row(str(i), "invalid_json", False)
+        parts.add((*row[:answer], f"paid {i}") if i in (1, 5) else row)
+    assert parts.present(answer) == 2  # one in the chunk of 0-3, one of the two not converted
+    assert parts.buffered == 6

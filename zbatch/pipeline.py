@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,6 +31,7 @@ from .readers.base import DoneRows, RawRow
 from .schema import keep_caster
 from .stats import Stats
 from .store import ResumeState
+from .store.parts import Held
 from .store.state import RetryFailed
 
 if TYPE_CHECKING:
@@ -422,8 +423,8 @@ class RowPipeline:
         if not pending:
             self.stats.count_failure(failure.error_type)
 
-    async def remember(self, committed: list[Row]) -> None:
-        """Put the answers of committed rows in the response cache (rows that came back
+    async def remember(self, committed: Iterable[str]) -> None:
+        """Put the answers of committed rows (their ids) in the response cache (rows that came back
         unstorable were taken out of ``uncached`` by :meth:`unstorable`), and note the
         entries that answered rows since the last commit as used."""
         cache = self.cache
@@ -432,7 +433,7 @@ class RowPipeline:
         import anyio
 
         uncached = self.uncached
-        entries = [uncached.pop(row[0]) for row in committed if row[0] in uncached]
+        entries = [uncached.pop(row_id) for row_id in committed if row_id in uncached]
         if not entries and not cache.used:
             return
         problem = await anyio.to_thread.run_sync(cache.store, entries)
@@ -579,23 +580,28 @@ async def commit(pipeline: RowPipeline, results: Any, errors: Any) -> None:
     import anyio  # with the run: readers of an OUTDIR (status) import this module too
 
     with anyio.CancelScope(shield=True):
-        rows = results.take()
+        held = results.take()
         try:
-            unstorable = await anyio.to_thread.run_sync(results.commit, rows)
+            unstorable = await anyio.to_thread.run_sync(results.commit, held)
         except BaseException:
-            results.rows[:0] = rows
+            results.give_back(held)
             raise
         for row, reason in unstorable:
             pipeline.unstorable(row, reason)
-        await pipeline.remember(rows)
-        rows = errors.take()
+        await pipeline.remember(held.ids())
+        held = errors.take()
         try:
-            odd = await anyio.to_thread.run_sync(errors.commit, rows)
-            if odd:  # an error row must never be lost: its text is made storable
-                await anyio.to_thread.run_sync(errors.commit, [storable(row) for row, _ in odd])
+            odd = await anyio.to_thread.run_sync(errors.commit, held)
         except BaseException:
-            errors.rows[:0] = rows
+            errors.give_back(held)
             raise
+        if odd:  # an error row must never be lost: its text is made storable
+            fixed = Held(rows=[storable(row) for row, _ in odd])
+            try:
+                await anyio.to_thread.run_sync(errors.commit, fixed)
+            except BaseException:
+                errors.give_back(fixed)  # only these: the others are in a part already
+                raise
 
 
 def storable(row: Row) -> Row:

@@ -428,7 +428,7 @@ class BatchMode(Dispatcher):
                 with path.open("rb") as handle:
                     for raw in handle:
                         lines.settle(raw)
-                        if len(self._writers[0].rows) >= self.job.part_rows:
+                        if self._writers[0].buffered >= self.job.part_rows:
                             await commit(self.pipeline, *self._writers)
         await commit(self.pipeline, *self._writers)
         await anyio.to_thread.run_sync(self._record_spend, spend, submission.upload_name)

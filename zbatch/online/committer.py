@@ -42,7 +42,7 @@ class Committer:
     def changed(self) -> None:
         """The pipeline added a row: commit early once a buffer holds a part's worth."""
         results, errors = self.writers  # called per row: no generator
-        if max(len(results.rows), len(errors.rows)) >= self.job.part_rows:
+        if max(results.buffered, errors.buffered) >= self.job.part_rows:
             self._now.set()
 
     async def timer(self, stop: Stop) -> None:
@@ -89,13 +89,13 @@ class Committer:
 
     def _forget_unsaved(self) -> str:
         results, errors = self.writers
-        unsaved = len(results.rows) + len(errors.rows)
+        unsaved = results.buffered + errors.buffered
         if not unsaved:
             return ""
         stats = self.pipeline.stats
-        stats.ok -= len(results.rows)
-        stats.failed -= len(errors.rows)
-        paid = len(results.rows) + sum(row[ANSWER] is not None for row in errors.rows)
+        stats.ok -= results.buffered
+        stats.failed -= errors.buffered
+        paid = results.buffered + errors.present(ANSWER)
         return (
             f" ({paid} paid answers wait to be saved, of {unsaved} finished rows not saved; "
             "the next run sends them again)"

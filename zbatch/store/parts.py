@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..errors import StoreError
 from .storage import Storage
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 Row = tuple[Any, ...]
 # What cannot be converted to a column's type: a value of the wrong kind, or one out of range.
@@ -34,44 +37,112 @@ def is_part(name: str) -> bool:
     return name.startswith("part-") and name.endswith(".parquet")
 
 
+# Rows a writer keeps as Python tuples before it turns them into Arrow columns: a row waiting
+# for its part costs ~1.8 KB as a tuple of objects, ~150-200 bytes as columns
+# (docs/performance.md "Memory at 200,000 rows").
+CHUNK_ROWS = 2048
+# Rows per row group of a part: the Parquet writer holds a whole row group's encoded pages
+# until it ends, ~9 MB more at the peak for a part of 50,000 rows in one group, ~3 MB in
+# groups of 8,192 (docs/performance.md "Memory at 200,000 rows").
+ROW_GROUP_ROWS = 8192
+
+
+@dataclass
+class Held:
+    """Rows waiting for a part, in order: Arrow chunks, then rows not converted yet; and the
+    rows that cannot be stored in the schema, each with the reason."""
+
+    chunks: list[pa.Table] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    odd: list[tuple[Row, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        converted: int = sum(chunk.num_rows for chunk in self.chunks)
+        return converted + len(self.rows) + len(self.odd)
+
+    def ids(self) -> Iterator[Any]:
+        """The first column (the id) of every row held, lazily."""
+        for chunk in self.chunks:
+            yield from chunk.column(0).to_pylist()
+        for row in self.rows:
+            yield row[0]
+        for row, _ in self.odd:
+            yield row[0]
+
+
 class PartWriter:
     """Buffers rows of one table and commits them as numbered part files.
 
-    ``prefix`` makes the names unique to this run (and shard): parts are created under their
-    final names, create-only, so two writers can never overwrite each other.
+    Added rows become Arrow columns every CHUNK_ROWS rows, so a part's worth of rows waits
+    in memory as columns, not as tuples. ``prefix`` makes the names unique to this run (and
+    shard): parts are created under their final names, create-only, so two writers can never
+    overwrite each other.
     """
 
     def __init__(self, storage: Storage, folder: str, schema: pa.Schema, *, prefix: str) -> None:
         self.storage = storage
         self.folder = folder
         self.schema = schema
-        self.rows: list[Row] = []
+        self._held = Held()
+        self.buffered = 0  # rows held: added, not taken (or given back)
         self._prefix = prefix
         self._seq = 0
         self.committed_rows = 0
         self.last_part_bytes = 0  # in memory, an upper bound of the file: the room to keep
 
     def add(self, row: Row) -> None:
-        self.rows.append(row)
+        rows = self._held.rows
+        rows.append(row)
+        self.buffered += 1
+        if len(rows) >= CHUNK_ROWS:
+            self._convert(self._held)
 
-    def take(self) -> list[Row]:
+    def take(self) -> Held:
         """Hand over the buffered rows (the caller commits them, or gives them back)."""
-        rows, self.rows = self.rows, []
-        return rows
+        held, self._held = self._held, Held()
+        self.buffered = 0
+        return held
 
-    def commit(self, rows: Sequence[Row]) -> list[tuple[Row, str]]:
+    def give_back(self, held: Held) -> None:
+        """Rows taken and not committed go back in front of those added since, in order."""
+        self._convert(held)
+        mine = self._held
+        self._held = Held([*held.chunks, *mine.chunks], mine.rows, [*held.odd, *mine.odd])
+        self.buffered += len(held)
+
+    def present(self, column: int) -> int:
+        """How many rows held have a value (not null) in ``column``."""
+        held = self._held
+        converted: int = sum(c.num_rows - c.column(column).null_count for c in held.chunks)
+        rows = [*held.rows, *(row for row, _ in held.odd)]
+        return converted + sum(row[column] is not None for row in rows)
+
+    def commit(self, rows: Held | Sequence[Row]) -> list[tuple[Row, str]]:
         """Write rows as one part file; blocking (run it in a worker thread).
 
         Returns the rows that cannot be stored in this schema, each with the reason, so the
         caller can log them as errors: one odd value never costs the other rows."""
-        table, unstorable = self.to_table(rows)
-        if table.num_rows:
+        held = rows if isinstance(rows, Held) else Held(rows=list(rows))
+        self._convert(held)
+        if held.chunks:
+            table = pa.concat_tables(held.chunks)
             self._seq += 1
             name = f"{self.folder}/{part_name(self._prefix, f'{self._seq:05d}')}"
-            self.storage.create(name, lambda handle: pq.write_table(table, handle))
+            self.storage.create(
+                name, lambda handle: pq.write_table(table, handle, row_group_size=ROW_GROUP_ROWS)
+            )
             self.committed_rows += table.num_rows
             self.last_part_bytes = table.nbytes
-        return unstorable
+        return held.odd
+
+    def _convert(self, held: Held) -> None:
+        """``held``'s rows as an Arrow chunk; the rows that do not fit go to its ``odd``."""
+        if held.rows:
+            table, unstorable = self.to_table(held.rows)
+            if table.num_rows:
+                held.chunks.append(table)
+            held.odd += unstorable
+            held.rows = []
 
     def to_table(self, rows: Sequence[Row]) -> tuple[pa.Table, list[tuple[Row, str]]]:
         """The rows as a table of this schema, and the rows that do not fit it."""
@@ -109,11 +180,6 @@ def _array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     return pa.array(values, type=kind)
 
 
-# Read a part's row groups one by one as they are needed (docs/performance.md: pre-buffering
-# fetches the column chunks of many at once).
-_ONE_AT_A_TIME = ds.ParquetFragmentScanOptions(pre_buffer=False)
-
-
 class Parts:
     """The committed parts of one folder, read in commit order, a batch at a time.
 
@@ -129,12 +195,18 @@ class Parts:
         self.names, files = staged_view(storage, folder, storage.list(folder))
         filesystem, root = storage.arrow()
         self._paths = [f"{root}/{folder}/{files.get(name, name)}" for name in self.names]
+        self._dataset: ds.Dataset | None = None
+        self.schema = pa.schema([])
+        if not self._paths:  # a run's start on a new OUTDIR: no pyarrow.dataset (~7 MB)
+            return
+        import pyarrow.dataset as ds
+
         with self._reading():
             # A dataset made from a list of files reads them in that order.
             self._dataset = ds.dataset(
                 self._paths, format="parquet", filesystem=filesystem, schema=self._schema()
             )
-        self.schema: pa.Schema = self._dataset.schema
+        self.schema = self._dataset.schema
 
     def _schema(self) -> pa.Schema | None:
         """Every run's columns: a run after a keep column was added writes a wider schema
@@ -151,6 +223,13 @@ class Parts:
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Up to 32k rows at a time, part after part, with no read-ahead (a scan's default
         buffers several parts' batches: docs/performance.md)."""
+        if self._dataset is None:
+            return
+        import pyarrow.dataset as ds
+
+        # Read a part's row groups one by one as they are needed (docs/performance.md:
+        # pre-buffering fetches the column chunks of many at once).
+        one_at_a_time = ds.ParquetFragmentScanOptions(pre_buffer=False)
         for part in self._dataset.get_fragments():
             with self._reading(part.path):
                 yield from part.to_batches(
@@ -159,7 +238,7 @@ class Parts:
                     batch_size=32_768,
                     batch_readahead=1,
                     use_threads=False,
-                    fragment_scan_options=_ONE_AT_A_TIME,
+                    fragment_scan_options=one_at_a_time,
                 )
 
     def row_groups(self) -> list[tuple[str, int, int]]:

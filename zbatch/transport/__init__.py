@@ -1,4 +1,5 @@
-"""zbatch's HTTP transport: httpx's request and response types, sent by aiohttp.
+"""zbatch's HTTP transport: httpx's request and response types, sent by aiohttp (https, proxies;
+plain http:// goes through zbatch's own client in :mod:`zbatch.transport.http11`).
 
 The runner only ever sees httpx: :class:`AiohttpTransport` is an ``httpx.AsyncBaseTransport``,
 so tests can swap in ``httpx.MockTransport``. Underneath, aiohttp does the work: on the
@@ -14,13 +15,13 @@ from __future__ import annotations
 import re
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import aiohttp
 import httpx
 
-from .errors import JobError, redact
+from ..errors import JobError, redact
 
 # aiohttp's errors as httpx's, the most specific first (the classes nest).
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -78,16 +79,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request.extensions.get("timeout", {}),
             request,
         )
-        headers = response.raw_headers
-        if response.headers.get("Content-Encoding"):  # aiohttp decoded the body
-            headers = tuple((k, v) for k, v in headers if k.lower() not in _DECODED_AWAY)
-        return httpx.Response(
-            response.status,
-            headers=headers,
-            content=content,
-            request=request,
-            extensions={"reason_phrase": (response.reason or "").encode()},
-        )
+        reason = (response.reason or "").encode()
+        return decoded_response(request, response.status, reason, response.raw_headers, content)
 
     async def post(
         self,
@@ -150,22 +143,41 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         last, made = self._last
         if timeouts is last and made is not None:
             return made
-        total = timeouts.get("total")
-
-        def within_total(name: str) -> float | None:
-            # A timer the total one already covers is dropped: each costs a loop timer
-            # per request (the read timer one per chunk received).
-            value = timeouts.get(name)
-            return None if total is not None and value is not None and value >= total else value
-
         made = aiohttp.ClientTimeout(
-            total=total,
-            connect=within_total("pool"),  # waiting for a free connection, then connecting
-            sock_connect=within_total("connect"),
-            sock_read=within_total("read"),
+            total=timeouts.get("total"),
+            connect=uncovered(timeouts, "pool"),  # waiting for a free connection, connecting
+            sock_connect=uncovered(timeouts, "connect"),
+            sock_read=uncovered(timeouts, "read"),
         )
         self._last = (timeouts, made)
         return made
+
+
+def decoded_response(
+    request: httpx.Request,
+    status: int,
+    reason: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    content: bytes,
+) -> httpx.Response:
+    """httpx's Response for an answer whose body ``content`` is already decoded: without the
+    Content-Encoding and Content-Length that described it on the wire."""
+    if any(name.lower() == b"content-encoding" for name, _ in headers):
+        headers = [(name, value) for name, value in headers if name.lower() not in _DECODED_AWAY]
+    return httpx.Response(
+        status,
+        headers=headers,
+        content=content,
+        request=request,
+        extensions={"reason_phrase": reason},
+    )
+
+
+def uncovered(timeouts: Mapping[str, float | None], name: str) -> float | None:
+    """httpx's timeout ``name``, or None where zbatch's ``total`` deadline already covers it: a
+    timer costs a loop timer per request (aiohttp's read timer one per chunk received)."""
+    total, value = timeouts.get("total"), timeouts.get(name)
+    return None if total is not None and value is not None and value >= total else value
 
 
 def _credentials(url: str | None) -> list[str]:
