@@ -142,3 +142,37 @@ def test_a_resume_logs_ids_repeated_inside_and_across_done_blocks_once(
     again = zbatch.run(job)
     assert read_table(Path(job.output_dir) / "errors").num_rows == 2
     assert again.stats.skipped == 9 and first.column("id").to_pylist() == ids
+
+
+def test_a_run_lets_its_id_sets_go_before_it_writes_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The done ids and the repeated-id set (~100 MB each at ten million rows) are not alive
+    while the run's end reads the OUTDIR again for report.html: a resume of a finished
+    10M-row OUTDIR peaked at 445 MB with them."""
+    import gc
+
+    import zbatch.results.page
+
+    alive: list[int] = []
+
+    def count_id_sets(outdir: object, log: object) -> None:
+        gc.collect()
+        alive.append(sum(len(o) for o in gc.get_objects() if isinstance(o, IdSet)))
+
+    monkeypatch.setattr(zbatch.results.page, "write_run_report", count_id_sets)
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        "".join(json.dumps({"id": f"r{n}", "prompt": f"p{n}"}) + "\n" for n in range(50))
+    )
+    job = zbatch.Job(
+        input_path=str(path),
+        output_dir=str(tmp_path / "out"),
+        simulate=True,
+        simulate_latency=0.0,
+        simulate_rate_limited=0.0,
+        simulate_server_error=0.0,
+    )
+    for _ in range(2):  # a run, then a resume holding the 50 done ids
+        assert zbatch.run(job).exit_code == 0
+    assert alive == [0, 0]

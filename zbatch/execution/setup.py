@@ -43,7 +43,7 @@ from ..schema import ERROR_SCHEMA, infer_type, result_schema
 from ..shard import Shard
 from ..source import STDIN, InputFiles, count_rows, open_input
 from ..stats import Stats
-from ..store import ERRORS, RESULTS, OutputDir, room_error
+from ..store import ERRORS, RESULTS, OutputDir, ResumeState, room_error
 from ..store.journal import JournaledSink
 from ..store.session import RunSession, open_run
 from .options import RunOptions
@@ -98,12 +98,17 @@ async def execute(job: Job, options: RunOptions) -> RunResult:
             _log_start(prepared)
             dispatcher = _builder(job)(ctx, options)
             stopped = await dispatcher.run()
+        stats = ctx.stats
+        # What the run kept per id (the done ids and the repeated-id set, ~100 MB each at ten
+        # million rows) is not needed to finish: it goes before the report reads the OUTDIR.
+        del ctx, dispatcher
+        prepared.session.state = ResumeState()
         if options.shard is not None and stopped is None:
-            ctx.stats.total = ctx.stats.input_rows
+            stats.total = stats.input_rows
         also: dict[str, Any] | None = {} if options.write_summary else None
         # The report page is the whole job's: a shard or a cluster's task leaves it to others.
         report = job.report and options.shard is None and options.write_summary
-        return finish(prepared, ctx.stats, stopped, summary=also, report=report)
+        return finish(prepared, stats, stopped, summary=also, report=report)
 
 
 # --- prepare ----------------------------------------------------------------------------------

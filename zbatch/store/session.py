@@ -93,5 +93,7 @@ def open_run(
         notice = outdir._check_job(fingerprint, settings, force=force, whole=shard is None)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.3f}"[1:]
         prefix = f"{stamp}-{secrets.token_hex(2)}" + (f"-{tag}" if tag else "")
-        state = outdir.load_state()
-        yield RunSession(outdir, state, notice, prefix, tag, replayed.rows, replayed.warnings)
+        # (no local name holds the state: the run lets it go before its end, see execute)
+        yield RunSession(
+            outdir, outdir.load_state(), notice, prefix, tag, replayed.rows, replayed.warnings
+        )
