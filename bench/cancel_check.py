@@ -8,7 +8,7 @@ but before that connection connected, leaves the connection in the pool for good
 idle, closed nor expired); once max_connections of them pile up, every request fails with
 PoolTimeout. This check reproduces that pattern through httpx.AsyncClient on two transports:
 "default" (httpx's own, httpcore) and "aiohttp" (the one zbatch ships,
-zbatch.transport.AiohttpTransport): a small pool (--pool), more tasks than slots (--tasks), each
+zbatch.transport.aio.AiohttpTransport): a small pool (--pool), more tasks than slots (--tasks), each
 request run under a random deadline (anyio.move_on_after) against a fake server with some
 latency, for --seconds.
 Then, with no more cancellations, --probe plain requests with a short pool timeout show
@@ -27,7 +27,7 @@ import anyio
 import httpx
 from common import arg_parser, fake_server, print_table, prompt_for, request_body, say, start
 
-from zbatch.transport import AiohttpTransport
+from zbatch.transport.aio import AiohttpTransport
 
 
 def _client(kind: str, url: str, pool: int) -> httpx.AsyncClient:

@@ -22,7 +22,7 @@ import httpx
 from common import arg_parser, fake_server, machine_line, make_jsonl, say, table, work_dir
 from throughput import httpx_loop, limits, run_zbatch
 
-from zbatch.transport import AiohttpTransport
+from zbatch.transport.aio import AiohttpTransport
 
 try:
     from pyinstrument import Profiler

@@ -12,7 +12,7 @@ Clients (each sends the same rows, the body zbatch sends, and parses the JSON an
   httpx2           the same loop with httpx2 (the maintained fork) and its own transport;
                    listed only when httpx2 is installed
   httpx-aiohttp    bare anyio + httpx.AsyncClient(transport=httpx_aiohttp.AiohttpTransport)
-  httpx-zbatch     bare anyio + httpx.AsyncClient(transport=zbatch.transport.AiohttpTransport):
+  httpx-zbatch     bare anyio + httpx.AsyncClient(transport=zbatch.transport.aio.AiohttpTransport):
                    the HTTP stack zbatch ships, without zbatch
   aiohttp          bare asyncio + aiohttp.ClientSession
   http11           bare asyncio + zbatch.transport.http11.Http11Transport.post: the transport
@@ -86,7 +86,7 @@ from common import (
 
 import zbatch
 from zbatch.progress import LogProgress
-from zbatch.transport import AiohttpTransport
+from zbatch.transport.aio import AiohttpTransport
 from zbatch.transport.http11 import Http11Transport
 
 HEADERS = {"Content-Type": "application/json"}

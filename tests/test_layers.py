@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "zbatch.answers.schema",
             "zbatch.transport",
             "zbatch.transport.http11",
+            "zbatch.transport.aio",
             "zbatch.job.keys",
             "zbatch.store.layout",
             "zbatch.ops.secrets",

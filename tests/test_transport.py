@@ -35,7 +35,8 @@ from zbatch.errors import JobError
 from zbatch.outcome import Failure, Success
 from zbatch.providers import ZAI
 from zbatch.testing import chat_completion
-from zbatch.transport import AiohttpTransport, env_proxy
+from zbatch.transport import env_proxy
+from zbatch.transport.aio import AiohttpTransport
 from zbatch.transport.http11 import Http11Transport
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")

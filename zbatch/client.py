@@ -19,7 +19,7 @@ from ._version import __version__
 from .errors import JobError, redact
 from .outcome import Failure, Outcome, Scope
 from .providers import Provider
-from .transport import AiohttpTransport, Reply, env_proxy
+from .transport import Reply, Shipped, env_proxy
 from .transport.http11 import Http11Transport
 
 # The longest wait a Retry-After header can ask for; a larger (or endless) one is a broken
@@ -31,7 +31,7 @@ class Client:
     """Sends chat completion requests straight to one shared httpx transport.
 
     The default transport is zbatch's own :class:`~zbatch.transport.http11.Http11Transport`
-    for a plain ``http://`` URL with no proxy, else :class:`~zbatch.transport.AiohttpTransport`,
+    for a plain ``http://`` URL with no proxy, else :class:`~zbatch.transport.aio.AiohttpTransport`,
     through the proxy the environment names (looked up once). ``transport`` is injectable: tests
     pass an ``httpx.MockTransport``, ``--simulate`` passes the simulated endpoint.
     ``timeout`` is a deadline for a whole attempt (connect, send, read) on the default
@@ -80,18 +80,19 @@ class Client:
         self._transport = transport or self._shipped_transport(max_connections)
         # zbatch's own transports are sent to past httpx's request and response objects, with
         # the same headers (Content-Length is added per request).
-        shipped = (AiohttpTransport, Http11Transport)
-        self._direct = self._transport if isinstance(self._transport, shipped) else None
+        self._direct = self._transport if isinstance(self._transport, Shipped) else None
         self._url_text = str(self._url)
         self._header_items = self._headers.multi_items()
 
-    def _shipped_transport(self, max_connections: int) -> AiohttpTransport | Http11Transport:
+    def _shipped_transport(self, max_connections: int) -> Shipped:
         """The transport zbatch ships for its URL: its own HTTP/1.1 client for plain http://
         with no proxy (the least CPU per request), aiohttp for https, proxies and a URL with
-        user:password (which aiohttp sends as Basic credentials)."""
+        user:password (which aiohttp sends as Basic credentials; imported only then)."""
         proxy = env_proxy(self._url)
         if self._url.scheme == "http" and proxy is None and not self._url.userinfo:
             return Http11Transport(self._url, max_connections=max_connections)
+        from .transport.aio import AiohttpTransport
+
         return AiohttpTransport(max_connections=max_connections, proxy=proxy)
 
     async def aclose(self) -> None:

@@ -1,13 +1,12 @@
-"""zbatch's HTTP transport: httpx's request and response types, sent by aiohttp (https, proxies;
-plain http:// goes through zbatch's own client in :mod:`zbatch.transport.http11`).
+"""zbatch's HTTP transports: httpx's request and response types, sent by zbatch's own
+HTTP/1.1 client (:mod:`.http11`, plain http:// without a proxy) or by aiohttp (:mod:`.aio`:
+https, proxies). Each is imported only by a run that uses it (aiohttp alone is ~10 MB).
 
-The runner only ever sees httpx: :class:`AiohttpTransport` is an ``httpx.AsyncBaseTransport``,
-so tests can swap in ``httpx.MockTransport``. Underneath, aiohttp does the work: on the
-benchmarks in docs/performance.md it costs a fraction of httpx's own pool per request, and
-cancelling a request under pool contention does not leak a connection slot (httpcore#1093).
-
-Each response is read whole before it is returned (zbatch's answers are small JSON
-documents) and decoded by aiohttp, which keeps the per-request Python work small.
+The runner only ever sees httpx: both are ``httpx.AsyncBaseTransport`` subclasses (a
+:class:`Shipped`), so tests can swap in ``httpx.MockTransport``; zbatch's Client sends through
+a Shipped transport's :meth:`Shipped.post`, past httpx's request and response objects. What
+both share is here: the :class:`Reply`, the decoded response, the timers a total deadline
+covers, the proxy taken from the environment.
 """
 
 from __future__ import annotations
@@ -18,30 +17,16 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-import aiohttp
 import httpx
 
 from ..errors import JobError, redact
 
-# aiohttp's errors as httpx's, the most specific first (the classes nest).
-_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
-    (aiohttp.ClientHttpProxyError, httpx.ProxyError),
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.ClientConnectorError, httpx.ConnectError),
-    (TimeoutError, httpx.ReadTimeout),  # aiohttp's SocketTimeoutError is one too
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
-    (aiohttp.ClientConnectionError, httpx.ReadError),  # resets, a server that hung up
-    (aiohttp.ClientPayloadError, httpx.ReadError),  # a body cut short
-    (aiohttp.ClientError, httpx.RemoteProtocolError),  # e.g. a malformed status line
-)
 _AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
 _DECODED_AWAY = frozenset({b"content-encoding", b"content-length"})
 
 
 class Reply(NamedTuple):
-    """An answer read whole (:meth:`AiohttpTransport.post`): the parts zbatch's Client reads."""
+    """An answer read whole (:meth:`Shipped.post`): the parts zbatch's Client reads."""
 
     status_code: int
     reason_phrase: str
@@ -49,38 +34,8 @@ class Reply(NamedTuple):
     content: bytes  # decoded (gzip, deflate)
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """One aiohttp session, opened on the first request (inside the event loop).
-
-    ``max_connections`` caps the connections open at once; a request beyond it waits for one
-    (within the request's ``pool`` timeout). ``proxy`` is an ``http://[user:pass@]host:port``
-    URL, or None. The environment is not consulted here (no proxy variables, no .netrc):
-    zbatch's Client passes what :func:`env_proxy` found, looked up once per run.
-    """
-
-    def __init__(self, *, max_connections: int, proxy: str | None = None) -> None:
-        self._max_connections = max_connections
-        # Credentials stay in the URL: aiohttp sends them as Proxy-Authorization (its
-        # proxy_headers would reach only an HTTPS proxy's CONNECT, and proxy_auth is deprecated).
-        if proxy is not None:
-            _check_proxy(proxy, "proxy")
-        self._proxy = proxy
-        self._proxy_secrets = _credentials(proxy)  # aiohttp's proxy errors quote the URL
-        self._ssl = httpx.create_ssl_context()  # certifi, or SSL_CERT_FILE
-        self._session: aiohttp.ClientSession | None = None
-        self._last: tuple[object, aiohttp.ClientTimeout | None] = (None, None)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response, content = await self._send(
-            request.method,
-            str(request.url),
-            request.headers.multi_items(),
-            request.content,
-            request.extensions.get("timeout", {}),
-            request,
-        )
-        reason = (response.reason or "").encode()
-        return decoded_response(request, response.status, reason, response.raw_headers, content)
+class Shipped(httpx.AsyncBaseTransport):
+    """A transport zbatch ships: its Client sends through :meth:`post`."""
 
     async def post(
         self,
@@ -89,68 +44,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         body: bytes,
         timeouts: dict[str, float | None],
     ) -> Reply:
-        """POST ``body`` and read the whole answer, without building httpx's request and
-        response objects: zbatch's Client sends every request this way on this transport
-        (httpx's Response alone, with its body decoding, cost ~10 % of the CLI's CPU per row:
-        docs/performance.md). Failures raise httpx's TransportErrors, as
-        :meth:`handle_async_request` does."""
-        response, content = await self._send("POST", url, headers, body, timeouts, None)
-        return Reply(response.status, response.reason or "", response.headers, content)
-
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
-        timeouts: dict[str, float | None],
-        request: httpx.Request | None,
-    ) -> tuple[aiohttp.ClientResponse, bytes]:
-        session = self._session or self._open()
-        try:
-            async with session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                timeout=self._timeout(timeouts),
-                allow_redirects=False,
-                proxy=self._proxy,
-            ) as response:
-                return response, await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            kind = next(kind for cause, kind in _ERRORS if isinstance(exc, cause))
-            message = redact(f"{type(exc).__name__}: {exc}", *self._proxy_secrets)
-            raise kind(message, request=request) from None
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl)
-        self._session = aiohttp.ClientSession(connector=connector)
-        return self._session
-
-    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
-        """httpx's timeouts (connect, read, write, pool) as aiohttp's; made again only when a
-        request carries another dict than the last one (zbatch's Client sends the same one).
-
-        A ``total`` key (zbatch's own) bounds the whole request, from waiting for a connection
-        to the last byte of the body, however slowly the server sends it.
-        """
-        last, made = self._last
-        if timeouts is last and made is not None:
-            return made
-        made = aiohttp.ClientTimeout(
-            total=timeouts.get("total"),
-            connect=uncovered(timeouts, "pool"),  # waiting for a free connection, connecting
-            sock_connect=uncovered(timeouts, "connect"),
-            sock_read=uncovered(timeouts, "read"),
-        )
-        self._last = (timeouts, made)
-        return made
+        """POST ``body`` and read the whole answer; failures raise httpx's TransportErrors,
+        as ``handle_async_request`` does."""
+        raise NotImplementedError
 
 
 def decoded_response(
@@ -180,7 +76,7 @@ def uncovered(timeouts: Mapping[str, float | None], name: str) -> float | None:
     return None if total is not None and value is not None and value >= total else value
 
 
-def _credentials(url: str | None) -> list[str]:
+def credentials(url: str | None) -> list[str]:
     """The ``user:password`` part of a URL, as written and percent-decoded (read without a URL
     parser, so that even a malformed URL gives up its secrets for redaction)."""
     authority = _AUTHORITY.match(url or "")
@@ -188,14 +84,14 @@ def _credentials(url: str | None) -> list[str]:
     return sorted({userinfo, urllib.parse.unquote(userinfo)} - {""}, key=len, reverse=True)
 
 
-def _check_proxy(url: str, setting: str) -> None:
+def check_proxy(url: str, setting: str) -> None:
     """Refuse a proxy URL aiohttp cannot use, naming ``setting`` but never the URL (it may
     hold a password); aiohttp would fail every request on it, one row at a time."""
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 -- reading it is the check: a port that is not a number raises
     except ValueError as exc:  # its text may quote the URL's user:password
-        problem = redact(str(exc), *_credentials(url))
+        problem = redact(str(exc), *credentials(url))
     else:
         if parts.scheme not in ("http", "https"):
             problem = f"zbatch supports http:// and https:// proxies, not {parts.scheme}://"
@@ -219,5 +115,5 @@ def env_proxy(url: httpx.URL) -> str | None:
     if not address or urllib.request.proxy_bypass(url.host):
         return None
     address = address if "://" in address else f"http://{address}"
-    _check_proxy(address, f"{scheme.upper()}_PROXY")
+    check_proxy(address, f"{scheme.upper()}_PROXY")
     return address

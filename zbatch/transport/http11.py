@@ -37,7 +37,7 @@ from collections.abc import Iterator, Mapping
 import httptools
 import httpx
 
-from . import Reply, decoded_response, uncovered
+from . import Reply, Shipped, decoded_response, uncovered
 
 # An idle connection older than this is closed rather than reused (aiohttp's keepalive_timeout):
 # the server may be closing it at this moment, and a POST written into that is lost.
@@ -244,7 +244,7 @@ class _Connection(asyncio.Protocol):
         self.finish()
 
 
-class Http11Transport(httpx.AsyncBaseTransport):
+class Http11Transport(Shipped):
     """A keep-alive pool of at most ``max_connections`` to the origin of ``url`` (plain http).
 
     ``post`` is what zbatch's Client sends through (as on AiohttpTransport);
