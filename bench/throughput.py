@@ -90,6 +90,8 @@ from zbatch.transport.aio import AiohttpTransport
 from zbatch.transport.http11 import Http11Transport
 
 HEADERS = {"Content-Type": "application/json"}
+# Issue 25: the CLI at c=1024 and 500 ms reaches this share of the concurrency / latency bound.
+LATENCY_TARGET = 0.97
 
 
 # --- bare loops -----------------------------------------------------------------------------
@@ -477,14 +479,14 @@ def latency_case(
         inflight = median([s.max_inflight for s in samples[(name, concurrency)]])
         arrivals = median([s.arrival_rate for s in samples[(name, concurrency)]])
         value = median(values)
-        verdict = "meets" if value >= 0.9 * bound else "misses"
+        verdict = "meets" if value >= LATENCY_TARGET * bound else "misses"
         table_rows.append(
             [
                 name,
                 round(value),
                 spread(values),
                 round(inflight),
-                f"{value / bound:.0%}",
+                f"{value / bound:.1%}",
                 verdict,
                 f"{arrivals:,.0f} ({arrivals / bound:.0%})",
             ]
@@ -493,7 +495,7 @@ def latency_case(
     ideal = rows / (rounds * latency)
     title = (
         f"Latency-bound case: server latency {latency * 1000:.0f} ms, concurrency {concurrency},"
-        f" {rows:,} rows, {reps} rep(s); bound {bound:.0f} rows/s, target >= 90%\n"
+        f" {rows:,} rows, {reps} rep(s); bound {bound:.0f} rows/s, target >= {LATENCY_TARGET:.0%}\n"
         f"(with {rows:,} rows a perfect client needs {rounds} rounds of {latency:g} s:"
         f" {ideal:.0f} rows/s = {ideal / bound:.0%} of the bound)\n"
         "rows/s: rows over the client's wall time, start-up included; server-side: requests/s"

@@ -1,11 +1,5 @@
-"""The installed version, a leaf every module may import (the package face, the HTTP client's
-User-Agent, ``zbatch --version``) without importing the package face."""
+"""The version, a leaf every module may import (the package face, the HTTP client's
+User-Agent, ``zbatch --version``) without importing the package face. pyproject.toml reads it
+from here (``[tool.setuptools.dynamic]``), so the installed metadata says the same."""
 
-from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("zbatch")
-except PackageNotFoundError:  # imported from a source tree or a zip, not installed
-    __version__ = "0+unknown"
+__version__ = "0.1.0"
