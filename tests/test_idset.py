@@ -101,6 +101,18 @@ def test_sized_once_it_does_not_grow_at_its_capacity() -> None:
     assert len(slots) * slots.itemsize <= 50_000 * 11  # at most 3/4 full: ~10.7 bytes an id
 
 
+def simulated_job(path: Path, outdir: Path) -> zbatch.Job:
+    """A job answered in-process by --simulate, without faults or latency."""
+    return zbatch.Job(
+        input_path=str(path),
+        output_dir=str(outdir),
+        simulate=True,
+        simulate_latency=0.0,
+        simulate_rate_limited=0.0,
+        simulate_server_error=0.0,
+    )
+
+
 def test_a_resume_logs_ids_repeated_inside_and_across_done_blocks_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -115,14 +127,7 @@ def test_a_resume_logs_ids_repeated_inside_and_across_done_blocks_once(
         lines = (json.dumps({"id": i, "prompt": f"prompt of {i}"}) for i in order)
         path.write_text("\n".join(lines) + "\n")
 
-    job = zbatch.Job(
-        input_path=str(path),
-        output_dir=str(tmp_path / "out"),
-        simulate=True,
-        simulate_latency=0.0,
-        simulate_rate_limited=0.0,
-        simulate_server_error=0.0,
-    )
+    job = simulated_job(path, tmp_path / "out")
     write(ids)
     assert zbatch.run(job).exit_code == 0
     columns = ["id", "content", "request_id"]  # a new request would have a new request_id
@@ -165,14 +170,7 @@ def test_a_run_lets_its_id_sets_go_before_it_writes_the_report(
     path.write_text(
         "".join(json.dumps({"id": f"r{n}", "prompt": f"p{n}"}) + "\n" for n in range(50))
     )
-    job = zbatch.Job(
-        input_path=str(path),
-        output_dir=str(tmp_path / "out"),
-        simulate=True,
-        simulate_latency=0.0,
-        simulate_rate_limited=0.0,
-        simulate_server_error=0.0,
-    )
+    job = simulated_job(path, tmp_path / "out")
     for _ in range(2):  # a run, then a resume holding the 50 done ids
         assert zbatch.run(job).exit_code == 0
     assert alive == [0, 0]
