@@ -515,7 +515,8 @@ anyio.run(main)
 
 
 def test_the_client_works_from_a_zip_without_installed_metadata(tmp_path: Path) -> None:
-    """Spark --py-files and source trees have no dist-info: the User-Agent must not need it."""
+    """Spark --py-files and source trees have no dist-info: the User-Agent does not need it
+    (it names the version written in the code)."""
     package = Path(zbatch.__file__).parent
     archive = tmp_path / "zbatch.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
@@ -535,4 +536,4 @@ def test_the_client_works_from_a_zip_without_installed_metadata(tmp_path: Path) 
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["zbatch/0+unknown", "ok"]
+    assert proc.stdout.split() == [f"zbatch/{zbatch.__version__}", "ok"]
