@@ -3,6 +3,7 @@ resume of the finished OUTDIR (issue 25: <= 400 MB at 10M rows, a 10M resume <= 
 
     python bench/ten_million.py                   # 10,000,000 rows (tens of minutes)
     python bench/ten_million.py --rows 1000000    # the same steps at 1M
+    python bench/ten_million.py --no-kill         # run 1 to its end (no kill), then step 3
 
 One OUTDIR, one input, three runs of the same ``zbatch run`` command (the installed console
 script, started through bench/common.py's launcher, so each peak RSS is the zbatch process's
@@ -60,6 +61,9 @@ def main() -> None:
     parser.add_argument("--part-rows", type=int, default=50_000)
     parser.add_argument("--kill-at", type=float, default=0.5, help="share of rows, 0..1")
     parser.add_argument("--kill-after", type=float, help="or after this many seconds")
+    parser.add_argument(
+        "--no-kill", action="store_true", help="run 1 to its end (no kill, no step 2)"
+    )
     parser.add_argument("--resume-for", type=float, help="kill -9 the resume after this long")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"))
     parser.add_argument("--keep", action="store_true", help="keep the input and OUTDIR")
@@ -113,24 +117,32 @@ def measure(args: Any, work: Path) -> None:
 
         killed = None
         if args.resume is None:
-            stop = Stop(answered, args.kill_at * rows, args.kill_after, "1", timeline, loads)
+            at, after = (
+                (float("inf"), None) if args.no_kill else (args.kill_at * rows, args.kill_after)
+            )
+            stop = Stop(answered, at, after, "1", timeline, loads)
             killed = run_child(cmd, env=env(), workdir=work, on_tick=stop, tick_seconds=5.0)
-            if killed.returncode != -signal.SIGKILL:
+            if args.no_kill:
+                killed.check("the run from scratch")
+            elif killed.returncode != -signal.SIGKILL:
                 killed.check("the run to be killed")
                 raise SystemExit(f"the run ended (exit {killed.returncode}) before it was killed")
         done_before = committed(outdir)
-        say(f"killed: {done_before:,} rows committed")
+        say(f"run 1: {done_before:,} rows committed")
 
-        server.reset_stats()
-        first = FirstRequest(server.stats)
-        stop = Stop(answered, float("inf"), args.resume_for, "2", timeline, loads)
-        resumed = run_child(cmd, env=env(), workdir=work, on_tick=stop, tick_seconds=5.0)
-        sent_resumed = answered()
-        complete = resumed.returncode != -signal.SIGKILL
+        resumed, sent_resumed, first = None, 0, None
+        if not args.no_kill:
+            server.reset_stats()
+            first = FirstRequest(server.stats)
+            stop = Stop(answered, float("inf"), args.resume_for, "2", timeline, loads)
+            resumed = run_child(cmd, env=env(), workdir=work, on_tick=stop, tick_seconds=5.0)
+            sent_resumed = answered()
+            say(f"resumed: {resumed.seconds:.0f} s, {resumed.peak_rss_mb:.0f} MB, first {first}")
+        complete = resumed is None or resumed.returncode != -signal.SIGKILL
         if complete:
-            resumed.check("the resumed run")
+            if resumed is not None:
+                resumed.check("the resumed run")
             check_results(outdir, rows)
-        say(f"resumed: {resumed.seconds:.0f} s, {resumed.peak_rss_mb:.0f} MB, first {first}")
 
         finished = None
         if complete:
@@ -147,20 +159,20 @@ def measure(args: Any, work: Path) -> None:
         f"--concurrency {args.concurrency} --part-rows {args.part_rows}`, loopback server "
         f"(latency 0); load average {min(loads):.1f}-{max(loads):.1f}"
     )
-    table_rows = (
-        []
-        if killed is None
-        else [run_row("1. from scratch, kill -9", killed, f"{done_before:,} committed", "-")]
-    )
-    table_rows += [
-        run_row(
-            f"2. resume of the killed run ({done_before:,} rows committed)"
-            + ("" if complete else f", kill -9 at {args.resume_for} s"),
-            resumed,
-            f"{sent_resumed:,} sent",
-            str(first),
-        ),
-    ]
+    table_rows = []
+    if killed is not None:
+        name = "1. from scratch, " + ("to its end" if args.no_kill else "kill -9")
+        table_rows.append(run_row(name, killed, f"{done_before:,} committed", "-"))
+    if resumed is not None:
+        table_rows.append(
+            run_row(
+                f"2. resume of the killed run ({done_before:,} rows committed)"
+                + ("" if complete else f", kill -9 at {args.resume_for} s"),
+                resumed,
+                f"{sent_resumed:,} sent",
+                str(first),
+            )
+        )
     if finished is not None:
         table_rows.append(run_row("3. resume of the finished OUTDIR", finished, "0 sent", "-"))
     print_table(
