@@ -161,7 +161,7 @@ def test_a_run_lets_its_id_sets_go_before_it_writes_the_report(
 
     alive: list[int] = []
 
-    def count_id_sets(outdir: object, log: object) -> None:
+    def count_id_sets(outdir: object, log: object, **_: object) -> None:
         gc.collect()
         alive.append(sum(len(o) for o in gc.get_objects() if isinstance(o, IdSet)))
 

@@ -378,6 +378,6 @@ def finish(
     if report:
         from ..results.page import write_run_report  # plotly comes only with a report
 
-        write_run_report(prepared.outdir, prepared.log)
+        write_run_report(prepared.outdir, prepared.log, input_rows=prepared.input_rows)
     log_end(prepared.log, stats, result.exit_code, prepared.where)
     return result

@@ -12,6 +12,7 @@ Every run writes OUTDIR/report.html at its end when ``zbatch[report]`` is instal
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import html
 import importlib.util
@@ -24,6 +25,7 @@ from typing import BinaryIO
 
 from ..errors import JobError
 from ..store import OutputDir, open_storage
+from . import pagestamp
 from .quality import Report, Scores, build_report, figure_rows
 
 REPORT_FILE = "report.html"
@@ -53,14 +55,27 @@ def write_html(report: Report, target: str) -> None:
     open_storage(folder if "/" in target else ".").write_file(name, page, outdir=False)
 
 
-def write_run_report(outdir: OutputDir, log: logging.Logger) -> None:
+def write_run_report(outdir: OutputDir, log: logging.Logger, *, input_rows: int) -> None:
     """OUTDIR/report.html at the end of a run, when plotly is installed; a failure is a
-    warning in run.log, never the run's."""
+    warning in run.log, never the run's.
+
+    A page whose stamp says it was built from what the OUTDIR holds now (the run committed
+    nothing, and ``input_rows``, the spend and job.json are as they were) is kept, and
+    run.log says so (:mod:`.pagestamp`)."""
     script = plotly_js_path()
     if script is None:
         return
     try:
-        outdir.storage.write_file(REPORT_FILE, _writer(build_report(outdir), script))
+        digest = pagestamp.stamp(outdir, input_rows, script)
+        if digest is not None:
+            written = pagestamp.written_at(outdir.storage.read_bytes(REPORT_FILE), digest)
+            if written is not None:
+                log.info(
+                    "report.html kept: its figures, as of %s, are what the OUTDIR holds", written
+                )
+                return
+        page = _writer(build_report(outdir), script, digest)
+        outdir.storage.write_file(REPORT_FILE, page)
     except Exception as exc:  # the run's outcome stands whatever the report meets
         log.warning("report.html not written: %s", " ".join(str(exc).split())[:300])
 
@@ -69,11 +84,11 @@ def write_run_report(outdir: OutputDir, log: logging.Logger) -> None:
 _SCRIPT = "\0plotly.js\0"
 
 
-def _writer(report: Report, script: Path) -> Callable[[BinaryIO], None]:
+def _writer(report: Report, script: Path, digest: str | None = None) -> Callable[[BinaryIO], None]:
     """Writes the page, plotly.js copied from its file a block at a time: read whole, it was
     three 4.8 MB copies (text, page, UTF-8 bytes) at the end of a run (docs/performance.md
-    "Memory at 200,000 rows")."""
-    head, _, tail = render(report, _SCRIPT).partition(_SCRIPT)
+    "Memory at 200,000 rows"). ``digest``: the run's stamp, for the page to carry."""
+    head, _, tail = render(report, _SCRIPT, digest).partition(_SCRIPT)
 
     def write(handle: BinaryIO) -> None:
         handle.write(head.encode("utf-8"))
@@ -84,13 +99,16 @@ def _writer(report: Report, script: Path) -> Callable[[BinaryIO], None]:
     return write
 
 
-def render(report: Report, plotly_js: str) -> str:
-    """The page's HTML, with ``plotly_js`` inlined."""
+def render(report: Report, plotly_js: str, digest: str | None = None) -> str:
+    """The page's HTML, with ``plotly_js`` inlined; with ``digest`` (a run's page), the stamp
+    of what it was built from and when, which its overview shows."""
     figures = report.to_dict()
     data = json.dumps(figures, sort_keys=True, default=str).replace("</", "<\\/")
     status = report.status
     title = f"zbatch report: {status.outdir}"
-    sections = [_overview(report)]
+    written = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    stamp = "" if digest is None else pagestamp.marker(digest, written)
+    sections = [_overview(report, None if digest is None else written)]
     for index, quality in enumerate(report.labels):
         sections.append(f"<h2>{_e(quality.field)}</h2>")
         sections.append(f'<div class="chart" id="distribution-{index}"></div>')
@@ -120,7 +138,7 @@ def render(report: Report, plotly_js: str) -> str:
     )
     return (
         "<!DOCTYPE html>\n"
-        f'<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>\n'
+        f'<html lang="en"><head><meta charset="utf-8">{stamp}<title>{_e(title)}</title>\n'
         f"<style>{STYLE}</style>\n"
         f"<script>{plotly_js}</script>\n"
         f'<script type="application/json" id="zbatch-report">{data}</script>\n'
@@ -134,7 +152,7 @@ def _e(text: object) -> str:
     return html.escape(str(text))
 
 
-def _overview(report: Report) -> str:
+def _overview(report: Report, written: str | None) -> str:
     status = report.status
     cost = "unknown" if status.cost_usd is None else f"${status.cost_usd:.4f}"
     rows: list[tuple[str, object]] = [
@@ -147,6 +165,8 @@ def _overview(report: Report) -> str:
     if status.errors:
         rows.append(("errors", ", ".join(f"{k} {v}" for k, v in sorted(status.errors.items()))))
     rows.extend(figure_rows(report))
+    if written is not None:
+        rows.append(("figures as of", f"{written}: a later run that commits nothing keeps them"))
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     return f'<table class="overview">{body}</table>'
 
