@@ -4,6 +4,7 @@ resume of the finished OUTDIR (issue 25: <= 400 MB at 10M rows, a 10M resume <= 
     python bench/ten_million.py                   # 10,000,000 rows (tens of minutes)
     python bench/ten_million.py --rows 1000000    # the same steps at 1M
     python bench/ten_million.py --no-kill         # run 1 to its end (no kill), then step 3
+    python bench/ten_million.py --compare OUTDIR OLD_ZBATCH   # step 3, old and new, in turns
 
 One OUTDIR, one input, three runs of the same ``zbatch run`` command (the installed console
 script, started through bench/common.py's launcher, so each peak RSS is the zbatch process's
@@ -78,7 +79,19 @@ def main() -> None:
         metavar=("OUTDIR", "INPUT"),
         help="only: the same command over OUTDIR with INPUT cut to its longest answered start",
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("OUTDIR", "ZBATCH"),
+        help="only: step 3 on a finished OUTDIR (its input beside it), by ZBATCH (another "
+        "tree's console script) and by this one, in turns, --rounds times",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
     args = start(parser)
+    if args.compare is not None:
+        compare(*args.compare, args)
+        return
     if args.state is not None:
         read_back(args.state)
         return
@@ -282,6 +295,49 @@ def prefix_resume(outdir: Path, source: Path, args: Any) -> None:
         ["input rows", "wall s", "CPU s", "peak RSS MB", "requests"],
         [[rows, f"{child.seconds:.1f}", f"{child.cpu_seconds:.1f}", child.peak_rss_mb, sent]],
     )
+
+
+def compare(outdir: Path, old: Path, args: Any) -> None:
+    """The same command on a finished OUTDIR, by the ``old`` console script and by this
+    tree's, in turns. This tree's runs twice a round: the first meets the page the old one
+    wrote (and writes it anew), the second meets its own (and, if nothing changed, keeps
+    it). One server for all: job.json's base URL stays the same."""
+    source = outdir.parent / "input.jsonl"
+    extra = ("--part-rows", str(args.part_rows))
+    table_rows, loads = [], [load_average()]
+    with fake_server(latency=0) as server:
+        new = zbatch_cli(source, outdir, server.base_url, args.concurrency, *extra)
+        ways = [("old", [str(old), *new[1:]]), ("new, after old", new), ("new, after new", new)]
+        for round_ in range(1, args.rounds + 1):
+            for name, cmd in ways:
+                server.reset_stats()
+                load, log_size = load_average(), (outdir / "run.log").stat().st_size
+                child = run_child(cmd, env=env(), workdir=outdir.parent)
+                child.check(name)
+                sent = int(server.stats()["requests"])
+                kept = "report.html kept" in lines_since(outdir / "run.log", log_size)
+                say(f"round {round_}, {name}: {child.seconds:.1f} s, {child.peak_rss_mb:.0f} MB")
+                table_rows.append(
+                    [round_, name, f"{child.seconds:.1f}", child.peak_rss_mb,
+                     f"{child.cpu_seconds:.1f}", sent, "kept" if kept else "written",
+                     f"{load:.1f}"]
+                )  # fmt: skip
+                loads.append(load)
+    print_table(
+        f"the same command on the finished OUTDIR {outdir} (`zbatch run --concurrency "
+        f"{args.concurrency} --part-rows {args.part_rows}`), old = {old}; load average "
+        f"{min(loads):.1f}-{max(loads):.1f}",
+        ["round", "zbatch", "wall s", "peak RSS MB", "CPU s", "requests", "report.html",
+         "load"],
+        table_rows,
+    )  # fmt: skip
+
+
+def lines_since(path: Path, offset: int) -> str:
+    """What a log file got after its first ``offset`` bytes."""
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read().decode(errors="replace")
 
 
 def env() -> dict[str, str]:
