@@ -174,3 +174,77 @@ def test_a_run_lets_its_id_sets_go_before_it_writes_the_report(
     for _ in range(2):  # a run, then a resume holding the 50 done ids
         assert zbatch.run(job).exit_code == 0
     assert alive == [0, 0]
+
+
+def test_meet_marks_ids_of_the_set_once_like_a_set_of_met_ids_through_growths() -> None:
+    """meet and meet_many (a pass over the input marking done ids in the resume state's own
+    set): an id not in the set is not marked; one in it is new once, then met before,
+    whether met alone or in a block (twice in one block too), and a growth keeps the marks."""
+    rng = random.Random(7)
+    members = [f"row-{n}" for n in range(0, 20_000, 2)]
+    ids = IdSet(capacity=4)
+    ids.update(members[: len(members) // 2])
+    met: set[str] = set()
+    start, grown = 0, False
+    stream = [f"row-{rng.randrange(20_000)}" for _ in range(30_000)]
+    while start < len(stream):
+        if not grown and start > len(stream) // 2:  # a growth with marks in the table
+            ids.update(members[len(members) // 2 :])
+            grown = True
+        block = stream[start : start + rng.choice([1, 5, 300, 4096])]
+        start += len(block)
+        inside = [row_id in ids for row_id in block]
+        expected = []
+        for at, row_id in enumerate(block):
+            if inside[at]:
+                if row_id in met:
+                    expected.append(at)
+                met.add(row_id)
+        if len(block) == 1:
+            first = ids.meet(block[0])
+            assert first == (None if not inside[0] else not expected)
+        else:
+            present, again = ids.meet_many(block)
+            assert present.tolist() == inside and again == expected
+    assert grown and met
+    assert all(ids.meet(row_id) is False for row_id in met)
+
+
+def test_a_resume_logs_a_done_id_repeated_between_single_rows_and_done_blocks_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A done id is marked as met in the done ids, whether its row comes in a block of done
+    rows or alone (its block holds a new row): met again either way, it is logged as
+    duplicate_id at its own line, once; the new rows are answered, nothing else is sent."""
+    monkeypatch.setattr(zbatch.readers.base, "BLOCK_ROWS", 3)
+    path = tmp_path / "in.jsonl"
+
+    def write(order: list[str]) -> None:
+        lines = (json.dumps({"id": i, "prompt": f"prompt of {i}"}) for i in order)
+        path.write_text("\n".join(lines) + "\n")
+
+    job = simulated_job(path, tmp_path / "out")
+    write([f"r{n}" for n in range(6)])
+    assert zbatch.run(job).exit_code == 0
+    results = Path(job.output_dir) / "results"
+    columns = ["id", "content", "request_id"]
+    first = read_table(results).select(columns).sort_by("id")
+    # blocks of 3: [r0 r1 n0] alone (n0 is new), [r2 r0 r3] done, [r4 r5 r2] done,
+    # [n1 r4 r1] alone
+    write(["r0", "r1", "n0", "r2", "r0", "r3", "r4", "r5", "r2", "n1", "r4", "r1"])
+    result = zbatch.run(job)
+    assert result.exit_code == 1  # the repeats
+    errors = read_table(Path(job.output_dir) / "errors").sort_by("id").to_pylist()
+    assert [(e["id"], e["error_type"], e["message"]) for e in errors] == [
+        ("r0", "duplicate_id", "in.jsonl line 5 repeats id 'r0'"),
+        ("r1", "duplicate_id", "in.jsonl line 12 repeats id 'r1'"),
+        ("r2", "duplicate_id", "in.jsonl line 9 repeats id 'r2'"),
+        ("r4", "duplicate_id", "in.jsonl line 11 repeats id 'r4'"),
+    ]
+    assert (result.stats.ok, result.stats.skipped, result.stats.input_rows) == (2, 6, 12)
+    after = read_table(results).select(columns).sort_by("id").to_pylist()
+    assert [row for row in after if row["id"].startswith("r")] == first.to_pylist()
+    answers = {row["id"]: row["content"] for row in after if row["id"].startswith("n")}
+    assert answers == {  # each the simulated answer to its own prompt
+        i: f"Simulated answer ({len(f'prompt of {i}')} characters of prompt)." for i in ("n0", "n1")
+    }

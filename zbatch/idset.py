@@ -30,10 +30,15 @@ Keys = npt.NDArray[np.uint64]
 
 
 class IdSet:
-    """Open addressing with linear probing over 64-bit hashes; grows past 3/4 full."""
+    """Open addressing with linear probing over 64-bit hashes; grows past 3/4 full.
+
+    Its ids can also be marked as met (:meth:`meet`, :meth:`meet_many`), one flag a slot
+    (a byte per slot, made on the first mark): a run's pass over the input marks the done
+    ids in the resume state's own set rather than adding them to a second one."""
 
     def __init__(self, capacity: int = 1 << 12) -> None:
         self._count = 0
+        self._marks: npt.NDArray[np.bool_] | None = None
         self._allocate(max(16, capacity * 4 // 3 + 1))
 
     def _allocate(self, size: int) -> None:
@@ -92,9 +97,46 @@ class IdSet:
         """Whether each id of ``items`` is in the set."""
         return self._probe(_keys(items), insert=False)
 
-    def _probe(self, keys: Keys, *, insert: bool) -> npt.NDArray[np.bool_]:
+    def meet(self, item: str) -> bool | None:
+        """Mark ``item`` as met: None when it is not in the set, else whether this is the
+        first time."""
+        key = _key(item)
+        index = self._slot(key)
+        if self._slots[index] != key:
+            return None
+        marks = self._met()
+        first = not marks[index]
+        marks[index] = True
+        return first
+
+    def meet_many(self, items: Sequence[str]) -> tuple[npt.NDArray[np.bool_], list[int]]:
+        """Mark each id of ``items`` that is in the set as met: which of ``items`` are in
+        the set, and the positions of those met before (or earlier in ``items``), in order."""
+        positions = np.full(len(items), -1, dtype=np.int64)
+        self._probe(_keys(items), insert=False, positions=positions)
+        present = positions >= 0
+        at = positions[present]
+        marks = self._met()
+        again = marks[at]
+        ordered = np.sort(at)
+        if np.any(ordered[1:] == ordered[:-1]):  # an id twice in the block: the later ones
+            later = np.ones(len(at), dtype=bool)
+            later[np.unique(at, return_index=True)[1]] = False
+            again |= later
+        marks[at] = True
+        return present, [int(i) for i in np.flatnonzero(present)[again]]
+
+    def _met(self) -> npt.NDArray[np.bool_]:
+        if self._marks is None:
+            self._marks = np.zeros(len(self._slots), dtype=bool)
+        return self._marks
+
+    def _probe(
+        self, keys: Keys, *, insert: bool, positions: npt.NDArray[np.int64] | None = None
+    ) -> npt.NDArray[np.bool_]:
         """Whether each of ``keys`` (distinct, when inserting) was in the table; with
-        ``insert``, those that were not are added.
+        ``insert``, those that were not are added; ``positions`` gets the slot of each key
+        found (when looking up).
 
         All keys take a probe step at once, while there are many; the few that are still
         looking after that (long runs of taken slots) go on one at a time."""
@@ -107,6 +149,8 @@ class IdSet:
             current = table[at]
             hit = current == wanted
             found[todo[hit]] = True
+            if positions is not None:
+                positions[todo[hit]] = at[hit]
             empty = current == _EMPTY
             settled = hit | empty
             if insert:
@@ -124,17 +168,26 @@ class IdSet:
             index = self._slot(key)
             if slots[index] == key:
                 found[i] = True
+                if positions is not None:
+                    positions[i] = index
             elif insert:
                 slots[index] = key
                 self._count += 1
         return found
 
     def _grow(self, capacity: int) -> None:
-        """A table twice the size, or more to hold ``capacity`` ids at most 3/4 full."""
-        old = self._table[self._table != _EMPTY]
+        """A table twice the size, or more to hold ``capacity`` ids at most 3/4 full (the
+        marks moved with their ids)."""
+        occupied = self._table != _EMPTY
+        old = self._table[occupied]
+        met = None if self._marks is None else old[self._marks[occupied]]
         self._allocate(max(len(self._slots) * 2, capacity * 4 // 3 + 1))
-        self._count = 0
+        self._count, self._marks = 0, None
         self._probe(old, insert=True)
+        if met is not None:
+            positions = np.full(len(met), -1, dtype=np.int64)
+            self._probe(met, insert=False, positions=positions)
+            self._met()[positions] = True
 
 
 def _key(item: str) -> int:

@@ -101,7 +101,9 @@ class RowPipeline:
         self._secret = secret
         self.on_added: Callable[[], None] = lambda: None  # a dispatcher's cue to check buffers
         self.warn: Callable[[str], None] = lambda message: None  # the run's log, once open
-        self._seen = IdSet(capacity=stats.total or 4096)  # sized once: no growth transients
+        # The ids met in this pass that were not done before (the done ones are marked in
+        # state.succeeded): sized once, no growth transients.
+        self._seen = IdSet(capacity=max((stats.total or 0) - len(state.succeeded), 4096))
         self._keep_casts = [keep_caster(schema.field(name).type) for name in job.keep_columns]
         self.reader = AnswerReader(job, stats)
         self.cache = cache
@@ -177,7 +179,7 @@ class RowPipeline:
             where = f"?{raw.where}"  # the id itself cannot be stored: logged under where it is
             self.row_error(where, "invalid_input", f"{raw.where}: the id cannot be encoded")
             return None
-        if not self._seen.add(row_id):
+        if not self._first(row_id):
             self._repeated(row_id, raw.where)
             return None
         if self.is_done(row_id):
@@ -269,11 +271,27 @@ class RowPipeline:
         if self._in_shard is not None:  # only this shard's rows, each at its own offset
             offsets = [o for o, row_id in enumerate(done.ids) if self._in_shard(row_id)]
             ids = [done.ids[o] for o in offsets]
-        repeats = self._seen.add_many(ids)
+        repeats = self._first_many(ids)
         self.stats.input_rows += len(ids)
         self.stats.skipped += len(ids) - len(repeats)
         for at in repeats:
             self._repeated(ids[at], done.where(offsets[at]))
+
+    def _first(self, row_id: str) -> bool:
+        """Whether this pass over the input meets ``row_id`` for the first time."""
+        first = self.state.succeeded.meet(row_id) if self.state.succeeded else None
+        return self._seen.add(row_id) if first is None else first
+
+    def _first_many(self, ids: Sequence[str]) -> list[int]:
+        """:meth:`_first` of a block of ids: the positions of those met before, in order."""
+        if not self.state.succeeded:
+            return self._seen.add_many(ids)
+        done, repeats = self.state.succeeded.meet_many(ids)
+        if done.all():
+            return repeats
+        rest = [at for at, found in enumerate(done.tolist()) if not found]
+        again = self._seen.add_many([ids[at] for at in rest])
+        return sorted(repeats + [rest[i] for i in again])
 
     def _repeated(self, row_id: str, where: str) -> None:
         """A row whose id an earlier row had; logged unless an earlier run logged it."""
