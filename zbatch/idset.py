@@ -27,6 +27,7 @@ _MASK64 = (1 << 64) - 1
 _FEW = 32  # keys left probing below which a block goes on one key at a time
 
 Keys = npt.NDArray[np.uint64]
+Slots = npt.NDArray[np.int64]  # where ids are in a table, -1 for absent ones
 
 
 class IdSet:
@@ -109,11 +110,20 @@ class IdSet:
         marks[index] = True
         return first
 
-    def meet_many(self, items: Sequence[str]) -> tuple[npt.NDArray[np.bool_], list[int]]:
-        """Mark each id of ``items`` that is in the set as met: which of ``items`` are in
-        the set, and the positions of those met before (or earlier in ``items``), in order."""
+    def slots_of(self, items: Sequence[str]) -> Slots:
+        """Where each id of ``items`` is in the table, -1 for those not in the set (valid
+        until the set grows)."""
         positions = np.full(len(items), -1, dtype=np.int64)
         self._probe(_keys(items), insert=False, positions=positions)
+        return positions
+
+    def meet_many(
+        self, items: Sequence[str], slots: Slots | None = None
+    ) -> tuple[npt.NDArray[np.bool_], list[int]]:
+        """Mark each id of ``items`` that is in the set as met: which of ``items`` are in
+        the set, and the positions of those met before (or earlier in ``items``), in order.
+        ``slots``: :meth:`slots_of` the same ``items``, when it was just asked."""
+        positions = self.slots_of(items) if slots is None else slots
         present = positions >= 0
         at = positions[present]
         marks = self._met()
@@ -132,7 +142,7 @@ class IdSet:
         return self._marks
 
     def _probe(
-        self, keys: Keys, *, insert: bool, positions: npt.NDArray[np.int64] | None = None
+        self, keys: Keys, *, insert: bool, positions: Slots | None = None
     ) -> npt.NDArray[np.bool_]:
         """Whether each of ``keys`` (distinct, when inserting) was in the table; with
         ``insert``, those that were not are added; ``positions`` gets the slot of each key

@@ -35,6 +35,7 @@ from .store.parts import Held
 from .store.state import RetryFailed
 
 if TYPE_CHECKING:
+    from .idset import Slots
     from .store.cache import ResponseCache
 
 Row = tuple[Any, ...]
@@ -104,6 +105,7 @@ class RowPipeline:
         # The ids met in this pass that were not done before (the done ones are marked in
         # state.succeeded): sized once, no growth transients.
         self._seen = IdSet(capacity=max((stats.total or 0) - len(state.succeeded), 4096))
+        self._looked_up: tuple[Sequence[str] | None, Slots | None] = (None, None)
         self._keep_casts = [keep_caster(schema.field(name).type) for name in job.keep_columns]
         self.reader = AnswerReader(job, stats)
         self.cache = cache
@@ -119,8 +121,13 @@ class RowPipeline:
         return self.state.is_done(row_id, retry_failed=self.retry_failed)
 
     def all_done(self, ids: Sequence[str]) -> bool:
-        """Whether a block of rows read ids-only was all done before (the readers ask)."""
-        return self.state.all_done(ids, retry_failed=self.retry_failed)
+        """Whether a block of rows read ids-only was all done before (the readers ask).
+
+        Where its ids are in the done ids is kept for :meth:`skip_done` (the block a reader
+        finds done comes next, as DoneRows of the same list): one lookup a block, not two."""
+        slots = self.state.succeeded.slots_of(ids)
+        self._looked_up = (ids, slots)
+        return self.state.all_done(ids, retry_failed=self.retry_failed, answered=slots >= 0)
 
     # --- input side -------------------------------------------------------------------------
 
@@ -271,7 +278,8 @@ class RowPipeline:
         if self._in_shard is not None:  # only this shard's rows, each at its own offset
             offsets = [o for o, row_id in enumerate(done.ids) if self._in_shard(row_id)]
             ids = [done.ids[o] for o in offsets]
-        repeats = self._first_many(ids)
+        looked_up, slots = self._looked_up
+        repeats = self._first_many(ids, slots if looked_up is ids else None)
         self.stats.input_rows += len(ids)
         self.stats.skipped += len(ids) - len(repeats)
         for at in repeats:
@@ -282,11 +290,12 @@ class RowPipeline:
         first = self.state.succeeded.meet(row_id) if self.state.succeeded else None
         return self._seen.add(row_id) if first is None else first
 
-    def _first_many(self, ids: Sequence[str]) -> list[int]:
-        """:meth:`_first` of a block of ids: the positions of those met before, in order."""
+    def _first_many(self, ids: Sequence[str], slots: Slots | None) -> list[int]:
+        """:meth:`_first` of a block of ids (``slots``: where they are in the done ids, if
+        known): the positions of those met before, in order."""
         if not self.state.succeeded:
             return self._seen.add_many(ids)
-        done, repeats = self.state.succeeded.meet_many(ids)
+        done, repeats = self.state.succeeded.meet_many(ids, slots)
         if done.all():
             return repeats
         rest = [at for at, found in enumerate(done.tolist()) if not found]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from ..idset import IdSet
 from ..schema import ERROR_TYPES
 from .parts import Parts
@@ -45,10 +48,18 @@ class ResumeState:
             return not retry_failed
         return latest[0] not in retry_failed
 
-    def all_done(self, ids: Sequence[str], *, retry_failed: RetryFailed = False) -> bool:
+    def all_done(
+        self,
+        ids: Sequence[str],
+        *,
+        retry_failed: RetryFailed = False,
+        answered: npt.NDArray[np.bool_] | None = None,
+    ) -> bool:
         """Whether every one of ``ids`` is done: a block of them looked up at once (a resume
-        over ten million finished rows asks this of every block it reads)."""
-        answered = self.succeeded.contains_many(ids)
+        over ten million finished rows asks this of every block it reads). ``answered``:
+        which of them are in ``succeeded``, when the caller has looked them up already."""
+        if answered is None:
+            answered = self.succeeded.contains_many(ids)
         if answered.all():
             return True
         return all(
