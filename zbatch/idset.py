@@ -16,7 +16,6 @@ the next run (a new process, so new hashes) sends either again (its id has no re
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,8 +42,10 @@ class IdSet:
         self._allocate(max(16, capacity * 4 // 3 + 1))
 
     def _allocate(self, size: int) -> None:
-        self._slots = array("Q", bytes(8 * size))  # read one at a time from Python
-        self._table: Keys = np.frombuffer(self._slots, dtype=np.uint64)  # the same memory
+        # Zeroed as it is first touched (calloc): no zeroed copy to fill it from, which held
+        # a second table's worth of memory while one was made (107 MB at ten million ids).
+        self._table: Keys = np.zeros(size, dtype=np.uint64)
+        self._slots = self._table.data  # the same memory, read one at a time
 
     def __len__(self) -> int:
         return self._count

@@ -20,6 +20,7 @@ dispatcher's run in :func:`execute`; per-run parts every family needs go in :fun
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -101,8 +102,11 @@ async def execute(job: Job, options: RunOptions) -> RunResult:
         stats = ctx.stats
         # What the run kept per id (the done ids and the repeated-id set, ~100 MB each at ten
         # million rows) is not needed to finish: it goes before the report reads the OUTDIR.
+        # Reference cycles still hold it (the pipeline's, its readers'): collected now, not
+        # whenever the collector would next run (after the report, at ten million rows).
         del ctx, dispatcher
         prepared.session.state = ResumeState()
+        gc.collect()
         if options.shard is not None and stopped is None:
             stats.total = stats.input_rows
         also: dict[str, Any] | None = {} if options.write_summary else None
