@@ -13,7 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import run_against, run_zbatch, write_jsonl
+from conftest import prompt_rows, run_against, run_args, run_zbatch, write_jsonl, zbatch_env
+from helpers import assert_answers
 from zai_server import ZaiServer
 
 from zbatch.store import OutputDir
@@ -104,3 +105,37 @@ def test_status_imports_no_http_stack(server: ZaiServer, tmp_path: Path) -> None
     imported, printed, pool = heavy_imports(code)
     assert (imported, pool) == (["pyarrow"], "system")
     assert re.search(r"^done\s+1$", printed, flags=re.MULTILINE), printed
+
+
+# Arrow modules a run needs only for its report (docs/performance.md, "Issue 25, third
+# session": ~15 MB of a run's peak between them).
+REPORT_ONLY = ("pyarrow.compute", "pyarrow.dataset")
+
+
+def test_a_run_reads_sends_and_commits_without_arrow_compute_or_dataset(
+    server: ZaiServer, tmp_path: Path
+) -> None:
+    """A run with --no-report, first or resumed, never imports pyarrow.compute or
+    pyarrow.dataset: reading JSONL, skipping done blocks, converting rows to columns,
+    committing parts and reading the done ids back all go without them."""
+    rows = prompt_rows(30)
+    source = str(write_jsonl(tmp_path / "in.jsonl", rows))
+    outdir = tmp_path / "out"
+    for limit in ("20", "30"):  # a first run of 20 rows, then a resume that skips them
+        args = run_args(source, outdir, server, "--no-report", "--quiet", "--limit", limit)
+        code = (
+            "import atexit, sys\n"
+            f"atexit.register(lambda: print([m for m in {REPORT_ONLY!r} if m in sys.modules]))\n"
+            f"sys.argv = {['zbatch', *args]!r}\nfrom zbatch.cli import main\nmain()\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            env=zbatch_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1] == "[]", proc.stdout
+    assert_answers(outdir, {row["id"]: row["prompt"] for row in rows})
