@@ -128,8 +128,8 @@ class PartWriter:
             self.storage.create(
                 name, lambda handle: pq.write_table(table, handle, row_group_size=ROW_GROUP_ROWS)
             )
-            # The encoding's pages go back to the system now, not when this thread next
-            # allocates (~2 MB of a run's peak at 200,000 rows: docs/performance.md).
+            # The pages the encoding freed go back to the system now (the CLI's system
+            # allocator keeps them otherwise: ~2 MB of a run's peak at 200,000 rows).
             pa.default_memory_pool().release_unused()
             self.committed_rows += table.num_rows
             self.last_part_bytes = table.nbytes
