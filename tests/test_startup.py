@@ -21,27 +21,30 @@ from zbatch.store import OutputDir
 
 HEAVY = ("pyarrow", "aiohttp", "httpx", "anyio", "tqdm")
 
-# Prints, at exit (click ends the process with SystemExit), which heavy modules were imported,
+# Prints, at exit (click ends the process with SystemExit), which of MODULES were imported,
 # and Arrow's allocator when Arrow was.
-REPORT_AT_EXIT = f"""
+REPORT_AT_EXIT = """
 import atexit, json, sys
 def report():
     pool = sys.modules["pyarrow"].default_memory_pool() if "pyarrow" in sys.modules else None
-    heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)
-    print(json.dumps({{"heavy": heavy, "pool": pool and pool.backend_name}}))
+    loaded = sorted(m for m in MODULES if m in sys.modules)
+    print(json.dumps({"heavy": loaded, "pool": pool and pool.backend_name}))
 atexit.register(report)
 """
 
 
-def heavy_imports(code: str) -> tuple[list[str], str, str | None]:
-    """The heavy modules a fresh interpreter has imported after running ``code``; its stdout;
-    Arrow's default allocator if Arrow was imported."""
+def heavy_imports(
+    code: str, modules: tuple[str, ...] = HEAVY, env: dict[str, str] | None = None
+) -> tuple[list[str], str, str | None]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``; its
+    stdout; Arrow's default allocator if Arrow was imported."""
     proc = subprocess.run(
-        [sys.executable, "-c", REPORT_AT_EXIT + code],
+        [sys.executable, "-c", f"MODULES = {modules!r}" + REPORT_AT_EXIT + code],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     *printed, last = proc.stdout.splitlines()
@@ -123,19 +126,7 @@ def test_a_run_reads_sends_and_commits_without_arrow_compute_or_dataset(
     outdir = tmp_path / "out"
     for limit in ("20", "30"):  # a first run of 20 rows, then a resume that skips them
         args = run_args(source, outdir, server, "--no-report", "--quiet", "--limit", limit)
-        code = (
-            "import atexit, sys\n"
-            f"atexit.register(lambda: print([m for m in {REPORT_ONLY!r} if m in sys.modules]))\n"
-            f"sys.argv = {['zbatch', *args]!r}\nfrom zbatch.cli import main\nmain()\n"
-        )
-        proc = subprocess.run(
-            [sys.executable, "-c", code],
-            env=zbatch_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.splitlines()[-1] == "[]", proc.stdout
+        code = f"sys.argv = {['zbatch', *args]!r}\nfrom zbatch.cli import main\nmain()\n"
+        imported, _, _ = heavy_imports(code, REPORT_ONLY, zbatch_env())
+        assert imported == []
     assert_answers(outdir, {row["id"]: row["prompt"] for row in rows})
