@@ -13,34 +13,38 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import run_against, run_zbatch, write_jsonl
+from conftest import prompt_rows, run_against, run_args, run_zbatch, write_jsonl, zbatch_env
+from helpers import assert_answers
 from zai_server import ZaiServer
 
 from zbatch.store import OutputDir
 
 HEAVY = ("pyarrow", "aiohttp", "httpx", "anyio", "tqdm")
 
-# Prints, at exit (click ends the process with SystemExit), which heavy modules were imported,
+# Prints, at exit (click ends the process with SystemExit), which of MODULES were imported,
 # and Arrow's allocator when Arrow was.
-REPORT_AT_EXIT = f"""
+REPORT_AT_EXIT = """
 import atexit, json, sys
 def report():
     pool = sys.modules["pyarrow"].default_memory_pool() if "pyarrow" in sys.modules else None
-    heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)
-    print(json.dumps({{"heavy": heavy, "pool": pool and pool.backend_name}}))
+    loaded = sorted(m for m in MODULES if m in sys.modules)
+    print(json.dumps({"heavy": loaded, "pool": pool and pool.backend_name}))
 atexit.register(report)
 """
 
 
-def heavy_imports(code: str) -> tuple[list[str], str, str | None]:
-    """The heavy modules a fresh interpreter has imported after running ``code``; its stdout;
-    Arrow's default allocator if Arrow was imported."""
+def heavy_imports(
+    code: str, modules: tuple[str, ...] = HEAVY, env: dict[str, str] | None = None
+) -> tuple[list[str], str, str | None]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``; its
+    stdout; Arrow's default allocator if Arrow was imported."""
     proc = subprocess.run(
-        [sys.executable, "-c", REPORT_AT_EXIT + code],
+        [sys.executable, "-c", f"MODULES = {modules!r}" + REPORT_AT_EXIT + code],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     *printed, last = proc.stdout.splitlines()
@@ -104,3 +108,25 @@ def test_status_imports_no_http_stack(server: ZaiServer, tmp_path: Path) -> None
     imported, printed, pool = heavy_imports(code)
     assert (imported, pool) == (["pyarrow"], "system")
     assert re.search(r"^done\s+1$", printed, flags=re.MULTILINE), printed
+
+
+# Arrow modules a run needs only for its report (docs/performance.md, "Issue 25, third
+# session": ~15 MB of a run's peak between them).
+REPORT_ONLY = ("pyarrow.compute", "pyarrow.dataset")
+
+
+def test_a_run_reads_sends_and_commits_without_arrow_compute_or_dataset(
+    server: ZaiServer, tmp_path: Path
+) -> None:
+    """A run with --no-report, first or resumed, never imports pyarrow.compute or
+    pyarrow.dataset: reading JSONL, skipping done blocks, converting rows to columns,
+    committing parts and reading the done ids back all go without them."""
+    rows = prompt_rows(30)
+    source = str(write_jsonl(tmp_path / "in.jsonl", rows))
+    outdir = tmp_path / "out"
+    for limit in ("20", "30"):  # a first run of 20 rows, then a resume that skips them
+        args = run_args(source, outdir, server, "--no-report", "--quiet", "--limit", limit)
+        code = f"sys.argv = {['zbatch', *args]!r}\nfrom zbatch.cli import main\nmain()\n"
+        imported, _, _ = heavy_imports(code, REPORT_ONLY, zbatch_env())
+        assert imported == []
+    assert_answers(outdir, {row["id"]: row["prompt"] for row in rows})

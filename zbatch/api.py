@@ -28,9 +28,6 @@ from .execution.options import RunOptions, shard_of
 from .job.settings import Job
 from .progress import Progress
 from .progress import default as default_progress
-from .results.export import Exported, export_outcomes
-from .results.outcomes import final_outcomes
-from .results.status import FailureGroup, Status, failure_groups, read_status
 from .shard import Shard
 from .store import OutputDir
 from .store.state import RetryFailed, retry_failed_problem
@@ -40,8 +37,10 @@ if TYPE_CHECKING:
 
     from .execution.plan import Plan
     from .execution.setup import RunResult
+    from .results.export import Exported
     from .results.quality import Report
     from .results.review import Reviewed
+    from .results.status import FailureGroup, Status
 
 
 P = ParamSpec("P")
@@ -240,6 +239,8 @@ def _check_retry_failed(retry_failed: RetryFailed) -> None:
 
 def status(outdir: str | os.PathLike[str]) -> Status:
     """Done / failed / pending counts, tokens, cost and the last run's outcome of an OUTDIR."""
+    from .results.status import read_status  # here: a run needs none of the readers till its end
+
     return read_status(OutputDir(str(outdir)))
 
 
@@ -252,6 +253,8 @@ def failures(
 ) -> list[FailureGroup]:
     """The failed rows of an OUTDIR grouped by error type and code, largest group first;
     ``answers`` adds up to ``limit`` paid answers per group (the error log's answer column)."""
+    from .results.status import failure_groups
+
     return failure_groups(
         OutputDir(str(outdir)), error_type=error_type, sample=limit, answers=answers
     )
@@ -269,12 +272,16 @@ def export(
     outdir: str | os.PathLike[str], path: str | os.PathLike[str], *, with_input: bool = False
 ) -> Exported:
     """Write the final outcome of every id to .parquet, .jsonl or .csv."""
+    from .results.export import export_outcomes
+
     return export_outcomes(OutputDir(str(outdir)), str(path), with_input=with_input)
 
 
 def read_results(outdir: str | os.PathLike[str]) -> pa.Table:
     """The final outcome of every id, as ``export`` writes it, as an Arrow table (its schema
     metadata says ``zbatch.simulated: true`` when the answers came from --simulate)."""
+    from .results.outcomes import final_outcomes
+
     outcomes = final_outcomes(OutputDir(str(outdir)))
     return pa.Table.from_batches(list(outcomes.batches), outcomes.schema)
 

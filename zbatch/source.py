@@ -66,7 +66,7 @@ class InputFiles:
     columns: frozenset[str] | None  # Parquet schema; CSV header; JSONL first rows' keys
     first_is_batch_line: bool
 
-    def rows(self) -> Iterator[RawRow]:
+    def rows(self) -> Generator[RawRow, None, None]:
         """Every row of every file, in order; a file that breaks off part-way raises JobError."""
         for path in self.paths:
             yield from _guarded(path, read_file(path))

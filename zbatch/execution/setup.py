@@ -296,7 +296,10 @@ def build(prepared: Prepared, options: RunOptions) -> Iterator[RunContext]:
         cache=cache,
     )
     pipeline.warn = prepared.log.warning
-    items = prepared.inputs.rows_or_done(job.id_column, pipeline.all_done)
+    # A first run has no done rows to skip: reading each block's ids ahead would be wasted.
+    inputs = prepared.inputs
+    done = session.state
+    items = inputs.rows_or_done(job.id_column, pipeline.all_done) if done else inputs.rows()
     try:
         yield RunContext(
             job=job,

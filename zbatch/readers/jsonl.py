@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from ..errors import JobError
@@ -171,8 +170,11 @@ class _JsonlIds:
         if self._column is not None:
             ids = table.column(self._column)
         else:  # prompt.row_id: a batch line ({"custom_id", "body": {...}}) is known by custom_id
-            is_batch_line = pc.is_valid(table.column("body"))
-            ids = pc.if_else(is_batch_line, table.column("custom_id"), table.column("id"))
+            batch_lines = table.num_rows - table.column("body").null_count
+            if batch_lines not in (0, table.num_rows):
+                return None  # batch lines among prompt rows: row by row
+            ids = table.column("custom_id" if batch_lines else "id")
         if ids.null_count:
             return None  # a batch line without custom_id, or no id: row by row, to be logged
-        return ids.cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
+        values = ids.to_pylist()
+        return values if ids.type == pa.string() else [str(value) for value in values]

@@ -5,16 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import StoreError
 from .storage import Storage
-
-if TYPE_CHECKING:
-    import pyarrow.dataset as ds
 
 Row = tuple[Any, ...]
 # What cannot be converted to a column's type: a value of the wrong kind, or one out of range.
@@ -131,6 +128,9 @@ class PartWriter:
             self.storage.create(
                 name, lambda handle: pq.write_table(table, handle, row_group_size=ROW_GROUP_ROWS)
             )
+            # The pages the encoding freed go back to the system now (the CLI's system
+            # allocator keeps them otherwise: ~2 MB of a run's peak at 200,000 rows).
+            pa.default_memory_pool().release_unused()
             self.committed_rows += table.num_rows
             self.last_part_bytes = table.nbytes
         return held.odd
@@ -171,6 +171,8 @@ def _array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     """Values as a column of ``kind``; a value that does not fit raises, never silently cut
     (Arrow would turn 1.5 into 1 for an integer column: a safe cast refuses it)."""
     if pa.types.is_integer(kind):
+        if all(type(value) is int or value is None for value in values):
+            return pa.array(values, type=kind)  # the usual case: Arrow checks the range
         inferred = pa.array(values)
         number = pa.types.is_integer(inferred.type) or pa.types.is_floating(inferred.type)
         if not (number or pa.types.is_null(inferred.type)):  # a cast would parse "12"
@@ -178,6 +180,18 @@ def _array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
             raise pa.ArrowInvalid(f"{odd!r} is not a number, for an {kind} column")
         return inferred.cast(kind)
     return pa.array(values, type=kind)
+
+
+def _conformed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` in ``schema``: a column it lacks (or holds as all-null) is nulls of the
+    schema's type. Parts of one folder differ in no other way (their schemas unify)."""
+    columns = []
+    for wanted in schema:
+        column = batch.column(wanted.name) if wanted.name in batch.schema.names else None
+        if column is None or column.type != wanted.type:
+            column = pa.nulls(batch.num_rows, wanted.type)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 class Parts:
@@ -193,53 +207,47 @@ class Parts:
         from .compaction import staged_view  # compaction builds on Parts
 
         self.names, files = staged_view(storage, folder, storage.list(folder))
-        filesystem, root = storage.arrow()
+        _, root = storage.arrow()
         self._paths = [f"{root}/{folder}/{files.get(name, name)}" for name in self.names]
-        self._dataset: ds.Dataset | None = None
-        self.schema = pa.schema([])
-        if not self._paths:  # a run's start on a new OUTDIR: no pyarrow.dataset (~7 MB)
-            return
-        import pyarrow.dataset as ds
+        self.schema = self._schema()
 
-        with self._reading():
-            # A dataset made from a list of files reads them in that order.
-            self._dataset = ds.dataset(
-                self._paths, format="parquet", filesystem=filesystem, schema=self._schema()
-            )
-        self.schema = self._dataset.schema
-
-    def _schema(self) -> pa.Schema | None:
+    def _schema(self) -> pa.Schema:
         """Every run's columns: a run after a keep column was added writes a wider schema
         (a run writes one schema, so its first part speaks for all of its parts)."""
-        firsts: dict[str, str] = {}
+        firsts: dict[str, tuple[str, str]] = {}
         for name, path in zip(self.names, self._paths, strict=True):
-            firsts.setdefault(_run_of(name), path)
-        if len(firsts) < 2:
-            return None  # the dataset's own: the first part's
+            firsts.setdefault(_run_of(name), (name, path))
         filesystem, _ = self.storage.arrow()
-        schemas = [pq.read_schema(path, filesystem=filesystem) for path in firsts.values()]
-        return pa.unify_schemas(schemas)
+        schemas = []
+        for name, path in firsts.values():
+            with self._reading(name):
+                schemas.append(pq.read_schema(path, filesystem=filesystem))
+        if len(schemas) < 2:
+            return schemas[0] if schemas else pa.schema([])
+        with self._reading():
+            return pa.unify_schemas(schemas)
 
     def batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """Up to 32k rows at a time, part after part, with no read-ahead (a scan's default
-        buffers several parts' batches: docs/performance.md)."""
-        if self._dataset is None:
-            return
-        import pyarrow.dataset as ds
+        """Up to 32k rows at a time, part after part, in this folder's schema: a column an
+        earlier run's part lacks comes as nulls.
 
-        # Read a part's row groups one by one as they are needed (docs/performance.md:
-        # pre-buffering fetches the column chunks of many at once).
-        one_at_a_time = ds.ParquetFragmentScanOptions(pre_buffer=False)
-        for part in self._dataset.get_fragments():
-            with self._reading(part.path):
-                yield from part.to_batches(
-                    schema=self.schema,
-                    columns=columns,
-                    batch_size=32_768,
-                    batch_readahead=1,
-                    use_threads=False,
-                    fragment_scan_options=one_at_a_time,
-                )
+        Each part is read a row group at a time as it is needed, with no read-ahead and no
+        pre-buffering (either holds the column chunks of many row groups at once:
+        docs/performance.md), by ``pyarrow.parquet`` alone (a dataset scan needs
+        ``pyarrow.dataset``, ~6 MB more at the end of every run)."""
+        if not self._paths:
+            return
+        names = self.schema.names if columns is None else columns
+        fields = [self.schema.field(name) for name in names]
+        schema = pa.schema(fields, metadata=self.schema.metadata)
+        filesystem, _ = self.storage.arrow()
+        for path in self._paths:
+            with self._reading(path), filesystem.open_input_file(path) as f:
+                reader = pq.ParquetFile(f, pre_buffer=False)
+                stored = set(reader.schema_arrow.names)
+                wanted = [field.name for field in fields if field.name in stored]
+                for batch in reader.iter_batches(32_768, columns=wanted, use_threads=False):
+                    yield _conformed(batch, schema)
 
     def row_groups(self) -> list[tuple[str, int, int]]:
         """(part, row group, rows) of each row group, in commit order (from the footers)."""

@@ -38,6 +38,10 @@ class ResumeState:
     duplicates_logged: set[str] = field(default_factory=set)
     duplicate_rows: int = 0  # input rows logged as repeating an id (its id answered once)
 
+    def __bool__(self) -> bool:
+        """Whether earlier runs settled any row (a first run's state is empty)."""
+        return bool(self.latest_error) or len(self.succeeded) > 0
+
     def is_done(self, row_id: str, *, retry_failed: RetryFailed = False) -> bool:
         if row_id in self.succeeded:
             return True
