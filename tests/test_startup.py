@@ -120,7 +120,8 @@ def test_a_run_reads_sends_and_commits_without_arrow_compute_or_dataset(
 ) -> None:
     """A run with --no-report, first or resumed, never imports pyarrow.compute or
     pyarrow.dataset: reading JSONL, skipping done blocks, converting rows to columns,
-    committing parts and reading the done ids back all go without them."""
+    committing parts and reading the done ids back all go without them. Nor does a run that
+    keeps its report.html (nothing it shows changed): the figures are not read."""
     rows = prompt_rows(30)
     source = str(write_jsonl(tmp_path / "in.jsonl", rows))
     outdir = tmp_path / "out"
@@ -130,3 +131,9 @@ def test_a_run_reads_sends_and_commits_without_arrow_compute_or_dataset(
         imported, _, _ = heavy_imports(code, REPORT_ONLY, zbatch_env())
         assert imported == []
     assert_answers(outdir, {row["id"]: row["prompt"] for row in rows})
+    args = run_args(source, outdir, server, "--quiet")
+    assert run_zbatch(*args).returncode == 0  # writes report.html
+    page = (outdir / "report.html").read_bytes()
+    code = f"sys.argv = {['zbatch', *args]!r}\nfrom zbatch.cli import main\nmain()\n"
+    imported, _, _ = heavy_imports(code, REPORT_ONLY, zbatch_env())
+    assert (imported, (outdir / "report.html").read_bytes()) == ([], page)

@@ -21,12 +21,14 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import JobError
 from ..store import OutputDir, open_storage
 from . import pagestamp
-from .quality import Report, Scores, build_report, figure_rows
+
+if TYPE_CHECKING:  # a run's end imports the figures only to write a page (pyarrow.compute)
+    from .quality import Report, Scores
 
 REPORT_FILE = "report.html"
 MISSING = 'the HTML report needs plotly: pip install "zbatch[report]"'
@@ -74,6 +76,8 @@ def write_run_report(outdir: OutputDir, log: logging.Logger, *, input_rows: int)
                     "report.html kept: its figures, as of %s, are what the OUTDIR holds", written
                 )
                 return
+        from .quality import build_report
+
         page = _writer(build_report(outdir), script, digest)
         outdir.storage.write_file(REPORT_FILE, page)
     except Exception as exc:  # the run's outcome stands whatever the report meets
@@ -153,6 +157,8 @@ def _e(text: object) -> str:
 
 
 def _overview(report: Report, written: str | None) -> str:
+    from .quality import figure_rows  # loaded already: a report was built
+
     status = report.status
     cost = "unknown" if status.cost_usd is None else f"${status.cost_usd:.4f}"
     rows: list[tuple[str, object]] = [
