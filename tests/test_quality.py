@@ -32,7 +32,7 @@ CHOICES = ["cat", "dog", "bird", "fish"]
 
 
 def quality_scores(pairs):
-    from zbatch.results.quality import Scores
+    from zbatch.results.labels import Scores
 
     return Scores.of(pairs)
 

@@ -137,3 +137,44 @@ def test_a_run_reads_sends_and_commits_without_arrow_compute_or_dataset(
     code = f"sys.argv = {['zbatch', *args]!r}\nfrom zbatch.cli import main\nmain()\n"
     imported, _, _ = heavy_imports(code, REPORT_ONLY, zbatch_env())
     assert (imported, (outdir / "report.html").read_bytes()) == ([], page)
+
+
+def test_a_run_writes_its_report_page_without_arrow_compute(
+    server: ZaiServer, tmp_path: Path
+) -> None:
+    """The report page a run writes at its end, for results without label columns (most
+    runs), is built without pyarrow.compute (~7 MB of a run's peak: docs/performance.md,
+    "Issue 25, fifth session"); its figures are those of the committed parts."""
+    pytest.importorskip("plotly")  # the run's page needs zbatch[report]
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    rows = prompt_rows(40)
+    source = str(write_jsonl(tmp_path / "in.jsonl", rows))
+    outdir = tmp_path / "out"
+    args = run_args(source, outdir, server, "--quiet", "--limit", "34")
+    code = f"sys.argv = {['zbatch', *args]!r}\nfrom zbatch.cli import main\nmain()\n"
+    imported, _, _ = heavy_imports(code, REPORT_ONLY, zbatch_env())
+    assert imported == []
+
+    found = re.search(
+        r'<script type="application/json" id="zbatch-report">(.*?)</script>',
+        (outdir / "report.html").read_text(encoding="utf-8"),
+        re.S,
+    )
+    assert found is not None
+    figures = json.loads(found.group(1))
+    results = pq.read_table(outdir / "results")
+    paid = pc.greater(results["attempts"], 0)
+    status = figures["status"]
+    assert (status["done"], status["failed"], status["pending"]) == (34, 0, 6)
+    assert status["tokens"] == {
+        "prompt": pc.sum(pc.filter(results["prompt_tokens"], paid)).as_py(),
+        "completion": pc.sum(pc.filter(results["completion_tokens"], paid)).as_py(),
+        "cached": pc.sum(pc.filter(results["cached_tokens"], paid)).as_py(),
+    }
+    assert status["tokens"]["prompt"] > 0
+    latencies = pc.drop_null(results["latency_ms"]).to_pylist()
+    assert figures["latency"]["rows"] == len(latencies) == 34
+    assert figures["latency"]["max"] == max(latencies)
+    assert sum(bucket["rows"] for bucket in figures["throughput"]) == 34

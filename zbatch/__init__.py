@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from .execution.plan import Plan as Plan
     from .execution.setup import RunResult as RunResult
     from .results.export import Exported as Exported
+    from .results.failures import FailureGroup as FailureGroup
     from .results.quality import Report as Report
-    from .results.status import FailureGroup as FailureGroup
     from .results.status import Status as Status
 
 __all__ = [

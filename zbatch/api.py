@@ -38,9 +38,10 @@ if TYPE_CHECKING:
     from .execution.plan import Plan
     from .execution.setup import RunResult
     from .results.export import Exported
+    from .results.failures import FailureGroup
     from .results.quality import Report
     from .results.review import Reviewed
-    from .results.status import FailureGroup, Status
+    from .results.status import Status
 
 
 P = ParamSpec("P")
@@ -253,7 +254,7 @@ def failures(
 ) -> list[FailureGroup]:
     """The failed rows of an OUTDIR grouped by error type and code, largest group first;
     ``answers`` adds up to ``limit`` paid answers per group (the error log's answer column)."""
-    from .results.status import failure_groups
+    from .results.failures import failure_groups
 
     return failure_groups(
         OutputDir(str(outdir)), error_type=error_type, sample=limit, answers=answers

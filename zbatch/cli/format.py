@@ -12,7 +12,8 @@ from ..stats import Agreement, Stats
 
 if TYPE_CHECKING:  # the dry run comes with a run's imports; status starts without them
     from ..execution.plan import Plan
-    from ..results.status import FailureGroup, LastRun, Status
+    from ..results.failures import FailureGroup
+    from ..results.status import LastRun, Status
 
 
 def table(rows: Sequence[tuple[str, object]]) -> str:
@@ -191,7 +192,7 @@ def _failed(status: Status) -> str:
 def format_failure_groups(groups: Sequence[FailureGroup], outdir: str) -> str:
     """`zbatch errors`: each group of failed rows with a few ids, messages (and answers), then
     what to do about them: only the types a --retry-failed can fix are offered it."""
-    from ..results.status import RETRY_FIXES  # here: a run prints its summary without them
+    from ..results.failures import RETRY_FIXES  # here: a run prints its summary without them
 
     if not groups:
         return f"no failed rows in {outdir}"

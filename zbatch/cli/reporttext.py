@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..results.quality import Comparison, LabelQuality, Report, Scores, figure_rows
+from ..results.labels import Comparison, LabelQuality, Scores
+from ..results.quality import Report, figure_rows
 from .format import format_status, table
 
 

@@ -27,8 +27,9 @@ from ..errors import JobError
 from ..store import OutputDir, open_storage
 from . import pagestamp
 
-if TYPE_CHECKING:  # a run's end imports the figures only to write a page (pyarrow.compute)
-    from .quality import Report, Scores
+if TYPE_CHECKING:  # a run's end imports the figures only to write a page
+    from .labels import Scores
+    from .quality import Report
 
 REPORT_FILE = "report.html"
 MISSING = 'the HTML report needs plotly: pip install "zbatch[report]"'

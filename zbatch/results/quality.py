@@ -4,8 +4,7 @@ Counts, spend and tokens (from :func:`zbatch.results.status.read_status`), what 
 saved, latency percentiles and histogram, throughput and spend over time, and for each label
 column (``label``, and the enum fields of an ``[output] schema``): the distribution and, against
 a gold column of the input or another run, accuracy, Cohen's kappa, per-class
-precision/recall/F1 and the confusion matrix. The metrics are computed from the confusion
-matrix in pure Python and equal scikit-learn's (tests/test_quality.py compares them).
+precision/recall/F1 and the confusion matrix (:mod:`.labels`).
 
 Only the columns needed are read from the result parts, so a million rows take seconds
 (bench/report_scale.py).
@@ -19,21 +18,24 @@ import itertools
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .. import prompt
 from ..errors import JobError
-from ..pipeline import gold_label
 from ..pricing import cost
 from ..schema import RESULT_FIELDS
 from ..source import open_input
 from ..store import RESULTS, OutputDir, Parts
+from .arrays import flags, numbers, present, reals
 from .status import Status, read_status, settings_price
+
+if TYPE_CHECKING:  # label columns only: Arrow's compute functions (see .arrays)
+    from .labels import Comparison, LabelQuality
 
 PERCENTILES = (0.5, 0.9, 0.95, 0.99)
 HISTOGRAM_BINS = 20
@@ -44,98 +46,6 @@ BUCKET_SECONDS = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 6 * 3600, 86400, 7 * 8
 SPEND_COLUMNS = ("attempts", "prompt_tokens", "cached_tokens", "completion_tokens", "cached")
 # The result columns every run writes (and label, with labels.choices), by type.
 ALWAYS = {field.name: field.type for field in RESULT_FIELDS} | {"label": pa.string()}
-EXAMPLES = 20  # differing rows listed in a comparison (review lists them all)
-
-
-@dataclass(frozen=True)
-class ClassScore:
-    """Precision, recall and F1 of one label (0 where undefined, as scikit-learn's
-    ``zero_division=0``), and its support (gold rows of that label)."""
-
-    label: str
-    precision: float
-    recall: float
-    f1: float
-    support: int
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Two label columns compared row by row: ``truth`` (gold, or this run) against
-    ``predicted``; confusion[i][j] counts rows with truth labels[i] and predicted labels[j]."""
-
-    rows: int
-    agreed: int
-    accuracy: float | None
-    kappa: float | None  # None where undefined (both sides a single, identical label)
-    labels: list[str]
-    confusion: list[list[int]]
-    per_class: list[ClassScore]
-    macro_f1: float | None
-    weighted_f1: float | None
-
-    @classmethod
-    def of(cls, pairs: Mapping[tuple[str, str], int]) -> Scores:
-        """The figures of (truth, predicted) -> rows."""
-        labels = sorted({label for pair in pairs for label in pair})
-        where = {label: i for i, label in enumerate(labels)}
-        matrix = [[0] * len(labels) for _ in labels]
-        for (truth, predicted), count in pairs.items():
-            matrix[where[truth]][where[predicted]] += count
-        rows = sum(pairs.values())
-        agreed = sum(matrix[i][i] for i in range(len(labels)))
-        truths = [sum(line) for line in matrix]
-        predictions = [sum(line[j] for line in matrix) for j in range(len(labels))]
-        per_class = []
-        for i, label in enumerate(labels):
-            precision = matrix[i][i] / predictions[i] if predictions[i] else 0.0
-            recall = matrix[i][i] / truths[i] if truths[i] else 0.0
-            both = precision + recall
-            f1 = 2 * precision * recall / both if both else 0.0
-            per_class.append(ClassScore(label, precision, recall, f1, truths[i]))
-        kappa = None
-        if rows:
-            chance = sum(t * p for t, p in zip(truths, predictions, strict=True)) / rows / rows
-            if chance != 1:
-                kappa = (agreed / rows - chance) / (1 - chance)
-        # The averages are over the labels the truth holds, as scikit-learn's are over y_true's
-        # and y_pred's labels together: the same set, since labels is the union.
-        macro = sum(c.f1 for c in per_class) / len(per_class) if per_class else None
-        weighted = sum(c.f1 * c.support for c in per_class) / rows if rows else None
-        return cls(
-            rows=rows,
-            agreed=agreed,
-            accuracy=agreed / rows if rows else None,
-            kappa=kappa,
-            labels=labels,
-            confusion=matrix,
-            per_class=per_class,
-            macro_f1=macro,
-            weighted_f1=weighted,
-        )
-
-
-@dataclass(frozen=True)
-class LabelQuality:
-    """One label column: its distribution and, with a gold column, its scores against it."""
-
-    field: str
-    distribution: dict[str, int]
-    gold_column: str | None = None
-    gold_rows: int = 0  # rows with a gold label
-    unanswered: int = 0  # of those, rows without an answer in this field (failed, pending)
-    scores: Scores | None = None
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One label column of this run against the same column of another run, by id."""
-
-    field: str
-    other: str  # the other OUTDIR
-    scores: Scores  # truth: this run, predicted: the other run
-    differing: int
-    examples: list[dict[str, str]]  # the first EXAMPLES differing rows: id, this, other
 
 
 @dataclass(frozen=True)
@@ -211,23 +121,24 @@ def build_report(
     fields = label_fields(settings, results.schema)
     timing = _timing(results)
     gold = gold or settings.get("gold_column")
-    # The ids come with label fields only: a column of ten million ids is ~120 MB.
-    labels = read_columns(results, ["id", *fields]) if fields else pa.table({})
-    quality = []
-    gold_table = None
-    if gold is not None:
-        gold_table = read_gold(settings, gold)
-    scored = gold_field(fields, gold)
-    for name, choices in fields.items():
-        reference = gold_table if name == scored else None
-        quality.append(_label_quality(labels, name, choices, gold, reference))
-    comparisons = []
-    if against is not None:
-        other = against.parts(RESULTS)
-        other_fields = [name for name in fields if name in other.schema.names]
-        other_labels = read_columns(other, ["id", *other_fields])
-        for name in other_fields:
-            comparisons.append(_compare(labels, other_labels, name, against.location))
+    gold_table = read_gold(settings, gold) if gold is not None else None
+    quality: list[LabelQuality] = []
+    comparisons: list[Comparison] = []
+    if fields:
+        from .labels import compare, label_quality  # Arrow's compute functions: labels only
+
+        # The ids come with label fields only: a column of ten million ids is ~120 MB.
+        labels = read_columns(results, ["id", *fields])
+        scored = gold_field(fields, gold)
+        for name, choices in fields.items():
+            reference = gold_table if name == scored else None
+            quality.append(label_quality(labels, name, choices, gold, reference))
+        if against is not None:
+            other = against.parts(RESULTS)
+            other_fields = [name for name in fields if name in other.schema.names]
+            other_labels = read_columns(other, ["id", *other_fields])
+            for name in other_fields:
+                comparisons.append(compare(labels, other_labels, name, against.location))
     bucket, buckets = _throughput(timing, settings)
     return Report(
         status=status,
@@ -298,17 +209,6 @@ def read_gold(settings: Mapping[str, Any], column: str) -> pa.Table:
     return pa.table({"id": pa.array(ids, pa.string()), "gold": pa.array(values, pa.string())})
 
 
-def normalised(values: pa.Array | pa.ChunkedArray, choices: Sequence[str]) -> pa.Array:
-    """Gold labels as the choices they name (case, spacing, punctuation), as runs normalise
-    answers; a value naming none is kept as written."""
-    unique = pc.unique(values)
-    mapped = pa.array(
-        [None if v is None else gold_label(v, tuple(choices)) for v in unique.to_pylist()],
-        pa.string(),
-    )
-    return mapped.take(pc.index_in(values, value_set=unique))
-
-
 def read_columns(parts: Parts, columns: Iterable[str]) -> pa.Table:
     """The ``columns`` of committed parts, as one table: those the parts lack are left out,
     but for the result columns every run writes (and ``label``), which are empty when no
@@ -323,59 +223,6 @@ def read_columns(parts: Parts, columns: Iterable[str]) -> pa.Table:
         if name not in table.column_names and name in ALWAYS:
             table = table.append_column(pa.field(name, ALWAYS[name]), pa.nulls(0, ALWAYS[name]))
     return table
-
-
-def _pairs(table: pa.Table, truth: str, predicted: str) -> Counter[tuple[str, str]]:
-    both = table.filter(pc.and_(pc.is_valid(table[truth]), pc.is_valid(table[predicted])))
-    counted = both.group_by([truth, predicted], use_threads=False).aggregate([([], "count_all")])
-    columns = (counted.column(name).to_pylist() for name in (truth, predicted, "count_all"))
-    rows = zip(*columns, strict=True)
-    return Counter({(t, p): n for t, p, n in rows})
-
-
-def _distribution(column: pa.ChunkedArray) -> dict[str, int]:
-    counts = pc.value_counts(column).to_pylist() if len(column) else []
-    ordered = sorted(counts, key=lambda c: (-c["counts"], str(c["values"])))
-    return {c["values"]: c["counts"] for c in ordered if c["values"] is not None}
-
-
-def _label_quality(
-    labels: pa.Table,
-    name: str,
-    choices: tuple[str, ...],
-    gold: str | None,
-    gold_table: pa.Table | None,
-) -> LabelQuality:
-    distribution = _distribution(labels.column(name))
-    if gold_table is None:
-        return LabelQuality(name, distribution)
-    reference = gold_table.set_column(1, "gold", normalised(gold_table.column("gold"), choices))
-    answers = labels.select(["id", name]).rename_columns(["id", "answer"])
-    joined = reference.join(answers, "id", join_type="left outer", use_threads=False)
-    unanswered = joined.num_rows - pc.count(joined.column("answer")).as_py()
-    return LabelQuality(
-        name,
-        distribution,
-        gold_column=gold,
-        gold_rows=reference.num_rows,
-        unanswered=unanswered,
-        scores=Scores.of(_pairs(joined, "gold", "answer")),
-    )
-
-
-def _compare(this: pa.Table, other: pa.Table, name: str, location: str) -> Comparison:
-    mine = this.select(["id", name]).rename_columns(["id", "this"])
-    mine = mine.append_column("row", pa.array(range(mine.num_rows), pa.int64()))
-    theirs = other.select(["id", name]).rename_columns(["id", "other"])
-    joined = mine.join(theirs, "id", join_type="inner", use_threads=False)
-    joined = joined.filter(pc.and_(pc.is_valid(joined["this"]), pc.is_valid(joined["other"])))
-    differ = joined.filter(pc.not_equal(joined["this"], joined["other"]))
-    # The examples in this run's commit order (a join's order is its own).
-    first = differ.take(pc.sort_indices(differ["row"])).slice(0, EXAMPLES)
-    examples = first.select(["id", "this", "other"]).to_pylist()
-    return Comparison(
-        name, location, Scores.of(_pairs(joined, "this", "other")), differ.num_rows, examples
-    )
 
 
 @dataclass
@@ -398,48 +245,47 @@ def _timing(results: Parts) -> _Timing:
         return timing
     for batch in results.batches(columns):
         if "latency_ms" in columns:
-            latency = pc.drop_null(batch.column("latency_ms")).cast(pa.float64())
-            for count in pc.value_counts(latency).to_pylist():
-                timing.latencies[count["values"]] += count["counts"]
+            values, counts = np.unique(reals(batch.column("latency_ms")), return_counts=True)
+            timing.latencies.update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
         if "completed_at" in columns:
-            _add_seconds(timing, pa.Table.from_batches([batch]))
+            _add_seconds(timing, batch)
     return timing
 
 
-def _add_seconds(timing: _Timing, answers: pa.Table) -> None:
+def _add_seconds(timing: _Timing, answers: pa.RecordBatch) -> None:
     """A batch's answers and paid tokens per second of completed_at, into ``timing``."""
-    answers = answers.filter(pc.is_valid(answers.column("completed_at")))
-    if not answers.num_rows:
+    completed = present(answers.column("completed_at"))
+    if not completed.any():
         return
-    ms = answers.column("completed_at").cast(pa.int64())
-    first, last = pc.min(ms).as_py(), pc.max(ms).as_py()
+    ms = numbers(answers.column("completed_at"))[completed]
+    first, last = int(ms.min()), int(ms.max())
     if not timing.seconds or first < timing.first_ms:
         timing.first_ms = first
     if not timing.seconds or last > timing.last_ms:
         timing.last_ms = last
-    paid = pc.greater(pc.fill_null(answers.column("attempts"), 0), 0)
-    if "cached" in answers.column_names:
-        paid = pc.and_(paid, pc.invert(pc.fill_null(answers.column("cached"), False)))
+    paid = numbers(answers.column("attempts")) > 0
+    if "cached" in answers.schema.names:
+        paid &= ~flags(answers.column("cached"))
+    seconds, at = np.unique(ms // 1000, return_inverse=True)
 
-    def paid_tokens(name: str) -> pa.ChunkedArray:
-        return pc.if_else(paid, pc.fill_null(answers.column(name), 0), 0)
+    def per_second(name: str) -> list[int]:
+        tokens = np.where(paid, numbers(answers.column(name)), 0)[completed]
+        sums: list[int] = (
+            np.bincount(at, weights=tokens, minlength=len(seconds)).astype(np.int64).tolist()
+        )
+        return sums
 
-    table = pa.table(
-        {
-            "second": pc.divide(ms, 1000),
-            "prompt": paid_tokens("prompt_tokens"),
-            "cached": paid_tokens("cached_tokens"),
-            "completion": paid_tokens("completion_tokens"),
-        }
+    sums = zip(
+        np.bincount(at).tolist(),
+        per_second("prompt_tokens"),
+        per_second("cached_tokens"),
+        per_second("completion_tokens"),
+        strict=True,
     )
-    sums = table.group_by("second", use_threads=False).aggregate(
-        [([], "count_all"), ("prompt", "sum"), ("cached", "sum"), ("completion", "sum")]
-    )
-    names = ("count_all", "prompt_sum", "cached_sum", "completion_sum")
-    for row in sums.to_pylist():
-        into = timing.seconds.setdefault(row["second"], [0, 0, 0, 0])
-        for at, name in enumerate(names):
-            into[at] += row[name] or 0
+    for second, figures in zip(seconds.tolist(), sums, strict=True):
+        into = timing.seconds.setdefault(second, [0, 0, 0, 0])
+        for place, value in enumerate(figures):
+            into[place] += value
 
 
 def _latency(counts: Counter[float]) -> Latency:
@@ -521,7 +367,7 @@ def _cache(results: Parts, summary: Mapping[str, Any]) -> Cache | None:
         return None  # an OUTDIR from before the response cache
     rows = 0
     if "cached" in results.schema.names:
-        rows = pc.sum(read_columns(results, ["cached"]).column("cached")).as_py() or 0
+        rows = sum(int(flags(batch.column(0)).sum()) for batch in results.batches(["cached"]))
     return Cache(
         rows=rows,
         hits=None if cached is None else cached.get("hits"),
@@ -532,13 +378,14 @@ def _cache(results: Parts, summary: Mapping[str, Any]) -> Cache | None:
 def _samples(results: Parts) -> Samples | None:
     if "agreement" not in results.schema.names:
         return None
-    column = pc.drop_null(read_columns(results, ["agreement"]).column("agreement"))
-    unanimous = pc.sum(pc.greater_equal(column, 1.0)).as_py() or 0
+    shares = [reals(batch.column(0)) for batch in results.batches(["agreement"])]
+    agreement = np.concatenate(shares) if shares else np.zeros(0)
+    unanimous = int(np.count_nonzero(agreement >= 1.0))
     return Samples(
-        rows=len(column),
-        mean_agreement=pc.mean(column).as_py() if len(column) else None,
+        rows=len(agreement),
+        mean_agreement=float(agreement.mean()) if len(agreement) else None,
         unanimous=unanimous,
-        split=len(column) - unanimous,
+        split=len(agreement) - unanimous,
     )
 
 

@@ -28,7 +28,8 @@ from .. import prompt
 from ..errors import JobError
 from ..source import open_input
 from ..store import ERRORS, RESULTS, OutputDir, open_storage
-from .quality import gold_field, label_fields, normalised, read_columns, read_gold
+from .labels import normalised
+from .quality import gold_field, label_fields, read_columns, read_gold
 
 INVALID = ("invalid_output", "invalid_label", "invalid_json")
 FORMATS = ("csv", "jsonl", "label-studio")
