@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import os
 import signal
@@ -27,6 +28,7 @@ from zbatch.store import LocalStorage, OutputDir, Parts, PartWriter
 from zbatch.store import parts as parts_module
 from zbatch.store import storage as storage_module
 from zbatch.store.compaction import COMPACT_JOURNAL
+from zbatch.store.parts import ROW_GROUP_ROWS
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 T0 = 1_760_000_000_000  # a completed_at / failed_at in ms
@@ -969,3 +971,72 @@ def test_present_counts_the_held_error_rows_that_keep_a_paid_answer(tmp_path, mo
         parts.add((*row[:answer], f"paid {i}") if i in (1, 5) else row)
     assert parts.present(answer) == 2  # one in the chunk of 0-3, one of the two not converted
     assert parts.buffered == 6
+
+
+# --- rows waiting for their part ----------------------------------------------------------
+
+
+def test_rows_waiting_for_their_part_are_encoded_a_row_group_at_a_time(tmp_path):
+    """A writer holds less than a row group's worth of rows as Arrow columns or tuples: the
+    rest of a part waiting for its commit is Parquet already (~33 bytes a row where columns
+    took ~147: docs/performance.md, "Issue 25, fifth session"). Counting, the ids and the
+    committed part see every row, in order, in row groups of ROW_GROUP_ROWS."""
+    parts = writer(tmp_path / "results", RESULTS)
+    total = ROW_GROUP_ROWS * 2 + 100
+    rows = [result_row(f"r{i}", None if i % 3 == 0 else f"answer {i}") for i in range(total)]
+    for row in rows:
+        parts.add(row)
+    assert parts.buffered == total
+    assert parts.present(1) == sum(row[1] is not None for row in rows)
+    held = parts.take()
+    assert sum(chunk.num_rows for chunk in held.chunks) + len(held.rows) < ROW_GROUP_ROWS
+    assert len(held) == total and list(held.ids()) == [row[0] for row in rows]
+    assert parts.commit(held) == []
+    [path] = part_paths(tmp_path / "results")
+    groups = pq.ParquetFile(path).metadata
+    assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == [
+        ROW_GROUP_ROWS,
+        ROW_GROUP_ROWS,
+        100,
+    ]
+    table = read_parts(tmp_path / "results")
+    assert table.column("id").to_pylist() == [row[0] for row in rows]
+    assert table.column("content").to_pylist() == [row[1] for row in rows]
+    assert parts.committed_rows == total
+
+
+def test_rows_given_back_by_a_failed_commit_go_first_as_a_part_of_their_own(tmp_path, monkeypatch):
+    """A commit that fails gives its rows back, encoded whole; the next commit writes them
+    before the rows added since, each set as one part. If only the first of those parts is
+    written before the disk fills again, only the second is given back: no row twice."""
+    folder = tmp_path / "results"
+    parts = writer(folder, RESULTS, prefix="S")
+    first = [result_row(f"a{i}") for i in range(ROW_GROUP_ROWS + 5)]
+    for row in first:
+        parts.add(row)
+    held = parts.take()
+    full_disk(monkeypatch, room=100)
+    with pytest.raises(StoreError):
+        parts.commit(held)
+    parts.give_back(held)
+    # Answers that do not compress: this part is larger than the given-back one.
+    later = [result_row(f"b{i}", hashlib.sha256(b"%d" % i).hexdigest()) for i in range(3000)]
+    for row in later:
+        parts.add(row)
+    assert parts.buffered == len(first) + len(later)
+    assert parts.present(1) == len(first) + len(later)
+
+    held = parts.take()
+    first_part = held.files[0].data.size
+    full_disk(monkeypatch, room=first_part + 1)  # room for the given-back part only
+    with pytest.raises(StoreError):
+        parts.commit(held)
+    assert read_parts(folder).column("id").to_pylist() == [row[0] for row in first]
+    parts.give_back(held)
+    assert parts.buffered == len(later)
+
+    monkeypatch.undo()
+    assert parts.commit(parts.take()) == []
+    assert read_parts(folder).column("id").to_pylist() == [row[0] for row in first + later]
+    assert [len(pq.read_table(p)) for p in part_paths(folder)] == [len(first), len(later)]
+    assert parts.committed_rows == len(first) + len(later)

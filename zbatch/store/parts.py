@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,27 +40,82 @@ def is_part(name: str) -> bool:
 # for its part costs ~1.8 KB as a tuple of objects, ~150-200 bytes as columns
 # (docs/performance.md "Memory at 200,000 rows").
 CHUNK_ROWS = 2048
-# Rows per row group of a part: the Parquet writer holds a whole row group's encoded pages
-# until it ends, ~9 MB more at the peak for a part of 50,000 rows in one group, ~3 MB in
-# groups of 8,192 (docs/performance.md "Memory at 200,000 rows").
+# Rows per row group of a part. A row group's worth of columns is encoded as soon as it is
+# held: the rows waiting for their part are then ~33 bytes a row of Parquet (and their ids),
+# not ~147 of Arrow columns (docs/performance.md, "Issue 25, fifth session").
 ROW_GROUP_ROWS = 8192
+# Pages (and a column's dictionary, before it falls back to plain values) of 64 KiB, not
+# Arrow's 1 MiB: encoding a row group takes ~1 MB of memory less for a moment, and less CPU;
+# a unique column (ids, answers) gives up its dictionary sooner (docs/performance.md).
+PAGE_BYTES = 64 * 1024
+
+
+class _Encoding:
+    """A part being encoded in memory, a row group at a time, with the ids of its rows and
+    how many of them have a value in each column."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self._sink = pa.BufferOutputStream()
+        self._writer = pq.ParquetWriter(
+            self._sink, schema, data_page_size=PAGE_BYTES, dictionary_pagesize_limit=PAGE_BYTES
+        )
+        self.ids: list[pa.ChunkedArray] = []
+        self.values: Counter[int] = Counter()  # column -> rows not null
+
+    @property
+    def rows(self) -> int:
+        return sum(len(ids) for ids in self.ids)
+
+    def add(self, table: pa.Table) -> None:
+        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self.ids.append(table.column(0))
+        for at, column in enumerate(table.columns):
+            self.values[at] += len(column) - column.null_count
+
+    def close(self) -> Encoded:
+        self._writer.close()
+        return Encoded(self._sink.getvalue(), self.ids, self.values)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A whole part file's bytes, with the ids of its rows and their values per column."""
+
+    data: pa.Buffer
+    ids: list[pa.ChunkedArray]
+    values: Counter[int]
+
+    @property
+    def rows(self) -> int:
+        return sum(len(ids) for ids in self.ids)
 
 
 @dataclass
 class Held:
-    """Rows waiting for a part, in order: Arrow chunks, then rows not converted yet; and the
-    rows that cannot be stored in the schema, each with the reason."""
+    """Rows waiting for a part, in order: whole parts encoded already (a failed commit's,
+    given back), the row groups of the part being encoded, Arrow chunks, then rows not
+    converted yet; and the rows that cannot be stored in the schema, each with the reason."""
 
+    files: list[Encoded] = field(default_factory=list)
+    part: _Encoding | None = None
     chunks: list[pa.Table] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
     odd: list[tuple[Row, str]] = field(default_factory=list)
+    written: int = 0  # how many of ``files`` a commit has written
+
+    def encoded(self) -> list[Encoded | _Encoding]:
+        return [*self.files, *([] if self.part is None else [self.part])]
 
     def __len__(self) -> int:
+        encoded: int = sum(part.rows for part in self.encoded())
         converted: int = sum(chunk.num_rows for chunk in self.chunks)
-        return converted + len(self.rows) + len(self.odd)
+        return encoded + converted + len(self.rows) + len(self.odd)
 
     def ids(self) -> Iterator[Any]:
         """The first column (the id) of every row held, lazily."""
+        for part in self.encoded():
+            for ids in part.ids:
+                yield from ids.to_pylist()
         for chunk in self.chunks:
             yield from chunk.column(0).to_pylist()
         for row in self.rows:
@@ -70,8 +127,9 @@ class Held:
 class PartWriter:
     """Buffers rows of one table and commits them as numbered part files.
 
-    Added rows become Arrow columns every CHUNK_ROWS rows, so a part's worth of rows waits
-    in memory as columns, not as tuples. ``prefix`` makes the names unique to this run (and
+    Added rows become Arrow columns every CHUNK_ROWS rows, and a row group's worth of columns
+    is encoded into the part at once: a part's worth of rows waits in memory as Parquet, not
+    as tuples or columns. ``prefix`` makes the names unique to this run (and
     shard): parts are created under their final names, create-only, so two writers can never
     overwrite each other.
     """
@@ -85,7 +143,7 @@ class PartWriter:
         self._prefix = prefix
         self._seq = 0
         self.committed_rows = 0
-        self.last_part_bytes = 0  # in memory, an upper bound of the file: the room to keep
+        self.last_part_bytes = 0  # the room the next part needs, about
 
     def add(self, row: Row) -> None:
         rows = self._held.rows
@@ -101,48 +159,74 @@ class PartWriter:
         return held
 
     def give_back(self, held: Held) -> None:
-        """Rows taken and not committed go back in front of those added since, in order."""
-        self._convert(held)
+        """Rows taken and not committed go back in front of those added since, in order (as
+        a part of their own)."""
+        self._seal(held)
+        back = Held(held.files[held.written :], odd=held.odd)
         mine = self._held
-        self._held = Held([*held.chunks, *mine.chunks], mine.rows, [*held.odd, *mine.odd])
-        self.buffered += len(held)
+        self._held = Held(
+            [*back.files, *mine.files], mine.part, mine.chunks, mine.rows, [*back.odd, *mine.odd]
+        )
+        self.buffered += len(back)
 
     def present(self, column: int) -> int:
         """How many rows held have a value (not null) in ``column``."""
         held = self._held
         converted: int = sum(c.num_rows - c.column(column).null_count for c in held.chunks)
         rows = [*held.rows, *(row for row, _ in held.odd)]
-        return converted + sum(row[column] is not None for row in rows)
+        encoded = sum(part.values[column] for part in held.encoded())
+        return encoded + converted + sum(row[column] is not None for row in rows)
 
     def commit(self, rows: Held | Sequence[Row]) -> list[tuple[Row, str]]:
-        """Write rows as one part file; blocking (run it in a worker thread).
+        """Write rows as part files (one, unless a failed commit's rows were given back);
+        blocking (run it in a worker thread).
 
         Returns the rows that cannot be stored in this schema, each with the reason, so the
         caller can log them as errors: one odd value never costs the other rows."""
         held = rows if isinstance(rows, Held) else Held(rows=list(rows))
-        self._convert(held)
-        if held.chunks:
-            table = pa.concat_tables(held.chunks)
+        self._seal(held)
+        for part in held.files[held.written :]:
             self._seq += 1
             name = f"{self.folder}/{part_name(self._prefix, f'{self._seq:05d}')}"
-            self.storage.create(
-                name, lambda handle: pq.write_table(table, handle, row_group_size=ROW_GROUP_ROWS)
-            )
-            # The pages the encoding freed go back to the system now (the CLI's system
-            # allocator keeps them otherwise: ~2 MB of a run's peak at 200,000 rows).
-            pa.default_memory_pool().release_unused()
-            self.committed_rows += table.num_rows
-            self.last_part_bytes = table.nbytes
+            self.storage.create(name, functools.partial(_write, part.data))
+            held.written += 1  # a failure after this gives back only the others
+            self.committed_rows += part.rows
+            self.last_part_bytes = part.data.size
         return held.odd
 
+    def _seal(self, held: Held) -> None:
+        """Encode what ``held`` holds and close its part: whole parts only."""
+        self._convert(held)
+        self._encode(held)
+        if held.part is not None:
+            held.files.append(held.part.close())
+            held.part = None
+
     def _convert(self, held: Held) -> None:
-        """``held``'s rows as an Arrow chunk; the rows that do not fit go to its ``odd``."""
+        """``held``'s rows as an Arrow chunk (the rows that do not fit go to its ``odd``),
+        encoded once the chunks make a row group."""
         if held.rows:
             table, unstorable = self.to_table(held.rows)
             if table.num_rows:
                 held.chunks.append(table)
             held.odd += unstorable
             held.rows = []
+            if sum(chunk.num_rows for chunk in held.chunks) >= ROW_GROUP_ROWS:
+                self._encode(held)
+
+    def _encode(self, held: Held) -> None:
+        """``held``'s chunks into the part it is encoding."""
+        if not held.chunks:
+            return
+        table = pa.concat_tables(held.chunks)
+        held.chunks = []
+        if held.part is None:
+            held.part = _Encoding(self.schema)
+        held.part.add(table)
+        # What the encoding freed, and what the rows since the last row group left, go back
+        # to the system now: the CLI's system allocator keeps freed pages, and a 200,000-row
+        # run's RSS climbed ~7 MB between two commits (docs/performance.md).
+        pa.default_memory_pool().release_unused()
 
     def to_table(self, rows: Sequence[Row]) -> tuple[pa.Table, list[tuple[Row, str]]]:
         """The rows as a table of this schema, and the rows that do not fit it."""
@@ -165,6 +249,10 @@ class PartWriter:
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.schema)
         arrays = [_array(column, f.type) for column, f in zip(columns, self.schema, strict=True)]
         return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+def _write(data: pa.Buffer, handle: BinaryIO) -> None:
+    handle.write(data)
 
 
 def _array(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
