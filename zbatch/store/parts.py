@@ -104,6 +104,7 @@ class Held:
     written: int = 0  # how many of ``files`` a commit has written
 
     def encoded(self) -> list[Encoded | _Encoding]:
+        """The parts held as Parquet: whole ones, then the one being encoded."""
         return [*self.files, *([] if self.part is None else [self.part])]
 
     def __len__(self) -> int:
@@ -143,7 +144,7 @@ class PartWriter:
         self._prefix = prefix
         self._seq = 0
         self.committed_rows = 0
-        self.last_part_bytes = 0  # the room the next part needs, about
+        self.last_part_bytes = 0  # the last part's size: about the room the next one needs
 
     def add(self, row: Row) -> None:
         rows = self._held.rows
