@@ -102,6 +102,7 @@ def read_status(outdir: OutputDir) -> Status:
     columns = ["attempts", *(f"{key}_tokens" for key in counted)]
     if "label" in results.schema.names:
         columns.append("label")
+        from .labels import label_counts  # Arrow's compute functions: label columns only
     saved = {"prompt": 0, "completion": 0, "cached": 0}
     hits = 0
     if "cached" in results.schema.names:
@@ -119,8 +120,6 @@ def read_status(outdir: OutputDir) -> Status:
         if cached is not None:
             hits += int(cached.sum())
         if "label" in columns:
-            from .labels import label_counts  # Arrow's compute functions: labels only
-
             labels.update(label_counts(batch.column("label")))
     tokens = Tokens(**counted)
     try:

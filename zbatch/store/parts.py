@@ -50,21 +50,27 @@ ROW_GROUP_ROWS = 8192
 PAGE_BYTES = 64 * 1024
 
 
-class _Encoding:
-    """A part being encoded in memory, a row group at a time, with the ids of its rows and
-    how many of them have a value in each column."""
+@dataclass
+class _Encoded:
+    """Rows encoded as Parquet: their ids, and how many have a value in each column."""
 
-    def __init__(self, schema: pa.Schema) -> None:
-        self._sink = pa.BufferOutputStream()
-        self._writer = pq.ParquetWriter(
-            self._sink, schema, data_page_size=PAGE_BYTES, dictionary_pagesize_limit=PAGE_BYTES
-        )
-        self.ids: list[pa.ChunkedArray] = []
-        self.values: Counter[int] = Counter()  # column -> rows not null
+    ids: list[pa.ChunkedArray] = field(default_factory=list)
+    values: Counter[int] = field(default_factory=Counter)  # column -> rows not null
 
     @property
     def rows(self) -> int:
         return sum(len(ids) for ids in self.ids)
+
+
+class _Encoding(_Encoded):
+    """A part being encoded in memory, a row group at a time."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        super().__init__()
+        self._sink = pa.BufferOutputStream()
+        self._writer = pq.ParquetWriter(
+            self._sink, schema, data_page_size=PAGE_BYTES, dictionary_pagesize_limit=PAGE_BYTES
+        )
 
     def add(self, table: pa.Table) -> None:
         self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
@@ -74,20 +80,14 @@ class _Encoding:
 
     def close(self) -> Encoded:
         self._writer.close()
-        return Encoded(self._sink.getvalue(), self.ids, self.values)
+        return Encoded(self.ids, self.values, data=self._sink.getvalue())
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """A whole part file's bytes, with the ids of its rows and their values per column."""
+@dataclass
+class Encoded(_Encoded):
+    """A whole part file's bytes, with its rows' ids and values per column."""
 
-    data: pa.Buffer
-    ids: list[pa.ChunkedArray]
-    values: Counter[int]
-
-    @property
-    def rows(self) -> int:
-        return sum(len(ids) for ids in self.ids)
+    data: pa.Buffer = field(kw_only=True)
 
 
 @dataclass
@@ -103,7 +103,7 @@ class Held:
     odd: list[tuple[Row, str]] = field(default_factory=list)
     written: int = 0  # how many of ``files`` a commit has written
 
-    def encoded(self) -> list[Encoded | _Encoding]:
+    def encoded(self) -> list[_Encoded]:
         """The parts held as Parquet: whole ones, then the one being encoded."""
         return [*self.files, *([] if self.part is None else [self.part])]
 
